@@ -1,0 +1,41 @@
+# plantfed developer entry points. `make demo` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test test-fast testbin proto crds bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/plantfed simulate --out runs/demo
+
+testbin:
+	hack/testbin/build.sh
+
+proto: $(STAMP)
+	$(BIN)/python -m plantfed.wire.generate
+
+crds: $(STAMP)
+	$(BIN)/plantfed crds --out crds
+
+test: $(STAMP) testbin
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -rs
+
+test-fast: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -rs -m "not controlplane"
+
+bench: $(STAMP)
+	$(BIN)/pip install -q -c constraints.txt -e '.[bench]'
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
