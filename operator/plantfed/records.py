@@ -49,6 +49,10 @@ class UpdateRecord(BaseModel):
     meta: UpdateMeta
     digest: str
     received_at: float
+    #: Payload bytes the hub wrote for this update over all attempts (re-sent bytes count again).
+    bytes_received: int | None = None
+    #: From the first byte of the first upload attempt to the commit.
+    upload_seconds: float | None = None
 
 
 class RoundState(str, Enum):
@@ -65,6 +69,8 @@ class RoundRecord(BaseModel):
     plants: list[str]
     state: RoundState = RoundState.OPEN
     max_update_bytes: int = 8 * 1024**3
+    opened_at: float | None = None
+    closed_at: float | None = None
 
 
 class ModelVersion(BaseModel):
