@@ -1,0 +1,223 @@
+"""The `plantfed` command: one subcommand per process, so every pod spec calls it with an explicit command.
+
+Heavy imports (torch, grpc, kopf) happen inside each subcommand, so `plantfed --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+CODECS = ("none", "fp16", "int8")
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm", "trimmed_mean", "median")
+
+
+def _add_plant_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--exchange", required=True, help="host:port of the hub's model exchange")
+    p.add_argument("--plant", required=True, help="this plant's identity (must match its token)")
+    p.add_argument("--token-file", type=Path, required=True, help="file holding this plant's bearer token")
+    p.add_argument("--ca-file", type=Path, help="CA bundle to verify the exchange's TLS certificate (enables TLS)")
+    p.add_argument("--task", default="bearing", help="built-in task name or 'module:Class'")
+    p.add_argument("--data", type=Path, help="the plant's data directory (default: the task's synthetic data)")
+    p.add_argument("--plant-index", type=int, default=0, help="which partition of a shared or synthetic source")
+    p.add_argument("--num-plants", type=int, default=1)
+    p.add_argument("--state-dir", type=Path, required=True, help="plant-local state: model cache, personal layers")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--report", type=Path, help="write the result as JSON here (also printed to stdout)")
+
+
+def _add_training_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--learning-rate", type=float, default=0.01)
+    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adam", "adamw"))
+    p.add_argument("--fedprox-mu", type=float, default=0.0, help="FedProx proximal weight (0 = plain local SGD)")
+    p.add_argument("--codec", default="none", choices=CODECS, help="update compression on the wire")
+    p.add_argument("--clip-norm", type=float, default=0.0, help="clip the update's L2 norm (0 = off)")
+    p.add_argument("--noise-multiplier", type=float, default=0.0, help="Gaussian noise std as a multiple of clip-norm")
+
+
+def _add_strategy_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strategy", default="fedavg", choices=STRATEGIES)
+    p.add_argument("--server-lr", type=float, default=None, help="server learning rate (FedAdam/FedYogi/FedAvgM)")
+    p.add_argument("--server-momentum", type=float, default=None, help="FedAvgM momentum")
+    p.add_argument("--trim-fraction", type=float, default=None, help="trimmed mean: fraction cut at each end")
+    p.add_argument("--norm-bound", type=float, default=None, help="clip every update to this L2 norm before aggregating")
+
+
+def strategy_from_args(args: argparse.Namespace):
+    from plantfed.aggregation import StrategyConfig
+
+    fields = {"name": args.strategy}
+    for arg, key in (("server_lr", "server_lr"), ("server_momentum", "momentum"), ("trim_fraction", "trim_fraction"), ("norm_bound", "norm_bound")):
+        value = getattr(args, arg)
+        if value is not None:
+            fields[key] = value
+    return StrategyConfig(**fields)
+
+
+def _plant_runtime(args: argparse.Namespace):
+    from plantfed.exchange.client import ExchangeClient
+    from plantfed_participant.runtime import PlantRuntime
+    from plantfed_participant.sdk import DataSpec, load_task
+
+    token = args.token_file.read_text().strip()
+    root_cert = args.ca_file.read_bytes() if args.ca_file else None
+    client = ExchangeClient(args.exchange, token, root_cert=root_cert)
+    data = DataSpec(plant=args.plant, path=args.data, plant_index=args.plant_index, num_plants=args.num_plants, seed=args.seed)
+    return PlantRuntime(args.plant, load_task(args.task), data, args.state_dir, client)
+
+
+def _emit(result: dict, report: Path | None) -> None:
+    text = json.dumps(result, sort_keys=True)
+    if report:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        tmp = report.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(report)
+    print(text)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from plantfed.records import Codec
+    from plantfed_participant.runtime import ParticipationConfig
+    from plantfed_participant.training import LocalTrainingConfig
+
+    runtime = _plant_runtime(args)
+    cfg = ParticipationConfig(
+        training=LocalTrainingConfig(
+            epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+            optimizer=args.optimizer, fedprox_mu=args.fedprox_mu,
+        ),
+        codec=Codec(args.codec), clip_norm=args.clip_norm, noise_multiplier=args.noise_multiplier,
+        variant=args.variant, seed=args.seed, device=args.device,
+    )
+    report = runtime.participate(args.round, cfg)
+    _emit(json.loads(report.to_json()), args.report)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    runtime = _plant_runtime(args)
+    _emit(runtime.evaluate_version(args.model, args.version, args.variant), args.report)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from plantfed.records import Codec
+    from plantfed.simulate import Simulation, SimulationConfig
+
+    cfg = SimulationConfig(
+        plants=args.plants, rounds=args.rounds, task=args.task, data=args.data, out=args.out,
+        strategy=strategy_from_args(args), epochs=args.epochs, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, optimizer=args.optimizer, fedprox_mu=args.fedprox_mu,
+        codec=Codec(args.codec), clip_norm=args.clip_norm, noise_multiplier=args.noise_multiplier,
+        variants=tuple(args.variants.split(",")) if args.variants else (), seed=args.seed,
+        parallel=args.parallel, metrics_port=args.metrics_port,
+    )
+    Simulation(cfg).run()
+    return 0
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    from plantfed.round_aggregation import aggregate_round
+    from plantfed.store import ModelStore
+
+    outcome = aggregate_round(
+        ModelStore(args.store), args.round, strategy_from_args(args),
+        plants=args.plants.split(",") if args.plants else None, local_patterns=tuple(args.local_pattern or ()),
+    )
+    result = {
+        "round": args.round, "model": outcome.version.model, "version": outcome.version.version,
+        "plants": outcome.plants, "reused": outcome.reused, "seconds": outcome.seconds,
+        "metrics": outcome.version.metrics,
+    }
+    if outcome.result is not None:
+        result["stats"] = [s.__dict__ if hasattr(s, "__dict__") else s for s in outcome.result.plants]
+        result["peak_bytes"] = outcome.result.peak_bytes
+    _emit(json.loads(json.dumps(result, default=str)), args.result)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from plantfed.report import render_run
+
+    print(render_run(args.run_dir, args.out))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="plantfed", description="Federated training across plants.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("simulate", help="run a whole federation on this machine (plants as local processes)")
+    p.add_argument("--plants", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--task", default="bearing")
+    p.add_argument("--data", type=Path, help="data directory (e.g. ../shared/data/cwru); default: synthetic")
+    p.add_argument("--out", type=Path, default=Path("runs/simulate"))
+    p.add_argument("--variants", help="comma-separated model variants assigned to plants in turn, e.g. full,light")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--parallel", type=int, default=0, help="plants training at once (default: one per core)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
+    _add_training_args(p)
+    _add_strategy_args(p)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("train", help="take part in one round as a plant (what a training pod runs)")
+    _add_plant_args(p)
+    _add_training_args(p)
+    p.add_argument("--round", required=True)
+    p.add_argument("--variant", default="full")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a global model on this plant's test split (numbers only leave)")
+    _add_plant_args(p)
+    p.add_argument("--model", required=True)
+    p.add_argument("--version", type=int, help="default: the latest promoted")
+    p.add_argument("--variant", default="full")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("aggregate", help="aggregate one round from the model store (the aggregation Job)")
+    p.add_argument("--store", type=Path, required=True)
+    p.add_argument("--round", required=True)
+    p.add_argument("--plants", help="comma-separated plants to aggregate (default: every committed update)")
+    p.add_argument("--local-pattern", action="append", help="parameter-name glob never aggregated (repeatable)")
+    p.add_argument("--result", type=Path, help="write the outcome as JSON here")
+    _add_strategy_args(p)
+    p.set_defaults(func=cmd_aggregate)
+
+    from plantfed.exchange import cli as exchange_cli
+
+    p = sub.add_parser("exchange", help="serve the gRPC model exchange (hub)")
+    exchange_cli.add_arguments(p)
+    p.set_defaults(func=exchange_cli.run)
+
+    p = sub.add_parser("report", help="render convergence plots (PNG) from a run directory")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--out", type=Path)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("crds", help="write the CustomResourceDefinitions generated from the API models")
+    p.add_argument("--out", type=Path, default=Path("crds"))
+    p.add_argument("--check", action="store_true", help="fail if the files on disk differ")
+    p.set_defaults(func=cmd_crds)
+    return parser
+
+
+def cmd_crds(args: argparse.Namespace) -> int:
+    from plantfed.api import crdgen
+
+    return crdgen.main(["--out", str(args.out)] + (["--check"] if args.check else []))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,387 @@
+"""`plantfed simulate`: the whole federation on one machine, with the production code paths.
+
+The hub (model store + gRPC exchange on loopback + aggregation) runs in this process; every plant is its own
+OS process running `plantfed train`, exactly the command a plant's training pod runs, authenticating with its
+own token and seeing only its own data partition. Nothing is shortcut through shared memory: models and
+updates cross real gRPC.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from plantfed import codecs
+from plantfed.aggregation import StrategyConfig
+from plantfed.exchange.server import build_server
+from plantfed.exchange.auth import TokenBook
+from plantfed.metrics import Metrics
+from plantfed.records import Codec, RoundRecord
+from plantfed.round_aggregation import aggregate_round
+from plantfed.store import ModelStore
+from plantfed_participant.sdk import load_task
+
+
+@dataclass
+class SimulationConfig:
+    plants: int = 3
+    rounds: int = 5
+    task: str = "bearing"
+    data: Path | None = None
+    out: Path = Path("runs/simulate")
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    epochs: int = 1
+    batch_size: int = 64
+    learning_rate: float = 0.01
+    optimizer: str = "sgd"
+    fedprox_mu: float = 0.0
+    codec: Codec = Codec.NONE
+    clip_norm: float = 0.0
+    noise_multiplier: float = 0.0
+    variants: tuple[str, ...] = ()
+    seed: int = 0
+    parallel: int = 0
+    metrics_port: int | None = None
+    model_name: str = "bearing"
+    plant_timeout_s: float = 1800.0
+
+
+@dataclass
+class PlantRound:
+    plant: str
+    ok: bool
+    num_samples: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    payload_bytes: int = 0
+    bytes_sent: int = 0
+    update_norm: float = 0.0
+    cosine: float | None = None
+    train_seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class RoundReport:
+    round: int
+    round_id: str
+    base_version: int
+    version: int | None
+    seconds: float
+    aggregation_seconds: float
+    bytes_up: int
+    bytes_down: int
+    plants: dict[str, PlantRound]
+    global_loss: float | None = None
+    global_accuracy: float | None = None
+
+
+def plant_name(index: int) -> str:
+    return f"plant-{index + 1}"
+
+
+class Simulation:
+    def __init__(self, cfg: SimulationConfig, console: Console | None = None):
+        self.cfg = cfg
+        self.console = console or Console()
+        self.out = Path(cfg.out).resolve()
+        self.task = load_task(cfg.task)
+        self.store = ModelStore(self.out / "hub" / "store")
+        self.metrics = Metrics()
+        self.plants = [plant_name(i) for i in range(cfg.plants)]
+        self.reports: list[RoundReport] = []
+        self.local_patterns = tuple(self.task.local_parameter_patterns())
+
+    # -- hub ---------------------------------------------------------------------------------------------
+    def _issue_tokens(self) -> Path:
+        """One secret per plant; the hub keeps them as a Secret-like directory, each plant gets only its own."""
+        book_dir = self.out / "hub" / "tokens"
+        book_dir.mkdir(parents=True, exist_ok=True)
+        for plant in self.plants:
+            token = secrets.token_urlsafe(32)
+            for path in (book_dir / plant, self.out / "plants" / plant / "token"):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(token)
+                path.chmod(0o600)
+        return book_dir
+
+    def _seed_model(self) -> int:
+        torch.manual_seed(self.cfg.seed)
+        model = self.task.build_model("full")
+        path = self.out / "hub" / "initial.safetensors"
+        codecs.save_state({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+        digest, _ = self.store.import_file(path)
+        version = self.store.publish_model(self.cfg.model_name, digest, parent=None, round_id=None, metrics={})
+        self.store.promote(self.cfg.model_name, version.version)
+        return version.version
+
+    # -- plants ------------------------------------------------------------------------------------------
+    def _plant_command(self, plant: str, index: int, round_id: str, target: str) -> list[str]:
+        c = self.cfg
+        pdir = self.out / "plants" / plant
+        cmd = [
+            sys.executable, "-m", "plantfed", "train",
+            "--exchange", target, "--plant", plant, "--token-file", str(pdir / "token"),
+            "--round", round_id, "--task", c.task, "--state-dir", str(pdir),
+            "--plant-index", str(index), "--num-plants", str(c.plants), "--seed", str(c.seed),
+            "--epochs", str(c.epochs), "--batch-size", str(c.batch_size), "--learning-rate", str(c.learning_rate),
+            "--optimizer", c.optimizer, "--fedprox-mu", str(c.fedprox_mu), "--codec", c.codec.value,
+            "--clip-norm", str(c.clip_norm), "--noise-multiplier", str(c.noise_multiplier),
+            "--report", str(pdir / "report.json"),
+        ]
+        if c.variants:
+            cmd += ["--variant", c.variants[index % len(c.variants)]]
+        if c.data is not None:
+            cmd += ["--data", str(Path(c.data).resolve())]
+        return cmd
+
+    def _plant_env(self) -> dict[str, str]:
+        """Split the machine's cores between concurrently training plants instead of oversubscribing them."""
+        env = dict(os.environ)
+        threads = max(1, (os.cpu_count() or 1) // max(1, self._parallel()))
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+        return env
+
+    def _parallel(self) -> int:
+        return self.cfg.parallel or min(len(self.plants), os.cpu_count() or 1)
+
+    def _run_plants(self, jobs: list[tuple[str, list[str]]], on_done) -> dict[str, tuple[int, str]]:
+        """Run plant processes, at most `parallel` at once; returns plant -> (exit code, stderr tail)."""
+        pending = list(jobs)
+        running: dict[str, tuple[subprocess.Popen, object]] = {}
+        results: dict[str, tuple[int, str]] = {}
+        env = self._plant_env()
+        while pending or running:
+            while pending and len(running) < self._parallel():
+                plant, cmd = pending.pop(0)
+                log = open(self.out / "plants" / plant / "train.log", "ab")
+                running[plant] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
+            for plant, (proc, log) in list(running.items()):
+                try:
+                    code = proc.wait(timeout=0.2)
+                except subprocess.TimeoutExpired:
+                    continue
+                log.close()
+                del running[plant]
+                tail = (self.out / "plants" / plant / "train.log").read_text(errors="replace")[-2000:]
+                results[plant] = (code, tail)
+                on_done(plant, code)
+        return results
+
+    # -- one round ---------------------------------------------------------------------------------------
+    def run_round(self, number: int, target: str, progress: Progress, bar) -> RoundReport:
+        c = self.cfg
+        started = time.perf_counter()
+        base = self.store.promoted(c.model_name)
+        round_id = f"{c.model_name}-r{number}"
+        self.store.open_round(RoundRecord(round_id=round_id, model=c.model_name, base_version=base.version, plants=self.plants))
+        for plant in self.plants:
+            (self.out / "plants" / plant / "report.json").unlink(missing_ok=True)
+        jobs = [(p, self._plant_command(p, i, round_id, target)) for i, p in enumerate(self.plants)]
+
+        def done(plant: str, code: int) -> None:
+            progress.update(bar, advance=1, description=f"round {number}/{c.rounds}: {plant} {'uploaded' if code == 0 else 'FAILED'}")
+
+        exits = self._run_plants(jobs, done)
+        self.store.close_round(round_id)
+
+        plants: dict[str, PlantRound] = {}
+        for plant in self.plants:
+            code, tail = exits[plant]
+            report_path = self.out / "plants" / plant / "report.json"
+            if code != 0 or not report_path.exists():
+                plants[plant] = PlantRound(plant=plant, ok=False, error=tail.strip().splitlines()[-1] if tail.strip() else f"exit {code}")
+                continue
+            rep = json.loads(report_path.read_text())
+            plants[plant] = PlantRound(
+                plant=plant, ok=True, num_samples=rep["num_samples"], metrics=rep["metrics"],
+                payload_bytes=rep["payload_bytes"], bytes_sent=rep["bytes_sent"], update_norm=rep["update_norm"],
+                train_seconds=rep["train_seconds"],
+            )
+        ok = [p for p in plants.values() if p.ok]
+        if not ok:
+            raise RuntimeError(f"round {round_id}: every plant failed; first error: {next(iter(plants.values())).error}")
+
+        agg = aggregate_round(self.store, round_id, c.strategy, local_patterns=self.local_patterns)
+        self.store.promote(c.model_name, agg.version.version)
+        if agg.result is not None:
+            for stat in agg.result.plants:
+                if stat.plant in plants:
+                    plants[stat.plant].cosine = stat.cosine
+        model_bytes = self.store.get_model(c.model_name, base.version).size
+        report = RoundReport(
+            round=number, round_id=round_id, base_version=base.version, version=agg.version.version,
+            seconds=time.perf_counter() - started, aggregation_seconds=agg.seconds,
+            bytes_up=sum(p.bytes_sent for p in ok), bytes_down=model_bytes * len(ok), plants=plants,
+        )
+        self._export_round_metrics(report, agg)
+        return report
+
+    def _export_round_metrics(self, report: RoundReport, agg) -> None:
+        m, model = self.metrics, self.cfg.model_name
+        m.round_duration.labels(model).observe(report.seconds)
+        m.rounds_total.labels(model, "succeeded").inc()
+        m.round_number.labels(model).set(report.round)
+        m.plants_selected.labels(model).set(len(report.plants))
+        m.plants_replied.labels(model).set(sum(p.ok for p in report.plants.values()))
+        m.plants_failed.labels(model).set(sum(not p.ok for p in report.plants.values()))
+        m.plants_late.labels(model).set(0)
+        m.promoted_version.labels(model).set(report.version or 0)
+        m.aggregation_duration.labels(model, self.cfg.strategy.name).observe(report.aggregation_seconds)
+        if agg.result is not None:
+            m.aggregation_peak_bytes.labels(model).set(agg.result.peak_bytes)
+        m.bytes_served.labels(model).inc(report.bytes_down)
+        for p in report.plants.values():
+            if not p.ok:
+                continue
+            m.bytes_received.labels(model, p.plant).inc(p.bytes_sent)
+            m.update_norm.labels(model, p.plant).set(p.update_norm)
+            if p.cosine is not None:
+                m.update_cosine.labels(model, p.plant).set(p.cosine)
+            m.plant_loss.labels(model, p.plant).set(p.metrics.get("train_loss", float("nan")))
+            if p.train_seconds > 0:
+                m.upload_throughput.labels(model, p.plant).set(p.payload_bytes / max(p.train_seconds, 1e-9))
+
+    # -- evaluation -------------------------------------------------------------------------------------
+    def _attach_global_metrics(self, final_eval: dict[str, dict[str, float]]) -> None:
+        """Global model quality after round r = what plants measured on their test splits with that version.
+
+        Plants score the incoming model at the start of every round (federated evaluation, numbers only),
+        so round r's model is measured in round r+1; the last one by a final evaluation pass.
+        """
+        by_version: dict[int, list[tuple[float, float, float]]] = {}
+        for rep in self.reports:
+            for p in rep.plants.values():
+                if p.ok and "global_test_accuracy" in p.metrics:
+                    by_version.setdefault(rep.base_version, []).append(
+                        (p.metrics["global_test_accuracy"], p.metrics["global_test_loss"], p.metrics["global_test_samples"])
+                    )
+        for plant, ev in final_eval.items():
+            by_version.setdefault(int(ev["version"]), []).append((ev["test_accuracy"], ev["test_loss"], ev["test_samples"]))
+        self.initial = _weighted(by_version.get(self.reports[0].base_version, [])) if self.reports else None
+        for rep in self.reports:
+            quality = _weighted(by_version.get(rep.version, []))
+            if quality:
+                rep.global_accuracy, rep.global_loss = quality
+        if self.reports and self.reports[-1].global_accuracy is not None:
+            self.metrics.global_accuracy.labels(self.cfg.model_name).set(self.reports[-1].global_accuracy)
+            self.metrics.global_loss.labels(self.cfg.model_name).set(self.reports[-1].global_loss)
+        for plant, ev in final_eval.items():
+            self.metrics.plant_accuracy.labels(self.cfg.model_name, plant).set(ev["test_accuracy"])
+
+    def _final_evaluation(self, target: str) -> dict[str, dict[str, float]]:
+        c = self.cfg
+        jobs = []
+        for i, plant in enumerate(self.plants):
+            pdir = self.out / "plants" / plant
+            cmd = [
+                sys.executable, "-m", "plantfed", "evaluate", "--exchange", target, "--plant", plant,
+                "--token-file", str(pdir / "token"), "--model", c.model_name, "--task", c.task,
+                "--state-dir", str(pdir), "--plant-index", str(i), "--num-plants", str(c.plants),
+                "--seed", str(c.seed), "--report", str(pdir / "evaluation.json"),
+            ]
+            if c.data is not None:
+                cmd += ["--data", str(Path(c.data).resolve())]
+            jobs.append((plant, cmd))
+        exits = self._run_plants(jobs, lambda plant, code: None)
+        return {
+            p: json.loads((self.out / "plants" / p / "evaluation.json").read_text())
+            for p, (code, _) in exits.items()
+            if code == 0
+        }
+
+    # -- driver ------------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        c = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.store.versions(c.model_name):
+            raise RuntimeError(f"{self.out} already holds a simulation; pass a fresh --out directory")
+        token_dir = self._issue_tokens()
+        admin_token = secrets.token_urlsafe(32)
+        server, port = build_server(self.store, TokenBook.from_directory(token_dir), admin_token=admin_token, address="127.0.0.1:0")
+        server.start()
+        if c.metrics_port is not None:
+            from prometheus_client import start_http_server
+
+            start_http_server(c.metrics_port, addr="127.0.0.1", registry=self.metrics.registry)
+        target = f"127.0.0.1:{port}"
+        started = time.perf_counter()
+        try:
+            self._seed_model()
+            self.console.print(
+                f"[bold]plantfed simulate[/]: {c.plants} plants × {c.rounds} rounds, task {c.task}, "
+                f"strategy {c.strategy.name}, data {'synthetic' if c.data is None else c.data}, exchange {target}"
+            )
+            with Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=self.console, transient=False,
+            ) as progress:
+                bar = progress.add_task("starting", total=c.rounds * c.plants)
+                for number in range(1, c.rounds + 1):
+                    self.reports.append(self.run_round(number, target, progress, bar))
+            final_eval = self._final_evaluation(target)
+            self._attach_global_metrics(final_eval)
+        finally:
+            server.stop(grace=2)
+        return self._write_outputs(time.perf_counter() - started)
+
+    def _write_outputs(self, seconds: float) -> dict:
+        from plantfed.report import render_convergence
+
+        report = {
+            "config": _jsonable(asdict(self.cfg)),
+            "initial": {"accuracy": self.initial[0], "loss": self.initial[1]} if self.initial else None,
+            "rounds": [_jsonable(asdict(r)) for r in self.reports],
+            "seconds": seconds,
+        }
+        (self.out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+        render_convergence(report, self.out / "convergence.png")
+        self._print_summary(report)
+        return report
+
+    def _print_summary(self, report: dict) -> None:
+        table = Table(title="federated rounds (global model, federated evaluation on each plant's test split)")
+        for col in ("round", "version", "accuracy", "loss", "plants ok", "MB up", "seconds"):
+            table.add_column(col, justify="right")
+        for r in self.reports:
+            table.add_row(
+                str(r.round), str(r.version), _fmt(r.global_accuracy), _fmt(r.global_loss),
+                f"{sum(p.ok for p in r.plants.values())}/{len(r.plants)}", f"{r.bytes_up / 1e6:.2f}", f"{r.seconds:.1f}",
+            )
+        self.console.print(table)
+        self.console.print(f"report: {self.out / 'report.json'}   plot: {self.out / 'convergence.png'}")
+
+
+def _weighted(rows: list[tuple[float, float, float]]) -> tuple[float, float] | None:
+    total = sum(n for _, _, n in rows)
+    if not rows or total == 0:
+        return None
+    return sum(a * n for a, _, n in rows) / total, sum(l * n for _, l, n in rows) / total
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json")
+    if hasattr(obj, "value") and not isinstance(obj, (int, float, str)):
+        return obj.value
+    return obj

@@ -1,0 +1,188 @@
+"""One plant's part in one round: fetch the base model, train locally, privatise, compress, upload, report.
+
+This is what a plant's training pod runs (`plantfed train`) and what `plantfed simulate` runs per plant per
+round, so the simulator exercises exactly the production path. Raw data never leaves this process: only
+the (clipped, noised, compressed) weight delta and a few aggregate metrics are sent.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from plantfed import codecs
+from plantfed.exchange.client import ExchangeClient
+from plantfed.records import Codec, DPParams, UpdateMeta
+from plantfed_participant.model_cache import ModelCache
+from plantfed_participant.privacy import clip_and_noise
+from plantfed_participant.sdk import DataSpec, Task
+from plantfed_participant.training import LocalTrainingConfig, evaluate, pick_device, train_local
+
+
+@dataclass(frozen=True)
+class ParticipationConfig:
+    """Everything a round tells a plant besides the base model."""
+
+    training: LocalTrainingConfig = field(default_factory=LocalTrainingConfig)
+    codec: Codec = Codec.NONE
+    clip_norm: float = 0.0
+    noise_multiplier: float = 0.0
+    variant: str = "full"
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class ParticipationReport:
+    plant: str
+    round_id: str
+    base_version: int
+    num_samples: int
+    metrics: dict[str, float]
+    train_seconds: float
+    payload_bytes: int
+    bytes_sent: int
+    update_norm: float
+    duplicate: bool
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def is_local(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def load_global_into(model: torch.nn.Module, global_state: dict[str, torch.Tensor], personal: dict[str, torch.Tensor]) -> None:
+    """Load the global weights a variant shares with the full model, then this plant's personal layers.
+
+    A light variant owns a subset of the full model's names; anything it does not have is ignored, and a
+    name it has but the global model lacks keeps its freshly initialised (or personal) value.
+    """
+    own = model.state_dict()
+    merged = {name: global_state[name] for name in own if name in global_state}
+    merged.update({name: t for name, t in personal.items() if name in own})
+    for name, tensor in merged.items():
+        if tensor.shape != own[name].shape:
+            raise ValueError(f"global tensor {name!r} has shape {tuple(tensor.shape)}, the {type(model).__name__} expects {tuple(own[name].shape)}")
+    model.load_state_dict(merged, strict=False)
+
+
+class PlantRuntime:
+    """A plant's training runtime, bound to its task, data and local state directory."""
+
+    def __init__(self, plant: str, task: Task, data: DataSpec, state_dir: Path, client: ExchangeClient):
+        self.plant = plant
+        self.task = task
+        self.data = data
+        self.state_dir = Path(state_dir)
+        self.client = client
+        self.cache = ModelCache(self.state_dir / "models", client)
+        self.local_patterns = tuple(task.local_parameter_patterns())
+
+    @property
+    def _personal_path(self) -> Path:
+        return self.state_dir / "personal.safetensors"
+
+    def _personal_state(self) -> dict[str, torch.Tensor]:
+        return codecs.load_state(self._personal_path) if self._personal_path.exists() else {}
+
+    def build_model(self, global_state: dict[str, torch.Tensor], variant: str, seed: int) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        model = self.task.build_model(variant)
+        load_global_into(model, global_state, self._personal_state())
+        return model
+
+    def participate(self, round_id: str, cfg: ParticipationConfig, *, progress=None) -> ParticipationReport:
+        info = self.client.get_round(round_id)
+        base_path, base_version = self.cache.fetch(info.model, info.base_version)
+        global_state = codecs.load_state(base_path)
+        seed = cfg.seed * 1_000_003 + hash_round(round_id)
+        model = self.build_model(global_state, cfg.variant, seed)
+        device = pick_device(cfg.device)
+        plant_data = self.task.load_data(self.data)
+
+        metrics: dict[str, float] = {}
+        for split_name, split in (("val", plant_data.val), ("test", plant_data.test)):
+            for key, value in evaluate(self.task, model, split, device).items():
+                metrics[f"global_{split_name}_{key}"] = value
+
+        base_local = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        result = train_local(self.task, model, plant_data.train, cfg.training, device, seed=seed, progress=progress)
+        metrics.update(
+            train_loss=result.train_loss,
+            train_accuracy=result.train_accuracy,
+            samples_per_second=result.samples_per_second,
+        )
+        for key, value in evaluate(self.task, model, plant_data.val, device).items():
+            metrics[f"local_val_{key}"] = value
+
+        trained = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        self._save_personal(trained)
+        delta = {
+            name: (trained[name] - base_local[name]) if trained[name].is_floating_point() else trained[name]
+            for name in trained
+            if not is_local(name, self.local_patterns)
+        }
+        generator = torch.Generator().manual_seed(seed + 1)
+        private, norm = clip_and_noise(delta, clip_norm=cfg.clip_norm, noise_multiplier=cfg.noise_multiplier, generator=generator)
+        payload = codecs.encode_delta(private, cfg.codec)
+        payload_path = self.state_dir / "outbox" / f"{round_id}.safetensors"
+        payload_path.parent.mkdir(parents=True, exist_ok=True)
+        codecs.write_update(payload, payload_path, cfg.codec)
+
+        steps_per_epoch = max(1, -(-len(plant_data.train) // cfg.training.batch_size))
+        meta = UpdateMeta(
+            plant=self.plant,
+            round_id=round_id,
+            base_version=base_version,
+            num_samples=len(plant_data.train),
+            metrics=metrics,
+            train_seconds=result.seconds,
+            codec=cfg.codec,
+            dp=DPParams(
+                clip_norm=cfg.clip_norm,
+                noise_multiplier=cfg.noise_multiplier,
+                steps=result.steps,
+                sample_rate=min(1.0, cfg.training.batch_size / max(len(plant_data.train), 1)) if steps_per_epoch else 0.0,
+            ),
+            total_bytes=payload_path.stat().st_size,
+            sha256=codecs.file_sha256(payload_path),
+        )
+        receipt = self.client.upload_update(meta, payload_path)
+        return ParticipationReport(
+            plant=self.plant,
+            round_id=round_id,
+            base_version=base_version,
+            num_samples=meta.num_samples,
+            metrics=metrics,
+            train_seconds=result.seconds,
+            payload_bytes=meta.total_bytes,
+            bytes_sent=receipt.bytes_sent,
+            update_norm=norm,
+            duplicate=receipt.duplicate,
+        )
+
+    def evaluate_version(self, model_name: str, version: int | None, variant: str = "full") -> dict[str, float]:
+        """Federated evaluation: the plant scores a global model on its own test split and reports numbers only."""
+        path, resolved = self.cache.fetch(model_name, version)
+        model = self.build_model(codecs.load_state(path), variant, seed=0)
+        plant_data = self.task.load_data(self.data)
+        out = {f"test_{k}": v for k, v in evaluate(self.task, model, plant_data.test, pick_device()).items()}
+        out["version"] = float(resolved)
+        return out
+
+    def _save_personal(self, trained: dict[str, torch.Tensor]) -> None:
+        personal = {k: v for k, v in trained.items() if is_local(k, self.local_patterns)}
+        if personal:
+            codecs.save_state(personal, self._personal_path)
+
+
+def hash_round(round_id: str) -> int:
+    """A stable per-round seed offset (Python's hash() is salted per process)."""
+    return zlib.crc32(round_id.encode())
