@@ -1,0 +1,174 @@
+"""Streaming aggregation of plant updates into a new global model.
+
+Memory: tensor-major streaming. The outer loop runs over the base model's tensors; for each one, every
+update's tensor is read and decoded one at a time (the `pread` backend of `safe_open` keeps nothing of a
+file mapped), folded into a float32 accumulator, and the new global tensor is streamed straight to the
+output file. So the buffers held at any moment are one accumulator, one decoded update tensor, the base
+tensor and the optimiser's state for that tensor: a small multiple of the largest tensor, independent of
+the number of plants and even of the model size. Every buffer is counted in a `MemoryTracker`; the peak
+is reported as `AggregationResult.peak_bytes`. One file handle per update stays open (K + 3 descriptors).
+
+Passes over each update:
+  0. validation (`codecs.validate_update`): header vs the base model, NaN/Inf, and the delta's L2 norm,
+     which `norm_bound` clipping needs before anything is aggregated (factor min(1, bound / ‖Δ_k‖));
+  1. aggregation: weighted mean (weights num_samples / Σ num_samples) or, for median / trimmed mean,
+     coordinate blocks (see `plantfed.aggregation.robust`);
+  2. diagnostics: each update's dot product with the aggregate delta of the same tensor, giving the
+     cosine similarity of every plant's update to the aggregate (a drift / poisoning signal).
+
+Tensors matching `local_patterns` (plant-local, personalised) keep the base value and are never read from
+updates. Non-floating tensors (counters such as BatchNorm's `num_batches_tracked`) are not averaged: the
+new value is the maximum over the plants' values, which keeps a counter monotone.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+import torch
+
+from plantfed.aggregation.config import ROBUST, AggregationResult, PlantStats, StrategyConfig, UpdateInput
+from plantfed.aggregation.reading import decoded
+from plantfed.aggregation.robust import robust_aggregate
+from plantfed.aggregation.server_optim import ServerOptimizer
+from plantfed.codecs import KIND_KEY, KIND_STATE, KIND_UPDATE, PayloadError, SafetensorsFile, UpdateReader, matches_any, validate_update
+from plantfed.payload.memory import MemoryTracker
+from plantfed.payload.numerics import dot64
+from plantfed.payload.stream_writer import StreamingWriter, TensorSpec
+
+_SPARE_DESCRIPTORS = 16
+
+
+def _check_inputs(updates: Sequence[UpdateInput]) -> None:
+    if not updates:
+        raise ValueError("aggregation needs at least one update")
+    seen: set[str] = set()
+    for update in updates:
+        if update.plant in seen:
+            raise ValueError(f"plant {update.plant!r} has more than one update in this aggregation")
+        seen.add(update.plant)
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and len(updates) + _SPARE_DESCRIPTORS > soft:
+        raise ValueError(f"{len(updates)} updates need {len(updates) + _SPARE_DESCRIPTORS} open files; the limit is {soft}")
+
+
+def _mean_delta(
+    name: str, spec: TensorSpec, readers: Sequence[UpdateReader], alphas: Sequence[float], tracker: MemoryTracker
+) -> torch.Tensor:
+    accumulator = torch.zeros(spec.shape, dtype=torch.float32)
+    with tracker.live(accumulator):
+        for reader, alpha in zip(readers, alphas):
+            with decoded(reader, name, tracker) as delta:
+                accumulator.add_(delta, alpha=alpha)
+    return accumulator
+
+
+def _max_value(name: str, readers: Sequence[UpdateReader], tracker: MemoryTracker) -> torch.Tensor:
+    best: torch.Tensor | None = None
+    for reader in readers:
+        value = reader.read(name)
+        with tracker.live(value, *(() if best is None else (best,))):
+            best = value if best is None else torch.maximum(best, value)
+    assert best is not None
+    return best
+
+
+def aggregate(
+    base_path: str | Path,
+    updates: Iterable[UpdateInput],
+    config: StrategyConfig,
+    out_path: str | Path,
+    *,
+    local_patterns: Sequence[str] = (),
+    state_dir: str | Path | None = None,
+) -> AggregationResult:
+    """Aggregate `updates` onto the base model at `base_path`; write the new global model to `out_path`.
+
+    Raises `PayloadError` for an invalid update (nothing is written then) and `ValueError` for bad input.
+    `state_dir` holds the server optimiser's state between rounds (FedAdam, FedYogi, FedAvgM need it).
+    """
+    inputs = list(updates)
+    _check_inputs(inputs)
+    tracker = MemoryTracker()
+    patterns = tuple(local_patterns)
+    robust = config.name in ROBUST
+
+    summaries = [validate_update(u.path, base_path, u.codec, exclude=patterns, tracker=tracker) for u in inputs]
+    norms = [s.l2_norm for s in summaries]
+    bound = config.norm_bound
+    clip = [min(1.0, bound / n) if bound is not None and n > 0 else 1.0 for n in norms]
+    total_samples = sum(u.num_samples for u in inputs)
+    weights = [1.0 / len(inputs)] * len(inputs) if robust else [u.num_samples / total_samples for u in inputs]
+    alphas = [w * c for w, c in zip(weights, clip)]
+
+    dots = [0.0] * len(inputs)
+    aggregate_sq = step_sq = 0.0
+    block_peak = 0
+    with ExitStack() as stack:
+        base = stack.enter_context(SafetensorsFile(base_path, role="model"))
+        if base.metadata.get(KIND_KEY) == KIND_UPDATE:
+            raise PayloadError(f"base {base_path} is an update payload, not model weights")
+        specs = base.specs
+        aggregated = {n: s for n, s in specs.items() if s.dtype.is_floating_point and not matches_any(n, patterns)}
+        readers = [stack.enter_context(UpdateReader(u.path, u.codec)) for u in inputs]
+        optimizer = stack.enter_context(ServerOptimizer(config, Path(state_dir) if state_dir else None, aggregated, tracker))
+        writer = stack.enter_context(
+            StreamingWriter(out_path, specs, {KIND_KEY: KIND_STATE, "plantfed.strategy": config.name.value})
+        )
+        for name, spec in specs.items():
+            base_value = base.tensor(name)
+            with tracker.live(base_value):
+                if matches_any(name, patterns):
+                    writer.write(name, base_value)
+                    continue
+                if name not in aggregated:
+                    new_value = _max_value(name, readers, tracker)
+                    with tracker.live(new_value):
+                        writer.write(name, new_value)
+                    continue
+                if robust:
+                    delta, peak = robust_aggregate(
+                        name, spec, readers, clip, config.name, config.trim_fraction, config.buffer_bytes, tracker
+                    )
+                    block_peak = max(block_peak, peak)
+                else:
+                    delta = _mean_delta(name, spec, readers, alphas, tracker)
+                with tracker.live(delta):
+                    aggregate_sq += dot64(delta, delta, tracker)
+                    for k, reader in enumerate(readers):
+                        with decoded(reader, name, tracker) as update_delta:
+                            dots[k] += dot64(update_delta, delta, tracker)
+                    param = base_value.to(torch.float32)
+                    with tracker.live(param):
+                        step_sq += optimizer.apply(name, param, delta)
+                        out = param.to(spec.dtype)
+                        with tracker.live(out):
+                            writer.write(name, out)
+
+    aggregate_norm = math.sqrt(aggregate_sq)
+    stats = [
+        PlantStats(
+            plant=u.plant,
+            num_samples=u.num_samples,
+            weight=w,
+            l2_norm=n,
+            clipped=c < 1.0,
+            clip_factor=c,
+            cosine=d / (n * aggregate_norm) if n > 0 and aggregate_norm > 0 else 0.0,
+        )
+        for u, w, n, c, d in zip(inputs, weights, norms, clip, dots)
+    ]
+    return AggregationResult(
+        strategy=config.name,
+        out_path=Path(out_path),
+        plants=stats,
+        aggregate_delta_norm=aggregate_norm,
+        global_delta_norm=math.sqrt(step_sq),
+        peak_bytes=tracker.peak,
+        block_peak_bytes=block_peak,
+        server_step=optimizer.step,
+    )
