@@ -1,0 +1,5 @@
+import sys
+
+from plantfed.exchange.cli import main
+
+sys.exit(main())

@@ -1,0 +1,89 @@
+"""gRPC channel/server settings shared by both ends: chunk sizing, keepalive, TLS credentials.
+
+Payloads travel as chunks of at most `MAX_CHUNK` bytes, so message limits are sized to one chunk plus the
+metadata of a start message; nothing anywhere depends on a whole model fitting in one message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+MAX_CHUNK = 1 << 20
+#: One chunk plus room for the start message (metadata, metrics map) of a stream.
+MAX_MESSAGE = MAX_CHUNK + (256 << 10)
+
+_COMMON = [
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+]
+
+SERVER_OPTIONS = _COMMON + [
+    # Accept client keepalive pings (every 30 s, also while idle) instead of answering them with GOAWAY.
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.so_reuseport", 0),
+]
+
+CHANNEL_OPTIONS = _COMMON + [
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    # A restarted hub is found again within seconds, not after the default 2 minutes of backoff.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+    ("grpc.enable_retries", 0),
+]
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    """PEM server certificate chain and key; `client_ca` turns on mutual TLS (clients must present a cert)."""
+
+    cert_chain: bytes
+    private_key: bytes
+    client_ca: bytes | None = None
+
+    @classmethod
+    def from_files(cls, cert: Path, key: Path, client_ca: Path | None = None) -> ServerTLS:
+        return cls(
+            cert_chain=Path(cert).read_bytes(),
+            private_key=Path(key).read_bytes(),
+            client_ca=Path(client_ca).read_bytes() if client_ca else None,
+        )
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.private_key, self.cert_chain)],
+            root_certificates=self.client_ca,
+            require_client_auth=self.client_ca is not None,
+        )
+
+
+def open_channel(
+    target: str,
+    *,
+    root_cert: bytes | None = None,
+    client_cert: bytes | None = None,
+    client_key: bytes | None = None,
+    server_name: str | None = None,
+) -> grpc.Channel:
+    """A TLS channel when `root_cert` is given (plus a client cert for mTLS), else plaintext."""
+    options = list(CHANNEL_OPTIONS)
+    if root_cert is None:
+        if client_cert or client_key:
+            raise ValueError("a client certificate needs TLS: pass root_cert too")
+        return grpc.insecure_channel(target, options=options)
+    if (client_cert is None) != (client_key is None):
+        raise ValueError("client_cert and client_key go together")
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=root_cert, private_key=client_key, certificate_chain=client_cert
+    )
+    return grpc.secure_channel(target, creds, options=options)
