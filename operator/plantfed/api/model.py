@@ -15,7 +15,7 @@ from pydantic import Field, StringConstraints, field_validator
 
 from plantfed.api.base import KubeModel, Rule, immutable
 from plantfed.api.common import Condition, MetricGoal, MetricName, Name, ObjectName, Resource, conditions_field
-from plantfed.api.participant import CRON, check_cron
+from plantfed.api.participant import CRON, TimeZone, check_cron, check_time_zone
 from plantfed.api.round import METRICS_EXTRA, Metrics, RoundTemplate
 
 MAX_HISTORY = 50
@@ -75,10 +75,15 @@ class FederatedModelSpec(KubeModel):
     )
     round_template: RoundTemplate
     cadence: Annotated[str, StringConstraints(max_length=128, pattern=f"({CRON})|^$")] = Field(
-        "", description="Cron schedule for starting rounds; empty starts the next round when the previous ends."
+        "",
+        description="Cron schedule for starting rounds; a tick that falls while a round runs is skipped. "
+        "Empty starts the next round as soon as the previous one finishes.",
     )
+    time_zone: TimeZone = Field("UTC", description="IANA time zone the cadence is read in.")
     stop: StopCriteria = StopCriteria()
     suspend: bool = Field(False, description="Create no new rounds; a running round still finishes.")
+
+    _tz = field_validator("time_zone")(check_time_zone)
 
     @field_validator("cadence")
     @classmethod

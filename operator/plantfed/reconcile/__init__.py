@@ -1,0 +1,41 @@
+"""Pure reconcile logic: spec + observed state + `now` → new status and typed actions.
+
+No Kubernetes client, no I/O, no clock reads here; kopf handlers are thin adapters that gather
+observations, call these functions, patch status and execute the actions.
+"""
+
+from plantfed.reconcile.actions import (
+    Action,
+    CloseExchangeRound,
+    CreateAggregationJob,
+    CreateRound,
+    EmitEvent,
+    EventType,
+    InitializeModel,
+    OpenExchangeRound,
+    Promote,
+)
+from plantfed.reconcile.conditions import get_condition, is_true, set_condition
+from plantfed.reconcile.model import ModelDecision, reconcile_model, round_name
+from plantfed.reconcile.readiness import ParticipantDecision, plant_readiness, reconcile_participant
+from plantfed.reconcile.round import (
+    JobObservation,
+    JobState,
+    ObservedRound,
+    RoundDecision,
+    Upload,
+    promotion_verdict,
+    reconcile_round,
+)
+from plantfed.reconcile.selection import Exclusion, Selection, matches_selector, select_plants
+
+__all__ = [
+    "Action", "CloseExchangeRound", "CreateAggregationJob", "CreateRound", "EmitEvent", "EventType",
+    "InitializeModel", "OpenExchangeRound", "Promote",
+    "get_condition", "is_true", "set_condition",
+    "ModelDecision", "reconcile_model", "round_name",
+    "ParticipantDecision", "plant_readiness", "reconcile_participant",
+    "JobObservation", "JobState", "ObservedRound", "RoundDecision", "Upload", "promotion_verdict",
+    "reconcile_round",
+    "Exclusion", "Selection", "matches_selector", "select_plants",
+]
