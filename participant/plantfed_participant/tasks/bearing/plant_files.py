@@ -32,8 +32,10 @@ def read_recording(path: Path) -> Recording:
     """Read and validate one recording file; every problem is reported with the file's path."""
     try:
         data = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: not an .npz archive (holds a single array); see docs/plant-data.md")
     with data:
         missing = [k for k in REQUIRED_KEYS if k not in data.files]
         if missing:

@@ -44,8 +44,8 @@ class PlantProfile:
 class SyntheticSizes:
     """How much data a synthetic plant has: recordings per class and seconds per recording."""
 
-    recordings_per_class: int = 4
-    seconds: float = 5.0
+    recordings_per_class: int = 5
+    seconds: float = 8.0
 
 
 def plant_profile(seed: int, plant_index: int) -> PlantProfile:
@@ -55,9 +55,9 @@ def plant_profile(seed: int, plant_index: int) -> PlantProfile:
         rpm=1500.0 * 1.15 ** (plant_index % 4) * rng.uniform(0.97, 1.03),
         bearing=VENDOR_BEARINGS[plant_index % len(VENDOR_BEARINGS)],
         resonance_hz=rng.uniform(2200.0, 4200.0),
-        damping=rng.uniform(0.04, 0.09),
+        damping=rng.uniform(0.03, 0.06),
         gain=rng.uniform(0.5, 2.0),
-        noise_rms=rng.uniform(0.4, 0.7),
+        noise_rms=rng.uniform(0.25, 0.5),
     )
 
 
@@ -109,7 +109,7 @@ def generate_signal(profile: PlantProfile, label: str, seconds: float, severity:
         amplitudes = severity * _impact_amplitudes(label, times, shaft_hz, profile.bearing.ftf(shaft_hz), rng)
         np.add.at(impacts, np.minimum((times * fs).astype(int), n - 1), amplitudes)
     knocks = rng.random(n) < 3.0 / fs  # a few unrelated process knocks per second, in every class
-    impacts[knocks] += rng.uniform(0.2, 1.0, int(knocks.sum()))
+    impacts[knocks] += rng.uniform(0.5, 2.0, int(knocks.sum()))
     signal += fftconvolve(impacts, _resonance(profile, fs))[:n]
     signal += profile.noise_rms * rng.standard_normal(n)
     return (profile.gain * signal).astype(np.float32)
@@ -124,7 +124,7 @@ def synthetic_plant(seed: int, plant_index: int, sizes: SyntheticSizes = Synthet
         for k in range(sizes.recordings_per_class):
             rng = np.random.default_rng((seed, plant_index, _STREAM, class_id, k))
             rpm = profile.rpm * rng.uniform(0.98, 1.02)  # load varies a little from machine to machine
-            severity = rng.uniform(0.25, 1.2)
+            severity = rng.uniform(0.6, 2.5)
             signal = generate_signal(profile, label, sizes.seconds, severity, rpm, rng)
             recordings.append(Recording(f"{label}_{k}", signal, SYNTHETIC_FS, label, rpm, source))
     return recordings

@@ -98,7 +98,7 @@ def build_plant_data(recordings: list[Recording], options: WindowOptions, info: 
     duplicated = [n for n, c in names.items() if c > 1]
     if duplicated:
         raise ValueError(f"{info.get('source', '?')}: recording names must be unique, repeated: {duplicated}")
-    recordings = [r.resampled(options.fs) for r in recordings]
+    recordings = [r.resampled(options.fs) for r in sorted(recordings, key=lambda r: r.name)]
     bounds = {}
     for r in recordings:
         bounds[r.name] = segment_bounds(len(r.signal), options.fractions)

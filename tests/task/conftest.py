@@ -1,0 +1,36 @@
+"""Shared fixtures for the bearing task's tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from plantfed_participant.sdk import DataSpec, PlantData
+from plantfed_participant.tasks.bearing import BearingTask
+
+CWRU_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "cwru"
+
+
+
+@pytest.fixture(scope="session")
+def task() -> BearingTask:
+    return BearingTask()
+
+
+@pytest.fixture(scope="session")
+def small() -> dict[str, float]:
+    """Options for small synthetic plants: every class in every split, quick to build."""
+    return {"recordings_per_class": 2, "seconds": 3.0}
+
+
+@pytest.fixture(scope="session")
+def cwru_dir() -> Path:
+    if not (CWRU_DIR / "load0hp_1797rpm_DE.npz").exists():
+        pytest.skip(f"CWRU data not present at {CWRU_DIR}")
+    return CWRU_DIR
+
+
+@pytest.fixture(scope="session")
+def cwru_plants(task: BearingTask, cwru_dir: Path) -> list[PlantData]:
+    return [task.load_data(DataSpec(f"p{i}", cwru_dir, i, 4)) for i in range(4)]
