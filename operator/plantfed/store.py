@@ -245,10 +245,9 @@ class PartialUpload:
         if self._state is None or self._file is None or self._hasher is None:
             raise StoreError("append before begin")
         if self._offset + len(data) > self._state.total_bytes:
+            message = f"received {self._offset + len(data)} bytes, more than the declared {self._state.total_bytes}"
             self.discard()
-            raise OffsetError(
-                f"received {self._offset + len(data)} bytes, more than the declared {self._state.total_bytes}"
-            )
+            raise OffsetError(message)
         self._file.write(data)
         self._hasher.update(data)
         self._offset += len(data)

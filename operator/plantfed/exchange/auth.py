@@ -150,7 +150,10 @@ class TokenBook:
                 plants = parse_book_text(self._path.read_text(), str(self._path))
         except OSError as exc:
             raise TokenBookError(f"cannot read token book {self._path}: {exc}") from exc
-        return _validated(plants, self._reserved)
+        try:
+            return _validated(plants, self._reserved)
+        except TokenBookError as exc:
+            raise TokenBookError(f"{self._path}: {exc}") from exc
 
     def _maybe_reload(self) -> None:
         if self._path is None:

@@ -23,18 +23,18 @@ def generated_names(proto: str) -> list[str]:
     return [stem + suffix for suffix in GENERATED_SUFFIXES]
 
 
-def generate_into(out_dir: Path) -> None:
+def generate_into(out_dir: Path, proto_root: Path = PROTO_ROOT) -> None:
     """Run protoc (from grpcio-tools) over every .proto, writing stubs under `out_dir`."""
     from grpc_tools import protoc
 
-    if not PROTO_ROOT.is_dir():
-        raise SystemExit(f"proto sources not found at {PROTO_ROOT} (run from a source checkout)")
+    if not proto_root.is_dir():
+        raise SystemExit(f"proto sources not found at {proto_root} (run from a source checkout)")
     include = str(Path(protoc.__file__).parent / "_proto")
     for proto in PROTO_FILES:
         rc = protoc.main(
             [
                 "grpc_tools.protoc",
-                f"-I{PROTO_ROOT}",
+                f"-I{proto_root}",
                 f"-I{include}",
                 f"--python_out={out_dir}",
                 f"--grpc_python_out={out_dir}",
@@ -46,15 +46,15 @@ def generate_into(out_dir: Path) -> None:
             raise SystemExit(f"protoc failed on {proto} (exit {rc})")
 
 
-def drifted_files() -> list[str]:
-    """Stub paths (relative to `operator/`) whose committed content differs from a fresh generation."""
+def drifted_files(proto_root: Path = PROTO_ROOT, output_root: Path = OUTPUT_ROOT) -> list[str]:
+    """Stub paths (relative to `output_root`) whose committed content differs from a fresh generation."""
     with tempfile.TemporaryDirectory() as tmp:
-        generate_into(Path(tmp))
+        generate_into(Path(tmp), proto_root)
         drift = []
         for proto in PROTO_FILES:
             for name in generated_names(proto):
                 fresh = (Path(tmp) / name).read_bytes()
-                committed = OUTPUT_ROOT / name
+                committed = output_root / name
                 if not committed.exists() or committed.read_bytes() != fresh:
                     drift.append(name)
         return drift
