@@ -24,7 +24,7 @@ def test_value_and_gradient_match_the_formula():
     mu = 0.3
     term = proximal_term(model, anchor, mu)
     expected = 0.5 * mu * sum(float(((p.detach() - anchor[n]) ** 2).sum()) for n, p in model.named_parameters())
-    assert float(term) == pytest.approx(expected, rel=1e-6)
+    assert term.item() == pytest.approx(expected, rel=1e-6)
     term.backward()
     for name, param in model.named_parameters():
         torch.testing.assert_close(param.grad, mu * (param.detach() - anchor[name]))
@@ -35,8 +35,8 @@ def test_parameters_without_anchor_or_frozen_are_not_pulled():
     model[2].weight.requires_grad_(False)
     partial = {k: v for k, v in anchor.items() if not k.startswith("0.")}  # layer 0 plant-local
     term = proximal_term(model, partial, 1.0)
-    assert float(term) == pytest.approx(0.5 * float(((model[2].bias.detach() - anchor["2.bias"]) ** 2).sum()))
-    assert float(proximal_term(model, {}, 1.0)) == 0.0
+    assert term.item() == pytest.approx(0.5 * float(((model[2].bias.detach() - anchor["2.bias"]) ** 2).sum()))
+    assert proximal_term(model, {}, 1.0).item() == 0.0
 
 
 def test_proximal_term_limits_local_drift():
