@@ -75,7 +75,8 @@ class LabelSelectorRequirement(KubeModel):
 
     cel_rules: ClassVar = (
         Rule(
-            "self.operator in ['In', 'NotIn'] ? size(self.values) > 0 : size(self.values) == 0",
+            "self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0"
+            " : !has(self.values) || size(self.values) == 0",
             "values must be non-empty for In/NotIn and empty for Exists/DoesNotExist",
         ),
     )

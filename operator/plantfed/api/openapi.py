@@ -98,12 +98,23 @@ def _convert(node: Schema, defs: dict[str, Schema], path: str) -> Schema:
             out[key] = value
     if out.get("type") == "integer" and "format" not in out:
         out["format"] = "int64"
+    if "default" in out:
+        out["default"] = _without_nulls(out["default"])
     if out.get("type") == "object" and isinstance(out.get("default"), dict) and out["default"]:
         if apply_defaults({}, out) == out["default"]:
             out["default"] = {}
     if "type" not in out:
         raise SchemaError(f"{path or '<root>'}: every schema node needs a type")
     return _ordered(out)
+
+
+def _without_nulls(value: Any) -> Any:
+    """Defaults serialised from models carry unset optionals as null, which the API server rejects."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 def _ordered(node: Schema) -> Schema:
