@@ -52,7 +52,7 @@ def test_proximal_term_limits_local_drift():
             loss = nn.functional.mse_loss(model(x), y) + proximal_term(model, anchor, mu)
             loss.backward()
             opt.step()
-        return sum(float(((p - anchor[n]) ** 2).sum()) for n, p in model.named_parameters()) ** 0.5
+        return sum(float(((p.detach() - anchor[n]) ** 2).sum()) for n, p in model.named_parameters()) ** 0.5
 
     free, held = drift(0.0), drift(1.0)
     assert held < 0.8 * free
