@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from plantfed_participant.sdk import DataSpec, PlantData
 from plantfed_participant.tasks.bearing import BearingTask
 
 CWRU_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "cwru"
 
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: the test machine is shared, and oversubscribed threads slow everyone down."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
