@@ -1,0 +1,625 @@
+"""Pure reconcile logic: plants, rounds and campaigns decided from spec + observation + `now`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from plantfed.api import FederatedModel, FederatedRound, PlantParticipant
+from plantfed.api.common import ConditionStatus
+from plantfed.api.round import PlantRoundState, RoundPhase
+from plantfed.reconcile import (
+    CloseExchangeRound,
+    CreateAggregationJob,
+    CreateRound,
+    EmitEvent,
+    InitializeModel,
+    JobObservation,
+    JobState,
+    ObservedRound,
+    OpenExchangeRound,
+    Promote,
+    Upload,
+    get_condition,
+    plant_readiness,
+    reconcile_model,
+    reconcile_participant,
+    reconcile_round,
+    select_plants,
+    set_condition,
+)
+from plantfed.records import ModelVersion, RoundRecord, RoundState
+
+NOW = datetime(2026, 11, 6, 12, 0, tzinfo=UTC)  # a Friday
+TIMEOUT = timedelta(seconds=90)
+
+
+# --- builders ---------------------------------------------------------------------------------
+
+
+def plant(
+    plant_id: str,
+    *,
+    labels: dict[str, str] | None = None,
+    heartbeat: datetime | None = NOW - timedelta(seconds=10),
+    paused: bool = False,
+    windows: list[dict[str, Any]] | None = None,
+    gpus: int = 1,
+    assignment: dict[str, Any] | None = None,
+    conditions: list[dict[str, Any]] | None = None,
+) -> PlantParticipant:
+    status: dict[str, Any] = {"conditions": conditions or []}
+    if heartbeat is not None:
+        status["lastHeartbeatTime"] = heartbeat.isoformat()
+    if assignment is not None:
+        status["assignment"] = assignment
+    return PlantParticipant.from_object({
+        "metadata": {"name": plant_id, "labels": labels or {}, "generation": 1},
+        "spec": {
+            "plantId": plant_id, "paused": paused, "capacity": {"gpus": gpus},
+            "data": {"hostPath": {"path": "/data"}}, "maintenanceWindows": windows or [],
+        },
+        "status": status,
+    })
+
+
+def round_(name: str = "bearing-r1", status: Any = None, **spec: Any) -> FederatedRound:
+    body = {"modelRef": "bearing", "plants": ["a", "b", "c"], "minParticipants": 2, "deadlineSeconds": 600}
+    body.update(spec)
+    fr = FederatedRound.from_object({"metadata": {"name": name, "generation": 1}, "spec": body})
+    if status is not None:
+        fr = fr.model_copy(update={"status": status})
+    return fr
+
+
+def version(v: int, *, round_id: str | None = None, promoted: bool = False, **metrics: float) -> ModelVersion:
+    return ModelVersion(model="bearing", version=v, digest=f"d{v}", size=1, round_id=round_id,
+                        metrics=metrics, created_at=0.0, promoted=promoted)
+
+
+def upload(p: str, samples: int = 100) -> Upload:
+    return Upload(p, samples, samples * 10, {"loss": 0.5})
+
+
+FLEET = [plant("a"), plant("b"), plant("c")]
+BASE = version(4, promoted=True, accuracy=0.80)
+
+
+def observed(*uploads: Upload, exchange: str | None = "open", job: JobState | None = None,
+             candidate: ModelVersion | None = None, promoted: ModelVersion | None = BASE,
+             round_id: str = "bearing-r1", plants: tuple[str, ...] = ("a", "b", "c")) -> ObservedRound:
+    record = None
+    if exchange is not None:
+        record = RoundRecord(round_id=round_id, model="bearing", base_version=4, plants=list(plants),
+                             state=RoundState(exchange))
+    return ObservedRound(
+        uploads=uploads,
+        exchange=record,
+        job=JobObservation(f"{round_id}-aggregate", job, "BackoffLimitExceeded") if job else None,
+        candidate=candidate,
+        promoted=promoted,
+    )
+
+
+def run(fr: FederatedRound, obs: ObservedRound, now: datetime = NOW, plants=FLEET):
+    """Reconcile and return the round with the new status persisted, plus the decision."""
+    decision = reconcile_round(fr, plants, obs, now, TIMEOUT)
+    return fr.model_copy(update={"status": decision.status}), decision
+
+
+def started(fr: FederatedRound | None = None, plants=FLEET) -> FederatedRound:
+    fr, decision = run(fr or round_(), ObservedRound(promoted=BASE), plants=plants)
+    assert fr.status.phase is RoundPhase.TRAINING
+    return fr
+
+
+def states(fr: FederatedRound) -> dict[str, str]:
+    return {p.plant: p.state.value for p in fr.status.plants}
+
+
+def reasons(fr: FederatedRound) -> dict[str, str | None]:
+    return {p.plant: p.reason for p in fr.status.plants}
+
+
+def of_type(decision, kind) -> list:
+    return [a for a in decision.actions if isinstance(a, kind)]
+
+
+def cond(obj, type_: str):
+    found = get_condition(obj.status.conditions, type_)
+    assert found is not None, f"no {type_} condition"
+    return found
+
+
+# --- conditions -------------------------------------------------------------------------------
+
+
+def test_set_condition_keeps_transition_time_while_status_is_unchanged():
+    first = set_condition([], "Ready", True, "HeartbeatFresh", "10s ago", NOW)
+    later = set_condition(first, "Ready", True, "HeartbeatFresh", "20s ago", NOW + timedelta(minutes=5))
+    flipped = set_condition(later, "Ready", False, "HeartbeatStale", "5m ago", NOW + timedelta(minutes=9))
+    assert later[0].last_transition_time == NOW and later[0].message == "20s ago"
+    assert flipped[0].last_transition_time == NOW + timedelta(minutes=9)
+    assert len(flipped) == 1
+
+
+def test_set_condition_requires_camel_case_reasons_and_aware_times():
+    with pytest.raises(ValueError, match="CamelCase"):
+        set_condition([], "Ready", True, "heartbeat fresh", "", NOW)
+    with pytest.raises(ValueError, match="timezone"):
+        reconcile_round(round_(), FLEET, ObservedRound(promoted=BASE), NOW.replace(tzinfo=None))
+
+
+# --- plant readiness --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("heartbeat", "status", "reason"),
+    [
+        (NOW - timedelta(seconds=30), ConditionStatus.TRUE, "HeartbeatFresh"),
+        (NOW - timedelta(seconds=90), ConditionStatus.TRUE, "HeartbeatFresh"),
+        (NOW - timedelta(seconds=91), ConditionStatus.FALSE, "HeartbeatStale"),
+        (NOW + timedelta(seconds=20), ConditionStatus.TRUE, "HeartbeatFresh"),
+        (None, ConditionStatus.UNKNOWN, "NoHeartbeat"),
+    ],
+)
+def test_plant_readiness_follows_heartbeat_freshness(heartbeat, status, reason):
+    ready = plant_readiness(plant("a", heartbeat=heartbeat), NOW, TIMEOUT)
+    assert (ready.status, ready.reason) == (status, reason)
+
+
+def test_stale_heartbeat_message_says_how_stale():
+    ready = plant_readiness(plant("a", heartbeat=NOW - timedelta(minutes=5)), NOW, TIMEOUT)
+    assert ready.message == "last heartbeat 5m ago, timeout is 90s"
+
+
+def test_reconcile_participant_requeues_when_the_heartbeat_would_go_stale():
+    beat = NOW - timedelta(seconds=30)
+    decision = reconcile_participant(plant("a", heartbeat=beat), NOW, TIMEOUT)
+    assert decision.requeue_at == beat + TIMEOUT + timedelta(seconds=1)
+    assert decision.status.observed_generation == 1
+    stale = plant("a", heartbeat=beat, conditions=[c.to_dict() for c in decision.status.conditions])
+    later = reconcile_participant(stale, decision.requeue_at, TIMEOUT)
+    assert cond(later, "Ready").status is ConditionStatus.FALSE
+    assert cond(later, "Ready").last_transition_time == decision.requeue_at
+    assert later.requeue_at is None
+
+
+# --- plant selection --------------------------------------------------------------------------
+
+FRIDAY_EVENING = {"schedule": "0 22 * * 5", "durationMinutes": 120, "timeZone": "Europe/Berlin"}
+
+
+@pytest.mark.parametrize(
+    ("now", "in_window"),
+    [
+        (datetime(2026, 11, 6, 20, 59, tzinfo=UTC), False),  # 21:59 Berlin (UTC+1)
+        (datetime(2026, 11, 6, 21, 0, tzinfo=UTC), True),  # 22:00 Berlin: window opens
+        (datetime(2026, 11, 6, 22, 59, tzinfo=UTC), True),
+        (datetime(2026, 11, 6, 23, 0, tzinfo=UTC), False),  # 00:00 Berlin: window closed
+        (datetime(2026, 11, 13, 21, 30, tzinfo=UTC), True),  # next Friday
+    ],
+)
+def test_maintenance_window_excludes_a_plant(now, in_window):
+    fleet = [plant(p, heartbeat=now, windows=[FRIDAY_EVENING] if p == "b" else None) for p in "abc"]
+    selection = select_plants(round_().spec, fleet, now, TIMEOUT)
+    excluded = {e.plant: e for e in selection.excluded}
+    assert ("b" in excluded) is in_window
+    assert selection.eligible == (("a", "c") if in_window else ("a", "b", "c"))
+    if in_window:
+        assert excluded["b"].reason == "InMaintenance" and "'0 22 * * 5'" in excluded["b"].message
+
+
+def test_selection_gives_a_reason_for_every_excluded_named_plant():
+    fleet = [
+        plant("a"),
+        plant("b", paused=True),
+        plant("c", heartbeat=NOW - timedelta(hours=1)),
+        plant("d", gpus=0),
+        plant("e", labels={"region": "us"}),
+    ]
+    spec = round_(plants=["a", "b", "c", "d", "e", "f"], plantSelector={"matchLabels": {}, "matchExpressions": [
+        {"key": "region", "operator": "NotIn", "values": ["us"]}]}).spec
+    selection = select_plants(spec, fleet, NOW, TIMEOUT)
+    assert selection.eligible == ("a",)
+    assert {e.plant: e.reason for e in selection.excluded} == {
+        "b": "Paused", "c": "NotReady", "d": "InsufficientGpus", "e": "SelectorMismatch", "f": "NotFound",
+    }
+
+
+def test_selector_alone_picks_matching_plants_and_ignores_the_rest_silently():
+    fleet = [plant("a", labels={"line": "x"}), plant("b", labels={"line": "y"}), plant("c")]
+    spec = round_(plants=None, plantSelector={"matchExpressions": [{"key": "line", "operator": "In", "values": ["x", "y"]}]}).spec
+    selection = select_plants(spec, fleet, NOW, TIMEOUT)
+    assert selection.eligible == ("a", "b") and selection.excluded == ()
+
+
+def test_plants_that_spent_their_privacy_budget_are_excluded():
+    spent = plant("b").model_copy(deep=True)
+    spent.status.dp_epsilon = 8.0
+    spec = round_(privacy={"mode": "local", "epsilonBudget": 8.0}).spec
+    selection = select_plants(spec, [plant("a"), spent, plant("c")], NOW, TIMEOUT)
+    assert [(e.plant, e.reason) for e in selection.excluded] == [("b", "PrivacyBudgetExhausted")]
+
+
+# --- rounds: start ----------------------------------------------------------------------------
+
+
+def test_round_starts_by_assigning_plants_and_opening_the_exchange():
+    fleet = [plant("a"), plant("b"), plant("c", paused=True)]
+    fr, decision = run(round_(), ObservedRound(promoted=BASE), plants=fleet)
+    assert fr.status.phase is RoundPhase.TRAINING and fr.status.base_version == 4
+    assert states(fr) == {"a": "Assigned", "b": "Assigned", "c": "Excluded"}
+    assert (fr.status.assigned, fr.status.uploaded, fr.status.start_time) == (2, 0, NOW)
+    [opened] = of_type(decision, OpenExchangeRound)
+    assert opened.record == RoundRecord(round_id="bearing-r1", model="bearing", base_version=4, plants=["a", "b"])
+    assert [e.reason for e in decision.events] == ["Started"]
+    assert decision.requeue_at == NOW + timedelta(seconds=600)
+
+
+def test_explicit_base_version_wins_over_the_promoted_one():
+    fr, decision = run(round_(baseVersion=2), ObservedRound(promoted=BASE))
+    assert fr.status.base_version == 2 and of_type(decision, OpenExchangeRound)[0].record.base_version == 2
+
+
+def test_round_waits_while_the_model_has_no_version():
+    fr, decision = run(round_(), ObservedRound(promoted=None))
+    assert fr.status.phase is None and decision.actions == ()
+    assert cond(fr, "Succeeded").reason == "WaitingForBaseModel"
+
+
+def test_impossible_quorum_fails_at_once_naming_the_numbers():
+    fleet = [plant("a"), plant("b", heartbeat=None), plant("c", paused=True)]
+    fr, decision = run(round_(), ObservedRound(promoted=BASE), plants=fleet)
+    assert fr.status.phase is RoundPhase.FAILED and fr.status.completion_time == NOW
+    succeeded = cond(fr, "Succeeded")
+    assert (succeeded.status, succeeded.reason) == (ConditionStatus.FALSE, "QuorumUnreachable")
+    assert succeeded.message == "1 plants eligible but minParticipants is 2 (excluded b: NotReady, c: Paused)"
+    assert cond(fr, "QuorumMet").status is ConditionStatus.FALSE
+    assert not of_type(decision, OpenExchangeRound)
+    assert [(e.type.value, e.reason) for e in decision.events] == [("Warning", "QuorumUnreachable")]
+
+
+# --- rounds: training, quorum and deadline ----------------------------------------------------
+
+
+def test_quorum_met_early_when_every_assigned_plant_uploaded():
+    fr = started()
+    fr, decision = run(fr, observed(upload("a", 100), upload("b", 300), upload("c", 50)), NOW + timedelta(minutes=3))
+    assert fr.status.phase is RoundPhase.AGGREGATING
+    assert fr.status.cutoff_time == NOW + timedelta(minutes=3)
+    assert states(fr) == {"a": "Uploaded", "b": "Uploaded", "c": "Uploaded"}
+    assert fr.status.plants[1].samples == 300 and fr.status.uploaded == 3
+    assert of_type(decision, CloseExchangeRound) == [CloseExchangeRound("bearing-r1")]
+    [job] = of_type(decision, CreateAggregationJob)
+    assert (job.name, job.plants, job.base_version) == ("bearing-r1-aggregate", ("a", "b", "c"), 4)
+    assert cond(fr, "QuorumMet").reason == "QuorumReached"
+
+
+def test_quorum_alone_waits_for_the_other_plants_until_the_deadline():
+    fr = started()
+    fr, decision = run(fr, observed(upload("a"), upload("b")), NOW + timedelta(minutes=5))
+    assert fr.status.phase is RoundPhase.TRAINING
+    assert not of_type(decision, CreateAggregationJob) and not of_type(decision, OpenExchangeRound)
+    assert decision.requeue_at == NOW + timedelta(seconds=600)
+    assert cond(fr, "QuorumMet").message == "2 of 3 plants uploaded; quorum is 2"
+
+
+def test_deadline_with_quorum_proceeds_and_marks_the_rest_late():
+    fr = started()
+    fr, decision = run(fr, observed(upload("a"), upload("c")), NOW + timedelta(seconds=600))
+    assert fr.status.phase is RoundPhase.AGGREGATING
+    assert states(fr) == {"a": "Uploaded", "b": "Late", "c": "Uploaded"}
+    assert reasons(fr)["b"] == "DeadlineExceeded"
+    assert of_type(decision, CreateAggregationJob)[0].plants == ("a", "c")
+
+
+def test_deadline_without_quorum_fails_the_round():
+    fr = started()
+    fr, decision = run(fr, observed(upload("a")), NOW + timedelta(seconds=601))
+    assert fr.status.phase is RoundPhase.FAILED
+    assert (cond(fr, "Succeeded").reason, cond(fr, "QuorumMet").reason) == ("DeadlineExceeded", "QuorumNotMet")
+    assert cond(fr, "Succeeded").message == "deadline of 600s passed with 1 of 3 plants uploaded; quorum is 2"
+    assert states(fr) == {"a": "Uploaded", "b": "Late", "c": "Late"}
+    assert of_type(decision, CloseExchangeRound) and not of_type(decision, CreateAggregationJob)
+
+
+def test_plant_failures_that_make_quorum_impossible_fail_the_round_before_the_deadline():
+    failed = {"round": "bearing-r1", "state": "Failed", "message": "CUDA out of memory"}
+    fleet = [plant("a", assignment=failed), plant("b", assignment=failed), plant("c")]
+    fr, decision = run(started(), observed(upload("c")), NOW + timedelta(minutes=2), plants=fleet)
+    assert fr.status.phase is RoundPhase.FAILED
+    assert cond(fr, "Succeeded").reason == "QuorumUnreachable"
+    assert cond(fr, "Succeeded").message == "2 of 3 assigned plants failed; at most 1 can upload but minParticipants is 2"
+    assert fr.status.plants[0].message == "CUDA out of memory"
+
+
+def test_agent_reports_show_progress_and_scheduling_problems():
+    fleet = [
+        plant("a", assignment={"round": "bearing-r1", "state": "Training", "progress": 0.4}),
+        plant("b", assignment={"round": "bearing-r1", "state": "Pending",
+                               "message": "Unschedulable: 0/1 nodes have free nvidia.com/gpu"}),
+        plant("c", assignment={"round": "other-round", "state": "Failed"}),
+    ]
+    fr, _ = run(started(), observed(), NOW + timedelta(minutes=1), plants=fleet)
+    by_plant = {p.plant: p for p in fr.status.plants}
+    assert (by_plant["a"].state, by_plant["a"].progress) == (PlantRoundState.TRAINING, 0.4)
+    assert by_plant["b"].state is PlantRoundState.ASSIGNED
+    assert by_plant["b"].message.startswith("Unschedulable")
+    assert by_plant["c"].state is PlantRoundState.ASSIGNED
+
+
+# --- rounds: late uploads ---------------------------------------------------------------------
+
+
+def aggregating(policy: str = "Reject") -> FederatedRound:
+    fr = started(round_(lateUploadPolicy=policy))
+    fr, _ = run(fr, observed(upload("a"), upload("c")), NOW + timedelta(seconds=600))
+    assert fr.status.phase is RoundPhase.AGGREGATING
+    return fr
+
+
+def test_late_upload_is_not_aggregated():
+    fr = aggregating("Record")
+    late = observed(upload("a"), upload("b", 999), upload("c"))
+    fr2, decision = run(fr, late, NOW + timedelta(seconds=700))
+    assert of_type(decision, CreateAggregationJob)[0].plants == ("a", "c")
+    b = next(p for p in fr2.status.plants if p.plant == "b")
+    assert (b.state, b.reason, b.samples) == (PlantRoundState.LATE, "UploadedAfterCutoff", 999)
+    assert fr2.status.uploaded == 2
+    assert not of_type(decision, CloseExchangeRound), "Record keeps the exchange open until the round ends"
+
+
+def test_reject_policy_closes_the_exchange_at_the_cutoff():
+    fr = aggregating("Reject")
+    _, decision = run(fr, observed(upload("a"), upload("c")), NOW + timedelta(seconds=601))
+    assert of_type(decision, CloseExchangeRound) == [CloseExchangeRound("bearing-r1")]
+    _, decision = run(fr, observed(upload("a"), upload("c"), exchange="closed"), NOW + timedelta(seconds=602))
+    assert not of_type(decision, CloseExchangeRound)
+
+
+# --- rounds: aggregation, evaluation, promotion -----------------------------------------------
+
+
+def test_aggregation_then_promotion_under_policy_always():
+    fr = aggregating()
+    cand = version(5, round_id="bearing-r1", accuracy=0.7)
+    fr, decision = run(fr, observed(upload("a"), upload("c"), job=JobState.SUCCEEDED, candidate=cand, exchange="closed"),
+                       NOW + timedelta(seconds=900))
+    assert fr.status.phase is RoundPhase.EVALUATING and fr.status.candidate_version == 5
+    assert fr.status.metrics == {"accuracy": 0.7}
+    assert cond(fr, "Aggregated").message == "aggregated 2 updates into version 5"
+    assert of_type(decision, Promote) == [Promote("bearing", 5, "bearing-r1")]
+    done = cand.model_copy(update={"promoted": True})
+    fr, decision = run(fr, observed(job=JobState.SUCCEEDED, candidate=done, promoted=done, exchange="closed"),
+                       NOW + timedelta(seconds=910))
+    assert fr.status.phase is RoundPhase.SUCCEEDED and fr.status.result_version == 5
+    assert cond(fr, "Succeeded").status is ConditionStatus.TRUE
+    assert cond(fr, "Promoted").status is ConditionStatus.TRUE
+    assert not of_type(decision, Promote)
+
+
+@pytest.mark.parametrize(
+    ("metrics", "promote", "reason"),
+    [
+        ({"accuracy": 0.85}, True, "Better"),
+        ({"accuracy": 0.805}, False, "NotBetter"),
+        ({"accuracy": 0.79}, False, "NotBetter"),
+        ({"loss": 0.1}, False, "MetricMissing"),
+    ],
+)
+def test_if_better_promotes_only_an_improvement(metrics, promote, reason):
+    fr = aggregating().model_copy(deep=True)
+    fr.spec.promotion.policy = fr.spec.promotion.policy.__class__("IfBetter")
+    fr.spec.promotion.metric = "accuracy"
+    fr.spec.promotion.min_delta = 0.01
+    cand = version(5, round_id="bearing-r1", **metrics)
+    fr, decision = run(fr, observed(job=JobState.SUCCEEDED, candidate=cand, exchange="closed"), NOW + timedelta(seconds=900))
+    assert bool(of_type(decision, Promote)) is promote
+    promoted = cond(fr, "Promoted")
+    if promote:
+        assert fr.status.phase is RoundPhase.EVALUATING and promoted.status is ConditionStatus.UNKNOWN
+    else:
+        assert fr.status.phase is RoundPhase.SUCCEEDED and fr.status.result_version is None
+        assert (promoted.status, promoted.reason) == (ConditionStatus.FALSE, reason)
+
+
+def test_failed_aggregation_job_fails_the_round():
+    fr, decision = run(aggregating(), observed(job=JobState.FAILED, exchange="closed"), NOW + timedelta(seconds=900))
+    assert fr.status.phase is RoundPhase.FAILED
+    assert cond(fr, "Succeeded").reason == "AggregationFailed"
+    assert "BackoffLimitExceeded" in cond(fr, "Succeeded").message
+    assert cond(fr, "Aggregated").status is ConditionStatus.FALSE
+
+
+# --- rounds: idempotence and restarts ---------------------------------------------------------
+
+
+STAGES = [
+    ("pending", lambda: round_(), ObservedRound(promoted=BASE)),
+    ("training", started, observed(upload("a"))),
+    ("cutoff", started, observed(upload("a"), upload("b"), upload("c"))),
+    ("aggregating", aggregating, observed(upload("a"), upload("c"), job=JobState.RUNNING)),
+    ("evaluating", aggregating, observed(job=JobState.SUCCEEDED, candidate=version(5, round_id="bearing-r1"))),
+    ("failed", started, observed(exchange="open")),
+]
+
+
+@pytest.mark.parametrize(("stage", "make", "obs"), STAGES, ids=[s[0] for s in STAGES])
+def test_reconcile_is_a_fixed_point_once_its_status_is_persisted(stage, make, obs):
+    """Same observation again (e.g. after an operator restart): same status, same actions, no new events."""
+    now = NOW + timedelta(seconds=650 if stage == "failed" else 200)
+    fr, first = run(make(), obs, now)
+    again = reconcile_round(fr, FLEET, obs, now + timedelta(seconds=5), TIMEOUT)
+    assert again.status == first.status
+    assert [a for a in again.actions if not isinstance(a, EmitEvent)] == [
+        a for a in first.actions if not isinstance(a, EmitEvent)
+    ]
+    assert again.events == ()
+    assert reconcile_round(make(), FLEET, obs, now, TIMEOUT) == first
+
+
+def test_restart_mid_aggregation_recreates_the_same_job_from_status_alone():
+    """The Job was never created (crash after the status write); uploads kept arriving since."""
+    persisted = FederatedRound.from_object(aggregating().to_dict())
+    extra = observed(upload("a"), upload("b"), upload("c"), exchange="closed")
+    _, decision = run(persisted, extra, NOW + timedelta(hours=1))
+    [job] = of_type(decision, CreateAggregationJob)
+    assert job.plants == ("a", "c") and job.name == "bearing-r1-aggregate"
+
+
+def test_restart_in_training_reopens_a_lost_exchange_round_for_the_same_plants():
+    fleet = [plant("a"), plant("b"), plant("c", paused=True)]
+    fr = started(plants=fleet)
+    _, decision = run(fr, observed(exchange=None), NOW + timedelta(minutes=1), plants=FLEET)
+    assert of_type(decision, OpenExchangeRound)[0].record.plants == ["a", "b"]
+
+
+# --- campaigns --------------------------------------------------------------------------------
+
+PROMOTED = version(4, promoted=True)
+
+
+def model(status: dict[str, Any] | None = None, **spec: Any) -> FederatedModel:
+    body = {"task": "bearing", "roundTemplate": {"plants": ["a", "b", "c"], "minParticipants": 2}}
+    body.update(spec)
+    return FederatedModel.from_object({
+        "metadata": {"name": "bearing", "namespace": "plants", "generation": 2,
+                     "creationTimestamp": (NOW - timedelta(days=1)).isoformat()},
+        "spec": body,
+        "status": status or {},
+    })
+
+
+def finished_round(n: int, *, phase: str = "Succeeded", ended: datetime = NOW - timedelta(minutes=1),
+                   promoted_version: int | None = None, **metrics: float) -> FederatedRound:
+    conditions = []
+    if promoted_version is not None:
+        conditions.append({"type": "Promoted", "status": "True", "reason": "Promoted",
+                           "lastTransitionTime": ended.isoformat()})
+    return FederatedRound.from_object({
+        "metadata": {"name": f"bearing-r{n}", "creationTimestamp": (ended - timedelta(minutes=10)).isoformat()},
+        "spec": {"modelRef": "bearing", "plants": ["a", "b"]},
+        "status": {"phase": phase, "completionTime": ended.isoformat(), "metrics": metrics,
+                   "resultVersion": promoted_version, "conditions": conditions},
+    })
+
+
+def running_round(n: int) -> FederatedRound:
+    return FederatedRound.from_object({
+        "metadata": {"name": f"bearing-r{n}"}, "spec": {"modelRef": "bearing", "plants": ["a", "b"]},
+        "status": {"phase": "Training"},
+    })
+
+
+def test_campaign_initialises_the_lineage_before_any_round():
+    decision = reconcile_model(model(initialWeights={"seed": 3}), [], NOW, promoted=None)
+    [init] = decision.actions
+    assert isinstance(init, InitializeModel) and init.initial_weights.seed == 3
+    assert cond(decision, "Ready").status is ConditionStatus.FALSE
+
+
+def test_first_round_is_created_from_the_template():
+    fm = model(roundTemplate={"plants": ["a", "b", "c"], "minParticipants": 3, "training": {"epochs": 5}})
+    decision = reconcile_model(fm, [], NOW, PROMOTED)
+    [create] = of_type(decision, CreateRound)
+    fr = create.round
+    assert fr.metadata.name == "bearing-r1" and fr.metadata.namespace == "plants"
+    assert fr.metadata.labels["plantfed.io/model"] == "bearing"
+    assert fr.spec.model_ref == "bearing" and fr.spec.base_version is None
+    assert (fr.spec.min_participants, fr.spec.training.epochs) == (3, 5)
+    assert decision.status.current_round == "bearing-r1"
+    assert cond(decision, "Ready").status is ConditionStatus.TRUE
+
+
+def test_no_new_round_while_one_is_running():
+    decision = reconcile_model(model(), [finished_round(1), running_round(2)], NOW, PROMOTED)
+    assert not of_type(decision, CreateRound)
+    assert decision.status.current_round == "bearing-r2" and decision.status.phase.value == "Training"
+
+
+def test_next_round_follows_a_finished_one_and_history_records_the_promotion():
+    rounds = [finished_round(1, promoted_version=5, accuracy=0.8)]
+    decision = reconcile_model(model(), rounds, NOW, version(5, promoted=True))
+    assert [a.round.metadata.name for a in of_type(decision, CreateRound)] == ["bearing-r2"]
+    [entry] = decision.status.history
+    assert (entry.version, entry.round, entry.metrics) == (5, "bearing-r1", {"accuracy": 0.8})
+    assert decision.status.promoted_version == 5 and decision.status.rounds_completed == 1
+    assert {e.reason for e in decision.events} == {"Promoted", "RoundCreated"}
+
+
+def test_created_round_is_requested_again_until_it_is_observed():
+    """Crash between status write and create, or a stale cache: same name, never a second round."""
+    first = reconcile_model(model(), [finished_round(1)], NOW, PROMOTED)
+    fm = model(status=first.status.to_dict())
+    again = reconcile_model(fm, [finished_round(1)], NOW + timedelta(seconds=2), PROMOTED)
+    assert [a.round.metadata.name for a in of_type(again, CreateRound)] == ["bearing-r2"]
+    assert again.events == ()
+    seen = reconcile_model(fm, [finished_round(1), running_round(2)], NOW + timedelta(seconds=3), PROMOTED)
+    assert not of_type(seen, CreateRound)
+
+
+def test_cadence_waits_for_the_next_tick_after_the_previous_round():
+    fm = model(cadence="0 */6 * * *")
+    rounds = [finished_round(1, ended=NOW + timedelta(minutes=1))]
+    waiting = reconcile_model(fm, rounds, NOW + timedelta(minutes=2), PROMOTED)
+    assert not of_type(waiting, CreateRound)
+    tick = NOW.replace(hour=18)
+    assert (waiting.status.phase.value, waiting.status.next_round_time, waiting.requeue_at) == ("Waiting", tick, tick)
+    due = reconcile_model(fm, rounds, tick, PROMOTED)
+    assert [a.round.metadata.name for a in of_type(due, CreateRound)] == ["bearing-r2"]
+
+
+def test_failed_rounds_back_off_exponentially():
+    one = [finished_round(1, phase="Failed", ended=NOW)]
+    decision = reconcile_model(model(), one, NOW + timedelta(seconds=10), PROMOTED, timedelta(seconds=30))
+    assert decision.status.next_round_time == NOW + timedelta(seconds=30)
+    two = [finished_round(1, phase="Failed", ended=NOW - timedelta(minutes=5)), finished_round(2, phase="Failed", ended=NOW)]
+    decision = reconcile_model(model(), two, NOW + timedelta(seconds=59), PROMOTED, timedelta(seconds=30))
+    assert decision.status.next_round_time == NOW + timedelta(seconds=60)
+    assert of_type(reconcile_model(model(), two, NOW + timedelta(seconds=60), PROMOTED, timedelta(seconds=30)), CreateRound)
+
+
+@pytest.mark.parametrize(
+    ("stop", "accuracies", "converged", "reason"),
+    [
+        ({"maxRounds": 3}, [0.5, 0.6, 0.7], ConditionStatus.FALSE, "MaxRoundsReached"),
+        ({"metric": "accuracy", "target": 0.9}, [0.5, 0.91], ConditionStatus.TRUE, "TargetReached"),
+        ({"metric": "accuracy", "patience": 2}, [0.5, 0.7, 0.69, 0.7], ConditionStatus.TRUE, "NoImprovement"),
+        ({"metric": "accuracy", "patience": 2, "minDelta": 0.05}, [0.5, 0.7, 0.72, 0.74], ConditionStatus.TRUE, "NoImprovement"),
+        ({"metric": "loss", "goal": "Minimize", "target": 0.2}, [], None, None),
+    ],
+)
+def test_campaign_stops_on_its_criteria(stop, accuracies, converged, reason):
+    rounds = [finished_round(i + 1, accuracy=a, loss=1 - a) for i, a in enumerate(accuracies)]
+    decision = reconcile_model(model(stop=stop), rounds, NOW, PROMOTED)
+    if reason is None:
+        assert of_type(decision, CreateRound)
+        assert cond(decision, "Converged").status is ConditionStatus.FALSE
+        return
+    assert not of_type(decision, CreateRound)
+    assert decision.status.phase.value == "Completed"
+    assert (cond(decision, "Converged").status, cond(decision, "Converged").reason) == (converged, reason)
+
+
+@pytest.mark.parametrize("accuracies", [[0.5, 0.7, 0.69], [0.5, 0.7, 0.8, 0.6]])
+def test_patience_keeps_going_while_improvement_is_recent(accuracies):
+    rounds = [finished_round(i + 1, accuracy=a) for i, a in enumerate(accuracies)]
+    decision = reconcile_model(model(stop={"metric": "accuracy", "patience": 2}), rounds, NOW, PROMOTED)
+    assert of_type(decision, CreateRound)
+
+
+def test_patience_survives_deleted_rounds_through_status():
+    rounds = [finished_round(i + 1, accuracy=a) for i, a in enumerate([0.5, 0.9, 0.6])]
+    first = reconcile_model(model(stop={"metric": "accuracy", "patience": 2}), rounds, NOW, PROMOTED)
+    fm = model(status=first.status.to_dict(), stop={"metric": "accuracy", "patience": 2})
+    later = reconcile_model(fm, [finished_round(4, accuracy=0.7)], NOW, PROMOTED)
+    assert later.status.best.round == "bearing-r2"
+    assert cond(later, "Converged").reason == "NoImprovement"
+
+
+def test_suspended_campaign_creates_no_round():
+    decision = reconcile_model(model(suspend=True), [finished_round(1)], NOW, PROMOTED)
+    assert not of_type(decision, CreateRound) and decision.status.phase.value == "Suspended"
