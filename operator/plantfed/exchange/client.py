@@ -243,9 +243,6 @@ class ExchangeClient(_Client):
             max_update_bytes=msg.max_update_bytes,
         )
 
-    def upload_status(self, round_id: str, sha256: str) -> pb.UploadStatus:
-        return self._unary(self._stub.GetUploadStatus, pb.UploadStatusRequest(round_id=round_id, sha256=sha256))
-
     def upload_update(
         self, meta: UpdateMeta, payload_path: str | os.PathLike[str], *, progress: Progress | None = None
     ) -> Receipt:

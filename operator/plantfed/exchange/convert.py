@@ -19,6 +19,10 @@ _STATE_TO_WIRE = {RoundState.OPEN: pb.ROUND_STATE_OPEN, RoundState.CLOSED: pb.RO
 _STATE_FROM_WIRE = {v: k for k, v in _STATE_TO_WIRE.items()} | {pb.ROUND_STATE_UNSPECIFIED: RoundState.OPEN}
 
 
+def state_to_wire(state: RoundState) -> int:
+    return _STATE_TO_WIRE[state]
+
+
 def meta_to_wire(meta: UpdateMeta) -> pb.UpdateMetadata:
     return pb.UpdateMetadata(
         plant=meta.plant,
@@ -63,7 +67,7 @@ def round_to_wire(record: RoundRecord) -> pb.Round:
         model=record.model,
         base_version=record.base_version,
         plants=record.plants,
-        state=_STATE_TO_WIRE[record.state],
+        state=state_to_wire(record.state),
         max_update_bytes=record.max_update_bytes,
         opened_at=record.opened_at or 0.0,
         closed_at=record.closed_at or 0.0,

@@ -157,7 +157,7 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
             round_id=record.round_id,
             model=record.model,
             base_version=record.base_version,
-            state=convert.round_to_wire(record).state,
+            state=convert.state_to_wire(record.state),
             max_update_bytes=record.max_update_bytes,
             assigned=plant in record.plants,
             plant=plant,
