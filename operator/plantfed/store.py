@@ -164,21 +164,21 @@ _thread_locks_guard = threading.Lock()
 
 
 @contextlib.contextmanager
-def _locked(lock_path: Path, *, blocking: bool = True) -> Iterator[None]:
-    """Exclusive across threads and processes; raises BusyError when `blocking` is False and it is held."""
+def _locked(lock_path: Path, *, busy: str | None = None) -> Iterator[None]:
+    """Exclusive across threads and processes. With `busy`, never waits: raises BusyError(busy) if held."""
     key = str(lock_path)
     with _thread_locks_guard:
         tlock = _thread_locks.setdefault(key, threading.Lock())
-    if not tlock.acquire(blocking=blocking):
-        raise BusyError(f"{lock_path.parent.name}/{lock_path.stem} is locked by another writer")
+    if not tlock.acquire(blocking=busy is None):
+        raise BusyError(busy)
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if busy is None else fcntl.LOCK_NB))
             except BlockingIOError as exc:
-                raise BusyError(f"{lock_path.parent.name}/{lock_path.stem} is locked by another process") from exc
+                raise BusyError(busy) from exc
             yield
         finally:
             os.close(fd)
@@ -552,7 +552,9 @@ class ModelStore:
         """Exclusive access to (round, plant)'s partial upload; BusyError if another stream holds it."""
         check_name("round", round_id)
         check_name("plant", plant)
-        with _locked(self.root / "locks" / f"upload-{round_id}-{plant}.lock", blocking=False):
+        lock = self.root / "locks" / f"upload-{round_id}+{plant}.lock"  # '+' cannot occur in either name
+        busy = f"another upload by plant {plant!r} to round {round_id!r} is in progress"
+        with _locked(lock, busy=busy):
             upload = PartialUpload(self, round_id, plant)
             try:
                 yield upload
