@@ -1,0 +1,14 @@
+"""The `helm` fixture: skips the test, saying how to get helm, when no binary is found."""
+
+from __future__ import annotations
+
+import pytest
+from helmchart import Helm, find_helm
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    binary = find_helm()
+    if binary is None:
+        pytest.skip("helm not found: run `make testbin` (builds it into ~/.cache/plantfed/testbin) or set PLANTFED_HELM")
+    return Helm(binary, tmp_path_factory.mktemp("helm-home"))
