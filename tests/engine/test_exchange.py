@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import grpc
@@ -300,3 +301,37 @@ def test_publish_is_idempotent_and_verifies_lineage(hub: Hub, tmp_path: Path) ->
     assert [v.version for v in admin.list_versions("bearing-cnn")] == [1]
     refused(grpc.StatusCode.NOT_FOUND, admin.promote, "bearing-cnn", 5)
     refused(grpc.StatusCode.NOT_FOUND, admin.get_model, "other-model")
+
+
+def test_plants_upload_concurrently(hub: Hub, tmp_path: Path) -> None:
+    hub.seed()
+    hub.open_round("r1", plants=("plant-a", "plant-b", "plant-c"))
+    payloads = {p: write_payload(tmp_path / f"{p}.safetensors", 2 * MAX_CHUNK + i, seed=i) for i, p in enumerate(("plant-a", "plant-b", "plant-c"))}
+    receipts: dict[str, str] = {}
+
+    def run(plant: str) -> None:
+        receipts[plant] = hub.plant(plant).upload_update(meta_for(plant, "r1", payloads[plant]), payloads[plant]).digest
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in payloads]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    listed = {u.meta.plant: u.digest for u in hub.admin().list_updates("r1").updates}
+    assert listed == receipts == {p: file_sha256(f).hexdigest() for p, f in payloads.items()}
+
+
+def test_a_message_above_the_chunk_limit_is_refused(hub: Hub, tmp_path: Path) -> None:
+    hub.seed()
+    hub.open_round("r1")
+    payload = write_payload(tmp_path / "u.safetensors", 3 * MAX_CHUNK, seed=1)
+    meta = meta_for("plant-a", "r1", payload)
+    with pytest.raises(ValueError, match="chunk_size"):
+        hub.plant("plant-a", chunk_size=2 * MAX_CHUNK)
+    with grpc.insecure_channel(hub.target) as channel:
+        stub = pb_grpc.ModelExchangeStub(channel)
+        requests = [pb.UploadRequest(start=pb.UploadStart(meta=meta_to_wire(meta))), pb.UploadRequest(chunk=payload.read_bytes())]
+        with pytest.raises(grpc.RpcError) as info:
+            stub.UploadUpdate(iter(requests), metadata=(("authorization", f"Bearer {hub.tokens['plant-a']}"),))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert hub.store.updates("r1") == []
