@@ -29,6 +29,7 @@ from plantfed.reconcile import (
     reconcile_round,
     select_plants,
     set_condition,
+    status_patch,
 )
 from plantfed.records import ModelVersion, RoundRecord, RoundState
 
@@ -354,8 +355,8 @@ def test_agent_reports_show_progress_and_scheduling_problems():
 # --- rounds: late uploads ---------------------------------------------------------------------
 
 
-def aggregating(policy: str = "Reject") -> FederatedRound:
-    fr = started(round_(lateUploadPolicy=policy))
+def aggregating(policy: str = "Reject", **spec: Any) -> FederatedRound:
+    fr = started(round_(lateUploadPolicy=policy, **spec))
     fr, _ = run(fr, observed(upload("a"), upload("c")), NOW + timedelta(seconds=600))
     assert fr.status.phase is RoundPhase.AGGREGATING
     return fr
@@ -368,6 +369,7 @@ def test_late_upload_is_not_aggregated():
     assert of_type(decision, CreateAggregationJob)[0].plants == ("a", "c")
     b = next(p for p in fr2.status.plants if p.plant == "b")
     assert (b.state, b.reason, b.samples) == (PlantRoundState.LATE, "UploadedAfterCutoff", 999)
+    assert reasons(fr2)["a"] is None and reasons(fr2)["c"] is None
     assert fr2.status.uploaded == 2
     assert not of_type(decision, CloseExchangeRound), "Record keeps the exchange open until the round ends"
 
@@ -401,6 +403,17 @@ def test_aggregation_then_promotion_under_policy_always():
     assert not of_type(decision, Promote)
 
 
+def test_round_promoted_before_a_newer_promotion_still_records_its_version():
+    fr = aggregating()
+    cand = version(5, round_id="bearing-r1")
+    fr, _ = run(fr, observed(job=JobState.SUCCEEDED, candidate=cand, exchange="closed"), NOW + timedelta(seconds=900))
+    newer = version(6, promoted=True)
+    fr, decision = run(fr, observed(job=JobState.SUCCEEDED, candidate=cand.model_copy(update={"promoted": True}),
+                                    promoted=newer, exchange="closed"), NOW + timedelta(seconds=960))
+    assert (fr.status.phase, fr.status.result_version) == (RoundPhase.SUCCEEDED, 5)
+    assert not of_type(decision, Promote)
+
+
 @pytest.mark.parametrize(
     ("metrics", "promote", "reason"),
     [
@@ -411,10 +424,7 @@ def test_aggregation_then_promotion_under_policy_always():
     ],
 )
 def test_if_better_promotes_only_an_improvement(metrics, promote, reason):
-    fr = aggregating().model_copy(deep=True)
-    fr.spec.promotion.policy = fr.spec.promotion.policy.__class__("IfBetter")
-    fr.spec.promotion.metric = "accuracy"
-    fr.spec.promotion.min_delta = 0.01
+    fr = aggregating(promotion={"policy": "IfBetter", "metric": "accuracy", "minDelta": 0.01})
     cand = version(5, round_id="bearing-r1", **metrics)
     fr, decision = run(fr, observed(job=JobState.SUCCEEDED, candidate=cand, exchange="closed"), NOW + timedelta(seconds=900))
     assert bool(of_type(decision, Promote)) is promote
@@ -618,6 +628,15 @@ def test_patience_survives_deleted_rounds_through_status():
     later = reconcile_model(fm, [finished_round(4, accuracy=0.7)], NOW, PROMOTED)
     assert later.status.best.round == "bearing-r2"
     assert cond(later, "Converged").reason == "NoImprovement"
+
+
+def test_status_patch_clears_fields_the_reconcile_unset():
+    fm = model(status={"currentRound": "bearing-r1", "roundsCompleted": 0}, suspend=True)
+    decision = reconcile_model(fm, [finished_round(1)], NOW, PROMOTED)
+    patch = status_patch(fm.status, decision.status)
+    assert patch["currentRound"] is None and patch["roundsCompleted"] == 1 and patch["phase"] == "Suspended"
+    persisted = model(status=decision.status.to_dict(), suspend=True)
+    assert status_patch(persisted.status, reconcile_model(persisted, [finished_round(1)], NOW, PROMOTED).status) == {}
 
 
 def test_suspended_campaign_creates_no_round():

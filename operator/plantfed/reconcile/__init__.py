@@ -17,6 +17,7 @@ from plantfed.reconcile.actions import (
 )
 from plantfed.reconcile.conditions import get_condition, is_true, set_condition
 from plantfed.reconcile.model import ModelDecision, reconcile_model, round_name
+from plantfed.reconcile.patch import merge_patch, status_patch
 from plantfed.reconcile.readiness import ParticipantDecision, plant_readiness, reconcile_participant
 from plantfed.reconcile.round import (
     JobObservation,
@@ -34,6 +35,7 @@ __all__ = [
     "InitializeModel", "OpenExchangeRound", "Promote",
     "get_condition", "is_true", "set_condition",
     "ModelDecision", "reconcile_model", "round_name",
+    "merge_patch", "status_patch",
     "ParticipantDecision", "plant_readiness", "reconcile_participant",
     "JobObservation", "JobState", "ObservedRound", "RoundDecision", "Upload", "promotion_verdict",
     "reconcile_round",

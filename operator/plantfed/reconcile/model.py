@@ -91,8 +91,6 @@ def _best(stop: StopCriteria, current: BestResult | None, finished: list[tuple[i
         value = fr.status.metrics.get(stop.metric)
         if fr.status.phase is not RoundPhase.SUCCEEDED or value is None:
             continue
-        if best is not None and number <= best.round_number:
-            continue
         if best is None or stop.goal.better(value, best.value, stop.min_delta):
             best = BestResult(round=fr.name, round_number=number, value=value)
     return best
