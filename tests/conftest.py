@@ -1,0 +1,95 @@
+"""Suite-wide fixtures: real Kubernetes control planes with fake GPU nodes.
+
+``control_plane``  one cluster; nodes plant-a-gpu-0 and plant-b-gpu-0 (1 GPU each).
+``hub_and_plants`` three independent clusters: hub (hub-gpu-0), plant-a, plant-b.
+``namespace``      a fresh namespace in ``control_plane`` for one test.
+
+Clusters are session-scoped (start-up costs tens of seconds on a small box); tests isolate
+themselves with their own namespaces. Tests using these fixtures are marked
+``controlplane`` automatically. They skip only when Go is absent and
+PLANTFED_TEST_KUBECONFIG is unset; under CI (CI=true) that is an error instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from support.kube.environment import (
+    ClusterWithNodes,
+    HubAndPlants,
+    plant_nodes,
+    skip_reason,
+    start_clusters,
+)
+from support.kube.nodes import NodeSpec
+
+CONTROLPLANE_FIXTURES = {"control_plane", "hub_and_plants", "namespace"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if CONTROLPLANE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.controlplane)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """Tag skips of control-plane tests so `.ci/run` can refuse them, whoever skipped."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and item.get_closest_marker("controlplane") and isinstance(report.longrepr, tuple):
+        path, line, reason = report.longrepr
+        report.longrepr = (path, line, f"controlplane test skipped: {reason}")
+
+
+def _require_control_planes() -> None:
+    reason = skip_reason()
+    if reason is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"control-plane tests cannot run in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterWithNodes]:
+    _require_control_planes()
+    workdir = tmp_path_factory.mktemp("control-plane")
+    nodes = [*plant_nodes("plant-a"), *plant_nodes("plant-b")]
+    (cluster,) = start_clusters(workdir, [("cluster", nodes)])
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def hub_and_plants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubAndPlants]:
+    _require_control_planes()
+    workdir = tmp_path_factory.mktemp("hub-and-plants")
+    layout: list[tuple[str, list[NodeSpec]]] = [
+        ("hub", plant_nodes("hub")),
+        ("plant-a", plant_nodes("plant-a")),
+        ("plant-b", plant_nodes("plant-b")),
+    ]
+    try:
+        hub, *plants = start_clusters(workdir, layout)
+    except LookupError as exc:  # PLANTFED_TEST_KUBECONFIG names too few clusters
+        pytest.skip(str(exc))
+    world = HubAndPlants(hub=hub, plants={p.name: p for p in plants})
+    try:
+        yield world
+    finally:
+        world.stop()
+
+
+@pytest.fixture
+def namespace(control_plane: ClusterWithNodes, request: pytest.FixtureRequest) -> Iterator[str]:
+    name = control_plane.create_namespace(request.node.name)
+    try:
+        yield name
+    finally:
+        control_plane.delete_namespace(name)

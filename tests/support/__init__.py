@@ -1,0 +1,1 @@
+"""Test-support code shared by the plantfed test suite (imported as ``support``)."""

@@ -1,0 +1,373 @@
+"""A real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler) running as local processes on free loopback ports.
+
+Each instance lives in its own directory (PKI, etcd data, logs, kubeconfigs), so several can
+run side by side. Tuned for a small shared box: etcd skips fsync, leader election is off and
+only the controllers the tests need run.
+"""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from .cluster import KubeCluster
+from .kubeconfig import write_kubeconfig
+from .pki import CertificateAuthority, CertFiles, write_service_account_keys
+from .ports import free_ports
+from .processes import spawn, terminate
+from .testbin import testbin_dir
+from .wait import ConditionTimeout
+
+SERVICE_CIDR = "10.0.0.0/24"
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+
+# Controllers the test suite relies on. Node lifecycle (which would evict pods of a node whose
+# heartbeat stalls on an overloaded box), IPAM, CSR signing and HPA are deliberately left out.
+CONTROLLERS = (
+    "job-controller",
+    "cronjob-controller",
+    "garbage-collector-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "root-ca-certificate-publisher-controller",
+    "clusterrole-aggregation-controller",
+    "replicaset-controller",
+    "deployment-controller",
+    "statefulset-controller",
+    "ttl-after-finished-controller",
+    "pod-garbage-collector-controller",
+    "endpointslice-controller",
+    "disruption-controller",
+    "persistentvolume-binder-controller",
+    "persistentvolumeclaim-protection-controller",
+    "persistentvolume-protection-controller",
+    "ephemeral-volume-controller",
+)
+
+
+class ControlPlaneError(RuntimeError):
+    """Start-up failed; the message carries the failing component's log tail."""
+
+
+class _PortInUse(ControlPlaneError):
+    pass
+
+
+@dataclass
+class _Component:
+    name: str
+    proc: subprocess.Popen
+    log: Path
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def check_alive(self) -> None:
+        code = self.proc.poll()
+        if code is None:
+            return
+        tail = self.log_tail()
+        error = _PortInUse if "address already in use" in tail else ControlPlaneError
+        raise error(f"{self.name} exited with {code} during start-up; log {self.log}:\n{tail}")
+
+
+class ControlPlane(KubeCluster):
+    """Use ``ControlPlane.start(directory)``; ``stop()`` (or ``with``) tears it down."""
+
+    def __init__(self, name: str, directory: Path) -> None:
+        self.name = name
+        self.directory = directory
+        self._components: list[_Component] = []
+        self._stopped = False
+        self.startup_seconds = 0.0
+
+    @classmethod
+    def start(
+        cls, directory: Path | None = None, *, name: str = "cluster", timeout: float = 240.0
+    ) -> ControlPlane:
+        """Start a control plane in a fresh subdirectory of ``directory`` and wait until ready.
+
+        Retries with new ports if one was taken between choosing and binding it.
+        """
+        binaries = testbin_dir()
+        parent = Path(directory) if directory is not None else Path(tempfile.gettempdir())
+        parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(3):
+            workdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
+            plane = cls(name, workdir)
+            try:
+                plane._boot(binaries, timeout)
+                return plane
+            except _PortInUse:
+                plane.stop()
+                if attempt == 2:
+                    raise
+            except BaseException:
+                plane.stop()
+                raise
+        raise AssertionError("unreachable")
+
+    # -- start-up -------------------------------------------------------------------------
+
+    def _boot(self, binaries: Path, timeout: float) -> None:
+        began = time.monotonic()
+        deadline = began + timeout
+        pki = self.directory / "pki"
+        logs = self.directory / "logs"
+        logs.mkdir(parents=True)
+        ca = self._ca = CertificateAuthority(pki, common_name=f"{self.name}-ca")
+        sa_keys = write_service_account_keys(pki)
+        etcd_port, peer_port, api_port, kcm_port, sched_port = free_ports(5)
+
+        self.server = f"https://127.0.0.1:{api_port}"
+        self.ca_file = ca.cert_file
+        admin = ca.issue("admin", common_name="plantfed-test-admin", groups=("system:masters",))
+        self.kubeconfig = self._kubeconfig("admin", "plantfed-test-admin", admin)
+
+        self._spawn(
+            "etcd",
+            logs,
+            [
+                str(binaries / "etcd"),
+                "--name=default",
+                f"--data-dir={self.directory / 'etcd'}",
+                f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
+                f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-cluster=default=http://127.0.0.1:{peer_port}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+                "--quota-backend-bytes=2147483648",
+            ],
+        )
+        self._await(
+            "etcd", deadline, lambda: _http_ok(f"http://127.0.0.1:{etcd_port}/health", None)
+        )
+
+        serving = ca.issue(
+            "apiserver",
+            common_name="kube-apiserver",
+            client=False,
+            server_hosts=(
+                "127.0.0.1", "localhost", "10.0.0.1", "kubernetes", "kubernetes.default",
+                "kubernetes.default.svc", "kubernetes.default.svc.cluster.local",
+            ),
+        )
+        kubelet_client = ca.issue(
+            "apiserver-kubelet-client",
+            common_name="kube-apiserver-kubelet-client",
+            groups=("system:masters",),
+        )
+        self._spawn(
+            "kube-apiserver",
+            logs,
+            [
+                str(binaries / "kube-apiserver"),
+                f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={api_port}",
+                f"--cert-dir={pki}",
+                f"--tls-cert-file={serving.cert}",
+                f"--tls-private-key-file={serving.key}",
+                f"--client-ca-file={ca.cert_file}",
+                f"--kubelet-client-certificate={kubelet_client.cert}",
+                f"--kubelet-client-key={kubelet_client.key}",
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+                f"--service-account-key-file={sa_keys.cert}",
+                f"--service-account-signing-key-file={sa_keys.key}",
+                "--authorization-mode=RBAC",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--endpoint-reconciler-type=none",
+                "--allow-privileged=true",
+                "--enable-priority-and-fairness=false",
+                "--profiling=false",
+                "--event-ttl=1h",
+            ],
+        )
+        context = _tls_context(ca.cert_file, admin)
+        self._await("kube-apiserver", deadline, lambda: _http_ok(f"{self.server}/readyz", context))
+
+        kcm_identity = ca.issue("kube-controller-manager", common_name="system:kube-controller-manager")
+        kcm_kubeconfig = self._kubeconfig(
+            "kube-controller-manager", "system:kube-controller-manager", kcm_identity
+        )
+        self._spawn(
+            "kube-controller-manager",
+            logs,
+            [
+                str(binaries / "kube-controller-manager"),
+                f"--kubeconfig={kcm_kubeconfig}",
+                f"--authentication-kubeconfig={kcm_kubeconfig}",
+                f"--authorization-kubeconfig={kcm_kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={kcm_port}",
+                f"--cert-dir={self.directory / 'kcm'}",
+                "--leader-elect=false",
+                f"--controllers={','.join(CONTROLLERS)}",
+                f"--service-account-private-key-file={sa_keys.key}",
+                f"--root-ca-file={ca.cert_file}",
+                "--use-service-account-credentials=true",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--profiling=false",
+            ],
+        )
+        sched_identity = ca.issue("kube-scheduler", common_name="system:kube-scheduler")
+        sched_kubeconfig = self._kubeconfig("kube-scheduler", "system:kube-scheduler", sched_identity)
+        self._spawn(
+            "kube-scheduler",
+            logs,
+            [
+                str(binaries / "kube-scheduler"),
+                f"--kubeconfig={sched_kubeconfig}",
+                f"--authentication-kubeconfig={sched_kubeconfig}",
+                f"--authorization-kubeconfig={sched_kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={sched_port}",
+                f"--cert-dir={self.directory / 'scheduler'}",
+                "--leader-elect=false",
+                "--profiling=false",
+            ],
+        )
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        self._await(
+            "kube-scheduler", deadline,
+            lambda: _http_ok(f"https://127.0.0.1:{sched_port}/healthz", insecure),
+        )
+        self._await(
+            "kube-controller-manager", deadline,
+            lambda: _http_ok(f"https://127.0.0.1:{kcm_port}/healthz", insecure),
+        )
+        # Controllers are running once they have done their first work: the default
+        # ServiceAccount and the CA bundle that pods mount are both made by controllers.
+        with self.api_client() as api:
+            core = client.CoreV1Api(api)
+            self._await(
+                "kube-controller-manager", deadline,
+                lambda: _exists(lambda: core.read_namespaced_service_account("default", "default"))
+                and _exists(lambda: core.read_namespaced_config_map("kube-root-ca.crt", "default")),
+            )
+        self.startup_seconds = time.monotonic() - began
+
+    def _kubeconfig(self, name: str, user: str, identity: CertFiles) -> Path:
+        return write_kubeconfig(
+            self.directory / f"{name}.kubeconfig",
+            server=self.server,
+            ca_file=self.ca_file,
+            user=user,
+            client_cert=identity.cert,
+            client_key=identity.key,
+        )
+
+    def _spawn(self, name: str, logs: Path, argv: list[str]) -> _Component:
+        log = logs / f"{name}.log"
+        component = _Component(name, spawn(argv, log=log, cwd=self.directory), log)
+        self._components.append(component)
+        return component
+
+    def _await(self, waiting_for: str, deadline: float, ready: Callable[[], bool]) -> None:
+        """Poll ``ready`` until true; fail fast if any component has died."""
+        while True:
+            for component in self._components:
+                component.check_alive()
+            if ready():
+                return
+            if time.monotonic() > deadline:
+                logs = "\n\n".join(f"== {c.name} ==\n{c.log_tail(15)}" for c in self._components)
+                raise ConditionTimeout(f"{self.name}: {waiting_for} not ready in time\n{logs}")
+            time.sleep(0.25)
+
+    # -- identities -----------------------------------------------------------------------
+
+    def user_kubeconfig(self, user: str, groups: tuple[str, ...] = ()) -> Path:
+        """A kubeconfig for a client-certificate identity (RBAC decides what it may do)."""
+        identity = self._ca.issue(f"user-{user}", common_name=user, groups=groups)
+        return self._kubeconfig(f"user-{user}", user, identity)
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    def log(self, component: str) -> Path:
+        """Path of a component's log (etcd, kube-apiserver, kube-controller-manager, ...)."""
+        return self.directory / "logs" / f"{component}.log"
+
+    def stop(self) -> None:
+        """Stop the controllers and scheduler, then the API server, then etcd."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for component in reversed(self._components):
+            terminate(component.proc, grace=10.0)
+
+    def remove(self) -> None:
+        """Stop and delete the instance's directory (keep it to read logs after a failure)."""
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def start_many(directory: Path, names: list[str], timeout: float = 300.0) -> list[ControlPlane]:
+    """Start several independent control planes concurrently (start-up is mostly waiting)."""
+    results: dict[str, ControlPlane | BaseException] = {}
+
+    def boot(name: str) -> None:
+        try:
+            results[name] = ControlPlane.start(directory, name=name, timeout=timeout)
+        except BaseException as exc:
+            results[name] = exc
+
+    threads = [threading.Thread(target=boot, args=(n,), name=f"start-{n}") for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    failures = [r for r in results.values() if isinstance(r, BaseException)]
+    if failures:
+        for r in results.values():
+            if isinstance(r, ControlPlane):
+                r.stop()
+        raise failures[0]
+    return [results[n] for n in names]  # type: ignore[misc]
+
+
+def _tls_context(ca_file: Path, identity: CertFiles) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(ca_file))
+    context.load_cert_chain(str(identity.cert), str(identity.key))
+    return context
+
+
+def _http_ok(url: str, context: ssl.SSLContext | None) -> bool:
+    try:
+        with urllib.request.urlopen(url, context=context, timeout=5) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError, ssl.SSLError):
+        return False
+
+
+def _exists(read: Callable[[], object]) -> bool:
+    try:
+        read()
+        return True
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
