@@ -42,7 +42,7 @@ PLANT_TOKEN = "bench-plant-token"
 def self_signed(workdir: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench-hub")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -90,12 +90,21 @@ class Hub:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "plantfed.exchange",
-                "--store", str(self.workdir / "store"),
-                "--tokens", str(self.workdir / "tokens.txt"),
-                "--admin-token-file", str(self.workdir / "admin"),
-                "--listen", f"127.0.0.1:{self.port}",
-                "--tls-cert", str(self.cert), "--tls-key", str(self.key),
+                sys.executable,
+                "-m",
+                "plantfed.exchange",
+                "--store",
+                str(self.workdir / "store"),
+                "--tokens",
+                str(self.workdir / "tokens.txt"),
+                "--admin-token-file",
+                str(self.workdir / "admin"),
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                "--tls-cert",
+                str(self.cert),
+                "--tls-key",
+                str(self.key),
             ],
             stderr=open(self.workdir / "exchange.log", "ab"),  # noqa: SIM115
         )
@@ -191,10 +200,16 @@ def main() -> None:
             with AdminClient(hub.target, ADMIN, root_cert=root) as admin:
                 admin.publish_model("bench", seed, promote=True)
                 for rid in ("r-full", "r-cut"):
-                    admin.open_round(RoundRecord(round_id=rid, model="bench", base_version=1, plants=["plant-a"], max_update_bytes=size * 2))
+                    admin.open_round(
+                        RoundRecord(
+                            round_id=rid, model="bench", base_version=1, plants=["plant-a"], max_update_bytes=size * 2
+                        )
+                    )
 
             def meta(rid: str) -> UpdateMeta:
-                return UpdateMeta(plant="plant-a", round_id=rid, base_version=1, num_samples=1, total_bytes=size, sha256=digest)
+                return UpdateMeta(
+                    plant="plant-a", round_id=rid, base_version=1, num_samples=1, total_bytes=size, sha256=digest
+                )
 
             with ExchangeClient(hub.target, PLANT_TOKEN, root_cert=root) as client:
                 t = time.perf_counter()
@@ -212,7 +227,9 @@ def main() -> None:
 
             out: dict = {}
             with ExchangeClient(hub.target, PLANT_TOKEN, root_cert=root) as client:
-                worker = threading.Thread(target=lambda: out.update(r=client.upload_update(meta("r-cut"), payload, progress=stall_at_half)))
+                worker = threading.Thread(
+                    target=lambda: out.update(r=client.upload_update(meta("r-cut"), payload, progress=stall_at_half))
+                )
                 worker.start()
                 stalled.wait()
                 partial = work / "store" / "rounds" / "r-cut" / "partial" / "plant-a.data"
@@ -232,7 +249,9 @@ def main() -> None:
             )
         finally:
             hub.stop()
-        results["exchange_vs_tcp_durable"] = round(float(results["exchange_tls_s"]) / float(results["tcp_durable_s"]), 2)
+        results["exchange_vs_tcp_durable"] = round(
+            float(results["exchange_tls_s"]) / float(results["tcp_durable_s"]), 2
+        )
         results["exchange_MBps"] = round(size / 2**20 / float(results["exchange_tls_s"]), 1)
         results["tcp_durable_MBps"] = round(size / 2**20 / float(results["tcp_durable_s"]), 1)
         print(json.dumps(results, indent=2))

@@ -507,9 +507,7 @@ class ModelStore:
                 if any(getattr(existing, f) != getattr(record, f) for f in same):
                     raise ConflictError(f"round {record.round_id!r} already exists with different settings")
                 return existing
-            opened = record.model_copy(
-                update={"state": RoundState.OPEN, "opened_at": time.time(), "closed_at": None}
-            )
+            opened = record.model_copy(update={"state": RoundState.OPEN, "opened_at": time.time(), "closed_at": None})
             _write_record(self._round_dir(record.round_id) / "round.json", opened)
             return opened
 

@@ -55,7 +55,10 @@ def write_payload(path: Path, nbytes: int, seed: int = 0) -> Path:
     """A safetensors update of about `nbytes` (float32 tensors), distinct per seed."""
     rng = np.random.default_rng(seed)
     n = max(1, nbytes // 4)
-    save_file({"layer.weight": rng.standard_normal(n).astype(np.float32), "layer.bias": np.full(3, seed, np.float32)}, str(path))
+    save_file(
+        {"layer.weight": rng.standard_normal(n).astype(np.float32), "layer.bias": np.full(3, seed, np.float32)},
+        str(path),
+    )
     return path
 
 
@@ -102,9 +105,17 @@ class Hub:
         path = write_payload(self.tmp / f"seed-{model}-{seed}.safetensors", nbytes, seed)
         return self.admin().publish_model(model, path, promote=True).version, path
 
-    def open_round(self, round_id: str = "r1", plants: tuple[str, ...] = ("plant-a", "plant-b"), **kw: object) -> RoundRecord:
+    def open_round(
+        self, round_id: str = "r1", plants: tuple[str, ...] = ("plant-a", "plant-b"), **kw: object
+    ) -> RoundRecord:
         return self.admin().open_round(
-            RoundRecord(round_id=round_id, model=kw.pop("model", "bearing-cnn"), base_version=kw.pop("base_version", 1), plants=list(plants), **kw)
+            RoundRecord(
+                round_id=round_id,
+                model=kw.pop("model", "bearing-cnn"),
+                base_version=kw.pop("base_version", 1),
+                plants=list(plants),
+                **kw,
+            )
         )
 
 
@@ -147,11 +158,15 @@ def _key() -> ec.EllipticCurvePrivateKey:
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
-def _cert(subject: str, key, issuer: x509.Name | None, issuer_key, *, ca: bool, sans: list | None = None) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
+def _cert(
+    subject: str, key, issuer: x509.Name | None, issuer_key, *, ca: bool, sans: list | None = None
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     builder = (
         x509.CertificateBuilder()
@@ -173,7 +188,11 @@ def make_pki() -> Pki:
     ca = _cert("plantfed-test-ca", ca_key, None, ca_key, ca=True)
     server_key = _key()
     server = _cert(
-        "hub", server_key, ca.subject, ca_key, ca=False,
+        "hub",
+        server_key,
+        ca.subject,
+        ca_key,
+        ca=False,
         sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
     )
     client_key = _key()
@@ -210,11 +229,17 @@ class ServerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "plantfed.exchange",
-                "--store", str(self.store_dir),
-                "--tokens", str(self.tokens_path),
-                "--admin-token-file", str(self.admin_file),
-                "--listen", f"127.0.0.1:{self.port}",
+                sys.executable,
+                "-m",
+                "plantfed.exchange",
+                "--store",
+                str(self.store_dir),
+                "--tokens",
+                str(self.tokens_path),
+                "--admin-token-file",
+                str(self.admin_file),
+                "--listen",
+                f"127.0.0.1:{self.port}",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

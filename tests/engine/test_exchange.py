@@ -119,7 +119,13 @@ def test_get_round_tells_a_plant_whether_it_is_assigned(hub: Hub) -> None:
     hub.seed()
     hub.open_round("r1", plants=("plant-a",))
     mine = hub.plant("plant-a").get_round("r1")
-    assert (mine.model, mine.base_version, mine.assigned, mine.open, mine.plant) == ("bearing-cnn", 1, True, True, "plant-a")
+    assert (mine.model, mine.base_version, mine.assigned, mine.open, mine.plant) == (
+        "bearing-cnn",
+        1,
+        True,
+        True,
+        "plant-a",
+    )
     assert hub.plant("plant-a").get_round().round_id == "r1"
     assert not hub.plant("plant-b").get_round("r1").assigned
     refused(grpc.StatusCode.NOT_FOUND, hub.plant("plant-b").get_round)
@@ -136,7 +142,9 @@ def test_duplicate_upload_is_idempotent_and_a_different_payload_is_refused(hub: 
     assert again.bytes_sent == 0
 
     other = write_payload(tmp_path / "v.safetensors", 20_000, seed=2)
-    err = refused(grpc.StatusCode.ALREADY_EXISTS, hub.plant("plant-a").upload_update, meta_for("plant-a", "r1", other), other)
+    err = refused(
+        grpc.StatusCode.ALREADY_EXISTS, hub.plant("plant-a").upload_update, meta_for("plant-a", "r1", other), other
+    )
     assert "already committed" in err.details
     assert [u.digest for u in hub.admin().list_updates("r1").updates] == [first.digest]
 
@@ -206,7 +214,11 @@ def test_more_bytes_than_declared_is_refused(hub: Hub, tmp_path: Path) -> None:
     meta = meta_for("plant-a", "r1", payload)
     stub, md = _raw_stub(hub, hub.tokens["plant-a"])
     data = payload.read_bytes()
-    requests = [pb.UploadRequest(start=pb.UploadStart(meta=meta_to_wire(meta), offset=0)), pb.UploadRequest(chunk=data), pb.UploadRequest(chunk=b"extra")]
+    requests = [
+        pb.UploadRequest(start=pb.UploadStart(meta=meta_to_wire(meta), offset=0)),
+        pb.UploadRequest(chunk=data),
+        pb.UploadRequest(chunk=b"extra"),
+    ]
     with pytest.raises(grpc.RpcError) as info:
         stub.UploadUpdate(iter(requests), metadata=md)
     assert info.value.code() == grpc.StatusCode.OUT_OF_RANGE and "more than the declared" in info.value.details()
@@ -222,7 +234,10 @@ def test_resume_offset_beyond_what_the_hub_holds_is_refused(hub: Hub, tmp_path: 
     stub, md = _raw_stub(hub, hub.tokens["plant-a"])
     data = payload.read_bytes()
     # A stream that ends early leaves a resumable partial and is not committed.
-    partial = [pb.UploadRequest(start=pb.UploadStart(meta=meta_to_wire(meta), offset=0)), pb.UploadRequest(chunk=data[:MAX_CHUNK])]
+    partial = [
+        pb.UploadRequest(start=pb.UploadStart(meta=meta_to_wire(meta), offset=0)),
+        pb.UploadRequest(chunk=data[:MAX_CHUNK]),
+    ]
     with pytest.raises(grpc.RpcError) as info:
         stub.UploadUpdate(iter(partial), metadata=md)
     assert info.value.code() == grpc.StatusCode.OUT_OF_RANGE and "incomplete" in info.value.details()
@@ -257,7 +272,12 @@ def test_wrong_or_missing_token_is_unauthenticated(hub: Hub, tmp_path: Path) -> 
     hub.seed()
     hub.open_round("r1")
     payload = write_payload(tmp_path / "u.safetensors", 8_000, seed=1)
-    err = refused(grpc.StatusCode.UNAUTHENTICATED, hub.client_with_token("not-a-token").upload_update, meta_for("plant-a", "r1", payload), payload)
+    err = refused(
+        grpc.StatusCode.UNAUTHENTICATED,
+        hub.client_with_token("not-a-token").upload_update,
+        meta_for("plant-a", "r1", payload),
+        payload,
+    )
     assert "bearer token" in err.details
     stub, _ = _raw_stub(hub, "")
     with pytest.raises(grpc.RpcError) as info:
@@ -306,7 +326,10 @@ def test_publish_is_idempotent_and_verifies_lineage(hub: Hub, tmp_path: Path) ->
 def test_plants_upload_concurrently(hub: Hub, tmp_path: Path) -> None:
     hub.seed()
     hub.open_round("r1", plants=("plant-a", "plant-b", "plant-c"))
-    payloads = {p: write_payload(tmp_path / f"{p}.safetensors", 2 * MAX_CHUNK + i, seed=i) for i, p in enumerate(("plant-a", "plant-b", "plant-c"))}
+    payloads = {
+        p: write_payload(tmp_path / f"{p}.safetensors", 2 * MAX_CHUNK + i, seed=i)
+        for i, p in enumerate(("plant-a", "plant-b", "plant-c"))
+    }
     receipts: dict[str, str] = {}
 
     def run(plant: str) -> None:
@@ -330,7 +353,10 @@ def test_a_message_above_the_chunk_limit_is_refused(hub: Hub, tmp_path: Path) ->
         hub.plant("plant-a", chunk_size=2 * MAX_CHUNK)
     with grpc.insecure_channel(hub.target) as channel:
         stub = pb_grpc.ModelExchangeStub(channel)
-        requests = [pb.UploadRequest(start=pb.UploadStart(meta=meta_to_wire(meta))), pb.UploadRequest(chunk=payload.read_bytes())]
+        requests = [
+            pb.UploadRequest(start=pb.UploadStart(meta=meta_to_wire(meta))),
+            pb.UploadRequest(chunk=payload.read_bytes()),
+        ]
         with pytest.raises(grpc.RpcError) as info:
             stub.UploadUpdate(iter(requests), metadata=(("authorization", f"Bearer {hub.tokens['plant-a']}"),))
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

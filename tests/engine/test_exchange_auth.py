@@ -139,12 +139,18 @@ def test_mutual_tls_needs_a_client_certificate(tmp_path: Path, pki: Pki) -> None
     server, target, store = _tls_hub(tmp_path, mtls)
     try:
         seed = write_payload(tmp_path / "seed.safetensors", 10_000)
-        with AdminClient(target, ADMIN_TOKEN, root_cert=pki.ca_cert, client_cert=pki.client_cert, client_key=pki.client_key) as admin:
+        with AdminClient(
+            target, ADMIN_TOKEN, root_cert=pki.ca_cert, client_cert=pki.client_cert, client_key=pki.client_key
+        ) as admin:
             assert admin.publish_model("m", seed).version == 1
         with grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=pki.ca_cert)) as channel:
             stub = pb_grpc.ModelExchangeStub(channel)
             with pytest.raises(grpc.RpcError) as info:
-                stub.GetModel(pb.GetModelRequest(model="m", version=1), metadata=(("authorization", f"Bearer {ADMIN_TOKEN}"),), timeout=30)
+                stub.GetModel(
+                    pb.GetModelRequest(model="m", version=1),
+                    metadata=(("authorization", f"Bearer {ADMIN_TOKEN}"),),
+                    timeout=30,
+                )
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         assert [v.version for v in store.versions("m")] == [1]
     finally:

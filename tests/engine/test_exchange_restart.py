@@ -81,14 +81,26 @@ def test_upload_resumes_after_the_server_process_is_killed(
     assert [u.meta for u in listed] == [meta]
 
 
-
 def test_cli_refuses_an_unreadable_token_book_with_the_reason(tmp_path: Path) -> None:
     admin = tmp_path / "admin"
     admin.write_text(ADMIN_TOKEN)
     result = subprocess.run(
-        [sys.executable, "-m", "plantfed.exchange", "--store", str(tmp_path / "s"), "--tokens", str(tmp_path / "missing"),
-         "--admin-token-file", str(admin), "--listen", "127.0.0.1:0"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "plantfed.exchange",
+            "--store",
+            str(tmp_path / "s"),
+            "--tokens",
+            str(tmp_path / "missing"),
+            "--admin-token-file",
+            str(admin),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "cannot read token book" in result.stderr and "missing" in result.stderr

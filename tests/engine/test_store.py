@@ -33,7 +33,9 @@ def sha(data: bytes) -> str:
 
 
 def meta(plant: str, data: bytes, round_id: str = "r1", base: int = 1) -> UpdateMeta:
-    return UpdateMeta(plant=plant, round_id=round_id, base_version=base, num_samples=10, total_bytes=len(data), sha256=sha(data))
+    return UpdateMeta(
+        plant=plant, round_id=round_id, base_version=base, num_samples=10, total_bytes=len(data), sha256=sha(data)
+    )
 
 
 @pytest.fixture

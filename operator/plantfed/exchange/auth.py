@@ -111,9 +111,7 @@ class TokenBook:
     `reserved` holds hashes no plant may use (the admin token's), checked on every (re)load.
     """
 
-    def __init__(
-        self, path: Path, *, reload_seconds: float = 2.0, reserved: frozenset[bytes] = frozenset()
-    ) -> None:
+    def __init__(self, path: Path, *, reload_seconds: float = 2.0, reserved: frozenset[bytes] = frozenset()) -> None:
         self._path: Path | None = Path(path)
         self._reload_seconds = reload_seconds
         self._reserved = reserved

@@ -52,6 +52,9 @@ class RetryPolicy:
             delay = min(self.max_backoff, delay * self.multiplier)
 
 
+DEFAULT_RETRY = RetryPolicy()
+
+
 @dataclass(frozen=True)
 class RoundInfo:
     """A plant's view of a round (see `ExchangeClient.get_round`)."""
@@ -117,7 +120,7 @@ class _Client:
         client_key: bytes | None = None,
         server_name: str | None = None,
         chunk_size: int = MAX_CHUNK,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
         if not 0 < chunk_size <= MAX_CHUNK:
             raise ValueError(f"chunk_size must be in 1..{MAX_CHUNK}, got {chunk_size}")
@@ -162,9 +165,7 @@ class _Client:
                 time.sleep(delay)
 
     def _unary(self, fn: Callable[..., _T], request: Any) -> _T:
-        return self._retrying(
-            lambda: self._call(fn, request, wait_for_ready=True, timeout=self._retry.connect_timeout)
-        )
+        return self._retrying(lambda: self._call(fn, request, wait_for_ready=True, timeout=self._retry.connect_timeout))
 
     def download_model(
         self, model: str, version: int | None, dest_path: str | os.PathLike[str], *, progress: Progress | None = None
@@ -185,9 +186,7 @@ class _Client:
             offset = partial.stat().st_size if held_sha and partial.exists() else 0
             request = pb.DownloadRequest(model=model, version=version or 0, offset=offset, if_sha256=held_sha)
             try:
-                stream = self._stub.DownloadModel(
-                    request, metadata=self._metadata, wait_for_ready=True
-                )
+                stream = self._stub.DownloadModel(request, metadata=self._metadata, wait_for_ready=True)
                 first = next(stream)
                 info = first.info
                 found = convert.version_from_wire(info.version)

@@ -147,9 +147,7 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
         if request.round_id:
             record = self._store.get_round(request.round_id)
         else:
-            candidates = [
-                r for r in self._store.rounds() if r.state is RoundState.OPEN and plant in r.plants
-            ]
+            candidates = [r for r in self._store.rounds() if r.state is RoundState.OPEN and plant in r.plants]
             if not candidates:
                 raise Refusal(grpc.StatusCode.NOT_FOUND, f"no open round assigns plant {plant!r}")
             record = candidates[-1]
@@ -177,7 +175,9 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
         )
 
     @_rpc(_PLANT)
-    def UploadUpdate(self, request_iterator: Iterator[pb.UploadRequest], context: Any, caller: Caller) -> pb.UploadReceipt:
+    def UploadUpdate(
+        self, request_iterator: Iterator[pb.UploadRequest], context: Any, caller: Caller
+    ) -> pb.UploadReceipt:
         start = _first_start(request_iterator, "UploadUpdate")
         meta = convert.meta_from_wire(start.meta)
         if meta.plant != caller.plant:
@@ -210,9 +210,7 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
 
     def _accept_update(self, meta: UpdateMeta, digest: str, received: int, seconds: float) -> pb.UploadReceipt:
         """The one place a verified update becomes visible to aggregation (hook metrics here)."""
-        record, duplicate = self._store.commit_update(
-            meta, digest, bytes_received=received, upload_seconds=seconds
-        )
+        record, duplicate = self._store.commit_update(meta, digest, bytes_received=received, upload_seconds=seconds)
         if not duplicate:
             log.info(
                 "round %s: committed update from %s (%d bytes, %d received, %.2fs)",
@@ -268,7 +266,9 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
         )
 
     @_rpc(_ADMIN)
-    def PublishModel(self, request_iterator: Iterator[pb.PublishRequest], context: Any, caller: Caller) -> pb.ModelVersion:
+    def PublishModel(
+        self, request_iterator: Iterator[pb.PublishRequest], context: Any, caller: Caller
+    ) -> pb.ModelVersion:
         start = _first_start(request_iterator, "PublishModel")
         check_name("model", start.model)
         check_sha256(start.sha256)
