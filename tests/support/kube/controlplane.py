@@ -176,6 +176,9 @@ class ControlPlane(KubeCluster):
             common_name="kube-apiserver-kubelet-client",
             groups=("system:masters",),
         )
+        self.kubelet_serving = ca.issue(
+            "kubelet", common_name="fake-kubelet", client=False, server_hosts=("127.0.0.1", "localhost")
+        )
         self._spawn(
             "kube-apiserver",
             logs,
@@ -192,6 +195,7 @@ class ControlPlane(KubeCluster):
                 f"--kubelet-client-certificate={kubelet_client.cert}",
                 f"--kubelet-client-key={kubelet_client.key}",
                 "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-certificate-authority={ca.cert_file}",
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
                 f"--service-account-key-file={sa_keys.cert}",
                 f"--service-account-signing-key-file={sa_keys.key}",

@@ -27,10 +27,13 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.informer import ADDED, DELETED, MODIFIED, SharedInformer
 
 from .cluster import KubeCluster
+from .controlplane import ControlPlane
+from .kubelet_api import KubeletLogServer
 from .hosts import HostsFiles
 from .nodes import NodeHeart, NodeSpec
 from .podenv import Pod, decode_object_data
 from .pods import NodeContext, PodWorker
+from .pki import CertFiles
 from .ports import free_ports
 from .processes import spawn, terminate
 from .provisioner import DirectoryProvisioner
@@ -48,11 +51,13 @@ def _stop_informer(informer: SharedInformer) -> None:
     threading.Thread(target=informer.stop, name="informer-stop", daemon=True).start()
 
 
-def read_log(logs_dir: Path, namespace: str, pod: str, container: str | None = None, previous: bool = False) -> str:
-    """A container's output, as ``kubectl logs`` would show it, from a runner's log directory.
+def log_file(
+    logs_dir: Path, namespace: str, pod: str, container: str | None = None, previous: bool = False
+) -> Path:
+    """Where a container's output is kept by a runner whose log directory is ``logs_dir``.
 
     The newest pod of that name is used; ``container`` may be omitted for one-container pods;
-    ``previous`` reads the run before the latest restart.
+    ``previous`` is the run before the latest restart.
     """
     pod_dir = logs_dir / namespace / pod
     runs = sorted(p for p in pod_dir.glob("*") if p.is_dir()) if pod_dir.is_dir() else []
@@ -64,13 +69,20 @@ def read_log(logs_dir: Path, namespace: str, pod: str, container: str | None = N
         if len(containers) != 1:
             raise ValueError(f"pod {namespace}/{pod} has containers {containers}; name one")
         container = containers[0]
-    attempts = sorted(
+    runs_of_container = sorted(
         (int(p.stem) for p in (latest / container).glob("*.log")), reverse=True
     ) if (latest / container).is_dir() else []
-    if len(attempts) < (2 if previous else 1):
+    if len(runs_of_container) < (2 if previous else 1):
         what = "previous " if previous else ""
         raise FileNotFoundError(f"no {what}log for container {container!r} of pod {namespace}/{pod}")
-    return (latest / container / f"{attempts[1 if previous else 0]}.log").read_text(errors="replace")
+    return latest / container / f"{runs_of_container[1 if previous else 0]}.log"
+
+
+def read_log(
+    logs_dir: Path, namespace: str, pod: str, container: str | None = None, previous: bool = False
+) -> str:
+    """A container's output, as ``kubectl logs`` prints it (see ``log_file``)."""
+    return log_file(logs_dir, namespace, pod, container, previous).read_text(errors="replace")
 
 
 class NodeRunner:
@@ -83,7 +95,12 @@ class NodeRunner:
         workdir: Path,
         *,
         provision_volumes: bool = True,
+        kubelet_serving: CertFiles | None = None,
+        client_ca: Path | None = None,
     ) -> None:
+        """``kubelet_serving`` + ``client_ca`` (a ControlPlane supplies both) enable the
+        kubelet log endpoint behind ``kubectl logs``; without them only ``logs()`` works.
+        """
         if not nodes:
             raise ValueError("a NodeRunner needs at least one NodeSpec")
         if os.geteuid() != 0:
@@ -108,6 +125,14 @@ class NodeRunner:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         kubelet_port = free_ports(1)[0]
+        if isinstance(cluster, ControlPlane):
+            kubelet_serving = kubelet_serving or cluster.kubelet_serving
+            client_ca = client_ca or cluster.ca_file
+        self._kubelet_api = (
+            KubeletLogServer(kubelet_port, kubelet_serving, client_ca, self._log_file, self._container_running)
+            if kubelet_serving is not None and client_ca is not None
+            else None
+        )
         leases = client.CoordinationV1Api(self.api)
         self._hearts = [NodeHeart(self.core, leases, spec, kubelet_port) for spec in self.nodes]
         self._node_names = {spec.name for spec in self.nodes}
@@ -121,6 +146,8 @@ class NodeRunner:
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> NodeRunner:
+        if self._kubelet_api is not None:
+            self._kubelet_api.start()
         for heart in self._hearts:
             heart.register()
         threading.Thread(target=self._beat, name="node-heartbeat", daemon=True).start()
@@ -150,6 +177,8 @@ class NodeRunner:
             worker.stop(STOP_GRACE_SECONDS)
         for worker in workers:
             worker.join(timeout=STOP_GRACE_SECONDS + 10)
+        if self._kubelet_api is not None:
+            self._kubelet_api.stop()
         if deregister:
             for heart in self._hearts:
                 try:
@@ -179,8 +208,20 @@ class NodeRunner:
     # -- logs -----------------------------------------------------------------------------
 
     def logs(self, namespace: str, pod: str, container: str | None = None, previous: bool = False) -> str:
-        """What ``kubectl logs`` would print (there is no kubelet API on fake nodes)."""
+        """What ``kubectl logs`` prints, read straight from the runner's log files."""
         return read_log(self.logs_dir, namespace, pod, container, previous)
+
+    def _log_file(self, namespace: str, pod: str, container: str | None, previous: bool) -> Path:
+        return log_file(self.logs_dir, namespace, pod, container, previous)
+
+    def _container_running(self, namespace: str, pod: str, container: str | None) -> bool:
+        with self._lock:
+            workers = [w for w in self._workers.values() if (w.namespace, w.pod_name) == (namespace, pod)]
+        return any(
+            c.running and (container is None or c.name == container)
+            for w in workers
+            for c in w.init_containers + w.containers
+        )
 
     # -- pods -----------------------------------------------------------------------------
 
@@ -304,11 +345,12 @@ class NodeRunnerProcess:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tests_dir), env.get("PYTHONPATH")]))
         nodes_json = json.dumps([_spec_to_json(n) for n in nodes])
-        proc = spawn(
-            [sys.executable, "-m", "support.kube.noderunner", "--kubeconfig", str(cluster.kubeconfig),
-             "--workdir", str(workdir), "--nodes", nodes_json],
-            log=log, env=env,
-        )
+        argv = [sys.executable, "-m", "support.kube.noderunner", "--kubeconfig", str(cluster.kubeconfig),
+                "--workdir", str(workdir), "--nodes", nodes_json]
+        if isinstance(cluster, ControlPlane):
+            argv += ["--kubelet-cert", str(cluster.kubelet_serving.cert),
+                     "--kubelet-key", str(cluster.kubelet_serving.key), "--client-ca", str(cluster.ca_file)]
+        proc = spawn(argv, log=log, env=env)
         runner = cls(proc, workdir, log)
         names = {n.name for n in nodes}
 
@@ -362,6 +404,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--nodes", required=True,
         help='JSON list, e.g. [{"name": "plant-a-gpu-0", "labels": {"plantfed.dev/plant": "plant-a"}, "gpus": 1}]',
     )
+    parser.add_argument("--kubelet-cert", type=Path, help="serving cert for the kubelet log endpoint")
+    parser.add_argument("--kubelet-key", type=Path)
+    parser.add_argument("--client-ca", type=Path, help="CA of the API server's kubelet-client cert")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -371,7 +416,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    runner = NodeRunner(args.kubeconfig, nodes, args.workdir).start()
+    serving = CertFiles(args.kubelet_cert, args.kubelet_key) if args.kubelet_cert and args.kubelet_key else None
+    runner = NodeRunner(args.kubeconfig, nodes, args.workdir, kubelet_serving=serving, client_ca=args.client_ca).start()
     (args.workdir / "ready").touch()
     log.info("running nodes %s", [n.name for n in nodes])
     stop.wait()
