@@ -82,16 +82,8 @@ class _Spawner:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-_spawner: _Spawner | None = None
-_spawner_lock = threading.Lock()
-
-
-def _get_spawner() -> _Spawner:
-    global _spawner
-    with _spawner_lock:
-        if _spawner is None:
-            _spawner = _Spawner()
-        return _spawner
+# Created at import (normally on the main thread) so the SIGTERM handler can be installed.
+_spawner = _Spawner()
 
 
 def spawn(
@@ -117,7 +109,7 @@ def spawn(
                 preexec_fn=_die_with_parent(parent),
             )
 
-    return _get_spawner().spawn(start)
+    return _spawner.spawn(start)
 
 
 def signal_group(proc: subprocess.Popen, sig: signal.Signals) -> None:
@@ -141,10 +133,10 @@ def terminate(proc: subprocess.Popen, grace: float) -> int:
             pass
     signal_group(proc, signal.SIGKILL)
     code = proc.wait()
-    _get_spawner().forget(proc)
+    _spawner.forget(proc)
     return code
 
 
 def forget(proc: subprocess.Popen) -> None:
     """Drop a process that exited on its own from the cleanup set."""
-    _get_spawner().forget(proc)
+    _spawner.forget(proc)
