@@ -14,11 +14,10 @@ from typing import Any
 import celpy
 import pytest
 import yaml
-from pydantic import ValidationError
-
 from plantfed.api import FederatedModel, FederatedRound, PlantParticipant
 from plantfed.api.crdgen import RESOURCES, crd, crd_filename, generate_crds, main
 from plantfed.api.openapi import SchemaError, apply_defaults, to_structural, walk
+from pydantic import ValidationError
 
 REPO = Path(__file__).resolve().parents[2]
 

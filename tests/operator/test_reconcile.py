@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-
 from plantfed.api import FederatedModel, FederatedRound, PlantParticipant
 from plantfed.api.common import ConditionStatus
 from plantfed.api.round import PlantRoundState, RoundPhase

@@ -1,9 +1,26 @@
 """The plantfed.io/v1alpha1 API: pydantic models of the CRDs (the source of the CRD YAML)."""
 
-from plantfed.api.common import API_VERSION, GROUP, VERSION, Condition, ConditionStatus, LabelSelector, MetricGoal
+from plantfed.api.common import (
+    API_VERSION,
+    GROUP,
+    VERSION,
+    Condition,
+    ConditionStatus,
+    LabelSelector,
+    MetricGoal,
+)
 from plantfed.api.model import FederatedModel, FederatedModelSpec, FederatedModelStatus
-from plantfed.api.participant import PlantParticipant, PlantParticipantSpec, PlantParticipantStatus
-from plantfed.api.round import FederatedRound, FederatedRoundSpec, FederatedRoundStatus, RoundTemplate
+from plantfed.api.participant import (
+    PlantParticipant,
+    PlantParticipantSpec,
+    PlantParticipantStatus,
+)
+from plantfed.api.round import (
+    FederatedRound,
+    FederatedRoundSpec,
+    FederatedRoundStatus,
+    RoundTemplate,
+)
 
 __all__ = [
     "API_VERSION", "GROUP", "VERSION", "Condition", "ConditionStatus", "LabelSelector", "MetricGoal",

@@ -73,7 +73,7 @@ class SelectorOperator(str, Enum):
 class LabelSelectorRequirement(KubeModel):
     """One set-based label requirement, with the same meaning as in `metav1.LabelSelector`."""
 
-    cel_rules: ClassVar = (
+    cel_rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
             "self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0"
             " : !has(self.values) || size(self.values) == 0",
@@ -110,7 +110,7 @@ class TaintEffect(str, Enum):
 class Toleration(KubeModel):
     """A pod toleration, so training can land on tainted GPU nodes at the plant."""
 
-    cel_rules: ClassVar = (
+    cel_rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
             "self.operator != 'Exists' || !has(self.value) || self.value == ''",
             "value must be empty when operator is Exists",

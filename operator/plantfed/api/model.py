@@ -14,7 +14,15 @@ from typing import Annotated, ClassVar
 from pydantic import Field, StringConstraints, field_validator
 
 from plantfed.api.base import KubeModel, Rule, immutable
-from plantfed.api.common import Condition, MetricGoal, MetricName, Name, ObjectName, Resource, conditions_field
+from plantfed.api.common import (
+    Condition,
+    MetricGoal,
+    MetricName,
+    Name,
+    ObjectName,
+    Resource,
+    conditions_field,
+)
 from plantfed.api.participant import CRON, TimeZone, check_cron, check_time_zone
 from plantfed.api.round import METRICS_EXTRA, Metrics, RoundTemplate
 
@@ -33,7 +41,7 @@ class PublishedVersion(KubeModel):
 class InitialWeights(KubeModel):
     """Where version 0 of the lineage comes from: a seeded random init or a published version."""
 
-    cel_rules: ClassVar = (
+    cel_rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
             "(has(self.seed) ? 1 : 0) + (has(self.fromVersion) ? 1 : 0) == 1",
             "exactly one of seed or fromVersion must be set",
@@ -51,7 +59,7 @@ class StopCriteria(KubeModel):
     than `minDelta`; `target` stops as soon as a round's evaluated `metric` reaches it.
     """
 
-    cel_rules: ClassVar = (
+    cel_rules: ClassVar[tuple[Rule, ...]] = (
         Rule("!has(self.target) || has(self.metric)", "target needs metric", ".target"),
         Rule("!has(self.patience) || has(self.metric)", "patience needs metric", ".patience"),
     )

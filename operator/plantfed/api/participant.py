@@ -73,7 +73,7 @@ class DataSource(KubeModel):
     The data never leaves the plant: only this reference is visible to the hub.
     """
 
-    cel_rules: ClassVar = (
+    cel_rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
             "(has(self.pvc) ? 1 : 0) + (has(self.hostPath) ? 1 : 0) == 1",
             "exactly one of pvc or hostPath must be set",
@@ -151,7 +151,7 @@ class PlantParticipant(Resource):
     kind_name: ClassVar = "PlantParticipant"
     plural: ClassVar = "plantparticipants"
     short_names: ClassVar = ("pp",)
-    root_rules: ClassVar = (
+    root_rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
             "self.metadata.name == self.spec.plantId",
             "metadata.name must equal spec.plantId, so agent RBAC by resource name covers exactly one plant",

@@ -11,6 +11,7 @@ from enum import Enum
 from typing import Annotated, ClassVar
 
 from pydantic import Field, StringConstraints
+from pydantic.json_schema import JsonDict
 
 from plantfed.api.base import QUANTITY, SHORT_TEXT, KubeModel, Rule
 from plantfed.api.common import (
@@ -29,7 +30,7 @@ from plantfed.records import Codec
 
 Quantity = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=QUANTITY)]
 Metrics = dict[str, float]
-METRICS_EXTRA = {"maxProperties": 64}
+METRICS_EXTRA: JsonDict = {"maxProperties": 64}
 
 
 class Optimizer(str, Enum):
@@ -61,7 +62,7 @@ class StrategyName(str, Enum):
 class Strategy(KubeModel):
     """How the hub combines plant updates; parameters that a strategy does not use are ignored."""
 
-    cel_rules: ClassVar = (
+    cel_rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
             "self.name != 'trimmedMean' || self.trimFraction > 0.0",
             "trimmedMean needs trimFraction > 0",
@@ -88,7 +89,7 @@ class PrivacyMode(str, Enum):
 
 
 class Privacy(KubeModel):
-    cel_rules: ClassVar = (
+    cel_rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
             "self.mode == 'off' || self.noiseMultiplier > 0.0",
             "noiseMultiplier must be > 0 when privacy is on",
@@ -129,7 +130,7 @@ class Promotion(KubeModel):
     a candidate without the metric is never promoted under IfBetter.
     """
 
-    cel_rules: ClassVar = (
+    cel_rules: ClassVar[tuple[Rule, ...]] = (
         Rule("self.policy != 'IfBetter' || has(self.metric)", "IfBetter needs a metric", ".metric"),
     )
 
@@ -158,7 +159,7 @@ class RoundTemplate(KubeModel):
     labels match `plantSelector` (when set); at least one of the two is required.
     """
 
-    cel_rules: ClassVar = (
+    cel_rules: ClassVar[tuple[Rule, ...]] = (
         Rule("has(self.plantSelector) || has(self.plants)", "set plantSelector, plants, or both"),
         Rule(
             "!has(self.plants) || self.minParticipants <= size(self.plants)",
@@ -190,7 +191,7 @@ class RoundTemplate(KubeModel):
 
 
 class FederatedRoundSpec(RoundTemplate):
-    cel_rules: ClassVar = (
+    cel_rules: ClassVar[tuple[Rule, ...]] = (
         Rule("self == oldSelf", "a FederatedRound's spec is immutable; create a new round instead"),
     )
 

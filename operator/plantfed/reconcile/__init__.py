@@ -18,7 +18,11 @@ from plantfed.reconcile.actions import (
 from plantfed.reconcile.conditions import get_condition, is_true, set_condition
 from plantfed.reconcile.model import ModelDecision, reconcile_model, round_name
 from plantfed.reconcile.patch import merge_patch, status_patch
-from plantfed.reconcile.readiness import ParticipantDecision, plant_readiness, reconcile_participant
+from plantfed.reconcile.readiness import (
+    ParticipantDecision,
+    plant_readiness,
+    reconcile_participant,
+)
 from plantfed.reconcile.round import (
     JobObservation,
     JobState,
@@ -28,7 +32,12 @@ from plantfed.reconcile.round import (
     promotion_verdict,
     reconcile_round,
 )
-from plantfed.reconcile.selection import Exclusion, Selection, matches_selector, select_plants
+from plantfed.reconcile.selection import (
+    Exclusion,
+    Selection,
+    matches_selector,
+    select_plants,
+)
 
 __all__ = [
     "Action", "CloseExchangeRound", "CreateAggregationJob", "CreateRound", "EmitEvent", "EventType",

@@ -46,14 +46,16 @@ def set_condition(
     if isinstance(status, bool):
         status = ConditionStatus.TRUE if status else ConditionStatus.FALSE
     previous = get_condition(conditions, type_)
-    changed = previous is None or previous.status is not status
+    since = timestamp(now)
+    if previous is not None and previous.status is status:
+        since = previous.last_transition_time
     updated = Condition(
         type=type_,
         status=status,
         reason=reason,
         message=message,
         observed_generation=observed_generation,
-        last_transition_time=timestamp(now) if changed else previous.last_transition_time,
+        last_transition_time=since,
     )
     if previous is None:
         return [*conditions, updated]

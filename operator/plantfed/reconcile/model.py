@@ -27,7 +27,13 @@ from plantfed.api.model import (
     StopCriteria,
 )
 from plantfed.api.round import FederatedRound, FederatedRoundSpec, RoundPhase
-from plantfed.reconcile.actions import Action, CreateRound, EmitEvent, EventType, InitializeModel
+from plantfed.reconcile.actions import (
+    Action,
+    CreateRound,
+    EmitEvent,
+    EventType,
+    InitializeModel,
+)
 from plantfed.reconcile.conditions import get_condition, set_condition, timestamp
 from plantfed.reconcile.round import PROMOTED
 from plantfed.reconcile.schedule import next_fire
@@ -233,9 +239,8 @@ def reconcile_model(
                 status.current_round = fr.name
                 status.phase = ModelPhase.TRAINING
                 events.append(EmitEvent(EventType.NORMAL, "RoundCreated", f"created round {fr.name}"))
-                unfinished.append(fr.name)
-    if status.current_round is not None and status.current_round not in observed:
-        number = round_number(fm.name, status.current_round)
-        if number is not None:
-            actions.append(CreateRound(new_round(fm, number)))
+    current = status.current_round
+    missing = round_number(fm.name, current) if current is not None and current not in observed else None
+    if missing is not None:
+        actions.append(CreateRound(new_round(fm, missing)))
     return ModelDecision(status, (*actions, *events), requeue_at)

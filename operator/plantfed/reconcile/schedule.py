@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -22,12 +22,12 @@ class OpenWindow:
 def _last_fire(expr: str, at: datetime, tz: str) -> datetime:
     """The latest firing of `expr` at or before `at` (croniter's get_prev is strictly before)."""
     local = at.astimezone(ZoneInfo(tz)) + timedelta(seconds=1)
-    return croniter(expr, local).get_prev(datetime).astimezone(timezone.utc)
+    return croniter(expr, local).get_prev(datetime).astimezone(UTC)
 
 
 def next_fire(expr: str, after: datetime, tz: str = "UTC") -> datetime:
     """The first firing of `expr` strictly after `after`, in UTC."""
-    return croniter(expr, after.astimezone(ZoneInfo(tz))).get_next(datetime).astimezone(timezone.utc)
+    return croniter(expr, after.astimezone(ZoneInfo(tz))).get_next(datetime).astimezone(UTC)
 
 
 def open_window(windows: Sequence[MaintenanceWindow], now: datetime) -> OpenWindow | None:

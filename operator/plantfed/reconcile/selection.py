@@ -89,7 +89,7 @@ def select_plants(
     named = spec.plants is not None
     excluded: list[Exclusion] = []
     candidates: list[PlantParticipant] = []
-    for plant_id in sorted(set(spec.plants) if named else by_id):
+    for plant_id in sorted(set(spec.plants or ()) if named else by_id):
         pp = by_id.get(plant_id)
         if pp is None:
             excluded.append(Exclusion(plant_id, "NotFound", "no PlantParticipant with this plantId"))
