@@ -135,9 +135,9 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
         "metrics": outcome.version.metrics,
     }
     if outcome.result is not None:
-        result["stats"] = [s.__dict__ if hasattr(s, "__dict__") else s for s in outcome.result.plants]
+        result["stats"] = [s.model_dump(mode="json") for s in outcome.result.plants]
         result["peak_bytes"] = outcome.result.peak_bytes
-    _emit(json.loads(json.dumps(result, default=str)), args.result)
+    _emit(result, args.result)
     return 0
 
 

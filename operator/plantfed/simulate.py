@@ -308,7 +308,7 @@ class Simulation:
             raise RuntimeError(f"{self.out} already holds a simulation; pass a fresh --out directory")
         token_dir = self._issue_tokens()
         admin_token = secrets.token_urlsafe(32)
-        server, port = build_server(self.store, TokenBook.from_directory(token_dir), admin_token=admin_token, address="127.0.0.1:0")
+        server, port = build_server(self.store, TokenBook(token_dir), admin_token=admin_token, address="127.0.0.1:0")
         server.start()
         if c.metrics_port is not None:
             from prometheus_client import start_http_server
@@ -320,7 +320,7 @@ class Simulation:
             self._seed_model()
             self.console.print(
                 f"[bold]plantfed simulate[/]: {c.plants} plants × {c.rounds} rounds, task {c.task}, "
-                f"strategy {c.strategy.name}, data {'synthetic' if c.data is None else c.data}, exchange {target}"
+                f"strategy {c.strategy.name.value}, data {'synthetic' if c.data is None else c.data}, exchange {target}"
             )
             with Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
