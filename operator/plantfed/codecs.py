@@ -404,10 +404,9 @@ def check_header(reader: UpdateReader, base: Mapping[str, TensorSpec], exclude: 
             reader.scale(name)
 
 
-def check_finite(reader: UpdateReader, name: str, delta: torch.Tensor) -> None:
-    if delta.is_floating_point() and not torch.isfinite(delta).all():
-        problem = "NaN" if torch.isnan(delta).any() else "Inf"
-        raise PayloadError(f"update {reader.path}: tensor {name!r} contains {problem}")
+def _refuse_non_finite(reader: UpdateReader, name: str, delta: torch.Tensor) -> None:
+    problem = "NaN" if torch.isnan(delta).any() else "Inf"
+    raise PayloadError(f"update {reader.path}: tensor {name!r} contains {problem}")
 
 
 def validate_update(
@@ -434,9 +433,14 @@ def validate_update(
             stored = reader.stored(name)
             with tracker.live(stored):
                 delta = reader.decode(name, stored)
+                if not delta.is_floating_point():
+                    continue
                 with tracker.live(delta):
-                    check_finite(reader, name, delta)
-                    if delta.is_floating_point() and not matches_any(name, exclude):
-                        squared += dot64(delta, delta, tracker)
+                    # A float64 sum of float32 squares is finite iff every value is: one pass checks both.
+                    tensor_squared = dot64(delta, delta, tracker)
+                    if not math.isfinite(tensor_squared):
+                        _refuse_non_finite(reader, name, delta)
+                    if not matches_any(name, exclude):
+                        squared += tensor_squared
         count = len(reader.names)
     return UpdateSummary(num_tensors=count, l2_norm=math.sqrt(squared), file_bytes=Path(path).stat().st_size)

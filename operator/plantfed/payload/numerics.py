@@ -1,7 +1,8 @@
 """Float64 reductions over float32 tensors in bounded chunks.
 
 A float32 dot product over 10^8 coordinates loses digits; converting a whole tensor to float64 doubles
-its memory. Chunking keeps both the precision and the bound (at most 2 × CHUNK float64 temporaries).
+its memory. Chunking keeps both the precision and the bound (at most 2 × CHUNK float64 temporaries, small
+enough to stay in cache).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import torch
 
 from plantfed.payload.memory import MemoryTracker
 
-CHUNK = 1 << 20
+CHUNK = 1 << 16
 
 
 def dot64(a: torch.Tensor, b: torch.Tensor, tracker: MemoryTracker | None = None) -> float:
