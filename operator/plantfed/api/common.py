@@ -136,6 +136,16 @@ class MetricGoal(str, Enum):
         return candidate < incumbent - min_delta
 
 
+class StatusModel(KubeModel):
+    """Base of the three `status` models: fields written by other parties are ignored, not fatal.
+
+    Status is shared: kopf may keep its own bookkeeping there and a plant's agent may be a newer
+    version than the hub's operator; neither should make the operator unable to read the object.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+
 class ObjectMeta(KubeModel):
     """The part of `metadata` the operator reads; everything else the server sends is ignored."""
 

@@ -21,6 +21,7 @@ from plantfed.api.common import (
     Name,
     ObjectName,
     Resource,
+    StatusModel,
     conditions_field,
 )
 from plantfed.api.participant import CRON, TimeZone, check_cron, check_time_zone
@@ -122,7 +123,7 @@ class ModelPhase(str, Enum):
     COMPLETED = "Completed"
 
 
-class FederatedModelStatus(KubeModel):
+class FederatedModelStatus(StatusModel):
     phase: ModelPhase | None = None
     promoted_version: int | None = Field(None, ge=0)
     history: list[HistoryEntry] = Field(

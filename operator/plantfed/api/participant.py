@@ -21,6 +21,7 @@ from plantfed.api.common import (
     ObjectName,
     Resource,
     ShortText,
+    StatusModel,
     conditions_field,
 )
 
@@ -135,7 +136,7 @@ class Assignment(KubeModel):
     message: Annotated[str, StringConstraints(max_length=SHORT_TEXT * 4)] = ""
 
 
-class PlantParticipantStatus(KubeModel):
+class PlantParticipantStatus(StatusModel):
     conditions: list[Condition] = conditions_field("Ready: the agent heartbeats within the timeout.")
     observed_generation: int | None = Field(None, ge=0)
     last_heartbeat_time: datetime | None = None

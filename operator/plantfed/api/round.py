@@ -23,6 +23,7 @@ from plantfed.api.common import (
     Name,
     ObjectName,
     Resource,
+    StatusModel,
     Toleration,
     conditions_field,
 )
@@ -236,7 +237,7 @@ class PlantRoundStatus(KubeModel):
     message: Annotated[str, StringConstraints(max_length=SHORT_TEXT * 4)] = ""
 
 
-class FederatedRoundStatus(KubeModel):
+class FederatedRoundStatus(StatusModel):
     phase: RoundPhase | None = None
     base_version: int | None = Field(None, ge=0, description="Resolved base version the plants train from.")
     plants: list[PlantRoundStatus] = Field(
