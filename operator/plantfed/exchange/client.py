@@ -3,7 +3,9 @@
 Both survive cut connections and hub restarts: uploads ask the hub how much it holds and send only the
 rest; downloads keep `<dest>.partial` (plus a small `<dest>.partial.json` naming the blob it belongs to) and
 continue from its length. Transient failures (UNAVAILABLE, ABORTED, CANCELLED) are retried with bounded,
-jittered exponential backoff; anything else raises `ExchangeError` with the hub's reason.
+jittered exponential backoff; anything else raises `ExchangeError` with the hub's reason. Unary calls wait
+up to `RetryPolicy.connect_timeout` for an unreachable hub; streams carry no deadline (a multi-GB transfer
+may take long) and fail fast instead, leaving the waiting to the backoff, so no call can hang forever.
 """
 
 from __future__ import annotations
@@ -186,7 +188,7 @@ class _Client:
             offset = partial.stat().st_size if held_sha and partial.exists() else 0
             request = pb.DownloadRequest(model=model, version=version or 0, offset=offset, if_sha256=held_sha)
             try:
-                stream = self._stub.DownloadModel(request, metadata=self._metadata, wait_for_ready=True)
+                stream = self._stub.DownloadModel(request, metadata=self._metadata)
                 first = next(stream)
                 info = first.info
                 found = convert.version_from_wire(info.version)
@@ -284,7 +286,7 @@ class ExchangeClient(_Client):
                     if progress:
                         progress(done, size)
 
-            return self._call(self._stub.UploadUpdate, requests(), wait_for_ready=True)
+            return self._call(self._stub.UploadUpdate, requests())
 
         msg = self._retrying(attempt)
         return Receipt(
@@ -350,7 +352,7 @@ class AdminClient(_Client):
                 if progress:
                     progress(done, size)
 
-        msg = self._retrying(lambda: self._call(self._stub.PublishModel, requests(), wait_for_ready=True))
+        msg = self._retrying(lambda: self._call(self._stub.PublishModel, requests()))
         return convert.version_from_wire(msg)
 
     def promote(self, model: str, version: int) -> ModelVersion:
