@@ -435,6 +435,22 @@ def test_if_better_promotes_only_an_improvement(metrics, promote, reason):
         assert (promoted.status, promoted.reason) == (ConditionStatus.FALSE, reason)
 
 
+@pytest.mark.parametrize(
+    ("conditions", "state", "message"),
+    [
+        ([], JobState.RUNNING, ""),
+        ([{"type": "SuccessCriteriaMet", "status": "True"}], JobState.RUNNING, ""),
+        ([{"type": "Complete", "status": "True"}], JobState.SUCCEEDED, ""),
+        ([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the"
+           " specified backoff limit"}], JobState.FAILED, "BackoffLimitExceeded: Job has reached the specified backoff limit"),
+        ([{"type": "Failed", "status": "False"}], JobState.RUNNING, ""),
+    ],
+)
+def test_job_observation_reads_batch_job_conditions(conditions, state, message):
+    job = {"metadata": {"name": "bearing-r1-aggregate"}, "status": {"conditions": conditions}}
+    assert JobObservation.from_job(job) == JobObservation("bearing-r1-aggregate", state, message)
+
+
 def test_failed_aggregation_job_fails_the_round():
     fr, decision = run(aggregating(), observed(job=JobState.FAILED, exchange="closed"), NOW + timedelta(seconds=900))
     assert fr.status.phase is RoundPhase.FAILED

@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
+from typing import Any
 
 from plantfed.api.common import ConditionStatus, MetricGoal
 from plantfed.api.participant import AssignmentState, PlantParticipant
@@ -97,6 +98,20 @@ class JobObservation:
     name: str
     state: JobState
     message: str = ""
+
+    @classmethod
+    def from_job(cls, job: Mapping[str, Any]) -> JobObservation:
+        """Read a batch/v1 Job as the API server returns it: terminal only once its condition says so."""
+        name = job["metadata"]["name"]
+        for condition in (job.get("status") or {}).get("conditions") or ():
+            if condition.get("status") != "True":
+                continue
+            if condition.get("type") == "Complete":
+                return cls(name, JobState.SUCCEEDED)
+            if condition.get("type") == "Failed":
+                detail = ": ".join(x for x in (condition.get("reason"), condition.get("message")) if x)
+                return cls(name, JobState.FAILED, detail)
+        return cls(name, JobState.RUNNING)
 
 
 @dataclass(frozen=True)
