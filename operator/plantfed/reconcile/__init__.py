@@ -16,7 +16,7 @@ from plantfed.reconcile.actions import (
     Promote,
 )
 from plantfed.reconcile.conditions import get_condition, is_true, set_condition
-from plantfed.reconcile.model import ModelDecision, reconcile_model, round_name
+from plantfed.reconcile.model import ModelDecision, new_round, reconcile_model, round_name, round_number
 from plantfed.reconcile.patch import merge_patch, status_patch
 from plantfed.reconcile.readiness import (
     ParticipantDecision,
@@ -29,6 +29,7 @@ from plantfed.reconcile.round import (
     ObservedRound,
     RoundDecision,
     Upload,
+    aggregation_job_name,
     promotion_verdict,
     reconcile_round,
 )
@@ -43,10 +44,10 @@ __all__ = [
     "Action", "CloseExchangeRound", "CreateAggregationJob", "CreateRound", "EmitEvent", "EventType",
     "InitializeModel", "OpenExchangeRound", "Promote",
     "get_condition", "is_true", "set_condition",
-    "ModelDecision", "reconcile_model", "round_name",
+    "ModelDecision", "new_round", "reconcile_model", "round_name", "round_number",
     "merge_patch", "status_patch",
     "ParticipantDecision", "plant_readiness", "reconcile_participant",
-    "JobObservation", "JobState", "ObservedRound", "RoundDecision", "Upload", "promotion_verdict",
+    "JobObservation", "JobState", "ObservedRound", "RoundDecision", "Upload", "promotion_verdict", "aggregation_job_name",
     "reconcile_round",
     "Exclusion", "Selection", "matches_selector", "select_plants",
 ]
