@@ -16,7 +16,13 @@ from plantfed.reconcile.actions import (
     Promote,
 )
 from plantfed.reconcile.conditions import get_condition, is_true, set_condition
-from plantfed.reconcile.model import ModelDecision, new_round, reconcile_model, round_name, round_number
+from plantfed.reconcile.model import (
+    ModelDecision,
+    new_round,
+    reconcile_model,
+    round_name,
+    round_number,
+)
 from plantfed.reconcile.patch import merge_patch, status_patch
 from plantfed.reconcile.readiness import (
     ParticipantDecision,
