@@ -29,8 +29,18 @@ _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED, grpc.StatusCode.CANCELLED})
 
 
+class Refusal(Exception):
+    """A request the hub's policy turns down, carrying the status code to end the call with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def status_for(exc: BaseException) -> grpc.StatusCode | None:
     """The status a handler should end with for `exc`, or None if it is an unexpected (internal) error."""
+    if isinstance(exc, Refusal):
+        return exc.code
     for cls, code in _CODES:
         if isinstance(exc, cls):
             return code

@@ -25,7 +25,7 @@ import grpc
 
 from plantfed.exchange import convert
 from plantfed.exchange.auth import Authenticator, Caller, TokenBook
-from plantfed.exchange.errors import describe, status_for
+from plantfed.exchange.errors import Refusal, describe, status_for
 from plantfed.exchange.payload import check_safetensors
 from plantfed.exchange.transport import MAX_CHUNK, SERVER_OPTIONS, ServerTLS
 from plantfed.records import RoundState, UpdateMeta, UpdateRecord
@@ -38,18 +38,8 @@ log = logging.getLogger(__name__)
 _PLANT, _ADMIN, _ANY = "plant", "admin", "any"
 
 
-class Refusal(Exception):
-    """A request the hub turns down, with the status code to end the call with."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 def _end_call(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
     """Abort the call with the status for `exc`; unexpected errors are logged and reported as INTERNAL."""
-    if isinstance(exc, Refusal):
-        context.abort(exc.code, str(exc))
     code = status_for(exc)
     if code is None:
         log.exception("%s failed", method, exc_info=exc)
