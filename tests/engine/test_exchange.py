@@ -7,7 +7,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import ADMIN_TOKEN, Hub, meta_for, write_payload
+from conftest import ADMIN_TOKEN, Hub, meta_for, wait_until, write_payload
 
 from plantfed.exchange import ExchangeError
 from plantfed.exchange.convert import meta_to_wire
@@ -361,3 +361,25 @@ def test_a_message_above_the_chunk_limit_is_refused(hub: Hub, tmp_path: Path) ->
             stub.UploadUpdate(iter(requests), metadata=(("authorization", f"Bearer {hub.tokens['plant-a']}"),))
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert hub.store.updates("r1") == []
+
+
+def test_an_upload_waits_out_a_stale_stream_holding_its_partial(
+    hub: Hub, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub.seed()
+    hub.open_round("r1")
+    payload = write_payload(tmp_path / "u.safetensors", 2 * MAX_CHUNK, seed=4)
+    meta = meta_for("plant-a", "r1", payload)
+    outcome: dict[str, object] = {}
+    with hub.store.partial_upload("r1", "plant-a"):  # as a half-dead earlier stream would
+        uploader = threading.Thread(
+            target=lambda: outcome.update(receipt=hub.plant("plant-a").upload_update(meta, payload))
+        )
+        uploader.start()
+        wait_until(
+            lambda: any("ABORTED" in r.getMessage() and "in progress" in r.getMessage() for r in caplog.records),
+            what="the hub to answer ABORTED while the partial is held",
+        )
+    uploader.join(timeout=120)
+    assert outcome["receipt"].digest == meta.sha256
+    assert [u.digest for u in hub.store.updates("r1")] == [meta.sha256]
