@@ -233,10 +233,12 @@ class PartialUpload:
         state.received_before += held - state.size_at_begin
         state.size_at_begin = offset
         self._dir.mkdir(parents=True, exist_ok=True)
-        _write_record(self._state_path, state)
+        # Truncate before recording the payload, so a crash in between never pairs old bytes with a new sha256.
         self._file = open(self._data, "r+b" if self._data.exists() else "w+b")  # noqa: SIM115 - closed in close()
         self._file.truncate(offset)
+        os.fsync(self._file.fileno())
         self._file.seek(offset)
+        _write_record(self._state_path, state)
         self._hasher = file_sha256(self._data, offset) if offset else hashlib.sha256()
         self._state = state
         self._offset = offset

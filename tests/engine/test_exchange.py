@@ -383,3 +383,18 @@ def test_an_upload_waits_out_a_stale_stream_holding_its_partial(
     uploader.join(timeout=120)
     assert outcome["receipt"].digest == meta.sha256
     assert [u.digest for u in hub.store.updates("r1")] == [meta.sha256]
+
+
+def test_a_corrupt_partial_on_the_hub_costs_one_full_resend_not_a_failure(hub: Hub, tmp_path: Path) -> None:
+    hub.seed()
+    hub.open_round("r1")
+    payload = write_payload(tmp_path / "u.safetensors", 3 * MAX_CHUNK, seed=5)
+    meta = meta_for("plant-a", "r1", payload)
+    with hub.store.partial_upload("r1", "plant-a") as partial:  # bytes that rotted on the hub's disk
+        partial.begin(meta.sha256, meta.total_bytes, 0)
+        partial.append(b"\xff" * MAX_CHUNK)
+
+    receipt = hub.plant("plant-a").upload_update(meta, payload)
+
+    assert receipt.attempt_offsets == (MAX_CHUNK, 0)
+    assert hub.store.blob_path(receipt.digest).read_bytes() == payload.read_bytes()
