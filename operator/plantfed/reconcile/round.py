@@ -25,8 +25,9 @@ no longer be met (too few eligible plants at the start, or too many failures), a
 Late uploads. Only updates observed as committed when the round reaches the cutoff are
 aggregated; that set is frozen in `status.plants` (state Uploaded). An update committed later is
 never aggregated and its plant stays Late. `lateUploadPolicy: Reject` closes the exchange round
-at the cutoff, so late uploads are refused; `Record` keeps it open until the round finishes so
-late updates' samples and metrics show up in status, marked `UploadedAfterCutoff`.
+right after the cutoff is recorded, so later uploads are refused (one racing the close may still
+commit, and is treated as late); `Record` keeps it open until the round finishes so late
+updates' samples and metrics show up in status, marked `UploadedAfterCutoff`.
 """
 
 from __future__ import annotations
