@@ -39,7 +39,7 @@ from safetensors.torch import save_file
 
 from plantfed.payload.atomic import atomic_output
 from plantfed.payload.memory import MemoryTracker
-from plantfed.payload.numerics import dot64
+from plantfed.payload.numerics import dot
 from plantfed.payload.stream_writer import DTYPES_BY_CODE, TensorSpec
 from plantfed.records import Codec
 
@@ -80,7 +80,9 @@ class SafetensorsFile:
         self.role = role
         try:
             self._handle = safe_open(str(self.path), framework="pt", backend="pread")
-            self._handle.__enter__()
+        except (SafetensorError, OSError, ValueError) as err:
+            raise PayloadError(f"{role} {self.path} is not a readable safetensors file: {err}") from err
+        try:
             self.metadata: dict[str, str] = dict(self._handle.metadata() or {})
             names = list(self._handle.keys())
             self.specs: dict[str, TensorSpec] = {}
@@ -90,10 +92,11 @@ class SafetensorsFile:
                 if code not in DTYPES_BY_CODE:
                     raise PayloadError(f"{role} {self.path}: tensor {name!r} has unsupported dtype {code}")
                 self.specs[name] = TensorSpec(DTYPES_BY_CODE[code], tuple(view.get_shape()))
-        except PayloadError:
+        except BaseException as err:
+            self.close()
+            if isinstance(err, (SafetensorError, OSError)):
+                raise PayloadError(f"{role} {self.path} is not a readable safetensors file: {err}") from err
             raise
-        except (SafetensorError, OSError, ValueError) as err:
-            raise PayloadError(f"{role} {self.path} is not a readable safetensors file: {err}") from err
 
     def tensor(self, name: str, index: tuple[slice, ...] | None = None) -> torch.Tensor:
         """The stored tensor, or the block `index` of it (read with `get_slice`, nothing else is read)."""
@@ -404,9 +407,13 @@ def check_header(reader: UpdateReader, base: Mapping[str, TensorSpec], exclude: 
             reader.scale(name)
 
 
-def _refuse_non_finite(reader: UpdateReader, name: str, delta: torch.Tensor) -> None:
-    problem = "NaN" if torch.isnan(delta).any() else "Inf"
-    raise PayloadError(f"update {reader.path}: tensor {name!r} contains {problem}")
+def checked_squared_norm(reader: UpdateReader, name: str, delta: torch.Tensor, tracker: MemoryTracker | None = None) -> float:
+    """‖delta‖², refusing NaN/Inf: the sum of squares is finite iff every value is, so one pass does both."""
+    squared = dot(delta, delta, tracker)
+    if not math.isfinite(squared):
+        problem = "NaN" if torch.isnan(delta).any() else "Inf"
+        raise PayloadError(f"update {reader.path}: tensor {name!r} contains {problem}")
+    return squared
 
 
 def validate_update(
@@ -436,10 +443,7 @@ def validate_update(
                 if not delta.is_floating_point():
                     continue
                 with tracker.live(delta):
-                    # A float64 sum of float32 squares is finite iff every value is: one pass checks both.
-                    tensor_squared = dot64(delta, delta, tracker)
-                    if not math.isfinite(tensor_squared):
-                        _refuse_non_finite(reader, name, delta)
+                    tensor_squared = checked_squared_norm(reader, name, delta, tracker)
                     if not matches_any(name, exclude):
                         squared += tensor_squared
         count = len(reader.names)

@@ -319,3 +319,11 @@ def test_streaming_writer_leaves_nothing_when_incomplete_or_out_of_order(tmp_pat
         with StreamingWriter(path, specs) as writer:
             writer.write("a", torch.zeros(3))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_huge_but_finite_values_are_not_mistaken_for_inf(tmp_path):
+    base = {"w": torch.zeros(3)}
+    local = {"w": torch.tensor([3e20, -4e20, 0.0])}  # squares overflow float32, not float64
+    path = write(tmp_path / "u.safetensors", base, local, Codec.NONE)
+    summary = codecs.validate_update(path, _base_file(tmp_path, base), Codec.NONE)
+    assert summary.l2_norm == pytest.approx(5e20, rel=1e-6)

@@ -8,13 +8,15 @@ tensor and the optimiser's state for that tensor: a small multiple of the larges
 the number of plants and even of the model size. Every buffer is counted in a `MemoryTracker`; the peak
 is reported as `AggregationResult.peak_bytes`. One file handle per update stays open (K + 3 descriptors).
 
-Passes over each update:
-  0. validation (`codecs.validate_update`): header vs the base model, NaN/Inf, and the delta's L2 norm,
-     which `norm_bound` clipping needs before anything is aggregated (factor min(1, bound / ‖Δ_k‖));
+Every update's header is checked against the base model before any tensor is read. Then, per tensor:
+  0. only with `norm_bound` or a robust strategy, a first pass computes each delta's L2 norm (and refuses
+     NaN/Inf): clipping needs the factor min(1, bound / ‖Δ_k‖) before anything is aggregated;
   1. aggregation: weighted mean (weights num_samples / Σ num_samples) or, for median / trimmed mean,
-     coordinate blocks (see `plantfed.aggregation.robust`);
+     coordinate blocks (see `plantfed.aggregation.robust`). Without pass 0 the norms and the NaN/Inf check
+     are taken here, in the same read;
   2. diagnostics: each update's dot product with the aggregate delta of the same tensor, giving the
      cosine similarity of every plant's update to the aggregate (a drift / poisoning signal).
+A refused update aborts the aggregation and, since the outputs are written atomically, leaves nothing.
 
 Threads: aggregation is memory-bound (a few flops per byte read), so by default it runs torch on one
 thread (`threads=1`) and restores the process setting afterwards. Extra intra-op threads buy little
@@ -41,9 +43,19 @@ from plantfed.aggregation.config import ROBUST, AggregationResult, PlantStats, S
 from plantfed.aggregation.reading import decoded
 from plantfed.aggregation.robust import robust_aggregate
 from plantfed.aggregation.server_optim import ServerOptimizer
-from plantfed.codecs import KIND_KEY, KIND_STATE, KIND_UPDATE, PayloadError, SafetensorsFile, UpdateReader, matches_any, validate_update
+from plantfed.codecs import (
+    KIND_KEY,
+    KIND_STATE,
+    KIND_UPDATE,
+    PayloadError,
+    SafetensorsFile,
+    UpdateReader,
+    check_header,
+    checked_squared_norm,
+    matches_any,
+)
 from plantfed.payload.memory import MemoryTracker
-from plantfed.payload.numerics import dot64
+from plantfed.payload.numerics import dot
 from plantfed.payload.stream_writer import StreamingWriter, TensorSpec
 
 _SPARE_DESCRIPTORS = 16
@@ -63,14 +75,31 @@ def _check_inputs(updates: Sequence[UpdateInput]) -> None:
 
 
 def _mean_delta(
-    name: str, spec: TensorSpec, readers: Sequence[UpdateReader], alphas: Sequence[float], tracker: MemoryTracker
+    name: str,
+    spec: TensorSpec,
+    readers: Sequence[UpdateReader],
+    alphas: Sequence[float],
+    tracker: MemoryTracker,
+    squared: list[float] | None,
 ) -> torch.Tensor:
+    """Σ_k alpha_k Δ_k for one tensor; also adds each ‖Δ_k‖² into `squared` when given (pass 0 merged)."""
     accumulator = torch.zeros(spec.shape, dtype=torch.float32)
     with tracker.live(accumulator):
-        for reader, alpha in zip(readers, alphas):
+        for k, (reader, alpha) in enumerate(zip(readers, alphas)):
             with decoded(reader, name, tracker) as delta:
+                if squared is not None:
+                    squared[k] += checked_squared_norm(reader, name, delta, tracker)
                 accumulator.add_(delta, alpha=alpha)
     return accumulator
+
+
+def _squared_norms(readers: Sequence[UpdateReader], names: Iterable[str], tracker: MemoryTracker) -> list[float]:
+    squared = [0.0] * len(readers)
+    for name in names:
+        for k, reader in enumerate(readers):
+            with decoded(reader, name, tracker) as delta:
+                squared[k] += checked_squared_norm(reader, name, delta, tracker)
+    return squared
 
 
 def _max_value(name: str, readers: Sequence[UpdateReader], tracker: MemoryTracker) -> torch.Tensor:
@@ -126,15 +155,9 @@ def _aggregate(
     _check_inputs(inputs)
     tracker = MemoryTracker()
     robust = config.name in ROBUST
-
-    summaries = [validate_update(u.path, base_path, u.codec, exclude=patterns, tracker=tracker) for u in inputs]
-    norms = [s.l2_norm for s in summaries]
-    bound = config.norm_bound
-    clip = [min(1.0, bound / n) if bound is not None and n > 0 else 1.0 for n in norms]
+    prepass = robust or config.norm_bound is not None
     total_samples = sum(u.num_samples for u in inputs)
     weights = [1.0 / len(inputs)] * len(inputs) if robust else [u.num_samples / total_samples for u in inputs]
-    alphas = [w * c for w, c in zip(weights, clip)]
-
     dots = [0.0] * len(inputs)
     aggregate_sq = step_sq = 0.0
     block_peak = 0
@@ -145,6 +168,12 @@ def _aggregate(
         specs = base.specs
         aggregated = {n: s for n, s in specs.items() if s.dtype.is_floating_point and not matches_any(n, patterns)}
         readers = [stack.enter_context(UpdateReader(u.path, u.codec)) for u in inputs]
+        for reader in readers:
+            check_header(reader, specs, patterns)
+        squared = _squared_norms(readers, aggregated, tracker) if prepass else [0.0] * len(inputs)
+        bound = config.norm_bound
+        clip = [min(1.0, bound / math.sqrt(s)) if bound is not None and s > 0 else 1.0 for s in squared]
+        alphas = [w * c for w, c in zip(weights, clip)]
         optimizer = stack.enter_context(ServerOptimizer(config, Path(state_dir) if state_dir else None, aggregated, tracker))
         writer = stack.enter_context(
             StreamingWriter(out_path, specs, {KIND_KEY: KIND_STATE, "plantfed.strategy": config.name.value})
@@ -166,12 +195,12 @@ def _aggregate(
                     )
                     block_peak = max(block_peak, peak)
                 else:
-                    delta = _mean_delta(name, spec, readers, alphas, tracker)
+                    delta = _mean_delta(name, spec, readers, alphas, tracker, None if prepass else squared)
                 with tracker.live(delta):
-                    aggregate_sq += dot64(delta, delta, tracker)
+                    aggregate_sq += dot(delta, delta, tracker)
                     for k, reader in enumerate(readers):
                         with decoded(reader, name, tracker) as update_delta:
-                            dots[k] += dot64(update_delta, delta, tracker)
+                            dots[k] += dot(update_delta, delta, tracker)
                     param = base_value.to(torch.float32)
                     with tracker.live(param):
                         step_sq += optimizer.apply(name, param, delta)
@@ -180,6 +209,7 @@ def _aggregate(
                             writer.write(name, out)
 
     aggregate_norm = math.sqrt(aggregate_sq)
+    norms = [math.sqrt(s) for s in squared]
     stats = [
         PlantStats(
             plant=u.plant,

@@ -32,7 +32,7 @@ import torch
 from plantfed.aggregation.config import StrategyConfig, StrategyName
 from plantfed.codecs import KIND_KEY, PayloadError, SafetensorsFile
 from plantfed.payload.memory import MemoryTracker
-from plantfed.payload.numerics import dot64
+from plantfed.payload.numerics import dot
 from plantfed.payload.stream_writer import StreamingWriter, TensorSpec
 
 STATE_FILE = "server_state.safetensors"
@@ -108,11 +108,11 @@ class ServerOptimizer:
                 velocity.mul_(self.config.momentum).add_(delta)
                 param.add_(velocity, alpha=self.lr)
                 self._save("momentum", name, velocity)
-                return self.lr**2 * dot64(velocity, velocity, self.tracker)
+                return self.lr**2 * dot(velocity, velocity, self.tracker)
         if name_cfg in (StrategyName.FEDADAM, StrategyName.FEDYOGI):
             return self._adaptive(name, param, delta)
         param.add_(delta, alpha=self.lr)
-        return self.lr**2 * dot64(delta, delta, self.tracker)
+        return self.lr**2 * dot(delta, delta, self.tracker)
 
     def _adaptive(self, name: str, param: torch.Tensor, delta: torch.Tensor) -> float:
         cfg = self.config
@@ -135,7 +135,7 @@ class ServerOptimizer:
                     param.add_(work, alpha=self.lr)
                     self._save("m", name, first)
                     self._save("v", name, second)
-                    return self.lr**2 * dot64(work, work, self.tracker)
+                    return self.lr**2 * dot(work, work, self.tracker)
 
     def _save(self, slot: str, name: str, value: torch.Tensor) -> None:
         assert self._writer is not None

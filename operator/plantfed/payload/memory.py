@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 
-@dataclass
+@dataclass(eq=False)
 class Window:
     """Peak of the bytes allocated on top of what was live when the window opened."""
 
