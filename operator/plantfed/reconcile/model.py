@@ -151,6 +151,13 @@ def _next_round_time(
     return due
 
 
+def _next_number(model: str, status: FederatedModelStatus, numbered: list[tuple[int, FederatedRound]]) -> int:
+    """One past every round number known from observed rounds or status (rounds may be deleted)."""
+    taken = [status.rounds_completed, *(n for n, _ in numbered)]
+    taken += [round_number(model, e.round) or 0 for e in status.history]
+    return max(taken) + 1
+
+
 def new_round(fm: FederatedModel, number: int) -> FederatedRound:
     """The campaign's round N, built from the template (base version: latest promoted)."""
     name = round_name(fm.name, number)
@@ -208,7 +215,7 @@ def reconcile_model(
     current = status.current_round
     if current is not None and current not in observed and round_number(fm.name, current) is not None:
         unfinished.append(current)
-    status.current_round = sorted(unfinished)[0] if unfinished else None
+    status.current_round = min(unfinished, key=lambda n: (round_number(fm.name, n) or 0, n)) if unfinished else None
 
     stop = _stop_reason(fm.spec.stop, status.best, status.rounds_completed)
     status.next_round_time = None
@@ -232,13 +239,9 @@ def reconcile_model(
                 status.next_round_time = due
                 requeue_at = due
             else:
-                taken = [status.rounds_completed, *(n for n, _ in numbered)]
-                taken += [round_number(fm.name, e.round) or 0 for e in status.history]
-                number = max(taken) + 1
-                fr = new_round(fm, number)
-                status.current_round = fr.name
+                status.current_round = round_name(fm.name, _next_number(fm.name, status, numbered))
                 status.phase = ModelPhase.TRAINING
-                events.append(EmitEvent(EventType.NORMAL, "RoundCreated", f"created round {fr.name}"))
+                events.append(EmitEvent(EventType.NORMAL, "RoundCreated", f"created round {status.current_round}"))
     current = status.current_round
     missing = round_number(fm.name, current) if current is not None and current not in observed else None
     if missing is not None:
