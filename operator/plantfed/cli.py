@@ -24,6 +24,7 @@ def _add_plant_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plant-index", type=int, default=0, help="which partition of a shared or synthetic source")
     p.add_argument("--num-plants", type=int, default=1)
     p.add_argument("--state-dir", type=Path, required=True, help="plant-local state: model cache, personal layers")
+    p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE", help="task-specific data option (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--report", type=Path, help="write the result as JSON here (also printed to stdout)")
 
@@ -58,6 +59,16 @@ def strategy_from_args(args: argparse.Namespace):
     return StrategyConfig(**fields)
 
 
+def parse_options(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--data-option expects KEY=VALUE, got {pair!r}")
+        out[key] = value
+    return out
+
+
 def _plant_runtime(args: argparse.Namespace):
     from plantfed.exchange.client import ExchangeClient
     from plantfed_participant.runtime import PlantRuntime
@@ -66,7 +77,10 @@ def _plant_runtime(args: argparse.Namespace):
     token = args.token_file.read_text().strip()
     root_cert = args.ca_file.read_bytes() if args.ca_file else None
     client = ExchangeClient(args.exchange, token, root_cert=root_cert)
-    data = DataSpec(plant=args.plant, path=args.data, plant_index=args.plant_index, num_plants=args.num_plants, seed=args.seed)
+    data = DataSpec(
+        plant=args.plant, path=args.data, plant_index=args.plant_index, num_plants=args.num_plants, seed=args.seed,
+        options=parse_options(args.data_option),
+    )
     return PlantRuntime(args.plant, load_task(args.task), data, args.state_dir, client)
 
 
@@ -115,7 +129,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate, optimizer=args.optimizer, fedprox_mu=args.fedprox_mu,
         codec=Codec(args.codec), clip_norm=args.clip_norm, noise_multiplier=args.noise_multiplier,
         variants=tuple(args.variants.split(",")) if args.variants else (), seed=args.seed,
-        parallel=args.parallel, metrics_port=args.metrics_port,
+        parallel=args.parallel, metrics_port=args.metrics_port, data_options=parse_options(args.data_option),
     )
     Simulation(cfg).run()
     return 0
@@ -157,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--task", default="bearing")
     p.add_argument("--data", type=Path, help="data directory (e.g. ../shared/data/cwru); default: synthetic")
+    p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE", help="task-specific data option (repeatable)")
     p.add_argument("--out", type=Path, default=Path("runs/simulate"))
     p.add_argument("--variants", help="comma-separated model variants assigned to plants in turn, e.g. full,light")
     p.add_argument("--seed", type=int, default=0)

@@ -39,6 +39,7 @@ class SimulationConfig:
     rounds: int = 5
     task: str = "bearing"
     data: Path | None = None
+    data_options: dict[str, str] = field(default_factory=dict)
     out: Path = Path("runs/simulate")
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     epochs: int = 1
@@ -141,9 +142,13 @@ class Simulation:
         ]
         if c.variants:
             cmd += ["--variant", c.variants[index % len(c.variants)]]
-        if c.data is not None:
-            cmd += ["--data", str(Path(c.data).resolve())]
-        return cmd
+        return cmd + self._data_args()
+
+    def _data_args(self) -> list[str]:
+        args = [] if self.cfg.data is None else ["--data", str(Path(self.cfg.data).resolve())]
+        for key, value in sorted(self.cfg.data_options.items()):
+            args += ["--data-option", f"{key}={value}"]
+        return args
 
     def _plant_env(self) -> dict[str, str]:
         """Split the machine's cores between concurrently training plants instead of oversubscribing them."""
@@ -290,9 +295,7 @@ class Simulation:
                 "--state-dir", str(pdir), "--plant-index", str(i), "--num-plants", str(c.plants),
                 "--seed", str(c.seed), "--report", str(pdir / "evaluation.json"),
             ]
-            if c.data is not None:
-                cmd += ["--data", str(Path(c.data).resolve())]
-            jobs.append((plant, cmd))
+            jobs.append((plant, cmd + self._data_args()))
         exits = self._run_plants(jobs, lambda plant, code: None)
         return {
             p: json.loads((self.out / "plants" / p / "evaluation.json").read_text())

@@ -54,6 +54,10 @@ class ParticipationReport:
         return json.dumps(asdict(self), sort_keys=True)
 
 
+class RoundNotForThisPlant(RuntimeError):
+    """The hub says this plant has no part in the round (not assigned, or the round already closed)."""
+
+
 def is_local(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
@@ -100,6 +104,10 @@ class PlantRuntime:
 
     def participate(self, round_id: str, cfg: ParticipationConfig, *, progress=None) -> ParticipationReport:
         info = self.client.get_round(round_id)
+        if not info.assigned:
+            raise RoundNotForThisPlant(f"plant {self.plant} is not assigned to round {round_id}")
+        if not info.open:
+            raise RoundNotForThisPlant(f"round {round_id} is closed; nothing to train")
         base_path, base_version = self.cache.fetch(info.model, info.base_version)
         global_state = codecs.load_state(base_path)
         seed = cfg.seed * 1_000_003 + hash_round(round_id)

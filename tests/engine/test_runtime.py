@@ -1,0 +1,115 @@
+"""The plant training runtime against a real exchange: what leaves the plant, and what stays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import Hub
+
+from plantfed import codecs
+from plantfed.exchange.errors import ExchangeError
+from plantfed.records import Codec
+from plantfed_participant.runtime import ParticipationConfig, PlantRuntime, RoundNotForThisPlant
+from plantfed_participant.sdk import DataSpec
+from plantfed_participant.tasks.bearing import BearingTask
+from plantfed_participant.training import LocalTrainingConfig
+
+SMALL = {"recordings_per_class": 2, "seconds": 2.0}
+MODEL = "bearing"
+
+
+class HeadStaysHome(BearingTask):
+    """The bearing task with a personalised classifier head that is never sent to the hub."""
+
+    def local_parameter_patterns(self) -> tuple[str, ...]:
+        return ("head.*",)
+
+
+def seed_bearing(hub: Hub, task: BearingTask) -> Path:
+    torch.manual_seed(0)
+    path = hub.tmp / "initial.safetensors"
+    codecs.save_state(task.build_model("full").state_dict(), path)
+    hub.admin().publish_model(MODEL, path, promote=True)
+    return path
+
+
+def runtime_for(hub: Hub, plant: str, task: BearingTask, index: int = 0) -> PlantRuntime:
+    data = DataSpec(plant=plant, plant_index=index, num_plants=3, options=SMALL)
+    return PlantRuntime(plant, task, data, hub.tmp / "plants" / plant, hub.plant(plant))
+
+
+CFG = ParticipationConfig(training=LocalTrainingConfig(epochs=1, batch_size=32, learning_rate=0.05), seed=3)
+
+
+def test_update_is_a_delta_of_the_declared_samples_and_only_metrics_travel(hub: Hub) -> None:
+    task = BearingTask()
+    base_path = seed_bearing(hub, task)
+    hub.open_round("r1", plants=("plant-a",), model=MODEL)
+    runtime = runtime_for(hub, "plant-a", task)
+
+    report = runtime.participate("r1", CFG)
+
+    (record,) = hub.store.updates("r1")
+    train_size = len(task.load_data(runtime.data).train)
+    assert record.meta.num_samples == report.num_samples == train_size
+    assert record.meta.base_version == 1
+    assert {"train_loss", "global_test_accuracy", "local_val_accuracy"} <= set(record.meta.metrics)
+    base = codecs.load_state(base_path)
+    new = codecs.apply_update(base, dict(codecs.iter_update(hub.store.blob_path(record.digest))))
+    assert set(new) == set(base)
+    moved = [name for name in base if base[name].is_floating_point() and not torch.equal(base[name], new[name])]
+    assert moved, "training changed no weight"
+
+
+def test_personal_layers_never_leave_the_plant_and_survive_the_next_round(hub: Hub) -> None:
+    task = HeadStaysHome()
+    seed_bearing(hub, task)
+    hub.open_round("r1", plants=("plant-a",), model=MODEL)
+    runtime = runtime_for(hub, "plant-a", task)
+    runtime.participate("r1", CFG)
+
+    (record,) = hub.store.updates("r1")
+    sent = {name for name, _ in codecs.iter_update(hub.store.blob_path(record.digest))}
+    assert sent and not any(name.startswith("head.") for name in sent)
+    personal = codecs.load_state(runtime.state_dir / "personal.safetensors")
+    assert set(personal) == {n for n in task.build_model().state_dict() if n.startswith("head.")}
+
+    global_state = codecs.load_state(hub.store.blob_path(hub.store.promoted(MODEL).digest))
+    model = runtime.build_model(global_state, "full", seed=0)
+    for name, tensor in personal.items():
+        assert torch.equal(model.state_dict()[name], tensor), f"{name} was overwritten by the global model"
+
+
+def test_int8_update_is_smaller_and_close_to_the_fp32_one(hub: Hub) -> None:
+    task = BearingTask()
+    seed_bearing(hub, task)
+    hub.open_round("r1", plants=("plant-a", "plant-b"), model=MODEL)
+    fp32 = runtime_for(hub, "plant-a", task).participate("r1", CFG)
+    int8 = runtime_for(hub, "plant-b", task).participate("r1", ParticipationConfig(training=CFG.training, seed=3, codec=Codec.INT8))
+    assert int8.payload_bytes < fp32.payload_bytes / 3
+    updates = {u.meta.plant: u for u in hub.store.updates("r1")}
+    assert updates["plant-b"].meta.codec is Codec.INT8
+
+
+def test_a_plant_not_assigned_is_told_so_before_training(hub: Hub) -> None:
+    task = BearingTask()
+    seed_bearing(hub, task)
+    hub.open_round("r1", plants=("plant-b",), model=MODEL)
+    with pytest.raises((RoundNotForThisPlant, ExchangeError), match="not assigned"):
+        runtime_for(hub, "plant-a", task).participate("r1", CFG)
+    assert hub.store.updates("r1") == []
+
+
+def test_clipping_bounds_the_uploaded_update(hub: Hub) -> None:
+    task = BearingTask()
+    seed_bearing(hub, task)
+    hub.open_round("r1", plants=("plant-a",), model=MODEL)
+    cfg = ParticipationConfig(training=CFG.training, seed=3, clip_norm=0.05)
+    report = runtime_for(hub, "plant-a", task).participate("r1", cfg)
+    (record,) = hub.store.updates("r1")
+    delta = dict(codecs.iter_update(hub.store.blob_path(record.digest)))
+    norm = torch.sqrt(sum(t.double().pow(2).sum() for t in delta.values() if t.is_floating_point()))
+    assert report.update_norm > 0.05
+    assert float(norm) == pytest.approx(0.05, rel=1e-3)
