@@ -145,9 +145,8 @@ class LateUploadPolicy(str, Enum):
     """What happens to updates that arrive after the round stopped waiting for plants.
 
     Either way a late update is never aggregated and the plant is marked Late. Reject closes the
-    exchange round as soon as the cutoff is recorded, so later uploads are refused and use no
-    storage; Record keeps it open until the round finishes so late updates' metrics show up in
-    status for inspection.
+    exchange round at the cutoff so the upload is refused and no bytes are stored; Record keeps it
+    open until the round finishes so the late update's metrics are kept for inspection.
     """
 
     REJECT = "Reject"
