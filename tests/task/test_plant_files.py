@@ -111,3 +111,20 @@ def test_synthetic_sizes_come_from_options(task, small) -> None:
     default = task.load_data(DataSpec("p"))
     assert reduced.info["recordings"] == 4 * small["recordings_per_class"]
     assert len(reduced.train) < len(default.train)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"overlap": 1.0}, r"overlap=1.0: must be in \[0, 1\)"),
+     ({"split": "0.5,0.5"}, "need three positive fractions summing to 1"),
+     ({"window": 16}, "window=16: must be at least 64")],
+)
+def test_bad_window_options_are_reported(task, small, options, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        task.load_data(DataSpec("p", options={**small, **options}))
+
+
+def test_window_options_shape_the_windows(task, small) -> None:
+    data = task.load_data(DataSpec("p", options={**small, "window": 1024, "overlap": "0.75", "split": "0.6,0.2,0.2"}))
+    assert data.train[0][0].shape == (1, 1024)
+    assert data.info["stride"] == 256 and data.info["split_fractions"] == [0.6, 0.2, 0.2]

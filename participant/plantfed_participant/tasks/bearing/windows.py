@@ -33,7 +33,8 @@ class WindowOptions:
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> WindowOptions:
-        fractions = tuple(float(f) for f in options.get("split", cls.fractions))
+        split = options.get("split", cls.fractions)
+        fractions = tuple(float(f) for f in (split.split(",") if isinstance(split, str) else split))
         opts = cls(
             window=int(options.get("window", cls.window)),
             overlap=float(options.get("overlap", cls.overlap)),
