@@ -282,6 +282,13 @@ def test_impossible_quorum_fails_at_once_naming_the_numbers():
     assert [(e.type.value, e.reason) for e in decision.events] == [("Warning", "QuorumUnreachable")]
 
 
+def test_quorum_message_stays_short_for_a_large_fleet():
+    fleet = [plant(f"p{i:02d}", paused=True) for i in range(20)]
+    fr, _ = run(round_(plants=None, plantSelector={}), ObservedRound(promoted=BASE), plants=fleet)
+    message = cond(fr, "Succeeded").message
+    assert message.endswith("p07: Paused and 12 more)") and len(fr.status.plants) == 20
+
+
 # --- rounds: training, quorum and deadline ----------------------------------------------------
 
 

@@ -71,6 +71,8 @@ AGGREGATED = "Aggregated"
 PROMOTED = "Promoted"
 
 _WAITING = (PlantRoundState.ASSIGNED, PlantRoundState.TRAINING)
+_LISTED = 8
+"""Excluded plants named in a message; the rest are in status.plants (Events cap at 1 KiB)."""
 
 
 @dataclass(frozen=True)
@@ -255,7 +257,9 @@ def _start(w: _Work, plants: Sequence[PlantParticipant], heartbeat_timeout: time
     }
     eligible, quorum = len(selection.eligible), w.spec.min_participants
     if eligible < quorum:
-        detail = ", ".join(f"{e.plant}: {e.reason}" for e in selection.excluded)
+        shown = [f"{e.plant}: {e.reason}" for e in selection.excluded[:_LISTED]]
+        more = len(selection.excluded) - len(shown)
+        detail = ", ".join(shown) + (f" and {more} more" if more > 0 else "")
         message = f"{eligible} plants eligible but minParticipants is {quorum}" + (f" (excluded {detail})" if detail else "")
         w.condition(QUORUM_MET, False, "QuorumUnreachable", message)
         w.fail("QuorumUnreachable", message)
