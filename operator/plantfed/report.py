@@ -33,6 +33,11 @@ def _plant_curves(report: dict) -> dict[str, tuple[list[int], list[float]]]:
                 xs, ys = curves.setdefault(plant, ([], []))
                 xs.append(r["round"] - 1)
                 ys.append(value)
+    last = report["rounds"][-1]["round"] if report["rounds"] else 0
+    for plant, ev in (report.get("final_evaluation") or {}).items():
+        xs, ys = curves.setdefault(plant, ([], []))
+        xs.append(last)
+        ys.append(ev["test_accuracy"])
     return curves
 
 
@@ -60,6 +65,7 @@ def render_convergence(report: dict, out: Path) -> Path:
     ax.legend(fontsize=7)
     for a in axes:
         a.grid(alpha=0.3)
+        a.xaxis.get_major_locator().set_params(integer=True)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

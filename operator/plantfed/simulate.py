@@ -101,6 +101,7 @@ class Simulation:
         self.metrics = Metrics()
         self.plants = [plant_name(i) for i in range(cfg.plants)]
         self.reports: list[RoundReport] = []
+        self.final_eval: dict[str, dict[str, float]] = {}
         self.local_patterns = tuple(self.task.local_parameter_patterns())
 
     # -- hub ---------------------------------------------------------------------------------------------
@@ -332,8 +333,8 @@ class Simulation:
                 bar = progress.add_task("starting", total=c.rounds * c.plants)
                 for number in range(1, c.rounds + 1):
                     self.reports.append(self.run_round(number, target, progress, bar))
-            final_eval = self._final_evaluation(target)
-            self._attach_global_metrics(final_eval)
+            self.final_eval = self._final_evaluation(target)
+            self._attach_global_metrics(self.final_eval)
         finally:
             server.stop(grace=2)
         return self._write_outputs(time.perf_counter() - started)
@@ -345,6 +346,7 @@ class Simulation:
             "config": _jsonable(asdict(self.cfg)),
             "initial": {"accuracy": self.initial[0], "loss": self.initial[1]} if self.initial else None,
             "rounds": [_jsonable(asdict(r)) for r in self.reports],
+            "final_evaluation": self.final_eval,
             "seconds": seconds,
         }
         (self.out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
