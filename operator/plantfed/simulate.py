@@ -246,17 +246,13 @@ class Simulation:
         m.aggregation_duration.labels(model, self.cfg.strategy.name).observe(report.aggregation_seconds)
         if agg.result is not None:
             m.aggregation_peak_bytes.labels(model).set(agg.result.peak_bytes)
-        m.bytes_served.labels(model).inc(report.bytes_down)
         for p in report.plants.values():
             if not p.ok:
                 continue
-            m.bytes_received.labels(model, p.plant).inc(p.bytes_sent)
             m.update_norm.labels(model, p.plant).set(p.update_norm)
             if p.cosine is not None:
                 m.update_cosine.labels(model, p.plant).set(p.cosine)
             m.plant_loss.labels(model, p.plant).set(p.metrics.get("train_loss", float("nan")))
-            if p.train_seconds > 0:
-                m.upload_throughput.labels(model, p.plant).set(p.payload_bytes / max(p.train_seconds, 1e-9))
 
     # -- evaluation -------------------------------------------------------------------------------------
     def _attach_global_metrics(self, final_eval: dict[str, dict[str, float]]) -> None:
@@ -312,7 +308,9 @@ class Simulation:
             raise RuntimeError(f"{self.out} already holds a simulation; pass a fresh --out directory")
         token_dir = self._issue_tokens()
         admin_token = secrets.token_urlsafe(32)
-        server, port = build_server(self.store, TokenBook(token_dir), admin_token=admin_token, address="127.0.0.1:0")
+        server, port = build_server(
+            self.store, TokenBook(token_dir), admin_token=admin_token, address="127.0.0.1:0", metrics=self.metrics
+        )
         server.start()
         if c.metrics_port is not None:
             from prometheus_client import start_http_server

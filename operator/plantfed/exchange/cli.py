@@ -6,9 +6,12 @@ import argparse
 import logging
 from pathlib import Path
 
+from prometheus_client import start_http_server
+
 from plantfed.exchange.auth import TokenBook, TokenBookError
 from plantfed.exchange.server import serve
 from plantfed.exchange.transport import ServerTLS
+from plantfed.metrics import Metrics
 from plantfed.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--token-reload-seconds", type=float, default=2.0, help="how often to check the token book for changes"
     )
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (all interfaces)")
     parser.add_argument(
         "--no-validate-payloads",
         dest="validate_payloads",
@@ -56,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, TokenBookError) as exc:
         log.error("%s", exc)
         return 2
+    metrics = None
+    if args.metrics_port is not None:
+        metrics = Metrics()
+        start_http_server(args.metrics_port, registry=metrics.registry)
     try:
         serve(
             ModelStore(args.store),
@@ -65,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
             tls=tls,
             max_workers=args.max_workers,
             validate_payloads=args.validate_payloads,
+            metrics=metrics,
         )
     except (OSError, TokenBookError) as exc:
         log.error("%s", exc)

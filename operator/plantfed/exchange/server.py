@@ -29,6 +29,7 @@ from plantfed.exchange.errors import Refusal, describe, status_for
 from plantfed.exchange.payload import check_safetensors
 from plantfed.exchange.transport import MAX_CHUNK, SERVER_OPTIONS, ServerTLS
 from plantfed.records import RoundState, UpdateMeta, UpdateRecord
+from plantfed.metrics import Metrics
 from plantfed.store import ModelStore, check_name, check_sha256
 from plantfed.wire.v1 import exchange_pb2 as pb
 from plantfed.wire.v1 import exchange_pb2_grpc as pb_grpc
@@ -111,9 +112,12 @@ def _receipt(record: UpdateRecord, duplicate: bool) -> pb.UploadReceipt:
 
 
 class ExchangeServicer(pb_grpc.ModelExchangeServicer):
-    def __init__(self, store: ModelStore, auth: Authenticator, *, validate_payloads: bool = True) -> None:
+    def __init__(
+        self, store: ModelStore, auth: Authenticator, *, validate_payloads: bool = True, metrics: Metrics | None = None
+    ) -> None:
         self._store = store
         self._auth = auth
+        self._metrics = metrics
         self._validate = check_safetensors if validate_payloads else None
 
     def _authorize(self, context: grpc.ServicerContext, role: str, rpc: str) -> Caller:
@@ -201,6 +205,11 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
     def _accept_update(self, meta: UpdateMeta, digest: str, received: int, seconds: float) -> pb.UploadReceipt:
         """The one place a verified update becomes visible to aggregation (hook metrics here)."""
         record, duplicate = self._store.commit_update(meta, digest, bytes_received=received, upload_seconds=seconds)
+        if not duplicate and self._metrics is not None:
+            model = self._store.get_round(meta.round_id).model
+            self._metrics.bytes_received.labels(model, meta.plant).inc(received)
+            if seconds > 0:
+                self._metrics.upload_throughput.labels(model, meta.plant).set(received / seconds)
         if not duplicate:
             log.info(
                 "round %s: committed update from %s (%d bytes, %d received, %.2fs)",
@@ -235,6 +244,8 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
         with open(self._store.blob_path(version.digest), "rb") as f:
             f.seek(offset)
             while block := f.read(MAX_CHUNK):
+                if self._metrics is not None:
+                    self._metrics.bytes_served.labels(request.model).inc(len(block))
                 yield pb.DownloadResponse(chunk=block)
 
     # --- admin RPCs --------------------------------------------------------------------------------------
@@ -308,6 +319,7 @@ def build_server(
     tls: ServerTLS | None = None,
     max_workers: int = 32,
     validate_payloads: bool = True,
+    metrics: Metrics | None = None,
 ) -> tuple[grpc.Server, int]:
     """A ready-to-start server bound to `address`; returns it with the bound port (for `:0`).
 
@@ -318,7 +330,9 @@ def build_server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="exchange"),
         options=SERVER_OPTIONS,
     )
-    servicer = ExchangeServicer(store, Authenticator(token_book, admin_token), validate_payloads=validate_payloads)
+    servicer = ExchangeServicer(
+        store, Authenticator(token_book, admin_token), validate_payloads=validate_payloads, metrics=metrics
+    )
     pb_grpc.add_ModelExchangeServicer_to_server(servicer, server)
     if tls is None:
         port = server.add_insecure_port(address)
