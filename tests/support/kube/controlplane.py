@@ -34,9 +34,11 @@ from .wait import ConditionTimeout
 SERVICE_CIDR = "10.0.0.0/24"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
-# Controllers the test suite relies on. Node lifecycle (which would evict pods of a node whose
-# heartbeat stalls on an overloaded box), IPAM, CSR signing and HPA are deliberately left out.
+# Controllers the test suite relies on (IPAM, CSR signing, HPA, quota... are left out). Node
+# lifecycle lifts the not-ready taint admission puts on new nodes; its grace period is raised
+# so that a heartbeat delayed on an overloaded box does not mark a node NotReady.
 CONTROLLERS = (
+    "node-lifecycle-controller",
     "job-controller",
     "cronjob-controller",
     "garbage-collector-controller",
@@ -176,6 +178,10 @@ class ControlPlane(KubeCluster):
             common_name="kube-apiserver-kubelet-client",
             groups=("system:masters",),
         )
+        # The aggregation-layer front proxy gets its own CA, as in kubeadm clusters; without
+        # it every component logs a missing requestheader CA bundle.
+        front_proxy = CertificateAuthority(pki / "front-proxy", common_name=f"{self.name}-front-proxy-ca")
+        proxy_client = front_proxy.issue("front-proxy-client", common_name="front-proxy-client")
         self.kubelet_serving = ca.issue(
             "kubelet", common_name="fake-kubelet", client=False, server_hosts=("127.0.0.1", "localhost")
         )
@@ -196,6 +202,13 @@ class ControlPlane(KubeCluster):
                 f"--kubelet-client-key={kubelet_client.key}",
                 "--kubelet-preferred-address-types=InternalIP",
                 f"--kubelet-certificate-authority={ca.cert_file}",
+                f"--requestheader-client-ca-file={front_proxy.cert_file}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={proxy_client.cert}",
+                f"--proxy-client-key-file={proxy_client.key}",
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
                 f"--service-account-key-file={sa_keys.cert}",
                 f"--service-account-signing-key-file={sa_keys.key}",
@@ -231,6 +244,7 @@ class ControlPlane(KubeCluster):
                 f"--service-account-private-key-file={sa_keys.key}",
                 f"--root-ca-file={ca.cert_file}",
                 "--use-service-account-credentials=true",
+                "--node-monitor-grace-period=120s",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--profiling=false",
             ],

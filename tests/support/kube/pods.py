@@ -95,12 +95,14 @@ class Container:
         )
 
 
-class PodWorker(threading.Thread):
+class PodWorker:
     """Runs one pod; ``update()`` feeds it newer API objects, ``gone()`` a force deletion."""
 
     def __init__(self, pod: Pod, ctx: NodeContext) -> None:
         meta = pod["metadata"]
-        super().__init__(name=f"pod-{meta['namespace']}/{meta['name']}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"pod-{meta['namespace']}/{meta['name']}", daemon=True
+        )
         self.ctx = ctx
         self.pod = pod
         self.uid: str = meta["uid"]
@@ -130,6 +132,12 @@ class PodWorker(threading.Thread):
 
     # -- inputs from the node runner ------------------------------------------------------
 
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
     def update(self, pod: Pod) -> None:
         with self._lock:
             self.pod = pod
@@ -147,7 +155,7 @@ class PodWorker(threading.Thread):
 
     # -- main loop ------------------------------------------------------------------------
 
-    def run(self) -> None:
+    def _run(self) -> None:
         try:
             self._loop()
         except Exception:
@@ -165,7 +173,7 @@ class PodWorker(threading.Thread):
             with self._lock:
                 pod = self.pod
             if pod["metadata"].get("deletionTimestamp"):
-                self._delete(pod)
+                self._delete_pod(pod)
                 return
             now = time.monotonic()
             if self._stage == "setup" and now >= self._retry_at:
@@ -417,7 +425,7 @@ class PodWorker(threading.Thread):
             }
         }
 
-    def _delete(self, pod: Pod) -> None:
+    def _delete_pod(self, pod: Pod) -> None:
         """Graceful deletion: SIGTERM, SIGKILL after the grace period, then remove the object."""
         self._kill_all(self._grace_seconds(pod))
         for c in self.init_containers + self.containers:
