@@ -8,9 +8,10 @@ tensor and the optimiser's state for that tensor: a small multiple of the larges
 the number of plants and even of the model size. Every buffer is counted in a `MemoryTracker`; the peak
 is reported as `AggregationResult.peak_bytes`. One file handle per update stays open (K + 3 descriptors).
 
-Every update's header is checked against the base model before any tensor is read. Then, per tensor:
-  0. only with `norm_bound` or a robust strategy, a first pass computes each delta's L2 norm (and refuses
-     NaN/Inf): clipping needs the factor min(1, bound / ‖Δ_k‖) before anything is aggregated;
+Every update's header is checked against the base model before any tensor is read. Then:
+  0. only with `norm_bound` or a robust strategy, a first pass over every update computes its delta's L2
+     norm (and refuses NaN/Inf): clipping needs the factor min(1, bound / ‖Δ_k‖) before aggregating.
+Per tensor:
   1. aggregation: weighted mean (weights num_samples / Σ num_samples) or, for median / trimmed mean,
      coordinate blocks (see `plantfed.aggregation.robust`). Without pass 0 the norms and the NaN/Inf check
      are taken here, in the same read;
