@@ -211,10 +211,31 @@ def build_parser() -> argparse.ArgumentParser:
     exchange_cli.add_arguments(p)
     p.set_defaults(func=exchange_cli.run)
 
+    from plantfed_participant.agent import cli as agent_cli
+
+    p = sub.add_parser("agent", help="run a plant's agent: heartbeat, training Jobs for assigned rounds, model cache")
+    agent_cli.add_arguments(p)
+    p.set_defaults(func=agent_cli.run)
+
     p = sub.add_parser("report", help="render convergence plots (PNG) from a run directory")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", type=Path)
     p.set_defaults(func=cmd_report)
+
+    from plantfed.hub import healthcheck, init_model
+    from plantfed.hub import run as hub_operator
+
+    p = sub.add_parser("operator", help="run the hub operator (kopf): rounds, campaigns, participants")
+    hub_operator.add_arguments(p)
+    p.set_defaults(func=hub_operator.run)
+
+    p = sub.add_parser("init-model", help="write a lineage's first version into the model store (init Job)")
+    init_model.add_arguments(p)
+    p.set_defaults(func=init_model.run)
+
+    p = sub.add_parser("healthcheck", help="check that the model exchange is serving (exit 0/1)")
+    healthcheck.add_arguments(p)
+    p.set_defaults(func=healthcheck.run)
 
     p = sub.add_parser("crds", help="write the CustomResourceDefinitions generated from the API models")
     p.add_argument("--out", type=Path, default=Path("crds"))

@@ -1,0 +1,63 @@
+"""Prometheus metrics from the objects the operator reconciles (names live in `plantfed.metrics`).
+
+Counters move on a round's transition to a finished phase, which happens exactly once in the
+round's status; gauges are set from current state on every reconcile, so a restarted operator
+reports the same values without remembering anything.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from plantfed.api.model import FederatedModel
+from plantfed.api.participant import PlantParticipant
+from plantfed.api.round import FederatedRoundStatus, PlantRoundState, RoundPhase
+from plantfed.metrics import Metrics
+from plantfed.reconcile.model import round_number
+
+GLOBAL_ACCURACY = "global_test_accuracy"
+GLOBAL_LOSS = "global_test_loss"
+"""Federated evaluation each plant reports for the round's base model, sample-weighted by aggregation."""
+
+
+class Telemetry:
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def round_transition(self, model: str, name: str, before: FederatedRoundStatus,
+                         after: FederatedRoundStatus) -> None:
+        if after.phase is None or not after.phase.finished or (before.phase is not None and before.phase.finished):
+            return
+        m = self.m
+        outcome = "succeeded" if after.phase is RoundPhase.SUCCEEDED else "failed"
+        m.rounds_total.labels(model, outcome).inc()
+        if after.start_time is not None and after.completion_time is not None:
+            m.round_duration.labels(model).observe((after.completion_time - after.start_time).total_seconds())
+        number = round_number(model, name)
+        if number is not None:
+            m.round_number.labels(model).set(number)
+        count = {state: sum(p.state is state for p in after.plants) for state in PlantRoundState}
+        m.plants_selected.labels(model).set(after.assigned or 0)
+        m.plants_replied.labels(model).set(count[PlantRoundState.UPLOADED])
+        m.plants_late.labels(model).set(count[PlantRoundState.LATE])
+        m.plants_failed.labels(model).set(count[PlantRoundState.FAILED])
+        for plant in after.plants:
+            if GLOBAL_ACCURACY in plant.metrics:
+                m.plant_accuracy.labels(model, plant.plant).set(plant.metrics[GLOBAL_ACCURACY])
+            if "train_loss" in plant.metrics:
+                m.plant_loss.labels(model, plant.plant).set(plant.metrics["train_loss"])
+        if after.result_version is not None:
+            m.promoted_version.labels(model).set(after.result_version)
+            if GLOBAL_ACCURACY in after.metrics:
+                m.global_accuracy.labels(model).set(after.metrics[GLOBAL_ACCURACY])
+            if GLOBAL_LOSS in after.metrics:
+                m.global_loss.labels(model).set(after.metrics[GLOBAL_LOSS])
+
+    def model_state(self, fm: FederatedModel) -> None:
+        if fm.status.promoted_version is not None:
+            self.m.promoted_version.labels(fm.name).set(fm.status.promoted_version)
+
+    def heartbeat(self, pp: PlantParticipant, now: datetime) -> None:
+        beat = pp.status.last_heartbeat_time
+        if beat is not None:
+            self.m.heartbeat_age.labels(pp.spec.plant_id).set(max(0.0, (now - beat).total_seconds()))
