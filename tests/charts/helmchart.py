@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -24,6 +25,9 @@ PLANT = REPO / "charts" / "plantfed-plant"
 PLANT_CI_VALUES = PLANT / "ci" / "default-values.yaml"
 NAMESPACE = "plantfed-system"
 PLANT_NAMESPACE = "plantfed"
+# Helm built from the Go module proxy (make testbin) lacks the version ldflags and assumes
+# Kubernetes v1.20 offline, below the charts' kubeVersion; real clusters report their own.
+KUBE_VERSION = ("--kube-version", "v1.33.0")
 # Lets `helm template` render PlantParticipants as on an upgrade, when the CRD already exists.
 WITH_CRDS = ("--api-versions", "plantfed.io/v1alpha1/PlantParticipant")
 
@@ -102,8 +106,11 @@ class Helm:
         proc = subprocess.run([self.binary, *args], capture_output=True, text=True, env=self.env, timeout=120)
         return HelmResult(proc.returncode, proc.stdout, proc.stderr)
 
+    def lint(self, chart: Path, *args: str, namespace: str = NAMESPACE) -> HelmResult:
+        return self.run("lint", "--strict", str(chart), "--namespace", namespace, *KUBE_VERSION, *args)
+
     def template(self, chart: Path, *args: str, namespace: str = NAMESPACE, check: bool = True) -> HelmResult:
-        result = self.run("template", "plantfed", str(chart), "--namespace", namespace, *args)
+        result = self.run("template", "plantfed", str(chart), "--namespace", namespace, *KUBE_VERSION, *args)
         if check and result.returncode != 0:
             raise AssertionError(f"helm template {chart.name} {' '.join(args)} failed:\n{result.output}")
         return result
@@ -118,12 +125,23 @@ class Helm:
         return self.render(PLANT, "-f", str(PLANT_CI_VALUES), *args, namespace=PLANT_NAMESPACE)
 
 
+class Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader that also reads floats without a dot (1e-05), as Go's YAML and Kubernetes do."""
+
+
+Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$"),
+    list("-+0123456789."),
+)
+
+
 class Manifests(list):
     """The objects of a rendered chart, in order."""
 
     @classmethod
     def parse(cls, text: str) -> Manifests:
-        return cls(doc for doc in yaml.safe_load_all(text) if doc)
+        return cls(doc for doc in yaml.load_all(text, Loader=Yaml12Loader) if doc)
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [o for o in self if o["kind"] == kind]

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import yaml
-from helmchart import HUB, PLANT, PLANT_CI_VALUES, PLANT_NAMESPACE
+from helmchart import HUB, KUBE_VERSION, PLANT, PLANT_CI_VALUES, PLANT_NAMESPACE
 
 HUB_SCHEMA = json.loads((HUB / "values.schema.json").read_text())
 PLANT_SCHEMA = json.loads((PLANT / "values.schema.json").read_text())
@@ -90,13 +90,13 @@ HUB_BAD = [
 @pytest.mark.parametrize(("args", "path"), PLANT_BAD, ids=[" ".join(a) for a, _ in PLANT_BAD])
 def test_plant_chart_rejects(helm, args, path):
     for command in (["template", "plantfed"], ["lint"]):
-        result = helm.run(*command, str(PLANT), "--namespace", PLANT_NAMESPACE, "-f", str(PLANT_CI_VALUES), *args)
+        result = helm.run(*command, str(PLANT), "--namespace", PLANT_NAMESPACE, *KUBE_VERSION, "-f", str(PLANT_CI_VALUES), *args)
         assert result.returncode != 0, f"helm {command[0]} accepted {args}"
         assert "schema" in result.output and mentions(result.output, path), result.output
 
 
 @pytest.mark.parametrize(("args", "path"), HUB_BAD, ids=[" ".join(a) for a, _ in HUB_BAD])
 def test_hub_chart_rejects(helm, args, path):
-    result = helm.run("template", "plantfed", str(HUB), *args)
+    result = helm.run("template", "plantfed", str(HUB), *KUBE_VERSION, *args)
     assert result.returncode != 0, f"helm template accepted {args}"
     assert "schema" in result.output and mentions(result.output, path), result.output
