@@ -1,0 +1,142 @@
+"""Reading Jobs/pods into actionable messages, and the training Job/Secret manifests, without a cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from agent_objects import NOW, fm, fr, pp
+
+from plantfed_participant.agent.config import AgentConfig, ConfigError, parse_node_selector, parse_tolerations
+from plantfed_participant.agent.decide import training_spec
+from plantfed_participant.agent.jobspec import token_secret, training_job
+from plantfed_participant.agent.naming import training_job_name
+from plantfed_participant.agent.observe import TrainingPhase, observe_training
+
+
+def job(*conditions: tuple[str, str, str]) -> dict:
+    return {"metadata": {"name": "train-r1", "uid": "u1", "annotations": {"plantfed.io/round": "r1"}},
+            "status": {"conditions": [{"type": t, "status": "True", "reason": r, "message": m} for t, r, m in conditions]}}
+
+
+def pod(name: str, phase: str, *, created: str = "2026-11-28T12:00:00Z", **status) -> dict:
+    return {"metadata": {"name": name, "creationTimestamp": created}, "spec": {"nodeName": "plant-a-gpu-0"},
+            "status": {"phase": phase, **status}}
+
+
+UNSCHEDULABLE = {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                 "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."}]}
+
+
+def terminated(code: int, reason: str = "Error") -> dict:
+    return {"containerStatuses": [{"name": "train", "state": {"terminated": {"exitCode": code, "reason": reason}}}]}
+
+
+@pytest.mark.parametrize(
+    ("the_job", "pods", "logs", "phase", "summary"),
+    [
+        (job(), [], {}, TrainingPhase.WAITING,
+         "PodPending: waiting for the Job controller to create the training pod"),
+        (job(), [pod("p1", "Pending", **UNSCHEDULABLE)], {}, TrainingPhase.WAITING,
+         "Unschedulable: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu."),
+        (job(), [pod("p1", "Pending", containerStatuses=[{"name": "train", "state": {"waiting": {
+            "reason": "ImagePullBackOff", "message": "Back-off pulling image \"x\""}}}])], {}, TrainingPhase.WAITING,
+         'ImagePullBackOff: Back-off pulling image "x"'),
+        (job(), [pod("p1", "Pending", reason="FailedMount", message="secret \"train-r1-token\" not found")], {},
+         TrainingPhase.WAITING, 'FailedMount: secret "train-r1-token" not found'),
+        (job(), [pod("p1", "Running")], {}, TrainingPhase.RUNNING, "Running: training on node plant-a-gpu-0"),
+        (job(), [pod("p1", "Failed", **terminated(1)), pod("p2", "Running", created="2026-11-28T12:01:00Z")],
+         {"p1": "RuntimeError: CUDA error"}, TrainingPhase.RUNNING,
+         "Running: training on node plant-a-gpu-0; attempt 1 failed (exit code 1 (Error): RuntimeError: CUDA error), retrying"),
+        (job(("Complete", "", "")), [pod("p1", "Succeeded")], {}, TrainingPhase.SUCCEEDED,
+         "Uploaded: training Job succeeded; update uploaded"),
+        (job(("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")),
+         [pod("p1", "Failed", **terminated(137, "OOMKilled"))], {}, TrainingPhase.FAILED,
+         "BackoffLimitExceeded: Job has reached the specified backoff limit; exit code 137 (OOMKilled)"),
+        (job(("Failed", "BackoffLimitExceeded", "")), [pod("p1", "Failed", **terminated(1))],
+         {"p1": "plantfed_participant.runtime.RoundNotForThisPlant: round r1 is closed; nothing to train"},
+         TrainingPhase.FAILED,
+         "BackoffLimitExceeded: exit code 1 (Error): plantfed_participant.runtime.RoundNotForThisPlant: round r1 is "
+         "closed; nothing to train"),
+    ],
+)
+def test_observation_says_why_in_words_a_plant_engineer_can_act_on(the_job, pods, logs, phase, summary):
+    seen = observe_training(the_job, pods, logs)
+    assert (seen.round, seen.phase, seen.summary()) == ("r1", phase, summary)
+
+
+def test_long_failure_output_is_capped_to_what_the_crd_accepts():
+    seen = observe_training(job(("Failed", "BackoffLimitExceeded", "")), [pod("p1", "Failed", **terminated(1))],
+                            {"p1": "x" * 5000})
+    assert len(seen.summary()) <= 1012
+
+
+def config(tmp_path: Path, **kw) -> AgentConfig:
+    base = dict(plant="plant-a", hub_kubeconfig=tmp_path / "hub", hub_namespace="plantfed-system",
+                exchange="fl-hub:8443", token_file=tmp_path / "token", namespace="plantfed",
+                cache_dir=Path("/var/lib/plantfed/cache"), cache_claim="plantfed-cache", data_claim="vibration",
+                ca_file=tmp_path / "ca.crt", node_selector={"nvidia.com/gpu.present": "true"},
+                tolerations=({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},),
+                image="ghcr.io/plantfed/plantfed:0.1.0", training_service_account="plantfed-train")
+    base.update(kw)
+    return AgentConfig(**base)
+
+
+def test_training_job_manifest(tmp_path):
+    r = fr("r1", {"plant-a": "Assigned"}, pod={"gpus": 1, "nodeSelector": {"zone": "hall-2"},
+                                               "tolerations": [{"key": "dedicated", "operator": "Exists"}]})
+    spec = training_spec(r, fm(), pp(sub_path="line-3"), 1, NOW)
+    manifest = training_job(spec, config(tmp_path))
+    assert manifest["metadata"]["name"] == "train-r1"
+    job_spec = manifest["spec"]
+    assert job_spec["backoffLimit"] == 1 and job_spec["ttlSecondsAfterFinished"] == 3600
+    assert job_spec["activeDeadlineSeconds"] == 3600
+    pod_spec = job_spec["template"]["spec"]
+    assert pod_spec["restartPolicy"] == "Never"
+    assert pod_spec["automountServiceAccountToken"] is False and pod_spec["serviceAccountName"] == "plantfed-train"
+    assert pod_spec["nodeSelector"] == {"zone": "hall-2", "nvidia.com/gpu.present": "true"}
+    assert pod_spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+                                       {"key": "dedicated", "operator": "Exists"}]
+    (container,) = pod_spec["containers"]
+    assert container["resources"]["requests"]["nvidia.com/gpu"] == "1"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    cmd = container["command"]
+    assert cmd[:2] == ["plantfed", "train"]
+    flags = dict(zip(cmd[2::2], cmd[3::2]))
+    assert flags["--round"] == "r1" and flags["--plant"] == "plant-a" and flags["--exchange"] == "fl-hub:8443"
+    assert flags["--token-file"] == "/var/run/plantfed/exchange/token"
+    assert flags["--ca-file"] == "/var/run/plantfed/exchange/ca.crt"
+    assert flags["--state-dir"] == "/var/lib/plantfed/cache"
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["data"] == {"name": "data", "mountPath": "/var/lib/plantfed/data", "readOnly": True, "subPath": "line-3"}
+    volumes = {v["name"]: v for v in pod_spec["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "vibration", "readOnly": True}
+    assert volumes["cache"]["persistentVolumeClaim"] == {"claimName": "plantfed-cache"}
+    assert volumes["exchange"]["secret"]["secretName"] == "train-r1-token"
+    assert "token" not in str(manifest["spec"]["template"]["metadata"])
+
+
+def test_token_secret_is_owned_by_its_job():
+    secret = token_secret("plant-a", "plantfed", "train-r1", "job-uid", "r1", "s3cret", "CA")
+    (owner,) = secret["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"]) == ("Job", "train-r1", "job-uid")
+    assert secret["stringData"] == {"token": "s3cret", "ca.crt": "CA"}
+
+
+def test_job_names_fit_the_pod_label_limit_and_stay_distinct():
+    a, b = training_job_name("m" * 200 + "-r1"), training_job_name("m" * 200 + "-r2")
+    assert len(a) <= 63 and len(b) <= 63 and a != b
+    assert training_job_name("bearing-r7") == "train-bearing-r7"
+
+
+def test_flags_in_the_charts_formats_are_parsed_and_bad_ones_named():
+    assert parse_node_selector("a=1,nvidia.com/gpu.present=true") == {"a": "1", "nvidia.com/gpu.present": "true"}
+    assert parse_tolerations('[{"key":"nvidia.com/gpu","operator":"Exists","effect":"NoSchedule"}]') == (
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},)
+    with pytest.raises(ConfigError, match="--node-selector"):
+        parse_node_selector("novalue")
+    with pytest.raises(ConfigError, match="--tolerations-json"):
+        parse_tolerations('[{"operator": "Sometimes"}]')
+    with pytest.raises(ConfigError, match="exactly one of --data-claim and --data-host-path"):
+        AgentConfig(plant="p", hub_kubeconfig=Path("k"), hub_namespace="n", exchange="e", token_file=Path("t"),
+                    namespace="n", cache_dir=Path("c"))
