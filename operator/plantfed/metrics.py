@@ -44,3 +44,6 @@ class Metrics:
         self.promoted_version = Gauge(PREFIX + "promoted_version", "Version number of the promoted global model.", ["model"], registry=r)
         self.dp_epsilon = Gauge(PREFIX + "dp_epsilon_spent", "Differential-privacy epsilon spent by a plant so far.", ["model", "plant"], registry=r)
         self.heartbeat_age = Gauge(PREFIX + "plant_heartbeat_age_seconds", "Seconds since a plant agent's last heartbeat.", ["plant"], registry=r)
+        self.cached_model_version = Gauge(PREFIX + "plant_cached_model_version", "Model version held in a plant's cache (what it serves).", ["model", "plant"], registry=r)
+        self.agent_training_jobs = Counter(PREFIX + "agent_training_jobs_total", "Training Jobs a plant's agent created or cancelled.", ["plant", "action"], registry=r)
+        self.agent_errors = Counter(PREFIX + "agent_errors_total", "Failed calls of a plant's agent, by what it called (hub, kubernetes).", ["plant", "target"], registry=r)
