@@ -13,10 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from plantfed import codecs
 from plantfed.aggregation import StrategyConfig, UpdateInput, aggregate
+from plantfed.aggregation.robust import coordinate_blocks
 from plantfed.codecs import PayloadError
 from plantfed.records import Codec
 
@@ -271,6 +274,22 @@ def test_robust_strategies_stay_within_the_block_buffer(tmp_path, strategy):
     assert 0 < result.block_peak_bytes <= budget
     expected = RefServer(cfg).step(base, reference_delta(base, plants, cfg))
     assert_states_close(codecs.load_state(tmp_path / "out.safetensors"), expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 7), min_size=0, max_size=4), st.integers(1, 40))
+def test_coordinate_blocks_tile_the_tensor_in_order(shape, budget):
+    marks = torch.zeros(shape, dtype=torch.int64)
+    flat_position = 0
+    for order, (index, size) in enumerate(coordinate_blocks(shape, budget), start=1):
+        assert 1 <= size <= budget
+        block = marks[index]
+        assert block.numel() == size and not block.any()  # no overlap
+        marks[index] = order
+        positions = (marks.reshape(-1) == order).nonzero().reshape(-1)
+        assert positions.tolist() == list(range(flat_position, flat_position + size))  # contiguous, row-major
+        flat_position += size
+    assert flat_position == marks.numel() and bool((marks > 0).all())  # everything covered
 
 
 def test_robust_strategy_refuses_a_buffer_smaller_than_one_coordinate(tmp_path):
