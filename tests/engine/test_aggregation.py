@@ -362,6 +362,17 @@ def test_state_from_another_strategy_is_refused(tmp_path, small_round):
     assert not (tmp_path / "b.safetensors").exists()
 
 
+def test_aggregation_restores_the_callers_torch_threads(tmp_path, small_round):
+    base_path, inputs = small_round
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        aggregate(base_path, inputs, StrategyConfig(), tmp_path / "out.safetensors", threads=1)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_stateful_strategy_needs_a_state_dir(tmp_path, small_round):
     base_path, inputs = small_round
     with pytest.raises(ValueError, match="fedavgm keeps optimiser state between rounds: pass state_dir"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import Enum
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from plantfed.records import Codec
 
@@ -85,10 +85,3 @@ class AggregationResult(BaseModel):
     peak_bytes: int = Field(description="peak of the tensor buffers the aggregation held (tracked accounting)")
     block_peak_bytes: int = Field(default=0, description="peak extra bytes of one coordinate block (median/trimmed mean)")
     server_step: int | None = Field(default=None, description="server optimiser steps taken so far, if it keeps state")
-
-    @model_validator(mode="after")
-    def _unique_plants(self) -> AggregationResult:
-        names = [p.plant for p in self.plants]
-        if len(set(names)) != len(names):
-            raise ValueError("duplicate plant in aggregation result")
-        return self
