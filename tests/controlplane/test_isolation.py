@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from support.kube import manifests
+from support.kube.kubeconfig import write_kubeconfig
 from support.kube.wait import pod_phase_in, wait_for_pod
 
 
-def test_hub_and_plants_are_independent_clusters(hub_and_plants):
+def test_hub_and_plants_are_independent_clusters(hub_and_plants, tmp_path):
     hub, plant_a = hub_and_plants.hub, hub_and_plants.plants["plant-a"]
     servers = {member.cluster.server for member in hub_and_plants}
     assert len(servers) == 3
@@ -32,14 +34,20 @@ def test_hub_and_plants_are_independent_clusters(hub_and_plants):
 
         with hub.api_client() as api:
             client.CoreV1Api(api).create_namespaced_service_account(namespace, {"metadata": {"name": "agent"}})
-        hub_token = hub.service_account_kubeconfig(namespace, "agent")
-        foreign = config.new_client_from_config(config_file=str(hub_token))
-        foreign.configuration.host = plant_a.cluster.server
-        foreign.configuration.ssl_ca_cert = str(plant_a.cluster.ca_file)
-        with foreign:
-            with pytest.raises(ApiException) as rejected:
-                client.CoreV1Api(foreign).list_namespaced_config_map("default")
-        assert rejected.value.status == 401
+        at_hub = hub.service_account_kubeconfig(namespace, "agent")
+        token = yaml.safe_load(at_hub.read_text())["users"][0]["user"]["token"]
+        hub_token_at_plant = write_kubeconfig(
+            tmp_path / "hub-token-at-plant-a", server=plant_a.cluster.server,
+            ca_file=plant_a.cluster.ca_file, user="hub-agent", token=token,
+        )
+        outcomes = {}
+        for where, kubeconfig in (("hub", at_hub), ("plant-a", hub_token_at_plant)):
+            with config.new_client_from_config(config_file=str(kubeconfig)) as api:
+                with pytest.raises(ApiException) as refused:
+                    client.CoreV1Api(api).list_namespaced_config_map("default")
+            outcomes[where] = refused.value.status
+        # Authenticated (but not authorized) where it was issued; unknown to the other cluster.
+        assert outcomes == {"hub": 403, "plant-a": 401}
     finally:
         hub.delete_namespace(namespace)
 

@@ -14,7 +14,7 @@ import json, os, pathlib
 def read(p):
     return pathlib.Path(p).read_text()
 print(json.dumps({
-    'env': {k: os.environ.get(k) for k in ['GREETING', 'PASSWORD', 'POD', 'NS', 'IP', 'FROM_CM_LEVEL', 'EXPANDED', 'MEM_MI']},
+    'env': {k: os.environ.get(k) for k in ['GREETING', 'PASSWORD', 'POD', 'NS', 'IP', 'FROM_CM_level', 'EXPANDED', 'MEM_MI']},
     'config': read('/etc/plant/level'),
     'secret': read('/etc/creds/password'),
     'pvc_seen': read('/data/from-first-pod'),
@@ -85,7 +85,7 @@ def test_env_sources_volumes_and_service_account_are_visible(control_plane, name
     report = json.loads(control_plane.logs(namespace, "reader"))
     assert report["env"] == {
         "GREETING": "hello", "PASSWORD": "hunter2", "POD": "reader", "NS": namespace, "IP": "127.0.0.1",
-        "FROM_CM_LEVEL": "3", "EXPANDED": "hello-reader", "MEM_MI": "256",
+        "FROM_CM_level": "3", "EXPANDED": "hello-reader", "MEM_MI": "256",
     }
     assert report["config"] == "3" and report["secret"] == "hunter2"
     assert report["pvc_seen"] == "kept"
