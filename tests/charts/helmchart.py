@@ -60,6 +60,10 @@ PLANT_TOGGLES = {
     "monitoring": ["--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.podMonitor.enabled=true",
                    "--set", "networkPolicy.enabled=true"],
     "no-tls": ["--set", "hub.tls=false"],
+    "tuned": ["--set", "training.nodeSelector.gpu=a100", "--set", "training.nodeSelector.zone=line-3",
+              "--set-json", 'training.tolerations=[{"key":"nvidia.com/gpu","operator":"Exists","effect":"NoSchedule"}]',
+              "--set", "data.options.format=npz", "--set", "data.options.window=2048",
+              "--set", "agent.cacheModels={bearing}"],
 }
 
 
@@ -170,11 +174,16 @@ class Manifests(list):
                 yield f"{where}:{c['name']}", c
 
 
-def flags(command: list[str]) -> dict[str, str | bool]:
-    """--key=value / --flag arguments of a container command as a dict."""
-    out: dict[str, str | bool] = {}
+def flags(command: list[str]) -> dict[str, str | bool | list[str]]:
+    """--key=value / --flag arguments of a container command as a dict; a repeated flag gives a list."""
+    out: dict[str, str | bool | list[str]] = {}
     for arg in command[2:]:
         assert arg.startswith("--"), f"positional or malformed argument {arg!r} in {command}"
         key, sep, value = arg.partition("=")
-        out[key] = value if sep else True
+        value = value if sep else True
+        if key in out:
+            previous = out[key]
+            out[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            out[key] = value
     return out

@@ -155,7 +155,10 @@ def test_operator_command(helm):
         "--admin-token-file": "/etc/plantfed/admin/token", "--ca-file": "/etc/plantfed/tls/ca.crt",
         "--store-claim": "plantfed-store", "--image": "ghcr.io/plantfed/plantfed:1.2.3",
         "--aggregation-service-account": "plantfed-aggregate", "--metrics-port": "9090",
+        "--liveness-port": "8080", "--heartbeat-timeout": "90", "--poll-seconds": "5", "--job-backoff-limit": "2",
+        "--log-level": "INFO",
     }
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
     # A client: it gets the CA certificate, never the exchange's private key.
     ca = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "ca")
     assert ca["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
@@ -359,7 +362,8 @@ def test_agent_command(helm):
     tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     m = helm.render_plant("--set", "training.gpus=2", "--set", "training.nodeSelector.gpu=a100",
                           "--set", "training.nodeSelector.zone=line-3",
-                          "--set-json", f"training.tolerations={json.dumps(tolerations)}")
+                          "--set-json", f"training.tolerations={json.dumps(tolerations)}",
+                          "--set", "data.options.format=npz", "--set", "agent.cacheModels={bearing,pump}")
     dep = m.get("Deployment", "plantfed-agent")
     assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
     pod = dep["spec"]["template"]["spec"]
@@ -374,6 +378,8 @@ def test_agent_command(helm):
         "--cache-dir": "/var/lib/plantfed/cache", "--cache-claim": "plantfed-cache", "--data-claim": "vibration-data",
         "--gpus": "2", "--node-selector": "gpu=a100,zone=line-3", "--image": "ghcr.io/plantfed/plantfed:0.1.0",
         "--training-service-account": "plantfed-train", "--metrics-port": "9090",
+        "--data-option": "format=npz", "--model": ["bearing", "pump"], "--heartbeat-seconds": "30",
+        "--sync-seconds": "10", "--backoff-limit": "1", "--job-ttl-seconds": "3600",
     }
     # The hub Secret is split so each directory holds only what its flag names.
     volumes = {v["name"]: v for v in pod["volumes"]}

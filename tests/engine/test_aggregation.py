@@ -391,3 +391,43 @@ def test_bad_inputs_are_refused(tmp_path, small_round):
         StrategyConfig(name="trimmed_mean", trim_fraction=0.5)
     with pytest.raises(ValueError, match="extra"):
         StrategyConfig(name="fedavg", learning_rate=1.0)
+
+
+def test_partial_updates_from_a_light_variant_count_only_for_the_tensors_they_carry(tmp_path):
+    """A light model shares the backbone ("0.*", "1.*") but not the head: the head averages over full models only."""
+    base = base_state()
+    full_a, full_b, light = local_states(base, 3, seed=11)
+    base_path, inputs = write_round(tmp_path, base, [full_a, full_b])
+    light_name, light_local, light_samples = light
+    light_path = tmp_path / "light.safetensors"
+    backbone = {k: v for k, v in light_local.items() if k.startswith(("0.", "1."))}
+    codecs.write_update(codecs.encode_update({k: base[k] for k in backbone}, backbone, Codec.NONE), light_path, Codec.NONE)
+    inputs.append(UpdateInput(plant=light_name, path=light_path, num_samples=light_samples, partial=True))
+
+    out = tmp_path / "out.safetensors"
+    result = aggregate(base_path, inputs, StrategyConfig(), out)
+    new = codecs.load_state(out)
+
+    def mean(name, members):
+        total = sum(n for _, _, n in members)
+        return sum((local[name].double() - base[name].double()) * n / total for _, local, n in members)
+
+    for name in ("0.weight", "1.weight", "1.running_mean"):
+        assert torch.allclose(new[name].double(), base[name].double() + mean(name, [full_a, full_b, light]), atol=1e-5), name
+    for name in ("4.weight", "6.bias"):
+        assert torch.allclose(new[name].double(), base[name].double() + mean(name, [full_a, full_b]), atol=1e-5), name
+    assert {p.plant for p in result.plants} == {full_a[0], full_b[0], light_name}
+
+
+def test_a_partial_update_must_still_match_what_it_carries(tmp_path):
+    base = base_state()
+    (plant,) = local_states(base, 1, seed=12)
+    base_path, _ = write_round(tmp_path, base, [])
+    path = tmp_path / "light.safetensors"
+    codecs.write_update({"0.weight": torch.zeros(8, 3, 4)}, path, Codec.NONE)
+    bad = UpdateInput(plant="light", path=path, num_samples=5, partial=True)
+    with pytest.raises(PayloadError, match="'0.weight' has shape"):
+        aggregate(base_path, [bad], StrategyConfig(), tmp_path / "out.safetensors")
+    full = UpdateInput(plant="light", path=path, num_samples=5)
+    with pytest.raises(PayloadError, match="missing tensor"):
+        aggregate(base_path, [full], StrategyConfig(), tmp_path / "out2.safetensors")

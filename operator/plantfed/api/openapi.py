@@ -100,8 +100,10 @@ def _convert(node: Schema, defs: dict[str, Schema], path: str) -> Schema:
         out["format"] = "int64"
     if "default" in out:
         out["default"] = _without_nulls(out["default"])
+    # The API server checks a default against the node's CEL rules as written, without defaulting
+    # inside it first, so `{}` would fail a rule that reads a field: keep such defaults whole.
     if out.get("type") == "object" and isinstance(out.get("default"), dict) and out["default"]:
-        if apply_defaults({}, out) == out["default"]:
+        if "x-kubernetes-validations" not in out and apply_defaults({}, out) == out["default"]:
             out["default"] = {}
     if "type" not in out:
         raise SchemaError(f"{path or '<root>'}: every schema node needs a type")

@@ -1,0 +1,123 @@
+"""One federation for the e2e tests: the hub chart in a namespace of the hub cluster (exchange and
+operator as pods, RBAC from the chart), and two plants, each with its own cluster.
+
+Plant ids are the examples' (stuttgart-press3 on cluster plant-a, lyon-press1 on plant-b), so
+examples/round.yaml applies as written apart from its namespace and base version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from hubdeploy import Hub, apply_crds, deploy_hub
+from kubernetes import client
+from standin import StandInAgent
+
+from support.kube import wait_for
+
+PLANTS = {"stuttgart-press3": "plant-a", "lyon-press1": "plant-b"}
+"""Plant id -> the cluster it runs in."""
+
+
+@dataclass
+class Federation:
+    hub: Hub
+    agents: dict[str, StandInAgent]
+
+    def ready(self, plant: str) -> str | None:
+        pp = self.hub.get("plantparticipants", plant)
+        return next((c["status"] for c in pp.get("status", {}).get("conditions", []) if c["type"] == "Ready"), None)
+
+    def wait_ready(self, plant: str, status: str = "True", timeout: float = 120) -> None:
+        wait_for(lambda: self.ready(plant) == status, timeout=timeout, what=f"{plant} Ready={status}")
+
+
+def plant_values() -> list[dict]:
+    return [
+        {"name": plant, "labels": {"region": "eu", "line": "press"}, "site": plant.split("-")[0].title(),
+         "capacity": {"gpus": 1, "modelVariant": "full"},
+         "data": {"pvc": {"claimName": "vibration-data"}, "subPath": "bearings", "format": "npz"}}
+        for plant in PLANTS
+    ]
+
+
+@pytest.fixture(scope="session")
+def federation(hub_and_plants, tmp_path_factory) -> Iterator[Federation]:
+    hub_cluster = hub_and_plants.hub
+    apply_crds(hub_cluster)
+    namespace = hub_cluster.create_namespace("plantfed")
+    hub = deploy_hub(hub_cluster, namespace, plant_values())
+    agents: dict[str, StandInAgent] = {}
+    try:
+        for index, (plant, cluster) in enumerate(PLANTS.items()):
+            agents[plant] = StandInAgent(hub, plant, hub_and_plants.plants[cluster], index, len(PLANTS),
+                                         tmp_path_factory.mktemp(plant))
+            agents[plant].start()
+        world = Federation(hub, agents)
+        for plant in PLANTS:
+            world.wait_ready(plant)
+        yield world
+    finally:
+        for agent in agents.values():
+            agent.close()
+        hub_cluster.delete_namespace(namespace)
+        with hub_cluster.api_client() as api:
+            rbac = client.RbacAuthorizationV1Api(api)
+            for doc in hub.manifests:
+                if doc["kind"] == "ClusterRoleBinding":
+                    rbac.delete_cluster_role_binding(doc["metadata"]["name"])
+                elif doc["kind"] == "ClusterRole":
+                    rbac.delete_cluster_role(doc["metadata"]["name"])
+
+
+def phase(obj: dict) -> str | None:
+    return (obj.get("status") or {}).get("phase")
+
+
+def condition(obj: dict, type_: str) -> dict:
+    return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), {})
+
+
+def wait_phase(hub: Hub, plural: str, name: str, phases: tuple[str, ...], timeout: float = 420) -> dict:
+    """Wait until the object's phase is one of `phases`; fail at once on a round that failed unexpectedly."""
+
+    def probe():
+        obj = hub.get(plural, name)
+        if phase(obj) == "Failed" and "Failed" not in phases:
+            pytest.fail(f"{plural}/{name} failed: {condition(obj, 'Succeeded')}")
+        return obj if phase(obj) in phases else None
+
+    return wait_for(probe, timeout=timeout, what=f"{plural}/{name} phase in {phases}",
+                    interval=0.5, ignore=(client.exceptions.ApiException,))
+
+
+def model_manifest(hub: Hub, name: str, *, suspend: bool, template: dict | None = None, stop: dict | None = None,
+                   seed: int = 7) -> dict:
+    """A FederatedModel for one test's lineage; `suspend` keeps the campaign from creating rounds."""
+    return {
+        "apiVersion": "plantfed.io/v1alpha1", "kind": "FederatedModel",
+        "metadata": {"name": name, "namespace": hub.namespace},
+        "spec": {
+            "task": "bearing", "variant": "full", "initialWeights": {"seed": seed}, "cadence": "",
+            "suspend": suspend, "stop": stop or {"maxRounds": 1},
+            "roundTemplate": template or {"plants": list(PLANTS), "minParticipants": 1, "pod": {"gpus": 1}},
+        },
+    }
+
+
+def round_manifest(hub: Hub, name: str, model: str, **spec) -> dict:
+    return {
+        "apiVersion": "plantfed.io/v1alpha1", "kind": "FederatedRound",
+        "metadata": {"name": name, "namespace": hub.namespace},
+        "spec": {"modelRef": model, "plants": list(PLANTS), "minParticipants": 2, "deadlineSeconds": 600,
+                 "training": {"epochs": 1, "batchSize": 32, "learningRate": 0.05}, **spec},
+    }
+
+
+def create_lineage(hub: Hub, name: str, **kwargs) -> dict:
+    """Apply a suspended FederatedModel and wait for its init Job to promote version 1."""
+    hub.apply(model_manifest(hub, name, suspend=True, **kwargs))
+    return wait_for(lambda: (fm := hub.get("federatedmodels", name)).get("status", {}).get("promotedVersion") and fm,
+                    timeout=240, what=f"model {name} initialised", interval=0.5)
