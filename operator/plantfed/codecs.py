@@ -376,8 +376,13 @@ class UpdateSummary:
     file_bytes: int
 
 
-def check_header(reader: UpdateReader, base: Mapping[str, TensorSpec], exclude: Sequence[str] = ()) -> None:
-    """Refuse missing, unexpected, misshapen or wrongly typed tensors relative to the base model."""
+def check_header(
+    reader: UpdateReader, base: Mapping[str, TensorSpec], exclude: Sequence[str] = (), *, partial: bool = False
+) -> None:
+    """Refuse missing, unexpected, misshapen or wrongly typed tensors relative to the base model.
+
+    A `partial` update (from a lighter model variant) may omit tensors, but what it carries must still match.
+    """
     where = f"update {reader.path}"
     specs = reader.file.specs
     for name in specs:
@@ -392,7 +397,7 @@ def check_header(reader: UpdateReader, base: Mapping[str, TensorSpec], exclude: 
     for name, base_spec in base.items():
         spec = specs.get(name)
         if spec is None:
-            if matches_any(name, exclude):
+            if partial or matches_any(name, exclude):
                 continue
             raise PayloadError(f"{where}: missing tensor {name!r}")
         if spec.shape != base_spec.shape:
@@ -423,6 +428,7 @@ def validate_update(
     *,
     exclude: Sequence[str] = (),
     tracker: MemoryTracker | None = None,
+    partial: bool = False,
 ) -> UpdateSummary:
     """Check an update against the base model and its declared codec; raise `PayloadError` naming the problem.
 
@@ -435,7 +441,7 @@ def validate_update(
     tracker = tracker or MemoryTracker()
     squared = 0.0
     with UpdateReader(path, codec) as reader:
-        check_header(reader, base, exclude)
+        check_header(reader, base, exclude, partial=partial)
         for name in reader.names:
             stored = reader.stored(name)
             with tracker.live(stored):

@@ -41,6 +41,12 @@ class UpdateMeta(BaseModel):
     dp: DPParams = Field(default_factory=DPParams)
     total_bytes: int = Field(ge=0)
     sha256: str
+    variant: str = Field(default="full", min_length=1, max_length=63)
+
+    @property
+    def partial(self) -> bool:
+        """A lighter variant's update carries only the parameters it shares with the full model."""
+        return self.variant != "full"
 
 
 class UpdateRecord(BaseModel):

@@ -62,7 +62,10 @@ def aggregate_round(
         raise ValueError(f"round {round_id}: no committed update from {', '.join(missing)}")
     base = store.get_model(record.model, record.base_version)
     inputs = [
-        UpdateInput(plant=u.meta.plant, path=store.blob_path(u.digest), num_samples=u.meta.num_samples, codec=u.meta.codec)
+        UpdateInput(
+            plant=u.meta.plant, path=store.blob_path(u.digest), num_samples=u.meta.num_samples, codec=u.meta.codec,
+            partial=u.meta.partial,
+        )
         for u in sorted(updates, key=lambda u: u.meta.plant)
     ]
     started = time.perf_counter()

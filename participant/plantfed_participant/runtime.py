@@ -161,6 +161,7 @@ class PlantRuntime:
             ),
             total_bytes=payload_path.stat().st_size,
             sha256=codecs.file_sha256(payload_path),
+            variant=cfg.variant,
         )
         receipt = self.client.upload_update(meta, payload_path)
         return ParticipationReport(

@@ -113,3 +113,28 @@ def test_clipping_bounds_the_uploaded_update(hub: Hub) -> None:
     norm = torch.sqrt(sum(t.double().pow(2).sum() for t in delta.values() if t.is_floating_point()))
     assert report.update_norm > 0.05
     assert float(norm) == pytest.approx(0.05, rel=1e-3)
+
+
+def test_a_light_plant_and_a_full_plant_aggregate_into_one_global_model(hub: Hub) -> None:
+    from plantfed.aggregation import StrategyConfig
+    from plantfed.round_aggregation import aggregate_round
+
+    task = BearingTask()
+    base_path = seed_bearing(hub, task)
+    hub.open_round("r1", plants=("plant-a", "plant-b"), model=MODEL)
+    runtime_for(hub, "plant-a", task).participate("r1", CFG)
+    light = runtime_for(hub, "plant-b", task, index=1)
+    light.participate("r1", ParticipationConfig(training=CFG.training, seed=3, variant="light"))
+
+    updates = {u.meta.plant: u for u in hub.store.updates("r1")}
+    assert updates["plant-b"].meta.partial and not updates["plant-a"].meta.partial
+    light_sent = {name for name, _ in codecs.iter_update(hub.store.blob_path(updates["plant-b"].digest))}
+    assert light_sent < set(codecs.load_state(base_path)), "a light update carries a subset of the full model"
+
+    outcome = aggregate_round(hub.store, "r1", StrategyConfig())
+    new = codecs.load_state(hub.store.blob_path(outcome.version.digest))
+    assert set(new) == set(codecs.load_state(base_path))
+    assert {p.plant for p in outcome.result.plants} == {"plant-a", "plant-b"}
+    light_model = light.build_model(new, "light", seed=0)
+    shared = next(iter(light_sent))
+    assert torch.equal(light_model.state_dict()[shared], new[shared])

@@ -62,6 +62,10 @@ class UpdateInput(BaseModel):
     path: Path
     num_samples: int = Field(ge=1)
     codec: Codec = Codec.NONE
+    partial: bool = Field(
+        default=False,
+        description="a lighter model variant's update: it may omit tensors, and counts only for those it carries",
+    )
 
 
 class PlantStats(BaseModel):

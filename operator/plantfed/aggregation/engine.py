@@ -25,6 +25,10 @@ bandwidth, and on a busy machine (a hub co-located with training, or `plantfed s
 that cannot be scheduled spin and wait: on a loaded 2-core machine element-wise ops ran up to ~100× slower
 with 2 threads than with 1.
 
+Partial updates (`UpdateInput.partial`, from a lighter model variant that shares a subset of the full
+model's parameters) take part only in the tensors they carry: each tensor's weights are renormalised over
+the updates that carry it, and a tensor no update carries keeps its base value.
+
 Tensors matching `local_patterns` (plant-local, personalised) keep the base value and are never read from
 updates. Non-floating tensors (counters such as BatchNorm's `num_batches_tracked`) are not averaged: the
 new value is the maximum over the plants' values, which keeps a counter monotone.
@@ -98,6 +102,8 @@ def _squared_norms(readers: Sequence[UpdateReader], names: Iterable[str], tracke
     squared = [0.0] * len(readers)
     for name in names:
         for k, reader in enumerate(readers):
+            if name not in reader.names:
+                continue
             with decoded(reader, name, tracker) as delta:
                 squared[k] += checked_squared_norm(reader, name, delta, tracker)
     return squared
@@ -169,8 +175,8 @@ def _aggregate(
         specs = base.specs
         aggregated = {n: s for n, s in specs.items() if s.dtype.is_floating_point and not matches_any(n, patterns)}
         readers = [stack.enter_context(UpdateReader(u.path, u.codec)) for u in inputs]
-        for reader in readers:
-            check_header(reader, specs, patterns)
+        for reader, update in zip(readers, inputs):
+            check_header(reader, specs, patterns, partial=update.partial)
         squared = _squared_norms(readers, aggregated, tracker) if prepass else [0.0] * len(inputs)
         bound = config.norm_bound
         clip = [min(1.0, bound / math.sqrt(s)) if bound is not None and s > 0 else 1.0 for s in squared]
@@ -185,22 +191,31 @@ def _aggregate(
                 if matches_any(name, patterns):
                     writer.write(name, base_value)
                     continue
+                present = [k for k, reader in enumerate(readers) if name in reader.names]
+                carriers = [readers[k] for k in present]
                 if name not in aggregated:
-                    new_value = _max_value(name, readers, tracker)
+                    new_value = _max_value(name, carriers, tracker) if carriers else base_value
                     with tracker.live(new_value):
                         writer.write(name, new_value)
                     continue
-                if robust:
+                if not carriers:
+                    delta = torch.zeros(spec.shape, dtype=torch.float32)
+                elif robust:
                     delta, peak = robust_aggregate(
-                        name, spec, readers, clip, config.name, config.trim_fraction, config.buffer_bytes, tracker
+                        name, spec, carriers, [clip[k] for k in present], config.name, config.trim_fraction,
+                        config.buffer_bytes, tracker,
                     )
                     block_peak = max(block_peak, peak)
                 else:
-                    delta = _mean_delta(name, spec, readers, alphas, tracker, None if prepass else squared)
+                    share = sum(weights[k] for k in present)
+                    partial_squared = None if prepass else [0.0] * len(present)
+                    delta = _mean_delta(name, spec, carriers, [alphas[k] / share for k in present], tracker, partial_squared)
+                    for k, value in zip(present, partial_squared or ()):
+                        squared[k] += value
                 with tracker.live(delta):
                     aggregate_sq += dot(delta, delta, tracker)
-                    for k, reader in enumerate(readers):
-                        with decoded(reader, name, tracker) as update_delta:
+                    for k in present:
+                        with decoded(readers[k], name, tracker) as update_delta:
                             dots[k] += dot(update_delta, delta, tracker)
                     param = base_value.to(torch.float32)
                     with tracker.live(param):

@@ -35,6 +35,7 @@ def meta_to_wire(meta: UpdateMeta) -> pb.UpdateMetadata:
         dp=pb.DPParams(**meta.dp.model_dump()),
         total_bytes=meta.total_bytes,
         sha256=meta.sha256,
+        variant=meta.variant,
     )
 
 
@@ -58,6 +59,7 @@ def meta_from_wire(msg: pb.UpdateMetadata) -> UpdateMeta:
         ),
         total_bytes=msg.total_bytes,
         sha256=msg.sha256,
+        variant=msg.variant or "full",
     )
 
 

@@ -40,7 +40,7 @@ class DPParams(_message.Message):
     def __init__(self, clip_norm: _Optional[float] = ..., noise_multiplier: _Optional[float] = ..., steps: _Optional[int] = ..., sample_rate: _Optional[float] = ...) -> None: ...
 
 class UpdateMetadata(_message.Message):
-    __slots__ = ("plant", "round_id", "base_version", "num_samples", "metrics", "train_seconds", "codec", "dp", "total_bytes", "sha256")
+    __slots__ = ("plant", "round_id", "base_version", "num_samples", "metrics", "train_seconds", "codec", "dp", "total_bytes", "sha256", "variant")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,7 @@ class UpdateMetadata(_message.Message):
     DP_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
     plant: str
     round_id: str
     base_version: int
@@ -68,7 +69,8 @@ class UpdateMetadata(_message.Message):
     dp: DPParams
     total_bytes: int
     sha256: str
-    def __init__(self, plant: _Optional[str] = ..., round_id: _Optional[str] = ..., base_version: _Optional[int] = ..., num_samples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., train_seconds: _Optional[float] = ..., codec: _Optional[_Union[Codec, str]] = ..., dp: _Optional[_Union[DPParams, _Mapping]] = ..., total_bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+    variant: str
+    def __init__(self, plant: _Optional[str] = ..., round_id: _Optional[str] = ..., base_version: _Optional[int] = ..., num_samples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., train_seconds: _Optional[float] = ..., codec: _Optional[_Union[Codec, str]] = ..., dp: _Optional[_Union[DPParams, _Mapping]] = ..., total_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., variant: _Optional[str] = ...) -> None: ...
 
 class Round(_message.Message):
     __slots__ = ("round_id", "model", "base_version", "plants", "state", "max_update_bytes", "opened_at", "closed_at")
