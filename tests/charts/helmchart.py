@@ -102,6 +102,10 @@ class HelmResult:
 class Helm:
     def __init__(self, binary: str, home: Path):
         self.binary = binary
+        self._rendered: dict[tuple, HelmResult] = {}
+        # PLANTS_VALUES as a file at a fixed path, so renders using it can be cached per session.
+        self.plants_file = home / "plants-values.yaml"
+        self.plants_file.write_text(yaml.safe_dump(PLANTS_VALUES))
         # Private config/cache dirs: no repositories or plugins from the developer's machine.
         self.env = {**os.environ, "HELM_CONFIG_HOME": str(home / "config"), "HELM_CACHE_HOME": str(home / "cache"),
                     "HELM_DATA_HOME": str(home / "data")}
@@ -114,7 +118,11 @@ class Helm:
         return self.run("lint", "--strict", str(chart), "--namespace", namespace, *KUBE_VERSION, *args)
 
     def template(self, chart: Path, *args: str, namespace: str = NAMESPACE, check: bool = True) -> HelmResult:
-        result = self.run("template", "plantfed", str(chart), "--namespace", namespace, *KUBE_VERSION, *args)
+        """`helm template`, memoised: the charts do not change during a test session."""
+        key = (str(chart), namespace, *args)
+        if key not in self._rendered:
+            self._rendered[key] = self.run("template", "plantfed", str(chart), "--namespace", namespace, *KUBE_VERSION, *args)
+        result = self._rendered[key]
         if check and result.returncode != 0:
             raise AssertionError(f"helm template {chart.name} {' '.join(args)} failed:\n{result.output}")
         return result

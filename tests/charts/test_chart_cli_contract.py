@@ -10,17 +10,14 @@ import contextlib
 import io
 
 import pytest
-import yaml
-from helmchart import HUB_TOGGLES, PLANT_TOGGLES, PLANTS_VALUES, WITH_CRDS
+from helmchart import HUB_TOGGLES, PLANT_TOGGLES, WITH_CRDS
 
 from plantfed.cli import build_parser
 
 
-def rendered_commands(helm, tmp_path) -> dict[str, list[str]]:
-    values = tmp_path / "plants.yaml"
-    values.write_text(yaml.safe_dump(PLANTS_VALUES))
+def rendered_commands(helm) -> dict[str, list[str]]:
     commands: dict[str, list[str]] = {}
-    renders = [helm.render_hub(*args, "-f", str(values), *WITH_CRDS) for args in HUB_TOGGLES.values()]
+    renders = [helm.render_hub(*args, "-f", str(helm.plants_file), *WITH_CRDS) for args in HUB_TOGGLES.values()]
     renders += [helm.render_plant(*args) for args in PLANT_TOGGLES.values()]
     for manifests in renders:
         for where, container in manifests.containers():
@@ -32,8 +29,8 @@ def rendered_commands(helm, tmp_path) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("subcommand", ["exchange", "operator", "agent", "healthcheck"])
-def test_rendered_commands_parse(helm, tmp_path, subcommand):
-    commands = [c for c in rendered_commands(helm, tmp_path).values() if c[1] == subcommand]
+def test_rendered_commands_parse(helm, subcommand):
+    commands = [c for c in rendered_commands(helm).values() if c[1] == subcommand]
     assert commands, f"no chart renders `plantfed {subcommand}`"
     for command in commands:
         err = io.StringIO()

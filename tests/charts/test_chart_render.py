@@ -66,8 +66,8 @@ def test_hub_lints_strict_with_chart_defaults(helm):
 
 
 @pytest.mark.parametrize("toggle", sorted(HUB_TOGGLES))
-def test_hub_lints_strict(helm, toggle, tmp_path):
-    args = [*HUB_TOGGLES[toggle], *values_file(tmp_path, PLANTS_VALUES)]
+def test_hub_lints_strict(helm, toggle):
+    args = [*HUB_TOGGLES[toggle], *["-f", str(helm.plants_file)]]
     result = helm.lint(HUB, *args)
     assert result.returncode == 0, result.output
 
@@ -81,16 +81,16 @@ def test_plant_lints_strict(helm, toggle):
 # --- every container runs the plantfed CLI ------------------------------------------------------
 
 
-def all_renders(helm, tmp_path) -> list[tuple[str, Manifests]]:
-    plants = values_file(tmp_path, PLANTS_VALUES)
+def all_renders(helm) -> list[tuple[str, Manifests]]:
+    plants = ["-f", str(helm.plants_file)]
     out = [(f"hub/{t}", helm.render_hub(*a, *plants, *WITH_CRDS)) for t, a in HUB_TOGGLES.items()]
     out += [(f"plant/{t}", helm.render_plant(*a)) for t, a in PLANT_TOGGLES.items()]
     return out
 
 
-def test_every_container_sets_an_explicit_plantfed_command(helm, tmp_path):
+def test_every_container_sets_an_explicit_plantfed_command(helm):
     seen = 0
-    for render, manifests in all_renders(helm, tmp_path):
+    for render, manifests in all_renders(helm):
         for where, container in manifests.containers():
             command = container.get("command")
             assert command, f"{render} {where} relies on the image's entrypoint"
@@ -105,8 +105,8 @@ def test_every_container_sets_an_explicit_plantfed_command(helm, tmp_path):
     assert seen == 3 * len(HUB_TOGGLES) + len(PLANT_TOGGLES)
 
 
-def test_pods_run_as_non_root_with_read_only_root(helm, tmp_path):
-    for render, manifests in all_renders(helm, tmp_path):
+def test_pods_run_as_non_root_with_read_only_root(helm):
+    for render, manifests in all_renders(helm):
         for where, spec in manifests.pod_specs():
             assert spec["securityContext"]["runAsNonRoot"] is True, f"{render} {where}"
             for c in spec["containers"]:
@@ -274,8 +274,8 @@ def test_aggregation_service_account_has_no_api_access(helm):
         assert all(s["name"] != "plantfed-aggregate" for s in binding["subjects"]), binding["metadata"]["name"]
 
 
-def test_registered_plants_get_a_role_scoped_to_their_own_participant(helm, tmp_path):
-    m = helm.render_hub(*values_file(tmp_path, PLANTS_VALUES), *WITH_CRDS)
+def test_registered_plants_get_a_role_scoped_to_their_own_participant(helm):
+    m = helm.render_hub(*["-f", str(helm.plants_file)], *WITH_CRDS)
     for plant in ("plant-a", "plant-b"):
         name = f"plantfed-plant-{plant}"
         assert m.get("ServiceAccount", name)["automountServiceAccountToken"] is False
@@ -306,9 +306,9 @@ def test_registered_plants_get_a_role_scoped_to_their_own_participant(helm, tmp_
     assert len(admin) >= 32 and admin not in decoded.values()
 
 
-def test_plant_participants_wait_for_their_crd(helm, tmp_path):
+def test_plant_participants_wait_for_their_crd(helm):
     # First install: Helm cannot map a kind whose CRD it is installing in the same release.
-    first = helm.template(HUB, *values_file(tmp_path, PLANTS_VALUES))
+    first = helm.template(HUB, *["-f", str(helm.plants_file)])
     m = Manifests.parse(first.stdout)
     assert not m.of("PlantParticipant")
     assert m.get("Role", "plantfed-plant-plant-a")  # RBAC and tokens do not wait
