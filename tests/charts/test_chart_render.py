@@ -405,12 +405,15 @@ def test_plant_rbac_is_namespaced_and_minimal(helm):
     assert not m.of("ClusterRole") and not m.of("ClusterRoleBinding")
     (role,) = m.of("Role")
     assert role["metadata"]["namespace"] == PLANT_NAMESPACE
-    assert rules(role) == grants(
+    minimal = grants(
         ("batch", "jobs", "create get list watch delete"),
         ("", "pods", "get list watch"),
         ("", "secrets", "create get delete"),
         ("", "events", "create"),
     )
+    assert rules(role) == minimal | grants(("", "pods/log", "get"))
+    (role,) = helm.render_plant("--set", "agent.reportTrainingLogs=false").of("Role")
+    assert rules(role) == minimal
     (binding,) = m.of("RoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "plantfed-agent", "namespace": PLANT_NAMESPACE}]
     assert m.get("ServiceAccount", "plantfed-train")["automountServiceAccountToken"] is False
