@@ -9,6 +9,7 @@ only the controllers the tests need run.
 from __future__ import annotations
 
 import shutil
+import signal
 import ssl
 import subprocess
 import tempfile
@@ -27,7 +28,7 @@ from .cluster import KubeCluster
 from .kubeconfig import write_kubeconfig
 from .pki import CertificateAuthority, CertFiles, write_service_account_keys
 from .ports import free_ports
-from .processes import spawn, terminate
+from .processes import signal_group, spawn, terminate
 from .testbin import testbin_dir
 from .wait import ConditionTimeout
 
@@ -330,12 +331,15 @@ class ControlPlane(KubeCluster):
         return self.directory / "logs" / f"{component}.log"
 
     def stop(self) -> None:
-        """Stop the controllers and scheduler, then the API server, then etcd."""
+        """SIGTERM every component at once (the cluster is discarded), SIGKILL stragglers."""
         if self._stopped:
             return
         self._stopped = True
+        for component in self._components:
+            signal_group(component.proc, signal.SIGTERM)
+        deadline = time.monotonic() + 10.0
         for component in reversed(self._components):
-            terminate(component.proc, grace=10.0)
+            terminate(component.proc, grace=max(0.0, deadline - time.monotonic()))
 
     def remove(self) -> None:
         """Stop and delete the instance's directory (keep it to read logs after a failure)."""

@@ -30,6 +30,7 @@ from .cluster import KubeCluster
 from .controlplane import ControlPlane
 from .kubelet_api import KubeletLogServer
 from .hosts import HostsFiles
+from .informers import stop_informer
 from .nodes import NodeHeart, NodeSpec
 from .podenv import Pod, decode_object_data
 from .pods import NodeContext, PodWorker
@@ -44,11 +45,6 @@ NODE_STATUS_SECONDS = 60.0
 STOP_GRACE_SECONDS = 5.0
 
 log = logging.getLogger(__name__)
-
-
-def _stop_informer(informer: SharedInformer) -> None:
-    """SharedInformer.stop() joins a thread blocked on the watch; don't wait for it."""
-    threading.Thread(target=informer.stop, name="informer-stop", daemon=True).start()
 
 
 def log_file(
@@ -167,8 +163,8 @@ class NodeRunner:
         if self._stopping.is_set():
             return
         self._stopping.set()
-        _stop_informer(self._pods)
-        _stop_informer(self._services)
+        stop_informer(self._pods)
+        stop_informer(self._services)
         if self._provisioner is not None:
             self._provisioner.stop()
         with self._lock:

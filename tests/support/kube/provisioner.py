@@ -16,6 +16,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.informer import ADDED, MODIFIED, SharedInformer
 
+from .informers import stop_informer
+
 STORAGE_CLASS = "plantfed-local"
 PROVISIONER = "plantfed.dev/local-dir"
 _CLAIM_ANNOTATION = "volume.kubernetes.io/storage-provisioner"
@@ -69,7 +71,7 @@ class DirectoryProvisioner:
 
     def stop(self) -> None:
         for informer in (self._claims, self._volumes):
-            informer._stop_event.set()
+            stop_informer(informer)
 
     def _on_claim(self, pvc: client.V1PersistentVolumeClaim) -> None:
         annotations = pvc.metadata.annotations or {}

@@ -57,9 +57,13 @@ def _enter_namespace(mounts: list[dict]) -> None:
         )
     _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     _mount(None, "/", MS_REC | MS_PRIVATE)
-    for m in sorted(mounts, key=lambda m: m["target"].count("/")):
-        _prepare_target(m["source"], m["target"])
-        _mount(m["source"], m["target"], MS_BIND | MS_REC)
+    # Hold every source open before mounting anything: a volume mounted over a parent of another
+    # volume's source (an emptyDir at /tmp over pytest's /tmp/pytest-of-...) would otherwise hide it.
+    ordered = sorted(mounts, key=lambda m: m["target"].count("/"))
+    held = [f"/proc/self/fd/{os.open(m['source'], os.O_PATH)}" for m in ordered]
+    for m, source in zip(ordered, held):
+        _prepare_target(source, m["target"])
+        _mount(source, m["target"], MS_BIND | MS_REC)
         if m.get("readOnly"):
             _mount(None, m["target"], MS_BIND | MS_REMOUNT | MS_RDONLY)
 
