@@ -30,8 +30,32 @@ helm_version="$(required_version helm helm.sh/helm/v3)"
 	|| die "could not read pinned versions from $here/*/go.mod"
 go_version="$(go env GOVERSION)"
 
-# Any change to the pinned module graph or the toolchain gives a new cache directory.
-digest="$(cat "$here"/{kubernetes,etcd,helm}/go.{mod,sum} "$here/build.sh" | sha256sum | cut -c1-12)"
+export CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false" GOTOOLCHAIN=local
+
+# Version ldflags, so the binaries report what they are.
+etcd_ldflags="-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$etcd_version"
+helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version"
+helm_ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+# The release's publication time from the module proxy keeps the build reproducible.
+build_date="$(cd "$here/kubernetes" && go list -m -f '{{.Time.UTC.Format "2006-01-02T15:04:05Z"}}' k8s.io/kubernetes)"
+major="${k8s_version#v}"
+major="${major%%.*}"
+minor="${k8s_version#v*.}"
+minor="${minor%%.*}"
+k8s_ldflags="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+	k8s_ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+	# The module proxy does not say which commit a tag is; leave it empty rather than wrong.
+	k8s_ldflags+=" -X $pkg.gitCommit= -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
+done
+
+# Any change to the pinned module graph, the flags or the toolchain gives a new directory.
+digest="$(
+	{
+		cat "$here"/{kubernetes,etcd,helm}/go.{mod,sum}
+		echo "$CGO_ENABLED $etcd_ldflags $k8s_ldflags $helm_ldflags"
+	} | sha256sum | cut -c1-12
+)"
 key="k8s-${k8s_version}_etcd-${etcd_version}_helm-${helm_version}_${go_version}_${digest}"
 dest="$cache_root/$key"
 
@@ -63,40 +87,26 @@ fi
 staging="$(mktemp -d "$cache_root/.building-XXXXXX")"
 chmod 755 "$staging"
 trap 'rm -rf "$staging"' EXIT
-
-export CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false" GOTOOLCHAIN=local
-build_date="$(cd "$here/kubernetes" && go mod download -json "k8s.io/kubernetes@$k8s_version" \
-	| awk -F'"' '$2 == "Time" { print $4; exit }')"
-build_date="${build_date:-1970-01-01T00:00:00Z}"
 start=$SECONDS
 
 echo "building etcd $etcd_version" >&2
-(cd "$here/etcd" && go build -trimpath \
-	-ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$etcd_version" \
-	-o "$staging/etcd" go.etcd.io/etcd/server/v3)
+(cd "$here/etcd" && go build -trimpath -ldflags "$etcd_ldflags" -o "$staging/etcd" go.etcd.io/etcd/server/v3)
 
 echo "building kube-apiserver, kube-controller-manager, kube-scheduler $k8s_version" >&2
-minor="${k8s_version#v*.}"
-minor="${minor%%.*}"
-major="${k8s_version#v}"
-major="${major%%.*}"
-k8s_ldflags="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-	k8s_ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
-	k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
-done
 (cd "$here/kubernetes" && go build -trimpath -ldflags "$k8s_ldflags" -o "$staging/" \
 	k8s.io/kubernetes/cmd/kube-apiserver \
 	k8s.io/kubernetes/cmd/kube-controller-manager \
 	k8s.io/kubernetes/cmd/kube-scheduler)
 
 echo "building helm $helm_version" >&2
-(cd "$here/helm" && go build -trimpath \
-	-ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
-	-o "$staging/helm" helm.sh/helm/v3/cmd/helm)
+(cd "$here/helm" && go build -trimpath -ldflags "$helm_ldflags" -o "$staging/helm" helm.sh/helm/v3/cmd/helm)
 
-"$staging/kube-apiserver" --version | grep -qx "Kubernetes $k8s_version" \
-	|| die "kube-apiserver reports $("$staging/kube-apiserver" --version), expected $k8s_version"
+for b in kube-apiserver kube-controller-manager kube-scheduler; do
+	"$staging/$b" --version | grep -qx "Kubernetes $k8s_version" \
+		|| die "$b reports $("$staging/$b" --version), expected Kubernetes $k8s_version"
+done
+"$staging/etcd" --version | grep -qx "etcd Version: ${etcd_version#v}" || die "etcd is not $etcd_version"
+"$staging/helm" version --template '{{.Version}}' | grep -qx "$helm_version" || die "helm is not $helm_version"
 
 rm -rf "$dest"
 mv "$staging" "$dest"
