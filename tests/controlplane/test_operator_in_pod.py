@@ -39,6 +39,23 @@ def test_kopf_operator_pod_reconciles_and_stops_on_delete(control_plane, namespa
                 "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": namespace}],
             },
         )
+        # kopf discovers namespaces and CRDs cluster-wide at start-up.
+        rbac.create_cluster_role(
+            {
+                "metadata": {"name": f"{namespace}-operator"},
+                "rules": [
+                    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+                    {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]},
+                ],
+            }
+        )
+        rbac.create_cluster_role_binding(
+            {
+                "metadata": {"name": f"{namespace}-operator"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": f"{namespace}-operator"},
+                "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": namespace}],
+            }
+        )
         core.create_namespaced_config_map(namespace, {"metadata": {"name": "operator-code"}, "data": {"operator.py": OPERATOR}})
         operator = manifests.container(
             "kopf",
@@ -65,5 +82,7 @@ def test_kopf_operator_pod_reconciles_and_stops_on_delete(control_plane, namespa
         assert marked.metadata.name == "subject"
         core.delete_namespaced_pod("operator", namespace)
         wait_for_gone(lambda: core.read_namespaced_pod("operator", namespace), timeout=60, what="operator pod removed")
+        for kind in ("cluster_role_binding", "cluster_role"):
+            getattr(rbac, f"delete_{kind}")(f"{namespace}-operator")
     # kopf logs its graceful stop on SIGTERM; a SIGKILL would leave no such line.
-    assert "Stop-flag is raised" in control_plane.logs(namespace, "operator") or "stopping" in control_plane.logs(namespace, "operator").lower()
+    assert "Signal SIGTERM is received. Operator is stopping." in control_plane.logs(namespace, "operator")
