@@ -116,6 +116,7 @@ def test_synthetic_sizes_come_from_options(task, small) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [({"overlap": 1.0}, r"overlap=1.0: must be in \[0, 1\)"),
+     ({"eval_overlap": -0.5}, r"eval_overlap=-0.5: must be in \[0, 1\)"),
      ({"split": "0.5,0.5"}, "need three positive fractions summing to 1"),
      ({"window": 16}, "window=16: must be at least 64")],
 )
@@ -125,6 +126,9 @@ def test_bad_window_options_are_reported(task, small, options, message) -> None:
 
 
 def test_window_options_shape_the_windows(task, small) -> None:
-    data = task.load_data(DataSpec("p", options={**small, "window": 1024, "overlap": "0.75", "split": "0.6,0.2,0.2"}))
+    options = {**small, "window": 1024, "overlap": "0.875", "eval_overlap": 0, "split": "0.6,0.2,0.2"}
+    data = task.load_data(DataSpec("p", options=options))
     assert data.train[0][0].shape == (1, 1024)
-    assert data.info["stride"] == 256 and data.info["split_fractions"] == [0.6, 0.2, 0.2]
+    assert data.info["stride"] == {"train": 128, "val": 1024, "test": 1024}
+    assert data.info["split_fractions"] == [0.6, 0.2, 0.2]
+    assert data.test.spans[1].start - data.test.spans[0].start == 1024

@@ -64,7 +64,7 @@ def test_windows_are_the_normalised_samples_their_spans_name(task, cwru_dir: Pat
 
 def test_train_windows_overlap_each_other_but_not_other_splits(task, small) -> None:
     data = task.load_data(DataSpec("p", options=small))
-    assert data.info["stride"] < data.info["window"]
+    assert data.info["stride"]["train"] < data.info["window"]
     hashes = {split: _window_hashes(data, split) for split in SPLITS}
     for a, b in combinations(SPLITS, 2):
         assert not hashes[a] & hashes[b]
