@@ -76,3 +76,24 @@ def test_pod_reaches_api_with_in_cluster_config_and_its_own_rights(control_plane
     output = control_plane.logs(namespace, "agent")
     assert done.status.phase == "Succeeded", output
     assert json.loads(output) == {"allowed": {"who": "allowed"}, "forbidden": 403}
+
+
+def test_client_certificate_groups_are_what_rbac_binds(control_plane, namespace):
+    with control_plane.api_client() as api:
+        client.RbacAuthorizationV1Api(api).create_namespaced_role_binding(
+            namespace,
+            {
+                "metadata": {"name": "plant-admins-view"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "plant-a-admins"}],
+            },
+        )
+    member = control_plane.cluster.user_kubeconfig("alice", groups=("plant-a-admins",))
+    outsider = control_plane.cluster.user_kubeconfig("bob")
+    with config.new_client_from_config(config_file=str(member)) as api:
+        assert client.CoreV1Api(api).list_namespaced_config_map(namespace).items is not None
+    with config.new_client_from_config(config_file=str(outsider)) as api:
+        with pytest.raises(ApiException) as denied:
+            client.CoreV1Api(api).list_namespaced_config_map(namespace)
+    assert denied.value.status == 403
+    assert 'User "bob"' in json.loads(denied.value.body)["message"]
