@@ -8,11 +8,16 @@ running pods have them bind-mounted.
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-_BASE = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+# Pods share the machine's hostname (no UTS namespace), so it must keep resolving.
+_BASE = (
+    f"127.0.0.1\tlocalhost {socket.gethostname()}\n"
+    "::1\tlocalhost ip6-localhost ip6-loopback\n"
+)
 
 
 class HostsFiles:
