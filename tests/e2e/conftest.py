@@ -20,6 +20,33 @@ from support.kube import wait_for
 PLANTS = {"stuttgart-press3": "plant-a", "lyon-press1": "plant-b"}
 """Plant id -> the cluster it runs in."""
 
+_deployed: list[Hub] = []
+
+
+def _log_tails(hub: Hub, lines: int = 150) -> list[tuple[str, str]]:
+    """The last lines of every hub pod's containers (operator, exchange, Jobs)."""
+    sections = []
+    with hub.cluster.api_client() as api:
+        pods = client.CoreV1Api(api).list_namespaced_pod(hub.namespace).items
+    for pod in pods:
+        for container in pod.spec.containers:
+            try:
+                text = hub.cluster.logs(hub.namespace, pod.metadata.name, container.name)
+            except Exception as exc:  # a pod that never started has no log
+                text = f"<no log: {exc}>"
+            sections.append((f"{pod.metadata.name}/{container.name}", "\n".join(text.splitlines()[-lines:])))
+    return sections
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Attach the hub pods' logs to a failed e2e test's report."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and _deployed:
+        for title, text in _log_tails(_deployed[-1]):
+            report.sections.append((f"log {title}", text))
+
 
 @dataclass
 class Federation:
@@ -49,6 +76,7 @@ def federation(hub_and_plants, tmp_path_factory) -> Iterator[Federation]:
     apply_crds(hub_cluster)
     namespace = hub_cluster.create_namespace("plantfed")
     hub = deploy_hub(hub_cluster, namespace, plant_values())
+    _deployed.append(hub)
     agents: dict[str, StandInAgent] = {}
     try:
         for index, (plant, cluster) in enumerate(PLANTS.items()):

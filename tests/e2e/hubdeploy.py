@@ -4,7 +4,8 @@
 applies once); the objects are then applied with kubectl. Only ports are rewritten: fake nodes
 run every pod on this machine's loopback, so the exchange must listen on the Service's port (a
 free one, not the chart's fixed 8443) and its metrics port must differ from the operator's.
-The operator gets `--poll-seconds=1` and a short heartbeat timeout so tests run in seconds.
+Through the chart's values the operator polls every second and uses a short heartbeat timeout,
+so tests run in seconds.
 """
 
 from __future__ import annotations
@@ -120,14 +121,14 @@ def _exchange_accepts_metrics_port() -> bool:
 
 
 def render(cluster: ClusterWithNodes, namespace: str, plants: list[dict[str, Any]], exchange_port: int,
-           metrics_port: int, operator_args: list[str]) -> list[dict[str, Any]]:
+           metrics_port: int, values: list[str]) -> list[dict[str, Any]]:
     out = cluster.helm(
         "template", "plantfed", str(HUB_CHART), "-n", namespace, "--kube-version", "1.37.0",
         "--api-versions", "plantfed.io/v1alpha1/PlantParticipant",
         "--set", "crds.enabled=false", "--set", "tests.enabled=false", "--set", "dashboards.enabled=false",
         "--set", f"exchange.service.port={exchange_port}", "--set", f"metrics.port={metrics_port}",
         "--set", f"exchange.store.storageClassName={STORAGE_CLASS}", "--set", "exchange.store.size=1Gi",
-        "--set-json", f"plants={json.dumps(plants)}",
+        "--set-json", f"plants={json.dumps(plants)}", *values,
     ).stdout
     docs = [d for d in yaml.safe_load_all(out) if d]
     exchange_metrics = free_ports(1)[0] if _exchange_accepts_metrics_port() else None
@@ -137,8 +138,6 @@ def render(cluster: ClusterWithNodes, namespace: str, plants: list[dict[str, Any
         container = doc["spec"]["template"]["spec"]["containers"][0]
         if container["name"] == "exchange":
             _rewrite_exchange(container, exchange_port, exchange_metrics)
-        elif container["name"] == "operator":
-            container["command"] += operator_args
     return docs
 
 
@@ -149,9 +148,11 @@ def _secret(docs: list[dict[str, Any]], name: str) -> dict[str, str]:
 
 
 def deploy_hub(cluster: ClusterWithNodes, namespace: str, plants: list[dict[str, Any]]) -> Hub:
-    exchange_port, metrics_port = free_ports(2)
-    operator_args = ["--poll-seconds=1", f"--heartbeat-timeout={HEARTBEAT_TIMEOUT}", "--log-level=DEBUG"]
-    docs = render(cluster, namespace, plants, exchange_port, metrics_port, operator_args)
+    exchange_port, metrics_port, liveness_port = free_ports(3)
+    docs = render(cluster, namespace, plants, exchange_port, metrics_port, [
+        "--set", f"operator.livenessPort={liveness_port}", "--set", "operator.pollSeconds=1",
+        "--set", f"operator.heartbeatTimeoutSeconds={HEARTBEAT_TIMEOUT}", "--set", "operator.logLevel=DEBUG",
+    ])
     cluster.kubectl("-n", namespace, "apply", "-f", "-", input="\n---\n".join(yaml.safe_dump(d) for d in docs))
     tls = _secret(docs, "plantfed-exchange-tls")
     hub = Hub(

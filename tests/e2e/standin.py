@@ -54,7 +54,7 @@ class StandInAgent:
         sa = f"plantfed-plant-{plant}"
         # The plant's identity on the hub: the chart's per-plant ServiceAccount (writes only its own object).
         self.hub_api = config.new_client_from_config(
-            config_file=str(hub.cluster.service_account_kubeconfig(hub.namespace, sa, expiration_seconds=7200)))
+            config_file=str(hub.cluster.cluster.service_account_kubeconfig(hub.namespace, sa, expiration_seconds=7200)))
         self.local_api = cluster.api_client()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

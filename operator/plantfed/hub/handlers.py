@@ -27,6 +27,11 @@ def _unfinished(status: Any, **_: Any) -> bool:
 def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, poll_seconds: float) -> None:
     common = {"registry": registry, "backoff": poll_seconds}
 
+    # A registry of our own gets no implicit login: use the pod's ServiceAccount (or the kubeconfig).
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_via_client(**kwargs)
+
     @kopf.on.resume(GROUP, VERSION, ROUNDS, **common)
     @kopf.on.create(GROUP, VERSION, ROUNDS, **common)
     def round_changed(namespace: str, name: str, **_: Any) -> None:

@@ -1,0 +1,92 @@
+"""One round on Kubernetes, from `kubectl apply` to the promoted model (docs/architecture.md)."""
+
+from __future__ import annotations
+
+import yaml
+from conftest import PLANTS, condition, create_lineage, wait_phase
+from hubdeploy import ROOT
+from kubernetes import client
+
+
+def example(name: str, namespace: str) -> dict:
+    (doc,) = [d for d in yaml.safe_load_all((ROOT / "examples" / name).read_text()) if d]
+    doc["metadata"]["namespace"] = namespace
+    return doc
+
+
+def columns(table: str) -> list[dict[str, str]]:
+    """`kubectl get` output as rows keyed by header (columns are separated by 2+ spaces)."""
+    import re
+
+    lines = [line for line in table.splitlines() if line.strip()]
+    header = re.split(r"\s{2,}", lines[0].strip())
+    return [dict(zip(header, re.split(r"\s{2,}", line.strip()))) for line in lines[1:]]
+
+
+def test_example_round_is_trained_aggregated_and_promoted(federation):
+    hub = federation.hub
+    # The campaign is suspended so only the hand-written round runs; the lineage starts at version 1.
+    model = example("model.yaml", hub.namespace)
+    model["spec"]["suspend"] = True
+    hub.apply(model)
+    fm = wait_phase(hub, "federatedmodels", "bearing", ("Suspended",), timeout=240)
+    assert fm["status"]["promotedVersion"] == 1
+    assert condition(fm, "Ready")["status"] == "True"
+
+    round_ = example("round.yaml", hub.namespace)
+    del round_["spec"]["baseVersion"]  # the example names version 12 of a long-running lineage
+    hub.apply(round_)
+    fr = wait_phase(hub, "federatedrounds", "bearing-hotfix-1", ("Succeeded",))
+
+    status = fr["status"]
+    plants = {p["plant"]: p for p in status["plants"]}
+    assert {p: plants[p]["state"] for p in PLANTS} == {p: "Uploaded" for p in PLANTS}
+    assert plants["brno-lathe2"]["state"] == "Excluded" and plants["brno-lathe2"]["reason"] == "NotFound"
+    assert status["baseVersion"] == 1 and status["resultVersion"] == 2 and status["uploaded"] == 2
+    assert condition(fr, "Succeeded")["status"] == "True"
+    assert condition(fr, "Promoted")["reason"] == "Promoted"
+
+    with hub.admin() as admin:
+        promoted = admin.get_model("bearing")
+        updates = admin.list_updates("bearing-hotfix-1")
+    assert (promoted.version, promoted.parent, promoted.round_id) == (2, 1, "bearing-hotfix-1")
+    assert sorted(u.meta.plant for u in updates.updates) == sorted(PLANTS)
+    assert all(u.meta.dp.noise_multiplier == 0.8 for u in updates.updates)  # local DP reached the plants
+    assert updates.round.state.value == "closed"
+
+    # The aggregation Job: owned by the round, no API credentials, exactly the frozen plant set.
+    with hub.cluster.api_client() as api:
+        job = client.BatchV1Api(api).read_namespaced_job(status["aggregationJob"], hub.namespace)
+    assert job.metadata.owner_references[0].kind == "FederatedRound"
+    assert job.metadata.owner_references[0].uid == fr["metadata"]["uid"]
+    pod = job.spec.template.spec
+    assert pod.automount_service_account_token is False
+    command = pod.containers[0].command
+    assert command[:2] == ["plantfed", "aggregate"]
+    assert "--strategy=fedprox" in command and f"--plants={','.join(sorted(PLANTS))}" in command
+    assert job.status.succeeded == 1
+
+    fm = wait_phase(hub, "federatedmodels", "bearing", ("Suspended",))
+    wait_for_history = [h for h in fm["status"].get("history", []) if h["round"] == "bearing-hotfix-1"]
+    if not wait_for_history:  # the model's timer records the promotion within a poll interval
+        from support.kube import wait_for
+
+        wait_for(lambda: hub.get("federatedmodels", "bearing")["status"].get("promotedVersion") == 2,
+                 timeout=30, what="model records version 2")
+        fm = hub.get("federatedmodels", "bearing")
+    assert fm["status"]["promotedVersion"] == 2
+    assert [h["version"] for h in fm["status"]["history"]] == [2]
+
+    rows = {r["NAME"]: r for r in columns(hub.kubectl("get", "federatedrounds").stdout)}
+    assert {k: rows["bearing-hotfix-1"][k] for k in ("MODEL", "PHASE", "BASE", "QUORUM", "ASSIGNED", "UPLOADED", "RESULT")} == {
+        "MODEL": "bearing", "PHASE": "Succeeded", "BASE": "1", "QUORUM": "2", "ASSIGNED": "2", "UPLOADED": "2",
+        "RESULT": "2"}
+    rows = {r["NAME"]: r for r in columns(hub.kubectl("get", "plantparticipants").stdout)}
+    for plant in PLANTS:
+        assert rows[plant]["READY"] == "True" and rows[plant]["PAUSED"] == "false" and rows[plant]["GPUS"] == "1"
+    rows = {r["NAME"]: r for r in columns(hub.kubectl("get", "federatedmodels").stdout)}
+    assert (rows["bearing"]["PHASE"], rows["bearing"]["PROMOTED"]) == ("Suspended", "2")
+
+    events = hub.kubectl("get", "events", "--field-selector", "involvedObject.name=bearing-hotfix-1",
+                         "-o", "jsonpath={.items[*].reason}").stdout.split()
+    assert {"Started", "QuorumReached", "Aggregated", "Promoted"} <= set(events)
