@@ -159,6 +159,10 @@ def test_operator_command(helm):
         "--log-level": "INFO",
     }
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
+    assert {"name": "liveness", "containerPort": 8080, "protocol": "TCP"} in c["ports"]
+    # Off: no flag, no probe (e.g. where pods share one network namespace and 8080 is taken).
+    (c,) = helm.render_hub("--set", "operator.livenessPort=null").get("Deployment", "plantfed-operator")["spec"]["template"]["spec"]["containers"]
+    assert "livenessProbe" not in c and not any(a.startswith("--liveness-port") for a in c["command"])
     # A client: it gets the CA certificate, never the exchange's private key.
     ca = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "ca")
     assert ca["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
