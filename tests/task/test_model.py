@@ -59,7 +59,7 @@ def test_by_name_average_of_full_and_light_loads_into_both(task) -> None:
     assert fresh_full(x).shape == fresh_light(x).shape == (3, 4)
 
 
-@pytest.mark.parametrize("window", [1024, 2048, 4096])
+@pytest.mark.parametrize("window", [256, 1024, 2048, 4096])
 def test_models_take_any_window_length(task, window: int) -> None:
     for variant in task.variants:
         assert task.build_model(variant)(torch.randn(2, 1, window)).shape == (2, 4)

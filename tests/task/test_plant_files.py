@@ -118,7 +118,7 @@ def test_synthetic_sizes_come_from_options(task, small) -> None:
     [({"overlap": 1.0}, r"overlap=1.0: must be in \[0, 1\)"),
      ({"eval_overlap": -0.5}, r"eval_overlap=-0.5: must be in \[0, 1\)"),
      ({"split": "0.5,0.5"}, "need three positive fractions summing to 1"),
-     ({"window": 16}, "window=16: must be at least 64")],
+     ({"window": 128}, "window=128: must be at least 256")],
 )
 def test_bad_window_options_are_reported(task, small, options, message) -> None:
     with pytest.raises(ValueError, match=message):

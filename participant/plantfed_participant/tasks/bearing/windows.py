@@ -20,6 +20,8 @@ from plantfed_participant.tasks.bearing.labels import CLASSES, class_index
 from plantfed_participant.tasks.bearing.recording import Recording
 
 SPLITS = ("train", "val", "test")
+#: The full model halves the time axis 5 times after a stride-8 stem, so shorter windows leave nothing to pool.
+MIN_WINDOW = 256
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,8 @@ class WindowOptions:
             fractions=fractions,  # type: ignore[arg-type]
             fs=float(options.get("fs", cls.fs)),
         )
-        if opts.window < 64:
-            raise ValueError(f"option window={opts.window}: must be at least 64 samples")
+        if opts.window < MIN_WINDOW:
+            raise ValueError(f"option window={opts.window}: must be at least {MIN_WINDOW} samples")
         for name in ("overlap", "eval_overlap"):
             if not 0.0 <= getattr(opts, name) < 1.0:
                 raise ValueError(f"option {name}={getattr(opts, name)}: must be in [0, 1)")
@@ -76,7 +78,6 @@ class WindowDataset(Dataset):
     def __init__(self, segments: list[np.ndarray], labels: list[int], index: list[tuple[int, int]],
                  spans: list[Span], window: int) -> None:
         self._segments = [torch.from_numpy(np.ascontiguousarray(s, dtype=np.float32)) for s in segments]
-        self._segment_labels = labels
         self._index = index
         self.spans = spans
         self.window = window
