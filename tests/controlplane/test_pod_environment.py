@@ -110,4 +110,5 @@ def test_missing_config_map_keeps_pod_pending_until_it_exists(control_plane, nam
         core.create_namespaced_config_map(namespace, {"metadata": {"name": "later"}, "data": {"k": "arrived"}})
         done = wait_for_pod(core, namespace, "waits", pod_phase_in("Succeeded", "Failed"), timeout=60, what="finish")
     assert done.status.phase == "Succeeded"
+    assert done.status.message is None
     assert control_plane.logs(namespace, "waits").strip() == "arrived"

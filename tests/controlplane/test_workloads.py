@@ -186,3 +186,4 @@ def test_never_restarted_failure_fails_the_pod(control_plane, namespace):
     assert done.status.phase == "Failed"
     terminated = done.status.container_statuses[0].state.terminated
     assert terminated.exit_code == 7 and terminated.reason == "Error"
+

@@ -497,8 +497,8 @@ class PodWorker:
         if sandbox_ready:
             status["podIP"] = "127.0.0.1"
             status["podIPs"] = [{"ip": "127.0.0.1"}]
-        if self._setup_error and self._stage == "setup":
-            status["message"] = self._setup_error
+        # Explicit null: a strategic merge patch would otherwise keep a resolved error.
+        status["message"] = self._setup_error if self._stage == "setup" else None
         return status
 
     def _push_status(self) -> None:
