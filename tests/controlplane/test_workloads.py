@@ -175,6 +175,8 @@ def test_failing_container_restarts_per_policy_and_keeps_previous_log(control_pl
     assert status.last_state.terminated.exit_code == 3
     assert control_plane.logs(namespace, "flaky", "c").strip() == "run 2"
     assert control_plane.logs(namespace, "flaky", "c", previous=True).strip() == "run 1"
+    if isinstance(control_plane.cluster, ControlPlane):  # through the kubelet log endpoint
+        assert control_plane.kubectl("logs", "-n", namespace, "flaky", "--previous").stdout.strip() == "run 1"
 
 
 def test_never_restarted_failure_fails_the_pod(control_plane, namespace):
