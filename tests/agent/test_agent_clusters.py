@@ -327,6 +327,17 @@ def test_assigned_round_runs_a_training_job_that_uploads(world):
         assert token not in json.dumps(obj)
 
 
+def test_a_failing_training_pod_reports_its_exit_code_and_last_log_line(world):
+    # Not opened on the exchange: `plantfed train` asks the exchange for the round and exits 1.
+    world.start_round("bearing-r1b", open_on_exchange=False, pod={"gpus": 1, "cpu": "1", "memory": "2Gi"})
+
+    failed = wait_for(lambda: (a := world.assignment()).get("round") == "bearing-r1b" and a.get("state") == "Failed"
+                      and a, timeout=TRAINING_TIMEOUT, what="bearing-r1b reported Failed")
+    assert failed["message"].startswith("BackoffLimitExceeded: "), failed
+    assert "exit code 1 (Error): " in failed["message"], failed
+    assert "NOT_FOUND" in failed["message"], failed  # the exchange's answer, from the pod's last log line
+
+
 def _pod_of(world: World, job: str) -> str:
     pods = client.CoreV1Api(world.plant_api()).list_namespaced_pod(world.plant_ns, label_selector=f"job-name={job}")
     return pods.items[-1].metadata.name if pods.items else ""
