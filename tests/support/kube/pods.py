@@ -192,7 +192,7 @@ class PodWorker:
         if self._stage == "setup":
             deadlines.append(self._retry_at)
         for c in self.init_containers + self.containers:
-            if not c.running and not c.done:
+            if not c.running and not c.done and c.next_start > now:  # a pending (re)start
                 deadlines.append(c.next_start)
             deadlines += [t.next_at for t in c.probes.values()]
         return max(0.05, min(deadlines) - now)
@@ -247,6 +247,10 @@ class PodWorker:
         except ConfigError as exc:
             c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}
             self._event("Failed", f"Error: {exc}", "Warning")
+            c.next_start = now + RETRY_SETUP_AFTER
+            return
+        except ApiException as exc:  # reading a ConfigMap/Secret failed: try again shortly
+            log.warning("pod %s/%s container %s: %s", self.namespace, self.pod_name, c.name, exc)
             c.next_start = now + RETRY_SETUP_AFTER
             return
         container_dir = self.sandbox / "containers" / c.name
