@@ -16,6 +16,14 @@ class ConditionTimeout(AssertionError):
     """The condition did not hold before the deadline; says what was awaited and last seen."""
 
 
+def _brief(last: object, limit: int = 3000) -> str:
+    """The last observation, as name + status for API objects (managedFields are noise)."""
+    status = getattr(last, "status", None)
+    metadata = getattr(last, "metadata", None)
+    text = f"{metadata.name}: status={status!r}" if status is not None and metadata is not None else repr(last)
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
 def wait_for(
     probe: Callable[[], T],
     *,
@@ -39,7 +47,7 @@ def wait_for(
         except ignore as exc:
             last = exc
         if time.monotonic() >= deadline:
-            raise ConditionTimeout(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+            raise ConditionTimeout(f"timed out after {timeout:.0f}s waiting for {what}; last: {_brief(last)}")
         time.sleep(interval)
 
 
@@ -66,7 +74,7 @@ def watch_until(
                 return item
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise ConditionTimeout(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+            raise ConditionTimeout(f"timed out after {timeout:.0f}s waiting for {what}; last: {_brief(last)}")
         stream = watch.Watch()
         try:
             for event in stream.stream(
