@@ -16,7 +16,13 @@ binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler helm)
 
 die() { echo "build.sh: $*" >&2; exit 1; }
 
-command -v go >/dev/null || die "Go is not installed (need go >= 1.26 on PATH)"
+if ! command -v go >/dev/null; then
+	# Without Go the control-plane tests skip (and say so), so `make test` still runs the rest;
+	# CI must build them.
+	[[ -z "${CI:-}" && "${1:-}" != "--dir" ]] || die "Go is not installed (need go >= 1.26 on PATH)"
+	echo "build.sh: Go is not installed; not building (control-plane tests will be skipped)" >&2
+	exit 0
+fi
 
 # The version a go.mod requires for a module: the first "module vX" line outside replace.
 required_version() {
