@@ -32,15 +32,18 @@ def _tail(data: bytes, lines: int) -> bytes:
 
 
 class KubeletLogServer:
+    """Listens on a kernel-chosen 127.0.0.1 port (``port``) from construction on."""
+
     def __init__(
-        self, port: int, serving: CertFiles, client_ca: Path, locate: LogLocator, running: StillRunning
+        self, serving: CertFiles, client_ca: Path, locate: LogLocator, running: StillRunning
     ) -> None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(str(serving.cert), str(serving.key))
         context.load_verify_locations(str(client_ca))
         context.verify_mode = ssl.CERT_REQUIRED
         handler = _handler(locate, running)
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.port: int = self._server.server_address[1]
         self._server.daemon_threads = True
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
 

@@ -35,7 +35,6 @@ from .nodes import NodeHeart, NodeSpec
 from .podenv import Pod, decode_object_data
 from .pods import NodeContext, PodWorker
 from .pki import CertFiles
-from .ports import free_ports
 from .processes import spawn, terminate
 from .provisioner import DirectoryProvisioner
 from .wait import wait_for
@@ -43,6 +42,7 @@ from .wait import wait_for
 HEARTBEAT_SECONDS = 10.0
 NODE_STATUS_SECONDS = 60.0
 STOP_GRACE_SECONDS = 5.0
+KUBELET_DEFAULT_PORT = 10250  # advertised when the log endpoint is off; nothing listens
 
 log = logging.getLogger(__name__)
 
@@ -120,15 +120,15 @@ class NodeRunner:
         self._finished: set[str] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        kubelet_port = free_ports(1)[0]
         if isinstance(cluster, ControlPlane):
             kubelet_serving = kubelet_serving or cluster.kubelet_serving
             client_ca = client_ca or cluster.ca_file
         self._kubelet_api = (
-            KubeletLogServer(kubelet_port, kubelet_serving, client_ca, self._log_file, self._container_running)
+            KubeletLogServer(kubelet_serving, client_ca, self._log_file, self._container_running)
             if kubelet_serving is not None and client_ca is not None
             else None
         )
+        kubelet_port = self._kubelet_api.port if self._kubelet_api is not None else KUBELET_DEFAULT_PORT
         leases = client.CoordinationV1Api(self.api)
         self._hearts = [NodeHeart(self.core, leases, spec, kubelet_port) for spec in self.nodes]
         self._node_names = {spec.name for spec in self.nodes}
