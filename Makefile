@@ -26,6 +26,7 @@ proto: $(STAMP)
 
 crds: $(STAMP)
 	$(BIN)/plantfed crds --out crds
+	cp crds/*.yaml charts/plantfed-hub/files/crds/
 
 test: $(STAMP) testbin
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -rs

@@ -38,6 +38,7 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codec", default="none", choices=CODECS, help="update compression on the wire")
     p.add_argument("--clip-norm", type=float, default=0.0, help="clip the update's L2 norm (0 = off)")
     p.add_argument("--noise-multiplier", type=float, default=0.0, help="Gaussian noise std as a multiple of clip-norm")
+    p.add_argument("--label-skew-alpha", type=float, default=0.0, help="benchmarks: Dirichlet label skew of the train split (0 = off)")
 
 
 def _add_strategy_args(p: argparse.ArgumentParser) -> None:
@@ -106,7 +107,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             optimizer=args.optimizer, fedprox_mu=args.fedprox_mu,
         ),
         codec=Codec(args.codec), clip_norm=args.clip_norm, noise_multiplier=args.noise_multiplier,
-        variant=args.variant, seed=args.seed, device=args.device,
+        variant=args.variant, seed=args.seed, device=args.device, label_skew_alpha=args.label_skew_alpha,
     )
     report = runtime.participate(args.round, cfg)
     _emit(json.loads(report.to_json()), args.report)
@@ -124,12 +125,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from plantfed.simulate import Simulation, SimulationConfig
 
     cfg = SimulationConfig(
-        plants=args.plants, rounds=args.rounds, task=args.task, data=args.data, out=args.out,
+        plants=args.plants, holdout=args.holdout, baselines=args.baselines, rounds=args.rounds, task=args.task, data=args.data, out=args.out,
         strategy=strategy_from_args(args), epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, optimizer=args.optimizer, fedprox_mu=args.fedprox_mu,
         codec=Codec(args.codec), clip_norm=args.clip_norm, noise_multiplier=args.noise_multiplier,
         variants=tuple(args.variants.split(",")) if args.variants else (), seed=args.seed,
         parallel=args.parallel, metrics_port=args.metrics_port, data_options=parse_options(args.data_option),
+        label_skew_alpha=args.label_skew_alpha,
     )
     Simulation(cfg).run()
     return 0
@@ -168,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="run a whole federation on this machine (plants as local processes)")
     p.add_argument("--plants", type=int, default=3)
+    p.add_argument("--holdout", type=int, default=0, help="the last K plants never train; they only score models")
+    p.add_argument("--baselines", action="store_true", help="also train centralised and siloed models (same budget)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--task", default="bearing")
     p.add_argument("--data", type=Path, help="data directory (e.g. ../shared/data/cwru); default: synthetic")

@@ -30,12 +30,16 @@ from plantfed.metrics import Metrics
 from plantfed.records import Codec, RoundRecord
 from plantfed.round_aggregation import aggregate_round
 from plantfed.store import ModelStore
-from plantfed_participant.sdk import load_task
+from plantfed_participant.baselines import BaselineReport, run_baselines
+from plantfed_participant.sdk import DataSpec, load_task
+from plantfed_participant.training import LocalTrainingConfig, pick_device
 
 
 @dataclass
 class SimulationConfig:
     plants: int = 3
+    holdout: int = 0
+    baselines: bool = False
     rounds: int = 5
     task: str = "bearing"
     data: Path | None = None
@@ -50,6 +54,7 @@ class SimulationConfig:
     codec: Codec = Codec.NONE
     clip_norm: float = 0.0
     noise_multiplier: float = 0.0
+    label_skew_alpha: float = 0.0
     variants: tuple[str, ...] = ()
     seed: int = 0
     parallel: int = 0
@@ -99,9 +104,14 @@ class Simulation:
         self.task = load_task(cfg.task)
         self.store = ModelStore(self.out / "hub" / "store")
         self.metrics = Metrics()
-        self.plants = [plant_name(i) for i in range(cfg.plants)]
+        if not 0 <= cfg.holdout < cfg.plants:
+            raise ValueError(f"--holdout {cfg.holdout} must leave at least one of the {cfg.plants} plants training")
+        everyone = [plant_name(i) for i in range(cfg.plants)]
+        self.plants = everyone[: cfg.plants - cfg.holdout]
+        self.holdout = everyone[cfg.plants - cfg.holdout :]
         self.reports: list[RoundReport] = []
         self.final_eval: dict[str, dict[str, float]] = {}
+        self.baselines = None
         self.local_patterns = tuple(self.task.local_parameter_patterns())
 
     # -- hub ---------------------------------------------------------------------------------------------
@@ -109,7 +119,7 @@ class Simulation:
         """One secret per plant; the hub keeps them as a Secret-like directory, each plant gets only its own."""
         book_dir = self.out / "hub" / "tokens"
         book_dir.mkdir(parents=True, exist_ok=True)
-        for plant in self.plants:
+        for plant in self.plants + self.holdout:
             token = secrets.token_urlsafe(32)
             for path in (book_dir / plant, self.out / "plants" / plant / "token"):
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,7 +149,7 @@ class Simulation:
             "--epochs", str(c.epochs), "--batch-size", str(c.batch_size), "--learning-rate", str(c.learning_rate),
             "--optimizer", c.optimizer, "--fedprox-mu", str(c.fedprox_mu), "--codec", c.codec.value,
             "--clip-norm", str(c.clip_norm), "--noise-multiplier", str(c.noise_multiplier),
-            "--report", str(pdir / "report.json"),
+            "--label-skew-alpha", str(c.label_skew_alpha), "--report", str(pdir / "report.json"),
         ]
         if c.variants:
             cmd += ["--variant", c.variants[index % len(c.variants)]]
@@ -269,7 +279,8 @@ class Simulation:
                         (p.metrics["global_test_accuracy"], p.metrics["global_test_loss"], p.metrics["global_test_samples"])
                     )
         for plant, ev in final_eval.items():
-            by_version.setdefault(int(ev["version"]), []).append((ev["test_accuracy"], ev["test_loss"], ev["test_samples"]))
+            if plant in self.plants:
+                by_version.setdefault(int(ev["version"]), []).append((ev["test_accuracy"], ev["test_loss"], ev["test_samples"]))
         self.initial = _weighted(by_version.get(self.reports[0].base_version, [])) if self.reports else None
         for rep in self.reports:
             quality = _weighted(by_version.get(rep.version, []))
@@ -284,7 +295,7 @@ class Simulation:
     def _final_evaluation(self, target: str) -> dict[str, dict[str, float]]:
         c = self.cfg
         jobs = []
-        for i, plant in enumerate(self.plants):
+        for i, plant in enumerate(self.plants + self.holdout):
             pdir = self.out / "plants" / plant
             cmd = [
                 sys.executable, "-m", "plantfed", "evaluate", "--exchange", target, "--plant", plant,
@@ -321,18 +332,21 @@ class Simulation:
         try:
             self._seed_model()
             self.console.print(
-                f"[bold]plantfed simulate[/]: {c.plants} plants × {c.rounds} rounds, task {c.task}, "
+                f"[bold]plantfed simulate[/]: {len(self.plants)} plants × {c.rounds} rounds"
+                f"{f' (+{len(self.holdout)} hold-out)' if self.holdout else ''}, task {c.task}, "
                 f"strategy {c.strategy.name.value}, data {'synthetic' if c.data is None else c.data}, exchange {target}"
             )
             with Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                 console=self.console, transient=False,
             ) as progress:
-                bar = progress.add_task("starting", total=c.rounds * c.plants)
+                bar = progress.add_task("starting", total=c.rounds * len(self.plants))
                 for number in range(1, c.rounds + 1):
                     self.reports.append(self.run_round(number, target, progress, bar))
             self.final_eval = self._final_evaluation(target)
             self._attach_global_metrics(self.final_eval)
+            if c.baselines:
+                self.baselines = self._run_baselines()
         finally:
             server.stop(grace=2)
         return self._write_outputs(time.perf_counter() - started)
@@ -345,12 +359,40 @@ class Simulation:
             "initial": {"accuracy": self.initial[0], "loss": self.initial[1]} if self.initial else None,
             "rounds": [_jsonable(asdict(r)) for r in self.reports],
             "final_evaluation": self.final_eval,
+            "holdout": self.holdout,
+            "quality": quality_summary(self.reports, self.final_eval, self.plants, self.holdout, self.baselines),
             "seconds": seconds,
         }
         (self.out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
         render_convergence(report, self.out / "convergence.png")
         self._print_summary(report)
         return report
+
+    def _spec(self, index: int) -> DataSpec:
+        c = self.cfg
+        return DataSpec(
+            plant=plant_name(index), path=Path(c.data).resolve() if c.data else None, plant_index=index,
+            num_plants=c.plants, seed=c.seed, options=dict(c.data_options),
+        )
+
+    def _run_baselines(self) -> BaselineReport:
+        """Centralised and siloed models with the federation's compute budget (see plantfed_participant.baselines)."""
+        c = self.cfg
+        self.console.print(f"baselines: centralised + {len(self.plants)} siloed models, {c.rounds * c.epochs} epochs each")
+        initial = codecs.load_state(self.store.blob_path(self.store.get_model(c.model_name, 1).digest))
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        return run_baselines(
+            self.task, initial, [self._spec(i) for i in range(len(self.plants))],
+            [self._spec(i) for i in range(c.plants)], self._training_config(), rounds=c.rounds, seed=c.seed,
+            device=pick_device(), label_skew_alpha=c.label_skew_alpha,
+        )
+
+    def _training_config(self) -> LocalTrainingConfig:
+        c = self.cfg
+        return LocalTrainingConfig(
+            epochs=c.epochs, batch_size=c.batch_size, learning_rate=c.learning_rate, optimizer=c.optimizer,
+            fedprox_mu=c.fedprox_mu,
+        )
 
     def _print_summary(self, report: dict) -> None:
         table = Table(title="federated rounds (global model, federated evaluation on each plant's test split)")
@@ -362,7 +404,46 @@ class Simulation:
                 f"{sum(p.ok for p in r.plants.values())}/{len(r.plants)}", f"{r.bytes_up / 1e6:.2f}", f"{r.seconds:.1f}",
             )
         self.console.print(table)
+        quality = report["quality"]
+        if quality.get("comparison"):
+            cmp = Table(title="test accuracy per plant: federated vs centralised vs siloed (same compute budget)")
+            cmp.add_column("plant")
+            cmp.add_column("trained?")
+            models = list(next(iter(quality["comparison"].values())))
+            for name in models:
+                cmp.add_column(name, justify="right")
+            for plant, row in quality["comparison"].items():
+                cmp.add_row(plant, "hold-out" if plant in self.holdout else "yes", *(_fmt(row[m]) for m in models))
+            self.console.print(cmp)
+        for key in ("federated_share_of_centralised", "rounds_to_95pct_of_final"):
+            if quality.get(key) is not None:
+                self.console.print(f"{key.replace('_', ' ')}: {quality[key]:.4g}")
         self.console.print(f"report: {self.out / 'report.json'}   plot: {self.out / 'convergence.png'}")
+
+
+def quality_summary(
+    reports: list[RoundReport], final_eval: dict[str, dict[str, float]], trained: list[str], holdout: list[str],
+    baselines: BaselineReport | None,
+) -> dict:
+    """The learning-quality figures: per-plant comparison, federated/centralised share, rounds to 95 %."""
+    accs = [r.global_accuracy for r in reports if r.global_accuracy is not None]
+    out: dict = {"rounds_to_95pct_of_final": None, "federated_share_of_centralised": None, "comparison": {}}
+    if accs:
+        final = accs[-1]
+        out["rounds_to_95pct_of_final"] = next(r.round for r in reports if (r.global_accuracy or 0) >= 0.95 * final)
+    for plant in trained + holdout:
+        row = {"federated": final_eval.get(plant, {}).get("test_accuracy")}
+        if baselines is not None:
+            for name, scores in baselines.scores.items():
+                row[name] = scores[plant]["accuracy"]
+        out["comparison"][plant] = row
+    if baselines is not None and trained and all(out["comparison"][p]["federated"] is not None for p in trained):
+        fed = sum(out["comparison"][p]["federated"] for p in trained) / len(trained)
+        cen = sum(out["comparison"][p]["centralised"] for p in trained) / len(trained)
+        out["federated_share_of_centralised"] = fed / cen if cen else None
+    if baselines is not None:
+        out["baseline_epochs"] = baselines.epochs
+    return out
 
 
 def _weighted(rows: list[tuple[float, float, float]]) -> tuple[float, float] | None:

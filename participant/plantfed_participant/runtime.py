@@ -19,6 +19,7 @@ from plantfed import codecs
 from plantfed.exchange.client import ExchangeClient
 from plantfed.records import Codec, DPParams, UpdateMeta
 from plantfed_participant.model_cache import ModelCache
+from plantfed_participant.partition import label_skewed
 from plantfed_participant.privacy import clip_and_noise
 from plantfed_participant.sdk import DataSpec, Task
 from plantfed_participant.training import LocalTrainingConfig, evaluate, pick_device, train_local
@@ -35,6 +36,7 @@ class ParticipationConfig:
     variant: str = "full"
     seed: int = 0
     device: str = "auto"
+    label_skew_alpha: float = 0.0
 
 
 @dataclass
@@ -114,6 +116,9 @@ class PlantRuntime:
         model = self.build_model(global_state, cfg.variant, seed)
         device = pick_device(cfg.device)
         plant_data = self.task.load_data(self.data)
+        train_set = plant_data.train
+        if cfg.label_skew_alpha > 0:
+            train_set = label_skewed(train_set, cfg.label_skew_alpha, seed=cfg.seed, plant_index=self.data.plant_index)
 
         metrics: dict[str, float] = {}
         for split_name, split in (("val", plant_data.val), ("test", plant_data.test)):
@@ -121,7 +126,7 @@ class PlantRuntime:
                 metrics[f"global_{split_name}_{key}"] = value
 
         base_local = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        result = train_local(self.task, model, plant_data.train, cfg.training, device, seed=seed, progress=progress)
+        result = train_local(self.task, model, train_set, cfg.training, device, seed=seed, progress=progress)
         metrics.update(
             train_loss=result.train_loss,
             train_accuracy=result.train_accuracy,
@@ -144,12 +149,11 @@ class PlantRuntime:
         payload_path.parent.mkdir(parents=True, exist_ok=True)
         codecs.write_update(payload, payload_path, cfg.codec)
 
-        steps_per_epoch = max(1, -(-len(plant_data.train) // cfg.training.batch_size))
         meta = UpdateMeta(
             plant=self.plant,
             round_id=round_id,
             base_version=base_version,
-            num_samples=len(plant_data.train),
+            num_samples=len(train_set),
             metrics=metrics,
             train_seconds=result.seconds,
             codec=cfg.codec,
@@ -157,7 +161,7 @@ class PlantRuntime:
                 clip_norm=cfg.clip_norm,
                 noise_multiplier=cfg.noise_multiplier,
                 steps=result.steps,
-                sample_rate=min(1.0, cfg.training.batch_size / max(len(plant_data.train), 1)) if steps_per_epoch else 0.0,
+                sample_rate=min(1.0, cfg.training.batch_size / max(len(train_set), 1)),
             ),
             total_bytes=payload_path.stat().st_size,
             sha256=codecs.file_sha256(payload_path),
