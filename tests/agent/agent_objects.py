@@ -60,10 +60,11 @@ def round_status(plants: dict[str, str], phase: str = "Training", start: datetim
 
 def round_body(name: str, plants: dict[str, str] | None = None, *, phase: str = "Training",
                namespace: str = "plantfed-system", created: datetime = NOW, start: datetime = NOW,
-               **spec: Any) -> dict[str, Any]:
+               uid: str | None = None, **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "apiVersion": "plantfed.io/v1alpha1", "kind": "FederatedRound",
-        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": stamp(created)},
+        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": stamp(created),
+                     **({"uid": uid} if uid else {})},
         "spec": round_spec(**spec),
     }
     if plants is not None:

@@ -184,3 +184,14 @@ def test_cache_follows_the_promoted_version_of_models_this_plant_trains(promoted
     actions = decide(view(rounds, models={"bearing": fm(promoted=promoted)}, cached=cached,
                           followed_models=frozenset(followed)))
     assert [(a.model, a.version) for a in of(actions, RefreshModel)] == refresh
+
+
+def test_a_job_left_by_an_earlier_round_of_the_same_name_is_deleted_before_the_new_one_is_made():
+    # A model deleted and re-created names its rounds the same again; the old Job still holds the name.
+    r = fr("r1", {"plant-a": "Assigned"}, uid="new-uid")
+    old = TrainingObservation("train-r1", "r1", TrainingPhase.SUCCEEDED, "Uploaded", "", "job-uid", "old-uid")
+    actions = decide(view([r], trainings={"r1": old}))
+    assert [(a.job_name, a.reason) for a in of(actions, CancelTrainingJob)] == [("train-r1", "RoundReplaced")]
+    assert not of(actions, CreateTrainingJob) and not of(actions, ReportAssignment)
+    (create,) = of(decide(view([r])), CreateTrainingJob)  # once it is gone
+    assert create.spec.round_uid == "new-uid"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from pathlib import Path
 
 from kubernetes import client
@@ -44,7 +43,7 @@ def test_heartbeats_keep_retrying_while_the_hub_is_unreachable(tmp_path: Path):
     api = unreachable_api()
     agent = Agent(cfg, Hub(api, "hub", "plant-a"), LocalCluster(api, "plant", "plant-a"),
                   ModelCache(tmp_path / "cache" / "models", None), metrics)
-    thread = threading.Thread(target=agent._heartbeats, args=(time.monotonic,), daemon=True)
+    thread = threading.Thread(target=agent._heartbeats, daemon=True)
     thread.start()
     try:
         labels = {"plant": "plant-a", "target": "hub"}

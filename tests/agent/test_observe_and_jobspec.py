@@ -83,11 +83,12 @@ def config(tmp_path: Path, **kw) -> AgentConfig:
 
 
 def test_training_job_manifest(tmp_path):
-    r = fr("r1", {"plant-a": "Assigned"}, pod={"gpus": 1, "nodeSelector": {"zone": "hall-2"},
+    r = fr("r1", {"plant-a": "Assigned"}, uid="u-r1", pod={"gpus": 1, "nodeSelector": {"zone": "hall-2"},
                                                "tolerations": [{"key": "dedicated", "operator": "Exists"}]})
     spec = training_spec(r, fm(), pp(sub_path="line-3"), 1, NOW)
     manifest = training_job(spec, config(tmp_path))
     assert manifest["metadata"]["name"] == "train-r1"
+    assert manifest["metadata"]["annotations"]["plantfed.io/round-uid"] == "u-r1"
     job_spec = manifest["spec"]
     assert job_spec["backoffLimit"] == 1 and job_spec["ttlSecondsAfterFinished"] == 3600
     assert job_spec["activeDeadlineSeconds"] == 3600

@@ -43,6 +43,7 @@ class TrainingSpec:
     """Everything the training Job takes from the hub's round, model and participant objects."""
 
     round: str
+    round_uid: str
     model: str
     task: str
     variant: str
@@ -76,7 +77,7 @@ class CreateTrainingJob:
 
 @dataclass(frozen=True)
 class CancelTrainingJob:
-    """Delete a still-running training Job the hub no longer wants (frees the GPU)."""
+    """Delete a training Job the hub no longer wants: still running (frees the GPU), or left by a replaced round."""
 
     job_name: str
     round: str
@@ -123,6 +124,11 @@ def my_entry(fr: FederatedRound, plant: str) -> PlantRoundStatus | None:
 def wants_update(fr: FederatedRound, entry: PlantRoundStatus | None) -> bool:
     """The hub is waiting for this plant's update in this round (see the module docstring)."""
     return entry is not None and fr.status.phase is RoundPhase.TRAINING and entry.state in _WANTED
+
+
+def is_stale(training: TrainingObservation, fr: FederatedRound) -> bool:
+    """The Job was made for an earlier round of the same name (a model deleted and re-created reuses names)."""
+    return bool(training.round_uid and fr.metadata.uid and training.round_uid != fr.metadata.uid)
 
 
 def should_cancel(fr: FederatedRound | None, entry: PlantRoundStatus | None) -> str | None:
@@ -175,7 +181,7 @@ def training_spec(
     noise = privacy.noise_multiplier if privacy.mode is PrivacyMode.LOCAL else 0.0
     training = fr.spec.training
     return TrainingSpec(
-        round=fr.name, model=fr.spec.model_ref, task=model.spec.task,
+        round=fr.name, round_uid=fr.metadata.uid or "", model=fr.spec.model_ref, task=model.spec.task,
         variant=pp.spec.capacity.model_variant.value if pp is not None else model.spec.variant,
         gpus=pod.gpus, cpu=pod.cpu, memory=pod.memory, node_selector=dict(pod.node_selector),
         tolerations=tuple(t.to_dict() for t in pod.tolerations),
@@ -213,9 +219,14 @@ def decide(view: AgentView) -> tuple[Action, ...]:
     # (sort key, assignment): the newest round with something to say is what status.assignment shows.
     reports: list[tuple[tuple[int, str, str], Assignment]] = []
 
+    stale: dict[str, TrainingObservation] = {}
     for fr in sorted(view.rounds, key=_created):
         entry = my_entry(fr, view.plant)
         training = view.trainings.get(fr.name)
+        if training is not None and is_stale(training, fr):
+            # Its Job name is taken: delete it now, create the new round's Job once it is gone.
+            stale[fr.name] = training
+            continue
         if training is None and wants_update(fr, entry):
             try:
                 spec = training_spec(fr, view.models.get(fr.spec.model_ref), view.participant, view.max_gpus, view.now)
@@ -231,7 +242,9 @@ def decide(view: AgentView) -> tuple[Action, ...]:
 
     for round_name, training in sorted(view.trainings.items()):
         fr = rounds.get(round_name)
-        if training.active:
+        if round_name in stale:
+            actions.append(CancelTrainingJob(training.job_name, round_name, "RoundReplaced"))
+        elif training.active:
             reason = should_cancel(fr, my_entry(fr, view.plant) if fr is not None else None)
             if reason is not None:
                 actions.append(CancelTrainingJob(training.job_name, round_name, reason))

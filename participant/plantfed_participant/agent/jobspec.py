@@ -11,7 +11,7 @@ from typing import Any
 
 from plantfed_participant.agent.config import AgentConfig
 from plantfed_participant.agent.decide import TrainingSpec
-from plantfed_participant.agent.naming import ROUND_ANNOTATION, labels, token_secret_name
+from plantfed_participant.agent.naming import ROUND_ANNOTATION, ROUND_UID_ANNOTATION, labels, token_secret_name
 
 GPU_RESOURCE = "nvidia.com/gpu"
 DATA_DIR = "/var/lib/plantfed/data"
@@ -124,7 +124,8 @@ def training_job(spec: TrainingSpec, cfg: AgentConfig) -> dict[str, Any]:
             "name": spec.job_name,
             "namespace": cfg.namespace,
             "labels": meta_labels,
-            "annotations": {ROUND_ANNOTATION: spec.round, "plantfed.io/model": spec.model},
+            "annotations": {ROUND_ANNOTATION: spec.round, ROUND_UID_ANNOTATION: spec.round_uid,
+                            "plantfed.io/model": spec.model},
         },
         "spec": {
             "backoffLimit": cfg.backoff_limit,

@@ -37,7 +37,7 @@ from plantfed_participant.agent.decide import (
 from plantfed_participant.agent.hub import Hub
 from plantfed_participant.agent.jobspec import token_secret, training_job
 from plantfed_participant.agent.local import LocalCluster
-from plantfed_participant.agent.naming import selector
+from plantfed_participant.agent.naming import ROUND_UID_ANNOTATION, selector
 from plantfed_participant.agent.observe import TrainingObservation
 from plantfed_participant.model_cache import ModelCache
 
@@ -169,7 +169,6 @@ class Agent:
         self._participant: PlantParticipant | None = None
         self._reported_model: str | None = None
         self._secured: set[str] = set()
-        self._last_beat: float | None = None
 
     # -- heartbeat ----------------------------------------------------------------------------------------
     def model_version(self) -> int | None:
@@ -192,14 +191,11 @@ class Agent:
             status["modelVersion"] = version
         self.hub.patch_status(status)
 
-    def _heartbeats(self, clock: Callable[[], float]) -> None:
+    def _heartbeats(self) -> None:
         backoff = Backoff(1.0, cap=self.cfg.heartbeat_seconds)
-        self.metrics.heartbeat_age.labels(self.cfg.plant).set_function(
-            lambda: clock() - self._last_beat if self._last_beat is not None else float("nan"))
         while not self.stop.is_set():
             try:
                 self.heartbeat_once()
-                self._last_beat = clock()
                 backoff.success()
                 delay = self.cfg.heartbeat_seconds
             except ApiException as exc:
@@ -243,6 +239,11 @@ class Agent:
     def execute(self, action: Any, view: AgentView) -> None:
         if isinstance(action, CreateTrainingJob):
             job = self.local.create_job(training_job(action.spec, self.cfg))
+            made_for = (job["metadata"].get("annotations") or {}).get(ROUND_UID_ANNOTATION, "")
+            if made_for != action.spec.round_uid:
+                log.info("round %s: Job %s of an earlier round of that name is still being deleted; retrying",
+                         action.spec.round, job["metadata"]["name"])
+                return
             self._secure(job["metadata"]["name"], job["metadata"]["uid"], action.spec.round)
             self.metrics.agent_training_jobs.labels(self.cfg.plant, "created").inc()
             log.info("round %s: created training Job %s", action.spec.round, job["metadata"]["name"])
@@ -326,7 +327,7 @@ class Agent:
 
     def run(self, clock: Callable[[], float]) -> None:
         threads = [
-            threading.Thread(target=self._heartbeats, args=(clock,), name="heartbeat", daemon=True),
+            threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True),
             threading.Thread(target=self.cache.run, args=(self.stop, clock), name="model-cache", daemon=True),
             threading.Thread(target=self._watch, name="watch-rounds", daemon=True, args=(
                 "federatedrounds", self.hub.custom.list_namespaced_custom_object),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 ROUND_ANNOTATION = "plantfed.io/round"
+ROUND_UID_ANNOTATION = "plantfed.io/round-uid"
 PLANT_LABEL = "plantfed.io/plant"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"

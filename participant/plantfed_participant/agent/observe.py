@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from plantfed_participant.agent.naming import ROUND_ANNOTATION
+from plantfed_participant.agent.naming import ROUND_ANNOTATION, ROUND_UID_ANNOTATION
 
 MESSAGE_LIMIT = 1000
 """Assignment messages are capped at 1012 characters by the CRD; keep the tail of long ones out."""
@@ -44,6 +44,7 @@ class TrainingObservation:
     reason: str = ""
     message: str = ""
     job_uid: str = ""
+    round_uid: str = ""
 
     @property
     def active(self) -> bool:
@@ -116,10 +117,11 @@ def observe_training(
     logs = last_log_lines or {}
     meta = job["metadata"]
     name, uid = meta["name"], meta.get("uid", "")
-    round_name = (meta.get("annotations") or {}).get(ROUND_ANNOTATION, "")
+    annotations = meta.get("annotations") or {}
+    round_name, round_uid = annotations.get(ROUND_ANNOTATION, ""), annotations.get(ROUND_UID_ANNOTATION, "")
 
     def seen(phase: TrainingPhase, reason: str, message: str) -> TrainingObservation:
-        return TrainingObservation(name, round_name, phase, reason, message, uid)
+        return TrainingObservation(name, round_name, phase, reason, message, uid, round_uid)
 
     if _true(job, "Complete", "SuccessCriteriaMet"):
         return seen(TrainingPhase.SUCCEEDED, "Uploaded", "training Job succeeded; update uploaded")
