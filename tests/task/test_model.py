@@ -73,3 +73,21 @@ def test_batch_loss_counts_correct_predictions(task) -> None:
     assert result.count == 8 and result.correct == 8 and result.loss.requires_grad
     wrong = task.batch_loss(model, (x, (y + 1) % 4), torch.device("cpu"))
     assert wrong.correct == 0 and wrong.loss.item() > result.loss.item()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_batch_loss_and_evaluate_run_on_cuda(task, small) -> None:
+    from torch.utils.data import DataLoader
+
+    from plantfed_participant.sdk import DataSpec
+
+    data = task.load_data(DataSpec("p", options=small))
+    torch.manual_seed(0)
+    model = task.build_model("full").eval()
+    on_cpu = task.evaluate(model, DataLoader(data.test, batch_size=64), torch.device("cpu"))
+    on_gpu = task.evaluate(model.to("cuda"), DataLoader(data.test, batch_size=64), torch.device("cuda"))
+    assert on_gpu["accuracy"] == pytest.approx(on_cpu["accuracy"], abs=0.02)
+    assert on_gpu["loss"] == pytest.approx(on_cpu["loss"], rel=1e-3)
+    result = task.batch_loss(model.train(), next(iter(DataLoader(data.train, batch_size=8))), torch.device("cuda"))
+    result.loss.backward()
+    assert result.loss.is_cuda and result.count == 8
