@@ -19,6 +19,8 @@ def _add_plant_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plant", required=True, help="this plant's identity (must match its token)")
     p.add_argument("--token-file", type=Path, required=True, help="file holding this plant's bearer token")
     p.add_argument("--ca-file", type=Path, help="CA bundle to verify the exchange's TLS certificate (enables TLS)")
+    p.add_argument("--client-cert", type=Path, help="PEM client certificate naming this plant, for mutual TLS (tls.crt)")
+    p.add_argument("--client-key", type=Path, help="PEM private key of --client-cert (tls.key)")
     p.add_argument("--task", default="bearing", help="built-in task name or 'module:Class'")
     p.add_argument("--data", type=Path, help="the plant's data directory (default: the task's synthetic data)")
     p.add_argument("--plant-index", type=int, default=0, help="which partition of a shared or synthetic source")
@@ -77,7 +79,15 @@ def _plant_runtime(args: argparse.Namespace):
 
     token = args.token_file.read_text().strip()
     root_cert = args.ca_file.read_bytes() if args.ca_file else None
-    client = ExchangeClient(args.exchange, token, root_cert=root_cert)
+    if (args.client_cert is None) != (args.client_key is None):
+        raise SystemExit("--client-cert and --client-key go together")
+    if args.client_cert and root_cert is None:
+        raise SystemExit("--client-cert needs TLS: pass --ca-file too")
+    client = ExchangeClient(
+        args.exchange, token, root_cert=root_cert,
+        client_cert=args.client_cert.read_bytes() if args.client_cert else None,
+        client_key=args.client_key.read_bytes() if args.client_key else None,
+    )
     data = DataSpec(
         plant=args.plant, path=args.data, plant_index=args.plant_index, num_plants=args.num_plants, seed=args.seed,
         options=parse_options(args.data_option),

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from safetensors.numpy import save_file
 
-from plantfed.exchange import AdminClient, ExchangeClient, RetryPolicy, ServerTLS, TokenBook, build_server
+from plantfed.exchange import AdminClient, ExchangeClient, PayloadCheck, RetryPolicy, ServerTLS, TokenBook, build_server
 from plantfed.records import RoundRecord, UpdateMeta
 from plantfed.store import ModelStore, file_sha256
 
@@ -133,7 +133,11 @@ def plant_tokens() -> dict[str, str]:
 def hub(tmp_path: Path, plant_tokens: dict[str, str]) -> Iterator[Hub]:
     store = ModelStore(tmp_path / "store")
     book = TokenBook(write_token_book(tmp_path / "tokens.txt", plant_tokens), reload_seconds=0)
-    server, port = build_server(store, book, admin_token=ADMIN_TOKEN, address="127.0.0.1:0")
+    # These tests' payloads are synthetic safetensors files, not updates of the seeded model (tests/hardening
+    # covers the default, deep check against the base model).
+    server, port = build_server(
+        store, book, admin_token=ADMIN_TOKEN, address="127.0.0.1:0", payload_check=PayloadCheck.FORMAT
+    )
     server.start()
     hub = Hub(store=store, target=f"127.0.0.1:{port}", tokens=plant_tokens, tmp=tmp_path)
     yield hub
@@ -240,6 +244,7 @@ class ServerProcess:
                 str(self.admin_file),
                 "--listen",
                 f"127.0.0.1:{self.port}",
+                "--payload-check=format",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -10,7 +10,15 @@ import grpc
 import pytest
 from conftest import ADMIN_TOKEN, Hub, Pki, meta_for, write_payload, write_token_book
 
-from plantfed.exchange import AdminClient, ExchangeClient, ExchangeError, TokenBook, TokenBookError, build_server
+from plantfed.exchange import (
+    AdminClient,
+    ExchangeClient,
+    ExchangeError,
+    PayloadCheck,
+    TokenBook,
+    TokenBookError,
+    build_server,
+)
 from plantfed.exchange.auth import Authenticator
 from plantfed.exchange.transport import ServerTLS, open_channel
 from plantfed.records import RoundRecord
@@ -96,7 +104,9 @@ def test_rotated_plant_token_takes_effect_on_a_running_hub(hub: Hub, tmp_path: P
 def _tls_hub(tmp_path: Path, tls: ServerTLS) -> tuple[grpc.Server, str, ModelStore]:
     store = ModelStore(tmp_path / "store")
     book = TokenBook.from_tokens({"plant-a": "tok-a"})
-    server, port = build_server(store, book, admin_token=ADMIN_TOKEN, address="127.0.0.1:0", tls=tls)
+    server, port = build_server(
+        store, book, admin_token=ADMIN_TOKEN, address="127.0.0.1:0", tls=tls, payload_check=PayloadCheck.FORMAT
+    )
     server.start()
     return server, f"127.0.0.1:{port}", store
 

@@ -8,6 +8,7 @@ from conftest import ADMIN_TOKEN, FAST_RETRY, meta_for, write_payload, write_tok
 
 from plantfed.exchange.auth import TokenBook
 from plantfed.exchange.client import AdminClient, ExchangeClient
+from plantfed.exchange.payload import PayloadCheck
 from plantfed.exchange.server import build_server
 from plantfed.metrics import Metrics
 from plantfed.records import RoundRecord
@@ -17,7 +18,9 @@ from plantfed.store import ModelStore
 def test_accepted_bytes_and_served_bytes_are_counted(tmp_path: Path, plant_tokens: dict[str, str]) -> None:
     metrics = Metrics()
     book = TokenBook(write_token_book(tmp_path / "tokens.txt", plant_tokens), reload_seconds=0)
-    server, port = build_server(ModelStore(tmp_path / "store"), book, admin_token=ADMIN_TOKEN, metrics=metrics)
+    server, port = build_server(
+        ModelStore(tmp_path / "store"), book, admin_token=ADMIN_TOKEN, metrics=metrics, payload_check=PayloadCheck.FORMAT
+    )
     server.start()
     target = f"127.0.0.1:{port}"
     try:

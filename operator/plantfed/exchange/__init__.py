@@ -20,12 +20,14 @@ Token-book format: `plantfed.exchange.auth`. Upload idempotency policy: `plantfe
 from plantfed.exchange.auth import TokenBook, TokenBookError, generate_token
 from plantfed.exchange.client import AdminClient, ExchangeClient, Receipt, RetryPolicy, RoundInfo
 from plantfed.exchange.errors import ExchangeError
+from plantfed.exchange.payload import PayloadCheck
 from plantfed.exchange.server import build_server, serve
 from plantfed.exchange.transport import MAX_CHUNK, ServerTLS
 
 __all__ = [
     "MAX_CHUNK",
     "AdminClient",
+    "PayloadCheck",
     "ExchangeClient",
     "ExchangeError",
     "Receipt",

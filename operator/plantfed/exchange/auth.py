@@ -29,6 +29,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
 from plantfed.store import check_name
 
 log = logging.getLogger(__name__)
@@ -232,6 +235,33 @@ def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | 
     return None
 
 
+#: SAN URI naming a plant in its client certificate; takes precedence over the subject CN.
+PLANT_URI_PREFIX = "spiffe://plantfed/plant/"
+
+
+def certificate_plant(auth_context: dict[str, list[bytes]]) -> str | None:
+    """The plant a verified client certificate names: a SAN URI `spiffe://plantfed/plant/<name>`, else the CN.
+
+    `auth_context` is gRPC's (`context.auth_context()`): it carries the peer certificate only after the TLS
+    handshake verified it against the server's client CA. Returns None without a certificate or a name.
+    """
+    pems = auth_context.get("x509_pem_cert") or []
+    if not pems:
+        return None
+    cert = x509.load_pem_x509_certificate(pems[0])
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uris = [u for u in sans.get_values_for_type(x509.UniformResourceIdentifier) if u.startswith(PLANT_URI_PREFIX)]
+    except x509.ExtensionNotFound:
+        uris = []
+    if len(uris) > 1:
+        return None  # ambiguous: a certificate names exactly one plant or none
+    if uris:
+        return uris[0][len(PLANT_URI_PREFIX) :] or None
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(cns[0].value) if len(cns) == 1 else None
+
+
 def generate_token() -> str:
     """A fresh random token (256 bits, URL-safe), for provisioning a plant."""
     return secrets.token_urlsafe(32)
@@ -243,6 +273,7 @@ __all__ = [
     "TokenBook",
     "TokenBookError",
     "bearer_token",
+    "certificate_plant",
     "generate_token",
     "parse_credential",
     "token_hash",

@@ -9,6 +9,7 @@ from pathlib import Path
 from prometheus_client import start_http_server
 
 from plantfed.exchange.auth import TokenBook, TokenBookError
+from plantfed.exchange.payload import PayloadCheck
 from plantfed.exchange.server import serve
 from plantfed.exchange.transport import ServerTLS
 from plantfed.metrics import Metrics
@@ -32,17 +33,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT to listen on (default %(default)s)")
     parser.add_argument("--tls-cert", type=Path, help="PEM server certificate chain (enables TLS)")
     parser.add_argument("--tls-key", type=Path, help="PEM server private key")
-    parser.add_argument("--client-ca", type=Path, help="PEM CA that client certificates must chain to (mTLS)")
+    parser.add_argument(
+        "--client-ca",
+        type=Path,
+        help="PEM CA that client certificates must chain to (mTLS); a plant's certificate must then name the "
+        "plant its token belongs to (SAN URI spiffe://plantfed/plant/<plant>, else the subject CN)",
+    )
     parser.add_argument("--max-workers", type=int, default=32, help="concurrent calls (each stream holds one)")
     parser.add_argument(
         "--token-reload-seconds", type=float, default=2.0, help="how often to check the token book for changes"
     )
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (all interfaces)")
     parser.add_argument(
+        "--payload-check",
+        choices=[c.value for c in PayloadCheck],
+        default=PayloadCheck.UPDATE.value,
+        help="update: check each update against the round's base model before committing it (names, shapes, "
+        "dtypes, NaN/Inf; the default); format: only that it is a safetensors file; none: no check",
+    )
+    parser.add_argument(
         "--no-validate-payloads",
-        dest="validate_payloads",
-        action="store_false",
-        help="accept payloads that are not safetensors files",
+        dest="payload_check",
+        action="store_const",
+        const=PayloadCheck.NONE.value,
+        help="same as --payload-check=none",
+    )
+    parser.add_argument(
+        "--local-pattern",
+        action="append",
+        default=[],
+        help="parameter-name glob of plant-local parameters updates leave out (repeatable; as for aggregate)",
     )
 
 
@@ -72,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
             address=args.listen,
             tls=tls,
             max_workers=args.max_workers,
-            validate_payloads=args.validate_payloads,
+            payload_check=PayloadCheck(args.payload_check),
+            local_patterns=tuple(args.local_pattern),
             metrics=metrics,
         )
     except (OSError, TokenBookError) as exc:

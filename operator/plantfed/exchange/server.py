@@ -19,16 +19,17 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
 
 from plantfed.exchange import convert
-from plantfed.exchange.auth import Authenticator, Caller, TokenBook
+from plantfed.exchange.auth import PLANT_URI_PREFIX, Authenticator, Caller, TokenBook, certificate_plant
 from plantfed.exchange.errors import Refusal, describe, status_for
-from plantfed.exchange.payload import check_safetensors
+from plantfed.exchange.payload import PayloadCheck, UpdateCheck, check_safetensors
 from plantfed.exchange.transport import MAX_CHUNK, SERVER_OPTIONS, ServerTLS
-from plantfed.records import RoundState, UpdateMeta, UpdateRecord
+from plantfed.records import RoundRecord, RoundState, UpdateMeta, UpdateRecord
 from plantfed.metrics import Metrics
 from plantfed.store import ModelStore, check_name, check_sha256
 from plantfed.wire.v1 import exchange_pb2 as pb
@@ -113,12 +114,29 @@ def _receipt(record: UpdateRecord, duplicate: bool) -> pb.UploadReceipt:
 
 class ExchangeServicer(pb_grpc.ModelExchangeServicer):
     def __init__(
-        self, store: ModelStore, auth: Authenticator, *, validate_payloads: bool = True, metrics: Metrics | None = None
+        self,
+        store: ModelStore,
+        auth: Authenticator,
+        *,
+        payload_check: PayloadCheck = PayloadCheck.UPDATE,
+        local_patterns: tuple[str, ...] = (),
+        metrics: Metrics | None = None,
+        client_identity: bool = False,
     ) -> None:
         self._store = store
+        self._client_identity = client_identity
         self._auth = auth
         self._metrics = metrics
-        self._validate = check_safetensors if validate_payloads else None
+        self._check = PayloadCheck(payload_check)
+        self._local_patterns = tuple(local_patterns)
+        self._validate = None if self._check is PayloadCheck.NONE else check_safetensors
+
+    def _update_validator(self, meta: UpdateMeta, record: RoundRecord) -> Callable[[Path], None] | None:
+        """The check an update must pass before it is committed (see `PayloadCheck`)."""
+        if self._check is not PayloadCheck.UPDATE:
+            return self._validate
+        base = self._store.get_model(record.model, record.base_version)
+        return UpdateCheck(meta, self._store.blob_path(base.digest), self._local_patterns)
 
     def _authorize(self, context: grpc.ServicerContext, role: str, rpc: str) -> Caller:
         caller = self._auth.caller(context.invocation_metadata())
@@ -131,6 +149,14 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
             raise Refusal(grpc.StatusCode.PERMISSION_DENIED, f"{rpc} needs the admin token")
         if role == _PLANT and caller.plant is None:
             raise Refusal(grpc.StatusCode.PERMISSION_DENIED, f"{rpc} needs a plant token")
+        if self._client_identity and caller.plant is not None:
+            named = certificate_plant(context.auth_context())
+            if named != caller.plant:
+                raise Refusal(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"token belongs to plant {caller.plant!r} but the client certificate names "
+                    f"{'no plant' if named is None else repr(named)} (CN or SAN URI {PLANT_URI_PREFIX}<plant>)",
+                )
         return caller
 
     # --- plant RPCs --------------------------------------------------------------------------------------
@@ -199,7 +225,7 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
             upload.begin(meta.sha256, meta.total_bytes, start.offset)
             for chunk in _chunks(request_iterator, "UploadUpdate"):
                 upload.append(chunk)
-            digest, _size, received, seconds = upload.finalize(self._validate)
+            digest, _size, received, seconds = upload.finalize(self._update_validator(meta, record))
         return self._accept_update(meta, digest, received, seconds)
 
     def _accept_update(self, meta: UpdateMeta, digest: str, received: int, seconds: float) -> pb.UploadReceipt:
@@ -318,12 +344,14 @@ def build_server(
     address: str = "127.0.0.1:0",
     tls: ServerTLS | None = None,
     max_workers: int = 32,
-    validate_payloads: bool = True,
+    payload_check: PayloadCheck = PayloadCheck.UPDATE,
+    local_patterns: tuple[str, ...] = (),
     metrics: Metrics | None = None,
 ) -> tuple[grpc.Server, int]:
     """A ready-to-start server bound to `address`; returns it with the bound port (for `:0`).
 
-    `admin_token` is the admin credential: the token itself or `sha256:<hex>`. Each open stream occupies a
+    `admin_token` is the admin credential: the token itself or `sha256:<hex>`. With mutual TLS (`tls.client_ca`)
+    a plant's calls must also present a client certificate naming the plant its token belongs to. Each open stream occupies a
     worker thread, so `max_workers` bounds concurrent uploads plus downloads.
     """
     server = grpc.server(
@@ -331,7 +359,12 @@ def build_server(
         options=SERVER_OPTIONS,
     )
     servicer = ExchangeServicer(
-        store, Authenticator(token_book, admin_token), validate_payloads=validate_payloads, metrics=metrics
+        store,
+        Authenticator(token_book, admin_token),
+        payload_check=payload_check,
+        local_patterns=local_patterns,
+        metrics=metrics,
+        client_identity=tls is not None and tls.client_ca is not None,
     )
     pb_grpc.add_ModelExchangeServicer_to_server(servicer, server)
     if tls is None:

@@ -1,0 +1,149 @@
+"""ε accounting of each plant's participation history with opacus's RDP accountant, and a durable ledger.
+
+What one accountant step is (docs/security.md says why):
+
+* **local DP** (the plant clips its whole update to C and adds N(0, (σ·C)²) before upload): one Gaussian
+  mechanism per round on the plant's update, sensitivity C, noise multiplier σ, sampling rate q = 1 (the
+  plant always includes its own update; subsampling by the hub's selection is not credited, because the
+  plant cannot verify it). One `DPRelease(σ, q=1, steps=1)` per round the plant uploaded.
+* **central DP** (the hub clips each update to C and adds N(0, (σ·C·w_max)²) to the weighted mean): one
+  Gaussian mechanism per round, noise multiplier σ relative to one plant's clipped contribution, with
+  q = the plant's probability of being selected for the round (1 unless the selection is random and
+  independent of the data). Recorded for each plant whose update was aggregated.
+
+The guarantee is update-level (equivalently plant-level per round): it bounds what the released updates or
+aggregates reveal about a plant's whole local dataset in that round, not about single examples beyond that.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from enum import Enum
+from pathlib import Path
+
+from opacus.accountants import RDPAccountant
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from plantfed.records import DPParams
+from plantfed.store import StoreError, _locked, _write_atomic, check_name
+
+
+class DPMode(str, Enum):
+    LOCAL = "local"
+    CENTRAL = "central"
+
+
+class DPRelease(BaseModel):
+    """One accounted release: `steps` compositions of the subsampled Gaussian mechanism (σ, q)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: DPMode
+    noise_multiplier: float = Field(ge=0, description="σ: noise std as a multiple of the sensitivity C")
+    sample_rate: float = Field(default=1.0, gt=0, le=1, description="q: probability the plant takes part")
+    steps: int = Field(default=1, ge=1)
+    clip_norm: float = Field(default=0.0, ge=0, description="C, recorded for audit; ε does not depend on it")
+
+
+class LedgerError(StoreError):
+    """The ledger refuses an inconsistent record or cannot be read."""
+
+
+def epsilon_for(history: list[DPRelease], delta: float) -> float:
+    """ε at `delta` of composing every release in `history` (RDP accountant); inf if any had no noise."""
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must be in (0, 1), got {delta}")
+    if not history:
+        return 0.0
+    if any(r.noise_multiplier <= 0 for r in history):
+        return math.inf
+    accountant = RDPAccountant()
+    accountant.history = [(r.noise_multiplier, r.sample_rate, r.steps) for r in history]
+    return float(accountant.get_epsilon(delta))
+
+
+def release_for_update(dp: DPParams) -> DPRelease | None:
+    """The local-DP release a plant's update metadata declares, or None when it applied no noise.
+
+    A plant that noised without a clipping bound has unbounded sensitivity: that is no release at all
+    (ε = inf), which `epsilon_for` reports for σ = 0.
+    """
+    if dp.noise_multiplier <= 0 and dp.clip_norm <= 0:
+        return None
+    sigma = dp.noise_multiplier if dp.clip_norm > 0 else 0.0
+    return DPRelease(mode=DPMode.LOCAL, noise_multiplier=sigma, sample_rate=1.0, steps=1, clip_norm=dp.clip_norm)
+
+
+def central_release(noise_multiplier: float, clip_norm: float, participation_rate: float = 1.0) -> DPRelease:
+    """The central-DP release charged to each aggregated plant for one round."""
+    return DPRelease(
+        mode=DPMode.CENTRAL, noise_multiplier=noise_multiplier, sample_rate=participation_rate, steps=1,
+        clip_norm=clip_norm,
+    )
+
+
+class _Entry(BaseModel):
+    round_id: str
+    release: DPRelease
+
+
+class _LedgerFile(BaseModel):
+    plants: dict[str, list[_Entry]] = Field(default_factory=dict)
+
+
+class PrivacyLedger:
+    """Per-plant release history in `<store>/privacy/<model>.json`, written atomically under a file lock.
+
+    `record` is idempotent per (round, plant): recording the same release again changes nothing, a
+    different release for an already recorded round is refused (a round is charged exactly once).
+    """
+
+    def __init__(self, store_root: str | Path, model: str) -> None:
+        check_name("model", model)
+        self.path = Path(store_root) / "privacy" / f"{model}.json"
+        self._lock = Path(store_root) / "locks" / f"privacy-{model}.lock"
+
+    def _read(self) -> _LedgerFile:
+        try:
+            return _LedgerFile.model_validate_json(self.path.read_bytes())
+        except FileNotFoundError:
+            return _LedgerFile()
+        except (ValidationError, json.JSONDecodeError) as exc:
+            raise LedgerError(f"corrupt privacy ledger {self.path}: {exc}") from exc
+
+    def record(self, round_id: str, plant: str, release: DPRelease) -> bool:
+        """Charge `release` to `plant` for `round_id`; returns False if it was already recorded."""
+        check_name("round", round_id)
+        check_name("plant", plant)
+        with _locked(self._lock):
+            ledger = self._read()
+            entries = ledger.plants.setdefault(plant, [])
+            for entry in entries:
+                if entry.round_id == round_id:
+                    if entry.release == release:
+                        return False
+                    raise LedgerError(
+                        f"plant {plant!r} already has a different release recorded for round {round_id!r}: "
+                        f"{entry.release.model_dump()} != {release.model_dump()}"
+                    )
+            entries.append(_Entry(round_id=round_id, release=release))
+            _write_atomic(self.path, ledger.model_dump_json(indent=2).encode())
+            return True
+
+    def history(self, plant: str) -> list[DPRelease]:
+        return [e.release for e in self._read().plants.get(plant, [])]
+
+    def rounds(self, plant: str) -> list[str]:
+        return [e.round_id for e in self._read().plants.get(plant, [])]
+
+    def plants(self) -> list[str]:
+        return sorted(self._read().plants)
+
+    def epsilon(self, plant: str, delta: float) -> float:
+        """ε spent by `plant` so far at `delta` (0 for a plant never charged)."""
+        return epsilon_for(self.history(plant), delta)
+
+    def would_exceed(self, plant: str, next_release: DPRelease, budget: float, delta: float) -> bool:
+        """Whether charging `next_release` would take the plant's ε above `budget`: select it only if False."""
+        return epsilon_for([*self.history(plant), next_release], delta) > budget
