@@ -8,6 +8,7 @@ real `plantfed exchange`. The hub operator is not running: the tests write round
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import yaml
 from agent_objects import model_body, participant_body, round_spec, stamp
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -120,24 +122,25 @@ class World:
     def participant(self, name: str = PLANT) -> dict[str, Any]:
         return self.custom().get_namespaced_custom_object(GROUP, VERSION, self.hub_ns, "plantparticipants", name)
 
-    def assignment(self) -> dict[str, Any]:
-        return (self.participant().get("status") or {}).get("assignment") or {}
+    def assignment(self, plant: str = PLANT) -> dict[str, Any]:
+        return (self.participant(plant).get("status") or {}).get("assignment") or {}
 
     def plant_api(self) -> client.ApiClient:
         return self.plant.api_client()
 
-    def start_round(self, name: str, *, open_on_exchange: bool, **spec: Any) -> None:
-        """Create the round and write its status as the operator does when it assigns plant-a."""
+    def start_round(self, name: str, *, open_on_exchange: bool, plant: str = PLANT, **spec: Any) -> None:
+        """Create the round and write its status as the operator does when it assigns `plant`."""
         base = self.exchange.store.promoted(MODEL).version
         if open_on_exchange:
             with self.exchange.admin() as admin:
-                admin.open_round(RoundRecord(round_id=name, model=MODEL, base_version=base, plants=[PLANT]))
+                admin.open_round(RoundRecord(round_id=name, model=MODEL, base_version=base, plants=[plant]))
         custom = self.custom()
         body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "FederatedRound",
-                "metadata": {"name": name, "namespace": self.hub_ns}, "spec": round_spec(MODEL, **spec)}
+                "metadata": {"name": name, "namespace": self.hub_ns},
+                "spec": round_spec(MODEL, plants=[plant], **spec)}
         custom.create_namespaced_custom_object(GROUP, VERSION, self.hub_ns, "federatedrounds", body)
         status = {"phase": "Training", "baseVersion": base, "startTime": stamp(datetime.now(UTC)), "assigned": 1,
-                  "plants": [{"plant": PLANT, "state": "Assigned"}]}
+                  "plants": [{"plant": plant, "state": "Assigned"}]}
         custom.patch_namespaced_custom_object_status(GROUP, VERSION, self.hub_ns, "federatedrounds", name,
                                                      {"status": status}, _content_type=MERGE)
 
@@ -157,21 +160,23 @@ class World:
         return self.agent_log.read_text(errors="replace")
 
 
-def _hub_rbac(hub: Any, ns: str) -> None:
-    """What charts/plantfed-hub/templates/plants.yaml renders for one plant."""
+def _hub_rbac(hub: Any, ns: str, plant: str = PLANT) -> str:
+    """What charts/plantfed-hub/templates/plants.yaml renders for one plant; returns the ServiceAccount."""
+    sa = f"plantfed-plant-{plant}"
     with hub.api_client() as api:
         client.CoreV1Api(api).create_namespaced_service_account(
-            ns, {"metadata": {"name": HUB_SA}, "automountServiceAccountToken": False})
+            ns, {"metadata": {"name": sa}, "automountServiceAccountToken": False})
         rbac = client.RbacAuthorizationV1Api(api)
-        rbac.create_namespaced_role(ns, {"metadata": {"name": HUB_SA}, "rules": [
+        rbac.create_namespaced_role(ns, {"metadata": {"name": sa}, "rules": [
             {"apiGroups": [GROUP], "resources": ["plantparticipants", "plantparticipants/status"],
-             "resourceNames": [PLANT], "verbs": ["get", "watch", "patch", "update"]},
+             "resourceNames": [plant], "verbs": ["get", "watch", "patch", "update"]},
             {"apiGroups": [GROUP], "resources": ["federatedrounds", "federatedmodels"], "verbs": ["get", "list", "watch"]},
         ]})
         rbac.create_namespaced_role_binding(ns, {
-            "metadata": {"name": HUB_SA},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": HUB_SA},
-            "subjects": [{"kind": "ServiceAccount", "name": HUB_SA, "namespace": ns}]})
+            "metadata": {"name": sa},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": sa},
+            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}]})
+    return sa
 
 
 def _plant_rbac(plant: Any, ns: str) -> None:
@@ -409,3 +414,54 @@ def test_model_cache_follows_promotion_and_keeps_serving_while_the_exchange_is_d
 
     world.exchange.start()
     wait_for(lambda: cache.current(MODEL).version == v3.version, timeout=120, what="the cache to catch up after the outage")
+
+
+def _embedded_kubeconfig(path: Path) -> str:
+    """The kubeconfig with its CA inline: inside a pod, the host path of the CA file is not there."""
+    doc = yaml.safe_load(path.read_text())
+    for cluster in doc["clusters"]:
+        ca = Path(cluster["cluster"].pop("certificate-authority"))
+        cluster["cluster"]["certificate-authority-data"] = base64.b64encode(ca.read_bytes()).decode()
+    return yaml.safe_dump(doc)
+
+
+def test_the_agent_installed_by_the_plant_chart_trains_a_round(world, hub_and_plants, tmp_path):
+    """plant-b runs the agent as the plant chart deploys it: a pod with in-cluster credentials and the cache PVC."""
+    plant, cluster = "plant-b", hub_and_plants.plants["plant-b"]
+    sa = _hub_rbac(world.hub, world.hub_ns, plant)
+    token = "plant-b-exchange-token"
+    (world.exchange.root / "tokens" / plant).write_text(token)  # the exchange re-reads its token book
+    ns = cluster.create_namespace("agent-chart")
+    try:
+        with cluster.api_client() as api:
+            client.CoreV1Api(api).create_namespaced_secret(ns, {
+                "metadata": {"name": "plantfed-hub-credentials"},
+                "stringData": {"kubeconfig": _embedded_kubeconfig(world.hub.service_account_kubeconfig(world.hub_ns, sa)),
+                               "token": token}})
+        data = _plant_data(tmp_path / "data")
+        cluster.helm(
+            "install", "plantfed", str(REPO / "charts" / "plantfed-plant"), "-n", ns,
+            "--set", f"plant.id={plant}", "--set", f"hub.exchange={world.exchange.address}",
+            "--set", f"hub.namespace={world.hub_ns}", "--set", "hub.existingSecret=plantfed-hub-credentials",
+            "--set", "hub.tls=false", "--set", f"data.hostPath={data}", "--set", "training.gpus=1",
+            "--set", "training.nodeSelector.plantfed\\.dev/plant=plant-b", "--set", f"metrics.port={free_port()}",
+            "--set", "agent.heartbeatSeconds=2", "--set", "agent.syncSeconds=2",
+        )
+        wait_for(lambda: (world.participant(plant).get("status") or {}).get("lastHeartbeatTime"), timeout=120,
+                 what="plant-b's chart-installed agent to heartbeat")
+
+        world.start_round("bearing-chart-r1", open_on_exchange=True, plant=plant,
+                          pod={"gpus": 1, "cpu": "1", "memory": "2Gi"})
+        done = wait_for(lambda: (a := world.assignment(plant)).get("state") in ("Uploaded", "Failed") and a,
+                        timeout=TRAINING_TIMEOUT, what="plant-b's assignment to finish")
+        assert done["state"] == "Uploaded", done
+        (update,) = world.exchange.store.updates("bearing-chart-r1")
+        assert update.meta.plant == plant
+        with cluster.api_client() as api:
+            job = client.BatchV1Api(api).read_namespaced_job("train-bearing-chart-r1", ns)
+        volumes = {v.name: v for v in job.spec.template.spec.volumes}
+        assert volumes["cache"].persistent_volume_claim.claim_name == "plantfed-cache"
+        assert job.spec.template.spec.service_account_name == "plantfed-train"
+    finally:
+        cluster.helm("uninstall", "plantfed", "-n", ns, check=False)
+        cluster.delete_namespace(ns)
