@@ -40,11 +40,9 @@ def check(exchange: str, ca: bytes | None, token: str | None, timeout: float) ->
             code = err.code()  # type: ignore[attr-defined]
             if not token and code is grpc.StatusCode.UNAUTHENTICATED:
                 return True, f"exchange at {exchange} is serving (unauthenticated call refused as expected)"
-            if token and code is grpc.StatusCode.NOT_FOUND:
-                return True, f"exchange at {exchange} is serving and accepts the admin token"
             detail = err.details() or ""  # type: ignore[attr-defined]
             return False, f"exchange at {exchange} is not healthy: {code.name}: {detail}"
-        return True, f"exchange at {exchange} is serving"
+        return True, f"exchange at {exchange} is serving" + (" and accepts the admin token" if token else "")
     finally:
         channel.close()
 
