@@ -47,6 +47,9 @@ def _add_strategy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", default="fedavg", choices=STRATEGIES)
     p.add_argument("--server-lr", type=float, default=None, help="server learning rate (FedAdam/FedYogi/FedAvgM)")
     p.add_argument("--server-momentum", type=float, default=None, help="FedAvgM momentum")
+    p.add_argument("--beta1", type=float, default=None, help="FedAdam/FedYogi first-moment decay")
+    p.add_argument("--beta2", type=float, default=None, help="FedAdam/FedYogi second-moment decay")
+    p.add_argument("--tau", type=float, default=None, help="FedAdam/FedYogi adaptivity floor")
     p.add_argument("--trim-fraction", type=float, default=None, help="trimmed mean: fraction cut at each end")
     p.add_argument("--norm-bound", type=float, default=None, help="clip every update to this L2 norm before aggregating")
 
@@ -55,7 +58,8 @@ def strategy_from_args(args: argparse.Namespace):
     from plantfed.aggregation import StrategyConfig
 
     fields = {"name": args.strategy}
-    for arg, key in (("server_lr", "server_lr"), ("server_momentum", "momentum"), ("trim_fraction", "trim_fraction"), ("norm_bound", "norm_bound")):
+    for arg, key in (("server_lr", "server_lr"), ("server_momentum", "momentum"), ("trim_fraction", "trim_fraction"), ("norm_bound", "norm_bound"),
+                      ("beta1", "beta1"), ("beta2", "beta2"), ("tau", "tau")):
         value = getattr(args, arg)
         if value is not None:
             fields[key] = value

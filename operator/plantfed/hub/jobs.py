@@ -33,7 +33,8 @@ _CLI_STRATEGY = {
     StrategyName.TRIMMED_MEAN: "trimmed_mean",
     StrategyName.MEDIAN: "median",
 }
-_SERVER_LR = {StrategyName.FEDADAM, StrategyName.FEDYOGI, StrategyName.FEDAVGM}
+_ADAPTIVE = {StrategyName.FEDADAM, StrategyName.FEDYOGI}
+_SERVER_LR = {*_ADAPTIVE, StrategyName.FEDAVGM}
 
 
 def strategy_args(strategy: Strategy) -> list[str]:
@@ -41,6 +42,8 @@ def strategy_args(strategy: Strategy) -> list[str]:
     args = [f"--strategy={_CLI_STRATEGY[strategy.name]}"]
     if strategy.name in _SERVER_LR:
         args.append(f"--server-lr={strategy.server_learning_rate:g}")
+    if strategy.name in _ADAPTIVE:
+        args += [f"--beta1={strategy.beta1:g}", f"--beta2={strategy.beta2:g}", f"--tau={strategy.tau:g}"]
     if strategy.name is StrategyName.FEDAVGM:
         args.append(f"--server-momentum={strategy.momentum:g}")
     if strategy.name is StrategyName.TRIMMED_MEAN:
