@@ -52,6 +52,10 @@ def _add_strategy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tau", type=float, default=None, help="FedAdam/FedYogi adaptivity floor")
     p.add_argument("--trim-fraction", type=float, default=None, help="trimmed mean: fraction cut at each end")
     p.add_argument("--norm-bound", type=float, default=None, help="clip every update to this L2 norm before aggregating")
+    p.add_argument(
+        "--central-noise-multiplier", type=float, default=None,
+        help="central DP: add N(0, (σ·norm-bound·max weight)²) to the aggregate (needs --norm-bound)",
+    )
 
 
 def strategy_from_args(args: argparse.Namespace):
@@ -59,7 +63,8 @@ def strategy_from_args(args: argparse.Namespace):
 
     fields = {"name": args.strategy}
     for arg, key in (("server_lr", "server_lr"), ("server_momentum", "momentum"), ("trim_fraction", "trim_fraction"), ("norm_bound", "norm_bound"),
-                      ("beta1", "beta1"), ("beta2", "beta2"), ("tau", "tau")):
+                      ("beta1", "beta1"), ("beta2", "beta2"), ("tau", "tau"),
+                      ("central_noise_multiplier", "central_noise_multiplier")):
         value = getattr(args, arg)
         if value is not None:
             fields[key] = value

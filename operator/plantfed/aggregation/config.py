@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import Enum
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from plantfed.records import Codec
 
@@ -45,6 +45,19 @@ class StrategyConfig(BaseModel):
     trim_fraction: float = Field(default=0.1, ge=0, lt=0.5, description="trimmed mean: fraction dropped at each end")
     norm_bound: float | None = Field(default=None, gt=0, description="clip each update's delta to this global L2 norm")
     buffer_bytes: int = Field(default=DEFAULT_BUFFER_BYTES, gt=0, description="trimmed mean/median coordinate-block budget")
+    central_noise_multiplier: float | None = Field(
+        default=None, gt=0, description="central DP: σ; adds N(0, (σ·norm_bound·max weight)²) to the aggregate"
+    )
+    noise_seed: int | None = Field(default=None, description="central DP noise seed (default: OS randomness)")
+
+    @model_validator(mode="after")
+    def _central_dp_needs_clipping(self) -> StrategyConfig:
+        if self.central_noise_multiplier is not None:
+            if self.norm_bound is None:
+                raise ValueError("central DP noise needs norm_bound: without clipping the sensitivity is unbounded")
+            if self.name in ROBUST:
+                raise ValueError(f"central DP noise is calibrated for a weighted mean, not {self.name.value}")
+        return self
 
     @property
     def effective_server_lr(self) -> float:
@@ -89,3 +102,4 @@ class AggregationResult(BaseModel):
     peak_bytes: int = Field(description="peak of the tensor buffers the aggregation held (tracked accounting)")
     block_peak_bytes: int = Field(default=0, description="peak extra bytes of one coordinate block (median/trimmed mean)")
     server_step: int | None = Field(default=None, description="server optimiser steps taken so far, if it keeps state")
+    central_noise_std: float = Field(default=0.0, description="std of the central DP noise added per coordinate (0: off)")

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import torch
 
+from plantfed.aggregation.central_dp import CentralNoise
 from plantfed.aggregation.config import ROBUST, AggregationResult, PlantStats, StrategyConfig, UpdateInput
 from plantfed.aggregation.reading import decoded
 from plantfed.aggregation.robust import robust_aggregate
@@ -178,6 +179,8 @@ def _aggregate(
         for reader, update in zip(readers, inputs):
             check_header(reader, specs, patterns, partial=update.partial)
         squared = _squared_norms(readers, aggregated, tracker) if prepass else [0.0] * len(inputs)
+        carried = {n: [k for k, r in enumerate(readers) if n in r.names] for n in aggregated}
+        noise = CentralNoise.for_round(config, weights, carried)
         bound = config.norm_bound
         clip = [min(1.0, bound / math.sqrt(s)) if bound is not None and s > 0 else 1.0 for s in squared]
         alphas = [w * c for w, c in zip(weights, clip)]
@@ -212,6 +215,7 @@ def _aggregate(
                     delta = _mean_delta(name, spec, carriers, [alphas[k] / share for k in present], tracker, partial_squared)
                     for k, value in zip(present, partial_squared or ()):
                         squared[k] += value
+                    noise.add(name, delta, tracker)
                 with tracker.live(delta):
                     aggregate_sq += dot(delta, delta, tracker)
                     for k in present:
@@ -247,4 +251,5 @@ def _aggregate(
         peak_bytes=tracker.peak,
         block_peak_bytes=block_peak,
         server_step=optimizer.step,
+        central_noise_std=noise.std,
     )
