@@ -27,7 +27,8 @@ from plantfed.aggregation import StrategyConfig
 from plantfed.exchange.server import build_server
 from plantfed.exchange.auth import TokenBook
 from plantfed.metrics import Metrics
-from plantfed.records import Codec, RoundRecord
+from plantfed.privacy import DPRelease, PrivacyLedger, central_release, release_for_update
+from plantfed.records import Codec, DPParams, RoundRecord
 from plantfed.round_aggregation import aggregate_round
 from plantfed.store import ModelStore
 from plantfed_participant.baselines import BaselineReport, run_baselines
@@ -61,6 +62,10 @@ class SimulationConfig:
     metrics_port: int | None = None
     model_name: str = "bearing"
     plant_timeout_s: float = 1800.0
+    #: δ at which each plant's ε is reported (and the budget checked).
+    dp_delta: float = 1e-5
+    #: A plant whose next round would take its ε above this sits the round out (PrivacyBudgetExhausted).
+    epsilon_budget: float | None = None
 
 
 @dataclass
@@ -75,6 +80,8 @@ class PlantRound:
     cosine: float | None = None
     train_seconds: float = 0.0
     error: str | None = None
+    #: ε spent by the plant after this round at `dp_delta` (None when no DP is configured).
+    epsilon: float | None = None
 
 
 @dataclass
@@ -90,6 +97,12 @@ class RoundReport:
     plants: dict[str, PlantRound]
     global_loss: float | None = None
     global_accuracy: float | None = None
+    #: Plants left out because their next round would exceed the ε budget.
+    budget_exhausted: list[str] = field(default_factory=list)
+
+
+class BudgetExhausted(RuntimeError):
+    """No plant can take part in another round without exceeding the ε budget."""
 
 
 def plant_name(index: int) -> str:
@@ -113,6 +126,50 @@ class Simulation:
         self.final_eval: dict[str, dict[str, float]] = {}
         self.baselines = None
         self.local_patterns = tuple(self.task.local_parameter_patterns())
+        self.ledger = PrivacyLedger(self.store.root, cfg.model_name)
+
+    # -- privacy -----------------------------------------------------------------------------------------
+    @property
+    def dp_enabled(self) -> bool:
+        return self.cfg.noise_multiplier > 0 or self.cfg.strategy.central_noise_multiplier is not None
+
+    def _next_releases(self) -> list[DPRelease]:
+        """What one more round costs a plant: its local release and/or the hub's central one."""
+        c, out = self.cfg, []
+        local = release_for_update(DPParams(clip_norm=c.clip_norm, noise_multiplier=c.noise_multiplier))
+        if local is not None and c.noise_multiplier > 0:
+            out.append(local)
+        if c.strategy.central_noise_multiplier is not None:
+            out.append(central_release(c.strategy.central_noise_multiplier, c.strategy.norm_bound or 0.0))
+        return out
+
+    def _within_budget(self, plants: list[str]) -> tuple[list[str], list[str]]:
+        """(plants that may train, plants whose next round would exceed the ε budget)."""
+        budget = self.cfg.epsilon_budget
+        if budget is None or not self.dp_enabled:
+            return plants, []
+        nxt = self._next_releases()
+        over = [p for p in plants if self._epsilon_with(p, nxt) > budget]
+        return [p for p in plants if p not in over], over
+
+    def _epsilon_with(self, plant: str, extra: list[DPRelease]) -> float:
+        from plantfed.privacy import epsilon_for
+
+        return epsilon_for([*self.ledger.history(plant), *extra], self.cfg.dp_delta)
+
+    def _charge(self, round_id: str, aggregated: list[str]) -> None:
+        """Record each aggregated plant's releases (idempotent per round): local from its update's metadata."""
+        c = self.cfg
+        for plant in aggregated:
+            update = self.store.get_update(round_id, plant)
+            local = release_for_update(update.meta.dp) if update is not None else None
+            if local is not None:
+                self.ledger.record(round_id, plant, local)
+            if c.strategy.central_noise_multiplier is not None:
+                self.ledger.record(
+                    f"{round_id}.central", plant,
+                    central_release(c.strategy.central_noise_multiplier, c.strategy.norm_bound or 0.0),
+                )
 
     # -- hub ---------------------------------------------------------------------------------------------
     def _issue_tokens(self) -> Path:
@@ -200,10 +257,15 @@ class Simulation:
         started = time.perf_counter()
         base = self.store.promoted(c.model_name)
         round_id = f"{c.model_name}-r{number}"
-        self.store.open_round(RoundRecord(round_id=round_id, model=c.model_name, base_version=base.version, plants=self.plants))
-        for plant in self.plants:
+        selected, exhausted = self._within_budget(self.plants)
+        if not selected:
+            raise BudgetExhausted(f"round {round_id}: every plant's next round would exceed ε budget {c.epsilon_budget}")
+        self.store.open_round(RoundRecord(round_id=round_id, model=c.model_name, base_version=base.version, plants=selected))
+        for plant in selected:
             (self.out / "plants" / plant / "report.json").unlink(missing_ok=True)
-        jobs = [(p, self._plant_command(p, i, round_id, target)) for i, p in enumerate(self.plants)]
+        jobs = [(p, self._plant_command(p, self.plants.index(p), round_id, target)) for p in selected]
+        if exhausted:
+            progress.update(bar, advance=len(exhausted))
 
         def done(plant: str, code: int) -> None:
             progress.update(bar, advance=1, description=f"round {number}/{c.rounds}: {plant} {'uploaded' if code == 0 else 'FAILED'}")
@@ -212,7 +274,7 @@ class Simulation:
         self.store.close_round(round_id)
 
         plants: dict[str, PlantRound] = {}
-        for plant in self.plants:
+        for plant in selected:
             code, tail = exits[plant]
             report_path = self.out / "plants" / plant / "report.json"
             if code != 0 or not report_path.exists():
@@ -230,6 +292,10 @@ class Simulation:
 
         agg = aggregate_round(self.store, round_id, c.strategy, local_patterns=self.local_patterns)
         self.store.promote(c.model_name, agg.version.version)
+        if self.dp_enabled:
+            self._charge(round_id, agg.plants)
+            for plant in selected:
+                plants[plant].epsilon = self.ledger.epsilon(plant, c.dp_delta)
         if agg.result is not None:
             for stat in agg.result.plants:
                 if stat.plant in plants:
@@ -239,6 +305,7 @@ class Simulation:
             round=number, round_id=round_id, base_version=base.version, version=agg.version.version,
             seconds=time.perf_counter() - started, aggregation_seconds=agg.seconds,
             bytes_up=sum(p.bytes_sent for p in ok), bytes_down=model_bytes * len(ok), plants=plants,
+            budget_exhausted=exhausted,
         )
         self._export_round_metrics(report, agg)
         return report
@@ -262,6 +329,8 @@ class Simulation:
             m.update_norm.labels(model, p.plant).set(p.update_norm)
             if p.cosine is not None:
                 m.update_cosine.labels(model, p.plant).set(p.cosine)
+            if p.epsilon is not None:
+                m.dp_epsilon.labels(model, p.plant).set(p.epsilon)
             m.plant_loss.labels(model, p.plant).set(p.metrics.get("train_loss", float("nan")))
 
     # -- evaluation -------------------------------------------------------------------------------------
@@ -342,7 +411,11 @@ class Simulation:
             ) as progress:
                 bar = progress.add_task("starting", total=c.rounds * len(self.plants))
                 for number in range(1, c.rounds + 1):
-                    self.reports.append(self.run_round(number, target, progress, bar))
+                    try:
+                        self.reports.append(self.run_round(number, target, progress, bar))
+                    except BudgetExhausted as stop:
+                        self.console.print(f"[yellow]stopping early[/]: {stop}")
+                        break
             self.final_eval = self._final_evaluation(target)
             self._attach_global_metrics(self.final_eval)
             if c.baselines:
@@ -362,11 +435,26 @@ class Simulation:
             "holdout": self.holdout,
             "quality": quality_summary(self.reports, self.final_eval, self.plants, self.holdout, self.baselines),
             "seconds": seconds,
+            "privacy": self._privacy_summary(),
         }
         (self.out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
         render_convergence(report, self.out / "convergence.png")
         self._print_summary(report)
         return report
+
+    def _privacy_summary(self) -> dict | None:
+        """ε per plant at δ after the last round, and what one step is (see docs/security.md)."""
+        if not self.dp_enabled:
+            return None
+        c = self.cfg
+        return {
+            "delta": c.dp_delta,
+            "epsilon_budget": c.epsilon_budget,
+            "epsilon": {p: self.ledger.epsilon(p, c.dp_delta) for p in self.plants},
+            "rounds_charged": {p: len(self.ledger.rounds(p)) for p in self.plants},
+            "accounting": "opacus RDP; one Gaussian release per round a plant's update is aggregated "
+            "(local: σ=noise_multiplier, q=1; central: σ=central_noise_multiplier, q=1)",
+        }
 
     def _spec(self, index: int) -> DataSpec:
         c = self.cfg
@@ -380,7 +468,7 @@ class Simulation:
         c = self.cfg
         self.console.print(f"baselines: centralised + {len(self.plants)} siloed models, {c.rounds * c.epochs} epochs each")
         initial = codecs.load_state(self.store.blob_path(self.store.get_model(c.model_name, 1).digest))
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        torch.set_num_threads(1)
         return run_baselines(
             self.task, initial, [self._spec(i) for i in range(len(self.plants))],
             [self._spec(i) for i in range(c.plants)], self._training_config(), rounds=c.rounds, seed=c.seed,
