@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from kubernetes import client
 
@@ -112,3 +113,27 @@ def test_missing_config_map_keeps_pod_pending_until_it_exists(control_plane, nam
     assert done.status.phase == "Succeeded"
     assert done.status.message is None
     assert control_plane.logs(namespace, "waits").strip() == "arrived"
+
+
+def test_volume_over_tmp_hides_host_tmp_but_not_what_the_container_runs(control_plane, namespace, tmp_path):
+    # The script lives under pytest's /tmp directory, as do the node's volume directories.
+    marker = f"plantfed-shadow-{namespace}"
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import os, pathlib\n"
+        f"pathlib.Path('/tmp/{marker}').write_text('in the pod')\n"
+        "pathlib.Path('/data/out').write_text('kept')\n"
+        "print('ran', os.path.exists('/data/out'))\n"
+    )
+    pod = manifests.pod(
+        "shadowed",
+        [manifests.container("c", ["python", str(script)], volume_mounts=[
+            {"name": "tmp", "mountPath": "/tmp"}, {"name": "data", "mountPath": "/data"},
+        ])],
+        volumes=[{"name": "tmp", "emptyDir": {}}, {"name": "data", "emptyDir": {}}],
+    )
+    with control_plane.api_client() as api:
+        done = _run_to_completion(client.CoreV1Api(api), namespace, pod)
+    assert done.status.phase == "Succeeded", control_plane.logs(namespace, "shadowed")
+    assert control_plane.logs(namespace, "shadowed").strip() == "ran True"
+    assert not Path("/tmp", marker).exists()  # the pod wrote into its emptyDir, not the host

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -27,6 +28,7 @@ from kubernetes.client.exceptions import ApiException
 from . import probes
 from .podenv import ConfigError, DataLookup, Pod, container_argv, container_env
 from .processes import signal_group, spawn, terminate
+from .testbin import REPO_ROOT
 from .volumes import VolumeContext, VolumeNotReady, materialize
 
 SANDBOX = Path(__file__).with_name("sandbox.py")
@@ -93,6 +95,21 @@ class Container:
         return (startup is None or bool(startup.passing)) and (
             tracker is None or bool(tracker.passing)
         )
+
+
+def host_paths_to_keep(argv: list[str], env: dict[str, str]) -> list[str]:
+    """Host directories a container runs from (interpreter, venv, checkout, PATH, script
+    files named in argv), which a volume mounted over e.g. /tmp must not hide."""
+    candidates = [str(REPO_ROOT), sys.prefix, sys.base_prefix, *sys.path]
+    candidates += [*env.get("PATH", "").split(os.pathsep), *env.get("PYTHONPATH", "").split(os.pathsep)]
+    for arg in argv:
+        if os.path.isabs(arg) and os.path.exists(arg):
+            candidates.append(arg if os.path.isdir(arg) else os.path.dirname(arg))
+    keep: list[str] = []
+    for path in sorted({os.path.normpath(p) for p in candidates if p and os.path.isabs(p) and os.path.isdir(p)}):
+        if not any(path == k or path.startswith(k + "/") for k in keep):
+            keep.append(path)
+    return keep
 
 
 class PodWorker:
@@ -256,9 +273,14 @@ class PodWorker:
         container_dir = self.sandbox / "containers" / c.name
         container_dir.mkdir(parents=True, exist_ok=True)
         c.spec_file = container_dir / "spec.json"
-        c.spec_file.write_text(
-            json.dumps({"argv": argv, "env": env, "workingDir": c.spec.get("workingDir"), "mounts": mounts})
-        )
+        spec = {
+            "argv": argv,
+            "env": env,
+            "workingDir": c.spec.get("workingDir"),
+            "mounts": mounts,
+            "keepVisible": host_paths_to_keep(argv, env),
+        }
+        c.spec_file.write_text(json.dumps(spec))
         c.spec_file.chmod(0o600)
         c.env = env
         log_file = self.log_dir / c.name / f"{c.restart_count}.log"

@@ -2,9 +2,14 @@
 
 Run as ``python -I sandbox.py SPEC.json`` by the node runner; it is deliberately standalone
 (stdlib only) because it starts once per container. The spec holds ``argv``, ``env``,
-``workingDir`` and ``mounts`` (``source``, ``target``, ``readOnly``). With mounts, it needs
-CAP_SYS_ADMIN (root): it does what ``unshare --mount --propagation private`` followed by
-``mount --bind`` would, then replaces itself with the command, keeping the same pid.
+``workingDir``, ``mounts`` (``source``, ``target``, ``readOnly``) and ``keepVisible``. With
+mounts, it needs CAP_SYS_ADMIN (root): it does what ``unshare --mount --propagation private``
+followed by ``mount --bind`` would, then replaces itself with the command, keeping the pid.
+
+Pods often mount volumes over directories such as /tmp, which may hold the very things the
+container runs (a venv, the checkout, pytest's temp dir with the volume sources). So every
+source and every ``keepVisible`` path is opened (O_PATH) before anything is mounted and
+bound from ``/proc/self/fd/N``; host paths a volume would shadow are bound back on top of it.
 """
 
 from __future__ import annotations
@@ -39,9 +44,9 @@ def _mount(source: str | None, target: str, flags: int) -> None:
     )
 
 
-def _prepare_target(source: str, target: str) -> None:
+def _prepare_target(is_dir: bool, target: str) -> None:
     """Bind mounts need an existing target of the same kind (directory or file)."""
-    if os.path.isdir(source):
+    if is_dir:
         os.makedirs(target, exist_ok=True)
     elif not os.path.exists(target):
         os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -49,7 +54,11 @@ def _prepare_target(source: str, target: str) -> None:
             pass
 
 
-def _enter_namespace(mounts: list[dict]) -> None:
+def _shadows(target: str, path: str) -> bool:
+    return path != target and path.startswith(target.rstrip("/") + "/")
+
+
+def _enter_namespace(mounts: list[dict], keep_visible: list[str]) -> None:
     if os.geteuid() != 0:
         raise PermissionError(
             "pod volumes are bind-mounted in a private mount namespace, which needs root "
@@ -57,15 +66,24 @@ def _enter_namespace(mounts: list[dict]) -> None:
         )
     _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     _mount(None, "/", MS_REC | MS_PRIVATE)
-    # Hold every source open before mounting anything: a volume mounted over a parent of another
-    # volume's source (an emptyDir at /tmp over pytest's /tmp/pytest-of-...) would otherwise hide it.
     ordered = sorted(mounts, key=lambda m: m["target"].count("/"))
-    held = [f"/proc/self/fd/{os.open(m['source'], os.O_PATH)}" for m in ordered]
-    for m, source in zip(ordered, held):
-        _prepare_target(source, m["target"])
-        _mount(source, m["target"], MS_BIND | MS_REC)
+    # Hold every source (and every host path a target will shadow) before mounting anything.
+    sources = [(m, os.open(m["source"], os.O_PATH), os.path.isdir(m["source"])) for m in ordered]
+    restore = [
+        (p, os.open(p, os.O_PATH))
+        for p in keep_visible
+        if os.path.isdir(p) and any(_shadows(m["target"], p) for m in mounts)
+    ]
+    for m, fd, is_dir in sources:
+        _prepare_target(is_dir, m["target"])
+        _mount(f"/proc/self/fd/{fd}", m["target"], MS_BIND | MS_REC)
         if m.get("readOnly"):
             _mount(None, m["target"], MS_BIND | MS_REMOUNT | MS_RDONLY)
+    for path, fd in restore:
+        os.makedirs(path, exist_ok=True)
+        _mount(f"/proc/self/fd/{fd}", path, MS_BIND | MS_REC)
+    for fd in [fd for _, fd, _ in sources] + [fd for _, fd in restore]:
+        os.close(fd)
 
 
 def main() -> None:
@@ -73,7 +91,7 @@ def main() -> None:
         spec = json.load(f)
     try:
         if spec["mounts"]:
-            _enter_namespace(spec["mounts"])
+            _enter_namespace(spec["mounts"], spec.get("keepVisible") or [])
         workdir = spec.get("workingDir") or "/"
         os.makedirs(workdir, exist_ok=True)
         os.chdir(workdir)
