@@ -150,7 +150,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         codec=Codec(args.codec), clip_norm=args.clip_norm, noise_multiplier=args.noise_multiplier,
         variants=tuple(args.variants.split(",")) if args.variants else (), seed=args.seed,
         parallel=args.parallel, metrics_port=args.metrics_port, data_options=parse_options(args.data_option),
-        label_skew_alpha=args.label_skew_alpha,
+        label_skew_alpha=args.label_skew_alpha, dp_delta=args.dp_delta, epsilon_budget=args.epsilon_budget,
     )
     Simulation(cfg).run()
     return 0
@@ -200,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--parallel", type=int, default=0, help="plants training at once (default: one per core)")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
+    p.add_argument("--dp-delta", type=float, default=1e-5, help="δ at which each plant's ε is reported")
+    p.add_argument("--epsilon-budget", type=float, help="a plant whose next round would exceed this ε sits it out")
     _add_training_args(p)
     _add_strategy_args(p)
     p.set_defaults(func=cmd_simulate)

@@ -27,7 +27,7 @@ from plantfed.aggregation import StrategyConfig
 from plantfed.exchange.server import build_server
 from plantfed.exchange.auth import TokenBook
 from plantfed.metrics import Metrics
-from plantfed.privacy import DPRelease, PrivacyLedger, central_release, release_for_update
+from plantfed.privacy import DPRelease, PrivacyLedger, central_release, epsilon_for, release_for_update
 from plantfed.records import Codec, DPParams, RoundRecord
 from plantfed.round_aggregation import aggregate_round
 from plantfed.store import ModelStore
@@ -153,8 +153,6 @@ class Simulation:
         return [p for p in plants if p not in over], over
 
     def _epsilon_with(self, plant: str, extra: list[DPRelease]) -> float:
-        from plantfed.privacy import epsilon_for
-
         return epsilon_for([*self.ledger.history(plant), *extra], self.cfg.dp_delta)
 
     def _charge(self, round_id: str, aggregated: list[str]) -> None:
@@ -163,7 +161,7 @@ class Simulation:
         for plant in aggregated:
             update = self.store.get_update(round_id, plant)
             local = release_for_update(update.meta.dp) if update is not None else None
-            if local is not None:
+            if local is not None and local.noise_multiplier > 0:
                 self.ledger.record(round_id, plant, local)
             if c.strategy.central_noise_multiplier is not None:
                 self.ledger.record(
