@@ -1,5 +1,6 @@
 """One federation for the e2e tests: the hub chart in a namespace of the hub cluster (exchange and
-operator as pods, RBAC from the chart), and two plants, each with its own cluster.
+operator as pods, RBAC from the chart), and two plants, each with its own cluster running the
+agent from the plant chart.
 
 Plant ids are the examples' (stuttgart-press3 on cluster plant-a, lyon-press1 on plant-b), so
 examples/round.yaml applies as written apart from its namespace and base version.
@@ -7,13 +8,14 @@ examples/round.yaml applies as written apart from its namespace and base version
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from hubdeploy import Hub, apply_crds, deploy_hub
+from hubdeploy import Hub, apply_crds, deploy_hub, wait_hub_ready
 from kubernetes import client
-from standin import StandInAgent
+from plantside import DATA_SUB_PATH, ChartPlant
 
 from support.kube import wait_for
 
@@ -21,17 +23,19 @@ PLANTS = {"stuttgart-press3": "plant-a", "lyon-press1": "plant-b"}
 """Plant id -> the cluster it runs in."""
 
 _deployed: list[Hub] = []
+_plants: list[ChartPlant] = []
 
 
-def _log_tails(hub: Hub, lines: int = 150) -> list[tuple[str, str]]:
-    """The last lines of every hub pod's containers (operator, exchange, Jobs)."""
+def _log_tails(hub: Hub, lines: int = 150, cluster=None, namespace: str | None = None) -> list[tuple[str, str]]:
+    """The last lines of every pod's containers in the hub namespace (or a plant's)."""
+    cluster, namespace = cluster or hub.cluster, namespace or hub.namespace
     sections = []
-    with hub.cluster.api_client() as api:
-        pods = client.CoreV1Api(api).list_namespaced_pod(hub.namespace).items
+    with cluster.api_client() as api:
+        pods = client.CoreV1Api(api).list_namespaced_pod(namespace).items
     for pod in pods:
         for container in pod.spec.containers:
             try:
-                text = hub.cluster.logs(hub.namespace, pod.metadata.name, container.name)
+                text = cluster.logs(namespace, pod.metadata.name, container.name)
             except Exception as exc:  # a pod that never started has no log
                 text = f"<no log: {exc}>"
             sections.append((f"{pod.metadata.name}/{container.name}", "\n".join(text.splitlines()[-lines:])))
@@ -46,12 +50,16 @@ def pytest_runtest_makereport(item, call):
     if report.failed and _deployed:
         for title, text in _log_tails(_deployed[-1]):
             report.sections.append((f"log {title}", text))
+        for plant in _plants:
+            report.sections.append((f"{plant.plant} status", json.dumps(plant.status(), indent=1)))
+            for title, text in _log_tails(plant.hub, cluster=plant.cluster, namespace=plant.namespace):
+                report.sections.append((f"{plant.plant} log {title}", text))
 
 
 @dataclass
 class Federation:
     hub: Hub
-    agents: dict[str, StandInAgent]
+    agents: dict[str, ChartPlant]
 
     def ready(self, plant: str) -> str | None:
         pp = self.hub.get("plantparticipants", plant)
@@ -65,7 +73,7 @@ def plant_values() -> list[dict]:
     return [
         {"name": plant, "labels": {"region": "eu", "line": "press"}, "site": plant.split("-")[0].title(),
          "capacity": {"gpus": 1, "modelVariant": "full"},
-         "data": {"pvc": {"claimName": "vibration-data"}, "subPath": "bearings", "format": "npz"}}
+         "data": {"hostPath": {"path": "/srv/plantfed/data"}, "subPath": DATA_SUB_PATH, "format": "npz"}}
         for plant in PLANTS
     ]
 
@@ -77,12 +85,12 @@ def federation(hub_and_plants, tmp_path_factory) -> Iterator[Federation]:
     namespace = hub_cluster.create_namespace("plantfed")
     hub = deploy_hub(hub_cluster, namespace, plant_values())
     _deployed.append(hub)
-    agents: dict[str, StandInAgent] = {}
+    wait_hub_ready(hub)
+    agents: dict[str, ChartPlant] = {}
     try:
         for index, (plant, cluster) in enumerate(PLANTS.items()):
-            agents[plant] = StandInAgent(hub, plant, hub_and_plants.plants[cluster], index, len(PLANTS),
-                                         tmp_path_factory.mktemp(plant))
-            agents[plant].start()
+            agents[plant] = ChartPlant(hub, plant, hub_and_plants.plants[cluster], index, tmp_path_factory.mktemp(plant))
+            _plants.append(agents[plant])
         world = Federation(hub, agents)
         for plant in PLANTS:
             world.wait_ready(plant)

@@ -104,10 +104,13 @@ def _rewrite_exchange(container: dict[str, Any], port: int, metrics_port: int | 
         elif p["name"] == "metrics" and metrics_port is not None:
             p["containerPort"] = metrics_port
     container["ports"] = [p for p in container["ports"] if p["name"] == "grpc" or metrics_port is not None]
-    probe = container.get("readinessProbe", {}).get("exec")
-    if probe:
-        probe["command"] = [re.sub(r"^--exchange=localhost:\d+$", f"--exchange=localhost:{port}", a)
-                            for a in probe["command"]]
+    readiness = container.get("readinessProbe", {})
+    if "exec" in readiness:
+        readiness["exec"]["command"] = [re.sub(r"^--exchange=localhost:\d+$", f"--exchange=localhost:{port}", a)
+                                        for a in readiness["exec"]["command"]]
+        # `plantfed healthcheck` imports torch through the CLI (about 9 s on this shared 2-core box
+        # under load); the chart's 8 s would keep a healthy exchange unready here.
+        readiness["timeoutSeconds"] = 60
 
 
 def _exchange_accepts_metrics_port() -> bool:
@@ -160,11 +163,14 @@ def deploy_hub(cluster: ClusterWithNodes, namespace: str, plants: list[dict[str,
         ca_pem=tls["ca.crt"].encode(), admin_token=_secret(docs, "plantfed-admin-token")["token"].strip(),
         plant_tokens=_secret(docs, "plantfed-plant-tokens"), manifests=docs,
     )
+    return hub
+
+
+def wait_hub_ready(hub: Hub) -> None:
     for deployment in ("plantfed-exchange", "plantfed-operator"):
-        cluster.kubectl("-n", namespace, "rollout", "status", f"deployment/{deployment}", "--timeout=180s")
+        hub.kubectl("rollout", "status", f"deployment/{deployment}", "--timeout=300s")
     with hub.admin() as admin:
         admin.list_versions("e2e")  # waits for the exchange to answer (the client retries until ready)
-    return hub
 
 
 def store_root(hub: Hub) -> Path:

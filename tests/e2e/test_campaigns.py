@@ -60,7 +60,7 @@ def test_impossible_quorum_fails_the_round_with_a_clear_reason(federation):
     events = hub.kubectl("get", "events", "--field-selector", "involvedObject.name=quorum-1",
                          "-o", "jsonpath={range .items[*]}{.type} {.reason}{'\\n'}{end}").stdout
     assert "Warning QuorumUnreachable" in events
-    assert not any(name.startswith("train-quorum-1") for a in federation.agents.values() for name in a.jobs_created)
+    assert not any(agent.training_jobs("quorum-1") for agent in federation.agents.values())
 
 
 def test_offline_plant_is_left_out_and_rejoins_the_next_round(federation):
@@ -131,4 +131,5 @@ def test_operator_killed_between_uploads_and_promotion_finishes_the_round_once(f
     assert job.status.succeeded == 1 and not job.status.failed
     assert len(jobs.items) == 1
     for agent in federation.agents.values():  # each plant trained exactly once
-        assert agent.jobs_created.count("train-restart-1") == 1
+        (training,) = agent.training_jobs("restart-1")
+        assert training.status.succeeded == 1

@@ -7,6 +7,8 @@ from conftest import PLANTS, condition, create_lineage, wait_phase
 from hubdeploy import ROOT
 from kubernetes import client
 
+from support.kube import wait_for
+
 
 def example(name: str, namespace: str) -> dict:
     (doc,) = [d for d in yaml.safe_load_all((ROOT / "examples" / name).read_text()) if d]
@@ -69,13 +71,15 @@ def test_example_round_is_trained_aggregated_and_promoted(federation):
     fm = wait_phase(hub, "federatedmodels", "bearing", ("Suspended",))
     wait_for_history = [h for h in fm["status"].get("history", []) if h["round"] == "bearing-hotfix-1"]
     if not wait_for_history:  # the model's timer records the promotion within a poll interval
-        from support.kube import wait_for
-
         wait_for(lambda: hub.get("federatedmodels", "bearing")["status"].get("promotedVersion") == 2,
                  timeout=30, what="model records version 2")
         fm = hub.get("federatedmodels", "bearing")
     assert fm["status"]["promotedVersion"] == 2
     assert [h["version"] for h in fm["status"]["history"]] == [2]
+
+    # Both plants' agents notice the promotion and cache version 2 next to their data.
+    for plant, agent in federation.agents.items():
+        wait_for(lambda: agent.cached("bearing") == 2, timeout=120, what=f"{plant}'s cache to hold version 2")
 
     rows = {r["NAME"]: r for r in columns(hub.kubectl("get", "federatedrounds").stdout)}
     assert {k: rows["bearing-hotfix-1"][k] for k in ("MODEL", "PHASE", "BASE", "QUORUM", "ASSIGNED", "UPLOADED", "RESULT")} == {

@@ -1,0 +1,122 @@
+"""A plant as a user sets it up: the plant chart installed into the plant's own cluster.
+
+The hub admin hands the plant a Secret with three things (docs/install.md): a kubeconfig for the
+plant's ServiceAccount on the hub (created by the hub chart, allowed to write only its own
+PlantParticipant), the plant's exchange token, and the exchange's CA. `helm install` of
+charts/plantfed-plant then runs `plantfed agent` as a pod with in-cluster credentials for the
+plant cluster, the model-cache PVC, and the plant's data on the GPU node (a hostPath here,
+written from the bearing task's synthetic fleet so each plant has its own machines).
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from hubdeploy import HEARTBEAT_EVERY, ROOT, Hub
+from kubernetes import client
+
+from plantfed_participant.agent.naming import ROUND_ANNOTATION
+from plantfed_participant.tasks.bearing.synthetic import SyntheticSizes, synthetic_plant
+from support.kube import wait_for
+from support.kube.environment import ClusterWithNodes
+from support.kube.ports import free_ports
+
+PLANT_CHART = ROOT / "charts" / "plantfed-plant"
+DATA_SUB_PATH = "bearings"
+"""The PlantParticipants' spec.data.subPath (conftest.plant_values): the agent mounts only that part."""
+RECORDINGS_PER_CLASS = 3
+"""Small synthetic bearing data: a round trains in seconds on a CPU."""
+
+
+def write_plant_data(directory: Path, plant_index: int) -> Path:
+    """The plant's own recordings as `.npz` files, the bearing task's on-disk format."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for rec in synthetic_plant(0, plant_index, SyntheticSizes(recordings_per_class=RECORDINGS_PER_CLASS)):
+        np.savez(directory / f"{rec.name}.npz", signal=rec.signal, label=np.array(rec.label), fs=np.array(rec.fs),
+                 rpm=np.array(rec.rpm or 1797.0))
+    return directory
+
+
+def embedded_kubeconfig(path: Path) -> str:
+    """The kubeconfig with its CA inline: inside a pod the host path of the CA file does not exist."""
+    doc = yaml.safe_load(path.read_text())
+    for entry in doc["clusters"]:
+        ca = Path(entry["cluster"].pop("certificate-authority"))
+        entry["cluster"]["certificate-authority-data"] = base64.b64encode(ca.read_bytes()).decode()
+    return yaml.safe_dump(doc)
+
+
+class ChartPlant:
+    """One plant cluster running the agent from its Helm chart."""
+
+    def __init__(self, hub: Hub, plant: str, cluster: ClusterWithNodes, index: int, workdir: Path) -> None:
+        self.hub, self.plant, self.cluster = hub, plant, cluster
+        self.namespace = cluster.create_namespace(f"plantfed-{plant}")
+        hub_kubeconfig = hub.cluster.cluster.service_account_kubeconfig(
+            hub.namespace, f"plantfed-plant-{plant}", expiration_seconds=7200)
+        with cluster.api_client() as api:
+            client.CoreV1Api(api).create_namespaced_secret(self.namespace, {
+                "metadata": {"name": "plantfed-hub-credentials"},
+                "stringData": {"kubeconfig": embedded_kubeconfig(hub_kubeconfig),
+                               "token": hub.plant_tokens[plant], "ca.crt": hub.ca_pem.decode()}})
+        data = workdir / "data"
+        write_plant_data(data / DATA_SUB_PATH, index)
+        (metrics_port,) = free_ports(1)
+        self.metrics_port = metrics_port
+        cluster.helm(
+            "install", "plantfed", str(PLANT_CHART), "-n", self.namespace, "--wait", "--timeout", "180s",
+            "--set", f"plant.id={plant}", "--set", f"hub.exchange={hub.exchange}",
+            "--set", f"hub.namespace={hub.namespace}", "--set", "hub.existingSecret=plantfed-hub-credentials",
+            "--set", f"data.hostPath={data}", "--set", "training.gpus=1",
+            "--set", "cache.storageClassName=plantfed-local", "--set", "cache.size=1Gi",
+            "--set", f"metrics.port={metrics_port}",
+            "--set", f"agent.heartbeatSeconds={HEARTBEAT_EVERY:g}", "--set", "agent.syncSeconds=2",
+        )
+
+    def _scale(self, replicas: int) -> None:
+        self.cluster.kubectl("-n", self.namespace, "scale", "deployment/plantfed-agent", f"--replicas={replicas}")
+        if replicas:
+            self.cluster.kubectl("-n", self.namespace, "rollout", "status", "deployment/plantfed-agent",
+                                 "--timeout=180s")
+        else:
+            with self.cluster.api_client() as api:
+                core = client.CoreV1Api(api)
+                wait_for(lambda: not core.list_namespaced_pod(
+                    self.namespace, label_selector="app.kubernetes.io/name=plantfed-agent").items,
+                    timeout=120, what=f"{self.plant}'s agent pod gone")
+
+    def start(self) -> None:
+        self._scale(1)
+
+    def stop(self) -> None:
+        """The plant goes offline: its agent stops (no heartbeats, no new training Jobs)."""
+        self._scale(0)
+
+    def training_jobs(self, round_name: str) -> list[client.V1Job]:
+        with self.cluster.api_client() as api:
+            jobs = client.BatchV1Api(api).list_namespaced_job(self.namespace).items
+        return [j for j in jobs if (j.metadata.annotations or {}).get(ROUND_ANNOTATION) == round_name]
+
+    def cached(self, model: str) -> int | None:
+        """The model version the plant's cache serves (read from the cache PVC's volume on this machine)."""
+        from plantfed_participant.model_cache import ModelCache
+
+        with self.cluster.api_client() as api:
+            core = client.CoreV1Api(api)
+            pvc = core.read_namespaced_persistent_volume_claim("plantfed-cache", self.namespace)
+            if not pvc.spec.volume_name:
+                return None
+            root = Path(core.read_persistent_volume(pvc.spec.volume_name).spec.host_path.path)
+        current = ModelCache(root / "models", None).current(model)
+        return current.version if current is not None else None
+
+    def status(self) -> dict[str, Any]:
+        return self.hub.get("plantparticipants", self.plant).get("status") or {}
+
+    def close(self) -> None:
+        self.cluster.helm("uninstall", "plantfed", "-n", self.namespace, check=False)
+        self.cluster.delete_namespace(self.namespace)
