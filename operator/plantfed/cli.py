@@ -149,7 +149,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate, optimizer=args.optimizer, fedprox_mu=args.fedprox_mu,
         codec=Codec(args.codec), clip_norm=args.clip_norm, noise_multiplier=args.noise_multiplier,
         variants=tuple(args.variants.split(",")) if args.variants else (), seed=args.seed,
-        parallel=args.parallel, metrics_port=args.metrics_port, data_options=parse_options(args.data_option),
+        parallel=args.parallel, metrics_port=args.metrics_port,
+        metrics_linger_s=args.metrics_linger, data_options=parse_options(args.data_option),
         label_skew_alpha=args.label_skew_alpha, dp_delta=args.dp_delta, epsilon_budget=args.epsilon_budget,
     )
     Simulation(cfg).run()
@@ -177,9 +178,27 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from plantfed.report import render_run
+    from plantfed import report
 
-    print(render_run(args.run_dir, args.out))
+    if (args.run_dir is None) == (args.prometheus is None):
+        raise SystemExit("plantfed report: give either a run directory or --prometheus URL (not both)")
+    if args.run_dir is not None:
+        print(report.render_run(args.run_dir, args.out))
+        return 0
+    if not args.model:
+        raise SystemExit("plantfed report: --prometheus needs --model (the FederatedModel / lineage name)")
+    try:
+        since = report.parse_duration(args.since)
+        step = report.parse_duration(args.step) if args.step else None
+    except ValueError as exc:
+        raise SystemExit(f"plantfed report: {exc}") from None
+    out = args.out or Path("convergence.png")
+    src = report.PrometheusSource(args.prometheus, args.model, args.namespace)
+    try:
+        curves = report.render_prometheus(src, out, since_s=since, step_s=step)
+    except report.PrometheusError as exc:
+        raise SystemExit(f"plantfed report: {exc}") from None
+    print(f"{out} (rounds {curves.rounds[0]}-{curves.rounds[-1]})")
     return 0
 
 
@@ -200,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--parallel", type=int, default=0, help="plants training at once (default: one per core)")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
+    p.add_argument("--metrics-linger", type=float, default=0.0, metavar="SECONDS",
+                   help="with --metrics-port: keep serving this long after the run, for a last scrape")
     p.add_argument("--dp-delta", type=float, default=1e-5, help="δ at which each plant's ε is reported")
     p.add_argument("--epsilon-budget", type=float, help="a plant whose next round would exceed this ε sits it out")
     _add_training_args(p)
@@ -242,9 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
     agent_cli.add_arguments(p)
     p.set_defaults(func=agent_cli.run)
 
-    p = sub.add_parser("report", help="render convergence plots (PNG) from a run directory")
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--out", type=Path)
+    p = sub.add_parser("report", help="render convergence plots (PNG) from a run directory or from Prometheus")
+    p.add_argument("run_dir", type=Path, nargs="?", help="a `plantfed simulate` output directory (report.json)")
+    p.add_argument("--out", type=Path, help="PNG to write (default: RUN_DIR/convergence.png, or ./convergence.png)")
+    p.add_argument("--prometheus", metavar="URL", help="read plantfed's metrics from this Prometheus instead")
+    p.add_argument("--model", help="with --prometheus: the model lineage to plot")
+    p.add_argument("--namespace", help="with --prometheus: only series with this namespace label")
+    p.add_argument("--since", default="6h", help="with --prometheus: how far back to look (default 6h)")
+    p.add_argument("--step", help="with --prometheus: query resolution (default: the window / 10000, at least 1s)")
     p.set_defaults(func=cmd_report)
 
     from plantfed.hub import healthcheck, init_model

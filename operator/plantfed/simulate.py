@@ -60,6 +60,8 @@ class SimulationConfig:
     seed: int = 0
     parallel: int = 0
     metrics_port: int | None = None
+    #: Keep serving metrics this long after the run, so a scraper collects the final values.
+    metrics_linger_s: float = 0.0
     model_name: str = "bearing"
     plant_timeout_s: float = 1800.0
     #: δ at which each plant's ε is reported (and the budget checked).
@@ -127,6 +129,7 @@ class Simulation:
         self.baselines = None
         self.local_patterns = tuple(self.task.local_parameter_patterns())
         self.ledger = PrivacyLedger(self.store.root, cfg.model_name)
+        self._last_contact: dict[str, float] = {}
 
     # -- privacy -----------------------------------------------------------------------------------------
     @property
@@ -246,6 +249,8 @@ class Simulation:
                 del running[plant]
                 tail = (self.out / "plants" / plant / "train.log").read_text(errors="replace")[-2000:]
                 results[plant] = (code, tail)
+                if code == 0:
+                    self._plant_contacted(plant)
                 on_done(plant, code)
         return results
 
@@ -286,6 +291,7 @@ class Simulation:
             )
         ok = [p for p in plants.values() if p.ok]
         if not ok:
+            self.metrics.rounds_total.labels(c.model_name, "failed").inc()
             raise RuntimeError(f"round {round_id}: every plant failed; first error: {next(iter(plants.values())).error}")
 
         agg = aggregate_round(self.store, round_id, c.strategy, local_patterns=self.local_patterns)
@@ -309,10 +315,15 @@ class Simulation:
         return report
 
     def _export_round_metrics(self, report: RoundReport, agg) -> None:
+        """The operator's round metrics, from one simulated round (see docs/observability.md).
+
+        The round number is set first: a scrape landing mid-update then pairs the new round with the
+        previous round's values at worst, never a finished round with the next one's.
+        """
         m, model = self.metrics, self.cfg.model_name
+        m.round_number.labels(model).set(report.round)
         m.round_duration.labels(model).observe(report.seconds)
         m.rounds_total.labels(model, "succeeded").inc()
-        m.round_number.labels(model).set(report.round)
         m.plants_selected.labels(model).set(len(report.plants))
         m.plants_replied.labels(model).set(sum(p.ok for p in report.plants.values()))
         m.plants_failed.labels(model).set(sum(not p.ok for p in report.plants.values()))
@@ -330,6 +341,25 @@ class Simulation:
             if p.epsilon is not None:
                 m.dp_epsilon.labels(model, p.plant).set(p.epsilon)
             m.plant_loss.labels(model, p.plant).set(p.metrics.get("train_loss", float("nan")))
+            if "global_test_accuracy" in p.metrics:
+                m.plant_accuracy.labels(model, p.plant).set(p.metrics["global_test_accuracy"])
+        # Federated evaluation of the model this round started from, as the operator reports it: the
+        # newly promoted model is scored when plants receive it (next round, or the final evaluation).
+        incoming = _weighted([
+            (p.metrics["global_test_accuracy"], p.metrics["global_test_loss"], p.metrics["global_test_samples"])
+            for p in report.plants.values()
+            if p.ok and {"global_test_accuracy", "global_test_loss", "global_test_samples"} <= p.metrics.keys()
+        ])
+        if incoming is not None:
+            m.global_accuracy.labels(model).set(incoming[0])
+            m.global_loss.labels(model).set(incoming[1])
+
+    def _plant_contacted(self, plant: str) -> None:
+        """A plant process finished cleanly, so it just talked to the hub: its heartbeat age restarts at 0."""
+        first = plant not in self._last_contact
+        self._last_contact[plant] = time.time()
+        if first:
+            self.metrics.heartbeat_age.labels(plant).set_function(lambda: time.time() - self._last_contact[plant])
 
     # -- evaluation -------------------------------------------------------------------------------------
     def _attach_global_metrics(self, final_eval: dict[str, dict[str, float]]) -> None:
@@ -390,10 +420,13 @@ class Simulation:
             self.store, TokenBook(token_dir), admin_token=admin_token, address="127.0.0.1:0", metrics=self.metrics
         )
         server.start()
+        metrics_http = None
         if c.metrics_port is not None:
             from prometheus_client import start_http_server
 
-            start_http_server(c.metrics_port, addr="127.0.0.1", registry=self.metrics.registry)
+            metrics_http, _ = start_http_server(c.metrics_port, addr="127.0.0.1", registry=self.metrics.registry)
+        for outcome in ("succeeded", "failed"):  # from 0, so increase() over a window counts the first round
+            self.metrics.rounds_total.labels(c.model_name, outcome)
         target = f"127.0.0.1:{port}"
         started = time.perf_counter()
         try:
@@ -420,7 +453,14 @@ class Simulation:
                 self.baselines = self._run_baselines()
         finally:
             server.stop(grace=2)
-        return self._write_outputs(time.perf_counter() - started)
+        try:
+            return self._write_outputs(time.perf_counter() - started)
+        finally:
+            if metrics_http is not None:
+                if c.metrics_linger_s > 0:
+                    self.console.print(f"serving metrics on 127.0.0.1:{c.metrics_port} for {c.metrics_linger_s:g} s more")
+                    time.sleep(c.metrics_linger_s)
+                metrics_http.shutdown()
 
     def _write_outputs(self, seconds: float) -> dict:
         from plantfed.report import render_convergence
