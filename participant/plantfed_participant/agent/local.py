@@ -13,7 +13,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from plantfed_participant.agent.naming import ROUND_ANNOTATION, selector, token_secret_name
+from plantfed_participant.agent.naming import ROUND_ANNOTATION, selector
 from plantfed_participant.agent.observe import TrainingObservation, observe_training
 
 log = logging.getLogger(__name__)
@@ -77,14 +77,14 @@ class LocalCluster:
             out[round_name] = observe_training(job, pods, lines)
         return out
 
-    def create_job(self, job: dict[str, Any]) -> dict[str, Any]:
+    def create_job(self, job: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Create the Job, or return the existing one of that name (409: created by an earlier pass)."""
         try:
-            return _raw(self.batch.create_namespaced_job(self.namespace, job, _preload_content=False))
+            return _raw(self.batch.create_namespaced_job(self.namespace, job, _preload_content=False)), True
         except ApiException as exc:
             if exc.status != 409:
                 raise
-        return _raw(self.batch.read_namespaced_job(job["metadata"]["name"], self.namespace, _preload_content=False))
+        return _raw(self.batch.read_namespaced_job(job["metadata"]["name"], self.namespace, _preload_content=False)), False
 
     def ensure_secret(self, secret: dict[str, Any]) -> None:
         """Create the Job's token Secret; replace a leftover owned by an earlier Job of the same name."""
@@ -109,12 +109,3 @@ class LocalCluster:
         except ApiException as exc:
             if exc.status != 404:
                 raise
-
-    def secret_exists(self, job_name: str) -> bool:
-        try:
-            self.core.read_namespaced_secret(token_secret_name(job_name), self.namespace)
-            return True
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise

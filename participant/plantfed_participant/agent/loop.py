@@ -166,7 +166,6 @@ class Agent:
         self.cache = ModelCacheWorker(cache, self.heartbeat_wake.set, self.metrics, cfg.plant)
         self.version = agent_version()
         self._token_reader = token_reader or (lambda: cfg.token_file.read_text().strip())
-        self._participant: PlantParticipant | None = None
         self._reported_model: str | None = None
         self._secured: set[str] = set()
 
@@ -180,7 +179,6 @@ class Agent:
 
     def heartbeat_once(self) -> None:
         pp = PlantParticipant.from_object(self.hub.participant())
-        self._participant = pp
         status: dict[str, Any] = {
             "lastHeartbeatTime": rfc3339(utcnow()),
             "agentVersion": self.version,
@@ -217,8 +215,10 @@ class Agent:
     # -- sync ---------------------------------------------------------------------------------------------
     def observe(self) -> AgentView:
         pp = PlantParticipant.from_object(self.hub.participant())
-        self._participant = pp
         rounds = _parse(FederatedRound, self.hub.rounds())
+        if pp.status.assignment is not None:  # modelVersion reports the model of the round status shows
+            self._reported_model = next(
+                (fr.spec.model_ref for fr in rounds if fr.name == pp.status.assignment.round), self._reported_model)
         models = {m.name: m for m in _parse(FederatedModel, self.hub.models())}
         trainings = self.local.trainings()
         mine = {fr.spec.model_ref for fr in rounds if my_entry(fr, self.cfg.plant) is not None}
@@ -238,15 +238,16 @@ class Agent:
 
     def execute(self, action: Any, view: AgentView) -> None:
         if isinstance(action, CreateTrainingJob):
-            job = self.local.create_job(training_job(action.spec, self.cfg))
+            job, created = self.local.create_job(training_job(action.spec, self.cfg))
             made_for = (job["metadata"].get("annotations") or {}).get(ROUND_UID_ANNOTATION, "")
             if made_for != action.spec.round_uid:
                 log.info("round %s: Job %s of an earlier round of that name is still being deleted; retrying",
                          action.spec.round, job["metadata"]["name"])
                 return
             self._secure(job["metadata"]["name"], job["metadata"]["uid"], action.spec.round)
-            self.metrics.agent_training_jobs.labels(self.cfg.plant, "created").inc()
-            log.info("round %s: created training Job %s", action.spec.round, job["metadata"]["name"])
+            if created:
+                self.metrics.agent_training_jobs.labels(self.cfg.plant, "created").inc()
+                log.info("round %s: created training Job %s", action.spec.round, job["metadata"]["name"])
         elif isinstance(action, CancelTrainingJob):
             self.local.delete_job(action.job_name)
             self.metrics.agent_training_jobs.labels(self.cfg.plant, "cancelled").inc()
@@ -301,26 +302,18 @@ class Agent:
         while not self.stop.is_set():
             stream = watch.Watch()
             try:
-                if version is None:
-                    listing = list_func(**kwargs)
-                    meta = listing["metadata"] if isinstance(listing, dict) else listing.metadata
-                    version = meta["resourceVersion"] if isinstance(meta, dict) else meta.resource_version
+                if version is None:  # (re-)list: first start, or our resourceVersion expired (410 Gone)
+                    version = _resource_version(list_func(**kwargs))
                 for event in stream.stream(list_func, resource_version=version, timeout_seconds=60, **kwargs):
-                    obj = event["object"]
-                    meta = obj.get("metadata", {}) if isinstance(obj, dict) else obj.metadata
-                    version = (meta.get("resourceVersion") if isinstance(meta, dict) else meta.resource_version) or version
+                    version = _resource_version(event["object"]) or version
                     self.sync_wake.set()
                     if self.stop.is_set():
                         return
                 backoff.success()
-            except ApiException as exc:
-                version = None  # 410 Gone: our resourceVersion expired; list again
-                if exc.status != 410 and self.stop.wait(backoff.failure()):
-                    return
-            except Exception as exc:
+            except Exception as exc:  # ApiException (410 included), hub or API server unreachable
                 version = None
                 log.debug("watch of %s interrupted (%s)", what, exc)
-                if self.stop.wait(backoff.failure()):
+                if not (isinstance(exc, ApiException) and exc.status == 410) and self.stop.wait(backoff.failure()):
                     return
             finally:
                 stream.stop()
@@ -344,6 +337,14 @@ class Agent:
         for thread in threads:
             thread.start()
         self._syncs()
+
+
+def _resource_version(obj: Any) -> str | None:
+    """resourceVersion of a list or object, whether the client returned a dict (custom objects) or a model."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else getattr(obj, "metadata", None)
+    if isinstance(meta, dict):
+        return meta.get("resourceVersion")
+    return getattr(meta, "resource_version", None)
 
 
 def default_cache(cfg: AgentConfig, client: Any) -> ModelCache:
