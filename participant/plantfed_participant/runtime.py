@@ -157,11 +157,13 @@ class PlantRuntime:
             metrics=metrics,
             train_seconds=result.seconds,
             codec=cfg.codec,
+            # Local DP is one Gaussian release of the whole clipped update per round (q = 1), whatever SGD did
+            # inside; reporting SGD's steps and batch rate here would invite an accountant to over-credit it.
             dp=DPParams(
                 clip_norm=cfg.clip_norm,
                 noise_multiplier=cfg.noise_multiplier,
-                steps=result.steps,
-                sample_rate=min(1.0, cfg.training.batch_size / max(len(train_set), 1)),
+                steps=1 if cfg.clip_norm > 0 else 0,
+                sample_rate=1.0 if cfg.clip_norm > 0 else 0.0,
             ),
             total_bytes=payload_path.stat().st_size,
             sha256=codecs.file_sha256(payload_path),
