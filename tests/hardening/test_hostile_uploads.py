@@ -106,6 +106,18 @@ def test_compressed_updates_pass_the_check(strict_hub: Hub) -> None:
     assert {u.meta.codec for u in strict_hub.store.updates("r1")} == {Codec.INT8, Codec.FP16}
 
 
+def test_a_lighter_variant_may_leave_tensors_out_but_not_break_the_rest(strict_hub: Hub, committed_b: str) -> None:
+    backbone = {k: v for k, v in good_delta().items() if k.startswith("conv.")}
+    light = write_raw_update(strict_hub.tmp / "light.safetensors", backbone)
+    strict_hub.plant("plant-a").upload_update(update_meta("plant-a", "r1", light, variant="light"), light)
+    assert {u.meta.plant: u.meta.partial for u in strict_hub.store.updates("r1")} == {"plant-a": True, "plant-b": False}
+    strict_hub.open_round("r2", ("plant-a",), model=MODEL)
+    bad = write_raw_update(strict_hub.tmp / "light-bad.safetensors", {**backbone, "conv.bias": torch.zeros(3)})
+    with pytest.raises(ExchangeError) as info:
+        strict_hub.plant("plant-a").upload_update(update_meta("plant-a", "r2", bad, variant="light"), bad)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT and "'conv.bias'" in info.value.details
+
+
 def test_update_for_a_closed_round_is_refused(strict_hub: Hub, committed_b: str) -> None:
     strict_hub.admin().close_round("r1")
     path = write_good_update(strict_hub.tmp / "late.safetensors")
