@@ -329,7 +329,7 @@ class Simulation:
         m.plants_failed.labels(model).set(sum(not p.ok for p in report.plants.values()))
         m.plants_late.labels(model).set(0)
         m.promoted_version.labels(model).set(report.version or 0)
-        m.aggregation_duration.labels(model, self.cfg.strategy.name).observe(report.aggregation_seconds)
+        m.aggregation_duration.labels(model, self.cfg.strategy.name.value).observe(report.aggregation_seconds)
         if agg.result is not None:
             m.aggregation_peak_bytes.labels(model).set(agg.result.peak_bytes)
         for p in report.plants.values():
