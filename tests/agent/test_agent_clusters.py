@@ -115,6 +115,24 @@ class World:
     cache_dir: Path
     agent_log: Path
     metrics_port: int
+    agent_cmd: list[str] | None = None
+    agent: subprocess.Popen[bytes] | None = None
+
+    def start_agent(self) -> None:
+        assert self.agent_cmd is not None
+        with open(self.agent_log, "ab") as log:
+            self.agent = subprocess.Popen(self.agent_cmd, stdout=log, stderr=subprocess.STDOUT,
+                                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def stop_agent(self, sig: int = signal.SIGTERM) -> None:
+        if self.agent is None or self.agent.poll() is not None:
+            return
+        self.agent.send_signal(sig)
+        try:
+            self.agent.wait(20)
+        except subprocess.TimeoutExpired:
+            self.agent.kill()
+            self.agent.wait()
 
     def custom(self) -> client.CustomObjectsApi:
         return client.CustomObjectsApi(self.hub.api_client())
@@ -245,7 +263,7 @@ def world(hub_and_plants, tmp_path_factory) -> Iterator[World]:
 
     world = World(hub, plant, hub_ns, plant_ns, hub.service_account_kubeconfig(hub_ns, HUB_SA), exchange,
                   root / "cache", root / "agent.log", free_port())
-    agent_cmd = [
+    world.agent_cmd = [
         plantfed_bin(), "agent", f"--plant={PLANT}", f"--hub-kubeconfig={world.hub_kubeconfig}",
         f"--hub-namespace={hub_ns}", f"--exchange={exchange.address}", f"--token-file={root / 'token'}",
         f"--kubeconfig={plant.service_account_kubeconfig(plant_ns, 'plantfed-agent')}", f"--namespace={plant_ns}",
@@ -255,18 +273,11 @@ def world(hub_and_plants, tmp_path_factory) -> Iterator[World]:
         "--image=ghcr.io/plantfed/plantfed:test", "--training-service-account=plantfed-train",
         f"--metrics-port={world.metrics_port}", "--heartbeat-seconds=2", "--sync-seconds=2",
     ]
-    with open(world.agent_log, "wb") as log:
-        agent = subprocess.Popen(agent_cmd, stdout=log, stderr=subprocess.STDOUT,
-                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    world.start_agent()
     try:
         yield world
     finally:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            agent.wait(20)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            agent.wait()
+        world.stop_agent()
         exchange.stop()
         hub.delete_namespace(hub_ns)
         plant.delete_namespace(plant_ns)
@@ -341,6 +352,24 @@ def test_a_failing_training_pod_reports_its_exit_code_and_last_log_line(world):
     assert failed["message"].startswith("BackoffLimitExceeded: "), failed
     assert "exit code 1 (Error): " in failed["message"], failed
     assert "NOT_FOUND" in failed["message"], failed  # the exchange's answer, from the pod's last log line
+
+
+def test_a_killed_agent_picks_up_where_it_stopped(world):
+    world.start_round("bearing-r1c", open_on_exchange=True, pod={"gpus": 1, "cpu": "1", "memory": "2Gi"})
+    job = wait_for(lambda: world.job("train-bearing-r1c"), timeout=60, what="training Job", ignore=(ApiException,))
+    world.stop_agent(signal.SIGKILL)  # the Job trains on without its agent
+
+    batch = client.BatchV1Api(world.plant_api())
+    wait_for(lambda: batch.read_namespaced_job("train-bearing-r1c", world.plant_ns).status.succeeded, timeout=TRAINING_TIMEOUT,
+             what="the orphaned training Job to finish")
+    assert world.assignment().get("round") != "bearing-r1c" or world.assignment().get("state") != "Uploaded"
+    world.start_agent()
+
+    done = wait_for(lambda: (a := world.assignment()).get("round") == "bearing-r1c" and a.get("state") == "Uploaded"
+                    and a, timeout=90, what="the restarted agent to report the finished Job")
+    assert done["progress"] == 1.0
+    assert world.job("train-bearing-r1c").metadata.uid == job.metadata.uid  # the same Job, not a second one
+    assert [u.meta.plant for u in world.exchange.store.updates("bearing-r1c")] == [PLANT]
 
 
 def _pod_of(world: World, job: str) -> str:
