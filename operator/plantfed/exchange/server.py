@@ -8,6 +8,11 @@ Upload idempotency: one update per (round, plant). Re-uploading a payload with t
 returns the original receipt with duplicate=true and stores nothing; a different payload for a committed
 (round, plant) is refused with ALREADY_EXISTS (a plant that wants to change its update must wait for the
 next round). A partial upload, or one refused at verification, is never visible through `ListUpdates`.
+
+Verification before commit: declared size and sha256, then (by default, `PayloadCheck.UPDATE`) the whole update
+against the round's base model (`plantfed.exchange.payload.UpdateCheck`), so a malformed update is refused at
+upload instead of failing the round's aggregation. With mutual TLS a plant's certificate must name the plant its
+token belongs to (`plantfed.exchange.auth.certificate_plant`).
 """
 
 from __future__ import annotations
