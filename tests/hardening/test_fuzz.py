@@ -90,6 +90,8 @@ def test_random_upload_streams_never_crash_or_commit_garbage(strict_hub: Hub, go
     stub = pb_grpc.ModelExchangeStub(channel)
     tokens = list(strict_hub.tokens.values()) + ["forged-token"]
     seen: set[grpc.StatusCode] = set()
+    rounds = iter(range(10**6))
+    accepted: list[bytes] = []
 
     @FUZZ
     @given(
@@ -104,12 +106,19 @@ def test_random_upload_streams_never_crash_or_commit_garbage(strict_hub: Hub, go
         variant=st.sampled_from(["full", "light", "", "x" * 100]),
         chunk_sizes=st.lists(st.integers(0, 4096), max_size=6),
         layout=st.sampled_from(["normal", "no-start", "start-twice", "empty"]),
+        honest=st.booleans(),
     )
-    def run(data, payload, token, plant, round_id, base_version, num_samples, codec, variant, chunk_sizes, layout):
+    def run(data, payload, token, plant, round_id, base_version, num_samples, codec, variant, chunk_sizes, layout,
+            honest):
         true_sha = hashlib.sha256(payload).hexdigest()
         sha = data.draw(st.sampled_from([true_sha, "0" * 64, "not-hex", ""]), label="sha256")
         total = data.draw(st.sampled_from([len(payload), len(payload) + 1, max(0, len(payload) - 1), -1, 2**62]))
         offset = data.draw(st.sampled_from([0, 0, 1, -1, len(payload)]), label="offset")
+        if honest:  # a well-formed call from an assigned plant to a fresh round: only the payload is fuzzed
+            plant, round_id = "plant-a", f"fuzz-{next(rounds)}"
+            token, base_version, num_samples, codec, variant = strict_hub.tokens[plant], 1, 10, 1, "full"
+            sha, total, offset, layout = true_sha, len(payload), 0, "normal"
+            strict_hub.open_round(round_id, (plant,), model=MODEL)
         meta = pb.UpdateMetadata(
             plant=plant, round_id=round_id, base_version=base_version, num_samples=num_samples, codec=codec,
             total_bytes=total, sha256=sha, variant=variant, metrics={"loss": 0.5},
@@ -121,6 +130,7 @@ def test_random_upload_streams_never_crash_or_commit_garbage(strict_hub: Hub, go
         }[layout]
         try:
             stub.UploadUpdate(iter(messages), metadata=(("authorization", f"Bearer {token}"),), timeout=30)
+            accepted.append(payload)
         except grpc.RpcError as err:
             assert err.code() not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), err.details()
             seen.add(err.code())
@@ -132,6 +142,7 @@ def test_random_upload_streams_never_crash_or_commit_garbage(strict_hub: Hub, go
     _assert_committed_updates_verify(strict_hub)
     assert strict_hub.plant("plant-a").get_round("r1").model == MODEL  # still serving
     assert grpc.StatusCode.INVALID_ARGUMENT in seen  # the fuzzer reached the checks, not only auth
+    assert good_bytes in accepted  # ...and well-formed uploads still got through
 
 
 def test_validator_refuses_any_bytes_with_payload_error(tmp_path: Path, good_bytes: bytes) -> None:
