@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 
 from plantfed.exchange.client import ExchangeClient
+from plantfed.exchange.errors import ExchangeError
 from plantfed.records import ModelVersion
 
 
@@ -54,7 +55,7 @@ class ModelCache:
         """
         try:
             path, version = self.fetch(model, None)
-        except (grpc.RpcError, OSError, RuntimeError) as exc:
+        except (ExchangeError, grpc.RpcError, OSError, RuntimeError) as exc:
             detail = exc.details() if isinstance(exc, grpc.RpcError) else str(exc)
             return self.current(model), f"hub unreachable, serving cached model: {detail}"
         info = ModelVersion(model=model, version=version, digest="", size=path.stat().st_size, created_at=path.stat().st_mtime, promoted=True)
