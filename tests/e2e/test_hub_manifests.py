@@ -83,3 +83,12 @@ def test_init_job_command_parses(weights, expected):
 def test_init_job_name_fits_a_label():
     name = init_job_name("m" * 63)
     assert len(name) <= 63 and name.endswith("-init") and name != init_job_name("m" * 62 + "n")
+
+
+def test_central_privacy_clips_at_the_hub_and_noises_the_aggregate():
+    privacy = Privacy.model_validate({"mode": "central", "clipNorm": 2.0, "noiseMultiplier": 0.7})
+    args = strategy_args(Strategy(), privacy)
+    config = strategy_from_args(build_parser().parse_args(["aggregate", "--store=s", "--round=r", *args]))
+    assert (config.norm_bound, config.central_noise_multiplier) == (2.0, 0.7)
+    local = Privacy.model_validate({"mode": "local", "clipNorm": 2.0, "noiseMultiplier": 0.7})
+    assert strategy_args(Strategy(), local) == ["--strategy=fedavg"]  # plants noised their own updates

@@ -16,7 +16,7 @@ import hashlib
 from typing import Any
 
 from plantfed.api.model import InitialWeights
-from plantfed.api.round import Strategy, StrategyName
+from plantfed.api.round import Privacy, PrivacyMode, Strategy, StrategyName
 from plantfed.hub.config import STORE_MOUNT, OperatorConfig
 from plantfed.reconcile.actions import CreateAggregationJob
 
@@ -37,8 +37,12 @@ _ADAPTIVE = {StrategyName.FEDADAM, StrategyName.FEDYOGI}
 _SERVER_LR = {*_ADAPTIVE, StrategyName.FEDAVGM}
 
 
-def strategy_args(strategy: Strategy) -> list[str]:
-    """`plantfed aggregate` flags for a CRD strategy (CRD names are camelCase, the CLI's snake_case)."""
+def strategy_args(strategy: Strategy, privacy: Privacy | None = None) -> list[str]:
+    """`plantfed aggregate` flags for a CRD strategy (CRD names are camelCase, the CLI's snake_case).
+
+    Central differential privacy happens here, at the hub: each update is clipped to the strategy's
+    `normBound` (or, when unset, the privacy `clipNorm`) and the aggregate gets Gaussian noise.
+    """
     args = [f"--strategy={_CLI_STRATEGY[strategy.name]}"]
     if strategy.name in _SERVER_LR:
         args.append(f"--server-lr={strategy.server_learning_rate:g}")
@@ -48,8 +52,12 @@ def strategy_args(strategy: Strategy) -> list[str]:
         args.append(f"--server-momentum={strategy.momentum:g}")
     if strategy.name is StrategyName.TRIMMED_MEAN:
         args.append(f"--trim-fraction={strategy.trim_fraction:g}")
-    if strategy.norm_bound > 0:
-        args.append(f"--norm-bound={strategy.norm_bound:g}")
+    central = privacy is not None and privacy.mode is PrivacyMode.CENTRAL
+    bound = strategy.norm_bound or (privacy.clip_norm if central and privacy is not None else 0.0)
+    if bound > 0:
+        args.append(f"--norm-bound={bound:g}")
+    if central and privacy is not None:
+        args.append(f"--central-noise-multiplier={privacy.noise_multiplier:g}")
     return args
 
 
@@ -134,7 +142,7 @@ def aggregation_job(cfg: OperatorConfig, action: CreateAggregationJob, round_bod
         raise ValueError(f"round {action.round_id}: no plants to aggregate")
     command = [
         "plantfed", "aggregate", f"--store={STORE_MOUNT}", f"--round={action.round_id}",
-        f"--plants={','.join(action.plants)}", *strategy_args(action.strategy),
+        f"--plants={','.join(action.plants)}", *strategy_args(action.strategy, action.privacy),
     ]
     labels = {ROUND_LABEL: action.round_id, MODEL_LABEL: action.model}
     return _job(cfg, action.name, round_body["metadata"]["namespace"], round_body, labels, "aggregate", command)
