@@ -55,10 +55,6 @@ class Hub:
     def kubectl(self, *args: str, input: str | None = None, check: bool = True):
         return self.cluster.kubectl("-n", self.namespace, *args, input=input, check=check)
 
-    def custom(self) -> tuple[client.ApiClient, client.CustomObjectsApi]:
-        api = self.cluster.api_client()
-        return api, client.CustomObjectsApi(api)
-
     def get(self, plural: str, name: str) -> dict[str, Any]:
         with self.cluster.api_client() as api:
             return client.CustomObjectsApi(api).get_namespaced_custom_object(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import yaml
-from conftest import PLANTS, condition, create_lineage, wait_phase
+from conftest import PLANTS, condition, wait_phase
 from hubdeploy import ROOT
 from kubernetes import client
 

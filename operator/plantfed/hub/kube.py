@@ -26,10 +26,6 @@ def load_config() -> None:
         config.load_kube_config()
 
 
-def is_status(exc: BaseException, *codes: int) -> bool:
-    return isinstance(exc, ApiException) and exc.status in codes
-
-
 class Kube:
     """The few API calls the operator makes; one instance per process (thread-safe client)."""
 

@@ -14,7 +14,7 @@ from plantfed.api.participant import PlantParticipant
 from plantfed.api.round import FederatedRound
 from plantfed.exchange import AdminClient, ExchangeError
 from plantfed.hub.kube import Kube
-from plantfed.reconcile.round import JobObservation, ObservedRound, Upload, aggregation_job_name
+from plantfed.reconcile.round import JobObservation, JobState, ObservedRound, Upload, aggregation_job_name
 from plantfed.records import ModelVersion
 
 PARTICIPANTS = "plantparticipants"
@@ -67,4 +67,4 @@ def job_failure(job: dict[str, Any] | None) -> str | None:
     if job is None:
         return None
     observed = JobObservation.from_job(job)
-    return (observed.message or "failed") if observed.state.value == "Failed" else None
+    return (observed.message or "failed") if observed.state is JobState.FAILED else None
