@@ -29,9 +29,13 @@ def sigma_for(epsilon: float, rounds: int) -> float:
 
 
 def run(out: Path, args: list[str]) -> dict:
+    """One simulate run's report; a run that fails (heavy noise can make training diverge to NaN) is a row too."""
     cmd = [sys.executable, "-m", "plantfed", "simulate", "--out", str(out), *args]
     started = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        return {"failed": last, "wall_seconds": time.perf_counter() - started}
     report = json.loads((out / "report.json").read_text())
     report["wall_seconds"] = time.perf_counter() - started
     return report
@@ -45,14 +49,14 @@ def main() -> int:
     p.add_argument("--clip-norm", type=float, default=1.0, help="C: local clip norm / central norm bound")
     p.add_argument("--mode", choices=("local", "central", "both"), default="both")
     p.add_argument("--epsilons", default="1,3,8")
-    p.add_argument("--data-option", action="append", default=["recordings_per_class=3"])
+    p.add_argument("--data-option", action="append", help="task data option (default recordings_per_class=3)")
     p.add_argument("--out", type=Path, default=Path("runs/bench-privacy"))
     p.add_argument("--report", type=Path, default=Path("bench/privacy.md"))
     a = p.parse_args()
 
     common = ["--plants", str(a.plants), "--rounds", str(a.rounds), "--epochs", str(a.epochs), "--seed", "0",
               "--learning-rate", "0.05", "--dp-delta", str(DELTA)]
-    for option in a.data_option:
+    for option in a.data_option or ["recordings_per_class=3"]:
         common += ["--data-option", option]
     modes = ("local", "central") if a.mode == "both" else (a.mode,)
     rows = [("none", None, None, run(a.out / "no-dp", common))]
@@ -72,10 +76,14 @@ def main() -> int:
         "|---|---|---|---|---|---|---|",
     ]
     for mode, eps, sigma, rep in rows:
+        head = [mode, "∞" if eps is None else f"{eps:g}", "–" if sigma is None else f"{sigma:.3f}"]
+        if "failed" in rep:
+            cells = [*head, "–", f"failed: {rep['failed'][:80]}", "–", f"{rep['wall_seconds']:.0f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+            continue
         last = rep["rounds"][-1]
         spent = max(rep["privacy"]["epsilon"].values()) if rep.get("privacy") else None
-        cells = [mode, "∞" if eps is None else f"{eps:g}", "–" if sigma is None else f"{sigma:.3f}",
-                 "–" if spent is None else f"{spent:.2f}", f"{last['global_accuracy']:.3f}",
+        cells = [*head, "–" if spent is None else f"{spent:.2f}", f"{last['global_accuracy']:.3f}",
                  f"{last['global_loss']:.3f}", f"{rep['wall_seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
