@@ -119,14 +119,20 @@ def condition(obj: dict, type_: str) -> dict:
 def wait_phase(hub: Hub, plural: str, name: str, phases: tuple[str, ...], timeout: float = 420) -> dict:
     """Wait until the object's phase is one of `phases`; fail at once on a round that failed unexpectedly."""
 
+    seen: list[dict] = []
+
     def probe():
         obj = hub.get(plural, name)
+        seen[:] = [obj.get("status") or {}]
         if phase(obj) == "Failed" and "Failed" not in phases:
             pytest.fail(f"{plural}/{name} failed: {condition(obj, 'Succeeded')}")
         return obj if phase(obj) in phases else None
 
-    return wait_for(probe, timeout=timeout, what=f"{plural}/{name} phase in {phases}",
-                    interval=0.5, ignore=(client.exceptions.ApiException,))
+    try:
+        return wait_for(probe, timeout=timeout, what=f"{plural}/{name} phase in {phases}",
+                        interval=0.5, ignore=(client.exceptions.ApiException,))
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nlast status: {json.dumps(seen[-1] if seen else None, indent=1)}") from None
 
 
 def model_manifest(hub: Hub, name: str, *, suspend: bool, template: dict | None = None, stop: dict | None = None,
