@@ -17,12 +17,36 @@ Plant::
 Token-book format: `plantfed.exchange.auth`. Upload idempotency policy: `plantfed.exchange.server`.
 """
 
-from plantfed.exchange.auth import TokenBook, TokenBookError, generate_token
-from plantfed.exchange.client import AdminClient, ExchangeClient, Receipt, RetryPolicy, RoundInfo
-from plantfed.exchange.errors import ExchangeError
-from plantfed.exchange.payload import PayloadCheck
-from plantfed.exchange.server import build_server, serve
-from plantfed.exchange.transport import MAX_CHUNK, ServerTLS
+import importlib
+from typing import Any
+
+# Resolved on first use (PEP 562): importing one submodule, e.g. for the CLI parser or a health check,
+# must not drag in the server, the store and torch.
+_EXPORTS = {
+    "TokenBook": "plantfed.exchange.auth",
+    "TokenBookError": "plantfed.exchange.auth",
+    "generate_token": "plantfed.exchange.auth",
+    "AdminClient": "plantfed.exchange.client",
+    "ExchangeClient": "plantfed.exchange.client",
+    "Receipt": "plantfed.exchange.client",
+    "RetryPolicy": "plantfed.exchange.client",
+    "RoundInfo": "plantfed.exchange.client",
+    "ExchangeError": "plantfed.exchange.errors",
+    "PayloadCheck": "plantfed.exchange.payload",
+    "build_server": "plantfed.exchange.server",
+    "serve": "plantfed.exchange.server",
+    "MAX_CHUNK": "plantfed.exchange.transport",
+    "ServerTLS": "plantfed.exchange.transport",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "MAX_CHUNK",

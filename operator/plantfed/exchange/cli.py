@@ -6,14 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from prometheus_client import start_http_server
-
-from plantfed.exchange.auth import TokenBook, TokenBookError
 from plantfed.exchange.payload import PayloadCheck
-from plantfed.exchange.server import serve
-from plantfed.exchange.transport import ServerTLS
-from plantfed.metrics import Metrics
-from plantfed.store import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +60,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here so that building the `plantfed` parser (also for `plantfed healthcheck`, the exchange's
+    # readiness probe) never pays for grpc servers, the store or torch.
+    from prometheus_client import start_http_server
+
+    from plantfed.exchange.auth import TokenBook, TokenBookError
+    from plantfed.exchange.server import serve
+    from plantfed.exchange.transport import ServerTLS
+    from plantfed.metrics import Metrics
+    from plantfed.store import ModelStore
+
     if (args.tls_cert is None) != (args.tls_key is None):
         log.error("--tls-cert and --tls-key go together")
         return 2

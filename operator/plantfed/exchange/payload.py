@@ -15,7 +15,6 @@ from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
-from plantfed.codecs import PayloadError, validate_update
 from plantfed.records import UpdateMeta
 
 
@@ -50,6 +49,8 @@ class UpdateCheck:
         self._exclude = tuple(local_patterns)
 
     def __call__(self, path: Path) -> None:
+        from plantfed.codecs import PayloadError, validate_update  # torch: only where updates are checked
+
         try:
             validate_update(path, self._base, self._meta.codec, exclude=self._exclude, partial=self._meta.partial)
         except PayloadError as exc:
