@@ -135,7 +135,7 @@ def test_update_trained_on_another_base_is_refused(strict_hub: Hub, committed_b:
 
 def test_replayed_upload_is_counted_once_and_cannot_replace_the_update(strict_hub: Hub, committed_b: str) -> None:
     path = strict_hub.tmp / "b-replay.safetensors"
-    write_good_update(path, seed=2)  # byte-identical to plant-b's committed update
+    path.write_bytes(strict_hub.store.blob_path(committed_b).read_bytes())  # the committed update, byte for byte
     again = strict_hub.plant("plant-b").upload_update(update_meta("plant-b", "r1", path), path)
     assert again.duplicate and again.digest == committed_b
     other = write_good_update(strict_hub.tmp / "b-other.safetensors", seed=5)
