@@ -29,7 +29,9 @@ class BaselineReport:
 
 
 def _train_set(data: PlantData, spec: DataSpec, alpha: float, seed: int) -> Dataset:
-    return label_skewed(data.train, alpha, seed=seed, plant_index=spec.plant_index) if alpha > 0 else data.train
+    if alpha <= 0:
+        return data.train
+    return label_skewed(data.train, alpha, seed=seed, plant_index=spec.plant_index, num_plants=spec.num_plants)
 
 
 def run_baselines(

@@ -118,7 +118,10 @@ class PlantRuntime:
         plant_data = self.task.load_data(self.data)
         train_set = plant_data.train
         if cfg.label_skew_alpha > 0:
-            train_set = label_skewed(train_set, cfg.label_skew_alpha, seed=cfg.seed, plant_index=self.data.plant_index)
+            train_set = label_skewed(
+                train_set, cfg.label_skew_alpha, seed=cfg.seed,
+                plant_index=self.data.plant_index, num_plants=self.data.num_plants,
+            )
 
         metrics: dict[str, float] = {}
         for split_name, split in (("val", plant_data.val), ("test", plant_data.test)):

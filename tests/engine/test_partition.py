@@ -1,7 +1,8 @@
-"""Dirichlet label skew: deterministic, per-plant, and really skewed for small alpha."""
+"""Dirichlet label skew: deterministic, per-plant, really skewed for small alpha, and no class lost to the fleet."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.utils.data import TensorDataset
 
@@ -13,23 +14,37 @@ def balanced(classes: int = 4, per_class: int = 200) -> TensorDataset:
     return TensorDataset(torch.zeros(len(labels), 1), labels)
 
 
-def test_small_alpha_skews_each_plant_differently_and_reproducibly() -> None:
+def fleet(alpha: float, plants: int = 4, seed: int = 0) -> list[list[int]]:
     data = balanced()
-    hists = [class_histogram(label_skewed(data, 0.1, seed=0, plant_index=i), 4) for i in range(4)]
-    assert hists == [class_histogram(label_skewed(data, 0.1, seed=0, plant_index=i), 4) for i in range(4)]
+    return [class_histogram(label_skewed(data, alpha, seed=seed, plant_index=i, num_plants=plants), 4) for i in range(plants)]
+
+
+def test_small_alpha_skews_each_plant_differently_and_reproducibly() -> None:
+    hists = fleet(0.1)
+    assert hists == fleet(0.1)
     assert len({tuple(h) for h in hists}) == 4
     for h in hists:
-        assert max(h) == 200, "each plant keeps all of its dominant class"
-        assert min(h) < 40, f"alpha=0.1 should nearly remove some class: {h}"
+        assert min(h) < 40, f"alpha=0.1 should nearly remove some class at every plant: {h}"
+
+
+def test_every_class_survives_whole_at_some_plant() -> None:
+    for alpha in (0.1, 0.3, 1.0):
+        for c, column in enumerate(zip(*fleet(alpha, plants=3, seed=7))):
+            assert max(column) == 200, f"alpha={alpha}: class {c} is not kept whole anywhere: {column}"
 
 
 def test_large_alpha_keeps_plants_close_to_balanced() -> None:
-    hist = class_histogram(label_skewed(balanced(), 1000.0, seed=0, plant_index=0), 4)
-    assert min(hist) > 0.8 * max(hist)
+    for h in fleet(1000.0):
+        assert min(h) > 0.8 * max(h)
 
 
 def test_the_skewed_subset_only_holds_samples_of_the_original_split() -> None:
     data = balanced()
-    subset = label_skewed(data, 0.3, seed=1, plant_index=2)
+    subset = label_skewed(data, 0.3, seed=1, plant_index=2, num_plants=3)
     assert set(subset.indices) <= set(range(len(data)))
     assert len(set(subset.indices)) == len(subset.indices)
+
+
+def test_a_plant_index_outside_the_fleet_is_refused() -> None:
+    with pytest.raises(ValueError, match="plant_index 3 is outside 0..2"):
+        label_skewed(balanced(), 0.3, seed=0, plant_index=3, num_plants=3)
