@@ -3,7 +3,7 @@
 Every row is one `plantfed simulate` run with fixed seeds, so the numbers reproduce. Writes a markdown report
 (default bench/learning.md) that bench/RESULTS.md quotes.
 
-    .venv/bin/python bench/bench_learning.py [--rounds 20] [--only cwru,synthetic,noniid,codecs] [--out DIR]
+    .venv/bin/python bench/bench_learning.py [--rounds 20] [--only cwru,synthetic,noniid,codecs] [--alphas 0.3,1.0] [--jobs N] [--out DIR]
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 CWRU = Path(__file__).resolve().parents[2] / "shared" / "data" / "cwru"
@@ -62,10 +63,38 @@ def curve_row(name: str, report: dict) -> str:
     return f"| {name} | {fmt(accs[-1])} | {fmt(max(a for a in accs if a is not None))} | {report['quality']['rounds_to_95pct_of_final']} | {mb:.2f} |"
 
 
+NONIID_STRATEGIES = (
+    ("FedAvg", ["--strategy", "fedavg"]),
+    ("FedProx (mu 0.01)", ["--strategy", "fedprox", "--fedprox-mu", "0.01"]),
+    ("FedAdam (server lr 0.01)", ["--strategy", "fedadam"]),
+)
+
+
+def noniid_tables(out: Path, rounds: str, alphas: list[float], jobs: int) -> list[str]:
+    """One row per (alpha, strategy) plus an IID FedAvg reference, all 3 synthetic plants, run `jobs` at a time."""
+    runs = {("IID", "FedAvg"): (out / "iid-fedavg", ["--strategy", "fedavg"])}
+    for alpha in alphas:
+        for name, extra in NONIID_STRATEGIES:
+            runs[(alpha, name)] = (out / f"noniid-a{alpha:g}-{extra[1]}", ["--label-skew-alpha", f"{alpha:g}", *extra])
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {key: pool.submit(simulate, path, "--plants", "3", "--rounds", rounds, *extra)
+                   for key, (path, extra) in runs.items()}
+        reports = {key: f.result() for key, f in futures.items()}
+    lines = [f"### Non-IID: Dirichlet label skew across 3 synthetic plants, {rounds} rounds", "",
+             "| label skew | strategy | final accuracy | best | rounds to 95 % of final | MB uploaded |",
+             "|---|---|---|---|---|---|"]
+    for (alpha, name), rep in reports.items():
+        skew = "none (IID)" if alpha == "IID" else f"α = {alpha:g}"
+        lines.append(f"| {skew} " + curve_row(name, rep))
+    return lines + ["", f"`plantfed simulate --plants 3 --rounds {rounds} --label-skew-alpha <α> --strategy <s>`", ""]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=20)
-    p.add_argument("--noniid-rounds", type=int, default=10)
+    p.add_argument("--noniid-rounds", type=int, default=20)
+    p.add_argument("--alphas", default="0.3,1.0", help="Dirichlet label-skew alphas of the non-IID table")
+    p.add_argument("--jobs", type=int, default=1, help="simulate runs at once (non-IID table)")
     p.add_argument("--only", default="cwru,synthetic,noniid,codecs")
     p.add_argument("--out", type=Path, default=Path("runs/bench-learning"))
     p.add_argument("--report", type=Path, default=Path("bench/learning.md"))
@@ -84,16 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
     nr = str(args.noniid_rounds)
     if "noniid" in only:
-        lines += ["### Non-IID: Dirichlet label skew (alpha 0.3) on top of the synthetic fleet, 3 plants", "",
-                  "| strategy | final accuracy | best | rounds to 95 % of final | MB uploaded |", "|---|---|---|---|---|"]
-        for name, extra in (
-            ("FedAvg", ["--strategy", "fedavg"]),
-            ("FedProx (mu 0.01)", ["--strategy", "fedprox", "--fedprox-mu", "0.01"]),
-            ("FedAdam (server lr 0.01)", ["--strategy", "fedadam"]),
-        ):
-            rep = simulate(args.out / f"noniid-{extra[1]}", "--plants", "3", "--rounds", nr, "--label-skew-alpha", "0.3", *extra)
-            lines.append(curve_row(name, rep))
-        lines += ["", f"`plantfed simulate --plants 3 --rounds {nr} --label-skew-alpha 0.3 --strategy <s>`", ""]
+        lines += noniid_tables(args.out, nr, [float(a) for a in args.alphas.split(",")], args.jobs)
     if "codecs" in only:
         lines += ["### Compression: accuracy and bytes per codec (synthetic, 3 plants)", "",
                   "| codec | final accuracy | best | rounds to 95 % of final | MB uploaded |", "|---|---|---|---|---|"]

@@ -5,7 +5,7 @@ with q = 1 (one Gaussian release per round per plant, the accounting of docs/sec
 `plantfed simulate` run per row (synthetic bearing data by default) reports the final federated test
 accuracy and the ε the ledger actually charged. A no-DP row is the reference.
 
-    .venv/bin/python bench/bench_privacy.py [--rounds 5] [--plants 3] [--mode local|central|both] [--out DIR]
+    .venv/bin/python bench/bench_privacy.py [--rounds 5] [--plants 3] [--mode local|central|both] [--jobs N] [--out DIR]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from opacus.accountants.utils import get_noise_multiplier
@@ -50,6 +51,7 @@ def main() -> int:
     p.add_argument("--mode", choices=("local", "central", "both"), default="both")
     p.add_argument("--epsilons", default="1,3,8")
     p.add_argument("--data-option", action="append", help="task data option (default recordings_per_class=3)")
+    p.add_argument("--jobs", type=int, default=1, help="simulate runs at once")
     p.add_argument("--out", type=Path, default=Path("runs/bench-privacy"))
     p.add_argument("--report", type=Path, default=Path("bench/privacy.md"))
     a = p.parse_args()
@@ -59,7 +61,7 @@ def main() -> int:
     for option in a.data_option or ["recordings_per_class=3"]:
         common += ["--data-option", option]
     modes = ("local", "central") if a.mode == "both" else (a.mode,)
-    rows = [("none", None, None, run(a.out / "no-dp", common))]
+    plan = [("none", None, None, a.out / "no-dp", common)]
     for mode in modes:
         for eps in (float(e) for e in a.epsilons.split(",")):
             sigma = sigma_for(eps, a.rounds)
@@ -67,7 +69,10 @@ def main() -> int:
                 extra = ["--clip-norm", str(a.clip_norm), "--noise-multiplier", f"{sigma:.6g}"]
             else:
                 extra = ["--norm-bound", str(a.clip_norm), "--central-noise-multiplier", f"{sigma:.6g}"]
-            rows.append((mode, eps, sigma, run(a.out / f"{mode}-eps{eps:g}", common + extra)))
+            plan.append((mode, eps, sigma, a.out / f"{mode}-eps{eps:g}", common + extra))
+    with ThreadPoolExecutor(max_workers=a.jobs) as pool:
+        futures = [pool.submit(run, out, args) for *_, out, args in plan]
+        rows = [(mode, eps, sigma, f.result()) for (mode, eps, sigma, _, _), f in zip(plan, futures)]
 
     lines = [
         f"# Accuracy vs ε (δ = {DELTA:g}), {a.plants} plants × {a.rounds} rounds, C = {a.clip_norm}, synthetic bearing data",

@@ -51,6 +51,8 @@ class ParticipationReport:
     bytes_sent: int
     update_norm: float
     duplicate: bool
+    #: where training ran ("cuda:0", "cpu"): a plant whose GPU silently went missing shows up here
+    device: str = "cpu"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -184,6 +186,7 @@ class PlantRuntime:
             bytes_sent=receipt.bytes_sent,
             update_norm=norm,
             duplicate=receipt.duplicate,
+            device=str(next(model.parameters()).device),
         )
 
     def evaluate_version(self, model_name: str, version: int | None, variant: str = "full") -> dict[str, float]:
