@@ -134,8 +134,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if (args.round is None) == (args.model is None):
+        raise SystemExit("plantfed evaluate: pass either --round (score and report its candidate) or --model")
     runtime = _plant_runtime(args)
-    _emit(runtime.evaluate_version(args.model, args.version, args.variant), args.report)
+    if args.round is not None:
+        kept = runtime.evaluate_candidate(args.round, args.variant, args.device)
+        _emit(kept.model_dump(), args.report)
+    else:
+        _emit(runtime.evaluate_version(args.model, args.version, args.variant), args.report)
     return 0
 
 
@@ -235,11 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="score a global model on this plant's test split (numbers only leave)")
+    p = sub.add_parser("evaluate", help="score a model on this plant's data; only numbers leave the plant")
     _add_plant_args(p)
-    p.add_argument("--model", required=True)
-    p.add_argument("--version", type=int, help="default: the latest promoted")
+    p.add_argument("--round", help="score the round's aggregated candidate on the validation split and report it "
+                                   "to the hub (what an evaluation pod runs)")
+    p.add_argument("--model", help="score this model's --version (default: promoted) on the test split, locally")
+    p.add_argument("--version", type=int, help="with --model; default: the latest promoted")
     p.add_argument("--variant", default="full")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("aggregate", help="aggregate one round from the model store (the aggregation Job)")

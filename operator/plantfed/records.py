@@ -91,3 +91,19 @@ class ModelVersion(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     created_at: float
     promoted: bool = False
+
+
+class EvaluationRecord(BaseModel):
+    """A plant's score of a round's candidate version on its own validation split: numbers only, no data.
+
+    These are what a promotion decision rests on (docs/architecture.md, "Evaluation"): the same plants that
+    trained the round also measured its base version on the same split, so candidate and incumbent are compared
+    on identical data.
+    """
+
+    plant: str
+    round_id: str
+    version: int = Field(ge=1)
+    num_samples: int = Field(ge=1)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    received_at: float = 0.0

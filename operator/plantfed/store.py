@@ -26,6 +26,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -37,7 +38,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from plantfed.records import ModelVersion, RoundRecord, RoundState, UpdateMeta, UpdateRecord
+from plantfed.records import EvaluationRecord, ModelVersion, RoundRecord, RoundState, UpdateMeta, UpdateRecord
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -84,6 +85,14 @@ class ChecksumError(StoreError):
 
 class OffsetError(StoreError):
     """A resume offset beyond what is held, or bytes beyond the declared size."""
+
+
+class NotCandidateError(StoreError):
+    """An evaluation names a version that is not the round's candidate."""
+
+
+class InvalidValueError(StoreError, ValueError):
+    """A record carries a value no consumer could use (e.g. a NaN metric)."""
 
 
 class BusyError(StoreError):
@@ -633,3 +642,47 @@ class ModelStore:
         udir = self._round_dir(round_id) / "updates"
         found = [_read_record(p, UpdateRecord) for p in sorted(udir.glob("*.json"))] if udir.is_dir() else []
         return [u for u in found if u is not None]
+
+    # --- plant-side evaluations of a round's candidate ---------------------------------------------------
+
+    def candidate(self, round_id: str) -> ModelVersion | None:
+        """The newest version aggregated from `round_id` (what its plants are asked to evaluate), if any."""
+        record = self.get_round(round_id)
+        produced = [v for v in self.versions(record.model) if v.round_id == round_id]
+        return produced[-1] if produced else None
+
+    def record_evaluation(self, evaluation: EvaluationRecord) -> tuple[EvaluationRecord, bool]:
+        """Keep a plant's evaluation of the round's candidate; returns (record, duplicate).
+
+        Only a plant assigned to the round may report, only for the round's candidate, and only finite numbers.
+        The first report per (round, plant, version) wins: a re-run evaluation pod gets the kept record back
+        (duplicate=True) instead of replacing what a promotion decision may already rest on.
+        """
+        check_name("plant", evaluation.plant)
+        record = self.get_round(evaluation.round_id)
+        if evaluation.plant not in record.plants:
+            raise NotAssignedError(f"plant {evaluation.plant!r} is not assigned to round {evaluation.round_id!r}")
+        candidate = self.candidate(evaluation.round_id)
+        if candidate is None or candidate.version != evaluation.version:
+            have = "no candidate yet" if candidate is None else f"candidate version {candidate.version}"
+            raise NotCandidateError(
+                f"round {evaluation.round_id!r} has {have}; an evaluation of version {evaluation.version} is not asked for"
+            )
+        bad = sorted(k for k, v in evaluation.metrics.items() if not math.isfinite(v))
+        if bad:
+            raise InvalidValueError(f"evaluation metrics must be finite numbers; not finite: {', '.join(bad)}")
+        with _locked(self._round_lock(evaluation.round_id)):
+            path = self._round_dir(evaluation.round_id) / "evaluations" / f"{evaluation.plant}.json"
+            existing = _read_record(path, EvaluationRecord)
+            if existing is not None and existing.version == evaluation.version:
+                return existing, True
+            kept = evaluation.model_copy(update={"received_at": time.time()})
+            _write_record(path, kept)
+            return kept, False
+
+    def evaluations(self, round_id: str) -> list[EvaluationRecord]:
+        """Plants' evaluations of the round's candidate, by plant name."""
+        self.get_round(round_id)
+        edir = self._round_dir(round_id) / "evaluations"
+        found = [_read_record(p, EvaluationRecord) for p in sorted(edir.glob("*.json"))] if edir.is_dir() else []
+        return [e for e in found if e is not None]

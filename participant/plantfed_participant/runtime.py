@@ -17,7 +17,7 @@ import torch
 
 from plantfed import codecs
 from plantfed.exchange.client import ExchangeClient
-from plantfed.records import Codec, DPParams, UpdateMeta
+from plantfed.records import Codec, DPParams, EvaluationRecord, UpdateMeta
 from plantfed_participant.model_cache import ModelCache
 from plantfed_participant.partition import label_skewed
 from plantfed_participant.privacy import clip_and_noise
@@ -197,6 +197,29 @@ class PlantRuntime:
         out = {f"test_{k}": v for k, v in evaluate(self.task, model, plant_data.test, pick_device()).items()}
         out["version"] = float(resolved)
         return out
+
+    def evaluate_candidate(self, round_id: str, variant: str = "full", device: str = "auto") -> EvaluationRecord:
+        """Score the round's aggregated candidate on this plant's validation split and report it to the hub.
+
+        The hub promotes on these numbers (compared with the base version, which this plant scored on the same
+        split before training), so a candidate is judged on every contributing plant's data without any of it
+        leaving the plant.
+        """
+        info = self.client.get_round(round_id)
+        if not info.assigned:
+            raise RoundNotForThisPlant(f"plant {self.plant} is not assigned to round {round_id}")
+        if info.candidate_version is None:
+            raise RoundNotForThisPlant(f"round {round_id} has no aggregated candidate to evaluate yet")
+        path, version = self.cache.fetch(info.model, info.candidate_version)
+        model = self.build_model(codecs.load_state(path), variant, seed=0)
+        scores = evaluate(self.task, model, self.task.load_data(self.data).val, pick_device(device))
+        samples = int(scores.pop("samples"))
+        evaluation = EvaluationRecord(
+            plant=self.plant, round_id=round_id, version=version, num_samples=max(samples, 1),
+            metrics={f"val_{k}": v for k, v in scores.items()},
+        )
+        kept, _duplicate = self.client.submit_evaluation(evaluation)
+        return kept
 
     def _save_personal(self, trained: dict[str, torch.Tensor]) -> None:
         personal = {k: v for k, v in trained.items() if is_local(k, self.local_patterns)}

@@ -8,6 +8,7 @@ import pytest
 from agent_objects import NOW, fm, fr, later, pp
 
 from plantfed.api.participant import AssignmentState
+from plantfed.api.round import RoundEvaluation
 from plantfed_participant.agent.decide import (
     AgentView,
     CancelTrainingJob,
@@ -195,3 +196,47 @@ def test_a_job_left_by_an_earlier_round_of_the_same_name_is_deleted_before_the_n
     assert not of(actions, CreateTrainingJob) and not of(actions, ReportAssignment)
     (create,) = of(decide(view([r])), CreateTrainingJob)  # once it is gone
     assert create.spec.round_uid == "new-uid"
+
+
+# --- scoring the round's candidate ------------------------------------------------------------------
+
+
+def evaluating(state: str = "Uploaded", scored: bool = False, opened: float = 0.0, phase: str = "Evaluating"):
+    """A round whose candidate version 2 the operator asked its contributing plants to score."""
+    round_ = fr("r1", {"plant-a": state, "plant-b": "Uploaded"}, phase=phase)
+    status = round_.status.model_copy(update={"evaluation": RoundEvaluation(version=2, start_time=later(opened), expected=2)})
+    if scored:
+        status.plants = [p.model_copy(update={"evaluation": {"val_accuracy": 0.9}}) if p.plant == "plant-a" else p
+                         for p in status.plants]
+    return round_.model_copy(update={"status": status})
+
+
+@pytest.mark.parametrize(
+    ("state", "scored", "phase", "creates"),
+    [
+        ("Uploaded", False, "Evaluating", True),
+        ("Uploaded", True, "Evaluating", False),    # the hub has our numbers
+        ("Late", False, "Evaluating", False),       # not aggregated: nothing of ours to judge
+        ("Uploaded", False, "Succeeded", False),
+    ],
+)
+def test_a_contributing_plant_scores_the_candidate_once(state, scored, phase, creates):
+    actions = decide(view([evaluating(state, scored, phase=phase)], now=later(30)))
+    made = of(actions, CreateTrainingJob)
+    assert bool(made) is creates
+    if creates:
+        (spec,) = [a.spec for a in made]
+        assert (spec.purpose, spec.job_name, spec.gpus) == ("evaluate", "eval-r1", 0)
+        assert spec.active_deadline_seconds == 600 - 30, "the Job lives only as long as the hub's evaluation window"
+        assert not of(actions, ReportAssignment), "scoring is not a training assignment"
+
+
+def test_an_evaluation_job_is_not_made_twice_and_is_cancelled_when_the_round_ends():
+    running = {"r1": TrainingObservation("eval-r1", "r1", TrainingPhase.RUNNING, job_uid="uid-2")}
+    assert not of(decide(view([evaluating()], evaluations=running, now=later(30))), CreateTrainingJob)
+    actions = decide(view([evaluating(phase="Succeeded")], evaluations=running, now=later(30)))
+    assert of(actions, CancelTrainingJob) == [CancelTrainingJob("eval-r1", "r1", "RoundFinished")]
+
+
+def test_no_evaluation_job_after_the_window_closed():
+    assert not of(decide(view([evaluating()], now=later(601))), CreateTrainingJob)

@@ -8,7 +8,8 @@ import pytest
 from agent_objects import NOW, fm, fr, pp
 
 from plantfed_participant.agent.config import AgentConfig, ConfigError, parse_node_selector, parse_tolerations
-from plantfed_participant.agent.decide import training_spec
+from plantfed.api.round import RoundEvaluation
+from plantfed_participant.agent.decide import evaluation_spec, training_spec
 from plantfed_participant.agent.jobspec import token_secret, training_job
 from plantfed_participant.agent.naming import training_job_name
 from plantfed_participant.agent.observe import TrainingPhase, observe_training
@@ -115,6 +116,25 @@ def test_training_job_manifest(tmp_path):
     assert volumes["cache"]["persistentVolumeClaim"] == {"claimName": "plantfed-cache"}
     assert volumes["exchange"]["secret"]["secretName"] == "train-r1-token"
     assert "token" not in str(manifest["spec"]["template"]["metadata"])
+
+
+def test_evaluation_job_manifest_scores_the_candidate_on_the_same_data_without_a_gpu(tmp_path):
+    r = fr("r1", {"plant-a": "Uploaded"}, uid="u-r1", phase="Evaluating", pod={"gpus": 1, "nodeSelector": {"zone": "hall-2"}})
+    r.status.evaluation = RoundEvaluation(version=2, start_time=NOW, expected=1)
+    manifest = training_job(evaluation_spec(r, fm(), pp(sub_path="line-3"), NOW), config(tmp_path))
+    assert manifest["metadata"]["name"] == "eval-r1"
+    assert manifest["metadata"]["labels"]["app.kubernetes.io/component"] == "evaluate"
+    pod_spec = manifest["spec"]["template"]["spec"]
+    assert pod_spec["nodeSelector"] == {"zone": "hall-2", "nvidia.com/gpu.present": "true"}, "next to the data"
+    (container,) = pod_spec["containers"]
+    assert "nvidia.com/gpu" not in container["resources"]["requests"]
+    cmd = container["command"]
+    assert cmd[:2] == ["plantfed", "evaluate"]
+    flags = dict(zip(cmd[2::2], cmd[3::2]))
+    assert flags["--round"] == "r1" and flags["--device"] == "cpu" and "--epochs" not in flags
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["data"]["readOnly"] is True and mounts["data"]["subPath"] == "line-3"
+    assert pod_spec["volumes"][2]["secret"]["secretName"] == "eval-r1-token"
 
 
 def test_token_secret_is_owned_by_its_job():

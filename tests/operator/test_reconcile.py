@@ -30,7 +30,7 @@ from plantfed.reconcile import (
     set_condition,
     status_patch,
 )
-from plantfed.records import ModelVersion, RoundRecord, RoundState
+from plantfed.records import EvaluationRecord, ModelVersion, RoundRecord, RoundState
 
 NOW = datetime(2026, 11, 6, 12, 0, tzinfo=UTC)  # a Friday
 TIMEOUT = timedelta(seconds=90)
@@ -79,8 +79,15 @@ def version(v: int, *, round_id: str | None = None, promoted: bool = False, **me
                         metrics=metrics, created_at=0.0, promoted=promoted)
 
 
-def upload(p: str, samples: int = 100) -> Upload:
-    return Upload(p, samples, samples * 10, {"loss": 0.5})
+def upload(p: str, samples: int = 100, base_accuracy: float = 0.6, val_samples: float = 50.0) -> Upload:
+    """A committed update; the plant also scored the base version on its validation split before training."""
+    return Upload(p, samples, samples * 10, {"loss": 0.5, "global_val_accuracy": base_accuracy,
+                                             "global_val_loss": 1.0, "global_val_samples": val_samples})
+
+
+def scored(p: str, accuracy: float, samples: int = 50, v: int = 5) -> EvaluationRecord:
+    return EvaluationRecord(plant=p, round_id="bearing-r1", version=v, num_samples=samples,
+                            metrics={"val_accuracy": accuracy, "val_loss": 1.0 - accuracy})
 
 
 FLEET = [plant("a"), plant("b"), plant("c")]
@@ -89,7 +96,8 @@ BASE = version(4, promoted=True, accuracy=0.80)
 
 def observed(*uploads: Upload, exchange: str | None = "open", job: JobState | None = None,
              candidate: ModelVersion | None = None, promoted: ModelVersion | None = BASE,
-             round_id: str = "bearing-r1", plants: tuple[str, ...] = ("a", "b", "c")) -> ObservedRound:
+             round_id: str = "bearing-r1", plants: tuple[str, ...] = ("a", "b", "c"),
+             evaluations: tuple[EvaluationRecord, ...] = ()) -> ObservedRound:
     record = None
     if exchange is not None:
         record = RoundRecord(round_id=round_id, model="bearing", base_version=4, plants=list(plants),
@@ -100,6 +108,7 @@ def observed(*uploads: Upload, exchange: str | None = "open", job: JobState | No
         job=JobObservation(f"{round_id}-aggregate", job, "BackoffLimitExceeded") if job else None,
         candidate=candidate,
         promoted=promoted,
+        evaluations=evaluations,
     )
 
 
@@ -391,22 +400,98 @@ def test_reject_policy_closes_the_exchange_at_the_cutoff():
 # --- rounds: aggregation, evaluation, promotion -----------------------------------------------
 
 
-def test_aggregation_then_promotion_under_policy_always():
+def test_aggregation_asks_the_contributing_plants_to_score_the_candidate_then_promotes():
     fr = aggregating()
     cand = version(5, round_id="bearing-r1", accuracy=0.7)
-    fr, decision = run(fr, observed(upload("a"), upload("c"), job=JobState.SUCCEEDED, candidate=cand, exchange="closed"),
-                       NOW + timedelta(seconds=900))
+    after = NOW + timedelta(seconds=900)
+    fr, decision = run(fr, observed(upload("a"), upload("c"), job=JobState.SUCCEEDED, candidate=cand, exchange="closed"), after)
     assert fr.status.phase is RoundPhase.EVALUATING and fr.status.candidate_version == 5
-    assert fr.status.metrics == {"accuracy": 0.7}
     assert cond(fr, "Aggregated").message == "aggregated 2 updates into version 5"
+    assert (fr.status.evaluation.version, fr.status.evaluation.expected, fr.status.evaluation.reported) == (5, 2, 0)
+    assert cond(fr, "Evaluated").reason == "WaitingForPlants"
+    assert not of_type(decision, Promote), "no promotion before the plants scored the candidate"
+    assert decision.requeue_at == after + timedelta(seconds=600)
+
+    obs = observed(upload("a"), upload("c"),
+                   job=JobState.SUCCEEDED, candidate=cand, exchange="closed",
+                   evaluations=(scored("a", 0.9, samples=100), scored("c", 0.6, samples=50), scored("b", 0.1)))
+    fr, decision = run(fr, obs, after + timedelta(seconds=30))
     assert of_type(decision, Promote) == [Promote("bearing", 5, "bearing-r1")]
+    ev = fr.status.evaluation
+    assert (ev.reported, ev.samples) == (2, 150), "b did not contribute: its report is ignored"
+    assert ev.candidate["val_accuracy"] == pytest.approx((0.9 * 100 + 0.6 * 50) / 150)
+    assert ev.base == {"val_accuracy": 0.6, "val_loss": 1.0}, "the base as a and c scored it before training"
+    assert fr.status.metrics["val_accuracy"] == pytest.approx(0.8) and fr.status.metrics["accuracy"] == 0.7
+    assert {p.plant: p.evaluation.get("val_accuracy") for p in fr.status.plants} == {"a": 0.9, "b": None, "c": 0.6}
+    assert cond(fr, "Evaluated").status is ConditionStatus.TRUE
+    assert "val_accuracy 0.8 (base 0.6)" in cond(fr, "Evaluated").message
+
     done = cand.model_copy(update={"promoted": True})
     fr, decision = run(fr, observed(job=JobState.SUCCEEDED, candidate=done, promoted=done, exchange="closed"),
-                       NOW + timedelta(seconds=910))
+                       after + timedelta(seconds=40))
     assert fr.status.phase is RoundPhase.SUCCEEDED and fr.status.result_version == 5
     assert cond(fr, "Succeeded").status is ConditionStatus.TRUE
     assert cond(fr, "Promoted").status is ConditionStatus.TRUE
     assert not of_type(decision, Promote)
+
+
+def test_evaluation_window_closes_on_whoever_reported():
+    fr = aggregating()
+    cand = version(5, round_id="bearing-r1")
+    after = NOW + timedelta(seconds=900)
+    fr, _ = run(fr, observed(job=JobState.SUCCEEDED, candidate=cand, exchange="closed"), after)
+    partial = observed(upload("a"), upload("c"), job=JobState.SUCCEEDED, candidate=cand, exchange="closed",
+                       evaluations=(scored("a", 0.9),))
+    fr, decision = run(fr, partial, after + timedelta(seconds=599))
+    assert not of_type(decision, Promote) and cond(fr, "Evaluated").message.startswith("1 of 2 plants scored version 5")
+    fr, decision = run(fr, partial, after + timedelta(seconds=600))
+    assert of_type(decision, Promote) and fr.status.metrics["val_accuracy"] == 0.9
+
+
+def test_no_evaluation_at_all_promotes_under_always_and_not_under_if_better():
+    for policy, promoted in (({"policy": "Always"}, True), ({"policy": "IfBetter", "metric": "val_accuracy"}, False)):
+        fr = aggregating(promotion=policy)
+        cand = version(5, round_id="bearing-r1")
+        after = NOW + timedelta(seconds=900)
+        obs = observed(job=JobState.SUCCEEDED, candidate=cand, exchange="closed")
+        fr, _ = run(fr, obs, after)
+        fr, decision = run(fr, obs, after + timedelta(seconds=601))
+        assert cond(fr, "Evaluated").reason == "NoEvaluations"
+        assert bool(of_type(decision, Promote)) is promoted
+        if not promoted:
+            assert cond(fr, "Promoted").reason == "MetricMissing"
+
+
+@pytest.mark.parametrize(
+    ("scores", "promote", "reason"),
+    [
+        ((0.9, 0.8), True, "Better"),
+        ((0.6, 0.62), False, "NotBetter"),
+        ((0.5, 0.5), False, "NotBetter"),
+    ],
+)
+def test_if_better_on_plant_scores_compares_with_the_base_on_the_same_plants(scores, promote, reason):
+    fr = aggregating(promotion={"policy": "IfBetter", "metric": "val_accuracy", "minDelta": 0.02})
+    cand = version(5, round_id="bearing-r1")  # a and c scored the base 0.6 before training (see upload())
+    obs = observed(upload("a"), upload("c"), job=JobState.SUCCEEDED,
+                   candidate=cand, exchange="closed", evaluations=(scored("a", scores[0]), scored("c", scores[1])))
+    fr, decision = run(fr, obs, NOW + timedelta(seconds=900))
+    assert bool(of_type(decision, Promote)) is promote
+    promoted = cond(fr, "Promoted")
+    if promote:
+        assert promoted.message == "val_accuracy 0.85 beats 0.6 of version 4 on the same plants"
+    else:
+        assert (fr.status.phase, promoted.status, promoted.reason) == (RoundPhase.SUCCEEDED, ConditionStatus.FALSE, reason)
+
+
+def test_if_better_on_plant_scores_refuses_when_another_version_was_promoted_meanwhile():
+    fr = aggregating(promotion={"policy": "IfBetter", "metric": "val_accuracy"})
+    newer = version(6, promoted=True, val_accuracy=0.1)
+    obs = observed(upload("a"), upload("c"), job=JobState.SUCCEEDED, candidate=version(5, round_id="bearing-r1"),
+                   exchange="closed", promoted=newer, evaluations=(scored("a", 0.9), scored("c", 0.9)))
+    fr, decision = run(fr, obs, NOW + timedelta(seconds=900))
+    assert not of_type(decision, Promote)
+    assert cond(fr, "Promoted").reason == "IncumbentUnscored"
 
 
 def test_round_promoted_before_a_newer_promotion_still_records_its_version():
@@ -429,10 +514,11 @@ def test_round_promoted_before_a_newer_promotion_still_records_its_version():
         ({"loss": 0.1}, False, "MetricMissing"),
     ],
 )
-def test_if_better_promotes_only_an_improvement(metrics, promote, reason):
-    fr = aggregating(promotion={"policy": "IfBetter", "metric": "accuracy", "minDelta": 0.01})
+def test_if_better_on_training_metrics_when_plant_side_evaluation_is_off(metrics, promote, reason):
+    fr = aggregating(promotion={"policy": "IfBetter", "metric": "accuracy", "minDelta": 0.01, "evaluationTimeoutSeconds": 0})
     cand = version(5, round_id="bearing-r1", **metrics)
     fr, decision = run(fr, observed(job=JobState.SUCCEEDED, candidate=cand, exchange="closed"), NOW + timedelta(seconds=900))
+    assert fr.status.evaluation is None
     assert bool(of_type(decision, Promote)) is promote
     promoted = cond(fr, "Promoted")
     if promote:

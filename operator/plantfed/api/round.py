@@ -125,10 +125,13 @@ class PromotionPolicy(str, Enum):
 
 
 class Promotion(KubeModel):
-    """Whether the aggregated model replaces the promoted one.
+    """Whether the aggregated model replaces the promoted one, and on what evidence.
 
-    IfBetter compares the candidate's evaluation `metric` with the currently promoted version's;
-    a candidate without the metric is never promoted under IfBetter.
+    Before deciding, the plants whose updates went into the candidate score it on their own validation
+    splits (`val_accuracy`, `val_loss`, ... in the round's status.metrics); each of them scored the base
+    version on the same split before training. IfBetter with a `val_*` metric compares the two on exactly
+    the same plants and samples. Any other metric compares the candidate's training-time aggregate with the
+    promoted version's. A candidate without the metric is never promoted under IfBetter.
     """
 
     cel_rules: ClassVar[tuple[Rule, ...]] = (
@@ -139,6 +142,10 @@ class Promotion(KubeModel):
     metric: MetricName | None = None
     goal: MetricGoal = MetricGoal.MAXIMIZE
     min_delta: float = Field(0.0, ge=0, description="Improvement smaller than this does not count as better.")
+    evaluation_timeout_seconds: int = Field(
+        600, ge=0, le=24 * 3600,
+        description="How long contributing plants get to score the candidate; 0 skips plant-side evaluation.",
+    )
 
 
 class LateUploadPolicy(str, Enum):
@@ -235,6 +242,25 @@ class PlantRoundStatus(KubeModel):
     metrics: Metrics = Field(default_factory=dict, json_schema_extra=METRICS_EXTRA)
     reason: Annotated[str, StringConstraints(max_length=128, pattern=r"^[A-Z][A-Za-z0-9]*$")] | None = None
     message: Annotated[str, StringConstraints(max_length=SHORT_TEXT * 4)] = ""
+    evaluation: Metrics = Field(
+        default_factory=dict, json_schema_extra=METRICS_EXTRA,
+        description="The plant's score of the candidate on its validation split.",
+    )
+
+
+class RoundEvaluation(KubeModel):
+    """Plant-side evaluation of the candidate: who scored it, and candidate vs base on those same plants."""
+
+    version: int = Field(ge=0, description="The candidate version being scored.")
+    start_time: datetime
+    expected: int = Field(ge=0, description="Plants asked to score it (those whose updates it aggregates).")
+    reported: int = Field(0, ge=0)
+    samples: int = Field(0, ge=0, description="Validation samples behind the candidate's scores.")
+    candidate: Metrics = Field(default_factory=dict, json_schema_extra=METRICS_EXTRA)
+    base: Metrics = Field(
+        default_factory=dict, json_schema_extra=METRICS_EXTRA,
+        description="The base version's scores on the same plants' validation splits, measured before training.",
+    )
 
 
 class FederatedRoundStatus(StatusModel):
@@ -250,12 +276,13 @@ class FederatedRoundStatus(StatusModel):
     aggregation_job: ObjectName | None = None
     candidate_version: int | None = Field(None, ge=0, description="Version the aggregation Job produced.")
     result_version: int | None = Field(None, ge=0, description="Version promoted by this round, if any.")
+    evaluation: RoundEvaluation | None = None
     metrics: Metrics = Field(default_factory=dict, json_schema_extra=METRICS_EXTRA)
     start_time: datetime | None = None
     cutoff_time: datetime | None = Field(None, description="When the round stopped accepting updates for aggregation.")
     completion_time: datetime | None = None
     conditions: list[Condition] = conditions_field(
-        "Succeeded (summary), QuorumMet, Aggregated, Promoted."
+        "Succeeded (summary), QuorumMet, Aggregated, Evaluated, Promoted."
     )
     observed_generation: int | None = Field(None, ge=0)
 

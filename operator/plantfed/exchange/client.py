@@ -26,7 +26,7 @@ import grpc
 from plantfed.exchange import convert
 from plantfed.exchange.errors import ExchangeError
 from plantfed.exchange.transport import MAX_CHUNK, open_channel
-from plantfed.records import ModelVersion, RoundRecord, UpdateMeta, UpdateRecord
+from plantfed.records import EvaluationRecord, ModelVersion, RoundRecord, UpdateMeta, UpdateRecord
 from plantfed.store import file_sha256
 from plantfed.wire.v1 import exchange_pb2 as pb
 from plantfed.wire.v1 import exchange_pb2_grpc as pb_grpc
@@ -68,6 +68,8 @@ class RoundInfo:
     assigned: bool
     plant: str
     max_update_bytes: int
+    #: The version aggregated from this round, which its plants are asked to evaluate; None until there is one.
+    candidate_version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -242,7 +244,13 @@ class ExchangeClient(_Client):
             assigned=msg.assigned,
             plant=msg.plant,
             max_update_bytes=msg.max_update_bytes,
+            candidate_version=msg.candidate_version or None,
         )
+
+    def submit_evaluation(self, evaluation: EvaluationRecord) -> tuple[EvaluationRecord, bool]:
+        """Report this plant's score of its round's candidate; returns (the kept record, duplicate)."""
+        msg = self._unary(self._stub.SubmitEvaluation, convert.evaluation_to_wire(evaluation))
+        return convert.evaluation_from_wire(msg.evaluation), msg.duplicate
 
     def upload_update(
         self, meta: UpdateMeta, payload_path: str | os.PathLike[str], *, progress: Progress | None = None
@@ -375,3 +383,7 @@ class AdminClient(_Client):
     def list_versions(self, model: str) -> list[ModelVersion]:
         msg = self._unary(self._stub.ListVersions, pb.ListVersionsRequest(model=model))
         return [convert.version_from_wire(v) for v in msg.versions]
+
+    def list_evaluations(self, round_id: str) -> list[EvaluationRecord]:
+        msg = self._unary(self._stub.ListEvaluations, pb.ListEvaluationsRequest(round_id=round_id))
+        return [convert.evaluation_from_wire(e) for e in msg.evaluations]

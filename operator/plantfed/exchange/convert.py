@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from plantfed.records import (
+    EvaluationRecord,
     Codec,
     DPParams,
     ModelVersion,
@@ -138,4 +139,26 @@ def update_from_wire(msg: pb.UpdateRecord) -> UpdateRecord:
         received_at=msg.received_at,
         bytes_received=msg.bytes_received,
         upload_seconds=msg.upload_seconds,
+    )
+
+
+def evaluation_to_wire(record: EvaluationRecord) -> pb.Evaluation:
+    return pb.Evaluation(
+        round_id=record.round_id,
+        plant=record.plant,
+        version=record.version,
+        num_samples=record.num_samples,
+        metrics=record.metrics,
+        received_at=record.received_at,
+    )
+
+
+def evaluation_from_wire(msg: pb.Evaluation) -> EvaluationRecord:
+    return EvaluationRecord(
+        round_id=msg.round_id,
+        plant=msg.plant,
+        version=msg.version,
+        num_samples=msg.num_samples,
+        metrics=dict(msg.metrics),
+        received_at=msg.received_at,
     )

@@ -17,6 +17,7 @@ _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (store.ConflictError, grpc.StatusCode.ALREADY_EXISTS),
     (store.RoundClosedError, grpc.StatusCode.FAILED_PRECONDITION),
     (store.BaseMismatchError, grpc.StatusCode.FAILED_PRECONDITION),
+    (store.NotCandidateError, grpc.StatusCode.FAILED_PRECONDITION),
     (store.NotAssignedError, grpc.StatusCode.PERMISSION_DENIED),
     (store.ChecksumError, grpc.StatusCode.DATA_LOSS),
     (store.OffsetError, grpc.StatusCode.OUT_OF_RANGE),

@@ -176,6 +176,7 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
             if not candidates:
                 raise Refusal(grpc.StatusCode.NOT_FOUND, f"no open round assigns plant {plant!r}")
             record = candidates[-1]
+        candidate = self._store.candidate(record.round_id)
         return pb.RoundAssignment(
             round_id=record.round_id,
             model=record.model,
@@ -184,6 +185,7 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
             max_update_bytes=record.max_update_bytes,
             assigned=plant in record.plants,
             plant=plant,
+            candidate_version=candidate.version if candidate is not None else 0,
         )
 
     @_rpc(_PLANT)
@@ -279,6 +281,19 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
                     self._metrics.bytes_served.labels(request.model).inc(len(block))
                 yield pb.DownloadResponse(chunk=block)
 
+    @_rpc(_PLANT)
+    def SubmitEvaluation(self, request: pb.Evaluation, context: Any, caller: Caller) -> pb.EvaluationReceipt:
+        if request.plant != caller.plant:
+            raise Refusal(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"token belongs to plant {caller.plant!r}, but the evaluation names plant {request.plant!r}",
+            )
+        kept, duplicate = self._store.record_evaluation(convert.evaluation_from_wire(request))
+        if not duplicate:
+            log.info("round %s: %s evaluated version %d on %d samples", kept.round_id, kept.plant, kept.version,
+                     kept.num_samples)
+        return pb.EvaluationReceipt(evaluation=convert.evaluation_to_wire(kept), duplicate=duplicate)
+
     # --- admin RPCs --------------------------------------------------------------------------------------
 
     @_rpc(_ADMIN)
@@ -338,6 +353,12 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
         check_name("model", request.model)
         return pb.ListVersionsResponse(
             versions=[convert.version_to_wire(v) for v in self._store.versions(request.model)]
+        )
+
+    @_rpc(_ADMIN)
+    def ListEvaluations(self, request: pb.ListEvaluationsRequest, context: Any, caller: Caller) -> pb.ListEvaluationsResponse:
+        return pb.ListEvaluationsResponse(
+            evaluations=[convert.evaluation_to_wire(e) for e in self._store.evaluations(request.round_id)]
         )
 
 

@@ -58,8 +58,9 @@ def observe_round(kube: Kube, admin: AdminClient, fr: FederatedRound) -> Observe
     except ExchangeError as err:
         if not _not_found(err):
             raise
+    evaluations = tuple(admin.list_evaluations(name)) if candidate is not None and exchange is not None else ()
     return ObservedRound(uploads=uploads, exchange=exchange, job=job, candidate=candidate,
-                         promoted=promoted_version(admin, model))
+                         promoted=promoted_version(admin, model), evaluations=evaluations)
 
 
 def job_failure(job: dict[str, Any] | None) -> str | None:

@@ -49,6 +49,7 @@ from plantfed.api.round import (
     PlantRoundStatus,
     Promotion,
     PromotionPolicy,
+    RoundEvaluation,
     RoundPhase,
 )
 from plantfed.reconcile.actions import (
@@ -63,11 +64,12 @@ from plantfed.reconcile.actions import (
 from plantfed.reconcile.conditions import set_condition, timestamp
 from plantfed.reconcile.readiness import DEFAULT_HEARTBEAT_TIMEOUT
 from plantfed.reconcile.selection import select_plants
-from plantfed.records import ModelVersion, RoundRecord, RoundState, UpdateRecord
+from plantfed.records import EvaluationRecord, ModelVersion, RoundRecord, RoundState, UpdateRecord
 
 SUCCEEDED = "Succeeded"
 QUORUM_MET = "QuorumMet"
 AGGREGATED = "Aggregated"
+EVALUATED = "Evaluated"
 PROMOTED = "Promoted"
 
 _WAITING = (PlantRoundState.ASSIGNED, PlantRoundState.TRAINING)
@@ -131,6 +133,7 @@ class ObservedRound:
     job: JobObservation | None = None
     candidate: ModelVersion | None = None
     promoted: ModelVersion | None = None
+    evaluations: tuple[EvaluationRecord, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -151,26 +154,54 @@ class Verdict:
     message: str
 
 
-def promotion_verdict(policy: Promotion, candidate: ModelVersion, incumbent: ModelVersion | None) -> Verdict:
-    """Whether `candidate` should replace `incumbent` under the round's promotion policy."""
+@dataclass(frozen=True)
+class Incumbent:
+    """What a candidate must beat: its metrics and how to name it in a message."""
+
+    label: str
+    metrics: Mapping[str, float]
+
+
+def promotion_verdict(
+    policy: Promotion, version: int, candidate: Mapping[str, float], incumbent: Incumbent | None
+) -> Verdict:
+    """Whether candidate `version` (with `candidate` metrics) should replace `incumbent` under the policy."""
     if policy.policy is PromotionPolicy.ALWAYS:
         return Verdict(True, "PolicyAlways", "promotion policy is Always")
     metric = policy.metric or ""
-    if metric not in candidate.metrics:
-        return Verdict(False, "MetricMissing", f"candidate version {candidate.version} has no metric {metric!r}")
-    value = candidate.metrics[metric]
-    if incumbent is None or metric not in incumbent.metrics:
+    if metric not in candidate:
+        return Verdict(False, "MetricMissing", f"candidate version {version} has no metric {metric!r}")
+    value = candidate[metric]
+    if incumbent is None:
         return Verdict(True, "NoIncumbent", f"{metric} {value:g}; no promoted version to compare with")
+    if metric not in incumbent.metrics:
+        if metric.startswith(EVALUATION_PREFIX):
+            return Verdict(False, "IncumbentUnscored", f"{incumbent.label} has no {metric} to compare with")
+        return Verdict(True, "NoIncumbent", f"{metric} {value:g}; {incumbent.label} has no {metric}")
     best = incumbent.metrics[metric]
     if policy.goal.better(value, best, policy.min_delta):
-        return Verdict(True, "Better", f"{metric} {value:g} beats {best:g} of version {incumbent.version}")
+        return Verdict(True, "Better", f"{metric} {value:g} beats {best:g} of {incumbent.label}")
     direction = "above" if policy.goal is MetricGoal.MAXIMIZE else "below"
     return Verdict(
         False,
         "NotBetter",
-        f"{metric} {value:g} is not {direction} {best:g} of version {incumbent.version}"
+        f"{metric} {value:g} is not {direction} {best:g} of {incumbent.label}"
         + (f" by more than {policy.min_delta:g}" if policy.min_delta else ""),
     )
+
+
+EVALUATION_PREFIX = "val_"
+"""Metrics plants measure on their validation splits: `val_*` for the candidate, `global_val_*` for the base."""
+
+
+def weighted(rows: Sequence[tuple[Mapping[str, float], float]]) -> dict[str, float]:
+    """Sample-weighted mean of the metrics every row has (rows: (metrics, weight))."""
+    rows = [(m, w) for m, w in rows if w > 0]
+    if not rows:
+        return {}
+    total = sum(w for _, w in rows)
+    keys = set.intersection(*(set(m) for m, _ in rows))
+    return {k: sum(m[k] * w for m, w in rows) / total for k in sorted(keys)}
 
 
 def aggregation_job_name(round_name: str) -> str:
@@ -371,6 +402,66 @@ def _aggregating(w: _Work, plants: Sequence[PlantParticipant], heartbeat_timeout
     w.event(EventType.NORMAL, "Aggregated", message)
 
 
+def _plant_side_evaluation(w: _Work, candidate: ModelVersion) -> bool:
+    """Fold the plants' scores of `candidate` into status; True once the decision may be taken.
+
+    The plants whose updates went into the candidate are asked (status.evaluation appears; their agents run
+    an evaluation Job) and the decision waits until all of them reported or the evaluation window closed.
+    """
+    timeout = w.spec.promotion.evaluation_timeout_seconds
+    if timeout == 0:
+        return True
+    contributors = sorted(p for p, e in w.plants.items() if e.state is PlantRoundState.UPLOADED)
+    ev = w.status.evaluation
+    if ev is None or ev.version != candidate.version:
+        ev = RoundEvaluation(version=candidate.version, start_time=w.now, expected=len(contributors))
+        w.event(EventType.NORMAL, "EvaluationRequested",
+                f"asked {len(contributors)} plants to score version {candidate.version} on their validation splits")
+    reports = {e.plant: e for e in w.observed.evaluations if e.version == candidate.version and e.plant in contributors}
+    for plant, report in reports.items():
+        w.set_plant(plant, evaluation=dict(report.metrics))
+    base_rows = []
+    for plant, report in reports.items():
+        measured = w.plants[plant].metrics
+        scores = {k.removeprefix("global_"): v for k, v in measured.items() if k.startswith("global_" + EVALUATION_PREFIX)}
+        scores.pop(EVALUATION_PREFIX + "samples", None)
+        base_rows.append((scores, measured.get("global_val_samples", report.num_samples)))
+    w.status.evaluation = ev = ev.model_copy(update={
+        "reported": len(reports),
+        "samples": sum(r.num_samples for r in reports.values()),
+        "candidate": weighted([(r.metrics, r.num_samples) for r in reports.values()]),
+        "base": weighted(base_rows),
+    })
+    closes = ev.start_time + timedelta(seconds=timeout)
+    progress = f"{len(reports)} of {len(contributors)} plants scored version {candidate.version}"
+    if len(reports) < len(contributors) and w.now < closes:
+        w.condition(EVALUATED, ConditionStatus.UNKNOWN, "WaitingForPlants", f"{progress} on their validation splits")
+        w.requeue_at = closes
+        return False
+    if reports:
+        summary = ", ".join(f"{k} {v:.4g} (base {ev.base[k]:.4g})" for k, v in ev.candidate.items()
+                            if k in ("val_accuracy", "val_loss") and k in ev.base)
+        w.condition(EVALUATED, True, "Evaluated", f"{progress}" + (f": {summary}" if summary else ""))
+    else:
+        w.condition(EVALUATED, False, "NoEvaluations", f"no plant scored version {candidate.version} within {timeout}s")
+    w.status.metrics = {**candidate.metrics, **ev.candidate}
+    return True
+
+
+def _incumbent(w: _Work) -> Incumbent | None:
+    """The promoted version; for `val_*` metrics, as the same plants scored it before training this round."""
+    promoted = w.observed.promoted
+    if promoted is None:
+        return None
+    metric = w.spec.promotion.metric or ""
+    if metric.startswith(EVALUATION_PREFIX):
+        ev = w.status.evaluation
+        if ev is not None and promoted.version == w.status.base_version:
+            return Incumbent(f"version {promoted.version} on the same plants", ev.base)
+        return Incumbent(f"version {promoted.version} (promoted after this round started; not scored by its plants)", {})
+    return Incumbent(f"version {promoted.version}", promoted.metrics)
+
+
 def _evaluating(w: _Work, plants: Sequence[PlantParticipant], heartbeat_timeout: timedelta) -> None:
     candidate = w.candidate()
     if candidate is None or candidate.version != w.status.candidate_version:
@@ -384,7 +475,9 @@ def _evaluating(w: _Work, plants: Sequence[PlantParticipant], heartbeat_timeout:
         w.succeed(message)
         w.event(EventType.NORMAL, "Promoted", message)
         return
-    verdict = promotion_verdict(w.spec.promotion, candidate, promoted)
+    if not _plant_side_evaluation(w, candidate):
+        return
+    verdict = promotion_verdict(w.spec.promotion, candidate.version, w.status.metrics, _incumbent(w))
     if verdict.promote:
         w.promote = verdict
         w.condition(PROMOTED, ConditionStatus.UNKNOWN, "Promoting", verdict.message)

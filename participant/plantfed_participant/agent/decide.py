@@ -15,7 +15,7 @@ only when it differs from what is there.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,7 +29,7 @@ from plantfed.api.round import (
     PrivacyMode,
     RoundPhase,
 )
-from plantfed_participant.agent.naming import training_job_name
+from plantfed_participant.agent.naming import evaluation_job_name, training_job_name
 from plantfed_participant.agent.observe import TrainingObservation, TrainingPhase, clip
 
 MIN_DEADLINE = 60
@@ -62,15 +62,17 @@ class TrainingSpec:
     noise_multiplier: float
     data_sub_path: str
     active_deadline_seconds: int
+    #: "train" (train and upload an update) or "evaluate" (score the round's candidate and report the numbers)
+    purpose: str = "train"
 
     @property
     def job_name(self) -> str:
-        return training_job_name(self.round)
+        return evaluation_job_name(self.round) if self.purpose == "evaluate" else training_job_name(self.round)
 
 
 @dataclass(frozen=True)
 class CreateTrainingJob:
-    """Create the round's training Job and its upload-token Secret (409 Conflict = already there)."""
+    """Create the round's training (or evaluation) Job and its token Secret (409 Conflict = already there)."""
 
     spec: TrainingSpec
 
@@ -115,6 +117,8 @@ class AgentView:
     max_gpus: int
     now: datetime
     followed_models: frozenset[str] = field(default_factory=frozenset)
+    #: round name → observation of its local evaluation Job
+    evaluations: Mapping[str, TrainingObservation] = field(default_factory=dict)
 
 
 def my_entry(fr: FederatedRound, plant: str) -> PlantRoundStatus | None:
@@ -124,6 +128,14 @@ def my_entry(fr: FederatedRound, plant: str) -> PlantRoundStatus | None:
 def wants_update(fr: FederatedRound, entry: PlantRoundStatus | None) -> bool:
     """The hub is waiting for this plant's update in this round (see the module docstring)."""
     return entry is not None and fr.status.phase is RoundPhase.TRAINING and entry.state in _WANTED
+
+
+def wants_evaluation(fr: FederatedRound, entry: PlantRoundStatus | None) -> bool:
+    """The hub asks the plants whose updates went into the candidate to score it, and has none from us yet."""
+    return (
+        entry is not None and fr.status.phase is RoundPhase.EVALUATING and fr.status.evaluation is not None
+        and entry.state is PlantRoundState.UPLOADED and not entry.evaluation
+    )
 
 
 def is_stale(training: TrainingObservation, fr: FederatedRound) -> bool:
@@ -176,6 +188,27 @@ def training_spec(
         if remaining <= 0:
             raise Refusal("DeadlinePassed", f"round {fr.name}'s deadline passed before training could start")
         deadline = int(remaining)
+    return _spec(fr, model, pp, deadline)
+
+
+def evaluation_spec(
+    fr: FederatedRound, model: FederatedModel | None, pp: PlantParticipant | None, now: datetime
+) -> TrainingSpec:
+    """The evaluation Job's inputs: the training pod's placement and data, no GPU, the evaluation's deadline."""
+    evaluation = fr.status.evaluation
+    assert evaluation is not None
+    if model is None:
+        raise Refusal("ModelNotFound", f"FederatedModel {fr.spec.model_ref} of round {fr.name} is not readable on the hub")
+    ends = evaluation.start_time + timedelta(seconds=fr.spec.promotion.evaluation_timeout_seconds)
+    remaining = int((ends - now).total_seconds())
+    if remaining <= 0:
+        raise Refusal("DeadlinePassed", f"round {fr.name}'s evaluation window closed before the Job could start")
+    base = _spec(fr, model, pp, remaining)
+    return replace(base, purpose="evaluate", gpus=0)
+
+
+def _spec(fr: FederatedRound, model: FederatedModel, pp: PlantParticipant | None, deadline: int) -> TrainingSpec:
+    pod = fr.spec.pod
     privacy = fr.spec.privacy
     clip_norm = privacy.clip_norm if privacy.mode is not PrivacyMode.OFF else 0.0
     noise = privacy.noise_multiplier if privacy.mode is PrivacyMode.LOCAL else 0.0
@@ -239,6 +272,11 @@ def decide(view: AgentView) -> tuple[Action, ...]:
                 round=fr.name, state=AssignmentState.PENDING, message=f"creating training Job {spec.job_name}")))
         elif training is not None:
             reports.append(((1 if training.active else 0, *_created(fr)), assignment_for(training)))
+        if view.evaluations.get(fr.name) is None and wants_evaluation(fr, entry):
+            try:
+                actions.append(CreateTrainingJob(evaluation_spec(fr, view.models.get(fr.spec.model_ref), view.participant, view.now)))
+            except Refusal:
+                pass  # the hub's evaluation window decides without us; nothing to report on the plant
 
     for round_name, training in sorted(view.trainings.items()):
         fr = rounds.get(round_name)
@@ -248,6 +286,11 @@ def decide(view: AgentView) -> tuple[Action, ...]:
             reason = should_cancel(fr, my_entry(fr, view.plant) if fr is not None else None)
             if reason is not None:
                 actions.append(CancelTrainingJob(training.job_name, round_name, reason))
+
+    for round_name, evaluation in sorted(view.evaluations.items()):
+        fr = rounds.get(round_name)
+        if evaluation.active and (fr is None or (fr.status.phase is not None and fr.status.phase.finished)):
+            actions.append(CancelTrainingJob(evaluation.job_name, round_name, "RoundDeleted" if fr is None else "RoundFinished"))
 
     if reports:
         _, wanted = max(reports, key=lambda item: item[0])

@@ -11,7 +11,14 @@ from typing import Any
 
 from plantfed_participant.agent.config import AgentConfig
 from plantfed_participant.agent.decide import TrainingSpec
-from plantfed_participant.agent.naming import ROUND_ANNOTATION, ROUND_UID_ANNOTATION, labels, token_secret_name
+from plantfed_participant.agent.naming import (
+    COMPONENT,
+    EVALUATE_COMPONENT,
+    ROUND_ANNOTATION,
+    ROUND_UID_ANNOTATION,
+    labels,
+    token_secret_name,
+)
 
 GPU_RESOURCE = "nvidia.com/gpu"
 DATA_DIR = "/var/lib/plantfed/data"
@@ -21,17 +28,21 @@ UID = 10001
 
 
 def train_command(spec: TrainingSpec, cfg: AgentConfig) -> list[str]:
+    """`plantfed train ...` for a training Job, `plantfed evaluate --round ...` for an evaluation Job."""
     cmd = [
-        "plantfed", "train",
+        "plantfed", "evaluate" if spec.purpose == "evaluate" else "train",
         "--exchange", cfg.exchange, "--plant", cfg.plant, "--token-file", f"{CREDENTIALS_DIR}/token",
         "--round", spec.round, "--task", spec.task, "--variant", spec.variant,
         "--data", DATA_DIR, "--state-dir", STATE_DIR,
-        "--epochs", str(spec.epochs), "--batch-size", str(spec.batch_size),
-        "--learning-rate", repr(spec.learning_rate), "--optimizer", spec.optimizer,
-        "--fedprox-mu", repr(spec.fedprox_mu), "--codec", spec.codec,
-        "--clip-norm", repr(spec.clip_norm), "--noise-multiplier", repr(spec.noise_multiplier),
-        "--device", "auto" if spec.gpus > 0 else "cpu",
     ]
+    if spec.purpose != "evaluate":
+        cmd += [
+            "--epochs", str(spec.epochs), "--batch-size", str(spec.batch_size),
+            "--learning-rate", repr(spec.learning_rate), "--optimizer", spec.optimizer,
+            "--fedprox-mu", repr(spec.fedprox_mu), "--codec", spec.codec,
+            "--clip-norm", repr(spec.clip_norm), "--noise-multiplier", repr(spec.noise_multiplier),
+        ]
+    cmd += ["--device", "auto" if spec.gpus > 0 else "cpu"]
     if cfg.ca_file is not None:
         cmd += ["--ca-file", f"{CREDENTIALS_DIR}/ca.crt"]
     if cfg.plant_index is not None:
@@ -76,7 +87,7 @@ def _volumes(spec: TrainingSpec, cfg: AgentConfig) -> list[dict[str, Any]]:
 
 
 def training_job(spec: TrainingSpec, cfg: AgentConfig) -> dict[str, Any]:
-    meta_labels = labels(cfg.plant)
+    meta_labels = labels(cfg.plant, EVALUATE_COMPONENT if spec.purpose == "evaluate" else COMPONENT)
     resources: dict[str, Any] = {
         "requests": {"cpu": spec.cpu, "memory": spec.memory},
         "limits": {"memory": spec.memory},

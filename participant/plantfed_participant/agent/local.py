@@ -13,7 +13,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from plantfed_participant.agent.naming import ROUND_ANNOTATION, selector
+from plantfed_participant.agent.naming import COMPONENT, COMPONENT_LABEL, EVALUATE_COMPONENT, ROUND_ANNOTATION, selector
 from plantfed_participant.agent.observe import TrainingObservation, observe_training
 
 log = logging.getLogger(__name__)
@@ -58,23 +58,28 @@ class LocalCluster:
         return self._last_lines[uid]
 
     def trainings(self) -> dict[str, TrainingObservation]:
-        """Round name → observation of its training Job, for every Job of this plant in the namespace."""
+        """Round name → observation of its training Job, for every training Job of this plant in the namespace."""
+        return self.jobs()[COMPONENT]
+
+    def jobs(self) -> dict[str, dict[str, TrainingObservation]]:
+        """Component ("train", "evaluate") → round name → observation of that Job, from one list of each kind."""
         pods_by_job: dict[str, list[dict[str, Any]]] = {}
         for pod in self._pods():
             job = (pod["metadata"].get("labels") or {}).get("job-name") or (pod["metadata"].get("labels") or {}).get(
                 "batch.kubernetes.io/job-name")
             if job:
                 pods_by_job.setdefault(job, []).append(pod)
-        out: dict[str, TrainingObservation] = {}
+        out: dict[str, dict[str, TrainingObservation]] = {COMPONENT: {}, EVALUATE_COMPONENT: {}}
         for job in self._jobs():
             name = job["metadata"]["name"]
             round_name = (job["metadata"].get("annotations") or {}).get(ROUND_ANNOTATION)
-            if not round_name or job["metadata"].get("deletionTimestamp"):
+            kind = (job["metadata"].get("labels") or {}).get(COMPONENT_LABEL, COMPONENT)
+            if not round_name or job["metadata"].get("deletionTimestamp") or kind not in out:
                 continue
             pods = pods_by_job.get(name, [])
             lines = {p["metadata"]["name"]: self._last_line(p) for p in pods
                      if (p.get("status") or {}).get("phase") == "Failed"}
-            out[round_name] = observe_training(job, pods, lines)
+            out[kind][round_name] = observe_training(job, pods, lines)
         return out
 
     def create_job(self, job: dict[str, Any]) -> tuple[dict[str, Any], bool]:

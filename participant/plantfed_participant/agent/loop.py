@@ -37,7 +37,7 @@ from plantfed_participant.agent.decide import (
 from plantfed_participant.agent.hub import Hub
 from plantfed_participant.agent.jobspec import token_secret, training_job
 from plantfed_participant.agent.local import LocalCluster
-from plantfed_participant.agent.naming import ROUND_UID_ANNOTATION, selector
+from plantfed_participant.agent.naming import COMPONENT, EVALUATE_COMPONENT, ROUND_UID_ANNOTATION, selector
 from plantfed_participant.agent.observe import TrainingObservation
 from plantfed_participant.model_cache import ModelCache
 
@@ -220,17 +220,18 @@ class Agent:
             self._reported_model = next(
                 (fr.spec.model_ref for fr in rounds if fr.name == pp.status.assignment.round), self._reported_model)
         models = {m.name: m for m in _parse(FederatedModel, self.hub.models())}
-        trainings = self.local.trainings()
+        jobs = self.local.jobs()
+        trainings, evaluations = jobs[COMPONENT], jobs[EVALUATE_COMPONENT]
         mine = {fr.spec.model_ref for fr in rounds if my_entry(fr, self.cfg.plant) is not None}
         return AgentView(
             plant=self.cfg.plant, participant=pp, rounds=rounds, models=models, trainings=trainings,
             cached=self.cache.cached(mine | set(self.cfg.models)), max_gpus=self.cfg.gpus, now=utcnow(),
-            followed_models=frozenset(self.cfg.models),
+            followed_models=frozenset(self.cfg.models), evaluations=evaluations,
         )
 
     def sync_once(self) -> tuple[Any, ...]:
         view = self.observe()
-        self._secure_running(view.trainings)
+        self._secure_running({**view.trainings, **{f"eval:{k}": v for k, v in view.evaluations.items()}})
         actions = decide(view)
         for action in actions:
             self.execute(action, view)
@@ -247,7 +248,7 @@ class Agent:
             self._secure(job["metadata"]["name"], job["metadata"]["uid"], action.spec.round)
             if created:
                 self.metrics.agent_training_jobs.labels(self.cfg.plant, "created").inc()
-                log.info("round %s: created training Job %s", action.spec.round, job["metadata"]["name"])
+                log.info("round %s: created %s Job %s", action.spec.round, action.spec.purpose, job["metadata"]["name"])
         elif isinstance(action, CancelTrainingJob):
             self.local.delete_job(action.job_name)
             self.metrics.agent_training_jobs.labels(self.cfg.plant, "cancelled").inc()

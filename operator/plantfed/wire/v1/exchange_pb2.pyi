@@ -142,7 +142,7 @@ class GetRoundRequest(_message.Message):
     def __init__(self, round_id: _Optional[str] = ...) -> None: ...
 
 class RoundAssignment(_message.Message):
-    __slots__ = ("round_id", "model", "base_version", "state", "max_update_bytes", "assigned", "plant")
+    __slots__ = ("round_id", "model", "base_version", "state", "max_update_bytes", "assigned", "plant", "candidate_version")
     ROUND_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +150,7 @@ class RoundAssignment(_message.Message):
     MAX_UPDATE_BYTES_FIELD_NUMBER: _ClassVar[int]
     ASSIGNED_FIELD_NUMBER: _ClassVar[int]
     PLANT_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_VERSION_FIELD_NUMBER: _ClassVar[int]
     round_id: str
     model: str
     base_version: int
@@ -157,7 +158,8 @@ class RoundAssignment(_message.Message):
     max_update_bytes: int
     assigned: bool
     plant: str
-    def __init__(self, round_id: _Optional[str] = ..., model: _Optional[str] = ..., base_version: _Optional[int] = ..., state: _Optional[_Union[RoundState, str]] = ..., max_update_bytes: _Optional[int] = ..., assigned: _Optional[bool] = ..., plant: _Optional[str] = ...) -> None: ...
+    candidate_version: int
+    def __init__(self, round_id: _Optional[str] = ..., model: _Optional[str] = ..., base_version: _Optional[int] = ..., state: _Optional[_Union[RoundState, str]] = ..., max_update_bytes: _Optional[int] = ..., assigned: _Optional[bool] = ..., plant: _Optional[str] = ..., candidate_version: _Optional[int] = ...) -> None: ...
 
 class UploadStart(_message.Message):
     __slots__ = ("meta", "offset")
@@ -325,3 +327,46 @@ class ListVersionsResponse(_message.Message):
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     versions: _containers.RepeatedCompositeFieldContainer[ModelVersion]
     def __init__(self, versions: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ...) -> None: ...
+
+class Evaluation(_message.Message):
+    __slots__ = ("round_id", "plant", "version", "num_samples", "metrics", "received_at")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    PLANT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_AT_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    plant: str
+    version: int
+    num_samples: int
+    metrics: _containers.ScalarMap[str, float]
+    received_at: float
+    def __init__(self, round_id: _Optional[str] = ..., plant: _Optional[str] = ..., version: _Optional[int] = ..., num_samples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., received_at: _Optional[float] = ...) -> None: ...
+
+class EvaluationReceipt(_message.Message):
+    __slots__ = ("evaluation", "duplicate")
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    evaluation: Evaluation
+    duplicate: bool
+    def __init__(self, evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+
+class ListEvaluationsRequest(_message.Message):
+    __slots__ = ("round_id",)
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    def __init__(self, round_id: _Optional[str] = ...) -> None: ...
+
+class ListEvaluationsResponse(_message.Message):
+    __slots__ = ("evaluations",)
+    EVALUATIONS_FIELD_NUMBER: _ClassVar[int]
+    evaluations: _containers.RepeatedCompositeFieldContainer[Evaluation]
+    def __init__(self, evaluations: _Optional[_Iterable[_Union[Evaluation, _Mapping]]] = ...) -> None: ...

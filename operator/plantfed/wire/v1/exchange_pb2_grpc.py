@@ -55,6 +55,11 @@ class ModelExchangeStub:
                 request_serializer=plantfed_dot_wire_dot_v1_dot_exchange__pb2.DownloadRequest.SerializeToString,
                 response_deserializer=plantfed_dot_wire_dot_v1_dot_exchange__pb2.DownloadResponse.FromString,
                 _registered_method=True)
+        self.SubmitEvaluation = channel.unary_unary(
+                '/plantfed.v1.ModelExchange/SubmitEvaluation',
+                request_serializer=plantfed_dot_wire_dot_v1_dot_exchange__pb2.Evaluation.SerializeToString,
+                response_deserializer=plantfed_dot_wire_dot_v1_dot_exchange__pb2.EvaluationReceipt.FromString,
+                _registered_method=True)
         self.OpenRound = channel.unary_unary(
                 '/plantfed.v1.ModelExchange/OpenRound',
                 request_serializer=plantfed_dot_wire_dot_v1_dot_exchange__pb2.Round.SerializeToString,
@@ -90,6 +95,11 @@ class ModelExchangeStub:
                 request_serializer=plantfed_dot_wire_dot_v1_dot_exchange__pb2.ListVersionsRequest.SerializeToString,
                 response_deserializer=plantfed_dot_wire_dot_v1_dot_exchange__pb2.ListVersionsResponse.FromString,
                 _registered_method=True)
+        self.ListEvaluations = channel.unary_unary(
+                '/plantfed.v1.ModelExchange/ListEvaluations',
+                request_serializer=plantfed_dot_wire_dot_v1_dot_exchange__pb2.ListEvaluationsRequest.SerializeToString,
+                response_deserializer=plantfed_dot_wire_dot_v1_dot_exchange__pb2.ListEvaluationsResponse.FromString,
+                _registered_method=True)
 
 
 class ModelExchangeServicer:
@@ -121,6 +131,14 @@ class ModelExchangeServicer:
 
     def DownloadModel(self, request, context):
         """First message: DownloadInfo; then `chunk` messages from DownloadInfo.start_offset to the end.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitEvaluation(self, request, context):
+        """The caller's score of its round's candidate version (RoundAssignment.candidate_version) on its own
+        validation split: numbers only. The first report per plant and version is kept; a repeat gets it back.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -172,6 +190,12 @@ class ModelExchangeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListEvaluations(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelExchangeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -194,6 +218,11 @@ def add_ModelExchangeServicer_to_server(servicer, server):
                     servicer.DownloadModel,
                     request_deserializer=plantfed_dot_wire_dot_v1_dot_exchange__pb2.DownloadRequest.FromString,
                     response_serializer=plantfed_dot_wire_dot_v1_dot_exchange__pb2.DownloadResponse.SerializeToString,
+            ),
+            'SubmitEvaluation': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitEvaluation,
+                    request_deserializer=plantfed_dot_wire_dot_v1_dot_exchange__pb2.Evaluation.FromString,
+                    response_serializer=plantfed_dot_wire_dot_v1_dot_exchange__pb2.EvaluationReceipt.SerializeToString,
             ),
             'OpenRound': grpc.unary_unary_rpc_method_handler(
                     servicer.OpenRound,
@@ -229,6 +258,11 @@ def add_ModelExchangeServicer_to_server(servicer, server):
                     servicer.ListVersions,
                     request_deserializer=plantfed_dot_wire_dot_v1_dot_exchange__pb2.ListVersionsRequest.FromString,
                     response_serializer=plantfed_dot_wire_dot_v1_dot_exchange__pb2.ListVersionsResponse.SerializeToString,
+            ),
+            'ListEvaluations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvaluations,
+                    request_deserializer=plantfed_dot_wire_dot_v1_dot_exchange__pb2.ListEvaluationsRequest.FromString,
+                    response_serializer=plantfed_dot_wire_dot_v1_dot_exchange__pb2.ListEvaluationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -340,6 +374,33 @@ class ModelExchange:
             '/plantfed.v1.ModelExchange/DownloadModel',
             plantfed_dot_wire_dot_v1_dot_exchange__pb2.DownloadRequest.SerializeToString,
             plantfed_dot_wire_dot_v1_dot_exchange__pb2.DownloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitEvaluation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plantfed.v1.ModelExchange/SubmitEvaluation',
+            plantfed_dot_wire_dot_v1_dot_exchange__pb2.Evaluation.SerializeToString,
+            plantfed_dot_wire_dot_v1_dot_exchange__pb2.EvaluationReceipt.FromString,
             options,
             channel_credentials,
             insecure,
@@ -529,6 +590,33 @@ class ModelExchange:
             '/plantfed.v1.ModelExchange/ListVersions',
             plantfed_dot_wire_dot_v1_dot_exchange__pb2.ListVersionsRequest.SerializeToString,
             plantfed_dot_wire_dot_v1_dot_exchange__pb2.ListVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvaluations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plantfed.v1.ModelExchange/ListEvaluations',
+            plantfed_dot_wire_dot_v1_dot_exchange__pb2.ListEvaluationsRequest.SerializeToString,
+            plantfed_dot_wire_dot_v1_dot_exchange__pb2.ListEvaluationsResponse.FromString,
             options,
             channel_credentials,
             insecure,
