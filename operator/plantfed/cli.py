@@ -167,9 +167,14 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     from plantfed.round_aggregation import aggregate_round
     from plantfed.store import ModelStore
 
+    patterns = tuple(args.local_pattern or ())
+    if args.task:
+        from plantfed_participant.sdk import load_task
+
+        patterns += tuple(load_task(args.task).local_parameter_patterns())
     outcome = aggregate_round(
         ModelStore(args.store), args.round, strategy_from_args(args),
-        plants=args.plants.split(",") if args.plants else None, local_patterns=tuple(args.local_pattern or ()),
+        plants=args.plants.split(",") if args.plants else None, local_patterns=patterns,
     )
     result = {
         "round": args.round, "model": outcome.version.model, "version": outcome.version.version,
@@ -256,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--round", required=True)
     p.add_argument("--plants", help="comma-separated plants to aggregate (default: every committed update)")
     p.add_argument("--local-pattern", action="append", help="parameter-name glob never aggregated (repeatable)")
+    p.add_argument("--task", help="the model's task; its personal (plant-local) parameters are never aggregated")
     p.add_argument("--result", type=Path, help="write the outcome as JSON here")
     _add_strategy_args(p)
     p.set_defaults(func=cmd_aggregate)

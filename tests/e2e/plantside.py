@@ -96,10 +96,12 @@ class ChartPlant:
         """The plant goes offline: its agent stops (no heartbeats, no new training Jobs)."""
         self._scale(0)
 
-    def training_jobs(self, round_name: str) -> list[client.V1Job]:
+    def training_jobs(self, round_name: str, component: str = "train") -> list[client.V1Job]:
+        """The round's Jobs of one kind in the plant's cluster: "train", or "evaluate" (scoring the candidate)."""
         with self.cluster.api_client() as api:
             jobs = client.BatchV1Api(api).list_namespaced_job(self.namespace).items
-        return [j for j in jobs if (j.metadata.annotations or {}).get(ROUND_ANNOTATION) == round_name]
+        return [j for j in jobs if (j.metadata.annotations or {}).get(ROUND_ANNOTATION) == round_name
+                and (j.metadata.labels or {}).get("app.kubernetes.io/component") == component]
 
     def cached(self, model: str) -> int | None:
         """The model version the plant's cache serves (read from the cache PVC's volume on this machine)."""

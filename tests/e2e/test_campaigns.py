@@ -30,6 +30,8 @@ def test_campaign_of_three_rounds_improves_accuracy(federation):
         assert r["metadata"]["labels"]["plantfed.io/model"] == "campaign"
     accuracy = [r["status"]["metrics"][ACCURACY] for r in rounds.values()]
     assert accuracy[2] > accuracy[0] + 0.2, accuracy  # measured: 0.25 -> about 0.9
+    scored = [r["status"]["metrics"]["val_accuracy"] for r in rounds.values()]  # each candidate, as plants scored it
+    assert scored[2] > accuracy[0] + 0.2, scored
 
     status = fm["status"]
     assert status["promotedVersion"] == 4 and status["roundsCompleted"] == 3
@@ -125,7 +127,8 @@ def test_operator_killed_between_uploads_and_promotion_finishes_the_round_once(f
     assert len(versions) == 1  # aggregated once
     assert (promoted.version, promoted.parent) == (versions[0].version, 1) == (fr["status"]["resultVersion"], 1)
     assert {p["plant"]: p["state"] for p in fr["status"]["plants"]} == {p: "Uploaded" for p in PLANTS}
-    assert sorted(fr["status"]["metrics"]) == sorted(versions[0].metrics)
+    assert set(versions[0].metrics) < set(fr["status"]["metrics"]), "training metrics plus the plants' val_* scores"
+    assert fr["status"]["evaluation"]["reported"] == 2
     with hub.cluster.api_client() as api:
         job = client.BatchV1Api(api).read_namespaced_job(fr["status"]["aggregationJob"], hub.namespace)
         jobs = client.BatchV1Api(api).list_namespaced_job(hub.namespace, label_selector="plantfed.io/round=restart-1")

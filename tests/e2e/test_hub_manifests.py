@@ -58,6 +58,13 @@ def test_aggregation_job_runs_the_frozen_plants_without_api_credentials():
     assert build_parser().parse_args(container["command"][1:]).plants == "a,b"
 
 
+def test_aggregation_job_names_the_models_task_so_personal_layers_stay_out():
+    action = CreateAggregationJob(name="j", round_id="r", model="m", base_version=1, plants=("a",), strategy=Strategy(),
+                                  privacy=Privacy(), compression=Codec.NONE)
+    command = aggregation_job(CFG, action, ROUND, task="bearing")["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[-1] == "--task=bearing" and build_parser().parse_args(command[1:]).task == "bearing"
+
+
 def test_aggregation_job_refuses_an_empty_plant_set():
     action = CreateAggregationJob(name="j", round_id="r", model="m", base_version=1, plants=(), strategy=Strategy(),
                                   privacy=Privacy(), compression=Codec.NONE)

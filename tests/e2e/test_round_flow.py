@@ -48,6 +48,21 @@ def test_example_round_is_trained_aggregated_and_promoted(federation):
     assert condition(fr, "Succeeded")["status"] == "True"
     assert condition(fr, "Promoted")["reason"] == "Promoted"
 
+    # Before promotion both plants scored the candidate on their own validation splits; only numbers came back.
+    evaluation = status["evaluation"]
+    assert (evaluation["version"], evaluation["expected"], evaluation["reported"]) == (2, 2, 2)
+    assert condition(fr, "Evaluated")["status"] == "True"
+    assert 0.0 <= status["metrics"]["val_accuracy"] <= 1.0 and "val_accuracy" in evaluation["base"]
+    assert all("val_accuracy" in plants[p]["evaluation"] for p in PLANTS)
+    with hub.admin() as admin:
+        scored = admin.list_evaluations("bearing-hotfix-1")
+    assert sorted((e.plant, e.version) for e in scored) == [(p, 2) for p in sorted(PLANTS)]
+    for plant, agent in federation.agents.items():  # its report may finish the round while its pod still exits
+        wait_for(lambda: [j.status.succeeded for j in agent.training_jobs("bearing-hotfix-1", component="evaluate")] == [1],
+                 timeout=120, what=f"{plant}'s one evaluation Job to succeed")
+        (evaluation_job,) = agent.training_jobs("bearing-hotfix-1", component="evaluate")
+        assert evaluation_job.spec.template.spec.containers[0].command[:2] == ["plantfed", "evaluate"]
+
     with hub.admin() as admin:
         promoted = admin.get_model("bearing")
         updates = admin.list_updates("bearing-hotfix-1")
@@ -93,4 +108,4 @@ def test_example_round_is_trained_aggregated_and_promoted(federation):
 
     events = hub.kubectl("get", "events", "--field-selector", "involvedObject.name=bearing-hotfix-1",
                          "-o", "jsonpath={.items[*].reason}").stdout.split()
-    assert {"Started", "QuorumReached", "Aggregated", "Promoted"} <= set(events)
+    assert {"Started", "QuorumReached", "Aggregated", "EvaluationRequested", "Promoted"} <= set(events)

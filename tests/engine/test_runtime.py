@@ -138,3 +138,21 @@ def test_a_light_plant_and_a_full_plant_aggregate_into_one_global_model(hub: Hub
     light_model = light.build_model(new, "light", seed=0)
     shared = next(iter(light_sent))
     assert torch.equal(light_model.state_dict()[shared], new[shared])
+
+
+def test_the_aggregate_command_leaves_the_tasks_personal_layers_out(hub: Hub) -> None:
+    """`plantfed aggregate --task` (what the operator's Job runs) takes the plant-local patterns from the task."""
+    from plantfed.cli import main
+
+    task = HeadStaysHome()
+    base_path = seed_bearing(hub, task)
+    hub.open_round("r1", plants=("plant-a",), model=MODEL)
+    runtime_for(hub, "plant-a", task).participate("r1", CFG)
+    hub.store.close_round("r1")
+
+    assert main(["aggregate", f"--store={hub.store.root}", "--round=r1", "--task=test_runtime:HeadStaysHome"]) == 0
+
+    base = codecs.load_state(base_path)
+    new = codecs.load_state(hub.store.blob_path(hub.store.candidate("r1").digest))
+    assert all(torch.equal(new[n], base[n]) for n in base if n.startswith("head.")), "the global head never moves"
+    assert any(not torch.equal(new[n], base[n]) for n in base if not n.startswith("head.") and base[n].is_floating_point())

@@ -16,7 +16,7 @@ from plantfed.exchange import AdminClient
 from plantfed.hub.config import OperatorConfig
 from plantfed.hub.jobs import aggregation_job, init_model_job, owner_reference
 from plantfed.hub.kube import Kube
-from plantfed.hub.observe import ROUNDS
+from plantfed.hub.observe import MODELS, ROUNDS
 from plantfed.reconcile.actions import (
     Action,
     CloseExchangeRound,
@@ -59,7 +59,12 @@ class Executor:
                 self.admin.close_round(round_id)
                 log.info("%s: closed exchange round %s", where, round_id)
             case CreateAggregationJob():
-                created = self.kube.create_job(aggregation_job(self.cfg, action, body))
+                model = self.kube.get(MODELS, body["metadata"]["namespace"], action.model)
+                task = (model or {}).get("spec", {}).get("task")
+                if task is None:
+                    log.warning("%s: FederatedModel %s not found; aggregating without its task's local parameters",
+                                where, action.model)
+                created = self.kube.create_job(aggregation_job(self.cfg, action, body, task))
                 log.info("%s: aggregation Job %s %s", where, action.name, "created" if created else "exists")
             case Promote(model=model, version=version):
                 self.admin.promote(model, version)

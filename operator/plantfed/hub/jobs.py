@@ -136,14 +136,21 @@ def _job(cfg: OperatorConfig, name: str, namespace: str, owner: dict[str, Any], 
     }
 
 
-def aggregation_job(cfg: OperatorConfig, action: CreateAggregationJob, round_body: dict[str, Any]) -> dict[str, Any]:
-    """The Job that aggregates exactly the frozen plant set of one round into a new version."""
+def aggregation_job(
+    cfg: OperatorConfig, action: CreateAggregationJob, round_body: dict[str, Any], task: str | None = None
+) -> dict[str, Any]:
+    """The Job that aggregates exactly the frozen plant set of one round into a new version.
+
+    `task` (the FederatedModel's) lets the Job leave the task's plant-local parameters out of the aggregate.
+    """
     if not action.plants:
         raise ValueError(f"round {action.round_id}: no plants to aggregate")
     command = [
         "plantfed", "aggregate", f"--store={STORE_MOUNT}", f"--round={action.round_id}",
         f"--plants={','.join(action.plants)}", *strategy_args(action.strategy, action.privacy),
     ]
+    if task:
+        command.append(f"--task={task}")
     labels = {ROUND_LABEL: action.round_id, MODEL_LABEL: action.model}
     return _job(cfg, action.name, round_body["metadata"]["namespace"], round_body, labels, "aggregate", command)
 

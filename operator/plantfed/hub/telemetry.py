@@ -18,6 +18,9 @@ from plantfed.reconcile.model import round_number
 GLOBAL_ACCURACY = "global_test_accuracy"
 GLOBAL_LOSS = "global_test_loss"
 """Federated evaluation each plant reports for the round's base model, sample-weighted by aggregation."""
+PROMOTED_ACCURACY = "val_accuracy"
+PROMOTED_LOSS = "val_loss"
+"""The contributing plants' scores of the round's candidate (the model now promoted), before promotion."""
 
 
 class Telemetry:
@@ -48,10 +51,12 @@ class Telemetry:
                 m.plant_loss.labels(model, plant.plant).set(plant.metrics["train_loss"])
         if after.result_version is not None:
             m.promoted_version.labels(model).set(after.result_version)
-            if GLOBAL_ACCURACY in after.metrics:
-                m.global_accuracy.labels(model).set(after.metrics[GLOBAL_ACCURACY])
-            if GLOBAL_LOSS in after.metrics:
-                m.global_loss.labels(model).set(after.metrics[GLOBAL_LOSS])
+            # The promoted model's own scores when plants evaluated it; else its base's (one round behind).
+            for gauge, keys in ((m.global_accuracy, (PROMOTED_ACCURACY, GLOBAL_ACCURACY)),
+                                (m.global_loss, (PROMOTED_LOSS, GLOBAL_LOSS))):
+                key = next((k for k in keys if k in after.metrics), None)
+                if key is not None:
+                    gauge.labels(model).set(after.metrics[key])
 
     def model_state(self, fm: FederatedModel) -> None:
         if fm.status.promoted_version is not None:

@@ -287,10 +287,11 @@ def decide(view: AgentView) -> tuple[Action, ...]:
             if reason is not None:
                 actions.append(CancelTrainingJob(training.job_name, round_name, reason))
 
+    # An evaluation Job may still be exiting after its report let the round finish, and it ends itself at
+    # the evaluation window (activeDeadlineSeconds): only a deleted round's is worth deleting.
     for round_name, evaluation in sorted(view.evaluations.items()):
-        fr = rounds.get(round_name)
-        if evaluation.active and (fr is None or (fr.status.phase is not None and fr.status.phase.finished)):
-            actions.append(CancelTrainingJob(evaluation.job_name, round_name, "RoundDeleted" if fr is None else "RoundFinished"))
+        if evaluation.active and round_name not in rounds:
+            actions.append(CancelTrainingJob(evaluation.job_name, round_name, "RoundDeleted"))
 
     if reports:
         _, wanted = max(reports, key=lambda item: item[0])

@@ -75,6 +75,7 @@ class _Component:
     name: str
     proc: subprocess.Popen
     log: Path
+    argv: tuple[str, ...] = ()
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -301,7 +302,7 @@ class ControlPlane(KubeCluster):
 
     def _spawn(self, name: str, logs: Path, argv: list[str]) -> _Component:
         log = logs / f"{name}.log"
-        component = _Component(name, spawn(argv, log=log, cwd=self.directory), log)
+        component = _Component(name, spawn(argv, log=log, cwd=self.directory), log, tuple(argv))
         self._components.append(component)
         return component
 
@@ -316,6 +317,23 @@ class ControlPlane(KubeCluster):
                 logs = "\n\n".join(f"== {c.name} ==\n{c.log_tail(15)}" for c in self._components)
                 raise ConditionTimeout(f"{self.name}: {waiting_for} not ready in time\n{logs}")
             time.sleep(0.25)
+
+    # -- faults ---------------------------------------------------------------------------
+
+    def restart_etcd(self, down_seconds: float = 2.0, timeout: float = 60.0) -> None:
+        """SIGKILL etcd, keep it down for `down_seconds`, start it again on the same data and ports.
+
+        The API server stays up and reconnects on its own: what a crashed etcd member looks like to clients.
+        """
+        (old,) = [c for c in self._components if c.name == "etcd"]
+        signal_group(old.proc, signal.SIGKILL)
+        old.proc.wait(timeout=10)
+        time.sleep(down_seconds)  # the outage itself, not a wait for a condition
+        self._components.remove(old)
+        fresh = _Component("etcd", spawn(list(old.argv), log=old.log, cwd=self.directory), old.log, old.argv)
+        self._components.insert(0, fresh)
+        health = next(a for a in old.argv if a.startswith("--listen-client-urls=")).split("=", 1)[1] + "/health"
+        self._await("etcd after a restart", time.monotonic() + timeout, lambda: _http_ok(health, None))
 
     # -- identities -----------------------------------------------------------------------
 

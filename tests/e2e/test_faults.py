@@ -1,0 +1,140 @@
+"""Fault injection on the real control planes (docs/fault-injection.md lists every fault and where it is tested).
+
+Each test breaks one part of a running round and checks what a user would check: the round still succeeds, every
+plant trained and uploaded once, one version was aggregated, and the promoted weights are bit-identical to an
+undisturbed aggregation of the same committed updates (re-run here, offline, from the round's own Job command).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import PLANTS, create_lineage, round_manifest, wait_phase
+from hubdeploy import Hub, store_root
+from kubernetes import client
+
+from plantfed.cli import build_parser, strategy_from_args
+from plantfed.records import RoundRecord
+from plantfed.round_aggregation import aggregate_round
+from plantfed.store import ModelStore
+from support.kube import wait_for
+from support.kube.controlplane import ControlPlane
+
+
+def undisturbed_digest(hub: Hub, round_name: str, tmp_path: Path) -> str:
+    """Aggregate the round's committed updates again in a scratch store, exactly as its Job was told to."""
+    live = ModelStore(store_root(hub))
+    record = live.get_round(round_name)
+    assert record.base_version == 1, "the scratch store rebuilds a lineage that starts at the base"
+    base = live.get_model(record.model, record.base_version)
+    with hub.cluster.api_client() as api:
+        job = client.BatchV1Api(api).read_namespaced_job(f"{round_name}-aggregate", hub.namespace)
+    args = build_parser().parse_args(job.spec.template.spec.containers[0].command[1:])
+    calm = ModelStore(tmp_path / "undisturbed")
+    calm.publish_model(record.model, calm.import_file(live.blob_path(base.digest))[0], promote=True)
+    calm.open_round(RoundRecord(round_id=round_name, model=record.model, base_version=1, plants=record.plants))
+    for update in live.updates(round_name):
+        calm.import_file(live.blob_path(update.digest))
+        calm.commit_update(update.meta, update.digest)
+    calm.close_round(round_name)
+    return aggregate_round(calm, round_name, strategy_from_args(args), plants=args.plants.split(",")).version.digest
+
+
+def promoted_once(federation, round_name: str, model: str) -> str:
+    """The round's single promoted version (digest), after checking nothing was trained or aggregated twice."""
+    hub = federation.hub
+    with hub.admin() as admin:
+        updates = admin.list_updates(round_name).updates
+        versions = [v for v in admin.list_versions(model) if v.round_id == round_name]
+        promoted = admin.get_model(model)
+    assert sorted(u.meta.plant for u in updates) == sorted(PLANTS), "one update per plant"
+    assert len(versions) == 1 and promoted.version == versions[0].version, "aggregated and promoted once"
+    for plant, agent in federation.agents.items():
+        (training,) = agent.training_jobs(round_name)
+        assert training.status.succeeded == 1 and not training.status.failed, f"{plant} trained once"
+    return promoted.digest
+
+
+def _set_operator_replicas(hub: Hub, replicas: int) -> None:
+    hub.kubectl("scale", "deployment/plantfed-operator", f"--replicas={replicas}")
+
+
+def _kill_operator(hub: Hub) -> None:
+    """SIGKILL the operator (no grace) and keep it down until `_set_operator_replicas(hub, 1)`."""
+    _set_operator_replicas(hub, 0)
+    for pod in hub.operator_pods():
+        hub.kubectl("delete", "pod", pod.metadata.name, "--grace-period=0", "--force", check=False)
+    wait_for(lambda: not hub.operator_pods(), timeout=60, what="the operator pod gone")
+
+
+def test_operator_killed_in_every_phase_still_promotes_bit_identical_weights(federation, tmp_path):
+    """Killed in Training, Aggregating and Evaluating, each time held down while the rest of the system moves on."""
+    hub = federation.hub
+    create_lineage(hub, "chaos")
+    hub.apply(round_manifest(hub, "chaos-1", "chaos"))
+
+    wait_phase(hub, "federatedrounds", "chaos-1", ("Training",), timeout=120)
+    _kill_operator(hub)
+    with hub.admin() as admin:  # plants train and upload with no operator
+        wait_for(lambda: len(admin.list_updates("chaos-1").updates) == 2, timeout=300, what="both uploads")
+    _set_operator_replicas(hub, 1)
+
+    wait_phase(hub, "federatedrounds", "chaos-1", ("Aggregating",), timeout=120)
+    _kill_operator(hub)
+    with hub.admin() as admin:  # the aggregation Job runs to the end with no operator
+        wait_for(lambda: any(v.round_id == "chaos-1" for v in admin.list_versions("chaos")), timeout=300,
+                 what="the candidate version")
+    _set_operator_replicas(hub, 1)
+
+    fr = wait_phase(hub, "federatedrounds", "chaos-1", ("Evaluating",), timeout=120)
+    assert fr["status"]["evaluation"]["expected"] == 2
+    _kill_operator(hub)
+    with hub.admin() as admin:  # plants score the candidate with no operator
+        wait_for(lambda: len(admin.list_evaluations("chaos-1")) == 2, timeout=300, what="both plants' scores")
+    _set_operator_replicas(hub, 1)
+
+    fr = wait_phase(hub, "federatedrounds", "chaos-1", ("Succeeded",))
+    assert fr["status"]["evaluation"]["reported"] == 2
+    assert promoted_once(federation, "chaos-1", "chaos") == undisturbed_digest(hub, "chaos-1", tmp_path)
+
+
+def test_aggregation_pod_killed_is_retried_with_the_same_result(federation, tmp_path):
+    hub = federation.hub
+    create_lineage(hub, "retry")
+    hub.apply(round_manifest(hub, "retry-1", "retry"))
+    selector = "job-name=retry-1-aggregate"
+
+    def first_pod():
+        with hub.cluster.api_client() as api:
+            pods = client.CoreV1Api(api).list_namespaced_pod(hub.namespace, label_selector=selector).items
+        return pods[0] if pods else None
+
+    pod = wait_for(first_pod, timeout=420, what="the aggregation pod", interval=0.2)
+    assert pod.status.phase in ("Pending", "Running"), f"too late to kill: {pod.status.phase}"
+    hub.kubectl("delete", "pod", pod.metadata.name, "--grace-period=0", "--force")
+
+    wait_phase(hub, "federatedrounds", "retry-1", ("Succeeded",))
+    with hub.cluster.api_client() as api:
+        job = client.BatchV1Api(api).read_namespaced_job("retry-1-aggregate", hub.namespace)
+    assert job.status.succeeded == 1 and job.status.failed == 1, "the killed pod counted as one failure, then retried"
+    assert promoted_once(federation, "retry-1", "retry") == undisturbed_digest(hub, "retry-1", tmp_path)
+
+
+def test_etcd_restart_under_load_loses_nothing(federation, tmp_path):
+    """etcd SIGKILLed while plants heartbeat and train and the operator polls; it comes back on the same data."""
+    hub = federation.hub
+    plane = hub.cluster.cluster
+    if not isinstance(plane, ControlPlane):
+        pytest.skip("etcd can only be restarted on a control plane these tests started")
+    create_lineage(hub, "outage")
+    hub.apply(round_manifest(hub, "outage-1", "outage"))
+    wait_phase(hub, "federatedrounds", "outage-1", ("Training",), timeout=120)
+
+    plane.restart_etcd(down_seconds=3.0)
+
+    fr = wait_phase(hub, "federatedrounds", "outage-1", ("Succeeded",))
+    assert {p["plant"]: p["state"] for p in fr["status"]["plants"]} == {p: "Uploaded" for p in PLANTS}
+    assert promoted_once(federation, "outage-1", "outage") == undisturbed_digest(hub, "outage-1", tmp_path)
+    for plant in PLANTS:
+        federation.wait_ready(plant)
