@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 from conftest import PLANTS, condition, wait_phase
 from hubdeploy import ROOT
@@ -100,6 +101,7 @@ def test_example_round_is_trained_aggregated_and_promoted(federation):
     assert {k: rows["bearing-hotfix-1"][k] for k in ("MODEL", "PHASE", "BASE", "QUORUM", "ASSIGNED", "UPLOADED", "RESULT")} == {
         "MODEL": "bearing", "PHASE": "Succeeded", "BASE": "1", "QUORUM": "2", "ASSIGNED": "2", "UPLOADED": "2",
         "RESULT": "2"}
+    assert float(rows["bearing-hotfix-1"]["VAL-ACCURACY"]) == pytest.approx(status["metrics"]["val_accuracy"], abs=1e-6)
     rows = {r["NAME"]: r for r in columns(hub.kubectl("get", "plantparticipants").stdout)}
     for plant in PLANTS:
         assert rows[plant]["READY"] == "True" and rows[plant]["PAUSED"] == "false" and rows[plant]["GPUS"] == "1"

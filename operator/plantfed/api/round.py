@@ -301,6 +301,7 @@ class FederatedRound(Resource):
         {"name": "Assigned", "type": "integer", "jsonPath": ".status.assigned"},
         {"name": "Uploaded", "type": "integer", "jsonPath": ".status.uploaded"},
         {"name": "Result", "type": "integer", "jsonPath": ".status.resultVersion"},
+        {"name": "Val-Accuracy", "type": "number", "jsonPath": ".status.metrics.val_accuracy"},
         {"name": "Reason", "type": "string", "priority": 1,
          "jsonPath": '.status.conditions[?(@.type=="Succeeded")].reason'},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
