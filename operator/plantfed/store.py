@@ -37,7 +37,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from plantfed.records import ModelVersion, RoundRecord, RoundState, UpdateMeta, UpdateRecord
+from plantfed.records import AggregationSummary, ModelVersion, RoundRecord, RoundState, UpdateMeta, UpdateRecord
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -412,6 +412,7 @@ class ModelStore:
         round_id: str | None = None,
         metrics: dict[str, float] | None = None,
         promote: bool = False,
+        aggregation: AggregationSummary | None = None,
     ) -> ModelVersion:
         """Record a blob as the model's next version.
 
@@ -444,6 +445,7 @@ class ModelStore:
                 round_id=round_id,
                 metrics=dict(metrics or {}),
                 created_at=time.time(),
+                aggregation=aggregation,
             )
             _write_record(self._model_dir(model) / "versions" / f"{record.version}.json", record)
             if promote:
