@@ -3,7 +3,9 @@
 This is the body of the per-round aggregation Job (`plantfed aggregate`) and of `plantfed simulate`'s hub.
 It is idempotent: if a version for the round already exists (the Job ran to completion before its pod or
 the operator died) it is returned as-is, so nothing is ever aggregated or published twice. Server-optimiser
-state is keyed by the model version it led to, so a retried Job starts from the same state.
+state is keyed by the model version it led to, so a retried Job starts from the same state. The version
+record keeps what the aggregation measured (`AggregationSummary`), which is how those numbers reach the
+operator's metrics: the Job has no API credentials and exits before any scrape.
 """
 
 from __future__ import annotations
