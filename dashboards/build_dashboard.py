@@ -243,7 +243,9 @@ def build() -> dict:
     g.row("Privacy")
     g.add(timeseries(
         "Differential-privacy budget spent (epsilon) per plant",
-        "Cumulative epsilon each plant has spent under DP-SGD/clipped-noise updates. Flat at 0 means DP is off.",
+        ("Cumulative epsilon each plant has spent under differential privacy (clipped, noised updates), at the "
+         "run's delta. Exported only while DP is on: with DP off there is no finite epsilon, so the panel shows "
+         "no data rather than 0."),
         [target(f"max by (plant) (plantfed_dp_epsilon_spent{{{MP}}})", "{{plant}}")], "none", minimum=0), w=24)
 
     return {

@@ -6,9 +6,17 @@ label (they grow without bound); the round number is a gauge value instead.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+if TYPE_CHECKING:
+    from plantfed.records import AggregationSummary
+
 PREFIX = "plantfed_"
+
+EPSILON = "epsilon"
+"""The per-plant number of an aggregation summary that holds the privacy ε spent (present only with DP)."""
 
 
 class Metrics:
@@ -47,3 +55,18 @@ class Metrics:
         self.cached_model_version = Gauge(PREFIX + "plant_cached_model_version", "Model version held in a plant's cache (what it serves).", ["model", "plant"], registry=r)
         self.agent_training_jobs = Counter(PREFIX + "agent_training_jobs_total", "Training Jobs a plant's agent created or cancelled.", ["plant", "action"], registry=r)
         self.agent_errors = Counter(PREFIX + "agent_errors_total", "Failed calls of a plant's agent, by what it called (hub, kubernetes).", ["plant", "target"], registry=r)
+
+    def record_aggregation(self, model: str, summary: AggregationSummary) -> None:
+        """One round's aggregation, as the operator (from the version record) and simulate export it.
+
+        Only numbers the summary carries are set: without DP there is no ε, so that series stays absent.
+        """
+        self.aggregation_duration.labels(model, summary.strategy).observe(summary.seconds)
+        self.aggregation_peak_bytes.labels(model).set(summary.peak_bytes)
+        for plant, values in summary.plants.items():
+            if "l2_norm" in values:
+                self.update_norm.labels(model, plant).set(values["l2_norm"])
+            if "cosine" in values:
+                self.update_cosine.labels(model, plant).set(values["cosine"])
+            if EPSILON in values:
+                self.dp_epsilon.labels(model, plant).set(values[EPSILON])

@@ -79,6 +79,21 @@ class RoundRecord(BaseModel):
     closed_at: float | None = None
 
 
+class AggregationSummary(BaseModel):
+    """How a round's version was aggregated, kept with the version for the operator's metrics.
+
+    The aggregation Job exits before any scrape and has no API credentials; the store is where the
+    operator (through the exchange) can read what it measured.
+    """
+
+    strategy: str
+    seconds: float
+    peak_bytes: int
+    #: plant -> every number the aggregation reported for it (l2_norm, cosine, weight, clip_factor, ...;
+    #: epsilon when privacy accounting adds it). Names, not a fixed schema, so new numbers need no wire change.
+    plants: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+
 class ModelVersion(BaseModel):
     """One version of a model lineage; `parent` and `round_id` make the lineage walkable."""
 
@@ -91,6 +106,7 @@ class ModelVersion(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     created_at: float
     promoted: bool = False
+    aggregation: AggregationSummary | None = None
 
 
 class EvaluationRecord(BaseModel):

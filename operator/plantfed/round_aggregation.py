@@ -3,7 +3,9 @@
 This is the body of the per-round aggregation Job (`plantfed aggregate`) and of `plantfed simulate`'s hub.
 It is idempotent: if a version for the round already exists (the Job ran to completion before its pod or
 the operator died) it is returned as-is, so nothing is ever aggregated or published twice. Server-optimiser
-state is keyed by the model version it led to, so a retried Job starts from the same state.
+state is keyed by the model version it led to, so a retried Job starts from the same state. The version
+record keeps what the aggregation measured (`AggregationSummary`), which is how those numbers reach the
+operator's metrics: the Job has no API credentials and exits before any scrape.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plantfed.aggregation import AggregationResult, StrategyConfig, UpdateInput, aggregate
-from plantfed.records import ModelVersion, UpdateRecord
+from plantfed.records import AggregationSummary, ModelVersion, UpdateRecord
 from plantfed.store import ModelStore
 
 
@@ -39,6 +41,16 @@ def weighted_metrics(updates: list[UpdateRecord]) -> dict[str, float]:
         return {}
     keys = set.intersection(*(set(u.meta.metrics) for u in updates))
     return {k: sum(u.meta.metrics[k] * u.meta.num_samples for u in updates) / total for k in sorted(keys)}
+
+
+def summarize(result: AggregationResult, seconds: float) -> AggregationSummary:
+    """What the version record keeps of an aggregation: every number it reported per plant."""
+    plants = {
+        stat.plant: {k: float(v) for k, v in stat.model_dump().items() if isinstance(v, int | float)}
+        for stat in result.plants
+    }
+    return AggregationSummary(strategy=result.strategy.value, seconds=seconds, peak_bytes=result.peak_bytes,
+                              plants=plants)
 
 
 def aggregate_round(
@@ -78,11 +90,13 @@ def aggregate_round(
             state.mkdir()
         out = Path(tmp) / "model.safetensors"
         result = aggregate(store.blob_path(base.digest), inputs, config, out, local_patterns=local_patterns, state_dir=state)
+        seconds = time.perf_counter() - started
         digest, _size = store.import_file(out)
         metrics = weighted_metrics(updates)
-        version = store.publish_model(record.model, digest, parent=base.version, round_id=round_id, metrics=metrics)
+        version = store.publish_model(record.model, digest, parent=base.version, round_id=round_id, metrics=metrics,
+                                      aggregation=summarize(result, seconds))
         target = _state_dir(store, record.model, version.version)
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists():
             state.rename(target)
-    return RoundAggregation(version, [u.meta.plant for u in updates], result, time.perf_counter() - started, reused=False)
+    return RoundAggregation(version, [u.meta.plant for u in updates], result, seconds, reused=False)

@@ -329,15 +329,14 @@ class Simulation:
         m.plants_failed.labels(model).set(sum(not p.ok for p in report.plants.values()))
         m.plants_late.labels(model).set(0)
         m.promoted_version.labels(model).set(report.version or 0)
-        m.aggregation_duration.labels(model, self.cfg.strategy.name.value).observe(report.aggregation_seconds)
-        if agg.result is not None:
-            m.aggregation_peak_bytes.labels(model).set(agg.result.peak_bytes)
+        if agg.version.aggregation is not None:
+            m.record_aggregation(model, agg.version.aggregation)
         for p in report.plants.values():
             if not p.ok:
                 continue
+            # The plant's own norm of its update before local clipping and noise (what report.json records); the
+            # aggregation's l2_norm set above is the norm the hub received, which is what the operator shows.
             m.update_norm.labels(model, p.plant).set(p.update_norm)
-            if p.cosine is not None:
-                m.update_cosine.labels(model, p.plant).set(p.cosine)
             if p.epsilon is not None:
                 m.dp_epsilon.labels(model, p.plant).set(p.epsilon)
             m.plant_loss.labels(model, p.plant).set(p.metrics.get("train_loss", float("nan")))

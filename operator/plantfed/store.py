@@ -38,7 +38,15 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from plantfed.records import EvaluationRecord, ModelVersion, RoundRecord, RoundState, UpdateMeta, UpdateRecord
+from plantfed.records import (
+    AggregationSummary,
+    EvaluationRecord,
+    ModelVersion,
+    RoundRecord,
+    RoundState,
+    UpdateMeta,
+    UpdateRecord,
+)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -421,6 +429,7 @@ class ModelStore:
         round_id: str | None = None,
         metrics: dict[str, float] | None = None,
         promote: bool = False,
+        aggregation: AggregationSummary | None = None,
     ) -> ModelVersion:
         """Record a blob as the model's next version.
 
@@ -453,6 +462,7 @@ class ModelStore:
                 round_id=round_id,
                 metrics=dict(metrics or {}),
                 created_at=time.time(),
+                aggregation=aggregation,
             )
             _write_record(self._model_dir(model) / "versions" / f"{record.version}.json", record)
             if promote:

@@ -130,6 +130,7 @@ def test_exchange_command_and_mounts(helm):
         "--store": "/var/lib/plantfed/store", "--tokens": "/etc/plantfed/plant-tokens",
         "--admin-token-file": "/etc/plantfed/admin/token", "--listen": "0.0.0.0:8443",
         "--tls-cert": "/etc/plantfed/tls/tls.crt", "--tls-key": "/etc/plantfed/tls/tls.key", "--metrics-port": "9090",
+        "--health-listen": "127.0.0.1:8444",
     }
     mounts = {v["mountPath"]: v["name"] for v in c["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -142,6 +143,20 @@ def test_exchange_command_and_mounts(helm):
     assert m.get("PersistentVolumeClaim", "plantfed-store")["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     svc = m.get("Service", "plantfed-exchange")
     assert [p["port"] for p in svc["spec"]["ports"]] == [8443], "metrics must not ride on the exchange Service"
+
+
+def test_exchange_readiness_probe_needs_no_client_credential(helm):
+    """The probe dials the loopback health port (never asks for a client certificate, so mTLS cannot fail
+    it), verifies the exchange's certificate against the CA, and holds neither token nor client key."""
+    for values in ((), ("--set", "tls.certManager.enabled=true")):
+        (c,) = helm.render_hub(*values).get("Deployment", "plantfed-exchange")["spec"]["template"]["spec"]["containers"]
+        probe = c["readinessProbe"]["exec"]["command"]
+        assert probe[:2] == ["plantfed", "healthcheck"]
+        assert flags(probe) == {"--exchange": "localhost:8444", "--ca-file": "/etc/plantfed/tls/ca.crt", "--timeout": "5"}
+        assert flags(c["command"])["--health-listen"] == "127.0.0.1:8444"
+        assert not any(p["containerPort"] == 8444 for p in c["ports"]), "the health port is loopback only"
+    (c,) = helm.render_hub("--set", "tls.enabled=false").get("Deployment", "plantfed-exchange")["spec"]["template"]["spec"]["containers"]
+    assert flags(c["readinessProbe"]["exec"]["command"]) == {"--exchange": "localhost:8444", "--timeout": "5"}
 
 
 def test_operator_command(helm):

@@ -1,6 +1,6 @@
-"""One federation for the e2e tests: the hub chart in a namespace of the hub cluster (exchange and
-operator as pods, RBAC from the chart), and two plants, each with its own cluster running the
-agent from the plant chart.
+"""One federation for the e2e tests: `helm install` of the hub chart in a namespace of the hub cluster
+(exchange and operator as pods, RBAC and Secrets from the chart), and two plants, each with its own
+cluster and `helm install` of the plant chart running the agent.
 
 Plant ids are the examples' (stuttgart-press3 on cluster plant-a, lyon-press1 on plant-b), so
 examples/round.yaml applies as written apart from its namespace and base version.
@@ -83,11 +83,11 @@ def federation(hub_and_plants, tmp_path_factory) -> Iterator[Federation]:
     hub_cluster = hub_and_plants.hub
     apply_crds(hub_cluster)
     namespace = hub_cluster.create_namespace("plantfed")
-    hub = deploy_hub(hub_cluster, namespace, plant_values())
-    _deployed.append(hub)
-    wait_hub_ready(hub)
     agents: dict[str, ChartPlant] = {}
     try:
+        hub = deploy_hub(hub_cluster, namespace, plant_values())
+        _deployed.append(hub)
+        wait_hub_ready(hub)
         for index, (plant, cluster) in enumerate(PLANTS.items()):
             agents[plant] = ChartPlant(hub, plant, hub_and_plants.plants[cluster], index, tmp_path_factory.mktemp(plant))
             _plants.append(agents[plant])
@@ -98,14 +98,9 @@ def federation(hub_and_plants, tmp_path_factory) -> Iterator[Federation]:
     finally:
         for agent in agents.values():
             agent.close()
+        # Also removes the release's ClusterRole and binding; the kept store PVC goes with the namespace.
+        hub_cluster.helm("uninstall", "plantfed", "-n", namespace, "--wait", check=False)
         hub_cluster.delete_namespace(namespace)
-        with hub_cluster.api_client() as api:
-            rbac = client.RbacAuthorizationV1Api(api)
-            for doc in hub.manifests:
-                if doc["kind"] == "ClusterRoleBinding":
-                    rbac.delete_cluster_role_binding(doc["metadata"]["name"])
-                elif doc["kind"] == "ClusterRole":
-                    rbac.delete_cluster_role(doc["metadata"]["name"])
 
 
 def phase(obj: dict) -> str | None:

@@ -1,18 +1,18 @@
-"""Deploy the hub from its Helm chart into a namespace of the hub cluster, as a user would.
+"""Install the hub with `helm install` of its chart into a namespace of the hub cluster, as a user would.
 
-`helm template` renders exactly what `helm install` would create (CRDs aside, which the suite
-applies once); the objects are then applied with kubectl. Only ports are rewritten: fake nodes
-run every pod on this machine's loopback, so the exchange must listen on the Service's port (a
-free one, not the chart's fixed 8443) and its metrics port must differ from the operator's.
-Through the chart's values the operator polls every second and uses a short heartbeat timeout,
-so tests run in seconds.
+The CRDs are applied once by the suite (`crds.enabled=false`, the documented mode for clusters where
+another tool manages them: the session's clusters are shared by tests). A post-renderer
+(`hub_postrender.py`) moves the exchange's fixed ports to free ones, because fake nodes run every pod
+on this machine's loopback; everything else, including the Secrets Helm generates, is the chart's.
+Through the chart's values the operator polls every second and uses a short heartbeat timeout, so
+tests run in seconds.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,6 @@ class Hub:
     ca_pem: bytes
     admin_token: str
     plant_tokens: dict[str, str]
-    manifests: list[dict[str, Any]]
 
     @property
     def exchange(self) -> str:
@@ -69,6 +68,19 @@ class Hub:
         text = "\n---\n".join(yaml.safe_dump(d) for d in docs)
         self.kubectl("apply", "-f", "-", input=text)
 
+    def operator_metrics(self) -> dict[str, dict[frozenset[tuple[str, str]], float]]:
+        """The operator's /metrics scraped now: sample name -> labels -> value."""
+        import urllib.request
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).read().decode()
+        samples: dict[str, dict[frozenset[tuple[str, str]], float]] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                samples.setdefault(sample.name, {})[frozenset(sample.labels.items())] = sample.value
+        return samples
+
     def operator_pods(self) -> list[Any]:
         with self.cluster.api_client() as api:
             return client.CoreV1Api(api).list_namespaced_pod(
@@ -83,88 +95,40 @@ def apply_crds(cluster: ClusterWithNodes) -> None:
         cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
 
 
-def _rewrite_exchange(container: dict[str, Any], port: int, metrics_port: int | None) -> None:
-    command = []
-    for arg in container["command"]:
-        if arg.startswith("--listen="):
-            arg = f"--listen=0.0.0.0:{port}"
-        elif arg.startswith("--metrics-port="):
-            if metrics_port is None:
-                continue
-            arg = f"--metrics-port={metrics_port}"
-        command.append(arg)
-    container["command"] = command
-    for p in container.get("ports", []):
-        if p["name"] == "grpc":
-            p["containerPort"] = port
-        elif p["name"] == "metrics" and metrics_port is not None:
-            p["containerPort"] = metrics_port
-    container["ports"] = [p for p in container["ports"] if p["name"] == "grpc" or metrics_port is not None]
-    readiness = container.get("readinessProbe", {})
-    if "exec" in readiness:
-        readiness["exec"]["command"] = [re.sub(r"^--exchange=localhost:\d+$", f"--exchange=localhost:{port}", a)
-                                        for a in readiness["exec"]["command"]]
-        # `plantfed healthcheck` imports torch through the CLI (about 9 s on this shared 2-core box
-        # under load); the chart's 8 s would keep a healthy exchange unready here.
-        readiness["timeoutSeconds"] = 60
+POSTRENDER = Path(__file__).with_name("hub_postrender.py")
 
 
-def _exchange_accepts_metrics_port() -> bool:
-    from plantfed.cli import build_parser
-
-    try:
-        build_parser().parse_args(["exchange", "--store=x", "--tokens=x", "--admin-token-file=x", "--metrics-port=1"])
-        return True
-    except SystemExit:
-        return False
-
-
-def render(cluster: ClusterWithNodes, namespace: str, plants: list[dict[str, Any]], exchange_port: int,
-           metrics_port: int, values: list[str]) -> list[dict[str, Any]]:
-    out = cluster.helm(
-        "template", "plantfed", str(HUB_CHART), "-n", namespace, "--kube-version", "1.37.0",
-        "--api-versions", "plantfed.io/v1alpha1/PlantParticipant",
-        "--set", "crds.enabled=false", "--set", "tests.enabled=false", "--set", "dashboards.enabled=false",
-        "--set", f"exchange.service.port={exchange_port}", "--set", f"metrics.port={metrics_port}",
-        "--set", f"exchange.store.storageClassName={STORAGE_CLASS}", "--set", "exchange.store.size=1Gi",
-        "--set-json", f"plants={json.dumps(plants)}", *values,
-    ).stdout
-    docs = [d for d in yaml.safe_load_all(out) if d]
-    exchange_metrics = free_ports(1)[0] if _exchange_accepts_metrics_port() else None
-    for doc in docs:
-        if doc["kind"] != "Deployment":
-            continue
-        container = doc["spec"]["template"]["spec"]["containers"][0]
-        if container["name"] == "exchange":
-            _rewrite_exchange(container, exchange_port, exchange_metrics)
-    return docs
-
-
-def _secret(docs: list[dict[str, Any]], name: str) -> dict[str, str]:
-    doc = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == name)
-    return {k: base64.b64decode(v).decode() for k, v in (doc.get("data") or {}).items()} | dict(
-        doc.get("stringData") or {})
+def _secret(cluster: ClusterWithNodes, namespace: str, name: str) -> dict[str, str]:
+    with cluster.api_client() as api:
+        data = client.CoreV1Api(api).read_namespaced_secret(name, namespace).data or {}
+    return {k: base64.b64decode(v).decode() for k, v in data.items()}
 
 
 def deploy_hub(cluster: ClusterWithNodes, namespace: str, plants: list[dict[str, Any]]) -> Hub:
-    exchange_port, metrics_port, liveness_port = free_ports(3)
-    docs = render(cluster, namespace, plants, exchange_port, metrics_port, [
+    """`helm install` the hub chart and read back what it generated (CA, admin and plant tokens)."""
+    exchange_port, health_port, exchange_metrics, metrics_port, liveness_port = free_ports(5)
+    cluster.helm(
+        "install", "plantfed", str(HUB_CHART), "-n", namespace, "--wait", "--timeout", "300s",
+        "--set", "crds.enabled=false", "--set", "tests.enabled=false",
+        "--set", f"exchange.service.port={exchange_port}", "--set", f"metrics.port={metrics_port}",
+        "--set", f"exchange.store.storageClassName={STORAGE_CLASS}", "--set", "exchange.store.size=1Gi",
+        "--set-json", f"plants={json.dumps(plants)}",
         "--set", f"operator.livenessPort={liveness_port}", "--set", "operator.pollSeconds=1",
         "--set", f"operator.heartbeatTimeoutSeconds={HEARTBEAT_TIMEOUT}", "--set", "operator.logLevel=DEBUG",
-    ])
-    cluster.kubectl("-n", namespace, "apply", "-f", "-", input="\n---\n".join(yaml.safe_dump(d) for d in docs))
-    tls = _secret(docs, "plantfed-exchange-tls")
-    hub = Hub(
-        cluster=cluster, namespace=namespace, exchange_port=exchange_port, metrics_port=metrics_port,
-        ca_pem=tls["ca.crt"].encode(), admin_token=_secret(docs, "plantfed-admin-token")["token"].strip(),
-        plant_tokens=_secret(docs, "plantfed-plant-tokens"), manifests=docs,
+        "--post-renderer", sys.executable, "--post-renderer-args", str(POSTRENDER),
+        "--post-renderer-args", f"--grpc={exchange_port}", "--post-renderer-args", f"--health={health_port}",
+        "--post-renderer-args", f"--metrics={exchange_metrics}",
     )
-    return hub
+    return Hub(
+        cluster=cluster, namespace=namespace, exchange_port=exchange_port, metrics_port=metrics_port,
+        ca_pem=_secret(cluster, namespace, "plantfed-exchange-tls")["ca.crt"].encode(),
+        admin_token=_secret(cluster, namespace, "plantfed-admin-token")["token"].strip(),
+        plant_tokens=_secret(cluster, namespace, "plantfed-plant-tokens"),
+    )
 
 
 def wait_hub_ready(hub: Hub) -> None:
-    for deployment in ("plantfed-exchange", "plantfed-operator"):
-        hub.kubectl("rollout", "status", f"deployment/{deployment}", "--timeout=300s")
+    """`helm install --wait` saw both Deployments ready; this also waits for the exchange to answer from here."""
     with hub.admin() as admin:
         admin.list_versions("e2e")  # waits for the exchange to answer (the client retries until ready)
 

@@ -1,8 +1,8 @@
 """A plant as a user sets it up: the plant chart installed into the plant's own cluster.
 
-The hub admin hands the plant a Secret with three things (docs/install.md): a kubeconfig for the
-plant's ServiceAccount on the hub (created by the hub chart, allowed to write only its own
-PlantParticipant), the plant's exchange token, and the exchange's CA. `helm install` of
+The hub admin hands the plant a Secret with three things (docs/install.md), all read from what the hub
+chart created: a kubeconfig with the token of the plant's ServiceAccount on the hub (allowed to write
+only its own PlantParticipant), the plant's exchange token, and the exchange's CA. `helm install` of
 charts/plantfed-plant then runs `plantfed agent` as a pod with in-cluster credentials for the
 plant cluster, the model-cache PVC, and the plant's data on the GPU node (a hostPath here,
 written from the bearing task's synthetic fleet so each plant has its own machines).
@@ -41,13 +41,25 @@ def write_plant_data(directory: Path, plant_index: int) -> Path:
     return directory
 
 
-def embedded_kubeconfig(path: Path) -> str:
-    """The kubeconfig with its CA inline: inside a pod the host path of the CA file does not exist."""
-    doc = yaml.safe_load(path.read_text())
-    for entry in doc["clusters"]:
-        ca = Path(entry["cluster"].pop("certificate-authority"))
-        entry["cluster"]["certificate-authority-data"] = base64.b64encode(ca.read_bytes()).decode()
-    return yaml.safe_dump(doc)
+def hub_kubeconfig(hub: Hub, plant: str) -> str:
+    """The plant's kubeconfig for the hub, from the token Secret the hub chart made for its ServiceAccount
+    (docs/install.md, "Register a plant"), with the CA inline as `kubectl config --embed-certs` writes it."""
+    name = f"plantfed-plant-{plant}-token"
+    with hub.cluster.api_client() as api:
+        core = client.CoreV1Api(api)
+
+        def filled() -> dict[str, str] | None:
+            data = core.read_namespaced_secret(name, hub.namespace).data or {}
+            return data if data.get("token") else None
+
+        data = wait_for(filled, timeout=120, what=f"the token controller to fill Secret {name}")
+    server = yaml.safe_load(hub.cluster.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+    return yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "hub",
+        "clusters": [{"name": "hub", "cluster": {"server": server, "certificate-authority-data": data["ca.crt"]}}],
+        "users": [{"name": "plant", "user": {"token": base64.b64decode(data["token"]).decode()}}],
+        "contexts": [{"name": "hub", "context": {"cluster": "hub", "user": "plant", "namespace": hub.namespace}}],
+    })
 
 
 class ChartPlant:
@@ -56,12 +68,10 @@ class ChartPlant:
     def __init__(self, hub: Hub, plant: str, cluster: ClusterWithNodes, index: int, workdir: Path) -> None:
         self.hub, self.plant, self.cluster = hub, plant, cluster
         self.namespace = cluster.create_namespace(f"plantfed-{plant}")
-        hub_kubeconfig = hub.cluster.cluster.service_account_kubeconfig(
-            hub.namespace, f"plantfed-plant-{plant}", expiration_seconds=7200)
         with cluster.api_client() as api:
             client.CoreV1Api(api).create_namespaced_secret(self.namespace, {
                 "metadata": {"name": "plantfed-hub-credentials"},
-                "stringData": {"kubeconfig": embedded_kubeconfig(hub_kubeconfig),
+                "stringData": {"kubeconfig": hub_kubeconfig(hub, plant),
                                "token": hub.plant_tokens[plant], "ca.crt": hub.ca_pem.decode()}})
         data = workdir / "data"
         write_plant_data(data / DATA_SUB_PATH, index)

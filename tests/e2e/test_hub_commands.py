@@ -48,23 +48,32 @@ def test_init_model_seed_is_reproducible_and_from_version_copies(tmp_path):
     assert "cannot start o from nope" in missing.stderr and ModelStore(a).versions("o") == []
 
 
-@pytest.fixture
-def exchange(tmp_path):
-    """A real `plantfed exchange` over TLS on a free port."""
-    ca = CertificateAuthority(tmp_path / "pki")
+def start_exchange(tmp_path: Path, ca: CertificateAuthority, *extra: str) -> subprocess.Popen:
+    """A real `plantfed exchange` over TLS (certificate for localhost and 127.0.0.1) with one plant token."""
     cert = ca.issue("exchange", common_name="exchange", server_hosts=("localhost", "127.0.0.1"), client=False)
     tokens = tmp_path / "tokens"
     tokens.mkdir()
     (tokens / "plant-a").write_text("plant-a-token")
     admin = tmp_path / "admin"
     admin.write_text("admin-token")
-    (port,) = free_ports(1)
-    proc = subprocess.Popen([sys.executable, "-m", "plantfed", "exchange", f"--store={tmp_path / 'store'}",
-                             f"--tokens={tokens}", f"--admin-token-file={admin}", f"--listen=127.0.0.1:{port}",
-                             f"--tls-cert={cert.cert}", f"--tls-key={cert.key}"])
-    yield f"localhost:{port}", ca.cert_file, admin
+    return subprocess.Popen([sys.executable, "-m", "plantfed", "exchange", f"--store={tmp_path / 'store'}",
+                             f"--tokens={tokens}", f"--admin-token-file={admin}", f"--tls-cert={cert.cert}",
+                             f"--tls-key={cert.key}", *extra], stderr=subprocess.PIPE, text=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
     proc.terminate()
-    proc.wait(timeout=30)
+    proc.communicate(timeout=30)
+
+
+@pytest.fixture
+def exchange(tmp_path):
+    """A real `plantfed exchange` over TLS on a free port."""
+    ca = CertificateAuthority(tmp_path / "pki")
+    (port,) = free_ports(1)
+    proc = start_exchange(tmp_path, ca, f"--listen=127.0.0.1:{port}")
+    yield f"localhost:{port}", ca.cert_file, tmp_path / "admin"
+    stop(proc)
 
 
 def test_healthcheck_passes_against_a_serving_exchange(exchange):
@@ -94,3 +103,59 @@ def test_healthcheck_fails_when_nothing_listens():
 def test_missing_ca_file_is_named(tmp_path: Path):
     result = plantfed("healthcheck", "--exchange=127.0.0.1:1", f"--ca-file={tmp_path / 'nope.crt'}")
     assert result.returncode == 1 and "nope.crt" in result.stdout
+
+
+@pytest.fixture
+def mtls_exchange(tmp_path):
+    """An exchange that requires client certificates, with its health service on a loopback port (the chart's)."""
+    ca = CertificateAuthority(tmp_path / "pki")
+    port, health = free_ports(2)
+    proc = start_exchange(tmp_path, ca, f"--listen=127.0.0.1:{port}", f"--client-ca={ca.cert_file}",
+                          f"--health-listen=127.0.0.1:{health}")
+    yield f"localhost:{port}", f"localhost:{health}", ca
+    stop(proc)
+
+
+def test_readiness_probe_passes_under_mtls_without_a_client_certificate(mtls_exchange):
+    exchange, health, ca = mtls_exchange
+    probe = plantfed("healthcheck", f"--exchange={health}", f"--ca-file={ca.cert_file}", "--timeout=30")
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    assert probe.stdout.strip() == f"exchange at {health} is serving"
+    # The exchange's own port still refuses a client without a certificate: the probe could not use it.
+    direct = plantfed("healthcheck", f"--exchange={exchange}", f"--ca-file={ca.cert_file}", "--timeout=3")
+    assert direct.returncode == 1 and "is not healthy" in direct.stdout
+
+
+def test_readiness_probe_fails_against_a_wrong_ca(mtls_exchange, tmp_path):
+    _exchange, health, ca = mtls_exchange
+    assert plantfed("healthcheck", f"--exchange={health}", f"--ca-file={ca.cert_file}", "--timeout=30").returncode == 0
+    other = CertificateAuthority(tmp_path / "other")
+    probe = plantfed("healthcheck", f"--exchange={health}", f"--ca-file={other.cert_file}", "--timeout=3")
+    assert probe.returncode == 1
+    assert probe.stdout.startswith(f"exchange at {health} is not healthy: ")
+
+
+def test_the_health_port_serves_nothing_but_health(mtls_exchange):
+    """A plant token on the port that skips mTLS reaches no exchange method."""
+    import grpc
+
+    from plantfed.exchange.transport import open_channel
+    from plantfed.wire.v1 import exchange_pb2 as pb
+    from plantfed.wire.v1 import exchange_pb2_grpc as pb_grpc
+
+    _exchange, health, ca = mtls_exchange
+    assert plantfed("healthcheck", f"--exchange={health}", f"--ca-file={ca.cert_file}", "--timeout=30").returncode == 0
+    with open_channel(health, root_cert=ca.cert_pem) as channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            pb_grpc.ModelExchangeStub(channel).GetRound(
+                pb.GetRoundRequest(), metadata=(("authorization", "Bearer plant-a-token"),), timeout=10)
+    assert refused.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_exchange_refuses_a_health_port_off_loopback(tmp_path):
+    port, health = free_ports(2)
+    proc = start_exchange(tmp_path, CertificateAuthority(tmp_path / "pki"), f"--listen=127.0.0.1:{port}",
+                          f"--health-listen=0.0.0.0:{health}")
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "the health address must be loopback" in err

@@ -1,4 +1,5 @@
-"""One round on Kubernetes, from `kubectl apply` to the promoted model (docs/architecture.md)."""
+"""One round on Kubernetes, from `kubectl apply` to the promoted model (docs/architecture.md), on a hub and
+plants installed with `helm install` of their charts (conftest)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from conftest import PLANTS, condition, wait_phase
 from hubdeploy import ROOT
 from kubernetes import client
 
+from plantfed.metrics import EPSILON
 from support.kube import wait_for
 
 
@@ -92,6 +94,32 @@ def test_example_round_is_trained_aggregated_and_promoted(federation):
         fm = hub.get("federatedmodels", "bearing")
     assert fm["status"]["promotedVersion"] == 2
     assert [h["version"] for h in fm["status"]["history"]] == [2]
+
+    # The operator re-exports what the aggregation Job measured (the Job exits before any scrape), from the
+    # version record it published, with the labels simulate uses.
+    measured = promoted.aggregation
+    assert measured is not None and set(measured.plants) == set(PLANTS) and measured.strategy == "fedprox"
+    model = frozenset({("model", "bearing")})
+
+    def exported():
+        samples = hub.operator_metrics()
+        return samples if samples.get("plantfed_aggregation_peak_bytes", {}).get(model) else None
+
+    samples = wait_for(exported, timeout=30, what="the operator to export the aggregation's metrics")
+    for plant in PLANTS:
+        labels = model | {("plant", plant)}
+        norm = samples["plantfed_update_l2_norm"][labels]
+        cosine = samples["plantfed_update_cosine_to_aggregate"][labels]
+        assert norm > 0 and -1.0 <= cosine <= 1.0, (plant, norm, cosine)
+        assert (norm, cosine) == (measured.plants[plant]["l2_norm"], measured.plants[plant]["cosine"])
+    duration = model | {("strategy", "fedprox")}
+    assert samples["plantfed_aggregation_duration_seconds_count"][duration] == 1
+    assert samples["plantfed_aggregation_duration_seconds_sum"][duration] == measured.seconds > 0
+    assert samples["plantfed_aggregation_peak_bytes"][model] == measured.peak_bytes > 0
+    # ε is exported exactly when the aggregate result carries it per plant; otherwise no series, not a made-up 0.
+    for plant in PLANTS:
+        epsilon = samples.get("plantfed_dp_epsilon_spent", {}).get(model | {("plant", plant)})
+        assert epsilon == measured.plants[plant].get(EPSILON)
 
     # Both plants' agents notice the promotion and cache version 2 next to their data.
     for plant, agent in federation.agents.items():

@@ -156,3 +156,42 @@ def test_the_aggregate_command_leaves_the_tasks_personal_layers_out(hub: Hub) ->
     new = codecs.load_state(hub.store.blob_path(hub.store.candidate("r1").digest))
     assert all(torch.equal(new[n], base[n]) for n in base if n.startswith("head.")), "the global head never moves"
     assert any(not torch.equal(new[n], base[n]) for n in base if not n.startswith("head.") and base[n].is_floating_point())
+
+
+def test_the_version_a_round_publishes_carries_what_the_aggregation_measured(hub: Hub) -> None:
+    """The aggregation Job exits before any scrape: the operator reads its numbers from the version record."""
+    from prometheus_client import generate_latest
+
+    from plantfed.aggregation import StrategyConfig
+    from plantfed.metrics import Metrics
+    from plantfed.round_aggregation import aggregate_round
+
+    task = BearingTask()
+    seed_bearing(hub, task)
+    hub.open_round("r1", plants=("plant-a", "plant-b"), model=MODEL)
+    runtime_for(hub, "plant-a", task).participate("r1", CFG)
+    runtime_for(hub, "plant-b", task, index=1).participate("r1", CFG)
+    outcome = aggregate_round(hub.store, "r1", StrategyConfig())
+
+    # Read back as the operator does: over the exchange's admin API.
+    (produced,) = [v for v in hub.admin().list_versions(MODEL) if v.round_id == "r1"]
+    summary = produced.aggregation
+    assert summary is not None and summary == outcome.version.aggregation
+    assert summary.strategy == "fedavg" and summary.peak_bytes > 0 and summary.seconds == outcome.seconds
+    assert set(summary.plants) == {"plant-a", "plant-b"}
+    for values in summary.plants.values():
+        assert values["l2_norm"] > 0 and -1.0 <= values["cosine"] <= 1.0
+        assert "epsilon" not in values  # no DP accounting, no ε
+
+    metrics = Metrics()
+    metrics.record_aggregation(MODEL, summary)
+    text = generate_latest(metrics.registry).decode()
+    assert f'plantfed_update_l2_norm{{model="{MODEL}",plant="plant-a"}}' in text
+    assert f'plantfed_aggregation_duration_seconds_count{{model="{MODEL}",strategy="fedavg"}} 1.0' in text
+    assert "plantfed_dp_epsilon_spent{" not in text
+
+
+def test_a_version_no_round_produced_carries_no_aggregation(hub: Hub) -> None:
+    seed_bearing(hub, BearingTask())
+    (seeded,) = hub.admin().list_versions(MODEL)
+    assert seeded.aggregation is None

@@ -32,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="PEM CA that client certificates must chain to (mTLS); a plant's certificate must then name the "
         "plant its token belongs to (SAN URI spiffe://plantfed/plant/<plant>, else the subject CN)",
     )
+    parser.add_argument(
+        "--health-listen",
+        metavar="HOST:PORT",
+        help="also serve the gRPC health service (only it) on this loopback address, with the exchange's "
+        "certificate but never asking for a client certificate: the readiness probe's port under mTLS",
+    )
     parser.add_argument("--max-workers", type=int, default=32, help="concurrent calls (each stream holds one)")
     parser.add_argument(
         "--token-reload-seconds", type=float, default=2.0, help="how often to check the token book for changes"
@@ -98,8 +104,9 @@ def run(args: argparse.Namespace) -> int:
             payload_check=PayloadCheck(args.payload_check),
             local_patterns=tuple(args.local_pattern),
             metrics=metrics,
+            health_address=args.health_listen,
         )
-    except (OSError, TokenBookError) as exc:
+    except (OSError, TokenBookError, ValueError) as exc:
         log.error("%s", exc)
         return 1
     return 0

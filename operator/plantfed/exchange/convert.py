@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from plantfed.records import (
+    AggregationSummary,
     EvaluationRecord,
     Codec,
     DPParams,
@@ -105,10 +106,23 @@ def version_to_wire(record: ModelVersion) -> pb.ModelVersion:
     )
     if record.parent is not None:
         msg.parent = record.parent
+    if record.aggregation is not None:
+        agg = record.aggregation
+        msg.aggregation.CopyFrom(pb.AggregationSummary(
+            strategy=agg.strategy, seconds=agg.seconds, peak_bytes=agg.peak_bytes,
+            plants={plant: pb.PlantAggregationStats(values=values) for plant, values in agg.plants.items()},
+        ))
     return msg
 
 
 def version_from_wire(msg: pb.ModelVersion) -> ModelVersion:
+    aggregation = None
+    if msg.HasField("aggregation"):
+        agg = msg.aggregation
+        aggregation = AggregationSummary(
+            strategy=agg.strategy, seconds=agg.seconds, peak_bytes=agg.peak_bytes,
+            plants={plant: dict(stats.values) for plant, stats in agg.plants.items()},
+        )
     return ModelVersion(
         model=msg.model,
         version=msg.version,
@@ -119,6 +133,7 @@ def version_from_wire(msg: pb.ModelVersion) -> ModelVersion:
         metrics=dict(msg.metrics),
         created_at=msg.created_at,
         promoted=msg.promoted,
+        aggregation=aggregation,
     )
 
 

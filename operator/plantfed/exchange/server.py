@@ -13,6 +13,11 @@ Verification before commit: declared size and sha256, then (by default, `Payload
 against the round's base model (`plantfed.exchange.payload.UpdateCheck`), so a malformed update is refused at
 upload instead of failing the round's aggregation. With mutual TLS a plant's certificate must name the plant its
 token belongs to (`plantfed.exchange.auth.certificate_plant`).
+
+Health: the standard `grpc.health.v1.Health` service answers for `HEALTH_SERVICE` on the exchange's port and,
+with `health_address`, on a second, loopback-only server that never asks for a client certificate. That is
+what the readiness probe dials: with mutual TLS it needs no client credential, and the second server serves
+nothing but health (a plant call cannot reach the exchange without the mTLS handshake).
 """
 
 from __future__ import annotations
@@ -28,12 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from plantfed.exchange import convert
 from plantfed.exchange.auth import PLANT_URI_PREFIX, Authenticator, Caller, TokenBook, certificate_plant
 from plantfed.exchange.errors import Refusal, describe, status_for
 from plantfed.exchange.payload import PayloadCheck, UpdateCheck, check_safetensors
-from plantfed.exchange.transport import MAX_CHUNK, SERVER_OPTIONS, ServerTLS
+from plantfed.exchange.transport import HEALTH_SERVICE, MAX_CHUNK, SERVER_OPTIONS, ServerTLS
 from plantfed.records import RoundRecord, RoundState, UpdateMeta, UpdateRecord
 from plantfed.metrics import Metrics
 from plantfed.store import ModelStore, check_name, check_sha256
@@ -43,6 +49,8 @@ from plantfed.wire.v1 import exchange_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 
 _PLANT, _ADMIN, _ANY = "plant", "admin", "any"
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "[::1]", "localhost"})
 
 
 def _end_call(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
@@ -373,6 +381,7 @@ def build_server(
     payload_check: PayloadCheck = PayloadCheck.UPDATE,
     local_patterns: tuple[str, ...] = (),
     metrics: Metrics | None = None,
+    health_servicer: health.HealthServicer | None = None,
 ) -> tuple[grpc.Server, int]:
     """A ready-to-start server bound to `address`; returns it with the bound port (for `:0`).
 
@@ -393,12 +402,45 @@ def build_server(
         client_identity=tls is not None and tls.client_ca is not None,
     )
     pb_grpc.add_ModelExchangeServicer_to_server(servicer, server)
+    if health_servicer is None:
+        health_servicer = health.HealthServicer()
+        _set_health(health_servicer, serving=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if tls is None:
         port = server.add_insecure_port(address)
     else:
         port = server.add_secure_port(address, tls.credentials())
     if port == 0:
         raise OSError(f"could not bind the exchange to {address}")
+    return server, port
+
+
+def _set_health(servicer: health.HealthServicer, *, serving: bool) -> None:
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    for service in ("", HEALTH_SERVICE):
+        servicer.set(service, status)
+
+
+def build_health_server(
+    address: str, tls: ServerTLS | None, servicer: health.HealthServicer
+) -> tuple[grpc.Server, int]:
+    """A server with only the health service, on a loopback address, TLS without client authentication.
+
+    It presents the exchange's own certificate, so a probe still checks that certificate against its CA; it
+    never asks for a client certificate, so a probe needs no credential even when the exchange requires mTLS.
+    Refuses any address but loopback: nothing outside the pod should reach a port that skips mTLS.
+    """
+    host = address.rsplit(":", 1)[0]
+    if host not in LOOPBACK_HOSTS:
+        raise ValueError(f"the health address must be loopback ({', '.join(sorted(LOOPBACK_HOSTS))}), not {host!r}")
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"))
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    if tls is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, ServerTLS(tls.cert_chain, tls.private_key).credentials())
+    if port == 0:
+        raise OSError(f"could not bind the health service to {address}")
     return server, port
 
 
@@ -410,10 +452,18 @@ def serve(
     address: str,
     tls: ServerTLS | None = None,
     grace_seconds: float = 10.0,
+    health_address: str | None = None,
     **kwargs: Any,
 ) -> None:
-    """Run until SIGTERM/SIGINT, then let in-flight calls finish for up to `grace_seconds`."""
-    server, port = build_server(store, token_book, admin_token=admin_token, address=address, tls=tls, **kwargs)
+    """Run until SIGTERM/SIGINT, then let in-flight calls finish for up to `grace_seconds`.
+
+    Health reports NOT_SERVING until the exchange has started and again as soon as it starts stopping.
+    """
+    servicer = health.HealthServicer()
+    _set_health(servicer, serving=False)
+    server, port = build_server(store, token_book, admin_token=admin_token, address=address, tls=tls,
+                                health_servicer=servicer, **kwargs)
+    health_server = build_health_server(health_address, tls, servicer)[0] if health_address else None
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -422,11 +472,18 @@ def serve(
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     server.start()
+    if health_server is not None:
+        health_server.start()
+        log.info("health service on %s", health_address)
+    _set_health(servicer, serving=True)
     host = address.rsplit(":", 1)[0]
     log.info("plantfed exchange listening on %s:%d (%s)", host, port, "TLS" if tls else "plaintext")
     try:
         stopping.wait()
     finally:
+        servicer.enter_graceful_shutdown()
+        if health_server is not None:
+            health_server.stop(None)
         server.stop(grace_seconds).wait()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

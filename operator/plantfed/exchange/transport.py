@@ -11,6 +11,9 @@ from pathlib import Path
 
 import grpc
 
+HEALTH_SERVICE = "plantfed.wire.v1.ModelExchange"
+"""The service the exchange reports on through the standard `grpc.health.v1.Health` service."""
+
 MAX_CHUNK = 1 << 20
 #: One chunk plus room for the start message (metadata, metrics map) of a stream.
 MAX_MESSAGE = MAX_CHUNK + (256 << 10)

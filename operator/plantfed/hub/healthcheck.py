@@ -1,9 +1,11 @@
 """`plantfed healthcheck`: is the model exchange serving? (readiness probe and `helm test`).
 
-A real call on the exchange's own service: with no token the exchange must answer
-UNAUTHENTICATED, which proves the TLS handshake (certificate verified against --ca-file for the
-name dialled), HTTP/2 and the service itself work, without the probe holding any secret. With
---token-file the call is authenticated and must succeed.
+Asks the standard gRPC health service about the exchange, which needs no secret: a SERVING answer
+proves the TLS handshake (the certificate verified against --ca-file for the name dialled),
+HTTP/2 and the server itself work. The readiness probe dials the exchange's loopback health port
+(`plantfed exchange --health-listen`), which presents the same certificate but never asks for a
+client certificate, so the probe holds no credential even when the exchange requires mutual TLS.
+With --token-file an authenticated admin call must succeed as well.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--exchange", required=True, help="HOST:PORT of the model exchange")
+    p.add_argument("--exchange", required=True, help="HOST:PORT of the model exchange (or its health port)")
     p.add_argument("--ca-file", type=Path, help="CA bundle to verify the exchange's certificate (enables TLS)")
     p.add_argument("--token-file", type=Path, help="admin token: also check an authenticated call")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the exchange")
@@ -21,25 +23,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def check(exchange: str, ca: bytes | None, token: str | None, timeout: float) -> tuple[bool, str]:
     import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from plantfed.exchange.transport import open_channel
+    from plantfed.exchange.transport import HEALTH_SERVICE, open_channel
     from plantfed.wire.v1 import exchange_pb2 as pb
     from plantfed.wire.v1 import exchange_pb2_grpc as pb_grpc
 
     channel = open_channel(exchange, root_cert=ca)
     try:
-        stub = pb_grpc.ModelExchangeStub(channel)
-        metadata = (("authorization", f"Bearer {token}"),) if token else ()
         try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=HEALTH_SERVICE), timeout=timeout, wait_for_ready=True)
+            if answer.status != health_pb2.HealthCheckResponse.SERVING:
+                status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+                return False, f"exchange at {exchange} is not healthy: {status}"
             if token:
-                stub.ListVersions(pb.ListVersionsRequest(model="healthcheck"), metadata=metadata,
-                                  timeout=timeout, wait_for_ready=True)
-            else:
-                stub.GetRound(pb.GetRoundRequest(), timeout=timeout, wait_for_ready=True)
+                pb_grpc.ModelExchangeStub(channel).ListVersions(
+                    pb.ListVersionsRequest(model="healthcheck"), metadata=(("authorization", f"Bearer {token}"),),
+                    timeout=timeout)
         except grpc.RpcError as err:
             code = err.code()  # type: ignore[attr-defined]
-            if not token and code is grpc.StatusCode.UNAUTHENTICATED:
-                return True, f"exchange at {exchange} is serving (unauthenticated call refused as expected)"
             detail = err.details() or ""  # type: ignore[attr-defined]
             return False, f"exchange at {exchange} is not healthy: {code.name}: {detail}"
         return True, f"exchange at {exchange} is serving" + (" and accepts the admin token" if token else "")

@@ -5,8 +5,9 @@ a non-root user with a read-only root filesystem, and the command is explicit so
 says exactly what runs. Names are deterministic, so creating a Job again answers 409 instead of
 running the work twice, and the work itself is idempotent should a Job be retried.
 
-Results are not passed through `/dev/termination-log`: the store is the record (the aggregation
-Job publishes a version carrying the round id, the init Job a promoted version), and
+Results are not passed through `/dev/termination-log` (4 KiB, gone with the pod): the store is the
+record (the aggregation Job publishes a version carrying the round id and its statistics, the init
+Job a promoted version), and
 `FallbackToLogsOnError` puts the end of the log into the pod status when a run fails.
 """
 

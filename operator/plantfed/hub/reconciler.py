@@ -91,7 +91,7 @@ class Reconciler:
         patch = status_patch(fr.status, decision.status)
         if patch:
             body = self.kube.patch_status(ROUNDS, body, patch)
-            self.telemetry.round_transition(fr.spec.model_ref, name, fr.status, decision.status)
+            self.telemetry.round_transition(fr.spec.model_ref, name, fr.status, decision.status, observed.candidate)
         self.executor.run(body, decision.actions)
 
     # -- FederatedModel ----------------------------------------------------------------------------

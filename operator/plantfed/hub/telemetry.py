@@ -2,7 +2,9 @@
 
 Counters move on a round's transition to a finished phase, which happens exactly once in the
 round's status; gauges are set from current state on every reconcile, so a restarted operator
-reports the same values without remembering anything.
+reports the same values without remembering anything. What the aggregation Job measured (update
+norms, cosines, duration, peak memory, ε) comes from the version it published: the Job exits before
+any scrape, and the version record in the store outlives it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from plantfed.api.participant import PlantParticipant
 from plantfed.api.round import FederatedRoundStatus, PlantRoundState, RoundPhase
 from plantfed.metrics import Metrics
 from plantfed.reconcile.model import round_number
+from plantfed.records import ModelVersion
 
 GLOBAL_ACCURACY = "global_test_accuracy"
 GLOBAL_LOSS = "global_test_loss"
@@ -28,7 +31,8 @@ class Telemetry:
         self.m = metrics
 
     def round_transition(self, model: str, name: str, before: FederatedRoundStatus,
-                         after: FederatedRoundStatus) -> None:
+                         after: FederatedRoundStatus, produced: ModelVersion | None = None) -> None:
+        """`produced`: the version this round's aggregation published, if any (its record carries the stats)."""
         if after.phase is None or not after.phase.finished or (before.phase is not None and before.phase.finished):
             return
         m = self.m
@@ -49,6 +53,8 @@ class Telemetry:
                 m.plant_accuracy.labels(model, plant.plant).set(plant.metrics[GLOBAL_ACCURACY])
             if "train_loss" in plant.metrics:
                 m.plant_loss.labels(model, plant.plant).set(plant.metrics["train_loss"])
+        if produced is not None and produced.aggregation is not None:
+            m.record_aggregation(model, produced.aggregation)
         if after.result_version is not None:
             m.promoted_version.labels(model).set(after.result_version)
             # The promoted model's own scores when plants evaluated it; else its base's (one round behind).

@@ -93,7 +93,7 @@ class Round(_message.Message):
     def __init__(self, round_id: _Optional[str] = ..., model: _Optional[str] = ..., base_version: _Optional[int] = ..., plants: _Optional[_Iterable[str]] = ..., state: _Optional[_Union[RoundState, str]] = ..., max_update_bytes: _Optional[int] = ..., opened_at: _Optional[float] = ..., closed_at: _Optional[float] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("model", "version", "digest", "size", "parent", "round_id", "metrics", "created_at", "promoted")
+    __slots__ = ("model", "version", "digest", "size", "parent", "round_id", "metrics", "created_at", "promoted", "aggregation")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +110,7 @@ class ModelVersion(_message.Message):
     METRICS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     PROMOTED_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATION_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     digest: str
@@ -119,7 +120,40 @@ class ModelVersion(_message.Message):
     metrics: _containers.ScalarMap[str, float]
     created_at: float
     promoted: bool
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., digest: _Optional[str] = ..., size: _Optional[int] = ..., parent: _Optional[int] = ..., round_id: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., created_at: _Optional[float] = ..., promoted: _Optional[bool] = ...) -> None: ...
+    aggregation: AggregationSummary
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., digest: _Optional[str] = ..., size: _Optional[int] = ..., parent: _Optional[int] = ..., round_id: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., created_at: _Optional[float] = ..., promoted: _Optional[bool] = ..., aggregation: _Optional[_Union[AggregationSummary, _Mapping]] = ...) -> None: ...
+
+class AggregationSummary(_message.Message):
+    __slots__ = ("strategy", "seconds", "peak_bytes", "plants")
+    class PlantsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: PlantAggregationStats
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[PlantAggregationStats, _Mapping]] = ...) -> None: ...
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PEAK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PLANTS_FIELD_NUMBER: _ClassVar[int]
+    strategy: str
+    seconds: float
+    peak_bytes: int
+    plants: _containers.MessageMap[str, PlantAggregationStats]
+    def __init__(self, strategy: _Optional[str] = ..., seconds: _Optional[float] = ..., peak_bytes: _Optional[int] = ..., plants: _Optional[_Mapping[str, PlantAggregationStats]] = ...) -> None: ...
+
+class PlantAggregationStats(_message.Message):
+    __slots__ = ("values",)
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.ScalarMap[str, float]
+    def __init__(self, values: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class UpdateRecord(_message.Message):
     __slots__ = ("meta", "digest", "received_at", "bytes_received", "upload_seconds")
