@@ -172,6 +172,9 @@ def test_crd_metadata_for_kubectl(kind):
             continue
         node = schema
         for part in path:
+            if isinstance(node.get("additionalProperties"), dict):  # a map (e.g. status.metrics): any key
+                node = node["additionalProperties"]
+                continue
             assert part in node.get("properties", {}), f"printer column {column['name']} points at {column['jsonPath']}"
             node = node["properties"][part]
 
