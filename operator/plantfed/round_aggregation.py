@@ -4,6 +4,10 @@ This is the body of the per-round aggregation Job (`plantfed aggregate`) and of 
 It is idempotent: if a version for the round already exists (the Job ran to completion before its pod or
 the operator died) it is returned as-is, so nothing is ever aggregated or published twice. Server-optimiser
 state is keyed by the model version it led to, so a retried Job starts from the same state.
+
+Each aggregated plant's differential-privacy releases are charged to the lineage's `PrivacyLedger` before the
+version is published, so a published model is always accounted for; the ledger records a round once per
+plant, so a retried Job never charges twice.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plantfed.aggregation import AggregationResult, StrategyConfig, UpdateInput, aggregate
+from plantfed.privacy import PrivacyLedger, round_releases
 from plantfed.records import ModelVersion, UpdateRecord
 from plantfed.store import ModelStore
 
@@ -39,6 +44,15 @@ def weighted_metrics(updates: list[UpdateRecord]) -> dict[str, float]:
         return {}
     keys = set.intersection(*(set(u.meta.metrics) for u in updates))
     return {k: sum(u.meta.metrics[k] * u.meta.num_samples for u in updates) / total for k in sorted(keys)}
+
+
+def charge_privacy(store: ModelStore, model: str, round_id: str, updates: list[UpdateRecord],
+                   config: StrategyConfig) -> None:
+    """Record each update's local release (its declared DP parameters) and the hub's central one."""
+    ledger = PrivacyLedger(store.root, model)
+    for update in updates:
+        releases = round_releases(update.meta.dp, config.central_noise_multiplier, config.norm_bound or 0.0)
+        ledger.charge_round(round_id, update.meta.plant, releases)
 
 
 def aggregate_round(
@@ -79,6 +93,7 @@ def aggregate_round(
         out = Path(tmp) / "model.safetensors"
         result = aggregate(store.blob_path(base.digest), inputs, config, out, local_patterns=local_patterns, state_dir=state)
         digest, _size = store.import_file(out)
+        charge_privacy(store, record.model, round_id, updates, config)
         metrics = weighted_metrics(updates)
         version = store.publish_model(record.model, digest, parent=base.version, round_id=round_id, metrics=metrics)
         target = _state_dir(store, record.model, version.version)

@@ -7,6 +7,7 @@ reports the same values without remembering anything.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from plantfed.api.model import FederatedModel
@@ -52,6 +53,10 @@ class Telemetry:
                 m.global_accuracy.labels(model).set(after.metrics[GLOBAL_ACCURACY])
             if GLOBAL_LOSS in after.metrics:
                 m.global_loss.labels(model).set(after.metrics[GLOBAL_LOSS])
+
+    def privacy_spent(self, model: str, epsilon: Mapping[str, float]) -> None:
+        for plant, value in epsilon.items():
+            self.m.dp_epsilon.labels(model, plant).set(value)
 
     def model_state(self, fm: FederatedModel) -> None:
         if fm.status.promoted_version is not None:

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
 
-from opacus.accountants import RDPAccountant
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from plantfed.records import DPParams
@@ -58,6 +58,9 @@ def epsilon_for(history: list[DPRelease], delta: float) -> float:
         return 0.0
     if any(r.noise_multiplier <= 0 for r in history):
         return math.inf
+    # opacus imports torch (hundreds of MB): only processes that account for a DP round pay for it.
+    from opacus.accountants import RDPAccountant
+
     accountant = RDPAccountant()
     accountant.history = [(r.noise_multiplier, r.sample_rate, r.steps) for r in history]
     return float(accountant.get_epsilon(delta))
@@ -83,13 +86,35 @@ def central_release(noise_multiplier: float, clip_norm: float, participation_rat
     )
 
 
-class _Entry(BaseModel):
+def round_releases(
+    local: DPParams | None, central_noise_multiplier: float | None, central_clip_norm: float = 0.0
+) -> dict[DPMode, DPRelease]:
+    """What one round costs a plant: the local release (only if the plant added noise) and the hub's central one.
+
+    A plant that only clipped (e.g. under central DP, where the hub adds the noise) made no local release.
+    When both mechanisms are on, both are charged (a conservative composition).
+    """
+    out: dict[DPMode, DPRelease] = {}
+    release = release_for_update(local) if local is not None else None
+    if release is not None and release.noise_multiplier > 0:
+        out[DPMode.LOCAL] = release
+    if central_noise_multiplier is not None:
+        out[DPMode.CENTRAL] = central_release(central_noise_multiplier, central_clip_norm)
+    return out
+
+
+def ledger_round_id(round_id: str, mode: DPMode) -> str:
+    """Key of one release in the ledger: a round's central release is recorded next to its local one."""
+    return round_id if mode is DPMode.LOCAL else f"{round_id}.central"
+
+
+class LedgerEntry(BaseModel):
     round_id: str
     release: DPRelease
 
 
 class _LedgerFile(BaseModel):
-    plants: dict[str, list[_Entry]] = Field(default_factory=dict)
+    plants: dict[str, list[LedgerEntry]] = Field(default_factory=dict)
 
 
 class PrivacyLedger:
@@ -127,9 +152,18 @@ class PrivacyLedger:
                         f"plant {plant!r} already has a different release recorded for round {round_id!r}: "
                         f"{entry.release.model_dump()} != {release.model_dump()}"
                     )
-            entries.append(_Entry(round_id=round_id, release=release))
+            entries.append(LedgerEntry(round_id=round_id, release=release))
             _write_atomic(self.path, ledger.model_dump_json(indent=2).encode())
             return True
+
+    def charge_round(self, round_id: str, plant: str, releases: Mapping[DPMode, DPRelease]) -> bool:
+        """Record what one round cost `plant` (see `round_releases`); True if anything was new."""
+        recorded = [self.record(ledger_round_id(round_id, mode), plant, r) for mode, r in releases.items()]
+        return any(recorded)
+
+    def entries(self) -> dict[str, list[LedgerEntry]]:
+        """Every plant's recorded releases with their round ids, in recording order."""
+        return self._read().plants
 
     def history(self, plant: str) -> list[DPRelease]:
         return [e.release for e in self._read().plants.get(plant, [])]
