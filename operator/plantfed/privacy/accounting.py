@@ -1,4 +1,4 @@
-"""ε accounting of each plant's participation history with opacus's RDP accountant, and a durable ledger.
+"""ε accounting of each plant's participation history with opacus's RDP analysis, and a durable ledger.
 
 What one accountant step is (docs/security.md says why):
 
@@ -17,11 +17,14 @@ aggregates reveal about a plant's whole local dataset in that round, not about s
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import math
 from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
+from types import ModuleType
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -50,20 +53,45 @@ class LedgerError(StoreError):
     """The ledger refuses an inconsistent record or cannot be read."""
 
 
+RDP_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
+"""The Rényi orders opacus's `RDPAccountant` searches (its DEFAULT_ALPHAS; a test keeps them equal)."""
+
+
+@functools.cache
+def _rdp_analysis() -> ModuleType:
+    """opacus's RDP analysis (`opacus/accountants/analysis/rdp.py`: numpy and scipy only), loaded on its own.
+
+    It holds the two functions `RDPAccountant.get_epsilon` composes. Importing it the usual way runs
+    `opacus/__init__`, which imports torch: about 650 MB resident, which would more than double the
+    operator's memory for a few dozen floating-point operations per plant.
+    """
+    spec = importlib.util.find_spec("opacus")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("opacus is not installed; it is needed to account for differential privacy")
+    path = Path(spec.submodule_search_locations[0]) / "accountants" / "analysis" / "rdp.py"
+    module_spec = importlib.util.spec_from_file_location("plantfed.privacy._opacus_rdp", path)
+    if module_spec is None or module_spec.loader is None:
+        raise ImportError(f"cannot load opacus's RDP analysis from {path}")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
 def epsilon_for(history: list[DPRelease], delta: float) -> float:
-    """ε at `delta` of composing every release in `history` (RDP accountant); inf if any had no noise."""
+    """ε at `delta` of composing every release in `history` (opacus RDP accounting); inf if any had no noise."""
     if not 0 < delta < 1:
         raise ValueError(f"delta must be in (0, 1), got {delta}")
     if not history:
         return 0.0
     if any(r.noise_multiplier <= 0 for r in history):
         return math.inf
-    # opacus imports torch (hundreds of MB): only processes that account for a DP round pay for it.
-    from opacus.accountants import RDPAccountant
-
-    accountant = RDPAccountant()
-    accountant.history = [(r.noise_multiplier, r.sample_rate, r.steps) for r in history]
-    return float(accountant.get_epsilon(delta))
+    rdp = _rdp_analysis()
+    total = sum(
+        rdp.compute_rdp(q=r.sample_rate, noise_multiplier=r.noise_multiplier, steps=r.steps, orders=RDP_ORDERS)
+        for r in history
+    )
+    epsilon, _order = rdp.get_privacy_spent(orders=RDP_ORDERS, rdp=total, delta=delta)
+    return float(epsilon)
 
 
 def release_for_update(dp: DPParams) -> DPRelease | None:
