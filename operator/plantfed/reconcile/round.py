@@ -55,11 +55,12 @@ from plantfed.api.round import (
     LateUploadPolicy,
     PlantRoundState,
     PlantRoundStatus,
+    PrivacyMode,
     Promotion,
     PromotionPolicy,
-    PrivacyMode,
     RoundPhase,
 )
+from plantfed.privacy.accounting import DPRelease, epsilon_for
 from plantfed.reconcile.actions import (
     Action,
     CloseExchangeRound,
@@ -70,7 +71,6 @@ from plantfed.reconcile.actions import (
     Promote,
     RecordPrivacySpend,
 )
-from plantfed.privacy.accounting import DPRelease, epsilon_for
 from plantfed.reconcile.conditions import set_condition, timestamp
 from plantfed.reconcile.readiness import DEFAULT_HEARTBEAT_TIMEOUT
 from plantfed.reconcile.selection import select_plants
