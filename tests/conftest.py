@@ -1,7 +1,8 @@
 """Suite-wide fixtures: real Kubernetes control planes with fake GPU nodes.
 
 ``control_plane``  one cluster; nodes plant-a-gpu-0 and plant-b-gpu-0 (1 GPU each).
-``hub_and_plants`` three independent clusters: hub (hub-gpu-0), plant-a, plant-b.
+``hub_and_plants`` three independent clusters: hub (hub-gpu-0, with an API server audit log),
+                   plant-a, plant-b.
 ``namespace``      a fresh namespace in ``control_plane`` for one test.
 
 Clusters are session-scoped (start-up costs tens of seconds on a small box); tests isolate
@@ -76,7 +77,8 @@ def hub_and_plants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubAndP
         ("plant-b", plant_nodes("plant-b")),
     ]
     try:
-        hub, *plants = start_clusters(workdir, layout)
+        # The hub's audit log lets a test check the operator's RBAC against what it really does.
+        hub, *plants = start_clusters(workdir, layout, audit=("hub",))
     except LookupError as exc:  # PLANTFED_TEST_KUBECONFIG names too few clusters
         pytest.skip(str(exc))
     world = HubAndPlants(hub=hub, plants={p.name: p for p in plants})

@@ -164,22 +164,29 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
+    from plantfed.privacy import PrivacyLedger, epsilon_for
     from plantfed.round_aggregation import aggregate_round
     from plantfed.store import ModelStore
 
+    store = ModelStore(args.store)
     patterns = tuple(args.local_pattern or ())
     if args.task:
         from plantfed_participant.sdk import load_task
 
         patterns += tuple(load_task(args.task).local_parameter_patterns())
     outcome = aggregate_round(
-        ModelStore(args.store), args.round, strategy_from_args(args),
+        store, args.round, strategy_from_args(args),
         plants=args.plants.split(",") if args.plants else None, local_patterns=patterns,
     )
+    entries = PrivacyLedger(store.root, outcome.version.model).entries()
+    histories = {p: [e.release for e in entries.get(p, [])] for p in outcome.plants}
     result = {
         "round": args.round, "model": outcome.version.model, "version": outcome.version.version,
         "plants": outcome.plants, "reused": outcome.reused, "seconds": outcome.seconds,
         "metrics": outcome.version.metrics,
+        # ε each aggregated plant has spent in this lineage so far (plants with no DP release are left out).
+        "dp_delta": args.dp_delta,
+        "epsilon": {p: epsilon_for(h, args.dp_delta) for p, h in histories.items() if h},
     }
     if outcome.result is not None:
         result["stats"] = [s.model_dump(mode="json") for s in outcome.result.plants]
@@ -263,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local-pattern", action="append", help="parameter-name glob never aggregated (repeatable)")
     p.add_argument("--task", help="the model's task; its personal (plant-local) parameters are never aggregated")
     p.add_argument("--result", type=Path, help="write the outcome as JSON here")
+    p.add_argument("--dp-delta", type=float, default=1e-5, help="δ at which each aggregated plant's ε is reported")
     _add_strategy_args(p)
     p.set_defaults(func=cmd_aggregate)
 

@@ -6,6 +6,10 @@ the operator died) it is returned as-is, so nothing is ever aggregated or publis
 state is keyed by the model version it led to, so a retried Job starts from the same state. The version
 record keeps what the aggregation measured (`AggregationSummary`), which is how those numbers reach the
 operator's metrics: the Job has no API credentials and exits before any scrape.
+
+Each aggregated plant's differential-privacy releases are charged to the lineage's `PrivacyLedger` before the
+version is published, so a published model is always accounted for; the ledger records a round once per
+plant, so a retried Job never charges twice.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plantfed.aggregation import AggregationResult, StrategyConfig, UpdateInput, aggregate
+from plantfed.privacy import PrivacyLedger, round_releases
 from plantfed.records import AggregationSummary, ModelVersion, UpdateRecord
 from plantfed.store import ModelStore
 
@@ -51,6 +56,15 @@ def summarize(result: AggregationResult, seconds: float) -> AggregationSummary:
     }
     return AggregationSummary(strategy=result.strategy.value, seconds=seconds, peak_bytes=result.peak_bytes,
                               plants=plants)
+
+
+def charge_privacy(store: ModelStore, model: str, round_id: str, updates: list[UpdateRecord],
+                   config: StrategyConfig) -> None:
+    """Record each update's local release (its declared DP parameters) and the hub's central one."""
+    ledger = PrivacyLedger(store.root, model)
+    for update in updates:
+        releases = round_releases(update.meta.dp, config.central_noise_multiplier, config.norm_bound or 0.0)
+        ledger.charge_round(round_id, update.meta.plant, releases)
 
 
 def aggregate_round(
@@ -92,6 +106,7 @@ def aggregate_round(
         result = aggregate(store.blob_path(base.digest), inputs, config, out, local_patterns=local_patterns, state_dir=state)
         seconds = time.perf_counter() - started
         digest, _size = store.import_file(out)
+        charge_privacy(store, record.model, round_id, updates, config)
         metrics = weighted_metrics(updates)
         version = store.publish_model(record.model, digest, parent=base.version, round_id=round_id, metrics=metrics,
                                       aggregation=summarize(result, seconds))

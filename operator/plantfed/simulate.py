@@ -27,7 +27,7 @@ from plantfed.aggregation import StrategyConfig
 from plantfed.exchange.server import build_server
 from plantfed.exchange.auth import TokenBook
 from plantfed.metrics import Metrics
-from plantfed.privacy import DPRelease, PrivacyLedger, central_release, epsilon_for, release_for_update
+from plantfed.privacy import DPRelease, PrivacyLedger, epsilon_for, round_releases
 from plantfed.records import Codec, DPParams, RoundRecord
 from plantfed.round_aggregation import aggregate_round
 from plantfed.store import ModelStore
@@ -138,13 +138,9 @@ class Simulation:
 
     def _next_releases(self) -> list[DPRelease]:
         """What one more round costs a plant: its local release and/or the hub's central one."""
-        c, out = self.cfg, []
-        local = release_for_update(DPParams(clip_norm=c.clip_norm, noise_multiplier=c.noise_multiplier))
-        if local is not None and c.noise_multiplier > 0:
-            out.append(local)
-        if c.strategy.central_noise_multiplier is not None:
-            out.append(central_release(c.strategy.central_noise_multiplier, c.strategy.norm_bound or 0.0))
-        return out
+        c = self.cfg
+        local = DPParams(clip_norm=c.clip_norm, noise_multiplier=c.noise_multiplier)
+        return list(round_releases(local, c.strategy.central_noise_multiplier, c.strategy.norm_bound or 0.0).values())
 
     def _within_budget(self, plants: list[str]) -> tuple[list[str], list[str]]:
         """(plants that may train, plants whose next round would exceed the ε budget)."""
@@ -157,20 +153,6 @@ class Simulation:
 
     def _epsilon_with(self, plant: str, extra: list[DPRelease]) -> float:
         return epsilon_for([*self.ledger.history(plant), *extra], self.cfg.dp_delta)
-
-    def _charge(self, round_id: str, aggregated: list[str]) -> None:
-        """Record each aggregated plant's releases (idempotent per round): local from its update's metadata."""
-        c = self.cfg
-        for plant in aggregated:
-            update = self.store.get_update(round_id, plant)
-            local = release_for_update(update.meta.dp) if update is not None else None
-            if local is not None and local.noise_multiplier > 0:
-                self.ledger.record(round_id, plant, local)
-            if c.strategy.central_noise_multiplier is not None:
-                self.ledger.record(
-                    f"{round_id}.central", plant,
-                    central_release(c.strategy.central_noise_multiplier, c.strategy.norm_bound or 0.0),
-                )
 
     # -- hub ---------------------------------------------------------------------------------------------
     def _issue_tokens(self) -> Path:
@@ -296,8 +278,7 @@ class Simulation:
 
         agg = aggregate_round(self.store, round_id, c.strategy, local_patterns=self.local_patterns)
         self.store.promote(c.model_name, agg.version.version)
-        if self.dp_enabled:
-            self._charge(round_id, agg.plants)
+        if self.dp_enabled:  # aggregate_round charged the aggregated plants' releases to the ledger
             for plant in selected:
                 plants[plant].epsilon = self.ledger.epsilon(plant, c.dp_delta)
         if agg.result is not None:

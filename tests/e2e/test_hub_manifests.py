@@ -99,3 +99,12 @@ def test_central_privacy_clips_at_the_hub_and_noises_the_aggregate():
     assert (config.norm_bound, config.central_noise_multiplier) == (2.0, 0.7)
     local = Privacy.model_validate({"mode": "local", "clipNorm": 2.0, "noiseMultiplier": 0.7})
     assert strategy_args(Strategy(), local) == ["--strategy=fedavg"]  # plants noised their own updates
+
+
+@pytest.mark.parametrize("mode", ["local", "central"])
+def test_a_private_round_reports_epsilon_at_its_own_delta(mode):
+    privacy = Privacy.model_validate({"mode": mode, "clipNorm": 2.0, "noiseMultiplier": 0.7, "delta": 3e-6})
+    action = CreateAggregationJob(name="j", round_id="bearing-r3", model="bearing", base_version=1, plants=("a",),
+                                  strategy=Strategy(), privacy=privacy, compression=Codec.NONE)
+    command = aggregation_job(CFG, action, ROUND)["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert build_parser().parse_args(command[1:]).dp_delta == 3e-6

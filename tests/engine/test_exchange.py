@@ -12,6 +12,7 @@ from conftest import ADMIN_TOKEN, Hub, meta_for, wait_until, write_payload
 from plantfed.exchange import ExchangeError
 from plantfed.exchange.convert import meta_to_wire
 from plantfed.exchange.transport import MAX_CHUNK, open_channel
+from plantfed.privacy import DPMode, DPRelease, PrivacyLedger
 from plantfed.records import RoundState
 from plantfed.store import file_sha256
 from plantfed.wire.v1 import exchange_pb2 as pb
@@ -321,6 +322,25 @@ def test_publish_is_idempotent_and_verifies_lineage(hub: Hub, tmp_path: Path) ->
     assert [v.version for v in admin.list_versions("bearing-cnn")] == [1]
     refused(grpc.StatusCode.NOT_FOUND, admin.promote, "bearing-cnn", 5)
     refused(grpc.StatusCode.NOT_FOUND, admin.get_model, "other-model")
+
+
+def test_the_privacy_ledger_is_served_to_the_admin_only(hub: Hub) -> None:
+    """The operator reads each plant's charged releases to keep plants within their ε budget."""
+    assert hub.admin().privacy_ledger("bearing-cnn") == {}
+    ledger = PrivacyLedger(hub.store.root, "bearing-cnn")
+    local = DPRelease(mode=DPMode.LOCAL, noise_multiplier=1.1, clip_norm=1.0)
+    central = DPRelease(mode=DPMode.CENTRAL, noise_multiplier=0.8, sample_rate=0.5, clip_norm=2.0)
+    ledger.charge_round("r1", "plant-a", {DPMode.LOCAL: local, DPMode.CENTRAL: central})
+    ledger.charge_round("r2", "plant-a", {DPMode.LOCAL: local})
+    ledger.charge_round("r2", "plant-b", {DPMode.LOCAL: local})
+    assert hub.admin().privacy_ledger("bearing-cnn") == ledger.entries()
+    assert [e.round_id for e in hub.admin().privacy_ledger("bearing-cnn")["plant-a"]] == ["r1", "r1.central", "r2"]
+    assert hub.admin().privacy_ledger("other-model") == {}
+    refused(grpc.StatusCode.INVALID_ARGUMENT, hub.admin().privacy_ledger, "../escape")
+    stub, plant_md = _raw_stub(hub, hub.tokens["plant-a"])
+    with pytest.raises(grpc.RpcError) as info:
+        stub.GetPrivacyLedger(pb.GetPrivacyLedgerRequest(model="bearing-cnn"), metadata=plant_md)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED and "admin token" in info.value.details()
 
 
 def test_plants_upload_concurrently(hub: Hub, tmp_path: Path) -> None:

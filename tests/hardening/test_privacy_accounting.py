@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from opacus.accountants import RDPAccountant
 
 from plantfed.privacy import DPMode, DPRelease, PrivacyLedger, central_release, epsilon_for, release_for_update
-from plantfed.privacy.accounting import LedgerError
+from plantfed.privacy.accounting import RDP_ORDERS, LedgerError
 from plantfed.records import DPParams
 
 DELTA = 1e-5
@@ -26,6 +28,16 @@ def test_epsilon_is_opacus_rdp_for_the_composed_history() -> None:
     reference = RDPAccountant()
     reference.history = [(1.2, 1.0, 1)] * 10 + [(2.0, 0.5, 1)] * 4
     assert epsilon_for(history, DELTA) == pytest.approx(reference.get_epsilon(DELTA))
+
+
+def test_the_orders_are_opacus_defaults_and_accounting_does_not_import_torch() -> None:
+    """The operator accounts for every DP round; torch would more than double its memory."""
+    assert RDP_ORDERS == RDPAccountant.DEFAULT_ALPHAS
+    code = ("import sys; from plantfed.privacy import DPMode, DPRelease, epsilon_for; "
+            "assert epsilon_for([DPRelease(mode=DPMode.LOCAL, noise_multiplier=1.0)], 1e-5) > 0; "
+            "print(sorted(m for m in ('torch', 'opacus') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_epsilon_grows_with_rounds_and_shrinks_with_noise() -> None:

@@ -20,6 +20,7 @@ from plantfed.reconcile import (
     ObservedRound,
     OpenExchangeRound,
     Promote,
+    RecordPrivacySpend,
     Upload,
     get_condition,
     plant_readiness,
@@ -30,6 +31,7 @@ from plantfed.reconcile import (
     set_condition,
     status_patch,
 )
+from plantfed.privacy import DPMode, DPRelease, epsilon_for
 from plantfed.records import EvaluationRecord, ModelVersion, RoundRecord, RoundState
 
 NOW = datetime(2026, 11, 6, 12, 0, tzinfo=UTC)  # a Friday
@@ -97,7 +99,8 @@ BASE = version(4, promoted=True, accuracy=0.80)
 def observed(*uploads: Upload, exchange: str | None = "open", job: JobState | None = None,
              candidate: ModelVersion | None = None, promoted: ModelVersion | None = BASE,
              round_id: str = "bearing-r1", plants: tuple[str, ...] = ("a", "b", "c"),
-             evaluations: tuple[EvaluationRecord, ...] = ()) -> ObservedRound:
+             evaluations: tuple[EvaluationRecord, ...] = (),
+             privacy: dict[str, tuple[DPRelease, ...]] | None = None) -> ObservedRound:
     record = None
     if exchange is not None:
         record = RoundRecord(round_id=round_id, model="bearing", base_version=4, plants=list(plants),
@@ -109,6 +112,7 @@ def observed(*uploads: Upload, exchange: str | None = "open", job: JobState | No
         candidate=candidate,
         promoted=promoted,
         evaluations=evaluations,
+        privacy=privacy or {},
     )
 
 
@@ -245,12 +249,63 @@ def test_selector_alone_picks_matching_plants_and_ignores_the_rest_silently():
     assert selection.eligible == ("a", "b") and selection.excluded == ()
 
 
-def test_plants_that_spent_their_privacy_budget_are_excluded():
-    spent = plant("b").model_copy(deep=True)
-    spent.status.dp_epsilon = 8.0
-    spec = round_(privacy={"mode": "local", "epsilonBudget": 8.0}).spec
-    selection = select_plants(spec, [plant("a"), spent, plant("c")], NOW, TIMEOUT)
+DELTA = 1e-5
+
+
+def local(sigma: float = 1.0) -> DPRelease:
+    return DPRelease(mode=DPMode.LOCAL, noise_multiplier=sigma, clip_norm=1.0)
+
+
+def dp_round(budget: float, mode: str = "local", sigma: float = 1.0, **spec: Any) -> FederatedRound:
+    return round_(privacy={"mode": mode, "noiseMultiplier": sigma, "clipNorm": 1.0, "delta": DELTA,
+                           "epsilonBudget": budget}, **spec)
+
+
+def test_a_plant_is_excluded_when_its_next_round_would_exceed_the_budget_not_once_it_has():
+    one, two = epsilon_for([local()], DELTA), epsilon_for([local()] * 2, DELTA)
+    budget = (one + two) / 2  # one round fits, a second does not
+    ledger = {"b": (local(),)}
+    selection = select_plants(dp_round(budget).spec, FLEET, NOW, TIMEOUT, ledger)
+    assert selection.eligible == ("a", "c")  # never charged: one round fits
+    (b,) = selection.excluded
+    assert (b.plant, b.reason) == ("b", "PrivacyBudgetExhausted")
+    # b has spent less than the budget: what excludes it is the round it would add.
+    assert one < budget
+    assert b.message == (f"epsilon spent {one:.4g}; one more round would make it {two:.4g}, "
+                         f"above the budget {budget:g} (delta {DELTA:g})")
+
+
+def test_a_round_that_exactly_uses_up_the_budget_is_allowed():
+    budget = epsilon_for([local(2.0)] * 3, DELTA)
+    ledger = {"a": (local(2.0),) * 2, "b": (local(2.0),) * 3}
+    selection = select_plants(dp_round(budget, sigma=2.0).spec, FLEET, NOW, TIMEOUT, ledger)
+    assert selection.eligible == ("a", "c")
     assert [(e.plant, e.reason) for e in selection.excluded] == [("b", "PrivacyBudgetExhausted")]
+
+
+def test_the_projection_uses_the_rounds_own_noise_and_mechanism():
+    budget = epsilon_for([local(1.0)] * 2, DELTA) + 1e-6
+    ledger = {"a": (local(1.0),)}
+    assert select_plants(dp_round(budget, sigma=1.0).spec, FLEET, NOW, TIMEOUT, ledger).eligible == ("a", "b", "c")
+    # Less noise costs more: with sigma 0.9 a second round no longer fits, a first one still does.
+    less_noise = select_plants(dp_round(budget, sigma=0.9).spec, FLEET, NOW, TIMEOUT, ledger)
+    assert [e.plant for e in less_noise.excluded] == ["a"]
+    central = select_plants(dp_round(budget, mode="central", sigma=0.9).spec, FLEET, NOW, TIMEOUT, ledger)
+    assert [e.plant for e in central.excluded] == ["a"]
+
+
+def test_the_budget_is_ignored_without_privacy_or_without_a_budget():
+    ledger = {"a": (local(0.1),) * 50}
+    assert select_plants(round_().spec, FLEET, NOW, TIMEOUT, ledger).eligible == ("a", "b", "c")
+    unlimited = round_(privacy={"mode": "local", "noiseMultiplier": 1.0}).spec
+    assert select_plants(unlimited, FLEET, NOW, TIMEOUT, ledger).eligible == ("a", "b", "c")
+
+
+def test_an_exhausted_plant_shows_as_excluded_in_the_rounds_status():
+    budget = epsilon_for([local()], DELTA) + 1e-6
+    fr, _ = run(dp_round(budget), ObservedRound(promoted=BASE, privacy={"c": (local(),)}))
+    assert states(fr) == {"a": "Assigned", "b": "Assigned", "c": "Excluded"}
+    assert reasons(fr)["c"] == "PrivacyBudgetExhausted"
 
 
 # --- rounds: start ----------------------------------------------------------------------------
@@ -526,6 +581,38 @@ def test_if_better_on_training_metrics_when_plant_side_evaluation_is_off(metrics
     else:
         assert fr.status.phase is RoundPhase.SUCCEEDED and fr.status.result_version is None
         assert (promoted.status, promoted.reason) == (ConditionStatus.FALSE, reason)
+
+
+def test_epsilon_of_the_aggregated_plants_is_recorded_once_the_candidate_exists():
+    fr = aggregating(privacy={"mode": "local", "noiseMultiplier": 1.0, "delta": DELTA, "epsilonBudget": 100.0})
+    cand = version(5, round_id="bearing-r1")
+    ledger = {"a": (local(),) * 2, "b": (local(),), "c": (local(),)}  # b was charged by an earlier round only
+    running = observed(upload("a"), upload("c"), job=JobState.RUNNING, exchange="closed", privacy=ledger)
+    _, decision = run(fr, running, NOW + timedelta(seconds=800))
+    assert not of_type(decision, RecordPrivacySpend) and decision.epsilon == {}
+    done = observed(upload("a"), upload("c"), job=JobState.SUCCEEDED, candidate=cand, exchange="closed", privacy=ledger)
+    fr2, decision = run(fr, done, NOW + timedelta(seconds=900))
+    spent = {"a": epsilon_for([local()] * 2, DELTA), "c": epsilon_for([local()], DELTA)}
+    assert decision.epsilon == spent
+    assert of_type(decision, RecordPrivacySpend) == [RecordPrivacySpend("a", spent["a"]), RecordPrivacySpend("c", spent["c"])]
+    assert decision.actions.index(of_type(decision, RecordPrivacySpend)[-1]) < decision.actions.index(of_type(decision, Promote)[0])
+    # A participant already showing its ε is not patched again; a finished round never writes.
+    shown = [plant("a"), plant("b"), plant("c")]
+    shown[0].status.dp_epsilon = spent["a"]
+    _, decision = run(fr2, done, NOW + timedelta(seconds=901), plants=shown)
+    assert of_type(decision, RecordPrivacySpend) == [RecordPrivacySpend("c", spent["c"])]
+    finished = fr2.model_copy(update={"status": fr2.status.model_copy(update={"phase": RoundPhase.SUCCEEDED})})
+    _, decision = run(finished, done, NOW + timedelta(seconds=902))
+    assert not of_type(decision, RecordPrivacySpend) and decision.epsilon == spent
+
+
+def test_no_epsilon_is_recorded_for_a_round_without_privacy():
+    fr = aggregating()
+    cand = version(5, round_id="bearing-r1")
+    obs = observed(upload("a"), upload("c"), job=JobState.SUCCEEDED, candidate=cand, exchange="closed",
+                   privacy={"a": (local(),)})
+    _, decision = run(fr, obs, NOW + timedelta(seconds=900))
+    assert not of_type(decision, RecordPrivacySpend) and decision.epsilon == {}
 
 
 @pytest.mark.parametrize(

@@ -103,7 +103,8 @@ class Privacy(KubeModel):
     noise_multiplier: float = Field(1.0, ge=0, le=1e3)
     delta: float = Field(1e-5, gt=0, lt=1)
     epsilon_budget: float | None = Field(
-        None, gt=0, description="Stop assigning a plant once its spent epsilon would exceed this."
+        None, gt=0, description="Leave a plant out of a round that would take its epsilon in this model's lineage"
+        " (at delta) above this; the reason is PrivacyBudgetExhausted."
     )
 
 

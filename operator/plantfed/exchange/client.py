@@ -26,6 +26,7 @@ import grpc
 from plantfed.exchange import convert
 from plantfed.exchange.errors import ExchangeError
 from plantfed.exchange.transport import MAX_CHUNK, open_channel
+from plantfed.privacy.accounting import LedgerEntry
 from plantfed.records import EvaluationRecord, ModelVersion, RoundRecord, UpdateMeta, UpdateRecord
 from plantfed.store import file_sha256
 from plantfed.wire.v1 import exchange_pb2 as pb
@@ -387,3 +388,7 @@ class AdminClient(_Client):
     def list_evaluations(self, round_id: str) -> list[EvaluationRecord]:
         msg = self._unary(self._stub.ListEvaluations, pb.ListEvaluationsRequest(round_id=round_id))
         return [convert.evaluation_from_wire(e) for e in msg.evaluations]
+
+    def privacy_ledger(self, model: str) -> dict[str, list[LedgerEntry]]:
+        """Each plant's DP releases charged in the lineage, in recording order (empty when none)."""
+        return convert.ledger_from_wire(self._unary(self._stub.GetPrivacyLedger, pb.GetPrivacyLedgerRequest(model=model)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from plantfed.privacy.accounting import DPMode, DPRelease, LedgerEntry
 from plantfed.records import (
     AggregationSummary,
     EvaluationRecord,
@@ -19,6 +20,8 @@ _CODEC_TO_WIRE = {Codec.NONE: pb.CODEC_NONE, Codec.FP16: pb.CODEC_FP16, Codec.IN
 _CODEC_FROM_WIRE = {v: k for k, v in _CODEC_TO_WIRE.items()} | {pb.CODEC_UNSPECIFIED: Codec.NONE}
 _STATE_TO_WIRE = {RoundState.OPEN: pb.ROUND_STATE_OPEN, RoundState.CLOSED: pb.ROUND_STATE_CLOSED}
 _STATE_FROM_WIRE = {v: k for k, v in _STATE_TO_WIRE.items()} | {pb.ROUND_STATE_UNSPECIFIED: RoundState.OPEN}
+_DP_MODE_TO_WIRE = {DPMode.LOCAL: pb.DP_MODE_LOCAL, DPMode.CENTRAL: pb.DP_MODE_CENTRAL}
+_DP_MODE_FROM_WIRE = {v: k for k, v in _DP_MODE_TO_WIRE.items()}
 
 
 def state_to_wire(state: RoundState) -> int:
@@ -177,3 +180,29 @@ def evaluation_from_wire(msg: pb.Evaluation) -> EvaluationRecord:
         metrics=dict(msg.metrics),
         received_at=msg.received_at,
     )
+
+
+def ledger_to_wire(model: str, entries: dict[str, list[LedgerEntry]]) -> pb.PrivacyLedger:
+    return pb.PrivacyLedger(model=model, plants=[
+        pb.PlantReleases(plant=plant, releases=[
+            pb.DPRelease(round_id=e.round_id, mode=_DP_MODE_TO_WIRE[e.release.mode],
+                         noise_multiplier=e.release.noise_multiplier, sample_rate=e.release.sample_rate,
+                         steps=e.release.steps, clip_norm=e.release.clip_norm)
+            for e in plant_entries
+        ])
+        for plant, plant_entries in sorted(entries.items())
+    ])
+
+
+def ledger_from_wire(msg: pb.PrivacyLedger) -> dict[str, list[LedgerEntry]]:
+    """Raises ValueError for an unknown mode and pydantic.ValidationError for out-of-range parameters."""
+    out: dict[str, list[LedgerEntry]] = {}
+    for plant in msg.plants:
+        entries = out.setdefault(plant.plant, [])
+        for r in plant.releases:
+            if r.mode not in _DP_MODE_FROM_WIRE:
+                raise ValueError(f"unknown DP mode {r.mode} in plant {plant.plant!r}'s ledger")
+            release = DPRelease(mode=_DP_MODE_FROM_WIRE[r.mode], noise_multiplier=r.noise_multiplier,
+                                sample_rate=r.sample_rate, steps=r.steps, clip_norm=r.clip_norm)
+            entries.append(LedgerEntry(round_id=r.round_id, release=release))
+    return out

@@ -42,6 +42,7 @@ from plantfed.exchange.payload import PayloadCheck, UpdateCheck, check_safetenso
 from plantfed.exchange.transport import HEALTH_SERVICE, MAX_CHUNK, SERVER_OPTIONS, ServerTLS
 from plantfed.records import RoundRecord, RoundState, UpdateMeta, UpdateRecord
 from plantfed.metrics import Metrics
+from plantfed.privacy.accounting import PrivacyLedger
 from plantfed.store import ModelStore, check_name, check_sha256
 from plantfed.wire.v1 import exchange_pb2 as pb
 from plantfed.wire.v1 import exchange_pb2_grpc as pb_grpc
@@ -368,6 +369,11 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
         return pb.ListEvaluationsResponse(
             evaluations=[convert.evaluation_to_wire(e) for e in self._store.evaluations(request.round_id)]
         )
+
+    @_rpc(_ADMIN)
+    def GetPrivacyLedger(self, request: pb.GetPrivacyLedgerRequest, context: Any, caller: Caller) -> pb.PrivacyLedger:
+        ledger = PrivacyLedger(self._store.root, request.model)  # checks the name
+        return convert.ledger_to_wire(request.model, ledger.entries())
 
 
 def build_server(

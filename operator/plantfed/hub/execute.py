@@ -16,7 +16,7 @@ from plantfed.exchange import AdminClient
 from plantfed.hub.config import OperatorConfig
 from plantfed.hub.jobs import aggregation_job, init_model_job, owner_reference
 from plantfed.hub.kube import Kube
-from plantfed.hub.observe import MODELS, ROUNDS
+from plantfed.hub.observe import MODELS, PARTICIPANTS, ROUNDS
 from plantfed.reconcile.actions import (
     Action,
     CloseExchangeRound,
@@ -26,6 +26,7 @@ from plantfed.reconcile.actions import (
     InitializeModel,
     OpenExchangeRound,
     Promote,
+    RecordPrivacySpend,
 )
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,10 @@ class Executor:
                 job = init_model_job(self.cfg, action.model, action.task, action.variant, action.initial_weights, body)
                 created = self.kube.create_job(job)
                 log.info("%s: init Job %s %s", where, job["metadata"]["name"], "created" if created else "exists")
+            case RecordPrivacySpend(plant=plant, epsilon=epsilon):
+                found = self.kube.patch_status_fields(PARTICIPANTS, body["metadata"]["namespace"], plant,
+                                                      {"dpEpsilon": epsilon})
+                log.info("%s: %s has spent epsilon %.4g%s", where, plant, epsilon, "" if found else " (participant gone)")
             case EmitEvent():
                 self.emit(body, action)
             case _:

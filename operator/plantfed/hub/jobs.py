@@ -6,8 +6,9 @@ says exactly what runs. Names are deterministic, so creating a Job again answers
 running the work twice, and the work itself is idempotent should a Job be retried.
 
 Results are not passed through `/dev/termination-log` (4 KiB, gone with the pod): the store is the
-record (the aggregation Job publishes a version carrying the round id and its statistics, the init
-Job a promoted version), and
+record (the aggregation Job charges the lineage's privacy ledger and publishes a version carrying the
+round id and its statistics, the init Job a promoted version; the operator reads both through the
+exchange), and
 `FallbackToLogsOnError` puts the end of the log into the pod status when a run fails.
 """
 
@@ -152,6 +153,8 @@ def aggregation_job(
     ]
     if task:
         command.append(f"--task={task}")
+    if action.privacy.mode is not PrivacyMode.OFF:
+        command.append(f"--dp-delta={action.privacy.delta!r}")
     labels = {ROUND_LABEL: action.round_id, MODEL_LABEL: action.model}
     return _job(cfg, action.name, round_body["metadata"]["namespace"], round_body, labels, "aggregate", command)
 

@@ -64,6 +64,18 @@ class Kube:
             GROUP, VERSION, meta["namespace"], plural, meta["name"], patch, _content_type=MERGE_PATCH
         )
 
+    def patch_status_fields(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> bool:
+        """Merge-patch fields of `status` that only the operator writes (no precondition); False if gone."""
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, {"status": status}, _content_type=MERGE_PATCH
+            )
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
     def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             response = self.batch.read_namespaced_job(name, namespace, _preload_content=False)

@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 
 from plantfed.api.participant import PlantParticipant
-from plantfed.api.round import FederatedRound
+from plantfed.api.round import FederatedRound, PrivacyMode
 from plantfed.exchange import AdminClient, ExchangeError
 from plantfed.hub.kube import Kube
 from plantfed.reconcile.round import JobObservation, JobState, ObservedRound, Upload, aggregation_job_name
@@ -58,9 +58,15 @@ def observe_round(kube: Kube, admin: AdminClient, fr: FederatedRound) -> Observe
     except ExchangeError as err:
         if not _not_found(err):
             raise
+    promoted = promoted_version(admin, model)
     evaluations = tuple(admin.list_evaluations(name)) if candidate is not None and exchange is not None else ()
-    return ObservedRound(uploads=uploads, exchange=exchange, job=job, candidate=candidate,
-                         promoted=promoted_version(admin, model), evaluations=evaluations)
+    # After the candidate: the Job charges the ledger before it publishes, so a candidate seen above means
+    # this round's releases are in what is read here.
+    privacy = {}
+    if fr.spec.privacy.mode is not PrivacyMode.OFF:
+        privacy = {plant: tuple(e.release for e in entries) for plant, entries in admin.privacy_ledger(model).items()}
+    return ObservedRound(uploads=uploads, exchange=exchange, job=job, candidate=candidate, promoted=promoted,
+                         evaluations=evaluations, privacy=privacy)
 
 
 def job_failure(job: dict[str, Any] | None) -> str | None:

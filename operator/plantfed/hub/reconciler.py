@@ -93,6 +93,7 @@ class Reconciler:
             body = self.kube.patch_status(ROUNDS, body, patch)
             self.telemetry.round_transition(fr.spec.model_ref, name, fr.status, decision.status, observed.candidate)
         self.executor.run(body, decision.actions)
+        self.telemetry.privacy_spent(fr.spec.model_ref, decision.epsilon)
 
     # -- FederatedModel ----------------------------------------------------------------------------
     def model(self, namespace: str, name: str) -> None:

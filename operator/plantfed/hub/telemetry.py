@@ -9,6 +9,7 @@ any scrape, and the version record in the store outlives it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from plantfed.api.model import FederatedModel
@@ -63,6 +64,10 @@ class Telemetry:
                 key = next((k for k in keys if k in after.metrics), None)
                 if key is not None:
                     gauge.labels(model).set(after.metrics[key])
+
+    def privacy_spent(self, model: str, epsilon: Mapping[str, float]) -> None:
+        for plant, value in epsilon.items():
+            self.m.dp_epsilon.labels(model, plant).set(value)
 
     def model_state(self, fm: FederatedModel) -> None:
         if fm.status.promoted_version is not None:

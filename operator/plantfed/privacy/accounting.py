@@ -1,4 +1,4 @@
-"""ε accounting of each plant's participation history with opacus's RDP accountant, and a durable ledger.
+"""ε accounting of each plant's participation history with opacus's RDP analysis, and a durable ledger.
 
 What one accountant step is (docs/security.md says why):
 
@@ -17,12 +17,15 @@ aggregates reveal about a plant's whole local dataset in that round, not about s
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import math
+from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
+from types import ModuleType
 
-from opacus.accountants import RDPAccountant
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from plantfed.records import DPParams
@@ -50,17 +53,45 @@ class LedgerError(StoreError):
     """The ledger refuses an inconsistent record or cannot be read."""
 
 
+RDP_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
+"""The Rényi orders opacus's `RDPAccountant` searches (its DEFAULT_ALPHAS; a test keeps them equal)."""
+
+
+@functools.cache
+def _rdp_analysis() -> ModuleType:
+    """opacus's RDP analysis (`opacus/accountants/analysis/rdp.py`: numpy and scipy only), loaded on its own.
+
+    It holds the two functions `RDPAccountant.get_epsilon` composes. Importing it the usual way runs
+    `opacus/__init__`, which imports torch: about 650 MB resident, which would more than double the
+    operator's memory for a few dozen floating-point operations per plant.
+    """
+    spec = importlib.util.find_spec("opacus")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("opacus is not installed; it is needed to account for differential privacy")
+    path = Path(spec.submodule_search_locations[0]) / "accountants" / "analysis" / "rdp.py"
+    module_spec = importlib.util.spec_from_file_location("plantfed.privacy._opacus_rdp", path)
+    if module_spec is None or module_spec.loader is None:
+        raise ImportError(f"cannot load opacus's RDP analysis from {path}")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
 def epsilon_for(history: list[DPRelease], delta: float) -> float:
-    """ε at `delta` of composing every release in `history` (RDP accountant); inf if any had no noise."""
+    """ε at `delta` of composing every release in `history` (opacus RDP accounting); inf if any had no noise."""
     if not 0 < delta < 1:
         raise ValueError(f"delta must be in (0, 1), got {delta}")
     if not history:
         return 0.0
     if any(r.noise_multiplier <= 0 for r in history):
         return math.inf
-    accountant = RDPAccountant()
-    accountant.history = [(r.noise_multiplier, r.sample_rate, r.steps) for r in history]
-    return float(accountant.get_epsilon(delta))
+    rdp = _rdp_analysis()
+    total = sum(
+        rdp.compute_rdp(q=r.sample_rate, noise_multiplier=r.noise_multiplier, steps=r.steps, orders=RDP_ORDERS)
+        for r in history
+    )
+    epsilon, _order = rdp.get_privacy_spent(orders=RDP_ORDERS, rdp=total, delta=delta)
+    return float(epsilon)
 
 
 def release_for_update(dp: DPParams) -> DPRelease | None:
@@ -83,13 +114,35 @@ def central_release(noise_multiplier: float, clip_norm: float, participation_rat
     )
 
 
-class _Entry(BaseModel):
+def round_releases(
+    local: DPParams | None, central_noise_multiplier: float | None, central_clip_norm: float = 0.0
+) -> dict[DPMode, DPRelease]:
+    """What one round costs a plant: the local release (only if the plant added noise) and the hub's central one.
+
+    A plant that only clipped (e.g. under central DP, where the hub adds the noise) made no local release.
+    When both mechanisms are on, both are charged (a conservative composition).
+    """
+    out: dict[DPMode, DPRelease] = {}
+    release = release_for_update(local) if local is not None else None
+    if release is not None and release.noise_multiplier > 0:
+        out[DPMode.LOCAL] = release
+    if central_noise_multiplier is not None:
+        out[DPMode.CENTRAL] = central_release(central_noise_multiplier, central_clip_norm)
+    return out
+
+
+def ledger_round_id(round_id: str, mode: DPMode) -> str:
+    """Key of one release in the ledger: a round's central release is recorded next to its local one."""
+    return round_id if mode is DPMode.LOCAL else f"{round_id}.central"
+
+
+class LedgerEntry(BaseModel):
     round_id: str
     release: DPRelease
 
 
 class _LedgerFile(BaseModel):
-    plants: dict[str, list[_Entry]] = Field(default_factory=dict)
+    plants: dict[str, list[LedgerEntry]] = Field(default_factory=dict)
 
 
 class PrivacyLedger:
@@ -127,9 +180,18 @@ class PrivacyLedger:
                         f"plant {plant!r} already has a different release recorded for round {round_id!r}: "
                         f"{entry.release.model_dump()} != {release.model_dump()}"
                     )
-            entries.append(_Entry(round_id=round_id, release=release))
+            entries.append(LedgerEntry(round_id=round_id, release=release))
             _write_atomic(self.path, ledger.model_dump_json(indent=2).encode())
             return True
+
+    def charge_round(self, round_id: str, plant: str, releases: Mapping[DPMode, DPRelease]) -> bool:
+        """Record what one round cost `plant` (see `round_releases`); True if anything was new."""
+        recorded = [self.record(ledger_round_id(round_id, mode), plant, r) for mode, r in releases.items()]
+        return any(recorded)
+
+    def entries(self) -> dict[str, list[LedgerEntry]]:
+        """Every plant's recorded releases with their round ids, in recording order."""
+        return self._read().plants
 
     def history(self, plant: str) -> list[DPRelease]:
         return [e.release for e in self._read().plants.get(plant, [])]

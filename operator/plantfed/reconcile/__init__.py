@@ -14,6 +14,7 @@ from plantfed.reconcile.actions import (
     InitializeModel,
     OpenExchangeRound,
     Promote,
+    RecordPrivacySpend,
 )
 from plantfed.reconcile.conditions import get_condition, is_true, set_condition
 from plantfed.reconcile.model import (
@@ -43,17 +44,18 @@ from plantfed.reconcile.selection import (
     Exclusion,
     Selection,
     matches_selector,
+    round_dp_releases,
     select_plants,
 )
 
 __all__ = [
     "Action", "CloseExchangeRound", "CreateAggregationJob", "CreateRound", "EmitEvent", "EventType",
-    "InitializeModel", "OpenExchangeRound", "Promote",
+    "InitializeModel", "OpenExchangeRound", "Promote", "RecordPrivacySpend",
     "get_condition", "is_true", "set_condition",
     "ModelDecision", "new_round", "reconcile_model", "round_name", "round_number",
     "merge_patch", "status_patch",
     "ParticipantDecision", "plant_readiness", "reconcile_participant",
     "JobObservation", "JobState", "ObservedRound", "RoundDecision", "Upload", "promotion_verdict", "aggregation_job_name",
     "reconcile_round",
-    "Exclusion", "Selection", "matches_selector", "select_plants",
+    "Exclusion", "Selection", "matches_selector", "round_dp_releases", "select_plants",
 ]

@@ -73,6 +73,14 @@ class InitializeModel:
     initial_weights: InitialWeights
 
 
+@dataclass(frozen=True)
+class RecordPrivacySpend:
+    """Set the plant's `PlantParticipant.status.dpEpsilon` to the ε it has spent (that field alone)."""
+
+    plant: str
+    epsilon: float
+
+
 class EventType(str, Enum):
     NORMAL = "Normal"
     WARNING = "Warning"
@@ -87,4 +95,7 @@ class EmitEvent:
     message: str
 
 
-Action = OpenExchangeRound | CloseExchangeRound | CreateAggregationJob | Promote | CreateRound | InitializeModel | EmitEvent
+Action = (
+    OpenExchangeRound | CloseExchangeRound | CreateAggregationJob | Promote | CreateRound | InitializeModel
+    | RecordPrivacySpend | EmitEvent
+)

@@ -28,11 +28,19 @@ never aggregated and its plant stays Late. `lateUploadPolicy: Reject` closes the
 right after the cutoff is recorded, so later uploads are refused (one racing the close may still
 commit, and is treated as late); `Record` keeps it open until the round finishes so late
 updates' samples and metrics show up in status, marked `UploadedAfterCutoff`.
+
+Differential privacy. `ObservedRound.privacy` is the lineage's privacy ledger. At the start a plant whose
+next round would exceed `privacy.epsilonBudget` is Excluded with `PrivacyBudgetExhausted` (see
+`selection`). The aggregation Job charges every aggregated plant before it publishes the candidate, so
+once the candidate is observed the ledger includes this round; the ε each aggregated plant has then spent
+(at the round's δ) goes into `RoundDecision.epsilon` and, while the round is being finished, into its
+`PlantParticipant.status.dpEpsilon`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -47,11 +55,13 @@ from plantfed.api.round import (
     LateUploadPolicy,
     PlantRoundState,
     PlantRoundStatus,
+    PrivacyMode,
     Promotion,
     PromotionPolicy,
     RoundEvaluation,
     RoundPhase,
 )
+from plantfed.privacy.accounting import DPRelease, epsilon_for
 from plantfed.reconcile.actions import (
     Action,
     CloseExchangeRound,
@@ -60,6 +70,7 @@ from plantfed.reconcile.actions import (
     EventType,
     OpenExchangeRound,
     Promote,
+    RecordPrivacySpend,
 )
 from plantfed.reconcile.conditions import set_condition, timestamp
 from plantfed.reconcile.readiness import DEFAULT_HEARTBEAT_TIMEOUT
@@ -125,7 +136,8 @@ class ObservedRound:
 
     `candidate` is the store's version produced for this round (round_id matches), if any;
     `promoted` is the model's currently promoted version (the default base, and the incumbent
-    an IfBetter promotion must beat).
+    an IfBetter promotion must beat). `privacy` is each plant's release history in the lineage's privacy
+    ledger (only observed when the round uses DP), read after the candidate so it includes this round.
     """
 
     uploads: tuple[Upload, ...] = ()
@@ -134,6 +146,7 @@ class ObservedRound:
     candidate: ModelVersion | None = None
     promoted: ModelVersion | None = None
     evaluations: tuple[EvaluationRecord, ...] = ()
+    privacy: Mapping[str, tuple[DPRelease, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -141,6 +154,8 @@ class RoundDecision:
     status: FederatedRoundStatus
     actions: tuple[Action, ...]
     requeue_at: datetime | None = None
+    #: ε (at the round's δ) each plant this round aggregated has spent in the lineage; empty before aggregation.
+    epsilon: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def events(self) -> tuple[EmitEvent, ...]:
@@ -278,7 +293,7 @@ def _start(w: _Work, plants: Sequence[PlantParticipant], heartbeat_timeout: time
         w.condition(SUCCEEDED, ConditionStatus.UNKNOWN, "WaitingForBaseModel",
                     f"model {w.spec.model_ref} has no promoted version yet")
         return
-    selection = select_plants(w.spec, plants, w.now, heartbeat_timeout)
+    selection = select_plants(w.spec, plants, w.now, heartbeat_timeout, w.observed.privacy)
     w.plants = {
         **{p: PlantRoundStatus(plant=p, state=PlantRoundState.ASSIGNED) for p in selection.eligible},
         **{
@@ -534,6 +549,37 @@ def _ensure(w: _Work) -> list[Action]:
     return actions
 
 
+def _privacy_spent(w: _Work) -> dict[str, float]:
+    """ε each plant the round aggregated has spent in the lineage, once the candidate (hence the charge) exists."""
+    privacy = w.spec.privacy
+    if privacy.mode is PrivacyMode.OFF or w.status.candidate_version is None:
+        return {}
+    spent = {}
+    for entry in w.plants.values():
+        history = w.observed.privacy.get(entry.plant)
+        if entry.state is PlantRoundState.UPLOADED and history:
+            epsilon = epsilon_for(list(history), privacy.delta)
+            if math.isfinite(epsilon):  # a status field cannot hold inf; no charged release has σ = 0
+                spent[entry.plant] = epsilon
+    return spent
+
+
+def _record_spend(fr: FederatedRound, plants: Sequence[PlantParticipant],
+                  spent: Mapping[str, float]) -> list[RecordPrivacySpend]:
+    """Copy ε into participants whose status differs, while the round is being finished.
+
+    A finished round no longer writes: with several DP lineages, dpEpsilon then shows the lineage whose
+    round last aggregated the plant, instead of whichever old round an operator restart reconciles last.
+    """
+    if (fr.status.phase or RoundPhase.PENDING).finished:
+        return []
+    shown = {pp.spec.plant_id: pp.status.dp_epsilon for pp in plants}
+    return [
+        RecordPrivacySpend(plant, epsilon) for plant, epsilon in sorted(spent.items())
+        if plant in shown and not (shown[plant] is not None and math.isclose(shown[plant], epsilon, rel_tol=1e-9))
+    ]
+
+
 def reconcile_round(
     fr: FederatedRound,
     plants: Sequence[PlantParticipant],
@@ -554,4 +600,6 @@ def reconcile_round(
     w.status.assigned = len(w.assigned())
     w.status.uploaded = w.count(PlantRoundState.UPLOADED)
     w.status.observed_generation = fr.metadata.generation
-    return RoundDecision(w.status, (*_ensure(w), *w.events), w.requeue_at)
+    spent = _privacy_spent(w)
+    actions = (*_record_spend(fr, plants, spent), *_ensure(w), *w.events)
+    return RoundDecision(w.status, actions, w.requeue_at, spent)

@@ -2,6 +2,10 @@
 
 A reason per excluded plant is what lets an OT engineer answer "why did my plant not train?"
 from `kubectl describe` alone.
+
+The ε budget is checked against the lineage's privacy ledger (what aggregation charged each plant), not
+against the spent ε alone: a plant is left out when one more round with this round's DP parameters would
+take it above the budget, so no round ever overspends.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from datetime import datetime, timedelta
 from plantfed.api.common import ConditionStatus, LabelSelector, SelectorOperator
 from plantfed.api.participant import PlantParticipant
 from plantfed.api.round import PrivacyMode, RoundTemplate
+from plantfed.privacy.accounting import DPRelease, epsilon_for, round_releases
+from plantfed.records import DPParams
 from plantfed.reconcile.readiness import DEFAULT_HEARTBEAT_TIMEOUT, plant_readiness
 from plantfed.reconcile.schedule import open_window
 
@@ -49,8 +55,34 @@ def matches_selector(selector: LabelSelector, labels: Mapping[str, str]) -> bool
     return True
 
 
+def round_dp_releases(spec: RoundTemplate) -> list[DPRelease]:
+    """What taking part in a round with this spec costs a plant: what its aggregation Job will charge."""
+    privacy = spec.privacy
+    if privacy.mode is PrivacyMode.LOCAL:
+        local = DPParams(clip_norm=privacy.clip_norm, noise_multiplier=privacy.noise_multiplier)
+        return list(round_releases(local, None).values())
+    if privacy.mode is PrivacyMode.CENTRAL:
+        bound = spec.strategy.norm_bound or privacy.clip_norm
+        return list(round_releases(None, privacy.noise_multiplier, bound).values())
+    return []
+
+
+def _over_budget(spec: RoundTemplate, history: Sequence[DPRelease]) -> str | None:
+    """Why one more round would overspend the plant's ε budget, or None when it fits (or there is none)."""
+    budget, delta = spec.privacy.epsilon_budget, spec.privacy.delta
+    if spec.privacy.mode is PrivacyMode.OFF or budget is None:
+        return None
+    projected = epsilon_for([*history, *round_dp_releases(spec)], delta)
+    if projected <= budget:
+        return None
+    spent = epsilon_for(list(history), delta)
+    return (f"epsilon spent {spent:.4g}; one more round would make it {projected:.4g}, "
+            f"above the budget {budget:g} (delta {delta:g})")
+
+
 def _ineligible(
-    pp: PlantParticipant, spec: RoundTemplate, now: datetime, heartbeat_timeout: timedelta
+    pp: PlantParticipant, spec: RoundTemplate, now: datetime, heartbeat_timeout: timedelta,
+    history: Sequence[DPRelease],
 ) -> tuple[str, str] | None:
     """Why a candidate plant cannot train now, or None; the first reason that applies wins."""
     if pp.metadata.deletion_timestamp is not None:
@@ -66,10 +98,9 @@ def _ineligible(
         return "InMaintenance", f"maintenance window {window.window.schedule!r} until {until}"
     if pp.spec.capacity.gpus < spec.pod.gpus:
         return "InsufficientGpus", f"round needs {spec.pod.gpus} GPUs, plant has {pp.spec.capacity.gpus}"
-    budget = spec.privacy.epsilon_budget
-    spent = pp.status.dp_epsilon
-    if spec.privacy.mode is not PrivacyMode.OFF and budget is not None and spent is not None and spent >= budget:
-        return "PrivacyBudgetExhausted", f"plant has spent epsilon {spent:g} of the budget {budget:g}"
+    over = _over_budget(spec, history)
+    if over is not None:
+        return "PrivacyBudgetExhausted", over
     return None
 
 
@@ -78,13 +109,16 @@ def select_plants(
     plants: Sequence[PlantParticipant],
     now: datetime,
     heartbeat_timeout: timedelta = DEFAULT_HEARTBEAT_TIMEOUT,
+    privacy: Mapping[str, Sequence[DPRelease]] | None = None,
 ) -> Selection:
     """Plants the round may assign at `now`.
 
     Candidates are the plants named in `spec.plants` (every plant when unset), narrowed by
     `spec.plantSelector`. Named plants that are missing or do not match the selector are reported
-    as exclusions; unnamed plants that do not match are simply not candidates.
+    as exclusions; unnamed plants that do not match are simply not candidates. `privacy` is each
+    plant's release history in the round's lineage (the privacy ledger; a plant not in it has spent nothing).
     """
+    histories = privacy or {}
     by_id = {pp.spec.plant_id: pp for pp in plants}
     named = spec.plants is not None
     excluded: list[Exclusion] = []
@@ -100,7 +134,7 @@ def select_plants(
             candidates.append(pp)
     eligible: list[str] = []
     for pp in candidates:
-        why = _ineligible(pp, spec, now, heartbeat_timeout)
+        why = _ineligible(pp, spec, now, heartbeat_timeout, histories.get(pp.spec.plant_id, ()))
         if why is None:
             eligible.append(pp.spec.plant_id)
         else:

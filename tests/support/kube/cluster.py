@@ -42,6 +42,8 @@ class KubeCluster:
     server: str
     ca_file: Path
     directory: Path
+    audit_log: Path | None = None
+    """The API server's audit log, when this process started it with one (`ControlPlane.start(audit=True)`)."""
 
     @property
     def host(self) -> str:

@@ -17,13 +17,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from .audit import write_policy
 from .cluster import KubeCluster
 from .kubeconfig import write_kubeconfig
 from .pki import CertificateAuthority, CertFiles, write_service_account_keys
@@ -95,27 +96,29 @@ class _Component:
 class ControlPlane(KubeCluster):
     """Use ``ControlPlane.start(directory)``; ``stop()`` (or ``with``) tears it down."""
 
-    def __init__(self, name: str, directory: Path) -> None:
+    def __init__(self, name: str, directory: Path, audit: bool = False) -> None:
         self.name = name
         self.directory = directory
         self._components: list[_Component] = []
         self._stopped = False
         self.startup_seconds = 0.0
+        self.audit_log = directory / "logs" / "audit.log" if audit else None
 
     @classmethod
     def start(
-        cls, directory: Path | None = None, *, name: str = "cluster", timeout: float = 240.0
+        cls, directory: Path | None = None, *, name: str = "cluster", timeout: float = 240.0, audit: bool = False
     ) -> ControlPlane:
         """Start a control plane in a fresh subdirectory of ``directory`` and wait until ready.
 
-        Retries with new ports if one was taken between choosing and binding it.
+        Retries with new ports if one was taken between choosing and binding it. With ``audit`` the API
+        server writes every request at the Metadata level to ``audit_log`` (see ``support.kube.audit``).
         """
         binaries = testbin_dir()
         parent = Path(directory) if directory is not None else Path(tempfile.gettempdir())
         parent.mkdir(parents=True, exist_ok=True)
         for attempt in range(3):
             workdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
-            plane = cls(name, workdir)
+            plane = cls(name, workdir, audit)
             try:
                 plane._boot(binaries, timeout)
                 return plane
@@ -187,6 +190,13 @@ class ControlPlane(KubeCluster):
         self.kubelet_serving = ca.issue(
             "kubelet", common_name="fake-kubelet", client=False, server_hosts=("127.0.0.1", "localhost")
         )
+        audit_flags = []
+        if self.audit_log is not None:
+            audit_flags = [
+                f"--audit-policy-file={write_policy(self.directory)}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
+            ]
         self._spawn(
             "kube-apiserver",
             logs,
@@ -221,6 +231,7 @@ class ControlPlane(KubeCluster):
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
                 "--event-ttl=1h",
+                *audit_flags,
             ],
         )
         context = _tls_context(ca.cert_file, admin)
@@ -365,13 +376,18 @@ class ControlPlane(KubeCluster):
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def start_many(directory: Path, names: list[str], timeout: float = 300.0) -> list[ControlPlane]:
-    """Start several independent control planes concurrently (start-up is mostly waiting)."""
+def start_many(
+    directory: Path, names: list[str], timeout: float = 300.0, audit: Collection[str] = ()
+) -> list[ControlPlane]:
+    """Start several independent control planes concurrently (start-up is mostly waiting).
+
+    Those named in ``audit`` write the API server's audit log.
+    """
     results: dict[str, ControlPlane | BaseException] = {}
 
     def boot(name: str) -> None:
         try:
-            results[name] = ControlPlane.start(directory, name=name, timeout=timeout)
+            results[name] = ControlPlane.start(directory, name=name, timeout=timeout, audit=name in audit)
         except BaseException as exc:
             results[name] = exc
 

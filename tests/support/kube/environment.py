@@ -10,7 +10,7 @@ import os
 import re
 import secrets
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,8 +117,14 @@ def plant_nodes(plant: str, count: int = 1, gpus: int = 1) -> list[NodeSpec]:
     return [NodeSpec.for_plant(plant, index=i, gpus=gpus) for i in range(count)]
 
 
-def start_clusters(workdir: Path, layout: Sequence[tuple[str, Sequence[NodeSpec]]]) -> list[ClusterWithNodes]:
-    """Start (or attach to) one cluster per ``(name, nodes)`` entry, each with a node runner."""
+def start_clusters(
+    workdir: Path, layout: Sequence[tuple[str, Sequence[NodeSpec]]], audit: Collection[str] = ()
+) -> list[ClusterWithNodes]:
+    """Start (or attach to) one cluster per ``(name, nodes)`` entry, each with a node runner.
+
+    Clusters named in ``audit`` keep an API server audit log (only those started here; an existing
+    cluster's ``audit_log`` is None).
+    """
     existing = _existing_kubeconfigs()
     names = [name for name, _ in layout]
     if existing:
@@ -131,7 +137,7 @@ def start_clusters(workdir: Path, layout: Sequence[tuple[str, Sequence[NodeSpec]
             ExistingCluster(path, name, workdir / name) for path, name in zip(existing, names)
         ]
     else:
-        clusters = list(start_many(workdir, names))
+        clusters = list(start_many(workdir, names, audit=audit))
     started: list[ClusterWithNodes] = []
     try:
         for (name, specs), cluster in zip(layout, clusters):

@@ -19,6 +19,12 @@ class RoundState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROUND_STATE_UNSPECIFIED: _ClassVar[RoundState]
     ROUND_STATE_OPEN: _ClassVar[RoundState]
     ROUND_STATE_CLOSED: _ClassVar[RoundState]
+
+class DPMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DP_MODE_UNSPECIFIED: _ClassVar[DPMode]
+    DP_MODE_LOCAL: _ClassVar[DPMode]
+    DP_MODE_CENTRAL: _ClassVar[DPMode]
 CODEC_UNSPECIFIED: Codec
 CODEC_NONE: Codec
 CODEC_FP16: Codec
@@ -26,6 +32,9 @@ CODEC_INT8: Codec
 ROUND_STATE_UNSPECIFIED: RoundState
 ROUND_STATE_OPEN: RoundState
 ROUND_STATE_CLOSED: RoundState
+DP_MODE_UNSPECIFIED: DPMode
+DP_MODE_LOCAL: DPMode
+DP_MODE_CENTRAL: DPMode
 
 class DPParams(_message.Message):
     __slots__ = ("clip_norm", "noise_multiplier", "steps", "sample_rate")
@@ -404,3 +413,41 @@ class ListEvaluationsResponse(_message.Message):
     EVALUATIONS_FIELD_NUMBER: _ClassVar[int]
     evaluations: _containers.RepeatedCompositeFieldContainer[Evaluation]
     def __init__(self, evaluations: _Optional[_Iterable[_Union[Evaluation, _Mapping]]] = ...) -> None: ...
+
+class DPRelease(_message.Message):
+    __slots__ = ("round_id", "mode", "noise_multiplier", "sample_rate", "steps", "clip_norm")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    NOISE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    CLIP_NORM_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    mode: DPMode
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    clip_norm: float
+    def __init__(self, round_id: _Optional[str] = ..., mode: _Optional[_Union[DPMode, str]] = ..., noise_multiplier: _Optional[float] = ..., sample_rate: _Optional[float] = ..., steps: _Optional[int] = ..., clip_norm: _Optional[float] = ...) -> None: ...
+
+class PlantReleases(_message.Message):
+    __slots__ = ("plant", "releases")
+    PLANT_FIELD_NUMBER: _ClassVar[int]
+    RELEASES_FIELD_NUMBER: _ClassVar[int]
+    plant: str
+    releases: _containers.RepeatedCompositeFieldContainer[DPRelease]
+    def __init__(self, plant: _Optional[str] = ..., releases: _Optional[_Iterable[_Union[DPRelease, _Mapping]]] = ...) -> None: ...
+
+class GetPrivacyLedgerRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class PrivacyLedger(_message.Message):
+    __slots__ = ("model", "plants")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PLANTS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    plants: _containers.RepeatedCompositeFieldContainer[PlantReleases]
+    def __init__(self, model: _Optional[str] = ..., plants: _Optional[_Iterable[_Union[PlantReleases, _Mapping]]] = ...) -> None: ...

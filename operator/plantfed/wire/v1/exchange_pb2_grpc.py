@@ -100,6 +100,11 @@ class ModelExchangeStub:
                 request_serializer=plantfed_dot_wire_dot_v1_dot_exchange__pb2.ListEvaluationsRequest.SerializeToString,
                 response_deserializer=plantfed_dot_wire_dot_v1_dot_exchange__pb2.ListEvaluationsResponse.FromString,
                 _registered_method=True)
+        self.GetPrivacyLedger = channel.unary_unary(
+                '/plantfed.v1.ModelExchange/GetPrivacyLedger',
+                request_serializer=plantfed_dot_wire_dot_v1_dot_exchange__pb2.GetPrivacyLedgerRequest.SerializeToString,
+                response_deserializer=plantfed_dot_wire_dot_v1_dot_exchange__pb2.PrivacyLedger.FromString,
+                _registered_method=True)
 
 
 class ModelExchangeServicer:
@@ -196,6 +201,14 @@ class ModelExchangeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPrivacyLedger(self, request, context):
+        """The lineage's differential-privacy ledger (every release charged to each plant by aggregation), so the
+        operator can keep a plant whose next round would exceed its ε budget out of it. Empty when none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelExchangeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -263,6 +276,11 @@ def add_ModelExchangeServicer_to_server(servicer, server):
                     servicer.ListEvaluations,
                     request_deserializer=plantfed_dot_wire_dot_v1_dot_exchange__pb2.ListEvaluationsRequest.FromString,
                     response_serializer=plantfed_dot_wire_dot_v1_dot_exchange__pb2.ListEvaluationsResponse.SerializeToString,
+            ),
+            'GetPrivacyLedger': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPrivacyLedger,
+                    request_deserializer=plantfed_dot_wire_dot_v1_dot_exchange__pb2.GetPrivacyLedgerRequest.FromString,
+                    response_serializer=plantfed_dot_wire_dot_v1_dot_exchange__pb2.PrivacyLedger.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -617,6 +635,33 @@ class ModelExchange:
             '/plantfed.v1.ModelExchange/ListEvaluations',
             plantfed_dot_wire_dot_v1_dot_exchange__pb2.ListEvaluationsRequest.SerializeToString,
             plantfed_dot_wire_dot_v1_dot_exchange__pb2.ListEvaluationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPrivacyLedger(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plantfed.v1.ModelExchange/GetPrivacyLedger',
+            plantfed_dot_wire_dot_v1_dot_exchange__pb2.GetPrivacyLedgerRequest.SerializeToString,
+            plantfed_dot_wire_dot_v1_dot_exchange__pb2.PrivacyLedger.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,60 @@
+"""The operator's RBAC checked live: the hub chart grants it nothing it does not use, and it is never refused.
+
+The chart's render test pins the rules; this one watches the real operator (the chart's Deployment, running
+as its ServiceAccount under the chart's Role and ClusterRole) through the hub API server's audit log while
+a campaign runs one round: model initialisation, round creation, training, aggregation and promotion.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import PLANTS, model_manifest, wait_phase
+
+from support.kube import wait_for
+from support.kube.audit import by_user, grant_of, rbac_grants, read_events
+
+OPERATOR_SA = "plantfed-operator"
+
+
+def operator_roles(manifests: list[dict]) -> list[dict]:
+    """The Roles and ClusterRoles the chart binds to the operator's ServiceAccount."""
+    bound = {
+        (b["roleRef"]["kind"], b["roleRef"]["name"])
+        for b in manifests if b["kind"] in ("RoleBinding", "ClusterRoleBinding")
+        if any(s["kind"] == "ServiceAccount" and s["name"] == OPERATOR_SA for s in b["subjects"])
+    }
+    return [d for d in manifests if (d["kind"], d["metadata"]["name"]) in bound]
+
+
+def test_the_operator_exercises_every_rbac_grant_and_is_never_refused(federation):
+    hub = federation.hub
+    log = hub.cluster.cluster.audit_log
+    if log is None:
+        pytest.skip("the API server audit log exists only on control planes the tests start "
+                    "(not with PLANTFED_TEST_KUBECONFIG)")
+    roles = operator_roles(hub.manifests)
+    assert {r["kind"] for r in roles} == {"Role", "ClusterRole"}
+    granted = rbac_grants(roles)
+
+    template = {"plants": list(PLANTS), "minParticipants": 2, "deadlineSeconds": 600,
+                "training": {"epochs": 1, "batchSize": 32, "learningRate": 0.05}, "pod": {"gpus": 1}}
+    hub.apply(model_manifest(hub, "audited", suspend=False, template=template, stop={"maxRounds": 1}))
+    wait_phase(hub, "federatedmodels", "audited", ("Completed",), timeout=600)
+
+    user = f"system:serviceaccount:{hub.namespace}:{OPERATOR_SA}"
+    seen: dict[str, object] = {}
+
+    def every_grant_used() -> bool:
+        events = by_user(read_events(log), user)
+        seen["refused"] = [e for e in events if e.get("responseStatus", {}).get("code") == 403]
+        seen["unused"] = sorted(granted - {g for e in events if (g := grant_of(e)) is not None})
+        return not seen["unused"]
+
+    try:
+        wait_for(every_grant_used, timeout=60, what="an audit event for every grant of the operator's RBAC")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\ngranted but never used by {user}: {seen['unused']}") from None
+    refused = [(e["verb"], e.get("objectRef"), e["requestURI"]) for e in seen["refused"]]
+    assert not refused, f"the operator was refused (403):\n{json.dumps(refused, indent=1)}"
