@@ -590,7 +590,8 @@ def test_epsilon_of_the_aggregated_plants_is_recorded_once_the_candidate_exists(
     running = observed(upload("a"), upload("c"), job=JobState.RUNNING, exchange="closed", privacy=ledger)
     _, decision = run(fr, running, NOW + timedelta(seconds=800))
     assert not of_type(decision, RecordPrivacySpend) and decision.epsilon == {}
-    done = observed(upload("a"), upload("c"), job=JobState.SUCCEEDED, candidate=cand, exchange="closed", privacy=ledger)
+    done = observed(upload("a"), upload("c"), job=JobState.SUCCEEDED, candidate=cand, exchange="closed", privacy=ledger,
+                    evaluations=(scored("a", 0.9), scored("c", 0.9)))
     fr2, decision = run(fr, done, NOW + timedelta(seconds=900))
     spent = {"a": epsilon_for([local()] * 2, DELTA), "c": epsilon_for([local()], DELTA)}
     assert decision.epsilon == spent
