@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from hubdeploy import Hub, apply_crds, deploy_hub, wait_hub_ready
+from hubdeploy import RELEASE, Hub, apply_crds, deploy_hub, wait_hub_ready
 from kubernetes import client
 from plantside import DATA_SUB_PATH, ChartPlant
 
@@ -99,7 +99,7 @@ def federation(hub_and_plants, tmp_path_factory) -> Iterator[Federation]:
         for agent in agents.values():
             agent.close()
         # Also removes the release's ClusterRole and binding; the kept store PVC goes with the namespace.
-        hub_cluster.helm("uninstall", "plantfed", "-n", namespace, "--wait", check=False)
+        hub_cluster.helm("uninstall", RELEASE, "-n", namespace, "--wait", check=False)
         hub_cluster.delete_namespace(namespace)
 
 

@@ -28,6 +28,7 @@ from support.kube.provisioner import STORAGE_CLASS
 ROOT = Path(__file__).resolve().parents[2]
 HUB_CHART = ROOT / "charts" / "plantfed-hub"
 CRDS = ROOT / "crds"
+RELEASE = "plantfed"
 HEARTBEAT_TIMEOUT = 12
 """Seconds without a heartbeat before the operator takes a plant out of new rounds (chart: 90)."""
 HEARTBEAT_EVERY = 2.0
@@ -63,6 +64,12 @@ class Hub:
         with self.cluster.api_client() as api:
             return client.CustomObjectsApi(api).list_namespaced_custom_object(
                 "plantfed.io", "v1alpha1", self.namespace, plural)["items"]
+
+    @property
+    def manifests(self) -> list[dict[str, Any]]:
+        """What the hub's Helm release installed (`helm get manifest`), as documents."""
+        text = self.cluster.helm("get", "manifest", RELEASE, "-n", self.namespace).stdout
+        return [d for d in yaml.safe_load_all(text) if d]
 
     def apply(self, *docs: dict[str, Any]) -> None:
         text = "\n---\n".join(yaml.safe_dump(d) for d in docs)
@@ -108,7 +115,7 @@ def deploy_hub(cluster: ClusterWithNodes, namespace: str, plants: list[dict[str,
     """`helm install` the hub chart and read back what it generated (CA, admin and plant tokens)."""
     exchange_port, health_port, exchange_metrics, metrics_port, liveness_port = free_ports(5)
     cluster.helm(
-        "install", "plantfed", str(HUB_CHART), "-n", namespace, "--wait", "--timeout", "300s",
+        "install", RELEASE, str(HUB_CHART), "-n", namespace, "--wait", "--timeout", "300s",
         "--set", "crds.enabled=false", "--set", "tests.enabled=false",
         "--set", f"exchange.service.port={exchange_port}", "--set", f"metrics.port={metrics_port}",
         "--set", f"exchange.store.storageClassName={STORAGE_CLASS}", "--set", "exchange.store.size=1Gi",

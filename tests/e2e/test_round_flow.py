@@ -9,7 +9,6 @@ from conftest import PLANTS, condition, wait_phase
 from hubdeploy import ROOT
 from kubernetes import client
 
-from plantfed.metrics import EPSILON
 from support.kube import wait_for
 
 
@@ -116,10 +115,11 @@ def test_example_round_is_trained_aggregated_and_promoted(federation):
     assert samples["plantfed_aggregation_duration_seconds_count"][duration] == 1
     assert samples["plantfed_aggregation_duration_seconds_sum"][duration] == measured.seconds > 0
     assert samples["plantfed_aggregation_peak_bytes"][model] == measured.peak_bytes > 0
-    # ε is exported exactly when the aggregate result carries it per plant; otherwise no series, not a made-up 0.
+    # The example round has local DP on: each plant's ε comes from the privacy ledger the Job charged, and the
+    # same number is in the plant's PlantParticipant status.
     for plant in PLANTS:
-        epsilon = samples.get("plantfed_dp_epsilon_spent", {}).get(model | {("plant", plant)})
-        assert epsilon == measured.plants[plant].get(EPSILON)
+        epsilon = samples["plantfed_dp_epsilon_spent"][model | {("plant", plant)}]
+        assert epsilon > 0 and hub.get("plantparticipants", plant)["status"]["dpEpsilon"] == pytest.approx(epsilon)
 
     # Both plants' agents notice the promotion and cache version 2 next to their data.
     for plant, agent in federation.agents.items():
