@@ -214,8 +214,10 @@ class PlantRuntime:
         model = self.build_model(codecs.load_state(path), variant, seed=0)
         scores = evaluate(self.task, model, self.task.load_data(self.data).val, pick_device(device))
         samples = int(scores.pop("samples"))
+        if samples == 0:
+            raise ValueError(f"plant {self.plant}: the validation split is empty; nothing to score version {version} on")
         evaluation = EvaluationRecord(
-            plant=self.plant, round_id=round_id, version=version, num_samples=max(samples, 1),
+            plant=self.plant, round_id=round_id, version=version, num_samples=samples,
             metrics={f"val_{k}": v for k, v in scores.items()},
         )
         kept, _duplicate = self.client.submit_evaluation(evaluation)

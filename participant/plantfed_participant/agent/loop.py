@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -231,7 +231,7 @@ class Agent:
 
     def sync_once(self) -> tuple[Any, ...]:
         view = self.observe()
-        self._secure_running({**view.trainings, **{f"eval:{k}": v for k, v in view.evaluations.items()}})
+        self._secure_running([*view.trainings.values(), *view.evaluations.values()])
         actions = decide(view)
         for action in actions:
             self.execute(action, view)
@@ -268,9 +268,9 @@ class Agent:
                                               self._token_reader(), ca))
         self._secured.add(job_uid)
 
-    def _secure_running(self, trainings: dict[str, TrainingObservation]) -> None:
+    def _secure_running(self, jobs: Iterable[TrainingObservation]) -> None:
         """After a restart, make sure every running Job has its token Secret (a crash may have come between)."""
-        for training in trainings.values():
+        for training in jobs:
             if training.active and training.job_uid and training.job_uid not in self._secured:
                 self._secure(training.job_name, training.job_uid, training.round)
 
