@@ -38,8 +38,11 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", default="sgd", choices=("sgd", "adam", "adamw"))
     p.add_argument("--fedprox-mu", type=float, default=0.0, help="FedProx proximal weight (0 = plain local SGD)")
     p.add_argument("--codec", default="none", choices=CODECS, help="update compression on the wire")
-    p.add_argument("--clip-norm", type=float, default=0.0, help="clip the update's L2 norm (0 = off)")
+    p.add_argument("--clip-norm", type=float, default=0.0,
+                   help="L2 bound of the update (--dp-mode local) or of each record's gradient (sample); 0 = off")
     p.add_argument("--noise-multiplier", type=float, default=0.0, help="Gaussian noise std as a multiple of clip-norm")
+    p.add_argument("--dp-mode", default="local", choices=("local", "sample"),
+                   help="local: clip and noise the whole update once; sample: DP-SGD (opacus), per-record clipping")
     p.add_argument("--label-skew-alpha", type=float, default=0.0, help="benchmarks: Dirichlet label skew of the train split (0 = off)")
 
 
@@ -115,7 +118,7 @@ def _emit(result: dict, report: Path | None) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from plantfed.records import Codec
+    from plantfed.records import Codec, DPMode
     from plantfed_participant.runtime import ParticipationConfig
     from plantfed_participant.training import LocalTrainingConfig
 
@@ -126,7 +129,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             optimizer=args.optimizer, fedprox_mu=args.fedprox_mu,
         ),
         codec=Codec(args.codec), clip_norm=args.clip_norm, noise_multiplier=args.noise_multiplier,
-        variant=args.variant, seed=args.seed, device=args.device, label_skew_alpha=args.label_skew_alpha,
+        dp_mode=DPMode(args.dp_mode), variant=args.variant, seed=args.seed, device=args.device, label_skew_alpha=args.label_skew_alpha,
     )
     report = runtime.participate(args.round, cfg)
     _emit(json.loads(report.to_json()), args.report)
@@ -146,7 +149,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from plantfed.records import Codec
+    from plantfed.records import Codec, DPMode
     from plantfed.simulate import Simulation, SimulationConfig
 
     cfg = SimulationConfig(
@@ -154,7 +157,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         strategy=strategy_from_args(args), epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, optimizer=args.optimizer, fedprox_mu=args.fedprox_mu,
         codec=Codec(args.codec), clip_norm=args.clip_norm, noise_multiplier=args.noise_multiplier,
-        variants=tuple(args.variants.split(",")) if args.variants else (), seed=args.seed,
+        dp_mode=DPMode(args.dp_mode), variants=tuple(args.variants.split(",")) if args.variants else (), seed=args.seed,
         parallel=args.parallel, metrics_port=args.metrics_port,
         metrics_linger_s=args.metrics_linger, data_options=parse_options(args.data_option),
         label_skew_alpha=args.label_skew_alpha, dp_delta=args.dp_delta, epsilon_budget=args.epsilon_budget,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class Codec(str, Enum):
@@ -19,13 +19,45 @@ class Codec(str, Enum):
     INT8 = "int8"
 
 
-class DPParams(BaseModel):
-    """Differential-privacy parameters a plant applied to its update (zero means off)."""
+class DPMode(str, Enum):
+    """What a differential-privacy release protects, and so how the accountant composes it.
 
-    clip_norm: float = 0.0
-    noise_multiplier: float = 0.0
-    steps: int = 0
-    sample_rate: float = 0.0
+    LOCAL: the plant clips its whole update and adds noise once (protects the plant's round of data).
+    SAMPLE: DP-SGD on the plant, per-example clipping and noise on every Poisson-sampled batch (protects
+    each record). CENTRAL: the hub noises the aggregate (a plant never declares it).
+    """
+
+    LOCAL = "local"
+    CENTRAL = "central"
+    SAMPLE = "sample"
+
+
+class DPParams(BaseModel):
+    """Differential-privacy parameters a plant applied to its update (zero means off).
+
+    Under LOCAL, `steps` and `sample_rate` are informational: the hub charges one release of the whole
+    update. Under SAMPLE they are what DP-SGD did (`steps` noisy batches drawn with probability
+    `sample_rate` per record) and are exactly what the hub charges, so they must be present.
+    """
+
+    mode: DPMode = DPMode.LOCAL
+    clip_norm: float = Field(0.0, ge=0)
+    noise_multiplier: float = Field(0.0, ge=0)
+    steps: int = Field(0, ge=0)
+    sample_rate: float = Field(0.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _declarable(self) -> DPParams:
+        if self.mode is DPMode.CENTRAL:
+            raise ValueError("central DP is added by the hub; a plant's update cannot declare it")
+        if self.noise_multiplier > 0 and self.clip_norm <= 0:
+            raise ValueError("noise without a clipping bound has unbounded sensitivity (no DP at all): set clip_norm > 0")
+        if self.mode is DPMode.SAMPLE and (self.clip_norm <= 0 or self.steps < 1 or self.sample_rate <= 0):
+            raise ValueError(
+                "a DP-SGD (mode sample) update must declare clip_norm > 0, steps >= 1 and sample_rate > 0; got "
+                f"clip_norm={self.clip_norm}, steps={self.steps}, sample_rate={self.sample_rate}"
+            )
+        return self
 
 
 class UpdateMeta(BaseModel):

@@ -27,8 +27,15 @@ from plantfed.aggregation import StrategyConfig
 from plantfed.exchange.server import build_server
 from plantfed.exchange.auth import TokenBook
 from plantfed.metrics import Metrics
-from plantfed.privacy import DPRelease, PrivacyLedger, epsilon_for, round_releases
-from plantfed.records import Codec, DPParams, RoundRecord
+from plantfed.privacy import (
+    DPRelease,
+    PrivacyLedger,
+    dearest_epsilon,
+    epsilon_for,
+    plant_release_alternatives,
+    round_releases,
+)
+from plantfed.records import Codec, DPMode, RoundRecord
 from plantfed.round_aggregation import aggregate_round
 from plantfed.store import ModelStore
 from plantfed_participant.baselines import BaselineReport, run_baselines
@@ -55,6 +62,8 @@ class SimulationConfig:
     codec: Codec = Codec.NONE
     clip_norm: float = 0.0
     noise_multiplier: float = 0.0
+    #: LOCAL clips and noises each plant's whole update; SAMPLE runs DP-SGD on each plant
+    dp_mode: DPMode = DPMode.LOCAL
     label_skew_alpha: float = 0.0
     variants: tuple[str, ...] = ()
     seed: int = 0
@@ -136,23 +145,24 @@ class Simulation:
     def dp_enabled(self) -> bool:
         return self.cfg.noise_multiplier > 0 or self.cfg.strategy.central_noise_multiplier is not None
 
-    def _next_releases(self) -> list[DPRelease]:
-        """What one more round costs a plant: its local release and/or the hub's central one."""
+    def _round_costs(self, plant: str) -> list[list[DPRelease]]:
+        """What one more round may cost `plant` (priced as the operator prices it): its own release and the hub's."""
         c = self.cfg
-        local = DPParams(clip_norm=c.clip_norm, noise_multiplier=c.noise_multiplier)
-        return list(round_releases(local, c.strategy.central_noise_multiplier, c.strategy.norm_bound or 0.0).values())
+        central = list(round_releases(None, c.strategy.central_noise_multiplier, c.strategy.norm_bound or 0.0).values())
+        if c.noise_multiplier <= 0:
+            return [central]
+        own = plant_release_alternatives(c.dp_mode, clip_norm=c.clip_norm, noise_multiplier=c.noise_multiplier,
+                                         epochs=c.epochs, history=self.ledger.history(plant))
+        return [[release, *central] for release in own]
 
     def _within_budget(self, plants: list[str]) -> tuple[list[str], list[str]]:
         """(plants that may train, plants whose next round would exceed the ε budget)."""
         budget = self.cfg.epsilon_budget
         if budget is None or not self.dp_enabled:
             return plants, []
-        nxt = self._next_releases()
-        over = [p for p in plants if self._epsilon_with(p, nxt) > budget]
+        over = [p for p in plants
+                if dearest_epsilon(self.ledger.history(p), self._round_costs(p), self.cfg.dp_delta) > budget]
         return [p for p in plants if p not in over], over
-
-    def _epsilon_with(self, plant: str, extra: list[DPRelease]) -> float:
-        return epsilon_for([*self.ledger.history(plant), *extra], self.cfg.dp_delta)
 
     # -- hub ---------------------------------------------------------------------------------------------
     def _issue_tokens(self) -> Path:
@@ -188,7 +198,7 @@ class Simulation:
             "--plant-index", str(index), "--num-plants", str(c.plants), "--seed", str(c.seed),
             "--epochs", str(c.epochs), "--batch-size", str(c.batch_size), "--learning-rate", str(c.learning_rate),
             "--optimizer", c.optimizer, "--fedprox-mu", str(c.fedprox_mu), "--codec", c.codec.value,
-            "--clip-norm", str(c.clip_norm), "--noise-multiplier", str(c.noise_multiplier),
+            "--clip-norm", str(c.clip_norm), "--noise-multiplier", str(c.noise_multiplier), "--dp-mode", c.dp_mode.value,
             "--label-skew-alpha", str(c.label_skew_alpha), "--report", str(pdir / "report.json"),
         ]
         if c.variants:

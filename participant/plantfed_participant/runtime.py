@@ -10,19 +10,26 @@ from __future__ import annotations
 import fnmatch
 import json
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from plantfed import codecs
 from plantfed.exchange.client import ExchangeClient
-from plantfed.records import Codec, DPParams, EvaluationRecord, UpdateMeta
+from plantfed.records import Codec, DPMode, DPParams, EvaluationRecord, UpdateMeta
 from plantfed_participant.model_cache import ModelCache
 from plantfed_participant.partition import label_skewed
-from plantfed_participant.privacy import clip_and_noise
+from plantfed_participant.privacy import clip_and_noise, global_l2_norm
 from plantfed_participant.sdk import DataSpec, Task
-from plantfed_participant.training import LocalTrainingConfig, evaluate, pick_device, train_local
+from plantfed_participant.training import (
+    LocalTrainingConfig,
+    SampleDP,
+    evaluate,
+    pick_device,
+    train_local,
+    unpredictable_generator,
+)
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,9 @@ class ParticipationConfig:
 
     training: LocalTrainingConfig = field(default_factory=LocalTrainingConfig)
     codec: Codec = Codec.NONE
+    #: LOCAL: clip the whole update to `clip_norm` and noise it once; SAMPLE: DP-SGD with per-example
+    #: clipping to `clip_norm` and noise on every batch (`clip_norm` 0 turns either off)
+    dp_mode: DPMode = DPMode.LOCAL
     clip_norm: float = 0.0
     noise_multiplier: float = 0.0
     variant: str = "full"
@@ -131,7 +141,10 @@ class PlantRuntime:
                 metrics[f"global_{split_name}_{key}"] = value
 
         base_local = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        result = train_local(self.task, model, train_set, cfg.training, device, seed=seed, progress=progress)
+        sample_dp = cfg.dp_mode is DPMode.SAMPLE and cfg.clip_norm > 0
+        training = (replace(cfg.training, sample_dp=SampleDP(cfg.clip_norm, cfg.noise_multiplier))
+                    if sample_dp else cfg.training)
+        result = train_local(self.task, model, train_set, training, device, seed=seed, progress=progress)
         metrics.update(
             train_loss=result.train_loss,
             train_accuracy=result.train_accuracy,
@@ -147,8 +160,12 @@ class PlantRuntime:
             for name in trained
             if not is_local(name, self.local_patterns)
         }
-        generator = torch.Generator().manual_seed(seed + 1)
-        private, norm = clip_and_noise(delta, clip_norm=cfg.clip_norm, noise_multiplier=cfg.noise_multiplier, generator=generator)
+        if sample_dp:
+            # DP-SGD already bounded and noised every record's contribution; the update is post-processing.
+            private, norm = delta, global_l2_norm(delta)
+        else:
+            private, norm = clip_and_noise(delta, clip_norm=cfg.clip_norm, noise_multiplier=cfg.noise_multiplier,
+                                           generator=unpredictable_generator(torch.device("cpu")))
         payload = codecs.encode_delta(private, cfg.codec)
         payload_path = self.state_dir / "outbox" / f"{round_id}.safetensors"
         payload_path.parent.mkdir(parents=True, exist_ok=True)
@@ -163,8 +180,9 @@ class PlantRuntime:
             train_seconds=result.seconds,
             codec=cfg.codec,
             # Local DP is one Gaussian release of the whole clipped update per round (q = 1), whatever SGD did
-            # inside; reporting SGD's steps and batch rate here would invite an accountant to over-credit it.
-            dp=DPParams(
+            # inside; reporting SGD's steps and batch rate there would invite an accountant to over-credit it.
+            # DP-SGD reports exactly what opacus's accountant recorded.
+            dp=result.dp if result.dp is not None else DPParams(
                 clip_norm=cfg.clip_norm,
                 noise_multiplier=cfg.noise_multiplier,
                 steps=1 if cfg.clip_norm > 0 else 0,

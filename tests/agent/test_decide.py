@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ from agent_objects import NOW, fm, fr, later, pp
 
 from plantfed.api.participant import AssignmentState
 from plantfed.api.round import RoundEvaluation
+from plantfed_participant.agent.config import AgentConfig
 from plantfed_participant.agent.decide import (
     AgentView,
     CancelTrainingJob,
@@ -17,6 +19,7 @@ from plantfed_participant.agent.decide import (
     ReportAssignment,
     decide,
 )
+from plantfed_participant.agent.jobspec import train_command
 from plantfed_participant.agent.observe import TrainingObservation, TrainingPhase
 
 
@@ -88,11 +91,20 @@ def test_training_spec_comes_from_round_model_and_participant():
     assert s.job_name == "train-r1"
 
 
-@pytest.mark.parametrize(("mode", "clip", "noise"), [("off", 0.0, 0.0), ("central", 2.0, 0.0), ("local", 2.0, 0.5)])
-def test_plants_clip_unless_privacy_is_off_and_add_noise_only_in_local_mode(mode, clip, noise):
+@pytest.mark.parametrize(
+    ("mode", "clip", "noise", "dp_mode"),
+    [("off", 0.0, 0.0, "local"), ("central", 2.0, 0.0, "local"), ("local", 2.0, 0.5, "local"),
+     ("sample", 2.0, 0.5, "sample")],
+)
+def test_plants_clip_unless_privacy_is_off_and_add_noise_only_when_the_mode_is_theirs(mode, clip, noise, dp_mode):
     r = fr("r1", {"plant-a": "Assigned"}, privacy={"mode": mode, "clipNorm": 2.0, "noiseMultiplier": 0.5})
     (create,) = of(decide(view([r])), CreateTrainingJob)
-    assert (create.spec.clip_norm, create.spec.noise_multiplier) == (clip, noise)
+    assert (create.spec.clip_norm, create.spec.noise_multiplier, create.spec.dp_mode) == (clip, noise, dp_mode)
+    command = train_command(create.spec, AgentConfig(
+        plant="plant-a", hub_kubeconfig=Path("k"), hub_namespace="n", exchange="hub:443", token_file=Path("t"),
+        namespace="plant", cache_dir=Path("c"), data_claim="vibration"))
+    at = command.index("--dp-mode")
+    assert command[at + 1] == dp_mode  # what `plantfed train` in the Job is told to do
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ from hardening.conftest import (
 )
 from plantfed.exchange import ExchangeError
 from plantfed.records import Codec
+from plantfed.wire.v1 import exchange_pb2 as pb
 
 
 @pytest.fixture
@@ -211,4 +212,31 @@ def test_plant_uploading_as_another_plant_is_refused(strict_hub: Hub, committed_
         strict_hub.plant("plant-a").upload_update(update_meta("plant-b", "r1", path), path)
     assert info.value.code == grpc.StatusCode.PERMISSION_DENIED
     assert "token belongs to plant 'plant-a'" in info.value.details
+    assert_nothing_lost(strict_hub, committed_b)
+
+
+@pytest.mark.parametrize(
+    ("dp", "words"),
+    [
+        (pb.DPParams(noise_multiplier=1.0), ["unbounded sensitivity"]),
+        (pb.DPParams(mode=pb.DP_MODE_CENTRAL, clip_norm=1.0, noise_multiplier=1.0), ["central DP is added by the hub"]),
+        (pb.DPParams(mode=pb.DP_MODE_SAMPLE, clip_norm=1.0, noise_multiplier=1.0), ["DP-SGD", "steps >= 1"]),
+        (pb.DPParams(mode=pb.DP_MODE_SAMPLE, clip_norm=1.0, noise_multiplier=1.0, steps=10, sample_rate=1.5),
+         ["sample_rate"]),
+        (pb.DPParams(mode=99, clip_norm=1.0), ["unknown DP mode 99"]),
+    ],
+    ids=["noise-without-clip", "plant-claims-central", "dp-sgd-without-steps", "rate-above-one", "unknown-mode"],
+)
+def test_a_privacy_claim_the_ledger_cannot_charge_is_refused(
+    strict_hub: Hub, committed_b: str, dp: pb.DPParams, words: list[str]
+) -> None:
+    """Charging such an update as free (or at all) would understate the plant's ε: the upload is refused."""
+    path = write_good_update(strict_hub.tmp / "a.safetensors")
+    start = upload_start(update_meta("plant-a", "r1", path))
+    start.meta.dp.CopyFrom(dp)
+    with pytest.raises(grpc.RpcError) as info:
+        raw_upload(strict_hub, strict_hub.tokens["plant-a"], start, [path.read_bytes()])
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    for word in words:
+        assert word in info.value.details()
     assert_nothing_lost(strict_hub, committed_b)

@@ -11,8 +11,18 @@ from pathlib import Path
 
 import pytest
 from opacus.accountants import RDPAccountant
+from pydantic import ValidationError
 
-from plantfed.privacy import DPMode, DPRelease, PrivacyLedger, central_release, epsilon_for, release_for_update
+from plantfed.privacy import (
+    DPMode,
+    DPRelease,
+    PrivacyLedger,
+    central_release,
+    dearest_epsilon,
+    epsilon_for,
+    plant_release_alternatives,
+    release_for_update,
+)
 from plantfed.privacy.accounting import RDP_ORDERS, LedgerError
 from plantfed.records import DPParams
 
@@ -58,17 +68,44 @@ def test_a_release_without_noise_has_no_guarantee() -> None:
     [
         (DPParams(), None),  # no DP: nothing charged (and no guarantee claimed)
         (DPParams(clip_norm=1.0, noise_multiplier=1.1, steps=40, sample_rate=0.02), local(1.1)),
-        (DPParams(clip_norm=0.0, noise_multiplier=1.1), DPRelease(mode=DPMode.LOCAL, noise_multiplier=0.0)),
         (DPParams(clip_norm=2.0), DPRelease(mode=DPMode.LOCAL, noise_multiplier=0.0, clip_norm=2.0)),
+        (DPParams(mode=DPMode.SAMPLE, clip_norm=1.0, noise_multiplier=1.1, steps=40, sample_rate=0.025),
+         DPRelease(mode=DPMode.SAMPLE, noise_multiplier=1.1, sample_rate=0.025, steps=40, clip_norm=1.0)),
     ],
-    ids=["off", "clip-and-noise", "noise-without-clip", "clip-only"],
+    ids=["off", "clip-and-noise", "clip-only", "dp-sgd"],
 )
 def test_an_updates_metadata_becomes_one_release_per_round(dp: DPParams, expected: DPRelease | None) -> None:
-    """Local DP: one Gaussian release of the whole update per round, q = 1, whatever SGD did inside."""
+    """Local DP: one release of the whole update per round (q = 1, whatever SGD did inside); DP-SGD: what it did."""
     release = release_for_update(dp)
     assert release == expected
     if release is not None and release.noise_multiplier == 0:
         assert epsilon_for([release], DELTA) == math.inf
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"noise_multiplier": 1.0}, "unbounded sensitivity"),
+        ({"mode": DPMode.CENTRAL, "clip_norm": 1.0, "noise_multiplier": 1.0}, "central DP is added by the hub"),
+        ({"mode": DPMode.SAMPLE, "clip_norm": 1.0, "noise_multiplier": 1.0, "sample_rate": 0.1}, "steps >= 1"),
+        ({"mode": DPMode.SAMPLE, "clip_norm": 1.0, "noise_multiplier": 1.0, "steps": 10}, "sample_rate > 0"),
+        ({"mode": DPMode.SAMPLE, "noise_multiplier": 1.0, "steps": 10, "sample_rate": 0.1}, "clip_norm > 0"),
+    ],
+    ids=["noise-without-clip", "plant-declares-central", "dp-sgd-without-steps", "dp-sgd-without-rate",
+         "dp-sgd-without-clip"],
+)
+def test_declarations_that_cannot_be_charged_are_refused(fields: dict, problem: str) -> None:
+    """An update whose DP claim the accountant cannot price is refused outright, never charged as free."""
+    with pytest.raises(ValidationError, match=problem):
+        DPParams(**fields)
+
+
+def test_dp_sgd_rounds_compose_like_opacus_over_a_plants_training() -> None:
+    """Ten rounds of one epoch each cost what opacus's own accountant says for the same 400 noisy steps."""
+    one_round = DPRelease(mode=DPMode.SAMPLE, noise_multiplier=1.1, sample_rate=0.025, steps=40, clip_norm=1.0)
+    reference = RDPAccountant()
+    reference.history = [(1.1, 0.025, 400)]
+    assert epsilon_for([one_round] * 10, DELTA) == pytest.approx(reference.get_epsilon(DELTA))
 
 
 def test_ledger_is_idempotent_per_round_and_survives_a_restart(tmp_path: Path) -> None:
@@ -95,11 +132,11 @@ def test_a_different_release_for_a_recorded_round_is_refused(tmp_path: Path) -> 
     assert ledger.history("plant-a") == [local(1.0)]
 
 
-def test_would_exceed_stops_a_plant_before_its_budget_is_spent(tmp_path: Path) -> None:
+def test_pricing_the_next_round_stops_a_plant_before_its_budget_is_spent(tmp_path: Path) -> None:
     ledger = PrivacyLedger(tmp_path, "bearing")
     budget = epsilon_for([local(1.5)] * 3, DELTA) + 1e-9  # exactly three rounds fit
     taken = 0
-    while not ledger.would_exceed("plant-a", local(1.5), budget, DELTA):
+    while dearest_epsilon(ledger.history("plant-a"), [[local(1.5)]], DELTA) <= budget:
         taken += 1
         ledger.record(f"bearing-r{taken}", "plant-a", local(1.5))
     assert taken == 3
@@ -130,3 +167,29 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
         assert p.exitcode == 0
     ledger = PrivacyLedger(tmp_path, "bearing")
     assert {p: len(ledger.rounds(p)) for p in ledger.plants()} == {"plant-a": 20, "plant-b": 20, "plant-c": 20}
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 2.0])
+@pytest.mark.parametrize("epochs", [1, 3])
+def test_a_first_dp_sgd_round_is_priced_at_the_dearest_data_size(sigma: float, epochs: int) -> None:
+    """The hub prices a plant's first DP-SGD round without knowing its data size N; no N may cost more."""
+    alternatives = plant_release_alternatives(DPMode.SAMPLE, clip_norm=1.0, noise_multiplier=sigma, epochs=epochs,
+                                              history=[])
+    priced = dearest_epsilon([], [[a] for a in alternatives], DELTA)
+    if sigma == 0.5:  # here q = 1 is not the dearest case: b = 3..4 batches per epoch cost more
+        assert priced > epsilon_for([alternatives[0]], DELTA)
+    batch = 64
+    for n in [1, 64, 65, 100, 200, 1000, 2560, 10_000, 16_384, 16_385, 100_000, 1_000_000]:
+        batches = math.ceil(n / batch)
+        real = DPRelease(mode=DPMode.SAMPLE, noise_multiplier=sigma, sample_rate=1 / batches, steps=epochs * batches,
+                         clip_norm=1.0)
+        assert epsilon_for([real], DELTA) <= priced * (1 + 1e-9), f"N = {n}"
+
+
+def test_a_later_dp_sgd_round_is_priced_like_the_plants_last_one() -> None:
+    last = DPRelease(mode=DPMode.SAMPLE, noise_multiplier=1.0, sample_rate=0.025, steps=40, clip_norm=1.0)
+    history = [local(1.0), last, local(1.0)]  # the latest DP-SGD round counts, whatever came after it
+    nxt = plant_release_alternatives(DPMode.SAMPLE, clip_norm=1.0, noise_multiplier=1.5, epochs=2, history=history)
+    assert nxt == [DPRelease(mode=DPMode.SAMPLE, noise_multiplier=1.5, sample_rate=0.025, steps=80, clip_norm=1.0)]
+    local_next = plant_release_alternatives(DPMode.LOCAL, clip_norm=1.0, noise_multiplier=1.5, epochs=2, history=[last])
+    assert local_next == [local(1.5)]

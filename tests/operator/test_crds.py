@@ -261,6 +261,7 @@ INVALID = [
     ("FederatedRound", "spec.strategy", {"name": "trimmedMean", "trimFraction": 0.0}, "trimmedMean needs trimFraction > 0"),
     ("FederatedRound", "spec.promotion", {"policy": "IfBetter"}, "IfBetter needs a metric"),
     ("FederatedRound", "spec.privacy", {"mode": "local", "noiseMultiplier": 0.0}, "noiseMultiplier must be > 0"),
+    ("FederatedRound", "spec.privacy", {"mode": "sample", "noiseMultiplier": 1.0}, "cannot be combined with training.fedProxMu"),
     ("FederatedRound", "spec.plantSelector.matchExpressions", [{"key": "line", "operator": "In"}], "values must be non-empty"),
     ("FederatedRound", "spec.plantSelector.matchExpressions", [{"key": "line", "operator": "Exists", "values": ["a"]}], "values must be non-empty"),
     ("FederatedRound", "spec.pod.tolerations", [{"key": "gpu", "operator": "Exists", "value": "x"}], "value must be empty"),

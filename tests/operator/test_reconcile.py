@@ -27,6 +27,7 @@ from plantfed.reconcile import (
     reconcile_model,
     reconcile_participant,
     reconcile_round,
+    round_dp_costs,
     select_plants,
     set_condition,
     status_patch,
@@ -292,6 +293,27 @@ def test_the_projection_uses_the_rounds_own_noise_and_mechanism():
     assert [e.plant for e in less_noise.excluded] == ["a"]
     central = select_plants(dp_round(budget, mode="central", sigma=0.9).spec, FLEET, NOW, TIMEOUT, ledger)
     assert [e.plant for e in central.excluded] == ["a"]
+
+
+def sample(q: float, steps: int, sigma: float = 1.0) -> DPRelease:
+    return DPRelease(mode=DPMode.SAMPLE, noise_multiplier=sigma, sample_rate=q, steps=steps, clip_norm=1.0)
+
+
+def test_dp_sgd_is_priced_from_the_plants_last_round_or_at_its_worst_case_before_it():
+    """The hub never sees a plant's data size: its last DP-SGD round tells it; a first round is priced dearest."""
+    spec = dp_round(1.0, mode="sample", sigma=1.0, training={"epochs": 2}).spec
+    history = (sample(q=0.025, steps=40),)
+    assert round_dp_costs(spec, history) == [[sample(q=0.025, steps=80)]]  # 40 batches per epoch, 2 epochs
+    first = round_dp_costs(spec)
+    assert [sample(q=1.0, steps=2)] in first and [sample(q=0.5, steps=4)] in first
+    worst = max(epsilon_for(cost, DELTA) for cost in first)
+    typical = epsilon_for([*history, sample(0.025, 80)], DELTA)
+    assert typical < worst  # a first round is priced conservatively: a new plant may need a larger budget
+    budget = (worst + typical) / 2
+    selection = select_plants(dp_round(budget, mode="sample", training={"epochs": 2}).spec, FLEET, NOW, TIMEOUT,
+                              {"a": history})
+    assert selection.eligible == ("a",)
+    assert {e.plant: e.reason for e in selection.excluded} == {"b": "PrivacyBudgetExhausted", "c": "PrivacyBudgetExhausted"}
 
 
 def test_the_budget_is_ignored_without_privacy_or_without_a_budget():

@@ -82,11 +82,18 @@ class Strategy(KubeModel):
 
 
 class PrivacyMode(str, Enum):
-    """Where differential-privacy noise is added: on each plant (local) or once at the hub (central)."""
+    """What differential privacy protects and where its noise is added.
+
+    local: each plant clips its whole update to clipNorm and noises it (protects a plant's round of data).
+    central: the hub clips each update and noises the aggregate once (same unit; the hub is trusted).
+    sample: DP-SGD on each plant, each record's gradient clipped to clipNorm and noised on every batch
+    (protects each record; far less noise for the same epsilon, so the usual choice for a few plants).
+    """
 
     OFF = "off"
     LOCAL = "local"
     CENTRAL = "central"
+    SAMPLE = "sample"
 
 
 class Privacy(KubeModel):
@@ -99,8 +106,13 @@ class Privacy(KubeModel):
     )
 
     mode: PrivacyMode = PrivacyMode.OFF
-    clip_norm: float = Field(1.0, gt=0, le=1e6)
-    noise_multiplier: float = Field(1.0, ge=0, le=1e3)
+    clip_norm: float = Field(
+        1.0, gt=0, le=1e6,
+        description="L2 bound C: of each update (local, central) or of each record's gradient (sample).",
+    )
+    noise_multiplier: float = Field(
+        1.0, ge=0, le=1e3, description="Gaussian noise std as a multiple of clipNorm (sigma).",
+    )
     delta: float = Field(1e-5, gt=0, lt=1)
     epsilon_budget: float | None = Field(
         None, gt=0, description="Leave a plant out of a round that would take its epsilon in this model's lineage"
@@ -178,6 +190,12 @@ class RoundTemplate(KubeModel):
         Rule(
             "self.strategy.name != 'fedprox' || self.training.fedProxMu > 0.0",
             "strategy fedprox needs training.fedProxMu > 0",
+            ".training.fedProxMu",
+        ),
+        Rule(
+            "self.privacy.mode != 'sample' || self.training.fedProxMu == 0.0",
+            "privacy mode sample (DP-SGD) cannot be combined with training.fedProxMu: the proximal term would "
+            "escape per-record clipping",
             ".training.fedProxMu",
         ),
     )

@@ -20,7 +20,7 @@ _CODEC_TO_WIRE = {Codec.NONE: pb.CODEC_NONE, Codec.FP16: pb.CODEC_FP16, Codec.IN
 _CODEC_FROM_WIRE = {v: k for k, v in _CODEC_TO_WIRE.items()} | {pb.CODEC_UNSPECIFIED: Codec.NONE}
 _STATE_TO_WIRE = {RoundState.OPEN: pb.ROUND_STATE_OPEN, RoundState.CLOSED: pb.ROUND_STATE_CLOSED}
 _STATE_FROM_WIRE = {v: k for k, v in _STATE_TO_WIRE.items()} | {pb.ROUND_STATE_UNSPECIFIED: RoundState.OPEN}
-_DP_MODE_TO_WIRE = {DPMode.LOCAL: pb.DP_MODE_LOCAL, DPMode.CENTRAL: pb.DP_MODE_CENTRAL}
+_DP_MODE_TO_WIRE = {DPMode.LOCAL: pb.DP_MODE_LOCAL, DPMode.CENTRAL: pb.DP_MODE_CENTRAL, DPMode.SAMPLE: pb.DP_MODE_SAMPLE}
 _DP_MODE_FROM_WIRE = {v: k for k, v in _DP_MODE_TO_WIRE.items()}
 
 
@@ -37,7 +37,7 @@ def meta_to_wire(meta: UpdateMeta) -> pb.UpdateMetadata:
         metrics=meta.metrics,
         train_seconds=meta.train_seconds,
         codec=_CODEC_TO_WIRE[meta.codec],
-        dp=pb.DPParams(**meta.dp.model_dump()),
+        dp=pb.DPParams(**meta.dp.model_dump(exclude={"mode"}), mode=_DP_MODE_TO_WIRE[meta.dp.mode]),
         total_bytes=meta.total_bytes,
         sha256=meta.sha256,
         variant=meta.variant,
@@ -48,6 +48,9 @@ def meta_from_wire(msg: pb.UpdateMetadata) -> UpdateMeta:
     """Raises pydantic.ValidationError (or ValueError for an unknown codec) on bad input."""
     if msg.codec not in _CODEC_FROM_WIRE:
         raise ValueError(f"unknown codec {msg.codec}")
+    dp_mode = DPMode.LOCAL if msg.dp.mode == pb.DP_MODE_UNSPECIFIED else _DP_MODE_FROM_WIRE.get(msg.dp.mode)
+    if dp_mode is None:
+        raise ValueError(f"unknown DP mode {msg.dp.mode}")
     return UpdateMeta(
         plant=msg.plant,
         round_id=msg.round_id,
@@ -57,6 +60,7 @@ def meta_from_wire(msg: pb.UpdateMetadata) -> UpdateMeta:
         train_seconds=msg.train_seconds,
         codec=_CODEC_FROM_WIRE[msg.codec],
         dp=DPParams(
+            mode=dp_mode,
             clip_norm=msg.dp.clip_norm,
             noise_multiplier=msg.dp.noise_multiplier,
             steps=msg.dp.steps,

@@ -7,13 +7,15 @@ from plantfed.privacy.accounting import (
     LedgerError,
     PrivacyLedger,
     central_release,
+    dearest_epsilon,
     epsilon_for,
     ledger_round_id,
+    plant_release_alternatives,
     release_for_update,
     round_releases,
 )
 
 __all__ = [
-    "DPMode", "DPRelease", "LedgerEntry", "LedgerError", "PrivacyLedger", "central_release", "epsilon_for",
-    "ledger_round_id", "release_for_update", "round_releases",
+    "DPMode", "DPRelease", "LedgerEntry", "LedgerError", "PrivacyLedger", "central_release", "dearest_epsilon",
+    "epsilon_for", "ledger_round_id", "plant_release_alternatives", "release_for_update", "round_releases",
 ]

@@ -10,9 +10,14 @@ What one accountant step is (docs/security.md says why):
   Gaussian mechanism per round, noise multiplier σ relative to one plant's clipped contribution, with
   q = the plant's probability of being selected for the round (1 unless the selection is random and
   independent of the data). Recorded for each plant whose update was aggregated.
+* **sample-level DP** (DP-SGD on the plant, opacus's `PrivacyEngine`: each example's gradient clipped to C,
+  N(0, (σ·C)²) added to every batch, batches Poisson-sampled at rate q): `steps` compositions of the
+  subsampled Gaussian mechanism, exactly what opacus's own accountant records for the plant's training.
+  One `DPRelease(σ, q, steps)` per round, with the (σ, q, steps) the plant declared with its update.
 
-The guarantee is update-level (equivalently plant-level per round): it bounds what the released updates or
-aggregates reveal about a plant's whole local dataset in that round, not about single examples beyond that.
+Local and central DP give an update-level guarantee (equivalently plant-level per round): they bound what the
+released updates or aggregates reveal about a plant's whole local dataset in that round. Sample-level DP bounds
+what everything the plant released reveals about any one of its records, which is far cheaper in noise.
 """
 
 from __future__ import annotations
@@ -21,20 +26,14 @@ import functools
 import importlib.util
 import json
 import math
-from collections.abc import Mapping
-from enum import Enum
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from plantfed.records import DPParams
+from plantfed.records import DPMode, DPParams
 from plantfed.store import StoreError, _locked, _write_atomic, check_name
-
-
-class DPMode(str, Enum):
-    LOCAL = "local"
-    CENTRAL = "central"
 
 
 class DPRelease(BaseModel):
@@ -77,7 +76,16 @@ def _rdp_analysis() -> ModuleType:
     return module
 
 
-def epsilon_for(history: list[DPRelease], delta: float) -> float:
+@functools.lru_cache(maxsize=4096)
+def _rdp(release: DPRelease) -> tuple[float, ...]:
+    """The release's Rényi DP at each of `RDP_ORDERS` (cached: a ledger repeats the same few releases)."""
+    rdp = _rdp_analysis().compute_rdp(
+        q=release.sample_rate, noise_multiplier=release.noise_multiplier, steps=release.steps, orders=RDP_ORDERS
+    )
+    return tuple(float(x) for x in rdp)
+
+
+def epsilon_for(history: Sequence[DPRelease], delta: float) -> float:
     """ε at `delta` of composing every release in `history` (opacus RDP accounting); inf if any had no noise."""
     if not 0 < delta < 1:
         raise ValueError(f"delta must be in (0, 1), got {delta}")
@@ -85,24 +93,28 @@ def epsilon_for(history: list[DPRelease], delta: float) -> float:
         return 0.0
     if any(r.noise_multiplier <= 0 for r in history):
         return math.inf
-    rdp = _rdp_analysis()
-    total = sum(
-        rdp.compute_rdp(q=r.sample_rate, noise_multiplier=r.noise_multiplier, steps=r.steps, orders=RDP_ORDERS)
-        for r in history
-    )
-    epsilon, _order = rdp.get_privacy_spent(orders=RDP_ORDERS, rdp=total, delta=delta)
+    total = [sum(orders) for orders in zip(*(_rdp(r) for r in history))]
+    epsilon, _order = _rdp_analysis().get_privacy_spent(orders=RDP_ORDERS, rdp=total, delta=delta)
     return float(epsilon)
 
 
-def release_for_update(dp: DPParams) -> DPRelease | None:
-    """The local-DP release a plant's update metadata declares, or None when it applied no noise.
+def dearest_epsilon(history: Sequence[DPRelease], alternatives: Sequence[Sequence[DPRelease]], delta: float) -> float:
+    """ε after `history` plus the dearest of `alternatives` (what one more round may cost; see `round_costs`)."""
+    return max((epsilon_for([*history, *alt], delta) for alt in alternatives), default=epsilon_for(history, delta))
 
-    A plant that noised without a clipping bound has unbounded sensitivity: that is no release at all
-    (ε = inf), which `epsilon_for` reports for σ = 0.
+
+def release_for_update(dp: DPParams) -> DPRelease | None:
+    """The plant-side release a plant's update metadata declares, or None when it did not even clip.
+
+    A DP-SGD update is charged the (σ, q, steps) it declares; a local one is a single release of the whole
+    update (q = 1), whatever SGD did inside. `DPParams` already refuses noise without a clipping bound.
     """
-    if dp.noise_multiplier <= 0 and dp.clip_norm <= 0:
+    if dp.clip_norm <= 0:
         return None
-    sigma = dp.noise_multiplier if dp.clip_norm > 0 else 0.0
+    sigma = dp.noise_multiplier
+    if dp.mode is DPMode.SAMPLE:
+        return DPRelease(mode=DPMode.SAMPLE, noise_multiplier=sigma, sample_rate=dp.sample_rate, steps=dp.steps,
+                         clip_norm=dp.clip_norm)
     return DPRelease(mode=DPMode.LOCAL, noise_multiplier=sigma, sample_rate=1.0, steps=1, clip_norm=dp.clip_norm)
 
 
@@ -125,15 +137,46 @@ def round_releases(
     out: dict[DPMode, DPRelease] = {}
     release = release_for_update(local) if local is not None else None
     if release is not None and release.noise_multiplier > 0:
-        out[DPMode.LOCAL] = release
+        out[release.mode] = release
     if central_noise_multiplier is not None:
         out[DPMode.CENTRAL] = central_release(central_noise_multiplier, central_clip_norm)
     return out
 
 
+#: The most batches per epoch a plant's first DP-SGD round is priced at (see `plant_release_alternatives`);
+#: each costs one cached RDP evaluation (~50 ms) per (σ, epochs).
+FIRST_ROUND_BATCHES = 32
+
+
+def plant_release_alternatives(
+    mode: DPMode, *, clip_norm: float, noise_multiplier: float, epochs: int, history: Sequence[DPRelease]
+) -> list[DPRelease]:
+    """What a plant's own side of its next round may cost it, known before it trains (for the ε budget).
+
+    LOCAL is one release whatever the data. DP-SGD's cost depends on the plant's data size N, which the hub
+    never sees. After one DP-SGD round it is known: opacus samples at q = 1/batches per epoch, so that round's
+    q gives the batches per epoch (assuming the plant's data and batch size are unchanged). Before it, every
+    batches-per-epoch count b is possible, and ε(q = 1/b, steps = epochs·b) is not monotone in b (at small σ
+    b = 2..4 costs more than b = 1); so each b up to FIRST_ROUND_BATCHES is an alternative and the budget
+    check takes the dearest. Beyond it ε keeps falling for any σ >= 0.3 (a test checks σ 0.5..2 up to a
+    million records; below 0.3 ε is above 40, no budget anyone sets). Aggregation charges what really ran.
+    """
+    if mode is DPMode.CENTRAL:
+        raise ValueError("the central release is the hub's, see central_release")
+    if mode is DPMode.LOCAL:
+        return [DPRelease(mode=mode, noise_multiplier=noise_multiplier, clip_norm=clip_norm)]
+    last = next((r for r in reversed(history) if r.mode is DPMode.SAMPLE), None)
+    if last is not None:
+        batches = [max(1, round(1 / last.sample_rate))]
+    else:
+        batches = list(range(1, FIRST_ROUND_BATCHES + 1))
+    return [DPRelease(mode=mode, noise_multiplier=noise_multiplier, sample_rate=1 / b, steps=epochs * b,
+                      clip_norm=clip_norm) for b in batches]
+
+
 def ledger_round_id(round_id: str, mode: DPMode) -> str:
-    """Key of one release in the ledger: a round's central release is recorded next to its local one."""
-    return round_id if mode is DPMode.LOCAL else f"{round_id}.central"
+    """Key of one release in the ledger: a round's central release is recorded next to the plant's own."""
+    return f"{round_id}.central" if mode is DPMode.CENTRAL else round_id
 
 
 class LedgerEntry(BaseModel):
@@ -205,7 +248,3 @@ class PrivacyLedger:
     def epsilon(self, plant: str, delta: float) -> float:
         """ε spent by `plant` so far at `delta` (0 for a plant never charged)."""
         return epsilon_for(self.history(plant), delta)
-
-    def would_exceed(self, plant: str, next_release: DPRelease, budget: float, delta: float) -> bool:
-        """Whether charging `next_release` would take the plant's ε above `budget`: select it only if False."""
-        return epsilon_for([*self.history(plant), next_release], delta) > budget

@@ -44,7 +44,7 @@ from plantfed.reconcile.selection import (
     Exclusion,
     Selection,
     matches_selector,
-    round_dp_releases,
+    round_dp_costs,
     select_plants,
 )
 
@@ -57,5 +57,5 @@ __all__ = [
     "ParticipantDecision", "plant_readiness", "reconcile_participant",
     "JobObservation", "JobState", "ObservedRound", "RoundDecision", "Upload", "promotion_verdict", "aggregation_job_name",
     "reconcile_round",
-    "Exclusion", "Selection", "matches_selector", "round_dp_releases", "select_plants",
+    "Exclusion", "Selection", "matches_selector", "round_dp_costs", "select_plants",
 ]

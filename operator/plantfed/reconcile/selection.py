@@ -17,8 +17,14 @@ from datetime import datetime, timedelta
 from plantfed.api.common import ConditionStatus, LabelSelector, SelectorOperator
 from plantfed.api.participant import PlantParticipant
 from plantfed.api.round import PrivacyMode, RoundTemplate
-from plantfed.privacy.accounting import DPRelease, epsilon_for, round_releases
-from plantfed.records import DPParams
+from plantfed.privacy.accounting import (
+    DPMode,
+    DPRelease,
+    central_release,
+    dearest_epsilon,
+    epsilon_for,
+    plant_release_alternatives,
+)
 from plantfed.reconcile.readiness import DEFAULT_HEARTBEAT_TIMEOUT, plant_readiness
 from plantfed.reconcile.schedule import open_window
 
@@ -55,15 +61,23 @@ def matches_selector(selector: LabelSelector, labels: Mapping[str, str]) -> bool
     return True
 
 
-def round_dp_releases(spec: RoundTemplate) -> list[DPRelease]:
-    """What taking part in a round with this spec costs a plant: what its aggregation Job will charge."""
+def round_dp_costs(spec: RoundTemplate, history: Sequence[DPRelease] = ()) -> list[list[DPRelease]]:
+    """What taking part in a round with this spec may cost a plant with this ledger `history`.
+
+    One list of releases (the plant's own, the hub's central one) per case the hub cannot tell apart before
+    the plant trains (see `plant_release_alternatives`); the budget check takes the dearest.
+    """
     privacy = spec.privacy
-    if privacy.mode is PrivacyMode.LOCAL:
-        local = DPParams(clip_norm=privacy.clip_norm, noise_multiplier=privacy.noise_multiplier)
-        return list(round_releases(local, None).values())
+    if privacy.mode in (PrivacyMode.LOCAL, PrivacyMode.SAMPLE):
+        mode = DPMode.LOCAL if privacy.mode is PrivacyMode.LOCAL else DPMode.SAMPLE
+        alternatives = plant_release_alternatives(
+            mode, clip_norm=privacy.clip_norm, noise_multiplier=privacy.noise_multiplier,
+            epochs=spec.training.epochs, history=history,
+        )
+        return [[release] for release in alternatives]
     if privacy.mode is PrivacyMode.CENTRAL:
         bound = spec.strategy.norm_bound or privacy.clip_norm
-        return list(round_releases(None, privacy.noise_multiplier, bound).values())
+        return [[central_release(privacy.noise_multiplier, bound)]]
     return []
 
 
@@ -72,7 +86,7 @@ def _over_budget(spec: RoundTemplate, history: Sequence[DPRelease]) -> str | Non
     budget, delta = spec.privacy.epsilon_budget, spec.privacy.delta
     if spec.privacy.mode is PrivacyMode.OFF or budget is None:
         return None
-    projected = epsilon_for([*history, *round_dp_releases(spec)], delta)
+    projected = dearest_epsilon(history, round_dp_costs(spec, history), delta)
     if projected <= budget:
         return None
     spent = epsilon_for(list(history), delta)

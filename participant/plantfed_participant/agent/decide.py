@@ -62,6 +62,8 @@ class TrainingSpec:
     noise_multiplier: float
     data_sub_path: str
     active_deadline_seconds: int
+    #: "local" (clip and noise the whole update) or "sample" (DP-SGD); see PrivacyMode
+    dp_mode: str = "local"
     #: "train" (train and upload an update) or "evaluate" (score the round's candidate and report the numbers)
     purpose: str = "train"
 
@@ -211,7 +213,8 @@ def _spec(fr: FederatedRound, model: FederatedModel, pp: PlantParticipant | None
     pod = fr.spec.pod
     privacy = fr.spec.privacy
     clip_norm = privacy.clip_norm if privacy.mode is not PrivacyMode.OFF else 0.0
-    noise = privacy.noise_multiplier if privacy.mode is PrivacyMode.LOCAL else 0.0
+    on_plant = privacy.mode in (PrivacyMode.LOCAL, PrivacyMode.SAMPLE)
+    noise = privacy.noise_multiplier if on_plant else 0.0
     training = fr.spec.training
     return TrainingSpec(
         round=fr.name, round_uid=fr.metadata.uid or "", model=fr.spec.model_ref, task=model.spec.task,
@@ -221,6 +224,7 @@ def _spec(fr: FederatedRound, model: FederatedModel, pp: PlantParticipant | None
         epochs=training.epochs, batch_size=training.batch_size, learning_rate=training.learning_rate,
         optimizer=training.optimizer.value, fedprox_mu=training.fed_prox_mu, codec=fr.spec.compression.value,
         clip_norm=clip_norm, noise_multiplier=noise,
+        dp_mode="sample" if privacy.mode is PrivacyMode.SAMPLE else "local",
         data_sub_path=pp.spec.data.sub_path if pp is not None else "",
         active_deadline_seconds=max(MIN_DEADLINE, deadline),
     )

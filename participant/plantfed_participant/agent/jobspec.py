@@ -41,6 +41,7 @@ def train_command(spec: TrainingSpec, cfg: AgentConfig) -> list[str]:
             "--learning-rate", repr(spec.learning_rate), "--optimizer", spec.optimizer,
             "--fedprox-mu", repr(spec.fedprox_mu), "--codec", spec.codec,
             "--clip-norm", repr(spec.clip_norm), "--noise-multiplier", repr(spec.noise_multiplier),
+            "--dp-mode", spec.dp_mode,
         ]
     cmd += ["--device", "auto" if spec.gpus > 0 else "cpu"]
     if cfg.ca_file is not None:

@@ -25,6 +25,7 @@ class DPMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DP_MODE_UNSPECIFIED: _ClassVar[DPMode]
     DP_MODE_LOCAL: _ClassVar[DPMode]
     DP_MODE_CENTRAL: _ClassVar[DPMode]
+    DP_MODE_SAMPLE: _ClassVar[DPMode]
 CODEC_UNSPECIFIED: Codec
 CODEC_NONE: Codec
 CODEC_FP16: Codec
@@ -35,18 +36,21 @@ ROUND_STATE_CLOSED: RoundState
 DP_MODE_UNSPECIFIED: DPMode
 DP_MODE_LOCAL: DPMode
 DP_MODE_CENTRAL: DPMode
+DP_MODE_SAMPLE: DPMode
 
 class DPParams(_message.Message):
-    __slots__ = ("clip_norm", "noise_multiplier", "steps", "sample_rate")
+    __slots__ = ("clip_norm", "noise_multiplier", "steps", "sample_rate", "mode")
     CLIP_NORM_FIELD_NUMBER: _ClassVar[int]
     NOISE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     clip_norm: float
     noise_multiplier: float
     steps: int
     sample_rate: float
-    def __init__(self, clip_norm: _Optional[float] = ..., noise_multiplier: _Optional[float] = ..., steps: _Optional[int] = ..., sample_rate: _Optional[float] = ...) -> None: ...
+    mode: DPMode
+    def __init__(self, clip_norm: _Optional[float] = ..., noise_multiplier: _Optional[float] = ..., steps: _Optional[int] = ..., sample_rate: _Optional[float] = ..., mode: _Optional[_Union[DPMode, str]] = ...) -> None: ...
 
 class UpdateMetadata(_message.Message):
     __slots__ = ("plant", "round_id", "base_version", "num_samples", "metrics", "train_seconds", "codec", "dp", "total_bytes", "sha256", "variant")
