@@ -13,8 +13,10 @@ import grpc
 import pytest
 import torch
 
-from engine.conftest import Hub
-from hardening.conftest import (
+from plantfed.exchange import ExchangeError
+from plantfed.records import Codec
+from support.exchange import Hub
+from support.updates import (
     MODEL,
     good_delta,
     raw_upload,
@@ -23,8 +25,6 @@ from hardening.conftest import (
     write_good_update,
     write_raw_update,
 )
-from plantfed.exchange import ExchangeError
-from plantfed.records import Codec
 
 
 @pytest.fixture

@@ -24,10 +24,10 @@ from plantfed.exchange import AdminClient
 from support.kube.environment import ClusterWithNodes
 from support.kube.ports import free_ports
 from support.kube.provisioner import STORAGE_CLASS
+from support.paths import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
-HUB_CHART = ROOT / "charts" / "plantfed-hub"
-CRDS = ROOT / "crds"
+HUB_CHART = REPO / "charts" / "plantfed-hub"
+CRDS = REPO / "crds"
 RELEASE = "plantfed"
 HEARTBEAT_TIMEOUT = 12
 """Seconds without a heartbeat before the operator takes a plant out of new rounds (chart: 90)."""
