@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import pytest
 from kubernetes import client
 
-from support.federation.hubdeploy import RELEASE, Hub, apply_crds, deploy_hub, wait_hub_ready
+from support.crds import apply_crds
+from support.federation.hubdeploy import RELEASE, Hub, deploy_hub, wait_hub_ready
 from support.federation.plantside import DATA_SUB_PATH, ChartPlant
 from support.federation.rounds import PLANTS
 from support.kube import wait_for

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support.federation.hubdeploy import apply_crds
+from support.crds import apply_crds
 from support.paths import REPO
 
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
