@@ -321,13 +321,11 @@ class Simulation:
         m.plants_late.labels(model).set(0)
         m.promoted_version.labels(model).set(report.version or 0)
         if agg.version.aggregation is not None:
+            # Update norms as the hub received them (after the plants' clipping and noise), as on a cluster.
             m.record_aggregation(model, agg.version.aggregation)
         for p in report.plants.values():
             if not p.ok:
                 continue
-            # The plant's own norm of its update before local clipping and noise (what report.json records); the
-            # aggregation's l2_norm set above is the norm the hub received, which is what the operator shows.
-            m.update_norm.labels(model, p.plant).set(p.update_norm)
             if p.epsilon is not None:
                 m.dp_epsilon.labels(model, p.plant).set(p.epsilon)
             m.plant_loss.labels(model, p.plant).set(p.metrics.get("train_loss", float("nan")))

@@ -29,6 +29,7 @@ import yaml
 from agent_objects import model_body, participant_body, round_spec, stamp
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from support.crds import apply_crds
 from support.kube import wait_for
 
 from plantfed import codecs
@@ -239,9 +240,7 @@ def _seed_model(exchange: Exchange) -> None:
 def world(hub_and_plants, tmp_path_factory) -> Iterator[World]:
     hub, plant = hub_and_plants.hub, hub_and_plants.plants[PLANT]
     root = tmp_path_factory.mktemp("agent")
-    hub.kubectl("apply", "-f", str(REPO / "crds"))
-    hub.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                *[f"crd/{p}.{GROUP}" for p in ("plantparticipants", "federatedrounds", "federatedmodels")])
+    apply_crds(hub)
     hub_ns, plant_ns = hub.create_namespace("agent-hub"), plant.create_namespace("agent-plant")
     with hub.api_client() as api:
         custom = client.CustomObjectsApi(api)

@@ -19,17 +19,11 @@ from helmchart import HUB, REPO
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from support.crds import apply_crds
+
 PIN = ["--set", "exchange.nodeSelector.plantfed\\.io/test=none", "--set", "operator.nodeSelector.plantfed\\.io/test=none"]
 PLANT_A = {"name": "plant-a", "labels": {"region": "eu"}, "data": {"pvc": {"claimName": "vibration"}}}
 PLANT_B = {"name": "plant-b", "data": {"hostPath": {"path": "/data"}}}
-
-
-def apply_crds(cluster) -> None:
-    # Shared by every test in the session's cluster, so applied server-side rather than owned by a release.
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    for path in sorted((REPO / "crds").glob("*.yaml")):
-        name = yaml.safe_load(path.read_text())["metadata"]["name"]
-        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
 
 
 def secrets(cluster, namespace: str) -> dict[str, dict[str, str]]:

@@ -3,7 +3,8 @@
 cluster and `helm install` of the plant chart running the agent.
 
 Plant ids are the examples' (stuttgart-press3 on cluster plant-a, lyon-press1 on plant-b), so
-examples/round.yaml applies as written apart from its namespace and base version.
+examples/round.yaml applies as written apart from its namespace and base version. What the tests use besides
+these fixtures is in support.federation.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from hubdeploy import RELEASE, Hub, apply_crds, deploy_hub, wait_hub_ready
 from kubernetes import client
-from plantside import DATA_SUB_PATH, ChartPlant
 
+from support.crds import apply_crds
+from support.federation.hubdeploy import RELEASE, Hub, deploy_hub, wait_hub_ready
+from support.federation.plantside import DATA_SUB_PATH, ChartPlant
+from support.federation.rounds import PLANTS
 from support.kube import wait_for
-
-PLANTS = {"stuttgart-press3": "plant-a", "lyon-press1": "plant-b"}
-"""Plant id -> the cluster it runs in."""
 
 _deployed: list[Hub] = []
 _plants: list[ChartPlant] = []
@@ -101,60 +101,3 @@ def federation(hub_and_plants, tmp_path_factory) -> Iterator[Federation]:
         # Also removes the release's ClusterRole and binding; the kept store PVC goes with the namespace.
         hub_cluster.helm("uninstall", RELEASE, "-n", namespace, "--wait", check=False)
         hub_cluster.delete_namespace(namespace)
-
-
-def phase(obj: dict) -> str | None:
-    return (obj.get("status") or {}).get("phase")
-
-
-def condition(obj: dict, type_: str) -> dict:
-    return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), {})
-
-
-def wait_phase(hub: Hub, plural: str, name: str, phases: tuple[str, ...], timeout: float = 420) -> dict:
-    """Wait until the object's phase is one of `phases`; fail at once on a round that failed unexpectedly."""
-
-    seen: list[dict] = []
-
-    def probe():
-        obj = hub.get(plural, name)
-        seen[:] = [obj.get("status") or {}]
-        if phase(obj) == "Failed" and "Failed" not in phases:
-            pytest.fail(f"{plural}/{name} failed: {condition(obj, 'Succeeded')}")
-        return obj if phase(obj) in phases else None
-
-    try:
-        return wait_for(probe, timeout=timeout, what=f"{plural}/{name} phase in {phases}",
-                        interval=0.5, ignore=(client.exceptions.ApiException,))
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\nlast status: {json.dumps(seen[-1] if seen else None, indent=1)}") from None
-
-
-def model_manifest(hub: Hub, name: str, *, suspend: bool, template: dict | None = None, stop: dict | None = None,
-                   seed: int = 7) -> dict:
-    """A FederatedModel for one test's lineage; `suspend` keeps the campaign from creating rounds."""
-    return {
-        "apiVersion": "plantfed.io/v1alpha1", "kind": "FederatedModel",
-        "metadata": {"name": name, "namespace": hub.namespace},
-        "spec": {
-            "task": "bearing", "variant": "full", "initialWeights": {"seed": seed}, "cadence": "",
-            "suspend": suspend, "stop": stop or {"maxRounds": 1},
-            "roundTemplate": template or {"plants": list(PLANTS), "minParticipants": 1, "pod": {"gpus": 1}},
-        },
-    }
-
-
-def round_manifest(hub: Hub, name: str, model: str, **spec) -> dict:
-    return {
-        "apiVersion": "plantfed.io/v1alpha1", "kind": "FederatedRound",
-        "metadata": {"name": name, "namespace": hub.namespace},
-        "spec": {"modelRef": model, "plants": list(PLANTS), "minParticipants": 2, "deadlineSeconds": 600,
-                 "training": {"epochs": 1, "batchSize": 32, "learningRate": 0.05}, **spec},
-    }
-
-
-def create_lineage(hub: Hub, name: str, **kwargs) -> dict:
-    """Apply a suspended FederatedModel and wait for its init Job to promote version 1."""
-    hub.apply(model_manifest(hub, name, suspend=True, **kwargs))
-    return wait_for(lambda: (fm := hub.get("federatedmodels", name)).get("status", {}).get("promotedVersion") and fm,
-                    timeout=240, what=f"model {name} initialised", interval=0.5)

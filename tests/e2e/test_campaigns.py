@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import urllib.request
 
-from conftest import PLANTS, condition, create_lineage, model_manifest, round_manifest, wait_phase
 from kubernetes import client
 
+from support.federation.rounds import PLANTS, condition, create_lineage, model_manifest, round_manifest, wait_phase
 from support.kube import wait_for
 
 ACCURACY = "global_test_accuracy"

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hubdeploy import ROOT, apply_crds
 
-EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+from support.crds import apply_crds
+from support.paths import REPO
+
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")

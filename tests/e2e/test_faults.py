@@ -10,14 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import PLANTS, create_lineage, round_manifest, wait_phase
-from hubdeploy import Hub, store_root
 from kubernetes import client
 
 from plantfed.cli import build_parser, strategy_from_args
 from plantfed.records import RoundRecord
 from plantfed.round_aggregation import aggregate_round
 from plantfed.store import ModelStore
+from support.federation.hubdeploy import Hub, store_root
+from support.federation.rounds import PLANTS, create_lineage, round_manifest, wait_phase
 from support.kube import wait_for
 from support.kube.controlplane import ControlPlane
 

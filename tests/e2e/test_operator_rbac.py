@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import PLANTS, model_manifest, wait_phase
 
+from support.federation.rounds import PLANTS, model_manifest, wait_phase
 from support.kube import wait_for
 from support.kube.audit import by_user, grant_of, rbac_grants, read_events
 

@@ -6,9 +6,9 @@ import re
 import urllib.request
 
 import pytest
-from conftest import PLANTS, condition, create_lineage, round_manifest, wait_phase
 
 from plantfed.privacy import DPMode, DPRelease, epsilon_for
+from support.federation.rounds import PLANTS, condition, create_lineage, round_manifest, wait_phase
 
 DELTA = 1e-5
 SIGMA = 1.0

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import PLANTS, condition, wait_phase
-from hubdeploy import ROOT
 from kubernetes import client
 
+from support.federation.rounds import PLANTS, condition, wait_phase
 from support.kube import wait_for
+from support.paths import REPO
 
 
 def example(name: str, namespace: str) -> dict:
-    (doc,) = [d for d in yaml.safe_load_all((ROOT / "examples" / name).read_text()) if d]
+    (doc,) = [d for d in yaml.safe_load_all((REPO / "examples" / name).read_text()) if d]
     doc["metadata"]["namespace"] = namespace
     return doc
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from conftest import Hub
-from test_runtime import CFG, MODEL, runtime_for, seed_bearing
 
 from plantfed.aggregation import StrategyConfig
 from plantfed.exchange.errors import ExchangeError
@@ -13,6 +11,8 @@ from plantfed.records import EvaluationRecord
 from plantfed.round_aggregation import aggregate_round
 from plantfed_participant.runtime import RoundNotForThisPlant
 from plantfed_participant.tasks.bearing import BearingTask
+from support.exchange import Hub
+from support.plant_runtime import CFG, MODEL, runtime_for, seed_bearing
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import ADMIN_TOKEN, Hub, meta_for, wait_until, write_payload
 
 from plantfed.exchange import ExchangeError
 from plantfed.exchange.convert import meta_to_wire
@@ -17,6 +16,7 @@ from plantfed.records import RoundState
 from plantfed.store import file_sha256
 from plantfed.wire.v1 import exchange_pb2 as pb
 from plantfed.wire.v1 import exchange_pb2_grpc as pb_grpc
+from support.exchange import ADMIN_TOKEN, Hub, meta_for, wait_until, write_payload
 
 
 def refused(code: grpc.StatusCode, fn, *args, **kwargs) -> ExchangeError:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import ADMIN_TOKEN, Hub, Pki, meta_for, write_payload, write_token_book
 
 from plantfed.exchange import (
     AdminClient,
@@ -25,6 +24,8 @@ from plantfed.records import RoundRecord
 from plantfed.store import ModelStore
 from plantfed.wire.v1 import exchange_pb2 as pb
 from plantfed.wire.v1 import exchange_pb2_grpc as pb_grpc
+from support.exchange import ADMIN_TOKEN, Hub, meta_for, write_payload, write_token_book
+from support.tls import Pki
 
 
 def _secret_mount(root: Path, generation: str, tokens: dict[str, str]) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import ADMIN_TOKEN, FAST_RETRY, meta_for, write_payload, write_token_book
-
 from plantfed.exchange.auth import TokenBook
 from plantfed.exchange.client import AdminClient, ExchangeClient
 from plantfed.exchange.payload import PayloadCheck
@@ -13,6 +11,7 @@ from plantfed.exchange.server import build_server
 from plantfed.metrics import Metrics
 from plantfed.records import RoundRecord
 from plantfed.store import ModelStore
+from support.exchange import ADMIN_TOKEN, FAST_RETRY, meta_for, write_payload, write_token_book
 
 
 def test_accepted_bytes_and_served_bytes_are_counted(tmp_path: Path, plant_tokens: dict[str, str]) -> None:

@@ -8,12 +8,13 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import ADMIN_TOKEN, FAST_RETRY, ServerProcess, meta_for, wait_until, write_payload
 
 from plantfed.exchange import AdminClient, ExchangeClient, Receipt
 from plantfed.exchange.transport import MAX_CHUNK
 from plantfed.records import RoundRecord
 from plantfed.store import ModelStore
+from support.exchange import ADMIN_TOKEN, FAST_RETRY, meta_for, wait_until, write_payload
+from support.exchange_process import ServerProcess
 
 pytestmark = pytest.mark.slow
 

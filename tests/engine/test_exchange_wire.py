@@ -7,9 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO
-
 from plantfed.wire import generate
+from support.paths import REPO
 
 
 def test_committed_stubs_match_the_proto() -> None:

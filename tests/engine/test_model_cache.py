@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import Hub
 from plantfed.exchange.client import ExchangeClient, RetryPolicy
 from plantfed_participant.model_cache import ModelCache
+from support.exchange import Hub
 
 
 def test_refresh_caches_the_promoted_model_and_keeps_it_when_the_hub_is_gone(hub: Hub, tmp_path: Path) -> None:

@@ -2,45 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from conftest import Hub
 
 from plantfed import codecs
 from plantfed.exchange.errors import ExchangeError
 from plantfed.records import Codec
-from plantfed_participant.runtime import ParticipationConfig, PlantRuntime, RoundNotForThisPlant
-from plantfed_participant.sdk import DataSpec
+from plantfed_participant.runtime import ParticipationConfig, RoundNotForThisPlant
 from plantfed_participant.tasks.bearing import BearingTask
-from plantfed_participant.training import LocalTrainingConfig
-
-SMALL = {"recordings_per_class": 2, "seconds": 2.0}
-MODEL = "bearing"
-
-
-class HeadStaysHome(BearingTask):
-    """The bearing task with a personalised classifier head that is never sent to the hub."""
-
-    def local_parameter_patterns(self) -> tuple[str, ...]:
-        return ("head.*",)
-
-
-def seed_bearing(hub: Hub, task: BearingTask) -> Path:
-    torch.manual_seed(0)
-    path = hub.tmp / "initial.safetensors"
-    codecs.save_state(task.build_model("full").state_dict(), path)
-    hub.admin().publish_model(MODEL, path, promote=True)
-    return path
-
-
-def runtime_for(hub: Hub, plant: str, task: BearingTask, index: int = 0) -> PlantRuntime:
-    data = DataSpec(plant=plant, plant_index=index, num_plants=3, options=SMALL)
-    return PlantRuntime(plant, task, data, hub.tmp / "plants" / plant, hub.plant(plant))
-
-
-CFG = ParticipationConfig(training=LocalTrainingConfig(epochs=1, batch_size=32, learning_rate=0.05), seed=3)
+from support.exchange import Hub
+from support.plant_runtime import CFG, MODEL, HeadStaysHome, runtime_for, seed_bearing
 
 
 def test_update_is_a_delta_of_the_declared_samples_and_only_metrics_travel(hub: Hub) -> None:
@@ -150,7 +121,7 @@ def test_the_aggregate_command_leaves_the_tasks_personal_layers_out(hub: Hub) ->
     runtime_for(hub, "plant-a", task).participate("r1", CFG)
     hub.store.close_round("r1")
 
-    assert main(["aggregate", f"--store={hub.store.root}", "--round=r1", "--task=test_runtime:HeadStaysHome"]) == 0
+    assert main(["aggregate", f"--store={hub.store.root}", "--round=r1", "--task=support.plant_runtime:HeadStaysHome"]) == 0
 
     base = codecs.load_state(base_path)
     new = codecs.load_state(hub.store.blob_path(hub.store.candidate("r1").digest))

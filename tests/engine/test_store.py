@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
 
 from plantfed.records import RoundRecord, RoundState, UpdateMeta
 from plantfed.store import (
@@ -26,6 +25,7 @@ from plantfed.store import (
     OffsetError,
     RoundClosedError,
 )
+from support.exchange import wait_until
 
 
 def sha(data: bytes) -> str:

@@ -15,12 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.conftest import Hub
-from hardening.conftest import MODEL, write_good_update
 from plantfed import codecs
 from plantfed.store import file_sha256
 from plantfed.wire.v1 import exchange_pb2 as pb
 from plantfed.wire.v1 import exchange_pb2_grpc as pb_grpc
+from support.exchange import Hub
+from support.updates import MODEL, base_state, write_good_update
 
 FUZZ = settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
@@ -146,8 +146,6 @@ def test_random_upload_streams_never_crash_or_commit_garbage(strict_hub: Hub, go
 
 
 def test_validator_refuses_any_bytes_with_payload_error(tmp_path: Path, good_bytes: bytes) -> None:
-    from hardening.conftest import base_state
-
     base = tmp_path / "base.safetensors"
     codecs.save_state(base_state(), base)
     target = tmp_path / "fuzzed.safetensors"

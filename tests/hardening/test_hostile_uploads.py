@@ -13,8 +13,11 @@ import grpc
 import pytest
 import torch
 
-from engine.conftest import Hub
-from hardening.conftest import (
+from plantfed.exchange import ExchangeError
+from plantfed.records import Codec
+from plantfed.wire.v1 import exchange_pb2 as pb
+from support.exchange import Hub
+from support.updates import (
     MODEL,
     good_delta,
     raw_upload,
@@ -23,9 +26,6 @@ from hardening.conftest import (
     write_good_update,
     write_raw_update,
 )
-from plantfed.exchange import ExchangeError
-from plantfed.records import Codec
-from plantfed.wire.v1 import exchange_pb2 as pb
 
 
 @pytest.fixture

@@ -17,8 +17,6 @@ from cryptography.hazmat.primitives import serialization
 
 from cryptography.hazmat.primitives import hashes
 
-from engine.conftest import ADMIN_TOKEN, FAST_RETRY, _cert, _key, _pem_key, make_pki
-from hardening.conftest import MODEL, base_state, update_meta, write_good_update
 from plantfed import codecs
 from plantfed.exchange import AdminClient, ExchangeClient, ExchangeError, ServerTLS, TokenBook, build_server
 from plantfed.exchange.auth import PLANT_URI_PREFIX
@@ -26,6 +24,9 @@ from plantfed.records import RoundRecord
 from plantfed.store import ModelStore
 from plantfed.wire.v1 import exchange_pb2 as pb
 from plantfed.wire.v1 import exchange_pb2_grpc as pb_grpc
+from support.exchange import ADMIN_TOKEN, FAST_RETRY
+from support.tls import issue_cert, make_pki, new_key, pem_key
+from support.updates import MODEL, base_state, update_meta, write_good_update
 
 TOKENS = {"plant-a": "tok-a", "plant-b": "tok-b"}
 
@@ -41,23 +42,23 @@ class Ca:
 
     def issue(self, cn: str | None, uris: tuple[str, ...] = ()) -> tuple[bytes, bytes]:
         """(tls.crt, tls.key) of a client certificate with this CN (None: an empty subject) and SAN URIs."""
-        key = _key()
+        key = new_key()
         sans = [x509.UniformResourceIdentifier(u) for u in uris] or None
         if cn is not None:
-            cert = _cert(cn, key, self.cert.subject, self.key, ca=False, sans=sans)
+            cert = issue_cert(cn, key, self.cert.subject, self.key, ca=False, sans=sans)
         else:
-            template = _cert("template", key, self.cert.subject, self.key, ca=False)
+            template = issue_cert("template", key, self.cert.subject, self.key, ca=False)
             cert = x509.CertificateBuilder(
                 subject_name=x509.Name([]), issuer_name=template.issuer, public_key=key.public_key(),
                 serial_number=x509.random_serial_number(), not_valid_before=template.not_valid_before_utc,
                 not_valid_after=template.not_valid_after_utc,
             ).sign(self.key, hashes.SHA256())
-        return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
+        return cert.public_bytes(serialization.Encoding.PEM), pem_key(key)
 
 
 def new_ca(name: str) -> Ca:
-    key = _key()
-    return Ca(_cert(name, key, None, key, ca=True), key)
+    key = new_key()
+    return Ca(issue_cert(name, key, None, key, ca=True), key)
 
 
 @dataclass

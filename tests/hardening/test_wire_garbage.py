@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from engine.conftest import Hub
-from hardening.conftest import MODEL, update_meta, write_good_update
+from support.exchange import Hub
+from support.updates import MODEL, update_meta, write_good_update
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 GARBAGE = {

@@ -24,6 +24,7 @@ from promserver import Prometheus, free_port, require_prometheus
 from support.kube.wait import wait_for
 
 from plantfed.report import PrometheusSource, render_prometheus
+from plantfed.store import ModelStore
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "charts" / "plantfed-hub" / "dashboards" / "plantfed-convergence.json"
@@ -187,6 +188,9 @@ def test_final_values_match_the_run_report(observed: ObservedRun) -> None:
     prom, report = observed.prom, observed.report
     m = f'namespace="{NAMESPACE}", model="{MODEL}"'
     last = report["rounds"][-1]
+    # The norms the hub received (after each plant's clipping and noise), as the aggregation recorded them.
+    aggregation = ModelStore(observed.out / "hub" / "store").get_model(MODEL, last["version"]).aggregation
+    assert aggregation is not None
     assert prom.value(f"plantfed_round_number{{{m}}}") == ROUNDS
     assert prom.value(f"plantfed_promoted_version{{{m}}}") == last["version"]
     assert prom.value(f'plantfed_rounds_total{{{m}, outcome="succeeded"}}') == ROUNDS
@@ -198,7 +202,7 @@ def test_final_values_match_the_run_report(observed: ObservedRun) -> None:
         pm = f'{m}, plant="{plant}"'
         final = report["final_evaluation"][plant]
         assert prom.value(f"plantfed_plant_accuracy{{{pm}}}") == pytest.approx(final["test_accuracy"])
-        assert prom.value(f"plantfed_update_l2_norm{{{pm}}}") == pytest.approx(last["plants"][plant]["update_norm"])
+        assert prom.value(f"plantfed_update_l2_norm{{{pm}}}") == pytest.approx(aggregation.plants[plant]["l2_norm"])
         assert prom.value(f"plantfed_dp_epsilon_spent{{{pm}}}") == pytest.approx(report["privacy"]["epsilon"][plant])
         received = sum(r["plants"][plant]["bytes_sent"] for r in report["rounds"])
         assert prom.value(f"plantfed_update_bytes_received_total{{{pm}}}") == received

@@ -9,38 +9,35 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import ConcatDataset, DataLoader
+from torch.utils.data import ConcatDataset
 
 from plantfed_participant.sdk import DataSpec, PlantData
 from plantfed_participant.tasks.bearing.task import BearingTask
+from plantfed_participant.training import LocalTrainingConfig, evaluate, train_local
 
 
 def train(task: BearingTask, variant: str, data: list[PlantData], epochs: int, seed: int,
           device: torch.device) -> tuple[torch.nn.Module, float]:
-    """Adam on the pooled train splits of `data`; returns the model and mean seconds per epoch."""
+    """Adam on the pooled train splits of `data`; returns the model and mean seconds per epoch.
+
+    Plants' own loop (`train_local`): these baselines and a federated run differ in data and settings, not in code.
+    """
     torch.manual_seed(seed)
-    model = task.build_model(variant).to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loader = DataLoader(ConcatDataset([d.train for d in data]), batch_size=32, shuffle=True)
-    start = time.perf_counter()
-    for _ in range(epochs):
-        model.train()
-        for batch in loader:
-            result = task.batch_loss(model, batch, device)
-            optimiser.zero_grad()
-            result.loss.backward()
-            optimiser.step()
-    return model, (time.perf_counter() - start) / epochs
+    model = task.build_model(variant)
+    cfg = LocalTrainingConfig(epochs=epochs, batch_size=32, learning_rate=1e-3, optimizer="adam")
+    result = train_local(task, model, ConcatDataset([d.train for d in data]), cfg, device, seed=seed)
+    return model, result.seconds / epochs
 
 
 def test_all(task: BearingTask, model: torch.nn.Module, data: list[PlantData], device: torch.device) -> list[dict]:
-    return [{"plant": d.info["plant"], **{k: round(v, 4) for k, v in
-             task.evaluate(model, DataLoader(d.test, batch_size=256), device).items()
-             if k in ("accuracy", "balanced_accuracy")}} for d in data]
+    return [
+        {"plant": d.info["plant"], **{k: round(v, 4) for k, v in evaluate(task, model, d.test, device).items()
+                                      if k in ("accuracy", "balanced_accuracy")}}
+        for d in data
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,6 @@
 """Install the hub with `helm install` of its chart into a namespace of the hub cluster, as a user would.
 
-The CRDs are applied once by the suite (`crds.enabled=false`, the documented mode for clusters where
+The CRDs are applied by the suite (support.crds; `crds.enabled=false`, the documented mode for clusters where
 another tool manages them: the session's clusters are shared by tests). A post-renderer
 (`hub_postrender.py`) moves the exchange's fixed ports to free ones, because fake nodes run every pod
 on this machine's loopback; everything else, including the Secrets Helm generates, is the chart's.
@@ -24,10 +24,9 @@ from plantfed.exchange import AdminClient
 from support.kube.environment import ClusterWithNodes
 from support.kube.ports import free_ports
 from support.kube.provisioner import STORAGE_CLASS
+from support.paths import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
-HUB_CHART = ROOT / "charts" / "plantfed-hub"
-CRDS = ROOT / "crds"
+HUB_CHART = REPO / "charts" / "plantfed-hub"
 RELEASE = "plantfed"
 HEARTBEAT_TIMEOUT = 12
 """Seconds without a heartbeat before the operator takes a plant out of new rounds (chart: 90)."""
@@ -92,14 +91,6 @@ class Hub:
         with self.cluster.api_client() as api:
             return client.CoreV1Api(api).list_namespaced_pod(
                 self.namespace, label_selector="app.kubernetes.io/name=plantfed-operator").items
-
-
-def apply_crds(cluster: ClusterWithNodes) -> None:
-    """The generated CRDs, applied server-side (idempotent across tests sharing the cluster)."""
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
-    for path in sorted(CRDS.glob("*.yaml")):
-        name = yaml.safe_load(path.read_text())["metadata"]["name"]
-        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
 
 
 POSTRENDER = Path(__file__).with_name("hub_postrender.py")

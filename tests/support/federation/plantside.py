@@ -16,18 +16,19 @@ from typing import Any
 
 import numpy as np
 import yaml
-from hubdeploy import HEARTBEAT_EVERY, ROOT, Hub
 from kubernetes import client
 
 from plantfed_participant.agent.naming import ROUND_ANNOTATION
 from plantfed_participant.tasks.bearing.synthetic import SyntheticSizes, synthetic_plant
+from support.federation.hubdeploy import HEARTBEAT_EVERY, Hub
 from support.kube import wait_for
 from support.kube.environment import ClusterWithNodes
 from support.kube.ports import free_ports
+from support.paths import REPO
 
-PLANT_CHART = ROOT / "charts" / "plantfed-plant"
+PLANT_CHART = REPO / "charts" / "plantfed-plant"
 DATA_SUB_PATH = "bearings"
-"""The PlantParticipants' spec.data.subPath (conftest.plant_values): the agent mounts only that part."""
+"""The PlantParticipants' spec.data.subPath (tests/e2e/conftest.py, plant_values): the agent mounts only that part."""
 RECORDINGS_PER_CLASS = 3
 """Small synthetic bearing data: a round trains in seconds on a CPU."""
 
