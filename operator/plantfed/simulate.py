@@ -122,14 +122,17 @@ def plant_name(index: int) -> str:
 
 class Simulation:
     def __init__(self, cfg: SimulationConfig, console: Console | None = None):
+        if not 0 <= cfg.holdout < cfg.plants:
+            raise ValueError(f"--holdout {cfg.holdout} must leave at least one of the {cfg.plants} plants training")
+        if cfg.dp_mode is DPMode.SAMPLE and cfg.clip_norm > 0 and cfg.fedprox_mu > 0:
+            raise ValueError("--dp-mode sample (DP-SGD) cannot be combined with --fedprox-mu: the proximal term's "
+                             "gradient would escape per-record clipping")
         self.cfg = cfg
         self.console = console or Console()
         self.out = Path(cfg.out).resolve()
         self.task = load_task(cfg.task)
         self.store = ModelStore(self.out / "hub" / "store")
         self.metrics = Metrics()
-        if not 0 <= cfg.holdout < cfg.plants:
-            raise ValueError(f"--holdout {cfg.holdout} must leave at least one of the {cfg.plants} plants training")
         everyone = [plant_name(i) for i in range(cfg.plants)]
         self.plants = everyone[: cfg.plants - cfg.holdout]
         self.holdout = everyone[cfg.plants - cfg.holdout :]

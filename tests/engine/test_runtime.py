@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from plantfed import codecs
 from plantfed.exchange.errors import ExchangeError
-from plantfed.records import Codec
+from plantfed.records import Codec, DPMode
 from plantfed_participant.runtime import ParticipationConfig, RoundNotForThisPlant
 from plantfed_participant.tasks.bearing import BearingTask
 from support.exchange import Hub
@@ -166,3 +168,51 @@ def test_a_version_no_round_produced_carries_no_aggregation(hub: Hub) -> None:
     seed_bearing(hub, BearingTask())
     (seeded,) = hub.admin().list_versions(MODEL)
     assert seeded.aggregation is None
+
+
+def _stored(hub: Hub, round_id: str, plant: str) -> dict[str, torch.Tensor]:
+    (record,) = [u for u in hub.store.updates(round_id) if u.meta.plant == plant]
+    return dict(codecs.iter_update(hub.store.blob_path(record.digest)))
+
+
+@pytest.mark.parametrize("dp_mode", [DPMode.LOCAL, DPMode.SAMPLE])
+def test_dp_noise_differs_between_plants_that_would_otherwise_upload_the_same_update(hub: Hub, dp_mode: DPMode) -> None:
+    """Two plants with the same data, seed and round train identically; only unpredictable noise tells them apart.
+
+    With noise drawn from the seed and round id (both known to the hub) the hub could subtract it again.
+    """
+    task = BearingTask()
+    seed_bearing(hub, task)
+    hub.open_round("r1", plants=("plant-a", "plant-b"), model=MODEL)
+    clipped = ParticipationConfig(training=CFG.training, seed=3, clip_norm=1.0, dp_mode=dp_mode)
+    noised = replace(clipped, noise_multiplier=0.5)
+    hub.open_round("r2", plants=("plant-a", "plant-b"), model=MODEL)
+    for plant in ("plant-a", "plant-b"):
+        runtime = runtime_for(hub, plant, task, index=0)
+        runtime.participate("r1", noised)
+    a, b = _stored(hub, "r1", "plant-a"), _stored(hub, "r1", "plant-b")
+    assert any(not torch.equal(a[n], b[n]) for n in a if a[n].is_floating_point())
+    if dp_mode is DPMode.LOCAL:  # without noise the same two plants upload bit-identical updates
+        for plant in ("plant-a", "plant-b"):
+            runtime_for(hub, plant, task, index=0).participate("r2", clipped)
+        a, b = _stored(hub, "r2", "plant-a"), _stored(hub, "r2", "plant-b")
+        assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_a_dp_sgd_update_declares_its_steps_and_rate_and_is_not_clipped_again(hub: Hub) -> None:
+    task = BearingTask()
+    seed_bearing(hub, task)
+    hub.open_round("r1", plants=("plant-a",), model=MODEL)
+    cfg = ParticipationConfig(training=CFG.training, seed=3, clip_norm=0.01, noise_multiplier=0.8,
+                              dp_mode=DPMode.SAMPLE)
+    report = runtime_for(hub, "plant-a", task).participate("r1", cfg)
+    (record,) = hub.store.updates("r1")
+    batches = -(-record.meta.num_samples // CFG.training.batch_size)
+    dp = record.meta.dp
+    assert (dp.mode, dp.clip_norm, dp.noise_multiplier) == (DPMode.SAMPLE, 0.01, 0.8)
+    assert (dp.steps, dp.sample_rate) == (batches, pytest.approx(1 / batches))
+    # 0.01 bounds each record's gradient, not the update: the update is DP-SGD's output, uploaded as it is.
+    assert report.update_norm > 0.01
+    norm = float(torch.sqrt(sum(t.double().pow(2).sum() for t in _stored(hub, "r1", "plant-a").values()
+                                if t.is_floating_point())))
+    assert norm == pytest.approx(report.update_norm, rel=1e-4)

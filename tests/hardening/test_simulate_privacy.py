@@ -1,4 +1,4 @@
-"""`plantfed simulate` with local DP: ε per plant after every round, the metrics, and the ε budget enforced."""
+"""`plantfed simulate` with DP: ε per plant after every round, the metrics, and the ε budget enforced."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opacus.accountants import RDPAccountant
 from rich.console import Console
 
 from plantfed import codecs
@@ -78,3 +79,37 @@ def test_the_exported_update_norm_is_the_norm_the_hub_received(dp_run: DPRun) ->
         received = received_norm(dp_run.sim, round_["round_id"], plant)
         assert exported == pytest.approx(received, rel=1e-4)
         assert round_["plants"][plant]["update_norm"] != pytest.approx(received, rel=1e-2), "noise changed nothing?"
+
+
+def test_dp_sgd_plants_declare_what_they_ran_and_the_ledger_composes_it_like_opacus(tmp_path: Path) -> None:
+    """Privacy mode sample end to end: real opacus in each plant process, real uploads, the hub's ledger."""
+    cfg = SimulationConfig(
+        plants=len(PLANTS), rounds=2, out=tmp_path / "run", epochs=1, batch_size=64,
+        data_options={"recordings_per_class": "1", "seconds": "2.0"},
+        clip_norm=1.0, noise_multiplier=1.2, dp_mode=DPMode.SAMPLE, dp_delta=DELTA,
+    )
+    with open(tmp_path / "console.txt", "w") as console:
+        sim = Simulation(cfg, console=Console(file=console))
+        report = sim.run()
+
+    assert [r["round"] for r in report["rounds"]] == [1, 2]
+    for plant in PLANTS:
+        declared = [u.meta for r in report["rounds"] for u in sim.store.updates(r["round_id"]) if u.meta.plant == plant]
+        batches = math.ceil(declared[0].num_samples / 64)
+        for meta in declared:
+            assert meta.dp.mode is DPMode.SAMPLE
+            assert (meta.dp.noise_multiplier, meta.dp.clip_norm) == (1.2, 1.0)
+            assert (meta.dp.sample_rate, meta.dp.steps) == (pytest.approx(1 / batches), batches)
+        history = sim.ledger.history(plant)
+        assert [r.mode for r in history] == [DPMode.SAMPLE, DPMode.SAMPLE]
+        reference = RDPAccountant()
+        reference.history = [(1.2, 1 / batches, 2 * batches)]
+        assert report["privacy"]["epsilon"][plant] == pytest.approx(reference.get_epsilon(DELTA))
+
+
+def test_dp_sgd_with_fedprox_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    cfg = SimulationConfig(out=tmp_path / "run", clip_norm=1.0, noise_multiplier=1.0, dp_mode=DPMode.SAMPLE,
+                           fedprox_mu=0.01)
+    with pytest.raises(ValueError, match="cannot be combined with --fedprox-mu"):
+        Simulation(cfg)
+    assert not (tmp_path / "run").exists()
