@@ -22,6 +22,7 @@ from cryptography.x509.oid import NameOID
 from safetensors.numpy import save_file
 
 from plantfed.exchange import AdminClient, ExchangeClient, PayloadCheck, RetryPolicy, ServerTLS, TokenBook, build_server
+from plantfed.exchange.auth import ADMIN_CERT_NAME
 from plantfed.records import RoundRecord, UpdateMeta
 from plantfed.store import ModelStore, file_sha256
 
@@ -200,7 +201,7 @@ def make_pki() -> Pki:
         sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
     )
     client_key = _key()
-    client = _cert("plant-a", client_key, ca.subject, ca_key, ca=False)
+    client = _cert(ADMIN_CERT_NAME, client_key, ca.subject, ca_key, ca=False)  # the admin's, for mTLS
     pem = lambda c: c.public_bytes(serialization.Encoding.PEM)  # noqa: E731
     return Pki(
         ca_cert=pem(ca),
