@@ -86,20 +86,16 @@ def parse_options(pairs: list[str]) -> dict[str, str]:
 
 def _plant_runtime(args: argparse.Namespace):
     from plantfed.exchange.client import ExchangeClient
+    from plantfed.exchange.transport import ClientTLS
     from plantfed_participant.runtime import PlantRuntime
     from plantfed_participant.sdk import DataSpec, load_task
 
     token = args.token_file.read_text().strip()
-    root_cert = args.ca_file.read_bytes() if args.ca_file else None
-    if (args.client_cert is None) != (args.client_key is None):
-        raise SystemExit("--client-cert and --client-key go together")
-    if args.client_cert and root_cert is None:
-        raise SystemExit("--client-cert needs TLS: pass --ca-file too")
-    client = ExchangeClient(
-        args.exchange, token, root_cert=root_cert,
-        client_cert=args.client_cert.read_bytes() if args.client_cert else None,
-        client_key=args.client_key.read_bytes() if args.client_key else None,
-    )
+    try:
+        tls = ClientTLS.from_files(args.ca_file, args.client_cert, args.client_key)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    client = ExchangeClient(args.exchange, token, **tls.channel_kwargs())
     data = DataSpec(
         plant=args.plant, path=args.data, plant_index=args.plant_index, num_plants=args.num_plants, seed=args.seed,
         options=parse_options(args.data_option),

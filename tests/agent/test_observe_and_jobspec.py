@@ -137,6 +137,47 @@ def test_evaluation_job_manifest_scores_the_candidate_on_the_same_data_without_a
     assert pod_spec["volumes"][2]["secret"]["secretName"] == "eval-r1-token"
 
 
+@pytest.mark.parametrize("purpose", ["train", "evaluate"])
+def test_under_mutual_tls_the_plants_certificate_secret_is_mounted_into_training_and_evaluation_pods(tmp_path, purpose):
+    r = fr("r1", {"plant-a": "Uploaded" if purpose == "evaluate" else "Assigned"}, uid="u-r1")
+    r.status.evaluation = RoundEvaluation(version=2, start_time=NOW, expected=1)
+    spec = evaluation_spec(r, fm(), pp(), NOW) if purpose == "evaluate" else training_spec(r, fm(), pp(), 1, NOW)
+    cfg = config(tmp_path, client_cert=tmp_path / "tls.crt", client_key=tmp_path / "tls.key",
+                 client_cert_secret="plantfed-plant-a-tls")
+    pod_spec = training_job(spec, cfg)["spec"]["template"]["spec"]
+    (container,) = pod_spec["containers"]
+    cmd = container["command"]
+    assert cmd[1] == purpose
+    flags = dict(zip(cmd[2::2], cmd[3::2]))
+    assert flags["--client-cert"] == "/var/run/plantfed/client-tls/tls.crt"
+    assert flags["--client-key"] == "/var/run/plantfed/client-tls/tls.key"
+    assert flags["--ca-file"] == "/var/run/plantfed/exchange/ca.crt"
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/var/run/plantfed/client-tls")
+    volume = next(v for v in pod_spec["volumes"] if v["name"] == mount["name"])
+    assert mount["readOnly"] is True
+    assert volume["secret"] == {"secretName": "plantfed-plant-a-tls", "defaultMode": 0o440,
+                                "items": [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}]}
+
+    plain = training_job(spec, config(tmp_path))["spec"]["template"]["spec"]
+    assert "--client-cert" not in plain["containers"][0]["command"]
+    assert [v["name"] for v in plain["volumes"]] == ["data", "cache", "exchange", "tmp"]
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"client_cert_secret": "s"}, "--client-cert, --client-key and --client-cert-secret go together"),
+        ({"client_cert": Path("c"), "client_key": Path("k")}, "go together"),
+        ({"client_cert": Path("c"), "client_key": Path("k"), "client_cert_secret": "s", "ca_file": None},
+         "--client-cert needs TLS"),
+    ],
+    ids=["secret-alone", "no-secret-for-the-jobs", "without-tls"],
+)
+def test_an_incomplete_client_certificate_setting_is_refused(tmp_path, kw, message):
+    with pytest.raises(ConfigError, match=message):
+        config(tmp_path, **kw)
+
+
 def test_token_secret_is_owned_by_its_job():
     secret = token_secret("plant-a", "plantfed", "train-r1", "job-uid", "r1", "s3cret", "CA")
     (owner,) = secret["metadata"]["ownerReferences"]

@@ -52,6 +52,8 @@ HUB_TOGGLES = {
                          "--set", "exchange.store.existingClaim=store"],
     "loadbalancer": ["--set", "exchange.service.type=LoadBalancer", "--set", "tls.extraDnsNames={hub.example.com}",
                      "--set", "tls.extraIPs={203.0.113.7}"],
+    "mutual-tls": ["--set", "tls.mutual.enabled=true"],
+    "mutual-tls-cert-manager": ["--set", "tls.mutual.enabled=true", "--set", "tls.certManager.enabled=true"],
 }
 PLANT_TOGGLES = {
     "defaults": [],
@@ -59,6 +61,7 @@ PLANT_TOGGLES = {
     "monitoring": ["--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.podMonitor.enabled=true",
                    "--set", "networkPolicy.enabled=true"],
     "no-tls": ["--set", "hub.tls=false"],
+    "mutual-tls": ["--set", "hub.clientCertSecret=plantfed-client-tls"],
     "tuned": ["--set", "training.nodeSelector.gpu=a100", "--set", "training.nodeSelector.zone=line-3",
               "--set-json", 'training.tolerations=[{"key":"nvidia.com/gpu","operator":"Exists","effect":"NoSchedule"}]',
               "--set", "data.options.format=npz", "--set", "data.options.window=2048",

@@ -2,8 +2,8 @@
 
 What only a cluster can show: generated certificates and tokens survive `helm upgrade` (they are
 looked up, not re-generated), a changed name re-signs the server certificate with the same CA,
-adding a plant keeps the other plants' tokens, and a plant's ServiceAccount can really touch only
-its own PlantParticipant. The hub's pods are pinned to a node that does not exist: nothing here
+adding a plant keeps the other plants' tokens and client certificates (and does not restart the
+exchange), and a plant's ServiceAccount can really touch only its own PlantParticipant. The hub's pods are pinned to a node that does not exist: nothing here
 needs them running, and the e2e tests run them.
 """
 
@@ -76,6 +76,43 @@ def test_upgrades_keep_certificates_and_tokens(control_plane, hub, tmp_path):
     cert = x509.load_pem_x509_certificate(base64.b64decode(tls["tls.crt"]))
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
     assert "hub.example.com" in names
+
+
+def test_client_certificates_survive_upgrades_and_a_new_plant_does_not_roll_the_exchange(control_plane, hub, tmp_path):
+    """Under mutual TLS the copies plants hold stay valid across upgrades, and the exchange (which reads its
+    certificate at start) restarts only when that changes, not when a plant's client certificate is added."""
+    from cryptography import x509
+
+    def exchange_checksum() -> str:
+        with control_plane.api_client() as api:
+            dep = client.AppsV1Api(api).read_namespaced_deployment("plantfed-exchange", hub)
+        return dep.spec.template.metadata.annotations["checksum/tls"]
+
+    plain = secrets(control_plane, hub)
+    mutual = {"tls": {"mutual": {"enabled": True}}}
+    helm_release(control_plane, hub, "upgrade", {"plants": [PLANT_A], **mutual}, tmp_path)
+    first = secrets(control_plane, hub)
+    clients = ("plantfed-operator-tls", "plantfed-plant-plant-a-tls")
+    for name in clients:
+        assert first[name]["ca.crt"] == plain["plantfed-exchange-tls"]["ca.crt"], name
+    for name in ("plantfed-ca", "plantfed-exchange-tls"):
+        assert first[name] == plain[name], f"turning mutual TLS on changed {name}"
+    checksum = exchange_checksum()
+
+    helm_release(control_plane, hub, "upgrade", {"plants": [PLANT_A], **mutual}, tmp_path)
+    again = secrets(control_plane, hub)
+    for name in clients:
+        assert again[name] == first[name], f"{name} changed on a plain upgrade"
+
+    helm_release(control_plane, hub, "upgrade", {"plants": [PLANT_A, PLANT_B], **mutual}, tmp_path)
+    grown = secrets(control_plane, hub)
+    for name in clients:
+        assert grown[name] == first[name], f"{name} changed when plant-b was added"
+    added = grown["plantfed-plant-plant-b-tls"]
+    assert added["ca.crt"] == first["plantfed-exchange-tls"]["ca.crt"]
+    cert = x509.load_pem_x509_certificate(base64.b64decode(added["tls.crt"]))
+    assert cert.subject.rfc4514_string() == "CN=plant-b"
+    assert exchange_checksum() == checksum, "adding a plant restarted the exchange"
 
 
 def test_plant_service_account_reaches_only_its_own_participant(control_plane, hub, tmp_path):

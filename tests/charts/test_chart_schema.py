@@ -73,12 +73,17 @@ PLANT_BAD = [
     (["--set", "image.pullPolicy=Sometimes"], "image/pullPolicy"),
     (["--set", "cache.accessModes={ReadOnlyMany}"], "cache/accessModes"),
     (["--set-json", 'training.tolerations=[{"key":"gpu","operator":"Maybe"}]'], "training/tolerations"),
+    (["--set", "hub.clientCertSecret=Plant_A.TLS"], "hub/clientCertSecret"),
+    (["--set", "hub.clientCertSecret=plantfed-client-tls", "--set", "hub.tls=false"], "hub/tls"),
 ]
 HUB_BAD = [
     (["--set", "exchange.service.type=Ingress"], "exchange/service/type"),
     (["--set", "metrics.port=70000"], "metrics/port"),
     (["--set", "tls.enabled=yes"], "tls/enabled"),
     (["--set", "tls.certManager.issuerRef.kind=Vault"], "tls/certManager/issuerRef/kind"),
+    (["--set", "tls.mutual.enabled=yes"], "tls/mutual/enabled"),
+    (["--set", "tls.mutual.enabled=true", "--set", "tls.enabled=false"], "tls/enabled"),
+    (["--set", "tls.mutual.clientCa=ca.crt"], "clientCa"),
     (["--set", "exchange.stor.size=1Gi"], "stor"),
     (["--set", "image.digest=latest"], "image/digest"),
     (["--set-json", 'plants=[{"name":"Plant A","data":{"pvc":{"claimName":"d"}}}]'], "plants/0/name"),

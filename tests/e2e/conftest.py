@@ -10,8 +10,8 @@ these fixtures is in support.federation.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import pytest
 from kubernetes import client
@@ -20,6 +20,7 @@ from support.crds import apply_crds
 from support.federation.hubdeploy import RELEASE, Hub, deploy_hub, wait_hub_ready
 from support.federation.plantside import DATA_SUB_PATH, ChartPlant
 from support.federation.rounds import PLANTS
+from support.federation.world import Federation
 from support.kube import wait_for
 
 _deployed: list[Hub] = []
@@ -56,48 +57,59 @@ def pytest_runtest_makereport(item, call):
                 report.sections.append((f"{plant.plant} log {title}", text))
 
 
-@dataclass
-class Federation:
-    hub: Hub
-    agents: dict[str, ChartPlant]
-
-    def ready(self, plant: str) -> str | None:
-        pp = self.hub.get("plantparticipants", plant)
-        return next((c["status"] for c in pp.get("status", {}).get("conditions", []) if c["type"] == "Ready"), None)
-
-    def wait_ready(self, plant: str, status: str = "True", timeout: float = 120) -> None:
-        wait_for(lambda: self.ready(plant) == status, timeout=timeout, what=f"{plant} Ready={status}")
-
-
-def plant_values() -> list[dict]:
+def plant_values(plants: Iterable[str] = PLANTS) -> list[dict]:
     return [
         {"name": plant, "labels": {"region": "eu", "line": "press"}, "site": plant.split("-")[0].title(),
          "capacity": {"gpus": 1, "modelVariant": "full"},
          "data": {"hostPath": {"path": "/srv/plantfed/data"}, "subPath": DATA_SUB_PATH, "format": "npz"}}
-        for plant in PLANTS
+        for plant in plants
     ]
 
 
-@pytest.fixture(scope="session")
-def federation(hub_and_plants, tmp_path_factory) -> Iterator[Federation]:
+@contextmanager
+def federated(hub_and_plants, tmp_path_factory, plants: dict[str, str], *, mutual_tls: bool = False
+              ) -> Iterator[Federation]:
+    """A hub released into a fresh namespace of the hub cluster and `plants` (id -> cluster) joined to it, all
+    Ready; uninstalled afterwards. `mutual_tls` installs the hub with tls.mutual.enabled and each plant with
+    the client certificate the hub chart issued it."""
     hub_cluster = hub_and_plants.hub
     apply_crds(hub_cluster)
     namespace = hub_cluster.create_namespace("plantfed")
     agents: dict[str, ChartPlant] = {}
+    hub = None
     try:
-        hub = deploy_hub(hub_cluster, namespace, plant_values())
+        hub = deploy_hub(hub_cluster, namespace, plant_values(plants), mutual_tls=mutual_tls)
         _deployed.append(hub)
         wait_hub_ready(hub)
-        for index, (plant, cluster) in enumerate(PLANTS.items()):
+        for index, (plant, cluster) in enumerate(plants.items()):
             agents[plant] = ChartPlant(hub, plant, hub_and_plants.plants[cluster], index, tmp_path_factory.mktemp(plant))
             _plants.append(agents[plant])
         world = Federation(hub, agents)
-        for plant in PLANTS:
+        for plant in plants:
             world.wait_ready(plant)
         yield world
     finally:
         for agent in agents.values():
+            _plants.remove(agent)
             agent.close()
+        if hub is not None:
+            _deployed.remove(hub)
         # Also removes the release's ClusterRole and binding; the kept store PVC goes with the namespace.
         hub_cluster.helm("uninstall", RELEASE, "-n", namespace, "--wait", check=False)
         hub_cluster.delete_namespace(namespace)
+
+
+@pytest.fixture(scope="session")
+def federation(hub_and_plants, tmp_path_factory) -> Iterator[Federation]:
+    with federated(hub_and_plants, tmp_path_factory, PLANTS) as world:
+        yield world
+
+
+MTLS_PLANT = "mtls-press1"
+
+
+@pytest.fixture(scope="module")
+def mtls_federation(hub_and_plants, tmp_path_factory) -> Iterator[Federation]:
+    """A second hub release with tls.mutual.enabled and one plant (MTLS_PLANT) using its chart-issued certificate."""
+    with federated(hub_and_plants, tmp_path_factory, {MTLS_PLANT: "plant-a"}, mutual_tls=True) as world:
+        yield world

@@ -126,6 +126,21 @@ def test_readiness_probe_passes_under_mtls_without_a_client_certificate(mtls_exc
     assert direct.returncode == 1 and "is not healthy" in direct.stdout
 
 
+def test_helm_test_passes_under_mtls_with_a_certificate_that_names_no_client(mtls_exchange, tmp_path):
+    """`helm test`'s healthcheck dials the exchange's own port: its certificate gets it to health and, with
+    the admin token, no further (the admin token counts only with CN plantfed:admin)."""
+    exchange, _health, ca = mtls_exchange
+    cert = ca.issue("healthcheck", common_name="plantfed:healthcheck")
+    tls = (f"--ca-file={ca.cert_file}", f"--client-cert={cert.cert}", f"--client-key={cert.key}")
+    probe = plantfed("healthcheck", f"--exchange={exchange}", *tls, "--timeout=30")
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    assert probe.stdout.strip() == f"exchange at {exchange} is serving"
+    admin = plantfed("healthcheck", f"--exchange={exchange}", *tls, f"--token-file={tmp_path / 'admin'}", "--timeout=30")
+    assert admin.returncode == 1 and "PERMISSION_DENIED" in admin.stdout and "plantfed:admin" in admin.stdout
+    half = plantfed("healthcheck", f"--exchange={exchange}", f"--ca-file={ca.cert_file}", f"--client-cert={cert.cert}")
+    assert half.returncode == 1 and "--client-cert and --client-key go together" in half.stdout
+
+
 def test_readiness_probe_fails_against_a_wrong_ca(mtls_exchange, tmp_path):
     _exchange, health, ca = mtls_exchange
     assert plantfed("healthcheck", f"--exchange={health}", f"--ca-file={ca.cert_file}", "--timeout=30").returncode == 0

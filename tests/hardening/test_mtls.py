@@ -13,14 +13,12 @@ from pathlib import Path
 import grpc
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 
 from plantfed import codecs
 from plantfed.exchange import AdminClient, ExchangeClient, ExchangeError, ServerTLS, TokenBook, build_server
-from plantfed.exchange.auth import PLANT_URI_PREFIX
-from plantfed.records import RoundRecord
+from plantfed.exchange.auth import ADMIN_CERT_NAME, PLANT_URI_PREFIX
+from plantfed.records import RoundRecord, RoundState
 from plantfed.store import ModelStore
 from plantfed.wire.v1 import exchange_pb2 as pb
 from plantfed.wire.v1 import exchange_pb2_grpc as pb_grpc
@@ -74,6 +72,11 @@ class MtlsHub:
         kw.setdefault("root_cert", self.server_ca)
         return ExchangeClient(self.target, token or TOKENS[plant], client_cert=crt, client_key=key, retry=FAST_RETRY, **kw)
 
+    def admin(self, cert: tuple[bytes, bytes]) -> AdminClient:
+        crt, key = cert
+        return AdminClient(self.target, ADMIN_TOKEN, root_cert=self.server_ca, client_cert=crt, client_key=key,
+                           retry=FAST_RETRY)
+
     def upload(self, client: ExchangeClient, plant: str, seed: int = 1):
         path = write_good_update(self.tmp / f"{plant}-{seed}.safetensors", seed=seed)
         return client.upload_update(update_meta(plant, "r1", path), path)
@@ -90,8 +93,7 @@ def mtls_hub(tmp_path: Path) -> Iterator[MtlsHub]:
     hub = MtlsHub(f"127.0.0.1:{port}", store, clients, pki.ca_cert, tmp_path)
     base = tmp_path / "base.safetensors"
     codecs.save_state(base_state(), base)
-    crt, key = clients.issue("plantfed-operator")
-    with AdminClient(hub.target, ADMIN_TOKEN, root_cert=pki.ca_cert, client_cert=crt, client_key=key) as admin:
+    with hub.admin(clients.issue(ADMIN_CERT_NAME)) as admin:
         admin.publish_model(MODEL, base, promote=True)
         admin.open_round(RoundRecord(round_id="r1", model=MODEL, base_version=1, plants=list(TOKENS)))
     yield hub
@@ -138,6 +140,27 @@ def test_a_certificate_that_does_not_name_exactly_this_plant_is_refused(
     with mtls_hub.plant("plant-a", mtls_hub.ca.issue(cn, uris)) as a:
         assert _refused(lambda: mtls_hub.upload(a, "plant-a")).code == grpc.StatusCode.PERMISSION_DENIED
     assert mtls_hub.store.updates("r1") == []
+
+
+@pytest.mark.parametrize(
+    "cert", [("plant-a", ()), ("plantfed-operator", ()), (ADMIN_CERT_NAME, (f"{PLANT_URI_PREFIX}plant-a",))],
+    ids=["a-plants-certificate", "another-name", "admin-cn-but-a-plant-uri"],
+)
+def test_the_admin_token_counts_only_with_the_admins_certificate(mtls_hub: MtlsHub, cert) -> None:
+    """A leaked admin token is useless to the holder of any other certificate from the CA, a plant's included."""
+    with mtls_hub.admin(mtls_hub.ca.issue(*cert)) as admin:
+        err = _refused(lambda: admin.close_round("r1"))
+        assert err.code == grpc.StatusCode.PERMISSION_DENIED
+        assert f"needs the admin's client certificate (CN {ADMIN_CERT_NAME})" in err.details
+        assert _refused(lambda: admin.list_versions(MODEL)).code == grpc.StatusCode.PERMISSION_DENIED
+    assert mtls_hub.store.get_round("r1").state is RoundState.OPEN
+    with mtls_hub.admin(mtls_hub.ca.issue(ADMIN_CERT_NAME)) as admin:
+        assert [v.version for v in admin.list_versions(MODEL)] == [1]
+
+
+def test_a_plant_token_with_the_admins_certificate_is_refused(mtls_hub: MtlsHub) -> None:
+    with mtls_hub.plant("plant-a", mtls_hub.ca.issue(ADMIN_CERT_NAME)) as a:
+        assert _refused(lambda: a.get_round("r1")).code == grpc.StatusCode.PERMISSION_DENIED
 
 
 @pytest.mark.parametrize("client", ["plaintext", "no-certificate", "certificate-from-another-ca", "untrusted-server"])

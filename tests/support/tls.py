@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from plantfed.exchange import ServerTLS
+from plantfed.exchange.auth import ADMIN_CERT_NAME
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def make_pki() -> Pki:
         sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
     )
     client_key = new_key()
-    client = issue_cert("plant-a", client_key, ca.subject, ca_key, ca=False)
+    client = issue_cert(ADMIN_CERT_NAME, client_key, ca.subject, ca_key, ca=False)  # the admin's, for mTLS
     return Pki(
         ca_cert=pem_cert(ca),
         server=ServerTLS(cert_chain=pem_cert(server), private_key=pem_key(server_key)),

@@ -36,6 +36,7 @@ _EXPORTS = {
     "build_server": "plantfed.exchange.server",
     "serve": "plantfed.exchange.server",
     "MAX_CHUNK": "plantfed.exchange.transport",
+    "ClientTLS": "plantfed.exchange.transport",
     "ServerTLS": "plantfed.exchange.transport",
 }
 
@@ -51,6 +52,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "MAX_CHUNK",
     "AdminClient",
+    "ClientTLS",
     "PayloadCheck",
     "ExchangeClient",
     "ExchangeError",

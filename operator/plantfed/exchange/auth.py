@@ -238,9 +238,13 @@ def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | 
 #: SAN URI naming a plant in its client certificate; takes precedence over the subject CN.
 PLANT_URI_PREFIX = "spiffe://plantfed/plant/"
 
+#: The name (subject CN) of the admin's client certificate under mutual TLS. The colon keeps it out of the
+#: plant namespace (plant names are DNS labels), so no plant certificate can pass for the admin's.
+ADMIN_CERT_NAME = "plantfed:admin"
 
-def certificate_plant(auth_context: dict[str, list[bytes]]) -> str | None:
-    """The plant a verified client certificate names: a SAN URI `spiffe://plantfed/plant/<name>`, else the CN.
+
+def certificate_name(auth_context: dict[str, list[bytes]]) -> str | None:
+    """The identity a verified client certificate names: a SAN URI `spiffe://plantfed/plant/<name>`, else the CN.
 
     `auth_context` is gRPC's (`context.auth_context()`): it carries the peer certificate only after the TLS
     handshake verified it against the server's client CA. Returns None without a certificate or a name.
@@ -268,12 +272,13 @@ def generate_token() -> str:
 
 
 __all__ = [
+    "ADMIN_CERT_NAME",
     "Authenticator",
     "Caller",
     "TokenBook",
     "TokenBookError",
     "bearer_token",
-    "certificate_plant",
+    "certificate_name",
     "generate_token",
     "parse_credential",
     "token_hash",

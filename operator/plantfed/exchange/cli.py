@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--client-ca",
         type=Path,
         help="PEM CA that client certificates must chain to (mTLS); a plant's certificate must then name the "
-        "plant its token belongs to (SAN URI spiffe://plantfed/plant/<plant>, else the subject CN)",
+        "plant its token belongs to (SAN URI spiffe://plantfed/plant/<plant>, else the subject CN), and the admin "
+        "token is accepted only with a certificate whose CN is plantfed:admin",
     )
     parser.add_argument(
         "--health-listen",

@@ -12,7 +12,8 @@ next round). A partial upload, or one refused at verification, is never visible 
 Verification before commit: declared size and sha256, then (by default, `PayloadCheck.UPDATE`) the whole update
 against the round's base model (`plantfed.exchange.payload.UpdateCheck`), so a malformed update is refused at
 upload instead of failing the round's aggregation. With mutual TLS a plant's certificate must name the plant its
-token belongs to (`plantfed.exchange.auth.certificate_plant`).
+token belongs to, and the admin token counts only with the admin's certificate (CN `plantfed:admin`;
+`plantfed.exchange.auth.certificate_name`): a token leaked to the holder of another certificate is useless.
 
 Health: the standard `grpc.health.v1.Health` service answers for `HEALTH_SERVICE` on the exchange's port and,
 with `health_address`, on a second, loopback-only server that never asks for a client certificate. That is
@@ -36,7 +37,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from plantfed.exchange import convert
-from plantfed.exchange.auth import PLANT_URI_PREFIX, Authenticator, Caller, TokenBook, certificate_plant
+from plantfed.exchange.auth import (
+    ADMIN_CERT_NAME,
+    PLANT_URI_PREFIX,
+    Authenticator,
+    Caller,
+    TokenBook,
+    certificate_name,
+)
 from plantfed.exchange.errors import Refusal, describe, status_for
 from plantfed.exchange.payload import PayloadCheck, UpdateCheck, check_safetensors
 from plantfed.exchange.transport import HEALTH_SERVICE, MAX_CHUNK, SERVER_OPTIONS, ServerTLS
@@ -163,15 +171,25 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
             raise Refusal(grpc.StatusCode.PERMISSION_DENIED, f"{rpc} needs the admin token")
         if role == _PLANT and caller.plant is None:
             raise Refusal(grpc.StatusCode.PERMISSION_DENIED, f"{rpc} needs a plant token")
-        if self._client_identity and caller.plant is not None:
-            named = certificate_plant(context.auth_context())
-            if named != caller.plant:
-                raise Refusal(
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    f"token belongs to plant {caller.plant!r} but the client certificate names "
-                    f"{'no plant' if named is None else repr(named)} (CN or SAN URI {PLANT_URI_PREFIX}<plant>)",
-                )
+        if self._client_identity:
+            self._check_certificate(caller, certificate_name(context.auth_context()))
         return caller
+
+    @staticmethod
+    def _check_certificate(caller: Caller, named: str | None) -> None:
+        """Under mTLS a token counts only with the certificate of its holder: the plant's, or the admin's."""
+        if caller.admin and named != ADMIN_CERT_NAME:
+            raise Refusal(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"the admin token needs the admin's client certificate (CN {ADMIN_CERT_NAME}), but the certificate "
+                f"names {'nobody' if named is None else repr(named)}",
+            )
+        if caller.plant is not None and named != caller.plant:
+            raise Refusal(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"token belongs to plant {caller.plant!r} but the client certificate names "
+                f"{'no plant' if named is None else repr(named)} (CN or SAN URI {PLANT_URI_PREFIX}<plant>)",
+            )
 
     # --- plant RPCs --------------------------------------------------------------------------------------
 
@@ -392,8 +410,9 @@ def build_server(
     """A ready-to-start server bound to `address`; returns it with the bound port (for `:0`).
 
     `admin_token` is the admin credential: the token itself or `sha256:<hex>`. With mutual TLS (`tls.client_ca`)
-    a plant's calls must also present a client certificate naming the plant its token belongs to. Each open stream occupies a
-    worker thread, so `max_workers` bounds concurrent uploads plus downloads.
+    a plant's calls must also present a client certificate naming the plant its token belongs to, and admin calls
+    the admin's (`ADMIN_CERT_NAME`). Each open stream occupies a worker thread, so `max_workers` bounds concurrent
+    uploads plus downloads.
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="exchange"),

@@ -68,6 +68,35 @@ class ServerTLS:
         )
 
 
+def _read(path: Path | None) -> bytes | None:
+    return Path(path).read_bytes() if path is not None else None
+
+
+@dataclass(frozen=True)
+class ClientTLS:
+    """What a client trusts and presents: the exchange's CA (TLS), and its own certificate for mutual TLS.
+
+    Read once from the files every client CLI takes (`--ca-file`, `--client-cert`, `--client-key`), so each one
+    checks their combinations alike; the fields are `open_channel`'s and the clients' keyword arguments.
+    """
+
+    root_cert: bytes | None = None
+    client_cert: bytes | None = None
+    client_key: bytes | None = None
+
+    @classmethod
+    def from_files(cls, ca_file: Path | None, client_cert: Path | None = None, client_key: Path | None = None) -> ClientTLS:
+        """Raises ValueError naming the flags for a half pair or a client certificate without TLS; OSError unread."""
+        if (client_cert is None) != (client_key is None):
+            raise ValueError("--client-cert and --client-key go together")
+        if client_cert is not None and ca_file is None:
+            raise ValueError("--client-cert needs TLS: pass --ca-file too")
+        return cls(root_cert=_read(ca_file), client_cert=_read(client_cert), client_key=_read(client_key))
+
+    def channel_kwargs(self) -> dict[str, bytes | None]:
+        return {"root_cert": self.root_cert, "client_cert": self.client_cert, "client_key": self.client_key}
+
+
 def open_channel(
     target: str,
     *,

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from plantfed.exchange.transport import ClientTLS
 
 STORE_MOUNT = "/var/lib/plantfed/store"
 """Where aggregation and init Jobs mount the model store claim (the exchange uses the same path)."""
@@ -19,6 +23,9 @@ class OperatorConfig:
     store_claim: str
     image: str
     ca_file: Path | None = None
+    client_cert: Path | None = None
+    """The admin's client certificate (CN plantfed:admin) when the exchange requires mutual TLS."""
+    client_key: Path | None = None
     aggregation_service_account: str | None = None
     metrics_port: int | None = None
     poll_seconds: float = 5.0
@@ -35,5 +42,8 @@ class OperatorConfig:
             raise ValueError(f"admin token file {self.admin_token_file} is empty")
         return token
 
-    def root_cert(self) -> bytes | None:
-        return self.ca_file.read_bytes() if self.ca_file else None
+    def exchange_tls(self) -> ClientTLS:
+        """Raises ValueError for a half certificate pair, OSError for a file it cannot read."""
+        from plantfed.exchange.transport import ClientTLS  # grpc: not for building the CLI parser
+
+        return ClientTLS.from_files(self.ca_file, self.client_cert, self.client_key)

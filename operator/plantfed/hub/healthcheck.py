@@ -5,23 +5,31 @@ proves the TLS handshake (the certificate verified against --ca-file for the nam
 HTTP/2 and the server itself work. The readiness probe dials the exchange's loopback health port
 (`plantfed exchange --health-listen`), which presents the same certificate but never asks for a
 client certificate, so the probe holds no credential even when the exchange requires mutual TLS.
-With --token-file an authenticated admin call must succeed as well.
+`helm test` dials the exchange's own port instead, so under mutual TLS it presents a certificate
+(--client-cert/--client-key) that names neither a plant nor the admin: without a token it reaches
+health and nothing else. With --token-file an authenticated admin call must succeed as well.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from plantfed.exchange.transport import ClientTLS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exchange", required=True, help="HOST:PORT of the model exchange (or its health port)")
     p.add_argument("--ca-file", type=Path, help="CA bundle to verify the exchange's certificate (enables TLS)")
+    p.add_argument("--client-cert", type=Path, help="PEM client certificate, for an exchange that requires mutual TLS")
+    p.add_argument("--client-key", type=Path, help="PEM private key of --client-cert")
     p.add_argument("--token-file", type=Path, help="admin token: also check an authenticated call")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the exchange")
 
 
-def check(exchange: str, ca: bytes | None, token: str | None, timeout: float) -> tuple[bool, str]:
+def check(exchange: str, tls: ClientTLS, token: str | None, timeout: float) -> tuple[bool, str]:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -29,7 +37,7 @@ def check(exchange: str, ca: bytes | None, token: str | None, timeout: float) ->
     from plantfed.wire.v1 import exchange_pb2 as pb
     from plantfed.wire.v1 import exchange_pb2_grpc as pb_grpc
 
-    channel = open_channel(exchange, root_cert=ca)
+    channel = open_channel(exchange, **tls.channel_kwargs())
     try:
         try:
             answer = health_pb2_grpc.HealthStub(channel).Check(
@@ -51,12 +59,14 @@ def check(exchange: str, ca: bytes | None, token: str | None, timeout: float) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    from plantfed.exchange.transport import ClientTLS
+
     try:
-        ca = args.ca_file.read_bytes() if args.ca_file else None
+        tls = ClientTLS.from_files(args.ca_file, args.client_cert, args.client_key)
         token = args.token_file.read_text().strip() if args.token_file else None
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         print(f"healthcheck: {exc}")
         return 1
-    ok, message = check(args.exchange, ca, token, args.timeout)
+    ok, message = check(args.exchange, tls, token, args.timeout)
     print(message)
     return 0 if ok else 1

@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exchange", required=True, help="HOST:PORT of the model exchange's admin endpoint")
     p.add_argument("--admin-token-file", type=Path, required=True, help="file holding the exchange admin token")
     p.add_argument("--ca-file", type=Path, help="CA bundle to verify the exchange's TLS certificate (enables TLS)")
+    p.add_argument("--client-cert", type=Path,
+                   help="PEM client certificate with CN plantfed:admin, for an exchange that requires mutual TLS")
+    p.add_argument("--client-key", type=Path, help="PEM private key of --client-cert")
     p.add_argument("--store-claim", required=True, help="PVC holding the model store, mounted by aggregation/init Jobs")
     p.add_argument("--image", required=True, help="image of the aggregation and init Jobs")
     p.add_argument("--aggregation-service-account", help="ServiceAccount of the Jobs (no API access needed)")
@@ -42,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> OperatorConfig:
     return OperatorConfig(
         namespace=args.namespace, exchange=args.exchange, admin_token_file=args.admin_token_file,
-        ca_file=args.ca_file, store_claim=args.store_claim, image=args.image,
+        ca_file=args.ca_file, client_cert=args.client_cert, client_key=args.client_key, store_claim=args.store_claim, image=args.image,
         aggregation_service_account=args.aggregation_service_account, metrics_port=args.metrics_port,
         poll_seconds=args.poll_seconds, heartbeat_timeout=timedelta(seconds=args.heartbeat_timeout),
         job_backoff_limit=args.job_backoff_limit,
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = config_from_args(args)
     try:
-        token, root_cert = cfg.admin_token(), cfg.root_cert()
+        token, tls = cfg.admin_token(), cfg.exchange_tls()
     except (OSError, ValueError) as exc:
         log.error("cannot start: %s", exc)
         return 2
@@ -70,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = Metrics()
     if cfg.metrics_port is not None:
         start_http_server(cfg.metrics_port, registry=metrics.registry)
-    admin = AdminClient(cfg.exchange, token, root_cert=root_cert,
+    admin = AdminClient(cfg.exchange, token, **tls.channel_kwargs(),
                         retry=RetryPolicy(max_attempts=3, max_backoff=2.0, connect_timeout=10.0))
     reconciler = Reconciler(cfg, Kube(), admin, metrics)
 

@@ -21,6 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     from plantfed.exchange.client import ExchangeClient, RetryPolicy
+    from plantfed.exchange.transport import ClientTLS
     from plantfed.metrics import Metrics
     from plantfed_participant.agent.hub import Hub
     from plantfed_participant.agent.local import LocalCluster
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = from_args(args)
         token = cfg.token_file.read_text().strip()
-        root_cert = cfg.ca_file.read_bytes() if cfg.ca_file is not None else None
+        tls = ClientTLS.from_files(cfg.ca_file, cfg.client_cert, cfg.client_key)
         hub_api = config.new_client_from_config(config_file=str(cfg.hub_kubeconfig))
         if cfg.kubeconfig is not None:
             local_api = config.new_client_from_config(config_file=str(cfg.kubeconfig))
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if cfg.metrics_port is not None:
         start_http_server(cfg.metrics_port, registry=metrics.registry)
     # Few, short attempts: the cache worker has its own backoff, and must not sit in one call for minutes.
-    exchange = ExchangeClient(cfg.exchange, token, root_cert=root_cert,
+    exchange = ExchangeClient(cfg.exchange, token, **tls.channel_kwargs(),
                               retry=RetryPolicy(max_attempts=3, initial_backoff=0.5, max_backoff=5.0, connect_timeout=10.0))
     agent = Agent(cfg, Hub(hub_api, cfg.hub_namespace, cfg.plant), LocalCluster(local_api, cfg.namespace, cfg.plant),
                   default_cache(cfg, exchange), metrics)

@@ -32,6 +32,10 @@ class AgentConfig:
     namespace: str
     cache_dir: Path
     ca_file: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    client_cert_secret: str | None = None
+    """Secret (cert-manager format) with the plant's client certificate, mounted into training pods (mTLS)."""
     kubeconfig: Path | None = None
     cache_claim: str | None = None
     data_claim: str | None = None
@@ -60,6 +64,12 @@ class AgentConfig:
             raise ConfigError(f"--gpus must be >= 0, got {self.gpus}")
         if self.heartbeat_seconds <= 0 or self.sync_seconds <= 0:
             raise ConfigError("--heartbeat-seconds and --sync-seconds must be > 0")
+        mtls = (self.client_cert, self.client_key, self.client_cert_secret)
+        if any(v is not None for v in mtls) and any(v is None for v in mtls):
+            # The agent and its training pods both call the exchange: under mTLS neither may go without.
+            raise ConfigError("--client-cert, --client-key and --client-cert-secret go together")
+        if self.client_cert is not None and self.ca_file is None:
+            raise ConfigError("--client-cert needs TLS: pass --ca-file too")
 
 
 def parse_node_selector(text: str) -> dict[str, str]:
@@ -94,6 +104,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exchange", required=True, help="host:port of the hub's model exchange")
     p.add_argument("--token-file", type=Path, required=True, help="file holding this plant's exchange token")
     p.add_argument("--ca-file", type=Path, help="CA certificate of the exchange (enables TLS)")
+    p.add_argument("--client-cert", type=Path, help="the plant's client certificate, for mutual TLS (tls.crt)")
+    p.add_argument("--client-key", type=Path, help="private key of --client-cert (tls.key)")
+    p.add_argument("--client-cert-secret",
+                   help="Secret in --namespace holding --client-cert/--client-key (keys tls.crt, tls.key), "
+                        "mounted into training pods")
     p.add_argument("--kubeconfig", type=Path, help="the plant's own cluster (default: in-cluster config)")
     p.add_argument("--namespace", required=True, help="namespace for training Jobs in the plant's cluster")
     p.add_argument("--cache-dir", type=Path, required=True, help="model cache directory (the cache PVC's mount)")
@@ -122,7 +137,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def from_args(args: argparse.Namespace) -> AgentConfig:
     return AgentConfig(
         plant=args.plant, hub_kubeconfig=args.hub_kubeconfig, hub_namespace=args.hub_namespace,
-        exchange=args.exchange, token_file=args.token_file, ca_file=args.ca_file, kubeconfig=args.kubeconfig,
+        exchange=args.exchange, token_file=args.token_file, ca_file=args.ca_file, client_cert=args.client_cert,
+        client_key=args.client_key, client_cert_secret=args.client_cert_secret, kubeconfig=args.kubeconfig,
         namespace=args.namespace, cache_dir=args.cache_dir, cache_claim=args.cache_claim,
         data_claim=args.data_claim, data_host_path=args.data_host_path,
         data_options=tuple(args.data_option), plant_index=args.plant_index, num_plants=args.num_plants,

@@ -2,7 +2,8 @@
 
 Pure, so what a plant runs is reviewable in tests: the command is explicit (`plantfed train ...`), the pod
 has no Kubernetes API token, the data volume is read-only, and the exchange token lives only in a Secret
-owned by the Job (garbage-collected with it) - never in a CR status or the pod spec.
+owned by the Job (garbage-collected with it) - never in a CR status or the pod spec. Under mutual TLS the
+plant's client-certificate Secret (`--client-cert-secret`) is mounted by name, its key never copied.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ GPU_RESOURCE = "nvidia.com/gpu"
 DATA_DIR = "/var/lib/plantfed/data"
 STATE_DIR = "/var/lib/plantfed/cache"
 CREDENTIALS_DIR = "/var/run/plantfed/exchange"
+CLIENT_TLS_DIR = "/var/run/plantfed/client-tls"
 UID = 10001
 
 
@@ -46,6 +48,8 @@ def train_command(spec: TrainingSpec, cfg: AgentConfig) -> list[str]:
     cmd += ["--device", "auto" if spec.gpus > 0 else "cpu"]
     if cfg.ca_file is not None:
         cmd += ["--ca-file", f"{CREDENTIALS_DIR}/ca.crt"]
+    if cfg.client_cert_secret is not None:
+        cmd += ["--client-cert", f"{CLIENT_TLS_DIR}/tls.crt", "--client-key", f"{CLIENT_TLS_DIR}/tls.key"]
     if cfg.plant_index is not None:
         cmd += ["--plant-index", str(cfg.plant_index)]
     if cfg.num_plants is not None:
@@ -78,13 +82,19 @@ def _volumes(spec: TrainingSpec, cfg: AgentConfig) -> list[dict[str, Any]]:
     else:
         cache = {"hostPath": {"path": str(cfg.cache_dir), "type": "DirectoryOrCreate"}}
     items = [{"key": "token", "path": "token"}] + ([{"key": "ca.crt", "path": "ca.crt"}] if cfg.ca_file else [])
-    return [
+    volumes = [
         {"name": "data", **data},
         {"name": "cache", **cache},
         {"name": "exchange", "secret": {"secretName": token_secret_name(spec.job_name), "defaultMode": 0o440,
                                         "items": items}},
         {"name": "tmp", "emptyDir": {}},
     ]
+    if cfg.client_cert_secret is not None:
+        # The plant's own Secret, mounted rather than copied: its key never lands in another object.
+        volumes.append({"name": "client-tls", "secret": {
+            "secretName": cfg.client_cert_secret, "defaultMode": 0o440,
+            "items": [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}]}})
+    return volumes
 
 
 def training_job(spec: TrainingSpec, cfg: AgentConfig) -> dict[str, Any]:
@@ -119,6 +129,8 @@ def training_job(spec: TrainingSpec, cfg: AgentConfig) -> dict[str, Any]:
                 {"name": "cache", "mountPath": STATE_DIR},
                 {"name": "exchange", "mountPath": CREDENTIALS_DIR, "readOnly": True},
                 {"name": "tmp", "mountPath": "/tmp"},
+                *([{"name": "client-tls", "mountPath": CLIENT_TLS_DIR, "readOnly": True}]
+                  if cfg.client_cert_secret is not None else []),
             ],
         }],
         "volumes": _volumes(spec, cfg),

@@ -42,14 +42,25 @@ class Hub:
     ca_pem: bytes
     admin_token: str
     plant_tokens: dict[str, str]
+    admin_cert: tuple[bytes, bytes] | None = None
+    """Under mutual TLS: the operator's client certificate and key, the only ones the admin token counts with."""
 
     @property
     def exchange(self) -> str:
         """Where plants (other clusters, same loopback) dial the exchange; the certificate names 127.0.0.1."""
         return f"127.0.0.1:{self.exchange_port}"
 
+    @property
+    def mutual_tls(self) -> bool:
+        return self.admin_cert is not None
+
     def admin(self) -> AdminClient:
-        return AdminClient(self.exchange, self.admin_token, root_cert=self.ca_pem)
+        crt, key = self.admin_cert or (None, None)
+        return AdminClient(self.exchange, self.admin_token, root_cert=self.ca_pem, client_cert=crt, client_key=key)
+
+    def plant_certificate(self, plant: str) -> dict[str, str]:
+        """The client certificate Secret the chart issued the plant (tls.crt, tls.key, ca.crt), decoded."""
+        return _secret(self.cluster, self.namespace, f"plantfed-plant-{plant}-tls")
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True):
         return self.cluster.kubectl("-n", self.namespace, *args, input=input, check=check)
@@ -102,8 +113,10 @@ def _secret(cluster: ClusterWithNodes, namespace: str, name: str) -> dict[str, s
     return {k: base64.b64decode(v).decode() for k, v in data.items()}
 
 
-def deploy_hub(cluster: ClusterWithNodes, namespace: str, plants: list[dict[str, Any]]) -> Hub:
-    """`helm install` the hub chart and read back what it generated (CA, admin and plant tokens)."""
+def deploy_hub(cluster: ClusterWithNodes, namespace: str, plants: list[dict[str, Any]], *,
+               mutual_tls: bool = False) -> Hub:
+    """`helm install` the hub chart and read back what it generated (CA, admin and plant tokens, and with
+    `mutual_tls` the operator's client certificate)."""
     exchange_port, health_port, exchange_metrics, metrics_port, liveness_port = free_ports(5)
     cluster.helm(
         "install", RELEASE, str(HUB_CHART), "-n", namespace, "--wait", "--timeout", "300s",
@@ -113,15 +126,21 @@ def deploy_hub(cluster: ClusterWithNodes, namespace: str, plants: list[dict[str,
         "--set-json", f"plants={json.dumps(plants)}",
         "--set", f"operator.livenessPort={liveness_port}", "--set", "operator.pollSeconds=1",
         "--set", f"operator.heartbeatTimeoutSeconds={HEARTBEAT_TIMEOUT}", "--set", "operator.logLevel=DEBUG",
+        "--set", f"tls.mutual.enabled={str(mutual_tls).lower()}",
         "--post-renderer", sys.executable, "--post-renderer-args", str(POSTRENDER),
         "--post-renderer-args", f"--grpc={exchange_port}", "--post-renderer-args", f"--health={health_port}",
         "--post-renderer-args", f"--metrics={exchange_metrics}",
     )
+    admin_cert = None
+    if mutual_tls:
+        operator = _secret(cluster, namespace, "plantfed-operator-tls")
+        admin_cert = (operator["tls.crt"].encode(), operator["tls.key"].encode())
     return Hub(
         cluster=cluster, namespace=namespace, exchange_port=exchange_port, metrics_port=metrics_port,
         ca_pem=_secret(cluster, namespace, "plantfed-exchange-tls")["ca.crt"].encode(),
         admin_token=_secret(cluster, namespace, "plantfed-admin-token")["token"].strip(),
         plant_tokens=_secret(cluster, namespace, "plantfed-plant-tokens"),
+        admin_cert=admin_cert,
     )
 
 

@@ -2,7 +2,8 @@
 
 The hub admin hands the plant a Secret with three things (docs/install.md), all read from what the hub
 chart created: a kubeconfig with the token of the plant's ServiceAccount on the hub (allowed to write
-only its own PlantParticipant), the plant's exchange token, and the exchange's CA. `helm install` of
+only its own PlantParticipant), the plant's exchange token, and the exchange's CA; under mutual TLS also a
+copy of the plant's client certificate Secret, named by the chart's hub.clientCertSecret. `helm install` of
 charts/plantfed-plant then runs `plantfed agent` as a pod with in-cluster credentials for the
 plant cluster, the model-cache PVC, and the plant's data on the GPU node (a hostPath here,
 written from the bearing task's synthetic fleet so each plant has its own machines).
@@ -63,17 +64,27 @@ def hub_kubeconfig(hub: Hub, plant: str) -> str:
     })
 
 
+CLIENT_CERT_SECRET = "plantfed-client-tls"
+"""Under mutual TLS: the plant's copy of the client certificate Secret the hub chart issued it."""
+
+
 class ChartPlant:
-    """One plant cluster running the agent from its Helm chart."""
+    """One plant cluster running the agent from its Helm chart (with its client certificate under mutual TLS)."""
 
     def __init__(self, hub: Hub, plant: str, cluster: ClusterWithNodes, index: int, workdir: Path) -> None:
         self.hub, self.plant, self.cluster = hub, plant, cluster
         self.namespace = cluster.create_namespace(f"plantfed-{plant}")
         with cluster.api_client() as api:
-            client.CoreV1Api(api).create_namespaced_secret(self.namespace, {
+            core = client.CoreV1Api(api)
+            core.create_namespaced_secret(self.namespace, {
                 "metadata": {"name": "plantfed-hub-credentials"},
                 "stringData": {"kubeconfig": hub_kubeconfig(hub, plant),
                                "token": hub.plant_tokens[plant], "ca.crt": hub.ca_pem.decode()}})
+            if hub.mutual_tls:  # as docs/install.md copies it: the certificate and key, nothing else
+                issued = hub.plant_certificate(plant)
+                core.create_namespaced_secret(self.namespace, {
+                    "metadata": {"name": CLIENT_CERT_SECRET}, "type": "kubernetes.io/tls",
+                    "stringData": {"tls.crt": issued["tls.crt"], "tls.key": issued["tls.key"]}})
         data = workdir / "data"
         write_plant_data(data / DATA_SUB_PATH, index)
         (metrics_port,) = free_ports(1)
@@ -86,6 +97,7 @@ class ChartPlant:
             "--set", "cache.storageClassName=plantfed-local", "--set", "cache.size=1Gi",
             "--set", f"metrics.port={metrics_port}",
             "--set", f"agent.heartbeatSeconds={HEARTBEAT_EVERY:g}", "--set", "agent.syncSeconds=2",
+            "--set", f"hub.clientCertSecret={CLIENT_CERT_SECRET if hub.mutual_tls else ''}",
         )
 
     def _scale(self, replicas: int) -> None:
