@@ -333,7 +333,10 @@ def test_the_privacy_ledger_is_served_to_the_admin_only(hub: Hub) -> None:
     ledger.charge_round("r1", "plant-a", {DPMode.LOCAL: local, DPMode.CENTRAL: central})
     ledger.charge_round("r2", "plant-a", {DPMode.LOCAL: local})
     ledger.charge_round("r2", "plant-b", {DPMode.LOCAL: local})
+    dp_sgd = DPRelease(mode=DPMode.SAMPLE, noise_multiplier=1.1, sample_rate=0.025, steps=40, clip_norm=1.0)
+    ledger.charge_round("r3", "plant-b", {DPMode.SAMPLE: dp_sgd})
     assert hub.admin().privacy_ledger("bearing-cnn") == ledger.entries()
+    assert hub.admin().privacy_ledger("bearing-cnn")["plant-b"][-1].release == dp_sgd
     assert [e.round_id for e in hub.admin().privacy_ledger("bearing-cnn")["plant-a"]] == ["r1", "r1.central", "r2"]
     assert hub.admin().privacy_ledger("other-model") == {}
     refused(grpc.StatusCode.INVALID_ARGUMENT, hub.admin().privacy_ledger, "../escape")
