@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import subprocess
 import sys
 import time
@@ -57,12 +58,16 @@ def run(out: Path, args: list[str], expected: dict[str, object], reuse: bool) ->
     """One simulate run's report; a run that fails (heavy noise can make training diverge to NaN) is a row too."""
     if reuse and (report := reusable(out, expected)) is not None:
         return report
+    shutil.rmtree(out, ignore_errors=True)  # simulate refuses a directory that holds another run
     cmd = [sys.executable, "-m", "plantfed", "simulate", "--out", str(out), *args]
     started = time.perf_counter()
     proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
-        return {"failed": last, "wall_seconds": time.perf_counter() - started}
+        # "RuntimeError: round bearing-r3: every plant failed; first error: ValueError: <why>" -> round and why
+        where, _, why = last.partition("every plant failed; first error: ")
+        return {"failed": f"{where.removeprefix('RuntimeError: ')}{why}" if why else last,
+                "wall_seconds": time.perf_counter() - started}
     report = json.loads((out / "report.json").read_text())
     report["wall_seconds"] = time.perf_counter() - started
     return report
@@ -135,7 +140,7 @@ def main() -> int:
         unit = {"none": "–", "sample": "record"}.get(mode, "plant")
         head = [mode, unit, f"{lr:g}", "∞" if eps is None else f"{eps:g}", "–" if sigma is None else f"{sigma:.3f}"]
         if "failed" in rep:
-            cells = [*head, "–", f"failed: {rep['failed'][:80]}", "–", f"{rep['wall_seconds']:.0f}"]
+            cells = [*head, "–", f"failed: {rep['failed'][:160]}", "–", f"{rep['wall_seconds']:.0f}"]
             lines.append("| " + " | ".join(cells) + " |")
             continue
         last = rep["rounds"][-1]
