@@ -27,14 +27,7 @@ from plantfed.aggregation import StrategyConfig
 from plantfed.exchange.server import build_server
 from plantfed.exchange.auth import TokenBook
 from plantfed.metrics import Metrics
-from plantfed.privacy import (
-    DPRelease,
-    PrivacyLedger,
-    dearest_epsilon,
-    epsilon_for,
-    plant_release_alternatives,
-    round_releases,
-)
+from plantfed.privacy import DPRelease, PrivacyLedger, central_release, dearest_epsilon, epsilon_for, round_costs
 from plantfed.records import Codec, DPMode, RoundRecord
 from plantfed.round_aggregation import aggregate_round
 from plantfed.store import ModelStore
@@ -149,14 +142,12 @@ class Simulation:
         return self.cfg.noise_multiplier > 0 or self.cfg.strategy.central_noise_multiplier is not None
 
     def _round_costs(self, plant: str) -> list[list[DPRelease]]:
-        """What one more round may cost `plant` (priced as the operator prices it): its own release and the hub's."""
+        """What one more round may cost `plant`, priced exactly as the operator prices it."""
         c = self.cfg
-        central = list(round_releases(None, c.strategy.central_noise_multiplier, c.strategy.norm_bound or 0.0).values())
-        if c.noise_multiplier <= 0:
-            return [central]
-        own = plant_release_alternatives(c.dp_mode, clip_norm=c.clip_norm, noise_multiplier=c.noise_multiplier,
-                                         epochs=c.epochs, history=self.ledger.history(plant))
-        return [[release, *central] for release in own]
+        central = (central_release(c.strategy.central_noise_multiplier, c.strategy.norm_bound or 0.0)
+                   if c.strategy.central_noise_multiplier is not None else None)
+        return round_costs(c.dp_mode, clip_norm=c.clip_norm, noise_multiplier=c.noise_multiplier, epochs=c.epochs,
+                           central=central, history=self.ledger.history(plant))
 
     def _within_budget(self, plants: list[str]) -> tuple[list[str], list[str]]:
         """(plants that may train, plants whose next round would exceed the ε budget)."""

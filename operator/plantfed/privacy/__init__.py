@@ -12,10 +12,11 @@ from plantfed.privacy.accounting import (
     ledger_round_id,
     plant_release_alternatives,
     release_for_update,
+    round_costs,
     round_releases,
 )
 
 __all__ = [
     "DPMode", "DPRelease", "LedgerEntry", "LedgerError", "PrivacyLedger", "central_release", "dearest_epsilon",
-    "epsilon_for", "ledger_round_id", "plant_release_alternatives", "release_for_update", "round_releases",
+    "epsilon_for", "ledger_round_id", "plant_release_alternatives", "release_for_update", "round_costs", "round_releases",
 ]

@@ -174,6 +174,22 @@ def plant_release_alternatives(
                       clip_norm=clip_norm) for b in batches]
 
 
+def round_costs(
+    plant_mode: DPMode | None, *, clip_norm: float, noise_multiplier: float, epochs: int,
+    central: DPRelease | None, history: Sequence[DPRelease],
+) -> list[list[DPRelease]]:
+    """What one more round may cost a plant with this ledger `history`: its own release (when `plant_mode` is
+    set and it adds noise) plus the hub's `central` one, one list per case `plant_release_alternatives` cannot
+    tell apart. The budget check (operator and simulate alike) takes the dearest (`dearest_epsilon`).
+    """
+    hub = [central] if central is not None else []
+    if plant_mode is None or noise_multiplier <= 0:
+        return [hub]
+    own = plant_release_alternatives(plant_mode, clip_norm=clip_norm, noise_multiplier=noise_multiplier,
+                                     epochs=epochs, history=history)
+    return [[release, *hub] for release in own]
+
+
 def ledger_round_id(round_id: str, mode: DPMode) -> str:
     """Key of one release in the ledger: a round's central release is recorded next to the plant's own."""
     return f"{round_id}.central" if mode is DPMode.CENTRAL else round_id

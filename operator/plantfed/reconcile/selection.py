@@ -23,7 +23,7 @@ from plantfed.privacy.accounting import (
     central_release,
     dearest_epsilon,
     epsilon_for,
-    plant_release_alternatives,
+    round_costs,
 )
 from plantfed.reconcile.readiness import DEFAULT_HEARTBEAT_TIMEOUT, plant_readiness
 from plantfed.reconcile.schedule import open_window
@@ -68,17 +68,13 @@ def round_dp_costs(spec: RoundTemplate, history: Sequence[DPRelease] = ()) -> li
     the plant trains (see `plant_release_alternatives`); the budget check takes the dearest.
     """
     privacy = spec.privacy
-    if privacy.mode in (PrivacyMode.LOCAL, PrivacyMode.SAMPLE):
-        mode = DPMode.LOCAL if privacy.mode is PrivacyMode.LOCAL else DPMode.SAMPLE
-        alternatives = plant_release_alternatives(
-            mode, clip_norm=privacy.clip_norm, noise_multiplier=privacy.noise_multiplier,
-            epochs=spec.training.epochs, history=history,
-        )
-        return [[release] for release in alternatives]
-    if privacy.mode is PrivacyMode.CENTRAL:
-        bound = spec.strategy.norm_bound or privacy.clip_norm
-        return [[central_release(privacy.noise_multiplier, bound)]]
-    return []
+    if privacy.mode is PrivacyMode.OFF:
+        return []
+    plant_mode = {PrivacyMode.LOCAL: DPMode.LOCAL, PrivacyMode.SAMPLE: DPMode.SAMPLE}.get(privacy.mode)
+    central = (central_release(privacy.noise_multiplier, spec.strategy.norm_bound or privacy.clip_norm)
+               if privacy.mode is PrivacyMode.CENTRAL else None)
+    return round_costs(plant_mode, clip_norm=privacy.clip_norm, noise_multiplier=privacy.noise_multiplier,
+                       epochs=spec.training.epochs, central=central, history=history)
 
 
 def _over_budget(spec: RoundTemplate, history: Sequence[DPRelease]) -> str | None:
