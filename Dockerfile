@@ -15,8 +15,7 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
-COPY operator/ operator/
-COPY participant/ participant/
+COPY src/ src/
 RUN python -m venv /opt/plantfed \
  && /opt/plantfed/bin/pip install --upgrade pip \
  && /opt/plantfed/bin/pip install -c constraints.txt . \

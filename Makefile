@@ -23,7 +23,7 @@ testbin:
 	hack/testbin/build.sh
 
 proto: $(STAMP)
-	$(BIN)/python -m plantfed.wire.generate
+	$(BIN)/python -m plantfed.contract.wire.generate
 
 crds: $(STAMP)
 	$(BIN)/plantfed crds --out crds

@@ -4,7 +4,7 @@ Manual, not part of CI. Every contender aggregates the same K update files (safe
 and writes the result, each in its own subprocess so its peak RSS (`ru_maxrss`) is its own. The page cache
 is warmed before every contender so none pays the disk and the comparison is memory, not I/O. Contenders:
 
-* `plantfed`          `plantfed.aggregation.aggregate` (fedavg, default single torch thread): header
+* `plantfed`          `plantfed.engine.aggregation.aggregate` (fedavg, default single torch thread): header
                       validation, then per tensor one read that checks NaN/Inf, takes the norm and
                       accumulates, and a second read for the per-plant cosine similarity; streamed output;
 * `torch-add`         a bare loop: one float32 accumulator per tensor, every update read tensor by tensor
@@ -63,8 +63,8 @@ def layer_shapes(size_bytes: int) -> list[tuple[int, ...]]:
 def make_data(directory: Path, plants: int, size_mb: int) -> dict:
     import torch
 
-    from plantfed import codecs
-    from plantfed.records import Codec
+    from plantfed.formats import codecs
+    from plantfed.contract.records import Codec
 
     shapes = layer_shapes(size_mb * 2**20)
     names = [f"layers.{i // 2}.{'weight' if i % 2 == 0 else 'bias'}" for i in range(len(shapes))]
@@ -114,7 +114,7 @@ def peak_rss() -> int:
 
 
 def run_plantfed(spec: dict, out: Path, strategy: str) -> dict:
-    from plantfed.aggregation import StrategyConfig, UpdateInput, aggregate
+    from plantfed.engine.aggregation import StrategyConfig, UpdateInput, aggregate
 
     inputs = [UpdateInput(plant=u["plant"], path=Path(u["path"]), num_samples=u["num_samples"]) for u in spec["updates"]]
     result = aggregate(spec["base"], inputs, StrategyConfig(name=strategy), out)
@@ -183,7 +183,7 @@ def worker(args: argparse.Namespace) -> None:
         import safetensors.torch  # noqa: F401
         import torch  # noqa: F401
 
-        import plantfed.aggregation  # noqa: F401
+        import plantfed.engine.aggregation  # noqa: F401
     imported_rss = rss_now()
     started = time.perf_counter()
     try:
@@ -227,9 +227,9 @@ def codec_sizes(work: Path) -> list[tuple[str, int]]:
     """Bytes of one update of the bearing task's conv1d model under each codec."""
     import torch
 
-    from plantfed import codecs
-    from plantfed.records import Codec
-    from plantfed_participant.tasks.bearing.task import BearingTask
+    from plantfed.formats import codecs
+    from plantfed.contract.records import Codec
+    from plantfed.tasks.bearing.task import BearingTask
 
     torch.manual_seed(0)
     base = {k: v.clone() for k, v in BearingTask().build_model().state_dict().items()}
@@ -261,7 +261,7 @@ def _helper(flags: list[str]) -> str:
 
 
 def _env() -> dict[str, str]:
-    operator_dir = str(Path(__file__).resolve().parent.parent / "operator")
+    operator_dir = str(Path(__file__).resolve().parent.parent / "src")
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [operator_dir, os.environ.get("PYTHONPATH", "")]))}
 
 

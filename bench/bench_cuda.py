@@ -1,6 +1,6 @@
 """Local-training throughput on a plant's GPU against the same machine's CPU, in one run.
 
-A plant's edge server trains through `plantfed_participant.training.train_local`, the loop the training pod
+A plant's edge server trains through `plantfed.plant.training.train_local`, the loop the training pod
 runs, so that is what is timed: the bearing task's full and light models on one plant's synthetic train split,
 at two batch sizes, on CUDA and on every CPU core of the same machine (the anchor). A second figure times
 the model step alone with the batches already resident on the device, which shows how much of the loop the
@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from plantfed_participant.sdk import DataSpec
-from plantfed_participant.tasks.bearing.task import BearingTask
-from plantfed_participant.training import LocalTrainingConfig, train_local
+from plantfed.tasks.sdk import DataSpec
+from plantfed.tasks.bearing.task import BearingTask
+from plantfed.plant.training import LocalTrainingConfig, train_local
 
 
 def loop_throughput(task: BearingTask, variant: str, data, batch: int, device: torch.device, seconds: float) -> dict:

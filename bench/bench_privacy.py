@@ -34,7 +34,7 @@ def sigma_for(epsilon: float, steps: int, sample_rate: float = 1.0) -> float:
 
 def smallest_plant(plants: int, options: dict[str, str]) -> int:
     """Training records of the smallest plant, as `plantfed train` will load them."""
-    from plantfed_participant.sdk import DataSpec, load_task
+    from plantfed.tasks.sdk import DataSpec, load_task
 
     task = load_task("bearing")
     return min(len(task.load_data(DataSpec(plant=f"plant-{i + 1}", plant_index=i, num_plants=plants,

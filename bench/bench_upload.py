@@ -32,8 +32,8 @@ from cryptography.x509.oid import NameOID
 from safetensors.numpy import save_file
 
 from plantfed.exchange import AdminClient, ExchangeClient
-from plantfed.records import RoundRecord, UpdateMeta
-from plantfed.store import file_sha256
+from plantfed.contract.records import RoundRecord, UpdateMeta
+from plantfed.engine.store import file_sha256
 
 ADMIN = "bench-admin-token"
 PLANT_TOKEN = "bench-plant-token"

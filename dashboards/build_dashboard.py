@@ -4,7 +4,7 @@ The dashboard JSON lives in the hub chart (charts/plantfed-hub/dashboards/), whi
 ConfigMap for Grafana's sidecar; it can also be imported by hand. It is generated rather than
 hand-edited so that every panel follows the same conventions: a `datasource` variable (no
 hard-coded datasource uid), `$namespace`/`$model`/`$plant` filters, `$__rate_interval` in every
-rate(), and only metric names that operator/plantfed/metrics.py defines (tests/charts checks).
+rate(), and only metric names that src/plantfed/contract/metrics.py defines (tests/charts checks).
 
     python dashboards/build_dashboard.py          # rewrite the JSON
     python dashboards/build_dashboard.py --check  # exit 1 if the committed JSON is stale

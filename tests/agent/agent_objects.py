@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from plantfed.api.model import FederatedModel
-from plantfed.api.participant import PlantParticipant
-from plantfed.api.round import FederatedRound
+from plantfed.contract.api.model import FederatedModel
+from plantfed.contract.api.participant import PlantParticipant
+from plantfed.contract.api.round import FederatedRound
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 

@@ -32,13 +32,13 @@ from kubernetes.client.exceptions import ApiException
 from support.crds import apply_crds
 from support.kube import wait_for
 
-from plantfed import codecs
+from plantfed.formats import codecs
 from plantfed.exchange import AdminClient
-from plantfed.records import RoundRecord
-from plantfed.store import ModelStore
-from plantfed_participant.model_cache import ModelCache
-from plantfed_participant.tasks.bearing import BearingTask
-from plantfed_participant.tasks.bearing.synthetic import SyntheticSizes, synthetic_plant
+from plantfed.contract.records import RoundRecord
+from plantfed.engine.store import ModelStore
+from plantfed.plant.model_cache import ModelCache
+from plantfed.tasks.bearing import BearingTask
+from plantfed.tasks.bearing.synthetic import SyntheticSizes, synthetic_plant
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION = "plantfed.io", "v1alpha1"

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from agent_objects import NOW, fm, fr, later, pp
 
-from plantfed.api.participant import AssignmentState
-from plantfed.api.round import RoundEvaluation
-from plantfed_participant.agent.config import AgentConfig
-from plantfed_participant.agent.decide import (
+from plantfed.contract.api.participant import AssignmentState
+from plantfed.contract.api.round import RoundEvaluation
+from plantfed.plant.agent.config import AgentConfig
+from plantfed.plant.agent.decide import (
     AgentView,
     CancelTrainingJob,
     CreateTrainingJob,
@@ -19,8 +19,8 @@ from plantfed_participant.agent.decide import (
     ReportAssignment,
     decide,
 )
-from plantfed_participant.agent.jobspec import train_command
-from plantfed_participant.agent.observe import TrainingObservation, TrainingPhase
+from plantfed.plant.agent.jobspec import train_command
+from plantfed.plant.agent.observe import TrainingObservation, TrainingPhase
 
 
 def view(rounds=(), trainings=None, participant=None, models=None, cached=None, max_gpus=1, now=NOW, **kw: Any):

@@ -9,12 +9,12 @@ from pathlib import Path
 from kubernetes import client
 from support.kube import wait_for
 
-from plantfed.metrics import Metrics
-from plantfed_participant.agent.config import AgentConfig
-from plantfed_participant.agent.hub import Hub
-from plantfed_participant.agent.local import LocalCluster
-from plantfed_participant.agent.loop import Agent, Backoff
-from plantfed_participant.model_cache import ModelCache
+from plantfed.contract.metrics import Metrics
+from plantfed.plant.agent.config import AgentConfig
+from plantfed.plant.agent.hub import Hub
+from plantfed.plant.agent.local import LocalCluster
+from plantfed.plant.agent.loop import Agent, Backoff
+from plantfed.plant.model_cache import ModelCache
 
 
 def closed_port() -> int:

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from agent_objects import NOW, fm, fr, pp
 
-from plantfed_participant.agent.config import AgentConfig, ConfigError, parse_node_selector, parse_tolerations
-from plantfed.api.round import RoundEvaluation
-from plantfed_participant.agent.decide import evaluation_spec, training_spec
-from plantfed_participant.agent.jobspec import token_secret, training_job
-from plantfed_participant.agent.naming import training_job_name
-from plantfed_participant.agent.observe import TrainingPhase, observe_training
+from plantfed.plant.agent.config import AgentConfig, ConfigError, parse_node_selector, parse_tolerations
+from plantfed.contract.api.round import RoundEvaluation
+from plantfed.plant.agent.decide import evaluation_spec, training_spec
+from plantfed.plant.agent.jobspec import token_secret, training_job
+from plantfed.plant.agent.naming import training_job_name
+from plantfed.plant.agent.observe import TrainingPhase, observe_training
 
 
 def job(*conditions: tuple[str, str, str]) -> dict:
@@ -55,9 +55,9 @@ def terminated(code: int, reason: str = "Error") -> dict:
          [pod("p1", "Failed", **terminated(137, "OOMKilled"))], {}, TrainingPhase.FAILED,
          "BackoffLimitExceeded: Job has reached the specified backoff limit; exit code 137 (OOMKilled)"),
         (job(("Failed", "BackoffLimitExceeded", "")), [pod("p1", "Failed", **terminated(1))],
-         {"p1": "plantfed_participant.runtime.RoundNotForThisPlant: round r1 is closed; nothing to train"},
+         {"p1": "plantfed.plant.runtime.RoundNotForThisPlant: round r1 is closed; nothing to train"},
          TrainingPhase.FAILED,
-         "BackoffLimitExceeded: exit code 1 (Error): plantfed_participant.runtime.RoundNotForThisPlant: round r1 is "
+         "BackoffLimitExceeded: exit code 1 (Error): plantfed.plant.runtime.RoundNotForThisPlant: round r1 is "
          "closed; nothing to train"),
     ],
 )

@@ -42,7 +42,7 @@ def test_rendered_commands_parse(helm, subcommand):
         if args is not None:
             if subcommand == "agent":
                 # Also the values: node selector and tolerations as the agent parses them.
-                from plantfed_participant.agent.config import from_args
+                from plantfed.plant.agent.config import from_args
 
                 from_args(args)
             continue

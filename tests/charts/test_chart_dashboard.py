@@ -1,5 +1,5 @@
 """The Grafana convergence dashboard: importable, portable across Grafana instances, and querying
-only metrics plantfed actually exports (operator/plantfed/metrics.py is the single source)."""
+only metrics plantfed actually exports (src/plantfed/contract/metrics.py is the single source)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import re
 import pytest
 from helmchart import HUB, REPO
 
-from plantfed.metrics import Metrics
+from plantfed.contract.metrics import Metrics
 
 DASHBOARD = HUB / "dashboards" / "plantfed-convergence.json"
 METRIC = re.compile(r"\bplantfed_[a-zA-Z0-9_]+")
@@ -94,7 +94,7 @@ def test_only_metrics_defined_in_plantfed_metrics(dash):
     known = exported_series_names()
     used = {(where, name) for where, expr in expressions(dash) for name in METRIC.findall(expr)}
     unknown = sorted((name, where) for where, name in used if name not in known)
-    assert not unknown, f"metrics not defined in operator/plantfed/metrics.py: {unknown}"
+    assert not unknown, f"metrics not defined in src/plantfed/contract/metrics.py: {unknown}"
 
 
 def test_rate_windows_use_rate_interval(dash):

@@ -19,12 +19,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from helmchart import Manifests, flags
 
-from plantfed.api.round import RoundEvaluation
+from plantfed.contract.api.round import RoundEvaluation
 from plantfed.cli import build_parser
 from plantfed.exchange.auth import ADMIN_CERT_NAME, PLANT_URI_PREFIX, certificate_name
-from plantfed_participant.agent.config import from_args
-from plantfed_participant.agent.decide import evaluation_spec, training_spec
-from plantfed_participant.agent.jobspec import training_job
+from plantfed.plant.agent.config import from_args
+from plantfed.plant.agent.decide import evaluation_spec, training_spec
+from plantfed.plant.agent.jobspec import training_job
 
 MUTUAL = ("--set", "tls.mutual.enabled=true")
 CERT_MANAGER = ("--set", "tls.certManager.enabled=true")

@@ -313,7 +313,7 @@ def test_registered_plants_get_a_role_scoped_to_their_own_participant(helm):
     assert a["spec"]["data"] == {"pvc": {"claimName": "vibration"}}
     assert m.get("PlantParticipant", "plant-b")["spec"]["paused"] is True
     # What the chart renders is what the operator's own API models accept.
-    from plantfed.api import PlantParticipant
+    from plantfed.contract.api import PlantParticipant
 
     for obj in m.of("PlantParticipant"):
         PlantParticipant.model_validate(obj)

@@ -13,9 +13,9 @@ import pytest
 from kubernetes import client
 
 from plantfed.cli import build_parser, strategy_from_args
-from plantfed.records import RoundRecord
-from plantfed.round_aggregation import aggregate_round
-from plantfed.store import ModelStore
+from plantfed.contract.records import RoundRecord
+from plantfed.engine.round_aggregation import aggregate_round
+from plantfed.engine.store import ModelStore
 from support.federation.hubdeploy import Hub, store_root
 from support.federation.rounds import PLANTS, create_lineage, round_manifest, wait_phase
 from support.kube import wait_for

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from plantfed.store import ModelStore
+from plantfed.engine.store import ModelStore
 from support.kube.pki import CertificateAuthority
 from support.kube.ports import free_ports
 
@@ -155,8 +155,8 @@ def test_the_health_port_serves_nothing_but_health(mtls_exchange):
     import grpc
 
     from plantfed.exchange.transport import open_channel
-    from plantfed.wire.v1 import exchange_pb2 as pb
-    from plantfed.wire.v1 import exchange_pb2_grpc as pb_grpc
+    from plantfed.contract.wire.v1 import exchange_pb2 as pb
+    from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
 
     _exchange, health, ca = mtls_exchange
     assert plantfed("healthcheck", f"--exchange={health}", f"--ca-file={ca.cert_file}", "--timeout=30").returncode == 0

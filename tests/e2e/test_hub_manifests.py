@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from plantfed.api.model import InitialWeights
-from plantfed.api.round import Privacy, Strategy, StrategyName
+from plantfed.contract.api.model import InitialWeights
+from plantfed.contract.api.round import Privacy, Strategy, StrategyName
 from plantfed.cli import build_parser, strategy_from_args
 from plantfed.hub.config import STORE_MOUNT, OperatorConfig
 from plantfed.hub.jobs import aggregation_job, init_job_name, init_model_job, strategy_args
-from plantfed.reconcile.actions import CreateAggregationJob
-from plantfed.records import Codec
+from plantfed.hub.reconcile.actions import CreateAggregationJob
+from plantfed.contract.records import Codec
 
 CFG = OperatorConfig(namespace="hub", exchange="x:1", admin_token_file=Path("/t"), store_claim="store",
                      image="img:1", aggregation_service_account="plantfed-aggregate")

@@ -18,8 +18,8 @@ import pytest
 from kubernetes import client
 
 from plantfed.exchange.transport import open_channel
-from plantfed.wire.v1 import exchange_pb2 as pb
-from plantfed.wire.v1 import exchange_pb2_grpc as pb_grpc
+from plantfed.contract.wire.v1 import exchange_pb2 as pb
+from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
 from support.federation.plantside import CLIENT_CERT_SECRET, ChartPlant
 from support.federation.rounds import condition, create_lineage, round_manifest, wait_phase
 from support.federation.world import Federation

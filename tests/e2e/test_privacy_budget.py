@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from plantfed.privacy import DPMode, DPRelease, epsilon_for
+from plantfed.engine.privacy import DPMode, DPRelease, epsilon_for
 from support.federation.rounds import PLANTS, condition, create_lineage, round_manifest, wait_phase
 
 DELTA = 1e-5

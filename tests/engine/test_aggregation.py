@@ -17,11 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from plantfed import codecs
-from plantfed.aggregation import StrategyConfig, UpdateInput, aggregate
-from plantfed.aggregation.robust import coordinate_blocks
-from plantfed.codecs import PayloadError
-from plantfed.records import Codec
+from plantfed.formats import codecs
+from plantfed.engine.aggregation import StrategyConfig, UpdateInput, aggregate
+from plantfed.engine.aggregation.robust import coordinate_blocks
+from plantfed.formats.codecs import PayloadError
+from plantfed.contract.records import Codec
 
 Plant = tuple[str, dict[str, torch.Tensor], int]  # name, local state, num_samples
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from plantfed.aggregation.fedprox import proximal_term
+from plantfed.plant.fedprox import proximal_term
 
 
 def model_and_anchor() -> tuple[nn.Module, dict[str, torch.Tensor]]:

@@ -14,10 +14,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from plantfed import codecs
-from plantfed.codecs import PayloadError
-from plantfed.payload.stream_writer import StreamingWriter, TensorSpec
-from plantfed.records import Codec
+from plantfed.formats import codecs
+from plantfed.formats.codecs import PayloadError
+from plantfed.formats.stream_writer import StreamingWriter, TensorSpec
+from plantfed.contract.records import Codec
 
 
 def conv_model() -> nn.Module:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from plantfed.aggregation import StrategyConfig
+from plantfed.engine.aggregation import StrategyConfig
 from plantfed.exchange.errors import ExchangeError
-from plantfed.records import EvaluationRecord
-from plantfed.round_aggregation import aggregate_round
-from plantfed_participant.runtime import RoundNotForThisPlant
-from plantfed_participant.tasks.bearing import BearingTask
+from plantfed.contract.records import EvaluationRecord
+from plantfed.engine.round_aggregation import aggregate_round
+from plantfed.plant.runtime import RoundNotForThisPlant
+from plantfed.tasks.bearing import BearingTask
 from support.exchange import Hub
 from support.plant_runtime import CFG, MODEL, runtime_for, seed_bearing
 

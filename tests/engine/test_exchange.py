@@ -11,11 +11,11 @@ import pytest
 from plantfed.exchange import ExchangeError
 from plantfed.exchange.convert import meta_to_wire
 from plantfed.exchange.transport import MAX_CHUNK, open_channel
-from plantfed.privacy import DPMode, DPRelease, PrivacyLedger
-from plantfed.records import RoundState
-from plantfed.store import file_sha256
-from plantfed.wire.v1 import exchange_pb2 as pb
-from plantfed.wire.v1 import exchange_pb2_grpc as pb_grpc
+from plantfed.engine.privacy import DPMode, DPRelease, PrivacyLedger
+from plantfed.contract.records import RoundState
+from plantfed.engine.store import file_sha256
+from plantfed.contract.wire.v1 import exchange_pb2 as pb
+from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
 from support.exchange import ADMIN_TOKEN, Hub, meta_for, wait_until, write_payload
 
 

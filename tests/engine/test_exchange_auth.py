@@ -20,10 +20,10 @@ from plantfed.exchange import (
 )
 from plantfed.exchange.auth import Authenticator
 from plantfed.exchange.transport import ServerTLS, open_channel
-from plantfed.records import RoundRecord
-from plantfed.store import ModelStore
-from plantfed.wire.v1 import exchange_pb2 as pb
-from plantfed.wire.v1 import exchange_pb2_grpc as pb_grpc
+from plantfed.contract.records import RoundRecord
+from plantfed.engine.store import ModelStore
+from plantfed.contract.wire.v1 import exchange_pb2 as pb
+from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
 from support.exchange import ADMIN_TOKEN, Hub, meta_for, write_payload, write_token_book
 from support.tls import Pki
 

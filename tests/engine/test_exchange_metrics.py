@@ -8,9 +8,9 @@ from plantfed.exchange.auth import TokenBook
 from plantfed.exchange.client import AdminClient, ExchangeClient
 from plantfed.exchange.payload import PayloadCheck
 from plantfed.exchange.server import build_server
-from plantfed.metrics import Metrics
-from plantfed.records import RoundRecord
-from plantfed.store import ModelStore
+from plantfed.contract.metrics import Metrics
+from plantfed.contract.records import RoundRecord
+from plantfed.engine.store import ModelStore
 from support.exchange import ADMIN_TOKEN, FAST_RETRY, meta_for, write_payload, write_token_book
 
 

@@ -11,8 +11,8 @@ import pytest
 
 from plantfed.exchange import AdminClient, ExchangeClient, Receipt
 from plantfed.exchange.transport import MAX_CHUNK
-from plantfed.records import RoundRecord
-from plantfed.store import ModelStore
+from plantfed.contract.records import RoundRecord
+from plantfed.engine.store import ModelStore
 from support.exchange import ADMIN_TOKEN, FAST_RETRY, meta_for, wait_until, write_payload
 from support.exchange_process import ServerProcess
 

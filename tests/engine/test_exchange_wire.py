@@ -7,13 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from plantfed.wire import generate
+from plantfed.contract.wire import generate
 from support.paths import REPO
 
 
 def test_committed_stubs_match_the_proto() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "plantfed.wire.generate", "--check"], cwd=REPO, capture_output=True, text=True
+        [sys.executable, "-m", "plantfed.contract.wire.generate", "--check"], cwd=REPO, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -24,4 +24,4 @@ def test_check_detects_an_edited_proto(tmp_path: Path) -> None:
     edited = protos / generate.PROTO_FILES[0]
     edited.write_text(edited.read_text() + "\nmessage AddedWithoutRegenerating { string x = 1; }\n")
     drift = generate.drifted_files(protos, generate.OUTPUT_ROOT)
-    assert "plantfed/wire/v1/exchange_pb2.py" in drift
+    assert "plantfed/contract/wire/v1/exchange_pb2.py" in drift

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from plantfed.exchange.client import ExchangeClient, RetryPolicy
-from plantfed_participant.model_cache import ModelCache
+from plantfed.plant.model_cache import ModelCache
 from support.exchange import Hub
 
 

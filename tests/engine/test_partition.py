@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from plantfed_participant.partition import class_histogram, label_skewed
+from plantfed.tasks.partition import class_histogram, label_skewed
 
 
 def balanced(classes: int = 4, per_class: int = 200) -> TensorDataset:

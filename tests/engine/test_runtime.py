@@ -7,11 +7,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from plantfed import codecs
+from plantfed.formats import codecs
 from plantfed.exchange.errors import ExchangeError
-from plantfed.records import Codec, DPMode
-from plantfed_participant.runtime import ParticipationConfig, RoundNotForThisPlant
-from plantfed_participant.tasks.bearing import BearingTask
+from plantfed.contract.records import Codec, DPMode
+from plantfed.plant.runtime import ParticipationConfig, RoundNotForThisPlant
+from plantfed.tasks.bearing import BearingTask
 from support.exchange import Hub
 from support.plant_runtime import CFG, MODEL, HeadStaysHome, runtime_for, seed_bearing
 
@@ -89,8 +89,8 @@ def test_clipping_bounds_the_uploaded_update(hub: Hub) -> None:
 
 
 def test_a_light_plant_and_a_full_plant_aggregate_into_one_global_model(hub: Hub) -> None:
-    from plantfed.aggregation import StrategyConfig
-    from plantfed.round_aggregation import aggregate_round
+    from plantfed.engine.aggregation import StrategyConfig
+    from plantfed.engine.round_aggregation import aggregate_round
 
     task = BearingTask()
     base_path = seed_bearing(hub, task)
@@ -135,9 +135,9 @@ def test_the_version_a_round_publishes_carries_what_the_aggregation_measured(hub
     """The aggregation Job exits before any scrape: the operator reads its numbers from the version record."""
     from prometheus_client import generate_latest
 
-    from plantfed.aggregation import StrategyConfig
-    from plantfed.metrics import Metrics
-    from plantfed.round_aggregation import aggregate_round
+    from plantfed.engine.aggregation import StrategyConfig
+    from plantfed.contract.metrics import Metrics
+    from plantfed.engine.round_aggregation import aggregate_round
 
     task = BearingTask()
     seed_bearing(hub, task)

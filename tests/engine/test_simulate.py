@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from plantfed.store import ModelStore
+from plantfed.engine.store import ModelStore
 
 
 @pytest.fixture(scope="module")

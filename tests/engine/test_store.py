@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from plantfed.records import RoundRecord, RoundState, UpdateMeta
-from plantfed.store import (
+from plantfed.contract.records import RoundRecord, RoundState, UpdateMeta
+from plantfed.engine.store import (
     BaseMismatchError,
     BusyError,
     ChecksumError,
@@ -242,7 +242,7 @@ _WRITER = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    from plantfed.store import ModelStore
+    from plantfed.engine.store import ModelStore
     root, tag, go, count = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
     store = ModelStore(root)
     digests = [store.write_blob([f"{tag}-{i}".encode()])[0] for i in range(count)]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from plantfed import codecs
+from plantfed.formats import codecs
 from support.exchange import Hub, new_plant_tokens, running_hub
 from support.updates import MODEL, base_state
 

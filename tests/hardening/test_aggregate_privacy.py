@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from plantfed import codecs
-from plantfed.aggregation import StrategyConfig
+from plantfed.formats import codecs
+from plantfed.engine.aggregation import StrategyConfig
 from plantfed.cli import main
-from plantfed.privacy import PrivacyLedger, central_release, epsilon_for, release_for_update
-from plantfed.records import Codec, DPParams, RoundRecord, UpdateMeta
-from plantfed.round_aggregation import charge_privacy
-from plantfed.store import ModelStore
+from plantfed.engine.privacy import PrivacyLedger, central_release, epsilon_for, release_for_update
+from plantfed.contract.records import Codec, DPParams, RoundRecord, UpdateMeta
+from plantfed.engine.round_aggregation import charge_privacy
+from plantfed.engine.store import ModelStore
 
 MODEL, ROUND, DELTA = "press-line", "press-line-r1", 1e-5
 SHAPES = {"w": (8, 4), "b": (8,)}

@@ -12,12 +12,12 @@ import torch
 from opacus.accountants import RDPAccountant
 from torch import nn
 
-from plantfed.privacy import epsilon_for, release_for_update
-from plantfed.records import DPMode
-from plantfed_participant.privacy import global_l2_norm
-from plantfed_participant.sdk import DataSpec
-from plantfed_participant.tasks.bearing import BearingTask
-from plantfed_participant.training import LocalTrainingConfig, SampleDP, train_local
+from plantfed.engine.privacy import epsilon_for, release_for_update
+from plantfed.contract.records import DPMode
+from plantfed.plant.privacy import global_l2_norm
+from plantfed.tasks.sdk import DataSpec
+from plantfed.tasks.bearing import BearingTask
+from plantfed.plant.training import LocalTrainingConfig, SampleDP, train_local
 
 DELTA = 1e-5
 CPU = torch.device("cpu")

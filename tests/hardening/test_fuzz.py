@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from plantfed import codecs
-from plantfed.store import file_sha256
-from plantfed.wire.v1 import exchange_pb2 as pb
-from plantfed.wire.v1 import exchange_pb2_grpc as pb_grpc
+from plantfed.formats import codecs
+from plantfed.engine.store import file_sha256
+from plantfed.contract.wire.v1 import exchange_pb2 as pb
+from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
 from support.exchange import Hub
 from support.updates import MODEL, base_state, write_good_update
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from plantfed.exchange import ExchangeError
-from plantfed.records import Codec
-from plantfed.wire.v1 import exchange_pb2 as pb
+from plantfed.contract.records import Codec
+from plantfed.contract.wire.v1 import exchange_pb2 as pb
 from support.exchange import Hub
 from support.updates import (
     MODEL,

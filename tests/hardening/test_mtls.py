@@ -15,13 +15,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from plantfed import codecs
+from plantfed.formats import codecs
 from plantfed.exchange import AdminClient, ExchangeClient, ExchangeError, ServerTLS, TokenBook, build_server
 from plantfed.exchange.auth import ADMIN_CERT_NAME, PLANT_URI_PREFIX
-from plantfed.records import RoundRecord, RoundState
-from plantfed.store import ModelStore
-from plantfed.wire.v1 import exchange_pb2 as pb
-from plantfed.wire.v1 import exchange_pb2_grpc as pb_grpc
+from plantfed.contract.records import RoundRecord, RoundState
+from plantfed.engine.store import ModelStore
+from plantfed.contract.wire.v1 import exchange_pb2 as pb
+from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
 from support.exchange import ADMIN_TOKEN, FAST_RETRY
 from support.tls import issue_cert, make_pki, new_key, pem_key
 from support.updates import MODEL, base_state, update_meta, write_good_update

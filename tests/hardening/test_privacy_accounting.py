@@ -13,7 +13,7 @@ import pytest
 from opacus.accountants import RDPAccountant
 from pydantic import ValidationError
 
-from plantfed.privacy import (
+from plantfed.engine.privacy import (
     DPMode,
     DPRelease,
     PrivacyLedger,
@@ -23,8 +23,8 @@ from plantfed.privacy import (
     plant_release_alternatives,
     release_for_update,
 )
-from plantfed.privacy.accounting import RDP_ORDERS, LedgerError
-from plantfed.records import DPParams
+from plantfed.engine.privacy.accounting import RDP_ORDERS, LedgerError
+from plantfed.contract.records import DPParams
 
 DELTA = 1e-5
 
@@ -43,7 +43,7 @@ def test_epsilon_is_opacus_rdp_for_the_composed_history() -> None:
 def test_the_orders_are_opacus_defaults_and_accounting_does_not_import_torch() -> None:
     """The operator accounts for every DP round; torch would more than double its memory."""
     assert RDP_ORDERS == RDPAccountant.DEFAULT_ALPHAS
-    code = ("import sys; from plantfed.privacy import DPMode, DPRelease, epsilon_for; "
+    code = ("import sys; from plantfed.engine.privacy import DPMode, DPRelease, epsilon_for; "
             "assert epsilon_for([DPRelease(mode=DPMode.LOCAL, noise_multiplier=1.0)], 1e-5) > 0; "
             "print(sorted(m for m in ('torch', 'opacus') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -12,9 +12,9 @@ import pytest
 from opacus.accountants import RDPAccountant
 from rich.console import Console
 
-from plantfed import codecs
-from plantfed.privacy import DPMode, DPRelease, epsilon_for
-from plantfed.simulate import Simulation, SimulationConfig
+from plantfed.formats import codecs
+from plantfed.engine.privacy import DPMode, DPRelease, epsilon_for
+from plantfed.sim.simulate import Simulation, SimulationConfig
 
 DELTA = 1e-5
 PLANTS = ("plant-1", "plant-2")

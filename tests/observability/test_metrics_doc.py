@@ -1,4 +1,4 @@
-"""docs/observability.md lists every metric operator/plantfed/metrics.py defines, as Prometheus names it.
+"""docs/observability.md lists every metric src/plantfed/contract/metrics.py defines, as Prometheus names it.
 
 The table between the `metrics:begin`/`metrics:end` markers is generated from the registry; after
 changing metrics.py, rewrite it with
@@ -12,7 +12,7 @@ import re
 import sys
 from pathlib import Path
 
-from plantfed.metrics import Metrics
+from plantfed.contract.metrics import Metrics
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "observability.md"
 BEGIN, END = "<!-- metrics:begin (generated: tests/observability/test_metrics_doc.py) -->", "<!-- metrics:end -->"

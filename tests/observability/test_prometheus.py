@@ -23,8 +23,8 @@ import pytest
 from promserver import Prometheus, free_port, require_prometheus
 from support.kube.wait import wait_for
 
-from plantfed.report import PrometheusSource, render_prometheus
-from plantfed.store import ModelStore
+from plantfed.sim.report import PrometheusSource, render_prometheus
+from plantfed.engine.store import ModelStore
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "charts" / "plantfed-hub" / "dashboards" / "plantfed-convergence.json"

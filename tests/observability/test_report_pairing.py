@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from plantfed.report import _latest_campaign, _per_round_increase, parse_duration
+from plantfed.sim.report import _latest_campaign, _per_round_increase, parse_duration
 
 
 def test_only_the_latest_campaign_is_drawn():

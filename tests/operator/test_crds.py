@@ -15,9 +15,9 @@ from typing import Any
 import kopf
 import pytest
 import yaml
-from plantfed.api import FederatedModel, FederatedRound, PlantParticipant
-from plantfed.api.crdgen import RESOURCES, crd, crd_filename, generate_crds, main
-from plantfed.api.openapi import SchemaError, apply_defaults, to_structural, walk
+from plantfed.contract.api import FederatedModel, FederatedRound, PlantParticipant
+from plantfed.contract.api.crdgen import RESOURCES, crd, crd_filename, generate_crds, main
+from plantfed.contract.api.openapi import SchemaError, apply_defaults, to_structural, walk
 from pydantic import ValidationError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -122,7 +122,7 @@ def admit(kind: str, obj: dict[str, Any], old: dict[str, Any] | None = None) -> 
 
 def test_committed_crds_match_the_models():
     committed = {p.name: p.read_text() for p in (REPO / "crds").glob("*.yaml")}
-    assert committed == generate_crds(), "run `python -m plantfed.api.crdgen --out crds`"
+    assert committed == generate_crds(), "run `python -m plantfed.contract.api.crdgen --out crds`"
 
 
 def test_check_mode_reports_drift_and_write_mode_fixes_it(tmp_path, capsys):

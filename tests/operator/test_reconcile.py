@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from plantfed.api import FederatedModel, FederatedRound, PlantParticipant
-from plantfed.api.common import ConditionStatus
-from plantfed.api.round import PlantRoundState, RoundPhase
-from plantfed.reconcile import (
+from plantfed.contract.api import FederatedModel, FederatedRound, PlantParticipant
+from plantfed.contract.api.common import ConditionStatus
+from plantfed.contract.api.round import PlantRoundState, RoundPhase
+from plantfed.hub.reconcile import (
     CloseExchangeRound,
     CreateAggregationJob,
     CreateRound,
@@ -32,8 +32,8 @@ from plantfed.reconcile import (
     set_condition,
     status_patch,
 )
-from plantfed.privacy import DPMode, DPRelease, epsilon_for
-from plantfed.records import EvaluationRecord, ModelVersion, RoundRecord, RoundState
+from plantfed.engine.privacy import DPMode, DPRelease, epsilon_for
+from plantfed.contract.records import EvaluationRecord, ModelVersion, RoundRecord, RoundState
 
 NOW = datetime(2026, 11, 6, 12, 0, tzinfo=UTC)  # a Friday
 TIMEOUT = timedelta(seconds=90)

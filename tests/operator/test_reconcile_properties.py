@@ -14,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from plantfed.api import FederatedRound, PlantParticipant
-from plantfed.api.round import PlantRoundState, RoundPhase
-from plantfed.reconcile import (
+from plantfed.contract.api import FederatedRound, PlantParticipant
+from plantfed.contract.api.round import PlantRoundState, RoundPhase
+from plantfed.hub.reconcile import (
     CloseExchangeRound,
     CreateAggregationJob,
     JobObservation,
@@ -27,7 +27,7 @@ from plantfed.reconcile import (
     Upload,
     reconcile_round,
 )
-from plantfed.records import ModelVersion, RoundRecord, RoundState
+from plantfed.contract.records import ModelVersion, RoundRecord, RoundState
 
 T0 = datetime(2026, 11, 6, 12, 0, tzinfo=UTC)
 STEP = timedelta(seconds=45)

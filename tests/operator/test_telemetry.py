@@ -6,9 +6,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from plantfed.api.round import FederatedRoundStatus, PlantRoundState, PlantRoundStatus, RoundPhase
+from plantfed.contract.api.round import FederatedRoundStatus, PlantRoundState, PlantRoundStatus, RoundPhase
 from plantfed.hub.telemetry import Telemetry
-from plantfed.metrics import Metrics
+from plantfed.contract.metrics import Metrics
 
 START = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
 

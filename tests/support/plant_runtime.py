@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 
-from plantfed import codecs
-from plantfed_participant.runtime import ParticipationConfig, PlantRuntime
-from plantfed_participant.sdk import DataSpec
-from plantfed_participant.tasks.bearing import BearingTask
-from plantfed_participant.training import LocalTrainingConfig
+from plantfed.formats import codecs
+from plantfed.plant.runtime import ParticipationConfig, PlantRuntime
+from plantfed.tasks.sdk import DataSpec
+from plantfed.tasks.bearing import BearingTask
+from plantfed.plant.training import LocalTrainingConfig
 from support.exchange import Hub
 
 SMALL = {"recordings_per_class": 2, "seconds": 2.0}

@@ -11,12 +11,12 @@ from typing import Any
 import grpc
 import torch
 
-from plantfed import codecs
+from plantfed.formats import codecs
 from plantfed.exchange import convert
-from plantfed.records import Codec, UpdateMeta
-from plantfed.store import file_sha256
-from plantfed.wire.v1 import exchange_pb2 as pb
-from plantfed.wire.v1 import exchange_pb2_grpc as pb_grpc
+from plantfed.contract.records import Codec, UpdateMeta
+from plantfed.engine.store import file_sha256
+from plantfed.contract.wire.v1 import exchange_pb2 as pb
+from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
 from support.exchange import Hub
 
 MODEL = "press-line"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from plantfed_participant.sdk import DataSpec, PlantData
-from plantfed_participant.tasks.bearing import BearingTask
+from plantfed.tasks.sdk import DataSpec, PlantData
+from plantfed.tasks.bearing import BearingTask
 
 CWRU_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "cwru"
 

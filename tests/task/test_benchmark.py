@@ -1,4 +1,4 @@
-"""`python -m plantfed_participant.tasks.bearing.benchmark`: centralised and siloed numbers for every plant."""
+"""`python -m plantfed.sim.bearing_benchmark`: centralised and siloed numbers for every plant."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from plantfed_participant.sdk import DataSpec
-from plantfed_participant.tasks.bearing import benchmark
+from plantfed.tasks.sdk import DataSpec
+from plantfed.sim import bearing_benchmark as benchmark
 
 
 def test_reports_centralised_and_siloed_scores_for_every_plant(capsys: pytest.CaptureFixture[str]) -> None:

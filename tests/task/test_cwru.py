@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from plantfed_participant.sdk import DataSpec
+from plantfed.tasks.sdk import DataSpec
 
 
 def test_four_plants_with_the_three_fault_classes(cwru_plants) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader
 
-from plantfed_participant.sdk import DataSpec
+from plantfed.tasks.sdk import DataSpec
 
 
 def test_a_few_epochs_beat_chance_clearly(task) -> None:

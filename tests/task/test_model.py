@@ -7,7 +7,7 @@ from fnmatch import fnmatch
 import pytest
 import torch
 
-from plantfed_participant.sdk import load_task
+from plantfed.tasks.sdk import load_task
 
 
 def _is_local(task, name: str) -> bool:
@@ -79,7 +79,7 @@ def test_batch_loss_counts_correct_predictions(task) -> None:
 def test_batch_loss_and_evaluate_run_on_cuda(task, small) -> None:
     from torch.utils.data import DataLoader
 
-    from plantfed_participant.sdk import DataSpec
+    from plantfed.tasks.sdk import DataSpec
 
     data = task.load_data(DataSpec("p", options=small))
     torch.manual_seed(0)

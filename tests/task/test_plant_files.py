@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from plantfed_participant.sdk import DataSpec
-from plantfed_participant.tasks.bearing.convert import convert_cwru
-from plantfed_participant.tasks.bearing.plant_files import read_plant_dir, write_recording
-from plantfed_participant.tasks.bearing.recording import Recording
-from plantfed_participant.tasks.bearing.synthetic import synthetic_plant
+from plantfed.tasks.sdk import DataSpec
+from plantfed.tasks.bearing.convert import convert_cwru
+from plantfed.tasks.bearing.plant_files import read_plant_dir, write_recording
+from plantfed.tasks.bearing.recording import Recording
+from plantfed.tasks.bearing.synthetic import synthetic_plant
 
 
 def test_round_trip_gives_the_same_plant_data(task, tmp_path: Path) -> None:

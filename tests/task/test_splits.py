@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plantfed_participant.sdk import DataSpec, PlantData
-from plantfed_participant.tasks.bearing.cwru import cwru_files, read_cwru_file
-from plantfed_participant.tasks.bearing.plant_files import write_recording
-from plantfed_participant.tasks.bearing.recording import Recording
-from plantfed_participant.tasks.bearing.synthetic import synthetic_plant
-from plantfed_participant.tasks.bearing.windows import segment_bounds
+from plantfed.tasks.sdk import DataSpec, PlantData
+from plantfed.tasks.bearing.cwru import cwru_files, read_cwru_file
+from plantfed.tasks.bearing.plant_files import write_recording
+from plantfed.tasks.bearing.recording import Recording
+from plantfed.tasks.bearing.synthetic import synthetic_plant
+from plantfed.tasks.bearing.windows import segment_bounds
 
 SPLITS = ("train", "val", "test")
 

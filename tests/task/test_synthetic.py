@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.signal import butter, hilbert, sosfiltfilt
 
-from plantfed_participant.tasks.bearing.bearing_geometry import CWRU_DRIVE_END, VENDOR_BEARINGS
-from plantfed_participant.tasks.bearing.synthetic import (
+from plantfed.tasks.bearing.bearing_geometry import CWRU_DRIVE_END, VENDOR_BEARINGS
+from plantfed.tasks.bearing.synthetic import (
     SYNTHETIC_FS,
     SyntheticSizes,
     generate_signal,

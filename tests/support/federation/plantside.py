@@ -19,8 +19,8 @@ import numpy as np
 import yaml
 from kubernetes import client
 
-from plantfed_participant.agent.naming import ROUND_ANNOTATION
-from plantfed_participant.tasks.bearing.synthetic import SyntheticSizes, synthetic_plant
+from plantfed.plant.agent.naming import ROUND_ANNOTATION
+from plantfed.tasks.bearing.synthetic import SyntheticSizes, synthetic_plant
 from support.federation.hubdeploy import HEARTBEAT_EVERY, Hub
 from support.kube import wait_for
 from support.kube.environment import ClusterWithNodes
@@ -128,7 +128,7 @@ class ChartPlant:
 
     def cached(self, model: str) -> int | None:
         """The model version the plant's cache serves (read from the cache PVC's volume on this machine)."""
-        from plantfed_participant.model_cache import ModelCache
+        from plantfed.plant.model_cache import ModelCache
 
         with self.cluster.api_client() as api:
             core = client.CoreV1Api(api)

@@ -1,1 +1,0 @@
-"""Wire protocol: the .proto-generated gRPC stubs (see `plantfed.wire.generate`)."""

@@ -1,5 +1,0 @@
-"""The built-in bearing-fault task: CWRU or plant vibration files, or a synthetic multi-vendor fleet."""
-
-from plantfed_participant.tasks.bearing.task import BearingTask
-
-__all__ = ["BearingTask"]

@@ -1,0 +1,1 @@
+"""Wire protocol: the .proto-generated gRPC stubs (see `plantfed.contract.wire.generate`)."""

@@ -1,0 +1,117 @@
+"""Aggregate one round from the model store into a new (not yet promoted) model version.
+
+This is the body of the per-round aggregation Job (`plantfed aggregate`) and of `plantfed simulate`'s hub.
+It is idempotent: if a version for the round already exists (the Job ran to completion before its pod or
+the operator died) it is returned as-is, so nothing is ever aggregated or published twice. Server-optimiser
+state is keyed by the model version it led to, so a retried Job starts from the same state. The version
+record keeps what the aggregation measured (`AggregationSummary`), which is how those numbers reach the
+operator's metrics: the Job has no API credentials and exits before any scrape.
+
+Each aggregated plant's differential-privacy releases are charged to the lineage's `PrivacyLedger` before the
+version is published, so a published model is always accounted for; the ledger records a round once per
+plant, so a retried Job never charges twice.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from plantfed.engine.aggregation import AggregationResult, StrategyConfig, UpdateInput, aggregate
+from plantfed.engine.privacy import PrivacyLedger, round_releases
+from plantfed.contract.records import AggregationSummary, ModelVersion, UpdateRecord
+from plantfed.engine.store import ModelStore
+
+
+@dataclass
+class RoundAggregation:
+    version: ModelVersion
+    plants: list[str]
+    result: AggregationResult | None
+    seconds: float
+    reused: bool
+
+
+def _state_dir(store: ModelStore, model: str, version: int) -> Path:
+    return Path(store.root) / "server-state" / model / f"after-v{version}"
+
+
+def weighted_metrics(updates: list[UpdateRecord]) -> dict[str, float]:
+    """Sample-weighted mean of each metric every aggregated plant reported."""
+    total = sum(u.meta.num_samples for u in updates)
+    if not updates or total == 0:
+        return {}
+    keys = set.intersection(*(set(u.meta.metrics) for u in updates))
+    return {k: sum(u.meta.metrics[k] * u.meta.num_samples for u in updates) / total for k in sorted(keys)}
+
+
+def summarize(result: AggregationResult, seconds: float) -> AggregationSummary:
+    """What the version record keeps of an aggregation: every number it reported per plant."""
+    plants = {
+        stat.plant: {k: float(v) for k, v in stat.model_dump().items() if isinstance(v, int | float)}
+        for stat in result.plants
+    }
+    return AggregationSummary(strategy=result.strategy.value, seconds=seconds, peak_bytes=result.peak_bytes,
+                              plants=plants)
+
+
+def charge_privacy(store: ModelStore, model: str, round_id: str, updates: list[UpdateRecord],
+                   config: StrategyConfig) -> None:
+    """Record each update's local release (its declared DP parameters) and the hub's central one."""
+    ledger = PrivacyLedger(store.root, model)
+    for update in updates:
+        releases = round_releases(update.meta.dp, config.central_noise_multiplier, config.norm_bound or 0.0)
+        ledger.charge_round(round_id, update.meta.plant, releases)
+
+
+def aggregate_round(
+    store: ModelStore,
+    round_id: str,
+    config: StrategyConfig,
+    *,
+    plants: list[str] | None = None,
+    local_patterns: tuple[str, ...] = (),
+) -> RoundAggregation:
+    """Aggregate the committed updates of `round_id` (restricted to `plants` when the operator froze a set)."""
+    record = store.get_round(round_id)
+    for existing in store.versions(record.model):
+        if existing.round_id == round_id:
+            return RoundAggregation(existing, plants or [], None, 0.0, reused=True)
+    updates = [u for u in store.updates(round_id) if plants is None or u.meta.plant in plants]
+    if not updates:
+        raise ValueError(f"round {round_id} has no committed updates to aggregate")
+    missing = sorted(set(plants or []) - {u.meta.plant for u in updates})
+    if missing:
+        raise ValueError(f"round {round_id}: no committed update from {', '.join(missing)}")
+    base = store.get_model(record.model, record.base_version)
+    inputs = [
+        UpdateInput(
+            plant=u.meta.plant, path=store.blob_path(u.digest), num_samples=u.meta.num_samples, codec=u.meta.codec,
+            partial=u.meta.partial,
+        )
+        for u in sorted(updates, key=lambda u: u.meta.plant)
+    ]
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=store.root, prefix=".agg-") as tmp:
+        state = Path(tmp) / "state"
+        previous = _state_dir(store, record.model, record.base_version)
+        if previous.exists():
+            shutil.copytree(previous, state)
+        else:
+            state.mkdir()
+        out = Path(tmp) / "model.safetensors"
+        result = aggregate(store.blob_path(base.digest), inputs, config, out, local_patterns=local_patterns, state_dir=state)
+        seconds = time.perf_counter() - started
+        digest, _size = store.import_file(out)
+        charge_privacy(store, record.model, round_id, updates, config)
+        metrics = weighted_metrics(updates)
+        version = store.publish_model(record.model, digest, parent=base.version, round_id=round_id, metrics=metrics,
+                                      aggregation=summarize(result, seconds))
+        target = _state_dir(store, record.model, version.version)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            state.rename(target)
+    return RoundAggregation(version, [u.meta.plant for u in updates], result, seconds, reused=False)

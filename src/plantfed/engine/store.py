@@ -1,0 +1,640 @@
+"""The hub's model store: one directory (a PVC in Kubernetes) holding blobs, model lineage, rounds and updates.
+
+Everything is a file, written atomically (temp file in the same directory, fsync, rename, fsync directory),
+so the store survives a restart and holds no truth in memory. Several processes may share one store (the
+exchange server and an aggregation Job): every read-modify-write runs under an `fcntl.flock` on a lock file
+plus an in-process lock (flock alone does not order threads sharing a lock on NFS-emulated POSIX locks).
+
+Layout::
+
+    blobs/sha256/ab/abcdef...            content-addressed payloads (read-only once written)
+    tmp/                                 blob staging, same filesystem so the final rename is atomic
+    models/<model>/versions/<n>.json     records.ModelVersion, n = 1, 2, 3 ... allocated under the model lock
+    models/<model>/promoted.json         {"version": n}: the promoted pointer
+    rounds/<round>/round.json            records.RoundRecord
+    rounds/<round>/updates/<plant>.json  records.UpdateRecord: committed, verified updates only
+    rounds/<round>/partial/<plant>.data  a resumable upload in progress (+ <plant>.json: what it declared)
+
+A partial upload only becomes an update through `PartialUpload.finalize` (size + sha256 verified) followed
+by `commit_update` (round still open, plant assigned, base version matches), so aggregation, which reads
+`updates()`, never sees a partial, rejected or late update.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+
+from plantfed.contract.naming import InvalidNameError, check_name, check_sha256
+from plantfed.contract.records import (
+    AggregationSummary,
+    EvaluationRecord,
+    ModelVersion,
+    RoundRecord,
+    RoundState,
+    UpdateMeta,
+    UpdateRecord,
+)
+from plantfed.formats.atomic import READ_SIZE, file_sha256, fsync_dir, write_atomic
+
+#: A partial upload is fsynced at least this often; the sha256 check at commit catches anything torn.
+_SYNC_EVERY = 16 << 20
+
+_Record = TypeVar("_Record", bound=BaseModel)
+#: Checks a received payload file before it enters the blob store; raises ValueError to reject it.
+Validator = Callable[[Path], None]
+
+
+class StoreError(Exception):
+    """Base of every error the store raises; the exchange maps each subclass to one gRPC status."""
+
+
+class NotFoundError(StoreError):
+    """Unknown round, model, version or blob."""
+
+
+class ConflictError(StoreError):
+    """Something with that identity already exists with different content."""
+
+
+class RoundClosedError(StoreError):
+    """The round no longer accepts updates."""
+
+
+class BaseMismatchError(StoreError):
+    """An update trained on a base version other than the round's."""
+
+
+class NotAssignedError(StoreError):
+    """The plant is not one of the round's plants."""
+
+
+class ChecksumError(StoreError):
+    """Received bytes do not match the declared size or sha256."""
+
+
+class OffsetError(StoreError):
+    """A resume offset beyond what is held, or bytes beyond the declared size."""
+
+
+class NotCandidateError(StoreError):
+    """An evaluation names a version that is not the round's candidate."""
+
+
+class InvalidValueError(StoreError, ValueError):
+    """A record carries a value no consumer could use (e.g. a NaN metric)."""
+
+
+class BusyError(StoreError):
+    """Another stream is writing the same (round, plant) upload right now."""
+
+
+def _write_record(path: Path, record: BaseModel) -> None:
+    write_atomic(path, record.model_dump_json(indent=2).encode())
+
+
+def _read_record(path: Path, cls: type[_Record]) -> _Record | None:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        return cls.model_validate_json(data)
+    except ValidationError as exc:
+        raise StoreError(f"corrupt store record {path}: {exc}") from exc
+
+
+_thread_locks: dict[str, threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path, *, busy: str | None = None) -> Iterator[None]:
+    """Exclusive across threads and processes. With `busy`, never waits: raises BusyError(busy) if held."""
+    key = str(lock_path)
+    with _thread_locks_guard:
+        tlock = _thread_locks.setdefault(key, threading.Lock())
+    if not tlock.acquire(blocking=busy is None):
+        raise BusyError(busy)
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if busy is None else fcntl.LOCK_NB))
+            except BlockingIOError as exc:
+                raise BusyError(busy) from exc
+            yield
+        finally:
+            os.close(fd)
+    finally:
+        tlock.release()
+
+
+class _PartialState(BaseModel):
+    """What a partial upload declared, plus the accounting that survives a server restart."""
+
+    sha256: str
+    total_bytes: int
+    started_at: float
+    received_before: int = 0
+    size_at_begin: int = 0
+
+
+class PartialUpload:
+    """A durable, resumable upload for one (round, plant); holds that pair's lock while open.
+
+    Its committed offset is the data file's length: bytes are appended in order and the final sha256 check
+    rejects anything torn, so the length alone is a safe resume point even after a SIGKILL.
+    """
+
+    def __init__(self, store: ModelStore, round_id: str, plant: str) -> None:
+        self._store = store
+        self._dir = store.root / "rounds" / round_id / "partial"
+        self._data = self._dir / f"{plant}.data"
+        self._state_path = self._dir / f"{plant}.json"
+        self._state: _PartialState | None = None
+        self._hasher: hashlib._Hash | None = None
+        self._file = None
+        self._offset = 0
+        self._unsynced = 0
+
+    @property
+    def offset(self) -> int:
+        return self._offset
+
+    def begin(self, sha256: str, total_bytes: int, offset: int) -> None:
+        """Start or resume the payload `sha256`; partial bytes of another payload are discarded."""
+        check_sha256(sha256)
+        state = _read_record(self._state_path, _PartialState)
+        held = self._data.stat().st_size if self._data.exists() else 0
+        if state is None or state.sha256 != sha256 or state.total_bytes != total_bytes:
+            state = _PartialState(sha256=sha256, total_bytes=total_bytes, started_at=time.time())
+            held = 0
+        if offset < 0 or offset > held:
+            raise OffsetError(f"resume offset {offset} is beyond the {held} bytes held for this payload")
+        if offset > total_bytes:
+            raise OffsetError(f"resume offset {offset} is beyond the declared size {total_bytes}")
+        state.received_before += held - state.size_at_begin
+        state.size_at_begin = offset
+        self._dir.mkdir(parents=True, exist_ok=True)
+        # Truncate before recording the payload, so a crash in between never pairs old bytes with a new sha256.
+        self._file = open(self._data, "r+b" if self._data.exists() else "w+b")  # noqa: SIM115 - closed in close()
+        self._file.truncate(offset)
+        os.fsync(self._file.fileno())
+        self._file.seek(offset)
+        _write_record(self._state_path, state)
+        self._hasher = file_sha256(self._data, offset) if offset else hashlib.sha256()
+        self._state = state
+        self._offset = offset
+
+    def append(self, data: bytes) -> None:
+        if self._state is None or self._file is None or self._hasher is None:
+            raise StoreError("append before begin")
+        if self._offset + len(data) > self._state.total_bytes:
+            message = f"received {self._offset + len(data)} bytes, more than the declared {self._state.total_bytes}"
+            self.discard()
+            raise OffsetError(message)
+        self._file.write(data)
+        self._hasher.update(data)
+        self._offset += len(data)
+        self._unsynced += len(data)
+        if self._unsynced >= _SYNC_EVERY:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._unsynced = 0
+
+    def finalize(self, validate: Validator | None = None) -> tuple[str, int, int, float]:
+        """Verify size, sha256 and `validate`, then move the bytes into the blob store.
+
+        Returns (digest, size, bytes received over all attempts, seconds since the first attempt began).
+        A mismatch or a rejected payload discards the partial (its bytes cannot be trusted) and raises.
+        """
+        if self._state is None or self._file is None or self._hasher is None:
+            raise StoreError("finalize before begin")
+        state = self._state
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._file = None
+        if self._offset != state.total_bytes:
+            raise OffsetError(
+                f"upload incomplete: {self._offset} of {state.total_bytes} declared bytes held; "
+                f"resume from offset {self._offset}"
+            )
+        digest = self._hasher.hexdigest()
+        if digest != state.sha256:
+            self.discard()
+            raise ChecksumError(f"sha256 mismatch: declared {state.sha256}, received bytes hash to {digest}")
+        if validate is not None:
+            try:
+                validate(self._data)
+            except ValueError:
+                self.discard()
+                raise
+        self._store._adopt_blob(self._data, digest)
+        received = state.received_before + self._offset - state.size_at_begin
+        seconds = time.time() - state.started_at
+        self._state_path.unlink(missing_ok=True)
+        return digest, self._offset, received, seconds
+
+    def discard(self) -> None:
+        self.close()
+        self._data.unlink(missing_ok=True)
+        self._state_path.unlink(missing_ok=True)
+        self._state = None
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class ModelStore:
+    """See the module docstring for the layout and the guarantees."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        for sub in ("blobs/sha256", "tmp", "models", "rounds", "locks"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    # --- blobs -------------------------------------------------------------------------------------
+
+    def blob_path(self, digest: str) -> Path:
+        check_sha256(digest)
+        return self.root / "blobs" / "sha256" / digest[:2] / digest
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def write_blob(
+        self,
+        chunks: Iterable[bytes],
+        *,
+        expect_sha256: str | None = None,
+        expect_size: int | None = None,
+        validate: Validator | None = None,
+    ) -> tuple[str, int]:
+        """Store a payload streamed as chunks; returns (sha256 hex, size).
+
+        Declared size/sha256 and `validate` are checked before the blob becomes visible.
+        """
+        fd, tmp = tempfile.mkstemp(dir=self.root / "tmp", prefix="blob-")
+        tmp_path = Path(tmp)
+        hasher, size = hashlib.sha256(), 0
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for chunk in chunks:
+                    size += len(chunk)
+                    if expect_size is not None and size > expect_size:
+                        raise OffsetError(f"received {size} bytes, more than the declared {expect_size}")
+                    f.write(chunk)
+                    hasher.update(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            digest = hasher.hexdigest()
+            if expect_size is not None and size != expect_size:
+                raise ChecksumError(f"size mismatch: declared {expect_size} bytes, received {size}")
+            if expect_sha256 is not None and digest != expect_sha256:
+                raise ChecksumError(f"sha256 mismatch: declared {expect_sha256}, received bytes hash to {digest}")
+            if validate is not None:
+                validate(tmp_path)
+            self._adopt_blob(tmp_path, digest)
+        finally:
+            tmp_path.unlink(missing_ok=True)
+        return digest, size
+
+    def import_file(self, path: str | os.PathLike[str]) -> tuple[str, int]:
+        """Copy a local file into the blob store (the source is left untouched)."""
+
+        def read() -> Iterator[bytes]:
+            with open(path, "rb") as f:
+                while block := f.read(READ_SIZE):
+                    yield block
+
+        return self.write_blob(read())
+
+    def _adopt_blob(self, src: Path, digest: str) -> None:
+        """Move a verified, fsynced file into place under its digest (a no-op if that blob exists)."""
+        dest = self.blob_path(digest)
+        if dest.exists():
+            src.unlink(missing_ok=True)
+            return
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(src, 0o444)
+        os.replace(src, dest)
+        fsync_dir(dest.parent)
+
+    # --- models --------------------------------------------------------------------------------------
+
+    def _model_dir(self, model: str) -> Path:
+        return self.root / "models" / check_name("model", model)
+
+    def _read_version(self, model: str, version: int) -> ModelVersion | None:
+        record = _read_record(self._model_dir(model) / "versions" / f"{version}.json", ModelVersion)
+        if record is not None:
+            record.promoted = self._promoted_number(model) == version
+        return record
+
+    def _promoted_number(self, model: str) -> int | None:
+        try:
+            return int(json.loads((self._model_dir(model) / "promoted.json").read_text())["version"])
+        except FileNotFoundError:
+            return None
+
+    def _version_numbers(self, model: str) -> list[int]:
+        vdir = self._model_dir(model) / "versions"
+        if not vdir.is_dir():
+            return []
+        return sorted(int(p.stem) for p in vdir.glob("*.json") if p.stem.isdigit())
+
+    def publish_model(
+        self,
+        model: str,
+        blob_digest: str,
+        *,
+        parent: int | None = None,
+        round_id: str | None = None,
+        metrics: dict[str, float] | None = None,
+        promote: bool = False,
+        aggregation: AggregationSummary | None = None,
+    ) -> ModelVersion:
+        """Record a blob as the model's next version.
+
+        Idempotent: if a version with the same blob, parent and round exists, that version is returned
+        (so a retried publish or a re-run seeding step never creates a second version).
+        """
+        check_name("model", model)
+        if round_id is not None:
+            check_name("round", round_id)
+        if not self.has_blob(blob_digest):
+            raise NotFoundError(f"blob {blob_digest} is not in the store")
+        with _locked(self.root / "locks" / f"model-{model}.lock"):
+            if parent is not None and self._read_version(model, parent) is None:
+                raise NotFoundError(f"parent version {parent} of model {model!r} does not exist")
+            numbers = self._version_numbers(model)
+            for n in numbers:
+                existing = self._read_version(model, n)
+                if existing and (existing.digest, existing.parent, existing.round_id) == (
+                    blob_digest,
+                    parent,
+                    round_id,
+                ):
+                    return self._promote_locked(model, n) if promote else existing
+            record = ModelVersion(
+                model=model,
+                version=(numbers[-1] + 1) if numbers else 1,
+                digest=blob_digest,
+                size=self.blob_path(blob_digest).stat().st_size,
+                parent=parent,
+                round_id=round_id,
+                metrics=dict(metrics or {}),
+                created_at=time.time(),
+                aggregation=aggregation,
+            )
+            _write_record(self._model_dir(model) / "versions" / f"{record.version}.json", record)
+            if promote:
+                return self._promote_locked(model, record.version)
+            return record
+
+    def get_model(self, model: str, version: int | None = None) -> ModelVersion:
+        """A version, or the promoted one when `version` is None (NotFoundError if there is none)."""
+        if version is None:
+            found = self.promoted(model)
+            if found is None:
+                raise NotFoundError(f"model {model!r} has no promoted version")
+            return found
+        found = self._read_version(model, version)
+        if found is None:
+            raise NotFoundError(f"model {model!r} has no version {version}")
+        return found
+
+    def promote(self, model: str, version: int) -> ModelVersion:
+        with _locked(self.root / "locks" / f"model-{check_name('model', model)}.lock"):
+            return self._promote_locked(model, version)
+
+    def _promote_locked(self, model: str, version: int) -> ModelVersion:
+        if self._read_version(model, version) is None:
+            raise NotFoundError(f"model {model!r} has no version {version}")
+        write_atomic(self._model_dir(model) / "promoted.json", json.dumps({"version": version}).encode())
+        return self.get_model(model, version)
+
+    def promoted(self, model: str) -> ModelVersion | None:
+        number = self._promoted_number(model)
+        return None if number is None else self._read_version(model, number)
+
+    def versions(self, model: str) -> list[ModelVersion]:
+        found = [self._read_version(model, n) for n in self._version_numbers(model)]
+        return [v for v in found if v is not None]
+
+    def models(self) -> list[str]:
+        return sorted(p.name for p in (self.root / "models").iterdir() if p.is_dir())
+
+    # --- rounds --------------------------------------------------------------------------------------
+
+    def _round_dir(self, round_id: str) -> Path:
+        return self.root / "rounds" / check_name("round", round_id)
+
+    def _round_lock(self, round_id: str) -> Path:
+        return self.root / "locks" / f"round-{check_name('round', round_id)}.lock"
+
+    def open_round(self, record: RoundRecord) -> RoundRecord:
+        """Create a round; re-opening an identical round returns it, a different one is a ConflictError."""
+        check_name("round", record.round_id)
+        check_name("model", record.model)
+        for plant in record.plants:
+            check_name("plant", plant)
+        if len(set(record.plants)) != len(record.plants):
+            raise InvalidNameError(f"round {record.round_id!r} lists a plant more than once")
+        if record.max_update_bytes <= 0:
+            raise InvalidNameError(f"round {record.round_id!r}: max_update_bytes must be positive")
+        self.get_model(record.model, record.base_version)
+        with _locked(self._round_lock(record.round_id)):
+            existing = self._read_round(record.round_id)
+            if existing is not None:
+                same = ("model", "base_version", "plants", "max_update_bytes")
+                if any(getattr(existing, f) != getattr(record, f) for f in same):
+                    raise ConflictError(f"round {record.round_id!r} already exists with different settings")
+                return existing
+            opened = record.model_copy(update={"state": RoundState.OPEN, "opened_at": time.time(), "closed_at": None})
+            _write_record(self._round_dir(record.round_id) / "round.json", opened)
+            return opened
+
+    def close_round(self, round_id: str) -> RoundRecord:
+        """Stop accepting updates; after this returns, `updates(round_id)` is final. Idempotent."""
+        with _locked(self._round_lock(round_id)):
+            record = self.get_round(round_id)
+            if record.state is RoundState.CLOSED:
+                return record
+            closed = record.model_copy(update={"state": RoundState.CLOSED, "closed_at": time.time()})
+            _write_record(self._round_dir(round_id) / "round.json", closed)
+        self._drop_idle_partials(round_id)
+        return closed
+
+    def _drop_idle_partials(self, round_id: str) -> None:
+        """A closed round's partial uploads can never commit; free their space (busy ones end on their own)."""
+        pdir = self._round_dir(round_id) / "partial"
+        for state in sorted(pdir.glob("*.json")) if pdir.is_dir() else ():
+            with contextlib.suppress(BusyError), self.partial_upload(round_id, state.stem) as upload:
+                upload.discard()
+
+    def _read_round(self, round_id: str) -> RoundRecord | None:
+        return _read_record(self._round_dir(round_id) / "round.json", RoundRecord)
+
+    def get_round(self, round_id: str) -> RoundRecord:
+        record = self._read_round(round_id)
+        if record is None:
+            raise NotFoundError(f"unknown round {round_id!r}")
+        return record
+
+    def rounds(self) -> list[RoundRecord]:
+        """All rounds, oldest opened first."""
+        found = [self._read_round(p.name) for p in (self.root / "rounds").iterdir() if p.is_dir()]
+        return sorted((r for r in found if r is not None), key=lambda r: (r.opened_at or 0.0, r.round_id))
+
+    # --- updates -------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def partial_upload(self, round_id: str, plant: str) -> Iterator[PartialUpload]:
+        """Exclusive access to (round, plant)'s partial upload; BusyError if another stream holds it."""
+        check_name("round", round_id)
+        check_name("plant", plant)
+        lock = self.root / "locks" / f"upload-{round_id}+{plant}.lock"  # '+' cannot occur in either name
+        busy = f"another upload by plant {plant!r} to round {round_id!r} is in progress"
+        with _locked(lock, busy=busy):
+            upload = PartialUpload(self, round_id, plant)
+            try:
+                yield upload
+            finally:
+                upload.close()
+
+    def partial_offset(self, round_id: str, plant: str, sha256: str) -> int:
+        """Bytes held durably for (round, plant)'s upload of payload `sha256` (0 for another payload)."""
+        pdir = self._round_dir(round_id) / "partial"
+        state = _read_record(pdir / f"{check_name('plant', plant)}.json", _PartialState)
+        if state is None or state.sha256 != sha256:
+            return 0
+        try:
+            return (pdir / f"{plant}.data").stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def check_accepts(self, round_id: str, meta: UpdateMeta) -> RoundRecord:
+        """Raise the reason the round would refuse this update (before any byte is transferred)."""
+        record = self.get_round(round_id)
+        if record.state is not RoundState.OPEN:
+            raise RoundClosedError(f"round {round_id!r} is closed")
+        if meta.plant not in record.plants:
+            raise NotAssignedError(f"plant {meta.plant!r} is not assigned to round {round_id!r}")
+        if meta.base_version != record.base_version:
+            raise BaseMismatchError(
+                f"update trained on base version {meta.base_version}, round {round_id!r} is on "
+                f"version {record.base_version} of {record.model!r}"
+            )
+        return record
+
+    def commit_update(
+        self,
+        meta: UpdateMeta,
+        digest: str,
+        *,
+        bytes_received: int | None = None,
+        upload_seconds: float | None = None,
+    ) -> tuple[UpdateRecord, bool]:
+        """Make a verified blob visible to aggregation as (round, plant)'s update.
+
+        Returns (record, duplicate). One update per (round, plant): committing the same payload again returns
+        the existing record with duplicate=True; a different payload raises ConflictError. Runs under the round
+        lock, so nothing is committed after `close_round` returns.
+        """
+        check_name("plant", meta.plant)
+        if not self.has_blob(digest):
+            raise NotFoundError(f"blob {digest} is not in the store")
+        with _locked(self._round_lock(meta.round_id)):
+            path = self._round_dir(meta.round_id) / "updates" / f"{meta.plant}.json"
+            existing = _read_record(path, UpdateRecord)
+            if existing is not None:
+                if existing.digest == digest:
+                    return existing, True
+                raise ConflictError(
+                    f"plant {meta.plant!r} already committed a different update ({existing.digest}) "
+                    f"to round {meta.round_id!r}"
+                )
+            self.check_accepts(meta.round_id, meta)
+            record = UpdateRecord(
+                meta=meta,
+                digest=digest,
+                received_at=time.time(),
+                bytes_received=bytes_received,
+                upload_seconds=upload_seconds,
+            )
+            _write_record(path, record)
+            return record, False
+
+    def get_update(self, round_id: str, plant: str) -> UpdateRecord | None:
+        return _read_record(self._round_dir(round_id) / "updates" / f"{check_name('plant', plant)}.json", UpdateRecord)
+
+    def updates(self, round_id: str) -> list[UpdateRecord]:
+        """Committed updates of a round, by plant name."""
+        self.get_round(round_id)
+        udir = self._round_dir(round_id) / "updates"
+        found = [_read_record(p, UpdateRecord) for p in sorted(udir.glob("*.json"))] if udir.is_dir() else []
+        return [u for u in found if u is not None]
+
+    # --- plant-side evaluations of a round's candidate ---------------------------------------------------
+
+    def candidate(self, round_id: str) -> ModelVersion | None:
+        """The newest version aggregated from `round_id` (what its plants are asked to evaluate), if any."""
+        record = self.get_round(round_id)
+        produced = [v for v in self.versions(record.model) if v.round_id == round_id]
+        return produced[-1] if produced else None
+
+    def record_evaluation(self, evaluation: EvaluationRecord) -> tuple[EvaluationRecord, bool]:
+        """Keep a plant's evaluation of the round's candidate; returns (record, duplicate).
+
+        Only a plant assigned to the round may report, only for the round's candidate, and only finite numbers.
+        The first report per (round, plant, version) wins: a re-run evaluation pod gets the kept record back
+        (duplicate=True) instead of replacing what a promotion decision may already rest on.
+        """
+        check_name("plant", evaluation.plant)
+        record = self.get_round(evaluation.round_id)
+        if evaluation.plant not in record.plants:
+            raise NotAssignedError(f"plant {evaluation.plant!r} is not assigned to round {evaluation.round_id!r}")
+        candidate = self.candidate(evaluation.round_id)
+        if candidate is None or candidate.version != evaluation.version:
+            have = "no candidate yet" if candidate is None else f"candidate version {candidate.version}"
+            raise NotCandidateError(
+                f"round {evaluation.round_id!r} has {have}; an evaluation of version {evaluation.version} is not asked for"
+            )
+        bad = sorted(k for k, v in evaluation.metrics.items() if not math.isfinite(v))
+        if bad:
+            raise InvalidValueError(f"evaluation metrics must be finite numbers; not finite: {', '.join(bad)}")
+        with _locked(self._round_lock(evaluation.round_id)):
+            path = self._round_dir(evaluation.round_id) / "evaluations" / f"{evaluation.plant}.json"
+            existing = _read_record(path, EvaluationRecord)
+            if existing is not None and existing.version == evaluation.version:
+                return existing, True
+            kept = evaluation.model_copy(update={"received_at": time.time()})
+            _write_record(path, kept)
+            return kept, False
+
+    def evaluations(self, round_id: str) -> list[EvaluationRecord]:
+        """Plants' evaluations of the round's candidate, by plant name."""
+        self.get_round(round_id)
+        edir = self._round_dir(round_id) / "evaluations"
+        found = [_read_record(p, EvaluationRecord) for p in sorted(edir.glob("*.json"))] if edir.is_dir() else []
+        return [e for e in found if e is not None]

@@ -1,0 +1,52 @@
+"""One table from the hub's store and validation errors to the gRPC status codes clients act on
+(see `plantfed.exchange.errors` for what each code means to a client)."""
+
+from __future__ import annotations
+
+import grpc
+from pydantic import ValidationError
+
+from plantfed.contract.naming import InvalidNameError
+from plantfed.engine import store
+
+_CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+    (InvalidNameError, grpc.StatusCode.INVALID_ARGUMENT),
+    (store.NotFoundError, grpc.StatusCode.NOT_FOUND),
+    (store.ConflictError, grpc.StatusCode.ALREADY_EXISTS),
+    (store.RoundClosedError, grpc.StatusCode.FAILED_PRECONDITION),
+    (store.BaseMismatchError, grpc.StatusCode.FAILED_PRECONDITION),
+    (store.NotCandidateError, grpc.StatusCode.FAILED_PRECONDITION),
+    (store.NotAssignedError, grpc.StatusCode.PERMISSION_DENIED),
+    (store.ChecksumError, grpc.StatusCode.DATA_LOSS),
+    (store.OffsetError, grpc.StatusCode.OUT_OF_RANGE),
+    (store.BusyError, grpc.StatusCode.ABORTED),
+    (ValidationError, grpc.StatusCode.INVALID_ARGUMENT),
+    (ValueError, grpc.StatusCode.INVALID_ARGUMENT),
+)
+
+
+class Refusal(Exception):
+    """A request the hub's policy turns down, carrying the status code to end the call with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def status_for(exc: BaseException) -> grpc.StatusCode | None:
+    """The status a handler should end with for `exc`, or None if it is an unexpected (internal) error."""
+    if isinstance(exc, Refusal):
+        return exc.code
+    for cls, code in _CODES:
+        if isinstance(exc, cls):
+            return code
+    return None
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):
+        parts = [f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()]
+        return "invalid metadata: " + "; ".join(parts)
+    return str(exc)
+
+

@@ -1,0 +1,96 @@
+"""Kubernetes API access for the handlers: custom objects and Jobs as plain dicts.
+
+The handlers read objects fresh from the API server before every decision (kopf's cached body
+may predate the handler's own last status patch), and patch status with a resourceVersion
+precondition so a decision made from an outdated object is refused (409) and retried.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from plantfed.contract.api.common import GROUP, VERSION
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def load_config() -> None:
+    """In-cluster ServiceAccount credentials when running in a pod, else the kubeconfig."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+
+
+class Kube:
+    """The few API calls the operator makes; one instance per process (thread-safe client)."""
+
+    def __init__(self, api: client.ApiClient | None = None) -> None:
+        self.api = api or client.ApiClient()
+        self.custom = client.CustomObjectsApi(self.api)
+        self.batch = client.BatchV1Api(self.api)
+
+    def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list(self, plural: str, namespace: str) -> list[dict[str, Any]]:
+        listing = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+        return list(listing.get("items", []))
+
+    def create(self, plural: str, namespace: str, body: dict[str, Any]) -> bool:
+        """Create; False when an object of that name exists already (the action was done before)."""
+        try:
+            self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
+            return True
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+
+    def patch_status(self, plural: str, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch `status`, refused with 409 if the object changed since `body` was read."""
+        meta = body["metadata"]
+        patch = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
+        return self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, meta["namespace"], plural, meta["name"], patch, _content_type=MERGE_PATCH
+        )
+
+    def patch_status_fields(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> bool:
+        """Merge-patch fields of `status` that only the operator writes (no precondition); False if gone."""
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, {"status": status}, _content_type=MERGE_PATCH
+            )
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            response = self.batch.read_namespaced_job(name, namespace, _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return json.loads(response.data)
+
+    def create_job(self, body: dict[str, Any]) -> bool:
+        """Create; False when the Job exists already (409)."""
+        try:
+            self.batch.create_namespaced_job(body["metadata"]["namespace"], body)
+            return True
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise

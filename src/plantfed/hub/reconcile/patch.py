@@ -1,0 +1,31 @@
+"""Turn a decision's new status into the JSON merge patch a handler sends.
+
+Models serialise without unset optionals, so a field the reconcile cleared (e.g. a finished
+`currentRound`) would simply be missing from `to_dict()`, and a merge patch without it leaves the
+old value in place. The patch therefore sets removed keys to null explicitly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from plantfed.contract.api.base import KubeModel
+
+
+def merge_patch(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7386 merge patch that turns `before` into `after` (lists are replaced whole)."""
+    patch: dict[str, Any] = {key: None for key in before if key not in after}
+    for key, value in after.items():
+        old = before.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            nested = merge_patch(old, value)
+            if nested:
+                patch[key] = nested
+        elif key not in before or old != value:
+            patch[key] = value
+    return patch
+
+
+def status_patch(before: KubeModel, after: KubeModel) -> dict[str, Any]:
+    """The `status` merge patch from the observed status to the decided one; {} when unchanged."""
+    return merge_patch(before.to_dict(), after.to_dict())
