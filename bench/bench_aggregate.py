@@ -63,8 +63,8 @@ def layer_shapes(size_bytes: int) -> list[tuple[int, ...]]:
 def make_data(directory: Path, plants: int, size_mb: int) -> dict:
     import torch
 
-    from plantfed.formats import codecs
     from plantfed.contract.records import Codec
+    from plantfed.formats import codecs
 
     shapes = layer_shapes(size_mb * 2**20)
     names = [f"layers.{i // 2}.{'weight' if i % 2 == 0 else 'bias'}" for i in range(len(shapes))]
@@ -80,7 +80,12 @@ def make_data(directory: Path, plants: int, size_mb: int) -> dict:
         del tensors
         updates.append({"plant": f"plant-{k:02d}", "path": str(path), "num_samples": 100 + 37 * k})
     model_bytes = sum(4 * torch.Size(s).numel() for s in shapes)
-    return {"base": str(directory / "base.safetensors"), "updates": updates, "model_bytes": model_bytes, "tensors": len(shapes)}
+    return {
+        "base": str(directory / "base.safetensors"),
+        "updates": updates,
+        "model_bytes": model_bytes,
+        "tensors": len(shapes),
+    }
 
 
 def warm_cache(spec: dict) -> None:
@@ -116,7 +121,9 @@ def peak_rss() -> int:
 def run_plantfed(spec: dict, out: Path, strategy: str) -> dict:
     from plantfed.engine.aggregation import StrategyConfig, UpdateInput, aggregate
 
-    inputs = [UpdateInput(plant=u["plant"], path=Path(u["path"]), num_samples=u["num_samples"]) for u in spec["updates"]]
+    inputs = [
+        UpdateInput(plant=u["plant"], path=Path(u["path"]), num_samples=u["num_samples"]) for u in spec["updates"]
+    ]
     result = aggregate(spec["base"], inputs, StrategyConfig(name=strategy), out)
     return {"tracked_peak_bytes": result.peak_bytes}
 
@@ -178,7 +185,7 @@ def worker(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if args.worker in FLOWER:
         import flwr.server.strategy.aggregate  # noqa: F401  (import cost is not aggregation memory)
-        import safetensors.numpy  # noqa: F401
+        import safetensors.numpy
     else:
         import safetensors.torch  # noqa: F401
         import torch  # noqa: F401
@@ -196,7 +203,17 @@ def worker(args: argparse.Namespace) -> None:
         status = "ok"
     except MemoryError:
         extra, status = {}, "MemoryError (did not fit under the address-space cap)"
-    print(json.dumps({"status": status, "wall_s": time.perf_counter() - started, "peak_rss": peak_rss(), "import_rss": imported_rss, **extra}))
+    print(
+        json.dumps(
+            {
+                "status": status,
+                "wall_s": time.perf_counter() - started,
+                "peak_rss": peak_rss(),
+                "import_rss": imported_rss,
+                **extra,
+            }
+        )
+    )
 
 
 # ----------------------------------------------------------------------------------------------- driver
@@ -227,8 +244,8 @@ def codec_sizes(work: Path) -> list[tuple[str, int]]:
     """Bytes of one update of the bearing task's conv1d model under each codec."""
     import torch
 
-    from plantfed.formats import codecs
     from plantfed.contract.records import Codec
+    from plantfed.formats import codecs
     from plantfed.tasks.bearing.task import BearingTask
 
     torch.manual_seed(0)
@@ -270,7 +287,9 @@ def main() -> None:
     parser.add_argument("--plants", type=int, default=17)
     parser.add_argument("--size-mb", type=int, default=400, help="size of each plant's update")
     parser.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS))
-    parser.add_argument("--repeat", type=int, default=1, help="run every contender N times (round robin); min wall, max RSS")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="run every contender N times (round robin); min wall, max RSS"
+    )
     parser.add_argument("--flwr-python", default="", help="python of a venv with flwr installed")
     parser.add_argument("--mem-limit-gb", type=float, default=16.0, help="address-space cap per contender (0 = none)")
     parser.add_argument("--dir", default=None, help="where to put the data (default: a temp dir under /tmp)")
@@ -293,12 +312,17 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="plantfed-bench-", dir=args.dir))
     try:
         started = time.perf_counter()
-        spec = json.loads(_helper(["--make-data", str(work), "--plants", str(args.plants), "--size-mb", str(args.size_mb)]))
+        spec = json.loads(
+            _helper(["--make-data", str(work), "--plants", str(args.plants), "--size-mb", str(args.size_mb)])
+        )
         spec_path = work / "spec.json"
         spec_path.write_text(json.dumps(spec))
         gb = spec["model_bytes"] / 1e9
-        print(f"data: {args.plants} updates × {spec['model_bytes'] / 2**20:.0f} MiB ({spec['tensors']} tensors), "
-              f"{args.plants * gb:.2f} GB total, generated in {time.perf_counter() - started:.0f} s", flush=True)
+        print(
+            f"data: {args.plants} updates × {spec['model_bytes'] / 2**20:.0f} MiB ({spec['tensors']} tensors), "
+            f"{args.plants * gb:.2f} GB total, generated in {time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
         results: dict[str, dict] = {}
         for attempt in range(args.repeat):
             for name in args.contenders.split(","):
@@ -308,7 +332,9 @@ def main() -> None:
                 results[name] = _best(results.get(name), run)
         reference = results.get("torch-add", {})
         print()
-        print("| contender | status | wall s | peak RSS MiB | RSS after imports MiB | peak − imports MiB | (peak − imports) / update size | wall vs torch-add |")
+        print(
+            "| contender | status | wall s | peak RSS MiB | RSS after imports MiB | peak − imports MiB | (peak − imports) / update size | wall vs torch-add |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         for name, r in results.items():
             if r.get("status") != "ok":
@@ -316,11 +342,16 @@ def main() -> None:
                 continue
             ratio = f"{r['wall_s'] / reference['wall_s']:.2f}×" if reference.get("status") == "ok" else "n/a"
             above = r["peak_rss"] - r["import_rss"]
-            print(f"| {name} | ok | {r['wall_s']:.2f} | {r['peak_rss'] / 2**20:.0f} | {r['import_rss'] / 2**20:.0f} | "
-                  f"{above / 2**20:.0f} | {above / spec['model_bytes']:.2f} | {ratio} |")
+            print(
+                f"| {name} | ok | {r['wall_s']:.2f} | {r['peak_rss'] / 2**20:.0f} | {r['import_rss'] / 2**20:.0f} | "
+                f"{above / 2**20:.0f} | {above / spec['model_bytes']:.2f} | {ratio} |"
+            )
         print()
         sizes = json.loads(_helper(["--codec-sizes", str(work)]))
-        print("bearing conv1d update bytes per codec:", ", ".join(f"{c}={b} ({b / sizes[0][1]:.3f} of fp32)" for c, b in sizes))
+        print(
+            "bearing conv1d update bytes per codec:",
+            ", ".join(f"{c}={b} ({b / sizes[0][1]:.3f} of fp32)" for c, b in sizes),
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from plantfed.tasks.sdk import DataSpec
-from plantfed.tasks.bearing.task import BearingTask
 from plantfed.plant.training import LocalTrainingConfig, train_local
+from plantfed.tasks.bearing.task import BearingTask
+from plantfed.tasks.sdk import DataSpec
 
 
 def loop_throughput(task: BearingTask, variant: str, data, batch: int, device: torch.device, seconds: float) -> dict:
@@ -48,7 +48,9 @@ def loop_throughput(task: BearingTask, variant: str, data, batch: int, device: t
     return out
 
 
-def resident_throughput(task: BearingTask, variant: str, data, batch: int, device: torch.device, seconds: float) -> float:
+def resident_throughput(
+    task: BearingTask, variant: str, data, batch: int, device: torch.device, seconds: float
+) -> float:
     """Samples per second of forward + backward + Adam step alone, every batch already on `device`."""
     model = task.build_model(variant).to(device).train()
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -80,7 +82,9 @@ def simulate_on_cuda(out: Path, rounds: int) -> dict:
     cmd = [sys.executable, "-m", "plantfed", "simulate", "--plants", "3", "--rounds", str(rounds), "--out", str(out)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     report = json.loads((out / "report.json").read_text())
-    devices = {p.name: json.loads((p / "report.json").read_text()).get("device") for p in sorted((out / "plants").iterdir())}
+    devices = {
+        p.name: json.loads((p / "report.json").read_text()).get("device") for p in sorted((out / "plants").iterdir())
+    }
     return {
         "rounds": rounds,
         "wall_seconds": time.perf_counter() - started,
@@ -104,9 +108,12 @@ def markdown(result: dict) -> str:
             f"| {cuda['peak_memory_mib']:.0f} |"
         )
     sim = result["simulate"]
-    lines += ["", f"`plantfed simulate --plants 3 --rounds {sim['rounds']}` on the GPU machine: plants trained on "
-              f"{sorted(set(sim['plant_devices'].values()))}, final accuracy {sim['final_accuracy']:.3f}, "
-              f"{sim['wall_seconds']:.0f} s wall."]
+    lines += [
+        "",
+        f"`plantfed simulate --plants 3 --rounds {sim['rounds']}` on the GPU machine: plants trained on "
+        f"{sorted(set(sim['plant_devices'].values()))}, final accuracy {sim['final_accuracy']:.3f}, "
+        f"{sim['wall_seconds']:.0f} s wall.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -125,8 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     data = task.load_data(DataSpec("plant-1", plant_index=0, num_plants=3, seed=0)).train
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     result: dict = {
-        "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
-        "train_windows": len(data), "cases": [],
+        "gpu": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "train_windows": len(data),
+        "cases": [],
     }
     for variant in ("full", "light"):
         for batch in (64, 256):

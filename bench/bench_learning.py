@@ -51,8 +51,10 @@ def baseline_table(title: str, report: dict) -> list[str]:
     for p, row in zip(report["holdout"], holdout):
         silos = {m: v for m, v in row.items() if m.startswith("siloed:")}
         beaten = sum(row["federated"] > v for v in silos.values())
-        lines.append(f"- hold-out plant {p}: federated {fmt(row['federated'])} beats {beaten} of {len(silos)} siloed models "
-                     f"(best siloed {fmt(max(silos.values()))}), centralised {fmt(row['centralised'])}")
+        lines.append(
+            f"- hold-out plant {p}: federated {fmt(row['federated'])} beats {beaten} of {len(silos)} siloed models "
+            f"(best siloed {fmt(max(silos.values()))}), centralised {fmt(row['centralised'])}"
+        )
     lines.append(f"- baseline budget: {q.get('baseline_epochs')} epochs each; wall time {report['wall_seconds']:.0f} s")
     return lines + [""]
 
@@ -77,12 +79,17 @@ def noniid_tables(out: Path, rounds: str, alphas: list[float], jobs: int) -> lis
         for name, extra in NONIID_STRATEGIES:
             runs[(alpha, name)] = (out / f"noniid-a{alpha:g}-{extra[1]}", ["--label-skew-alpha", f"{alpha:g}", *extra])
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {key: pool.submit(simulate, path, "--plants", "3", "--rounds", rounds, *extra)
-                   for key, (path, extra) in runs.items()}
+        futures = {
+            key: pool.submit(simulate, path, "--plants", "3", "--rounds", rounds, *extra)
+            for key, (path, extra) in runs.items()
+        }
         reports = {key: f.result() for key, f in futures.items()}
-    lines = [f"### Non-IID: Dirichlet label skew across 3 synthetic plants, {rounds} rounds", "",
-             "| label skew | strategy | final accuracy | best | rounds to 95 % of final | MB uploaded |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"### Non-IID: Dirichlet label skew across 3 synthetic plants, {rounds} rounds",
+        "",
+        "| label skew | strategy | final accuracy | best | rounds to 95 % of final | MB uploaded |",
+        "|---|---|---|---|---|---|",
+    ]
     for (alpha, name), rep in reports.items():
         skew = "none (IID)" if alpha == "IID" else f"α = {alpha:g}"
         lines.append(f"| {skew} " + curve_row(name, rep))
@@ -105,18 +112,26 @@ def main(argv: list[str] | None = None) -> int:
     r = str(args.rounds)
 
     if "cwru" in only and CWRU.exists():
-        rep = simulate(args.out / "cwru", "--data", str(CWRU), "--plants", "4", "--holdout", "1", "--rounds", r, "--baselines")
+        rep = simulate(
+            args.out / "cwru", "--data", str(CWRU), "--plants", "4", "--holdout", "1", "--rounds", r, "--baselines"
+        )
         lines += baseline_table("Real CWRU data: 3 plants train (0-2 HP), the 3 HP plant never trains", rep)
     if "synthetic" in only:
         rep = simulate(args.out / "synthetic", "--plants", "4", "--holdout", "1", "--rounds", r, "--baselines")
-        lines += baseline_table("Synthetic fleet (4 vendors, speeds +15 % per plant): 3 plants train, one never does", rep)
+        lines += baseline_table(
+            "Synthetic fleet (4 vendors, speeds +15 % per plant): 3 plants train, one never does", rep
+        )
 
     nr = str(args.noniid_rounds)
     if "noniid" in only:
         lines += noniid_tables(args.out, nr, [float(a) for a in args.alphas.split(",")], args.jobs)
     if "codecs" in only:
-        lines += ["### Compression: accuracy and bytes per codec (synthetic, 3 plants)", "",
-                  "| codec | final accuracy | best | rounds to 95 % of final | MB uploaded |", "|---|---|---|---|---|"]
+        lines += [
+            "### Compression: accuracy and bytes per codec (synthetic, 3 plants)",
+            "",
+            "| codec | final accuracy | best | rounds to 95 % of final | MB uploaded |",
+            "|---|---|---|---|---|",
+        ]
         for codec in ("none", "fp16", "int8"):
             rep = simulate(args.out / f"codec-{codec}", "--plants", "3", "--rounds", nr, "--codec", codec)
             lines.append(curve_row(codec, rep))

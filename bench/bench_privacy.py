@@ -28,8 +28,14 @@ DELTA = 1e-5
 
 
 def sigma_for(epsilon: float, steps: int, sample_rate: float = 1.0) -> float:
-    return get_noise_multiplier(target_epsilon=epsilon, target_delta=DELTA, sample_rate=sample_rate, steps=steps,
-                                accountant="rdp", epsilon_tolerance=0.005)
+    return get_noise_multiplier(
+        target_epsilon=epsilon,
+        target_delta=DELTA,
+        sample_rate=sample_rate,
+        steps=steps,
+        accountant="rdp",
+        epsilon_tolerance=0.005,
+    )
 
 
 def smallest_plant(plants: int, options: dict[str, str]) -> int:
@@ -37,8 +43,10 @@ def smallest_plant(plants: int, options: dict[str, str]) -> int:
     from plantfed.tasks.sdk import DataSpec, load_task
 
     task = load_task("bearing")
-    return min(len(task.load_data(DataSpec(plant=f"plant-{i + 1}", plant_index=i, num_plants=plants,
-                                           options=options)).train) for i in range(plants))
+    return min(
+        len(task.load_data(DataSpec(plant=f"plant-{i + 1}", plant_index=i, num_plants=plants, options=options)).train)
+        for i in range(plants)
+    )
 
 
 def reusable(out: Path, expected: dict[str, object]) -> dict | None:
@@ -66,8 +74,10 @@ def run(out: Path, args: list[str], expected: dict[str, object], reuse: bool) ->
         last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
         # "RuntimeError: round bearing-r3: every plant failed; first error: ValueError: <why>" -> round and why
         where, _, why = last.partition("every plant failed; first error: ")
-        return {"failed": f"{where.removeprefix('RuntimeError: ')}{why}" if why else last,
-                "wall_seconds": time.perf_counter() - started}
+        return {
+            "failed": f"{where.removeprefix('RuntimeError: ')}{why}" if why else last,
+            "wall_seconds": time.perf_counter() - started,
+        }
     report = json.loads((out / "report.json").read_text())
     report["wall_seconds"] = time.perf_counter() - started
     return report
@@ -80,8 +90,12 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--learning-rate", type=float, default=0.05, help="every DP row's (clipped steps stay small)")
-    p.add_argument("--reference-learning-rate", type=float, default=0.01,
-                   help="a second no-DP row at this rate (simulate's default): unclipped SGD diverges at DP's rate")
+    p.add_argument(
+        "--reference-learning-rate",
+        type=float,
+        default=0.01,
+        help="a second no-DP row at this rate (simulate's default): unclipped SGD diverges at DP's rate",
+    )
     p.add_argument("--reuse", action="store_true", help="keep finished runs under --out whose settings match")
     p.add_argument("--clip-norm", type=float, default=1.0, help="C: per-record / local clip norm, central norm bound")
     p.add_argument("--mode", choices=("sample", "local", "central", "all"), default="all")
@@ -92,8 +106,20 @@ def main() -> int:
     p.add_argument("--report", type=Path, default=Path("bench/privacy.md"))
     a = p.parse_args()
 
-    common = ["--plants", str(a.plants), "--rounds", str(a.rounds), "--epochs", str(a.epochs), "--seed", "0",
-              "--batch-size", str(a.batch_size), "--dp-delta", str(DELTA)]
+    common = [
+        "--plants",
+        str(a.plants),
+        "--rounds",
+        str(a.rounds),
+        "--epochs",
+        str(a.epochs),
+        "--seed",
+        "0",
+        "--batch-size",
+        str(a.batch_size),
+        "--dp-delta",
+        str(DELTA),
+    ]
     options = dict(o.split("=", 1) for o in a.data_option or [])
     for key, value in options.items():
         common += ["--data-option", f"{key}={value}"]
@@ -145,8 +171,13 @@ def main() -> int:
             continue
         last = rep["rounds"][-1]
         spent = max(rep["privacy"]["epsilon"].values()) if rep.get("privacy") else None
-        cells = [*head, "–" if spent is None else f"{spent:.2f}", f"{last['global_accuracy']:.3f}",
-                 f"{last['global_loss']:.3f}", f"{rep['wall_seconds']:.0f}"]
+        cells = [
+            *head,
+            "–" if spent is None else f"{spent:.2f}",
+            f"{last['global_accuracy']:.3f}",
+            f"{last['global_loss']:.3f}",
+            f"{rep['wall_seconds']:.0f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     a.report.parent.mkdir(parents=True, exist_ok=True)

@@ -31,9 +31,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from safetensors.numpy import save_file
 
-from plantfed.exchange import AdminClient, ExchangeClient
 from plantfed.contract.records import RoundRecord, UpdateMeta
 from plantfed.engine.store import file_sha256
+from plantfed.exchange import AdminClient, ExchangeClient
 
 ADMIN = "bench-admin-token"
 PLANT_TOKEN = "bench-plant-token"
@@ -106,7 +106,7 @@ class Hub:
                 "--tls-key",
                 str(self.key),
             ],
-            stderr=open(self.workdir / "exchange.log", "ab"),  # noqa: SIM115
+            stderr=open(self.workdir / "exchange.log", "ab"),
         )
         wait_for_port(self.port, self.proc)
 

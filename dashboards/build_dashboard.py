@@ -41,8 +41,16 @@ class Layout:
 
     def row(self, title: str) -> None:
         self._newline()
-        self.panels.append({"type": "row", "title": title, "id": self._id(), "collapsed": False,
-                            "gridPos": {"h": 1, "w": 24, "x": 0, "y": self.y}, "panels": []})
+        self.panels.append(
+            {
+                "type": "row",
+                "title": title,
+                "id": self._id(),
+                "collapsed": False,
+                "gridPos": {"h": 1, "w": 24, "x": 0, "y": self.y},
+                "panels": [],
+            }
+        )
         self.y += 1
 
     def add(self, panel: dict, w: int, h: int = 8) -> None:
@@ -71,62 +79,124 @@ def target(expr: str, legend: str, ref: str = "A", instant: bool = False) -> dic
     return t
 
 
-def timeseries(title: str, description: str, targets: list[dict], unit: str = "short", *,
-               minimum: float | None = None, maximum: float | None = None, overrides: list | None = None,
-               draw: str = "line", stack: bool = False) -> dict:
+def timeseries(
+    title: str,
+    description: str,
+    targets: list[dict],
+    unit: str = "short",
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    overrides: list | None = None,
+    draw: str = "line",
+    stack: bool = False,
+) -> dict:
     defaults: dict = {
         "unit": unit,
-        "custom": {"drawStyle": draw, "lineInterpolation": "stepAfter", "lineWidth": 2, "fillOpacity": 10,
-                   "showPoints": "auto", "spanNulls": True,
-                   "stacking": {"mode": "normal" if stack else "none", "group": "A"}},
+        "custom": {
+            "drawStyle": draw,
+            "lineInterpolation": "stepAfter",
+            "lineWidth": 2,
+            "fillOpacity": 10,
+            "showPoints": "auto",
+            "spanNulls": True,
+            "stacking": {"mode": "normal" if stack else "none", "group": "A"},
+        },
     }
     if minimum is not None:
         defaults["min"] = minimum
     if maximum is not None:
         defaults["max"] = maximum
     return {
-        "type": "timeseries", "title": title, "description": description, "datasource": DS, "targets": targets,
+        "type": "timeseries",
+        "title": title,
+        "description": description,
+        "datasource": DS,
+        "targets": targets,
         "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
-        "options": {"legend": {"displayMode": "table", "placement": "bottom", "calcs": ["lastNotNull", "max"]},
-                    "tooltip": {"mode": "multi", "sort": "desc"}},
+        "options": {
+            "legend": {"displayMode": "table", "placement": "bottom", "calcs": ["lastNotNull", "max"]},
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        },
     }
 
 
-def stat(title: str, description: str, targets: list[dict], unit: str = "short", thresholds: list | None = None) -> dict:
+def stat(
+    title: str, description: str, targets: list[dict], unit: str = "short", thresholds: list | None = None
+) -> dict:
     return {
-        "type": "stat", "title": title, "description": description, "datasource": DS, "targets": targets,
-        "fieldConfig": {"defaults": {"unit": unit, "thresholds": {"mode": "absolute", "steps": thresholds or [
-            {"color": "blue", "value": None}]}}, "overrides": []},
-        "options": {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-                    "colorMode": "value", "graphMode": "area", "textMode": "value_and_name"},
+        "type": "stat",
+        "title": title,
+        "description": description,
+        "datasource": DS,
+        "targets": targets,
+        "fieldConfig": {
+            "defaults": {
+                "unit": unit,
+                "thresholds": {"mode": "absolute", "steps": thresholds or [{"color": "blue", "value": None}]},
+            },
+            "overrides": [],
+        },
+        "options": {
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "colorMode": "value",
+            "graphMode": "area",
+            "textMode": "value_and_name",
+        },
     }
 
 
 def bargauge(title: str, description: str, targets: list[dict], unit: str, thresholds: list) -> dict:
     return {
-        "type": "bargauge", "title": title, "description": description, "datasource": DS, "targets": targets,
-        "fieldConfig": {"defaults": {"unit": unit, "min": 0,
-                                     "thresholds": {"mode": "absolute", "steps": thresholds}}, "overrides": []},
-        "options": {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-                    "orientation": "horizontal", "displayMode": "gradient", "showUnfilled": True},
+        "type": "bargauge",
+        "title": title,
+        "description": description,
+        "datasource": DS,
+        "targets": targets,
+        "fieldConfig": {
+            "defaults": {"unit": unit, "min": 0, "thresholds": {"mode": "absolute", "steps": thresholds}},
+            "overrides": [],
+        },
+        "options": {
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "orientation": "horizontal",
+            "displayMode": "gradient",
+            "showUnfilled": True,
+        },
     }
 
 
 def right_axis(regex: str, unit: str, label: str) -> dict:
     """Override moving series whose name matches `regex` to a right-hand axis of its own."""
-    return {"matcher": {"id": "byRegexp", "options": regex}, "properties": [
-        {"id": "custom.axisPlacement", "value": "right"}, {"id": "unit", "value": unit},
-        {"id": "custom.axisLabel", "value": label}, {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
-        {"id": "custom.fillOpacity", "value": 0}, {"id": "decimals", "value": 0},
-    ]}
+    return {
+        "matcher": {"id": "byRegexp", "options": regex},
+        "properties": [
+            {"id": "custom.axisPlacement", "value": "right"},
+            {"id": "unit", "value": unit},
+            {"id": "custom.axisLabel", "value": label},
+            {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
+            {"id": "custom.fillOpacity", "value": 0},
+            {"id": "decimals", "value": 0},
+        ],
+    }
 
 
 def variable(name: str, label: str, query: str) -> dict:
     return {
-        "name": name, "label": label, "type": "query", "datasource": DS,
-        "query": {"query": query, "refId": f"{name}-var"}, "definition": query,
-        "refresh": 2, "sort": 1, "multi": True, "includeAll": True, "allValue": ".*",
-        "current": {"selected": True, "text": ["All"], "value": ["$__all"]}, "options": [], "hide": 0,
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DS,
+        "query": {"query": query, "refId": f"{name}-var"},
+        "definition": query,
+        "refresh": 2,
+        "sort": 1,
+        "multi": True,
+        "includeAll": True,
+        "allValue": ".*",
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "options": [],
+        "hide": 0,
     }
 
 
@@ -134,119 +204,282 @@ def build() -> dict:
     g = Layout()
 
     g.row("Convergence")
-    g.add(timeseries(
-        "Global accuracy (and round)",
-        "Test accuracy of each promoted global model (federated evaluation over the plants' test splits). "
-        "The dashed line is the latest finished round number on the right axis: read accuracy against it.",
-        [target(f"max by (model) (plantfed_global_accuracy{{{M}}})", "{{model}}"),
-         target(f"max by (model) (plantfed_round_number{{{M}}})", "round {{model}}", "B")],
-        "percentunit", minimum=0, maximum=1, overrides=[right_axis("^round .*", "none", "round")]), w=12, h=9)
-    g.add(timeseries(
-        "Global loss (and round)",
-        "Test loss of each promoted global model; the dashed line is the round number (right axis).",
-        [target(f"max by (model) (plantfed_global_loss{{{M}}})", "{{model}}"),
-         target(f"max by (model) (plantfed_round_number{{{M}}})", "round {{model}}", "B")],
-        "none", minimum=0, overrides=[right_axis("^round .*", "none", "round")]), w=12, h=9)
-    g.add(stat("Round", "Number of the latest finished round.",
-               [target(f"max by (model) (plantfed_round_number{{{M}}})", "{{model}}", instant=True)]), w=6, h=5)
-    g.add(stat("Promoted version", "Version of the global model plants currently receive.",
-               [target(f"max by (model) (plantfed_promoted_version{{{M}}})", "{{model}}", instant=True)]), w=6, h=5)
-    g.add(stat("Global accuracy", "Accuracy of the promoted model now.",
-               [target(f"max by (model) (plantfed_global_accuracy{{{M}}})", "{{model}}", instant=True)], "percentunit",
-               thresholds=[{"color": "red", "value": None}, {"color": "orange", "value": 0.8},
-                           {"color": "green", "value": 0.9}]), w=6, h=5)
-    g.add(stat("Rounds by outcome (range)", "Rounds finished in the selected time range, by outcome.",
-               [target(f"sum by (outcome) (increase(plantfed_rounds_total{{{M}}}[$__range]))", "{{outcome}}",
-                       instant=True)]), w=6, h=5)
+    g.add(
+        timeseries(
+            "Global accuracy (and round)",
+            "Test accuracy of each promoted global model (federated evaluation over the plants' test splits). "
+            "The dashed line is the latest finished round number on the right axis: read accuracy against it.",
+            [
+                target(f"max by (model) (plantfed_global_accuracy{{{M}}})", "{{model}}"),
+                target(f"max by (model) (plantfed_round_number{{{M}}})", "round {{model}}", "B"),
+            ],
+            "percentunit",
+            minimum=0,
+            maximum=1,
+            overrides=[right_axis("^round .*", "none", "round")],
+        ),
+        w=12,
+        h=9,
+    )
+    g.add(
+        timeseries(
+            "Global loss (and round)",
+            "Test loss of each promoted global model; the dashed line is the round number (right axis).",
+            [
+                target(f"max by (model) (plantfed_global_loss{{{M}}})", "{{model}}"),
+                target(f"max by (model) (plantfed_round_number{{{M}}})", "round {{model}}", "B"),
+            ],
+            "none",
+            minimum=0,
+            overrides=[right_axis("^round .*", "none", "round")],
+        ),
+        w=12,
+        h=9,
+    )
+    g.add(
+        stat(
+            "Round",
+            "Number of the latest finished round.",
+            [target(f"max by (model) (plantfed_round_number{{{M}}})", "{{model}}", instant=True)],
+        ),
+        w=6,
+        h=5,
+    )
+    g.add(
+        stat(
+            "Promoted version",
+            "Version of the global model plants currently receive.",
+            [target(f"max by (model) (plantfed_promoted_version{{{M}}})", "{{model}}", instant=True)],
+        ),
+        w=6,
+        h=5,
+    )
+    g.add(
+        stat(
+            "Global accuracy",
+            "Accuracy of the promoted model now.",
+            [target(f"max by (model) (plantfed_global_accuracy{{{M}}})", "{{model}}", instant=True)],
+            "percentunit",
+            thresholds=[
+                {"color": "red", "value": None},
+                {"color": "orange", "value": 0.8},
+                {"color": "green", "value": 0.9},
+            ],
+        ),
+        w=6,
+        h=5,
+    )
+    g.add(
+        stat(
+            "Rounds by outcome (range)",
+            "Rounds finished in the selected time range, by outcome.",
+            [
+                target(
+                    f"sum by (outcome) (increase(plantfed_rounds_total{{{M}}}[$__range]))", "{{outcome}}", instant=True
+                )
+            ],
+        ),
+        w=6,
+        h=5,
+    )
 
     g.row("Per plant")
-    g.add(timeseries(
-        "Global model accuracy on each plant's data",
-        "How well the promoted global model serves each plant. A plant far below the others is the one "
-        "federation is not helping (data drift, different machines) - a candidate for personalisation.",
-        [target(f"max by (plant) (plantfed_plant_accuracy{{{MP}}})", "{{plant}}")],
-        "percentunit", minimum=0, maximum=1), w=12)
-    g.add(timeseries(
-        "Local training loss per plant",
-        "Each plant's training loss in its latest round.",
-        [target(f"max by (plant) (plantfed_plant_loss{{{MP}}})", "{{plant}}")], "none", minimum=0), w=12)
+    g.add(
+        timeseries(
+            "Global model accuracy on each plant's data",
+            "How well the promoted global model serves each plant. A plant far below the others is the one "
+            "federation is not helping (data drift, different machines) - a candidate for personalisation.",
+            [target(f"max by (plant) (plantfed_plant_accuracy{{{MP}}})", "{{plant}}")],
+            "percentunit",
+            minimum=0,
+            maximum=1,
+        ),
+        w=12,
+    )
+    g.add(
+        timeseries(
+            "Local training loss per plant",
+            "Each plant's training loss in its latest round.",
+            [target(f"max by (plant) (plantfed_plant_loss{{{MP}}})", "{{plant}}")],
+            "none",
+            minimum=0,
+        ),
+        w=12,
+    )
 
     g.row("Participation")
-    g.add(timeseries(
-        "Plants per round",
-        "Latest round: plants selected, whose update was aggregated (replied), that missed the deadline "
-        "(late), and whose training failed.",
-        [target(f"sum(plantfed_round_plants_selected{{{M}}})", "selected"),
-         target(f"sum(plantfed_round_plants_replied{{{M}}})", "replied", "B"),
-         target(f"sum(plantfed_round_plants_late{{{M}}})", "late", "C"),
-         target(f"sum(plantfed_round_plants_failed{{{M}}})", "failed", "D")],
-        "none", minimum=0, overrides=[
-            {"matcher": {"id": "byName", "options": n}, "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": c}}]}
-            for n, c in (("selected", "blue"), ("replied", "green"), ("late", "orange"), ("failed", "red"))]), w=12)
-    g.add(bargauge(
-        "Heartbeat age",
-        "Seconds since each plant's agent last reported. Plants whose heartbeat is stale are not assigned rounds.",
-        [target(f"max by (plant) (plantfed_plant_heartbeat_age_seconds{{{P}}})", "{{plant}}", instant=True)], "s",
-        [{"color": "green", "value": None}, {"color": "orange", "value": 120}, {"color": "red", "value": 300}]), w=12)
+    g.add(
+        timeseries(
+            "Plants per round",
+            "Latest round: plants selected, whose update was aggregated (replied), that missed the deadline "
+            "(late), and whose training failed.",
+            [
+                target(f"sum(plantfed_round_plants_selected{{{M}}})", "selected"),
+                target(f"sum(plantfed_round_plants_replied{{{M}}})", "replied", "B"),
+                target(f"sum(plantfed_round_plants_late{{{M}}})", "late", "C"),
+                target(f"sum(plantfed_round_plants_failed{{{M}}})", "failed", "D"),
+            ],
+            "none",
+            minimum=0,
+            overrides=[
+                {
+                    "matcher": {"id": "byName", "options": n},
+                    "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": c}}],
+                }
+                for n, c in (("selected", "blue"), ("replied", "green"), ("late", "orange"), ("failed", "red"))
+            ],
+        ),
+        w=12,
+    )
+    g.add(
+        bargauge(
+            "Heartbeat age",
+            "Seconds since each plant's agent last reported. Plants whose heartbeat is stale are not assigned rounds.",
+            [target(f"max by (plant) (plantfed_plant_heartbeat_age_seconds{{{P}}})", "{{plant}}", instant=True)],
+            "s",
+            [{"color": "green", "value": None}, {"color": "orange", "value": 120}, {"color": "red", "value": 300}],
+        ),
+        w=12,
+    )
 
     g.row("Drift and robustness")
-    g.add(timeseries(
-        "Update L2 norm per plant",
-        "Size of each plant's latest weight update. A plant whose norm jumps away from the others is drifting "
-        "or sending a faulty/poisoned update.",
-        [target(f"max by (plant) (plantfed_update_l2_norm{{{MP}}})", "{{plant}}")], "none", minimum=0), w=12)
-    g.add(timeseries(
-        "Update cosine similarity to the aggregate",
-        "1 = the plant's update points the same way as the aggregate; near 0 or negative = it pulls against the "
-        "federation.",
-        [target(f"max by (plant) (plantfed_update_cosine_to_aggregate{{{MP}}})", "{{plant}}")],
-        "none", minimum=-1, maximum=1), w=12)
+    g.add(
+        timeseries(
+            "Update L2 norm per plant",
+            "Size of each plant's latest weight update. A plant whose norm jumps away from the others is drifting "
+            "or sending a faulty/poisoned update.",
+            [target(f"max by (plant) (plantfed_update_l2_norm{{{MP}}})", "{{plant}}")],
+            "none",
+            minimum=0,
+        ),
+        w=12,
+    )
+    g.add(
+        timeseries(
+            "Update cosine similarity to the aggregate",
+            "1 = the plant's update points the same way as the aggregate; near 0 or negative = it pulls against the "
+            "federation.",
+            [target(f"max by (plant) (plantfed_update_cosine_to_aggregate{{{MP}}})", "{{plant}}")],
+            "none",
+            minimum=-1,
+            maximum=1,
+        ),
+        w=12,
+    )
 
     g.row("Traffic")
-    g.add(timeseries(
-        "Update bytes received per plant",
-        "Rate of update bytes the exchange accepted from each plant (compression shows up here).",
-        [target(f"sum by (plant) (rate(plantfed_update_bytes_received_total{{{MP}}}[$__rate_interval]))", "{{plant}}")],
-        "Bps", minimum=0), w=8)
-    g.add(timeseries(
-        "Upload throughput per plant",
-        "Throughput of each plant's latest upload: slow plant links show up here before they miss deadlines.",
-        [target(f"max by (plant) (plantfed_upload_throughput_bytes_per_second{{{MP}}})", "{{plant}}")],
-        "Bps", minimum=0), w=8)
-    g.add(timeseries(
-        "Model bytes served",
-        "Rate of global-model bytes the exchange served to plants.",
-        [target(f"sum by (model) (rate(plantfed_model_bytes_served_total{{{M}}}[$__rate_interval]))", "{{model}}")],
-        "Bps", minimum=0), w=8)
+    g.add(
+        timeseries(
+            "Update bytes received per plant",
+            "Rate of update bytes the exchange accepted from each plant (compression shows up here).",
+            [
+                target(
+                    f"sum by (plant) (rate(plantfed_update_bytes_received_total{{{MP}}}[$__rate_interval]))",
+                    "{{plant}}",
+                )
+            ],
+            "Bps",
+            minimum=0,
+        ),
+        w=8,
+    )
+    g.add(
+        timeseries(
+            "Upload throughput per plant",
+            "Throughput of each plant's latest upload: slow plant links show up here before they miss deadlines.",
+            [target(f"max by (plant) (plantfed_upload_throughput_bytes_per_second{{{MP}}})", "{{plant}}")],
+            "Bps",
+            minimum=0,
+        ),
+        w=8,
+    )
+    g.add(
+        timeseries(
+            "Model bytes served",
+            "Rate of global-model bytes the exchange served to plants.",
+            [target(f"sum by (model) (rate(plantfed_model_bytes_served_total{{{M}}}[$__rate_interval]))", "{{model}}")],
+            "Bps",
+            minimum=0,
+        ),
+        w=8,
+    )
 
     g.row("Durations and resources")
-    g.add(timeseries(
-        "Round duration",
-        "Wall time from assignment to promotion: p50/p95 over rounds finished in the window, and the mean.",
-        [target(f"histogram_quantile(0.5, sum by (le, model) (rate(plantfed_round_duration_seconds_bucket{{{M}}}[$__rate_interval])))", "p50 {{model}}"),
-         target(f"histogram_quantile(0.95, sum by (le, model) (rate(plantfed_round_duration_seconds_bucket{{{M}}}[$__rate_interval])))", "p95 {{model}}", "B"),
-         target(f"sum by (model) (rate(plantfed_round_duration_seconds_sum{{{M}}}[$__rate_interval])) / "
-                f"sum by (model) (rate(plantfed_round_duration_seconds_count{{{M}}}[$__rate_interval]))", "mean {{model}}", "C")],
-        "s", minimum=0, draw="points"), w=8)
-    g.add(timeseries(
-        "Aggregation duration",
-        "Time to aggregate one round's updates, by strategy (p95 and mean).",
-        [target(f"histogram_quantile(0.95, sum by (le, model, strategy) (rate(plantfed_aggregation_duration_seconds_bucket{{{M}}}[$__rate_interval])))", "p95 {{model}} {{strategy}}"),
-         target(f"sum by (model, strategy) (rate(plantfed_aggregation_duration_seconds_sum{{{M}}}[$__rate_interval])) / "
-                f"sum by (model, strategy) (rate(plantfed_aggregation_duration_seconds_count{{{M}}}[$__rate_interval]))", "mean {{model}} {{strategy}}", "B")],
-        "s", minimum=0, draw="points"), w=8)
-    g.add(timeseries(
-        "Aggregation peak memory",
-        "Peak bytes held by the latest aggregation: size the aggregation Job's memory limit from this.",
-        [target(f"max by (model) (plantfed_aggregation_peak_bytes{{{M}}})", "{{model}}")], "bytes", minimum=0), w=8)
+    g.add(
+        timeseries(
+            "Round duration",
+            "Wall time from assignment to promotion: p50/p95 over rounds finished in the window, and the mean.",
+            [
+                target(
+                    f"histogram_quantile(0.5, sum by (le, model) (rate(plantfed_round_duration_seconds_bucket{{{M}}}[$__rate_interval])))",
+                    "p50 {{model}}",
+                ),
+                target(
+                    f"histogram_quantile(0.95, sum by (le, model) (rate(plantfed_round_duration_seconds_bucket{{{M}}}[$__rate_interval])))",
+                    "p95 {{model}}",
+                    "B",
+                ),
+                target(
+                    f"sum by (model) (rate(plantfed_round_duration_seconds_sum{{{M}}}[$__rate_interval])) / "
+                    f"sum by (model) (rate(plantfed_round_duration_seconds_count{{{M}}}[$__rate_interval]))",
+                    "mean {{model}}",
+                    "C",
+                ),
+            ],
+            "s",
+            minimum=0,
+            draw="points",
+        ),
+        w=8,
+    )
+    g.add(
+        timeseries(
+            "Aggregation duration",
+            "Time to aggregate one round's updates, by strategy (p95 and mean).",
+            [
+                target(
+                    f"histogram_quantile(0.95, sum by (le, model, strategy) (rate(plantfed_aggregation_duration_seconds_bucket{{{M}}}[$__rate_interval])))",
+                    "p95 {{model}} {{strategy}}",
+                ),
+                target(
+                    f"sum by (model, strategy) (rate(plantfed_aggregation_duration_seconds_sum{{{M}}}[$__rate_interval])) / "
+                    f"sum by (model, strategy) (rate(plantfed_aggregation_duration_seconds_count{{{M}}}[$__rate_interval]))",
+                    "mean {{model}} {{strategy}}",
+                    "B",
+                ),
+            ],
+            "s",
+            minimum=0,
+            draw="points",
+        ),
+        w=8,
+    )
+    g.add(
+        timeseries(
+            "Aggregation peak memory",
+            "Peak bytes held by the latest aggregation: size the aggregation Job's memory limit from this.",
+            [target(f"max by (model) (plantfed_aggregation_peak_bytes{{{M}}})", "{{model}}")],
+            "bytes",
+            minimum=0,
+        ),
+        w=8,
+    )
 
     g.row("Privacy")
-    g.add(timeseries(
-        "Differential-privacy budget spent (epsilon) per plant",
-        ("Cumulative epsilon each plant has spent under differential privacy (clipped, noised updates), at the "
-         "run's delta. Exported only while DP is on: with DP off there is no finite epsilon, so the panel shows "
-         "no data rather than 0."),
-        [target(f"max by (plant) (plantfed_dp_epsilon_spent{{{MP}}})", "{{plant}}")], "none", minimum=0), w=24)
+    g.add(
+        timeseries(
+            "Differential-privacy budget spent (epsilon) per plant",
+            (
+                "Cumulative epsilon each plant has spent under differential privacy (clipped, noised updates), at the "
+                "run's delta. Exported only while DP is on: with DP off there is no finite epsilon, so the panel shows "
+                "no data rather than 0."
+            ),
+            [target(f"max by (plant) (plantfed_dp_epsilon_spent{{{MP}}})", "{{plant}}")],
+            "none",
+            minimum=0,
+        ),
+        w=24,
+    )
 
     return {
         "uid": UID,
@@ -264,17 +497,41 @@ def build() -> dict:
         "fiscalYearStartMonth": 0,
         "liveNow": False,
         "links": [],
-        "annotations": {"list": [{
-            "builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"}, "enable": True, "hide": True,
-            "iconColor": "rgba(0, 211, 255, 1)", "name": "Annotations & Alerts", "type": "dashboard",
-        }]},
-        "templating": {"list": [
-            {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
-             "current": {}, "hide": 0, "refresh": 1, "regex": "", "options": []},
-            variable("namespace", "Namespace", "label_values(plantfed_round_number, namespace)"),
-            variable("model", "Model", 'label_values(plantfed_round_number{namespace=~"$namespace"}, model)'),
-            variable("plant", "Plant", 'label_values(plantfed_plant_heartbeat_age_seconds{namespace=~"$namespace"}, plant)'),
-        ]},
+        "annotations": {
+            "list": [
+                {
+                    "builtIn": 1,
+                    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+                    "enable": True,
+                    "hide": True,
+                    "iconColor": "rgba(0, 211, 255, 1)",
+                    "name": "Annotations & Alerts",
+                    "type": "dashboard",
+                }
+            ]
+        },
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Data source",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                    "hide": 0,
+                    "refresh": 1,
+                    "regex": "",
+                    "options": [],
+                },
+                variable("namespace", "Namespace", "label_values(plantfed_round_number, namespace)"),
+                variable("model", "Model", 'label_values(plantfed_round_number{namespace=~"$namespace"}, model)'),
+                variable(
+                    "plant",
+                    "Plant",
+                    'label_values(plantfed_plant_heartbeat_age_seconds{namespace=~"$namespace"}, plant)',
+                ),
+            ]
+        },
         "panels": g.panels,
     }
 

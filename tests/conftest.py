@@ -17,7 +17,6 @@ import os
 from collections.abc import Iterator
 
 import pytest
-
 from support.kube.environment import (
     ClusterWithNodes,
     HubAndPlants,

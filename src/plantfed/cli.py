@@ -19,14 +19,18 @@ def _add_plant_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plant", required=True, help="this plant's identity (must match its token)")
     p.add_argument("--token-file", type=Path, required=True, help="file holding this plant's bearer token")
     p.add_argument("--ca-file", type=Path, help="CA bundle to verify the exchange's TLS certificate (enables TLS)")
-    p.add_argument("--client-cert", type=Path, help="PEM client certificate naming this plant, for mutual TLS (tls.crt)")
+    p.add_argument(
+        "--client-cert", type=Path, help="PEM client certificate naming this plant, for mutual TLS (tls.crt)"
+    )
     p.add_argument("--client-key", type=Path, help="PEM private key of --client-cert (tls.key)")
     p.add_argument("--task", default="bearing", help="built-in task name or 'module:Class'")
     p.add_argument("--data", type=Path, help="the plant's data directory (default: the task's synthetic data)")
     p.add_argument("--plant-index", type=int, default=0, help="which partition of a shared or synthetic source")
     p.add_argument("--num-plants", type=int, default=1)
     p.add_argument("--state-dir", type=Path, required=True, help="plant-local state: model cache, personal layers")
-    p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE", help="task-specific data option (repeatable)")
+    p.add_argument(
+        "--data-option", action="append", default=[], metavar="KEY=VALUE", help="task-specific data option (repeatable)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--report", type=Path, help="write the result as JSON here (also printed to stdout)")
 
@@ -38,12 +42,25 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", default="sgd", choices=("sgd", "adam", "adamw"))
     p.add_argument("--fedprox-mu", type=float, default=0.0, help="FedProx proximal weight (0 = plain local SGD)")
     p.add_argument("--codec", default="none", choices=CODECS, help="update compression on the wire")
-    p.add_argument("--clip-norm", type=float, default=0.0,
-                   help="L2 bound of the update (--dp-mode local) or of each record's gradient (sample); 0 = off")
+    p.add_argument(
+        "--clip-norm",
+        type=float,
+        default=0.0,
+        help="L2 bound of the update (--dp-mode local) or of each record's gradient (sample); 0 = off",
+    )
     p.add_argument("--noise-multiplier", type=float, default=0.0, help="Gaussian noise std as a multiple of clip-norm")
-    p.add_argument("--dp-mode", default="local", choices=("local", "sample"),
-                   help="local: clip and noise the whole update once; sample: DP-SGD (opacus), per-record clipping")
-    p.add_argument("--label-skew-alpha", type=float, default=0.0, help="benchmarks: Dirichlet label skew of the train split (0 = off)")
+    p.add_argument(
+        "--dp-mode",
+        default="local",
+        choices=("local", "sample"),
+        help="local: clip and noise the whole update once; sample: DP-SGD (opacus), per-record clipping",
+    )
+    p.add_argument(
+        "--label-skew-alpha",
+        type=float,
+        default=0.0,
+        help="benchmarks: Dirichlet label skew of the train split (0 = off)",
+    )
 
 
 def _add_strategy_args(p: argparse.ArgumentParser) -> None:
@@ -54,9 +71,13 @@ def _add_strategy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beta2", type=float, default=None, help="FedAdam/FedYogi second-moment decay")
     p.add_argument("--tau", type=float, default=None, help="FedAdam/FedYogi adaptivity floor")
     p.add_argument("--trim-fraction", type=float, default=None, help="trimmed mean: fraction cut at each end")
-    p.add_argument("--norm-bound", type=float, default=None, help="clip every update to this L2 norm before aggregating")
     p.add_argument(
-        "--central-noise-multiplier", type=float, default=None,
+        "--norm-bound", type=float, default=None, help="clip every update to this L2 norm before aggregating"
+    )
+    p.add_argument(
+        "--central-noise-multiplier",
+        type=float,
+        default=None,
         help="central DP: add N(0, (σ·norm-bound·max weight)²) to the aggregate (needs --norm-bound)",
     )
 
@@ -65,9 +86,16 @@ def strategy_from_args(args: argparse.Namespace):
     from plantfed.engine.aggregation import StrategyConfig
 
     fields = {"name": args.strategy}
-    for arg, key in (("server_lr", "server_lr"), ("server_momentum", "momentum"), ("trim_fraction", "trim_fraction"), ("norm_bound", "norm_bound"),
-                      ("beta1", "beta1"), ("beta2", "beta2"), ("tau", "tau"),
-                      ("central_noise_multiplier", "central_noise_multiplier")):
+    for arg, key in (
+        ("server_lr", "server_lr"),
+        ("server_momentum", "momentum"),
+        ("trim_fraction", "trim_fraction"),
+        ("norm_bound", "norm_bound"),
+        ("beta1", "beta1"),
+        ("beta2", "beta2"),
+        ("tau", "tau"),
+        ("central_noise_multiplier", "central_noise_multiplier"),
+    ):
         value = getattr(args, arg)
         if value is not None:
             fields[key] = value
@@ -97,7 +125,11 @@ def _plant_runtime(args: argparse.Namespace):
         raise SystemExit(str(exc)) from None
     client = ExchangeClient(args.exchange, token, **tls.channel_kwargs())
     data = DataSpec(
-        plant=args.plant, path=args.data, plant_index=args.plant_index, num_plants=args.num_plants, seed=args.seed,
+        plant=args.plant,
+        path=args.data,
+        plant_index=args.plant_index,
+        num_plants=args.num_plants,
+        seed=args.seed,
         options=parse_options(args.data_option),
     )
     return PlantRuntime(args.plant, load_task(args.task), data, args.state_dir, client)
@@ -121,11 +153,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     runtime = _plant_runtime(args)
     cfg = ParticipationConfig(
         training=LocalTrainingConfig(
-            epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-            optimizer=args.optimizer, fedprox_mu=args.fedprox_mu,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            optimizer=args.optimizer,
+            fedprox_mu=args.fedprox_mu,
         ),
-        codec=Codec(args.codec), clip_norm=args.clip_norm, noise_multiplier=args.noise_multiplier,
-        dp_mode=DPMode(args.dp_mode), variant=args.variant, seed=args.seed, device=args.device, label_skew_alpha=args.label_skew_alpha,
+        codec=Codec(args.codec),
+        clip_norm=args.clip_norm,
+        noise_multiplier=args.noise_multiplier,
+        dp_mode=DPMode(args.dp_mode),
+        variant=args.variant,
+        seed=args.seed,
+        device=args.device,
+        label_skew_alpha=args.label_skew_alpha,
     )
     report = runtime.participate(args.round, cfg)
     _emit(json.loads(report.to_json()), args.report)
@@ -149,14 +190,32 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from plantfed.sim.simulate import Simulation, SimulationConfig
 
     cfg = SimulationConfig(
-        plants=args.plants, holdout=args.holdout, baselines=args.baselines, rounds=args.rounds, task=args.task, data=args.data, out=args.out,
-        strategy=strategy_from_args(args), epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, optimizer=args.optimizer, fedprox_mu=args.fedprox_mu,
-        codec=Codec(args.codec), clip_norm=args.clip_norm, noise_multiplier=args.noise_multiplier,
-        dp_mode=DPMode(args.dp_mode), variants=tuple(args.variants.split(",")) if args.variants else (), seed=args.seed,
-        parallel=args.parallel, metrics_port=args.metrics_port,
-        metrics_linger_s=args.metrics_linger, data_options=parse_options(args.data_option),
-        label_skew_alpha=args.label_skew_alpha, dp_delta=args.dp_delta, epsilon_budget=args.epsilon_budget,
+        plants=args.plants,
+        holdout=args.holdout,
+        baselines=args.baselines,
+        rounds=args.rounds,
+        task=args.task,
+        data=args.data,
+        out=args.out,
+        strategy=strategy_from_args(args),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        optimizer=args.optimizer,
+        fedprox_mu=args.fedprox_mu,
+        codec=Codec(args.codec),
+        clip_norm=args.clip_norm,
+        noise_multiplier=args.noise_multiplier,
+        dp_mode=DPMode(args.dp_mode),
+        variants=tuple(args.variants.split(",")) if args.variants else (),
+        seed=args.seed,
+        parallel=args.parallel,
+        metrics_port=args.metrics_port,
+        metrics_linger_s=args.metrics_linger,
+        data_options=parse_options(args.data_option),
+        label_skew_alpha=args.label_skew_alpha,
+        dp_delta=args.dp_delta,
+        epsilon_budget=args.epsilon_budget,
     )
     Simulation(cfg).run()
     return 0
@@ -174,14 +233,21 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 
         patterns += tuple(load_task(args.task).local_parameter_patterns())
     outcome = aggregate_round(
-        store, args.round, strategy_from_args(args),
-        plants=args.plants.split(",") if args.plants else None, local_patterns=patterns,
+        store,
+        args.round,
+        strategy_from_args(args),
+        plants=args.plants.split(",") if args.plants else None,
+        local_patterns=patterns,
     )
     entries = PrivacyLedger(store.root, outcome.version.model).entries()
     histories = {p: [e.release for e in entries.get(p, [])] for p in outcome.plants}
     result = {
-        "round": args.round, "model": outcome.version.model, "version": outcome.version.version,
-        "plants": outcome.plants, "reused": outcome.reused, "seconds": outcome.seconds,
+        "round": args.round,
+        "model": outcome.version.model,
+        "version": outcome.version.version,
+        "plants": outcome.plants,
+        "reused": outcome.reused,
+        "seconds": outcome.seconds,
         "metrics": outcome.version.metrics,
         # ε each aggregated plant has spent in this lineage so far (plants with no DP release are left out).
         "dp_delta": args.dp_delta,
@@ -230,14 +296,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--task", default="bearing")
     p.add_argument("--data", type=Path, help="data directory (e.g. ../shared/data/cwru); default: synthetic")
-    p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE", help="task-specific data option (repeatable)")
+    p.add_argument(
+        "--data-option", action="append", default=[], metavar="KEY=VALUE", help="task-specific data option (repeatable)"
+    )
     p.add_argument("--out", type=Path, default=Path("runs/simulate"))
     p.add_argument("--variants", help="comma-separated model variants assigned to plants in turn, e.g. full,light")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--parallel", type=int, default=0, help="plants training at once (default: one per core)")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
-    p.add_argument("--metrics-linger", type=float, default=0.0, metavar="SECONDS",
-                   help="with --metrics-port: keep serving this long after the run, for a last scrape")
+    p.add_argument(
+        "--metrics-linger",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="with --metrics-port: keep serving this long after the run, for a last scrape",
+    )
     p.add_argument("--dp-delta", type=float, default=1e-5, help="δ at which each plant's ε is reported")
     p.add_argument("--epsilon-budget", type=float, help="a plant whose next round would exceed this ε sits it out")
     _add_training_args(p)
@@ -254,8 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="score a model on this plant's data; only numbers leave the plant")
     _add_plant_args(p)
-    p.add_argument("--round", help="score the round's aggregated candidate on the validation split and report it "
-                                   "to the hub (what an evaluation pod runs)")
+    p.add_argument(
+        "--round",
+        help="score the round's aggregated candidate on the validation split and report it "
+        "to the hub (what an evaluation pod runs)",
+    )
     p.add_argument("--model", help="score this model's --version (default: promoted) on the test split, locally")
     p.add_argument("--version", type=int, help="with --model; default: the latest promoted")
     p.add_argument("--variant", default="full")

@@ -16,22 +16,36 @@ def stamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def participant_body(plant: str, namespace: str = "plantfed-system", *, gpus: int = 1, variant: str = "full",
-                     sub_path: str = "", assignment: dict[str, Any] | None = None) -> dict[str, Any]:
+def participant_body(
+    plant: str,
+    namespace: str = "plantfed-system",
+    *,
+    gpus: int = 1,
+    variant: str = "full",
+    sub_path: str = "",
+    assignment: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "apiVersion": "plantfed.io/v1alpha1", "kind": "PlantParticipant",
+        "apiVersion": "plantfed.io/v1alpha1",
+        "kind": "PlantParticipant",
         "metadata": {"name": plant, "namespace": namespace, "generation": 1},
-        "spec": {"plantId": plant, "capacity": {"gpus": gpus, "modelVariant": variant},
-                 "data": {"hostPath": {"path": "/data/vibration"}, **({"subPath": sub_path} if sub_path else {})}},
+        "spec": {
+            "plantId": plant,
+            "capacity": {"gpus": gpus, "modelVariant": variant},
+            "data": {"hostPath": {"path": "/data/vibration"}, **({"subPath": sub_path} if sub_path else {})},
+        },
     }
     if assignment is not None:
         body["status"] = {"assignment": assignment}
     return body
 
 
-def model_body(name: str = "bearing", namespace: str = "plantfed-system", promoted: int | None = None) -> dict[str, Any]:
+def model_body(
+    name: str = "bearing", namespace: str = "plantfed-system", promoted: int | None = None
+) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "apiVersion": "plantfed.io/v1alpha1", "kind": "FederatedModel",
+        "apiVersion": "plantfed.io/v1alpha1",
+        "kind": "FederatedModel",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"task": "bearing", "roundTemplate": {"plants": ["plant-a"], "minParticipants": 1}},
     }
@@ -42,29 +56,48 @@ def model_body(name: str = "bearing", namespace: str = "plantfed-system", promot
 
 def round_spec(model: str = "bearing", **overrides: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
-        "modelRef": model, "plants": ["plant-a"], "minParticipants": 1, "deadlineSeconds": 3600,
+        "modelRef": model,
+        "plants": ["plant-a"],
+        "minParticipants": 1,
+        "deadlineSeconds": 3600,
         "training": {"epochs": 1, "batchSize": 32, "learningRate": 0.05},
     }
     spec.update(overrides)
     return spec
 
 
-def round_status(plants: dict[str, str], phase: str = "Training", start: datetime = NOW,
-                 base: int = 1) -> dict[str, Any]:
+def round_status(
+    plants: dict[str, str], phase: str = "Training", start: datetime = NOW, base: int = 1
+) -> dict[str, Any]:
     return {
-        "phase": phase, "baseVersion": base, "startTime": stamp(start),
+        "phase": phase,
+        "baseVersion": base,
+        "startTime": stamp(start),
         "plants": [{"plant": p, "state": s} for p, s in sorted(plants.items())],
         "assigned": len(plants),
     }
 
 
-def round_body(name: str, plants: dict[str, str] | None = None, *, phase: str = "Training",
-               namespace: str = "plantfed-system", created: datetime = NOW, start: datetime = NOW,
-               uid: str | None = None, **spec: Any) -> dict[str, Any]:
+def round_body(
+    name: str,
+    plants: dict[str, str] | None = None,
+    *,
+    phase: str = "Training",
+    namespace: str = "plantfed-system",
+    created: datetime = NOW,
+    start: datetime = NOW,
+    uid: str | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "apiVersion": "plantfed.io/v1alpha1", "kind": "FederatedRound",
-        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": stamp(created),
-                     **({"uid": uid} if uid else {})},
+        "apiVersion": "plantfed.io/v1alpha1",
+        "kind": "FederatedRound",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "creationTimestamp": stamp(created),
+            **({"uid": uid} if uid else {}),
+        },
         "spec": round_spec(**spec),
     }
     if plants is not None:

@@ -32,10 +32,10 @@ from kubernetes.client.exceptions import ApiException
 from support.crds import apply_crds
 from support.kube import wait_for
 
-from plantfed.formats import codecs
-from plantfed.exchange import AdminClient
 from plantfed.contract.records import RoundRecord
 from plantfed.engine.store import ModelStore
+from plantfed.exchange import AdminClient
+from plantfed.formats import codecs
 from plantfed.plant.model_cache import ModelCache
 from plantfed.tasks.bearing import BearingTask
 from plantfed.tasks.bearing.synthetic import SyntheticSizes, synthetic_plant
@@ -84,11 +84,24 @@ class Exchange:
     def start(self) -> None:
         log = open(self.root / "exchange.log", "ab")
         self.process = subprocess.Popen(
-            [plantfed_bin(), "exchange", "--store", str(self.root / "store"), "--tokens", str(self.root / "tokens"),
-             "--admin-token-file", str(self.root / "admin-token"), "--listen", self.address],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                plantfed_bin(),
+                "exchange",
+                "--store",
+                str(self.root / "store"),
+                "--tokens",
+                str(self.root / "tokens"),
+                "--admin-token-file",
+                str(self.root / "admin-token"),
+                "--listen",
+                self.address,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
-        wait_for(lambda: port_accepts(self.port) or self.process.poll() is not None, timeout=60, what="exchange listening")
+        wait_for(
+            lambda: port_accepts(self.port) or self.process.poll() is not None, timeout=60, what="exchange listening"
+        )
         assert self.process.poll() is None, (self.root / "exchange.log").read_text()[-2000:]
 
     def stop(self) -> None:
@@ -122,8 +135,9 @@ class World:
     def start_agent(self) -> None:
         assert self.agent_cmd is not None
         with open(self.agent_log, "ab") as log:
-            self.agent = subprocess.Popen(self.agent_cmd, stdout=log, stderr=subprocess.STDOUT,
-                                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            self.agent = subprocess.Popen(
+                self.agent_cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+            )
 
     def stop_agent(self, sig: int = signal.SIGTERM) -> None:
         if self.agent is None or self.agent.poll() is not None:
@@ -154,23 +168,39 @@ class World:
             with self.exchange.admin() as admin:
                 admin.open_round(RoundRecord(round_id=name, model=MODEL, base_version=base, plants=[plant]))
         custom = self.custom()
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "FederatedRound",
-                "metadata": {"name": name, "namespace": self.hub_ns},
-                "spec": round_spec(MODEL, plants=[plant], **spec)}
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "FederatedRound",
+            "metadata": {"name": name, "namespace": self.hub_ns},
+            "spec": round_spec(MODEL, plants=[plant], **spec),
+        }
         custom.create_namespaced_custom_object(GROUP, VERSION, self.hub_ns, "federatedrounds", body)
-        status = {"phase": "Training", "baseVersion": base, "startTime": stamp(datetime.now(UTC)), "assigned": 1,
-                  "plants": [{"plant": plant, "state": "Assigned"}]}
-        custom.patch_namespaced_custom_object_status(GROUP, VERSION, self.hub_ns, "federatedrounds", name,
-                                                     {"status": status}, _content_type=MERGE)
+        status = {
+            "phase": "Training",
+            "baseVersion": base,
+            "startTime": stamp(datetime.now(UTC)),
+            "assigned": 1,
+            "plants": [{"plant": plant, "state": "Assigned"}],
+        }
+        custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, self.hub_ns, "federatedrounds", name, {"status": status}, _content_type=MERGE
+        )
 
     def set_round_phase(self, name: str, phase: str) -> None:
         self.custom().patch_namespaced_custom_object_status(
-            GROUP, VERSION, self.hub_ns, "federatedrounds", name, {"status": {"phase": phase}}, _content_type=MERGE)
+            GROUP, VERSION, self.hub_ns, "federatedrounds", name, {"status": {"phase": phase}}, _content_type=MERGE
+        )
 
     def promote(self, version: int) -> None:
         self.custom().patch_namespaced_custom_object_status(
-            GROUP, VERSION, self.hub_ns, "federatedmodels", MODEL, {"status": {"promotedVersion": version}},
-            _content_type=MERGE)
+            GROUP,
+            VERSION,
+            self.hub_ns,
+            "federatedmodels",
+            MODEL,
+            {"status": {"promotedVersion": version}},
+            _content_type=MERGE,
+        )
 
     def job(self, name: str) -> client.V1Job:
         return client.BatchV1Api(self.plant_api()).read_namespaced_job(name, self.plant_ns)
@@ -184,17 +214,36 @@ def _hub_rbac(hub: Any, ns: str, plant: str = PLANT) -> str:
     sa = f"plantfed-plant-{plant}"
     with hub.api_client() as api:
         client.CoreV1Api(api).create_namespaced_service_account(
-            ns, {"metadata": {"name": sa}, "automountServiceAccountToken": False})
+            ns, {"metadata": {"name": sa}, "automountServiceAccountToken": False}
+        )
         rbac = client.RbacAuthorizationV1Api(api)
-        rbac.create_namespaced_role(ns, {"metadata": {"name": sa}, "rules": [
-            {"apiGroups": [GROUP], "resources": ["plantparticipants", "plantparticipants/status"],
-             "resourceNames": [plant], "verbs": ["get", "watch", "patch", "update"]},
-            {"apiGroups": [GROUP], "resources": ["federatedrounds", "federatedmodels"], "verbs": ["get", "list", "watch"]},
-        ]})
-        rbac.create_namespaced_role_binding(ns, {
-            "metadata": {"name": sa},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": sa},
-            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}]})
+        rbac.create_namespaced_role(
+            ns,
+            {
+                "metadata": {"name": sa},
+                "rules": [
+                    {
+                        "apiGroups": [GROUP],
+                        "resources": ["plantparticipants", "plantparticipants/status"],
+                        "resourceNames": [plant],
+                        "verbs": ["get", "watch", "patch", "update"],
+                    },
+                    {
+                        "apiGroups": [GROUP],
+                        "resources": ["federatedrounds", "federatedmodels"],
+                        "verbs": ["get", "list", "watch"],
+                    },
+                ],
+            },
+        )
+        rbac.create_namespaced_role_binding(
+            ns,
+            {
+                "metadata": {"name": sa},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": sa},
+                "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
+            },
+        )
     return sa
 
 
@@ -204,27 +253,47 @@ def _plant_rbac(plant: Any, ns: str) -> None:
         core = client.CoreV1Api(api)
         core.create_namespaced_service_account(ns, {"metadata": {"name": "plantfed-agent"}})
         core.create_namespaced_service_account(
-            ns, {"metadata": {"name": "plantfed-train"}, "automountServiceAccountToken": False})
+            ns, {"metadata": {"name": "plantfed-train"}, "automountServiceAccountToken": False}
+        )
         rbac = client.RbacAuthorizationV1Api(api)
-        rbac.create_namespaced_role(ns, {"metadata": {"name": "plantfed-agent"}, "rules": [
-            {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "delete"]},
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-            {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "get", "delete"]},
-            {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-        ]})
-        rbac.create_namespaced_role_binding(ns, {
-            "metadata": {"name": "plantfed-agent"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "plantfed-agent"},
-            "subjects": [{"kind": "ServiceAccount", "name": "plantfed-agent", "namespace": ns}]})
+        rbac.create_namespaced_role(
+            ns,
+            {
+                "metadata": {"name": "plantfed-agent"},
+                "rules": [
+                    {
+                        "apiGroups": ["batch"],
+                        "resources": ["jobs"],
+                        "verbs": ["create", "get", "list", "watch", "delete"],
+                    },
+                    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+                    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+                    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "get", "delete"]},
+                    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+                ],
+            },
+        )
+        rbac.create_namespaced_role_binding(
+            ns,
+            {
+                "metadata": {"name": "plantfed-agent"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "plantfed-agent"},
+                "subjects": [{"kind": "ServiceAccount", "name": "plantfed-agent", "namespace": ns}],
+            },
+        )
 
 
 def _plant_data(directory: Path) -> Path:
     """A small plant-data directory (`.npz` recordings) on the plant's node."""
     directory.mkdir(parents=True)
     for rec in synthetic_plant(0, 0, SyntheticSizes(recordings_per_class=2, seconds=2.0)):
-        np.savez(directory / f"{rec.name}.npz", signal=rec.signal, label=np.array(rec.label), fs=np.array(rec.fs),
-                 rpm=np.array(rec.rpm or 1797.0))
+        np.savez(
+            directory / f"{rec.name}.npz",
+            signal=rec.signal,
+            label=np.array(rec.label),
+            fs=np.array(rec.fs),
+            rpm=np.array(rec.rpm or 1797.0),
+        )
     return directory
 
 
@@ -245,8 +314,9 @@ def world(hub_and_plants, tmp_path_factory) -> Iterator[World]:
     with hub.api_client() as api:
         custom = client.CustomObjectsApi(api)
         for name in (PLANT, "plant-b"):
-            custom.create_namespaced_custom_object(GROUP, VERSION, hub_ns, "plantparticipants",
-                                                   participant_body(name, hub_ns))
+            custom.create_namespaced_custom_object(
+                GROUP, VERSION, hub_ns, "plantparticipants", participant_body(name, hub_ns)
+            )
         custom.create_namespaced_custom_object(GROUP, VERSION, hub_ns, "federatedmodels", model_body(MODEL, hub_ns))
     _hub_rbac(hub, hub_ns)
     _plant_rbac(plant, plant_ns)
@@ -260,17 +330,37 @@ def world(hub_and_plants, tmp_path_factory) -> Iterator[World]:
     exchange.start()
     _seed_model(exchange)
 
-    world = World(hub, plant, hub_ns, plant_ns, hub.service_account_kubeconfig(hub_ns, HUB_SA), exchange,
-                  root / "cache", root / "agent.log", free_port())
+    world = World(
+        hub,
+        plant,
+        hub_ns,
+        plant_ns,
+        hub.service_account_kubeconfig(hub_ns, HUB_SA),
+        exchange,
+        root / "cache",
+        root / "agent.log",
+        free_port(),
+    )
     world.agent_cmd = [
-        plantfed_bin(), "agent", f"--plant={PLANT}", f"--hub-kubeconfig={world.hub_kubeconfig}",
-        f"--hub-namespace={hub_ns}", f"--exchange={exchange.address}", f"--token-file={root / 'token'}",
-        f"--kubeconfig={plant.service_account_kubeconfig(plant_ns, 'plantfed-agent')}", f"--namespace={plant_ns}",
-        f"--cache-dir={world.cache_dir}", f"--data-host-path={_plant_data(root / 'data')}", "--gpus=2",
+        plantfed_bin(),
+        "agent",
+        f"--plant={PLANT}",
+        f"--hub-kubeconfig={world.hub_kubeconfig}",
+        f"--hub-namespace={hub_ns}",
+        f"--exchange={exchange.address}",
+        f"--token-file={root / 'token'}",
+        f"--kubeconfig={plant.service_account_kubeconfig(plant_ns, 'plantfed-agent')}",
+        f"--namespace={plant_ns}",
+        f"--cache-dir={world.cache_dir}",
+        f"--data-host-path={_plant_data(root / 'data')}",
+        "--gpus=2",
         "--node-selector=plantfed.dev/plant=plant-a",
         '--tolerations-json=[{"key":"nvidia.com/gpu","operator":"Exists","effect":"NoSchedule"}]',
-        "--image=ghcr.io/plantfed/plantfed:test", "--training-service-account=plantfed-train",
-        f"--metrics-port={world.metrics_port}", "--heartbeat-seconds=2", "--sync-seconds=2",
+        "--image=ghcr.io/plantfed/plantfed:test",
+        "--training-service-account=plantfed-train",
+        f"--metrics-port={world.metrics_port}",
+        "--heartbeat-seconds=2",
+        "--sync-seconds=2",
     ]
     world.start_agent()
     try:
@@ -283,8 +373,11 @@ def world(hub_and_plants, tmp_path_factory) -> Iterator[World]:
 
 
 def test_heartbeat_appears_on_the_hub(world):
-    status = wait_for(lambda: (world.participant().get("status") or {}).get("lastHeartbeatTime") and
-                      world.participant()["status"], timeout=90, what=f"heartbeat; agent log:\n{world.agent_output()[-2000:]}")
+    status = wait_for(
+        lambda: (world.participant().get("status") or {}).get("lastHeartbeatTime") and world.participant()["status"],
+        timeout=90,
+        what=f"heartbeat; agent log:\n{world.agent_output()[-2000:]}",
+    )
     assert status["agentVersion"]
     assert status["observedGeneration"] == world.participant()["metadata"]["generation"]
     first = status["lastHeartbeatTime"]
@@ -299,8 +392,14 @@ def test_agent_credentials_cannot_read_or_patch_another_plant(world):
             custom.get_namespaced_custom_object(GROUP, VERSION, world.hub_ns, "plantparticipants", "plant-b")
         with pytest.raises(ApiException) as patch:
             custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, world.hub_ns, "plantparticipants", "plant-b",
-                {"status": {"lastHeartbeatTime": stamp(datetime.now(UTC))}}, _content_type=MERGE)
+                GROUP,
+                VERSION,
+                world.hub_ns,
+                "plantparticipants",
+                "plant-b",
+                {"status": {"lastHeartbeatTime": stamp(datetime.now(UTC))}},
+                _content_type=MERGE,
+            )
         with pytest.raises(ApiException) as secrets:
             client.CoreV1Api(api).list_namespaced_secret(world.hub_ns)
     assert (read.value.status, patch.value.status, secrets.value.status) == (403, 403, 403)
@@ -310,8 +409,12 @@ def test_agent_credentials_cannot_read_or_patch_another_plant(world):
 def test_assigned_round_runs_a_training_job_that_uploads(world):
     world.start_round("bearing-r1", open_on_exchange=True, pod={"gpus": 1, "cpu": "1", "memory": "2Gi"})
 
-    job = wait_for(lambda: world.job("train-bearing-r1"), timeout=60, what="training Job in plant-a's cluster",
-                   ignore=(ApiException,))
+    job = wait_for(
+        lambda: world.job("train-bearing-r1"),
+        timeout=60,
+        what="training Job in plant-a's cluster",
+        ignore=(ApiException,),
+    )
     pod = job.spec.template.spec
     (container,) = pod.containers
     assert container.command[:2] == ["plantfed", "train"]
@@ -324,21 +427,30 @@ def test_assigned_round_runs_a_training_job_that_uploads(world):
     assert data.read_only is True
 
     core = client.CoreV1Api(world.plant_api())
-    secret = wait_for(lambda: core.read_namespaced_secret("train-bearing-r1-token", world.plant_ns), timeout=30,
-                      what="token Secret", ignore=(ApiException,))
+    secret = wait_for(
+        lambda: core.read_namespaced_secret("train-bearing-r1-token", world.plant_ns),
+        timeout=30,
+        what="token Secret",
+        ignore=(ApiException,),
+    )
     (owner,) = secret.metadata.owner_references
     assert (owner.kind, owner.name, owner.uid) == ("Job", "train-bearing-r1", job.metadata.uid)
 
-    uploaded = wait_for(lambda: world.assignment().get("state") in ("Uploaded", "Failed") and world.assignment(),
-                        timeout=TRAINING_TIMEOUT, what="the plant's assignment to finish")
+    uploaded = wait_for(
+        lambda: world.assignment().get("state") in ("Uploaded", "Failed") and world.assignment(),
+        timeout=TRAINING_TIMEOUT,
+        what="the plant's assignment to finish",
+    )
     logs = world.plant.logs(world.plant_ns, _pod_of(world, "train-bearing-r1"), "train")
     assert uploaded["state"] == "Uploaded", f"{uploaded}\ntraining pod log:\n{logs[-3000:]}"
     assert uploaded["round"] == "bearing-r1" and uploaded["progress"] == 1.0
     (update,) = world.exchange.store.updates("bearing-r1")
     assert update.meta.plant == PLANT and update.meta.num_samples > 0
     token = (world.exchange.root / "tokens" / PLANT).read_text()
-    for obj in (world.participant(), world.custom().get_namespaced_custom_object(
-            GROUP, VERSION, world.hub_ns, "federatedrounds", "bearing-r1")):
+    for obj in (
+        world.participant(),
+        world.custom().get_namespaced_custom_object(GROUP, VERSION, world.hub_ns, "federatedrounds", "bearing-r1"),
+    ):
         assert token not in json.dumps(obj)
 
 
@@ -346,8 +458,11 @@ def test_a_failing_training_pod_reports_its_exit_code_and_last_log_line(world):
     # Not opened on the exchange: `plantfed train` asks the exchange for the round and exits 1.
     world.start_round("bearing-r1b", open_on_exchange=False, pod={"gpus": 1, "cpu": "1", "memory": "2Gi"})
 
-    failed = wait_for(lambda: (a := world.assignment()).get("round") == "bearing-r1b" and a.get("state") == "Failed"
-                      and a, timeout=TRAINING_TIMEOUT, what="bearing-r1b reported Failed")
+    failed = wait_for(
+        lambda: (a := world.assignment()).get("round") == "bearing-r1b" and a.get("state") == "Failed" and a,
+        timeout=TRAINING_TIMEOUT,
+        what="bearing-r1b reported Failed",
+    )
     assert failed["message"].startswith("BackoffLimitExceeded: "), failed
     assert "exit code 1 (Error): " in failed["message"], failed
     assert "NOT_FOUND" in failed["message"], failed  # the exchange's answer, from the pod's last log line
@@ -359,13 +474,19 @@ def test_a_killed_agent_picks_up_where_it_stopped(world):
     world.stop_agent(signal.SIGKILL)  # the Job trains on without its agent
 
     batch = client.BatchV1Api(world.plant_api())
-    wait_for(lambda: batch.read_namespaced_job("train-bearing-r1c", world.plant_ns).status.succeeded, timeout=TRAINING_TIMEOUT,
-             what="the orphaned training Job to finish")
+    wait_for(
+        lambda: batch.read_namespaced_job("train-bearing-r1c", world.plant_ns).status.succeeded,
+        timeout=TRAINING_TIMEOUT,
+        what="the orphaned training Job to finish",
+    )
     assert world.assignment().get("round") != "bearing-r1c" or world.assignment().get("state") != "Uploaded"
     world.start_agent()
 
-    done = wait_for(lambda: (a := world.assignment()).get("round") == "bearing-r1c" and a.get("state") == "Uploaded"
-                    and a, timeout=90, what="the restarted agent to report the finished Job")
+    done = wait_for(
+        lambda: (a := world.assignment()).get("round") == "bearing-r1c" and a.get("state") == "Uploaded" and a,
+        timeout=90,
+        what="the restarted agent to report the finished Job",
+    )
     assert done["progress"] == 1.0
     assert world.job("train-bearing-r1c").metadata.uid == job.metadata.uid  # the same Job, not a second one
     assert [u.meta.plant for u in world.exchange.store.updates("bearing-r1c")] == [PLANT]
@@ -379,9 +500,15 @@ def _pod_of(world: World, job: str) -> str:
 def test_a_round_needing_more_gpus_than_the_node_has_reports_unschedulable_and_is_cancelled_when_it_fails(world):
     world.start_round("bearing-r2", open_on_exchange=False, pod={"gpus": 2, "cpu": "1", "memory": "2Gi"})
 
-    pending = wait_for(lambda: (a := world.assignment()).get("round") == "bearing-r2"
-                       and a.get("message", "").startswith("Unschedulable") and a,
-                       timeout=90, what="Unschedulable reported for bearing-r2")
+    pending = wait_for(
+        lambda: (
+            (a := world.assignment()).get("round") == "bearing-r2"
+            and a.get("message", "").startswith("Unschedulable")
+            and a
+        ),
+        timeout=90,
+        what="Unschedulable reported for bearing-r2",
+    )
     assert pending["state"] == "Pending"
     assert "Insufficient nvidia.com/gpu" in pending["message"], pending
 
@@ -420,28 +547,42 @@ def test_model_cache_follows_promotion_and_keeps_serving_while_the_exchange_is_d
         admin.promote(MODEL, v2.version)
     world.promote(v2.version)
 
-    wait_for(lambda: (c := cache.current(MODEL)) is not None and c.version == v2.version, timeout=90,
-             what=f"v{v2.version} in the plant's cache")
+    wait_for(
+        lambda: (c := cache.current(MODEL)) is not None and c.version == v2.version,
+        timeout=90,
+        what=f"v{v2.version} in the plant's cache",
+    )
     assert cache.path_for(MODEL, v2.version).exists()
-    wait_for(lambda: world.participant()["status"].get("modelVersion") == v2.version, timeout=30,
-             what="modelVersion on the PlantParticipant")
+    wait_for(
+        lambda: world.participant()["status"].get("modelVersion") == v2.version,
+        timeout=30,
+        what="modelVersion on the PlantParticipant",
+    )
     assert _cached_metric(world.metrics_port) == v2.version
 
     world.exchange.stop()
     v3 = store.publish_model(MODEL, v1.digest, parent=v2.version, round_id="bearing-r2", metrics={})
     store.promote(MODEL, v3.version)
     world.promote(v3.version)
-    wait_for(lambda: f"model {MODEL} v{v3.version} not cached yet" in world.agent_output(), timeout=90,
-             what="the agent to fail to reach the exchange")
+    wait_for(
+        lambda: f"model {MODEL} v{v3.version} not cached yet" in world.agent_output(),
+        timeout=90,
+        what="the agent to fail to reach the exchange",
+    )
     assert cache.current(MODEL).version == v2.version
     assert cache.current_path(MODEL).exists()
     beat = world.participant()["status"]["lastHeartbeatTime"]
-    wait_for(lambda: world.participant()["status"]["lastHeartbeatTime"] != beat, timeout=30,
-             what="heartbeats to go on while the exchange is down")
+    wait_for(
+        lambda: world.participant()["status"]["lastHeartbeatTime"] != beat,
+        timeout=30,
+        what="heartbeats to go on while the exchange is down",
+    )
     assert world.participant()["status"]["modelVersion"] == v2.version
 
     world.exchange.start()
-    wait_for(lambda: cache.current(MODEL).version == v3.version, timeout=120, what="the cache to catch up after the outage")
+    wait_for(
+        lambda: cache.current(MODEL).version == v3.version, timeout=120, what="the cache to catch up after the outage"
+    )
 
 
 def _embedded_kubeconfig(path: Path) -> str:
@@ -462,26 +603,60 @@ def test_the_agent_installed_by_the_plant_chart_trains_a_round(world, hub_and_pl
     ns = cluster.create_namespace("agent-chart")
     try:
         with cluster.api_client() as api:
-            client.CoreV1Api(api).create_namespaced_secret(ns, {
-                "metadata": {"name": "plantfed-hub-credentials"},
-                "stringData": {"kubeconfig": _embedded_kubeconfig(world.hub.service_account_kubeconfig(world.hub_ns, sa)),
-                               "token": token}})
+            client.CoreV1Api(api).create_namespaced_secret(
+                ns,
+                {
+                    "metadata": {"name": "plantfed-hub-credentials"},
+                    "stringData": {
+                        "kubeconfig": _embedded_kubeconfig(world.hub.service_account_kubeconfig(world.hub_ns, sa)),
+                        "token": token,
+                    },
+                },
+            )
         data = _plant_data(tmp_path / "data")
         cluster.helm(
-            "install", "plantfed", str(REPO / "charts" / "plantfed-plant"), "-n", ns,
-            "--set", f"plant.id={plant}", "--set", f"hub.exchange={world.exchange.address}",
-            "--set", f"hub.namespace={world.hub_ns}", "--set", "hub.existingSecret=plantfed-hub-credentials",
-            "--set", "hub.tls=false", "--set", f"data.hostPath={data}", "--set", "training.gpus=1",
-            "--set", "training.nodeSelector.plantfed\\.dev/plant=plant-b", "--set", f"metrics.port={free_port()}",
-            "--set", "agent.heartbeatSeconds=2", "--set", "agent.syncSeconds=2",
+            "install",
+            "plantfed",
+            str(REPO / "charts" / "plantfed-plant"),
+            "-n",
+            ns,
+            "--set",
+            f"plant.id={plant}",
+            "--set",
+            f"hub.exchange={world.exchange.address}",
+            "--set",
+            f"hub.namespace={world.hub_ns}",
+            "--set",
+            "hub.existingSecret=plantfed-hub-credentials",
+            "--set",
+            "hub.tls=false",
+            "--set",
+            f"data.hostPath={data}",
+            "--set",
+            "training.gpus=1",
+            "--set",
+            "training.nodeSelector.plantfed\\.dev/plant=plant-b",
+            "--set",
+            f"metrics.port={free_port()}",
+            "--set",
+            "agent.heartbeatSeconds=2",
+            "--set",
+            "agent.syncSeconds=2",
         )
-        wait_for(lambda: (world.participant(plant).get("status") or {}).get("lastHeartbeatTime"), timeout=120,
-                 what="plant-b's chart-installed agent to heartbeat")
+        wait_for(
+            lambda: (world.participant(plant).get("status") or {}).get("lastHeartbeatTime"),
+            timeout=120,
+            what="plant-b's chart-installed agent to heartbeat",
+        )
 
-        world.start_round("bearing-chart-r1", open_on_exchange=True, plant=plant,
-                          pod={"gpus": 1, "cpu": "1", "memory": "2Gi"})
-        done = wait_for(lambda: (a := world.assignment(plant)).get("state") in ("Uploaded", "Failed") and a,
-                        timeout=TRAINING_TIMEOUT, what="plant-b's assignment to finish")
+        world.start_round(
+            "bearing-chart-r1", open_on_exchange=True, plant=plant, pod={"gpus": 1, "cpu": "1", "memory": "2Gi"}
+        )
+        done = wait_for(
+            lambda: (a := world.assignment(plant)).get("state") in ("Uploaded", "Failed") and a,
+            timeout=TRAINING_TIMEOUT,
+            what="plant-b's assignment to finish",
+        )
         assert done["state"] == "Uploaded", done
         (update,) = world.exchange.store.updates("bearing-chart-r1")
         assert update.meta.plant == plant

@@ -25,9 +25,15 @@ from plantfed.plant.agent.observe import TrainingObservation, TrainingPhase
 
 def view(rounds=(), trainings=None, participant=None, models=None, cached=None, max_gpus=1, now=NOW, **kw: Any):
     return AgentView(
-        plant="plant-a", participant=participant if participant is not None else pp(), rounds=list(rounds),
-        models=models if models is not None else {"bearing": fm()}, trainings=trainings or {},
-        cached=cached or {}, max_gpus=max_gpus, now=now, **kw,
+        plant="plant-a",
+        participant=participant if participant is not None else pp(),
+        rounds=list(rounds),
+        models=models if models is not None else {"bearing": fm()},
+        trainings=trainings or {},
+        cached=cached or {},
+        max_gpus=max_gpus,
+        now=now,
+        **kw,
     )
 
 
@@ -43,7 +49,7 @@ def job(round_name: str, phase: TrainingPhase, reason: str = "", message: str = 
     ("phase", "state", "creates"),
     [
         ("Training", "Assigned", True),
-        ("Training", "Training", True),   # the operator folded a report in, but our Job is gone: recreate
+        ("Training", "Training", True),  # the operator folded a report in, but our Job is gone: recreate
         ("Training", "Uploaded", False),
         ("Training", "Late", False),
         ("Training", "Failed", False),
@@ -74,12 +80,23 @@ def test_an_existing_job_is_not_created_again_and_its_state_is_reported():
 
 
 def test_training_spec_comes_from_round_model_and_participant():
-    r = fr("r1", {"plant-a": "Assigned"}, compression="int8",
-           privacy={"mode": "local", "clipNorm": 2.0, "noiseMultiplier": 0.5},
-           training={"epochs": 3, "batchSize": 16, "learningRate": 0.1, "fedProxMu": 0.01, "optimizer": "adam"},
-           pod={"gpus": 1, "cpu": "4", "memory": "2Gi", "nodeSelector": {"gpu": "a100"},
-                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]})
-    (create,) = of(decide(view([r], participant=pp(variant="light", sub_path="line-3"), now=later(600))), CreateTrainingJob)
+    r = fr(
+        "r1",
+        {"plant-a": "Assigned"},
+        compression="int8",
+        privacy={"mode": "local", "clipNorm": 2.0, "noiseMultiplier": 0.5},
+        training={"epochs": 3, "batchSize": 16, "learningRate": 0.1, "fedProxMu": 0.01, "optimizer": "adam"},
+        pod={
+            "gpus": 1,
+            "cpu": "4",
+            "memory": "2Gi",
+            "nodeSelector": {"gpu": "a100"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        },
+    )
+    (create,) = of(
+        decide(view([r], participant=pp(variant="light", sub_path="line-3"), now=later(600))), CreateTrainingJob
+    )
     s = create.spec
     assert (s.round, s.model, s.task, s.variant) == ("r1", "bearing", "bearing", "light")
     assert (s.epochs, s.batch_size, s.learning_rate, s.optimizer, s.fedprox_mu) == (3, 16, 0.1, "adam", 0.01)
@@ -93,16 +110,30 @@ def test_training_spec_comes_from_round_model_and_participant():
 
 @pytest.mark.parametrize(
     ("mode", "clip", "noise", "dp_mode"),
-    [("off", 0.0, 0.0, "local"), ("central", 2.0, 0.0, "local"), ("local", 2.0, 0.5, "local"),
-     ("sample", 2.0, 0.5, "sample")],
+    [
+        ("off", 0.0, 0.0, "local"),
+        ("central", 2.0, 0.0, "local"),
+        ("local", 2.0, 0.5, "local"),
+        ("sample", 2.0, 0.5, "sample"),
+    ],
 )
 def test_plants_clip_unless_privacy_is_off_and_add_noise_only_when_the_mode_is_theirs(mode, clip, noise, dp_mode):
     r = fr("r1", {"plant-a": "Assigned"}, privacy={"mode": mode, "clipNorm": 2.0, "noiseMultiplier": 0.5})
     (create,) = of(decide(view([r])), CreateTrainingJob)
     assert (create.spec.clip_norm, create.spec.noise_multiplier, create.spec.dp_mode) == (clip, noise, dp_mode)
-    command = train_command(create.spec, AgentConfig(
-        plant="plant-a", hub_kubeconfig=Path("k"), hub_namespace="n", exchange="hub:443", token_file=Path("t"),
-        namespace="plant", cache_dir=Path("c"), data_claim="vibration"))
+    command = train_command(
+        create.spec,
+        AgentConfig(
+            plant="plant-a",
+            hub_kubeconfig=Path("k"),
+            hub_namespace="n",
+            exchange="hub:443",
+            token_file=Path("t"),
+            namespace="plant",
+            cache_dir=Path("c"),
+            data_claim="vibration",
+        ),
+    )
     at = command.index("--dp-mode")
     assert command[at + 1] == dp_mode  # what `plantfed train` in the Job is told to do
 
@@ -126,8 +157,13 @@ def test_a_round_this_plant_cannot_run_is_reported_failed_with_the_reason(rounds
 @pytest.mark.parametrize(
     ("phase", "reason", "message", "state", "progress"),
     [
-        (TrainingPhase.WAITING, "Unschedulable", "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
-         AssignmentState.PENDING, 0.0),
+        (
+            TrainingPhase.WAITING,
+            "Unschedulable",
+            "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+            AssignmentState.PENDING,
+            0.0,
+        ),
         (TrainingPhase.RUNNING, "Running", "training on node n", AssignmentState.TRAINING, 0.0),
         (TrainingPhase.SUCCEEDED, "Uploaded", "training Job succeeded; update uploaded", AssignmentState.UPLOADED, 1.0),
         (TrainingPhase.FAILED, "BackoffLimitExceeded", "exit code 1 (Error): boom", AssignmentState.FAILED, 0.0),
@@ -137,14 +173,19 @@ def test_job_phase_maps_to_the_assignment_state_the_operator_reads(phase, reason
     actions = decide(view([fr("r1", {"plant-a": "Training"})], trainings={"r1": job("r1", phase, reason, message)}))
     (report,) = of(actions, ReportAssignment)
     assert report.assignment.model_dump(include={"round", "state", "progress", "message"}) == {
-        "round": "r1", "state": state, "progress": progress, "message": f"{reason}: {message}"}
+        "round": "r1",
+        "state": state,
+        "progress": progress,
+        "message": f"{reason}: {message}",
+    }
 
 
 def test_an_unchanged_assignment_is_not_written_again():
     running = job("r1", TrainingPhase.RUNNING, "Running", "training on node n")
     current = {"round": "r1", "state": "Training", "progress": 0.0, "message": "Running: training on node n"}
-    actions = decide(view([fr("r1", {"plant-a": "Training"})], trainings={"r1": running},
-                          participant=pp(assignment=current)))
+    actions = decide(
+        view([fr("r1", {"plant-a": "Training"})], trainings={"r1": running}, participant=pp(assignment=current))
+    )
     assert not of(actions, ReportAssignment)
 
 
@@ -194,8 +235,9 @@ def test_finished_jobs_are_left_to_their_ttl():
 )
 def test_cache_follows_the_promoted_version_of_models_this_plant_trains(promoted, cached, followed, plants, refresh):
     rounds = [fr("r1", plants, phase="Succeeded")]
-    actions = decide(view(rounds, models={"bearing": fm(promoted=promoted)}, cached=cached,
-                          followed_models=frozenset(followed)))
+    actions = decide(
+        view(rounds, models={"bearing": fm(promoted=promoted)}, cached=cached, followed_models=frozenset(followed))
+    )
     assert [(a.model, a.version) for a in of(actions, RefreshModel)] == refresh
 
 
@@ -216,10 +258,14 @@ def test_a_job_left_by_an_earlier_round_of_the_same_name_is_deleted_before_the_n
 def evaluating(state: str = "Uploaded", scored: bool = False, opened: float = 0.0, phase: str = "Evaluating"):
     """A round whose candidate version 2 the operator asked its contributing plants to score."""
     round_ = fr("r1", {"plant-a": state, "plant-b": "Uploaded"}, phase=phase)
-    status = round_.status.model_copy(update={"evaluation": RoundEvaluation(version=2, start_time=later(opened), expected=2)})
+    status = round_.status.model_copy(
+        update={"evaluation": RoundEvaluation(version=2, start_time=later(opened), expected=2)}
+    )
     if scored:
-        status.plants = [p.model_copy(update={"evaluation": {"val_accuracy": 0.9}}) if p.plant == "plant-a" else p
-                         for p in status.plants]
+        status.plants = [
+            p.model_copy(update={"evaluation": {"val_accuracy": 0.9}}) if p.plant == "plant-a" else p
+            for p in status.plants
+        ]
     return round_.model_copy(update={"status": status})
 
 
@@ -227,8 +273,8 @@ def evaluating(state: str = "Uploaded", scored: bool = False, opened: float = 0.
     ("state", "scored", "phase", "creates"),
     [
         ("Uploaded", False, "Evaluating", True),
-        ("Uploaded", True, "Evaluating", False),    # the hub has our numbers
-        ("Late", False, "Evaluating", False),       # not aggregated: nothing of ours to judge
+        ("Uploaded", True, "Evaluating", False),  # the hub has our numbers
+        ("Late", False, "Evaluating", False),  # not aggregated: nothing of ours to judge
         ("Uploaded", False, "Succeeded", False),
     ],
 )

@@ -36,19 +36,35 @@ def test_backoff_doubles_up_to_its_cap_and_resets_on_success():
 
 
 def test_heartbeats_keep_retrying_while_the_hub_is_unreachable(tmp_path: Path):
-    cfg = AgentConfig(plant="plant-a", hub_kubeconfig=tmp_path / "k", hub_namespace="hub", exchange="127.0.0.1:1",
-                      token_file=tmp_path / "t", namespace="plant", cache_dir=tmp_path / "cache",
-                      data_host_path="/data", heartbeat_seconds=0.05)
+    cfg = AgentConfig(
+        plant="plant-a",
+        hub_kubeconfig=tmp_path / "k",
+        hub_namespace="hub",
+        exchange="127.0.0.1:1",
+        token_file=tmp_path / "t",
+        namespace="plant",
+        cache_dir=tmp_path / "cache",
+        data_host_path="/data",
+        heartbeat_seconds=0.05,
+    )
     metrics = Metrics()
     api = unreachable_api()
-    agent = Agent(cfg, Hub(api, "hub", "plant-a"), LocalCluster(api, "plant", "plant-a"),
-                  ModelCache(tmp_path / "cache" / "models", None), metrics)
+    agent = Agent(
+        cfg,
+        Hub(api, "hub", "plant-a"),
+        LocalCluster(api, "plant", "plant-a"),
+        ModelCache(tmp_path / "cache" / "models", None),
+        metrics,
+    )
     thread = threading.Thread(target=agent._heartbeats, daemon=True)
     thread.start()
     try:
         labels = {"plant": "plant-a", "target": "hub"}
-        wait_for(lambda: (metrics.registry.get_sample_value("plantfed_agent_errors_total", labels) or 0) >= 3,
-                 timeout=60, what="three failed heartbeats")
+        wait_for(
+            lambda: (metrics.registry.get_sample_value("plantfed_agent_errors_total", labels) or 0) >= 3,
+            timeout=60,
+            what="three failed heartbeats",
+        )
         assert thread.is_alive()
     finally:
         agent.stop.set()

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from agent_objects import NOW, fm, fr, pp
 
-from plantfed.plant.agent.config import AgentConfig, ConfigError, parse_node_selector, parse_tolerations
 from plantfed.contract.api.round import RoundEvaluation
+from plantfed.plant.agent.config import AgentConfig, ConfigError, parse_node_selector, parse_tolerations
 from plantfed.plant.agent.decide import evaluation_spec, training_spec
 from plantfed.plant.agent.jobspec import token_secret, training_job
 from plantfed.plant.agent.naming import training_job_name
@@ -16,17 +16,30 @@ from plantfed.plant.agent.observe import TrainingPhase, observe_training
 
 
 def job(*conditions: tuple[str, str, str]) -> dict:
-    return {"metadata": {"name": "train-r1", "uid": "u1", "annotations": {"plantfed.io/round": "r1"}},
-            "status": {"conditions": [{"type": t, "status": "True", "reason": r, "message": m} for t, r, m in conditions]}}
+    return {
+        "metadata": {"name": "train-r1", "uid": "u1", "annotations": {"plantfed.io/round": "r1"}},
+        "status": {"conditions": [{"type": t, "status": "True", "reason": r, "message": m} for t, r, m in conditions]},
+    }
 
 
 def pod(name: str, phase: str, *, created: str = "2026-11-28T12:00:00Z", **status) -> dict:
-    return {"metadata": {"name": name, "creationTimestamp": created}, "spec": {"nodeName": "plant-a-gpu-0"},
-            "status": {"phase": phase, **status}}
+    return {
+        "metadata": {"name": name, "creationTimestamp": created},
+        "spec": {"nodeName": "plant-a-gpu-0"},
+        "status": {"phase": phase, **status},
+    }
 
 
-UNSCHEDULABLE = {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                                 "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."}]}
+UNSCHEDULABLE = {
+    "conditions": [
+        {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+        }
+    ]
+}
 
 
 def terminated(code: int, reason: str = "Error") -> dict:
@@ -36,29 +49,71 @@ def terminated(code: int, reason: str = "Error") -> dict:
 @pytest.mark.parametrize(
     ("the_job", "pods", "logs", "phase", "summary"),
     [
-        (job(), [], {}, TrainingPhase.WAITING,
-         "PodPending: waiting for the Job controller to create the training pod"),
-        (job(), [pod("p1", "Pending", **UNSCHEDULABLE)], {}, TrainingPhase.WAITING,
-         "Unschedulable: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu."),
-        (job(), [pod("p1", "Pending", containerStatuses=[{"name": "train", "state": {"waiting": {
-            "reason": "ImagePullBackOff", "message": "Back-off pulling image \"x\""}}}])], {}, TrainingPhase.WAITING,
-         'ImagePullBackOff: Back-off pulling image "x"'),
-        (job(), [pod("p1", "Pending", reason="FailedMount", message="secret \"train-r1-token\" not found")], {},
-         TrainingPhase.WAITING, 'FailedMount: secret "train-r1-token" not found'),
+        (job(), [], {}, TrainingPhase.WAITING, "PodPending: waiting for the Job controller to create the training pod"),
+        (
+            job(),
+            [pod("p1", "Pending", **UNSCHEDULABLE)],
+            {},
+            TrainingPhase.WAITING,
+            "Unschedulable: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+        ),
+        (
+            job(),
+            [
+                pod(
+                    "p1",
+                    "Pending",
+                    containerStatuses=[
+                        {
+                            "name": "train",
+                            "state": {
+                                "waiting": {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "x"'}
+                            },
+                        }
+                    ],
+                )
+            ],
+            {},
+            TrainingPhase.WAITING,
+            'ImagePullBackOff: Back-off pulling image "x"',
+        ),
+        (
+            job(),
+            [pod("p1", "Pending", reason="FailedMount", message='secret "train-r1-token" not found')],
+            {},
+            TrainingPhase.WAITING,
+            'FailedMount: secret "train-r1-token" not found',
+        ),
         (job(), [pod("p1", "Running")], {}, TrainingPhase.RUNNING, "Running: training on node plant-a-gpu-0"),
-        (job(), [pod("p1", "Failed", **terminated(1)), pod("p2", "Running", created="2026-11-28T12:01:00Z")],
-         {"p1": "RuntimeError: CUDA error"}, TrainingPhase.RUNNING,
-         "Running: training on node plant-a-gpu-0; attempt 1 failed (exit code 1 (Error): RuntimeError: CUDA error), retrying"),
-        (job(("Complete", "", "")), [pod("p1", "Succeeded")], {}, TrainingPhase.SUCCEEDED,
-         "Uploaded: training Job succeeded; update uploaded"),
-        (job(("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")),
-         [pod("p1", "Failed", **terminated(137, "OOMKilled"))], {}, TrainingPhase.FAILED,
-         "BackoffLimitExceeded: Job has reached the specified backoff limit; exit code 137 (OOMKilled)"),
-        (job(("Failed", "BackoffLimitExceeded", "")), [pod("p1", "Failed", **terminated(1))],
-         {"p1": "plantfed.plant.runtime.RoundNotForThisPlant: round r1 is closed; nothing to train"},
-         TrainingPhase.FAILED,
-         "BackoffLimitExceeded: exit code 1 (Error): plantfed.plant.runtime.RoundNotForThisPlant: round r1 is "
-         "closed; nothing to train"),
+        (
+            job(),
+            [pod("p1", "Failed", **terminated(1)), pod("p2", "Running", created="2026-11-28T12:01:00Z")],
+            {"p1": "RuntimeError: CUDA error"},
+            TrainingPhase.RUNNING,
+            "Running: training on node plant-a-gpu-0; attempt 1 failed (exit code 1 (Error): RuntimeError: CUDA error), retrying",
+        ),
+        (
+            job(("Complete", "", "")),
+            [pod("p1", "Succeeded")],
+            {},
+            TrainingPhase.SUCCEEDED,
+            "Uploaded: training Job succeeded; update uploaded",
+        ),
+        (
+            job(("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")),
+            [pod("p1", "Failed", **terminated(137, "OOMKilled"))],
+            {},
+            TrainingPhase.FAILED,
+            "BackoffLimitExceeded: Job has reached the specified backoff limit; exit code 137 (OOMKilled)",
+        ),
+        (
+            job(("Failed", "BackoffLimitExceeded", "")),
+            [pod("p1", "Failed", **terminated(1))],
+            {"p1": "plantfed.plant.runtime.RoundNotForThisPlant: round r1 is closed; nothing to train"},
+            TrainingPhase.FAILED,
+            "BackoffLimitExceeded: exit code 1 (Error): plantfed.plant.runtime.RoundNotForThisPlant: round r1 is "
+            "closed; nothing to train",
+        ),
     ],
 )
 def test_observation_says_why_in_words_a_plant_engineer_can_act_on(the_job, pods, logs, phase, summary):
@@ -67,25 +122,44 @@ def test_observation_says_why_in_words_a_plant_engineer_can_act_on(the_job, pods
 
 
 def test_long_failure_output_is_capped_to_what_the_crd_accepts():
-    seen = observe_training(job(("Failed", "BackoffLimitExceeded", "")), [pod("p1", "Failed", **terminated(1))],
-                            {"p1": "x" * 5000})
+    seen = observe_training(
+        job(("Failed", "BackoffLimitExceeded", "")), [pod("p1", "Failed", **terminated(1))], {"p1": "x" * 5000}
+    )
     assert len(seen.summary()) <= 1012
 
 
 def config(tmp_path: Path, **kw) -> AgentConfig:
-    base = dict(plant="plant-a", hub_kubeconfig=tmp_path / "hub", hub_namespace="plantfed-system",
-                exchange="fl-hub:8443", token_file=tmp_path / "token", namespace="plantfed",
-                cache_dir=Path("/var/lib/plantfed/cache"), cache_claim="plantfed-cache", data_claim="vibration",
-                ca_file=tmp_path / "ca.crt", node_selector={"nvidia.com/gpu.present": "true"},
-                tolerations=({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},),
-                image="ghcr.io/plantfed/plantfed:0.1.0", training_service_account="plantfed-train")
+    base = dict(
+        plant="plant-a",
+        hub_kubeconfig=tmp_path / "hub",
+        hub_namespace="plantfed-system",
+        exchange="fl-hub:8443",
+        token_file=tmp_path / "token",
+        namespace="plantfed",
+        cache_dir=Path("/var/lib/plantfed/cache"),
+        cache_claim="plantfed-cache",
+        data_claim="vibration",
+        ca_file=tmp_path / "ca.crt",
+        node_selector={"nvidia.com/gpu.present": "true"},
+        tolerations=({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},),
+        image="ghcr.io/plantfed/plantfed:0.1.0",
+        training_service_account="plantfed-train",
+    )
     base.update(kw)
     return AgentConfig(**base)
 
 
 def test_training_job_manifest(tmp_path):
-    r = fr("r1", {"plant-a": "Assigned"}, uid="u-r1", pod={"gpus": 1, "nodeSelector": {"zone": "hall-2"},
-                                               "tolerations": [{"key": "dedicated", "operator": "Exists"}]})
+    r = fr(
+        "r1",
+        {"plant-a": "Assigned"},
+        uid="u-r1",
+        pod={
+            "gpus": 1,
+            "nodeSelector": {"zone": "hall-2"},
+            "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+        },
+    )
     spec = training_spec(r, fm(), pp(sub_path="line-3"), 1, NOW)
     manifest = training_job(spec, config(tmp_path))
     assert manifest["metadata"]["name"] == "train-r1"
@@ -97,8 +171,10 @@ def test_training_job_manifest(tmp_path):
     assert pod_spec["restartPolicy"] == "Never"
     assert pod_spec["automountServiceAccountToken"] is False and pod_spec["serviceAccountName"] == "plantfed-train"
     assert pod_spec["nodeSelector"] == {"zone": "hall-2", "nvidia.com/gpu.present": "true"}
-    assert pod_spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
-                                       {"key": "dedicated", "operator": "Exists"}]
+    assert pod_spec["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "dedicated", "operator": "Exists"},
+    ]
     (container,) = pod_spec["containers"]
     assert container["resources"]["requests"]["nvidia.com/gpu"] == "1"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
@@ -110,7 +186,12 @@ def test_training_job_manifest(tmp_path):
     assert flags["--ca-file"] == "/var/run/plantfed/exchange/ca.crt"
     assert flags["--state-dir"] == "/var/lib/plantfed/cache"
     mounts = {m["name"]: m for m in container["volumeMounts"]}
-    assert mounts["data"] == {"name": "data", "mountPath": "/var/lib/plantfed/data", "readOnly": True, "subPath": "line-3"}
+    assert mounts["data"] == {
+        "name": "data",
+        "mountPath": "/var/lib/plantfed/data",
+        "readOnly": True,
+        "subPath": "line-3",
+    }
     volumes = {v["name"]: v for v in pod_spec["volumes"]}
     assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "vibration", "readOnly": True}
     assert volumes["cache"]["persistentVolumeClaim"] == {"claimName": "plantfed-cache"}
@@ -119,7 +200,13 @@ def test_training_job_manifest(tmp_path):
 
 
 def test_evaluation_job_manifest_scores_the_candidate_on_the_same_data_without_a_gpu(tmp_path):
-    r = fr("r1", {"plant-a": "Uploaded"}, uid="u-r1", phase="Evaluating", pod={"gpus": 1, "nodeSelector": {"zone": "hall-2"}})
+    r = fr(
+        "r1",
+        {"plant-a": "Uploaded"},
+        uid="u-r1",
+        phase="Evaluating",
+        pod={"gpus": 1, "nodeSelector": {"zone": "hall-2"}},
+    )
     r.status.evaluation = RoundEvaluation(version=2, start_time=NOW, expected=1)
     manifest = training_job(evaluation_spec(r, fm(), pp(sub_path="line-3"), NOW), config(tmp_path))
     assert manifest["metadata"]["name"] == "eval-r1"
@@ -142,8 +229,12 @@ def test_under_mutual_tls_the_plants_certificate_secret_is_mounted_into_training
     r = fr("r1", {"plant-a": "Uploaded" if purpose == "evaluate" else "Assigned"}, uid="u-r1")
     r.status.evaluation = RoundEvaluation(version=2, start_time=NOW, expected=1)
     spec = evaluation_spec(r, fm(), pp(), NOW) if purpose == "evaluate" else training_spec(r, fm(), pp(), 1, NOW)
-    cfg = config(tmp_path, client_cert=tmp_path / "tls.crt", client_key=tmp_path / "tls.key",
-                 client_cert_secret="plantfed-plant-a-tls")
+    cfg = config(
+        tmp_path,
+        client_cert=tmp_path / "tls.crt",
+        client_key=tmp_path / "tls.key",
+        client_cert_secret="plantfed-plant-a-tls",
+    )
     pod_spec = training_job(spec, cfg)["spec"]["template"]["spec"]
     (container,) = pod_spec["containers"]
     cmd = container["command"]
@@ -155,8 +246,11 @@ def test_under_mutual_tls_the_plants_certificate_secret_is_mounted_into_training
     mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/var/run/plantfed/client-tls")
     volume = next(v for v in pod_spec["volumes"] if v["name"] == mount["name"])
     assert mount["readOnly"] is True
-    assert volume["secret"] == {"secretName": "plantfed-plant-a-tls", "defaultMode": 0o440,
-                                "items": [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}]}
+    assert volume["secret"] == {
+        "secretName": "plantfed-plant-a-tls",
+        "defaultMode": 0o440,
+        "items": [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}],
+    }
 
     plain = training_job(spec, config(tmp_path))["spec"]["template"]["spec"]
     assert "--client-cert" not in plain["containers"][0]["command"]
@@ -168,8 +262,10 @@ def test_under_mutual_tls_the_plants_certificate_secret_is_mounted_into_training
     [
         ({"client_cert_secret": "s"}, "--client-cert, --client-key and --client-cert-secret go together"),
         ({"client_cert": Path("c"), "client_key": Path("k")}, "go together"),
-        ({"client_cert": Path("c"), "client_key": Path("k"), "client_cert_secret": "s", "ca_file": None},
-         "--client-cert needs TLS"),
+        (
+            {"client_cert": Path("c"), "client_key": Path("k"), "client_cert_secret": "s", "ca_file": None},
+            "--client-cert needs TLS",
+        ),
     ],
     ids=["secret-alone", "no-secret-for-the-jobs", "without-tls"],
 )
@@ -194,11 +290,19 @@ def test_job_names_fit_the_pod_label_limit_and_stay_distinct():
 def test_flags_in_the_charts_formats_are_parsed_and_bad_ones_named():
     assert parse_node_selector("a=1,nvidia.com/gpu.present=true") == {"a": "1", "nvidia.com/gpu.present": "true"}
     assert parse_tolerations('[{"key":"nvidia.com/gpu","operator":"Exists","effect":"NoSchedule"}]') == (
-        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},)
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+    )
     with pytest.raises(ConfigError, match="--node-selector"):
         parse_node_selector("novalue")
     with pytest.raises(ConfigError, match="--tolerations-json"):
         parse_tolerations('[{"operator": "Sometimes"}]')
     with pytest.raises(ConfigError, match="exactly one of --data-claim and --data-host-path"):
-        AgentConfig(plant="p", hub_kubeconfig=Path("k"), hub_namespace="n", exchange="e", token_file=Path("t"),
-                    namespace="n", cache_dir=Path("c"))
+        AgentConfig(
+            plant="p",
+            hub_kubeconfig=Path("k"),
+            hub_namespace="n",
+            exchange="e",
+            token_file=Path("t"),
+            namespace="n",
+            cache_dir=Path("c"),
+        )

@@ -14,5 +14,7 @@ def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
     if binary is None:
         if os.environ.get("CI"):
             pytest.fail("helm not found, and CI must run the chart tests: `make testbin` builds it")
-        pytest.skip("helm not found: run `make testbin` (builds it into ~/.cache/plantfed/testbin) or set PLANTFED_HELM")
+        pytest.skip(
+            "helm not found: run `make testbin` (builds it into ~/.cache/plantfed/testbin) or set PLANTFED_HELM"
+        )
     return Helm(binary, tmp_path_factory.mktemp("helm-home"))

@@ -34,8 +34,13 @@ WITH_CRDS = ("--api-versions", "plantfed.io/v1alpha1/PlantParticipant")
 # Two registered plants, one per data-source kind.
 PLANTS_VALUES = {
     "plants": [
-        {"name": "plant-a", "labels": {"region": "eu", "line": "press"}, "site": "Stuttgart",
-         "capacity": {"gpus": 2, "modelVariant": "full"}, "data": {"pvc": {"claimName": "vibration"}}},
+        {
+            "name": "plant-a",
+            "labels": {"region": "eu", "line": "press"},
+            "site": "Stuttgart",
+            "capacity": {"gpus": 2, "modelVariant": "full"},
+            "data": {"pvc": {"claimName": "vibration"}},
+        },
         {"name": "plant-b", "data": {"hostPath": {"path": "/data/vibration"}}, "paused": True},
     ]
 }
@@ -44,28 +49,70 @@ HUB_TOGGLES = {
     "defaults": [],
     "tls-off": ["--set", "tls.enabled=false"],
     "cert-manager": ["--set", "tls.certManager.enabled=true"],
-    "cert-manager-issuer": ["--set", "tls.certManager.enabled=true", "--set", "tls.certManager.issuerRef.name=corp-ca",
-                            "--set", "tls.certManager.issuerRef.kind=ClusterIssuer"],
-    "monitoring": ["--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.podMonitor.enabled=true",
-                   "--set", "metrics.serviceMonitor.additionalLabels.release=prom", "--set", "networkPolicy.enabled=true"],
-    "existing-secrets": ["--set", "adminToken.existingSecret=admin", "--set", "plantTokens.existingSecret=tokens",
-                         "--set", "exchange.store.existingClaim=store"],
-    "loadbalancer": ["--set", "exchange.service.type=LoadBalancer", "--set", "tls.extraDnsNames={hub.example.com}",
-                     "--set", "tls.extraIPs={203.0.113.7}"],
+    "cert-manager-issuer": [
+        "--set",
+        "tls.certManager.enabled=true",
+        "--set",
+        "tls.certManager.issuerRef.name=corp-ca",
+        "--set",
+        "tls.certManager.issuerRef.kind=ClusterIssuer",
+    ],
+    "monitoring": [
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.podMonitor.enabled=true",
+        "--set",
+        "metrics.serviceMonitor.additionalLabels.release=prom",
+        "--set",
+        "networkPolicy.enabled=true",
+    ],
+    "existing-secrets": [
+        "--set",
+        "adminToken.existingSecret=admin",
+        "--set",
+        "plantTokens.existingSecret=tokens",
+        "--set",
+        "exchange.store.existingClaim=store",
+    ],
+    "loadbalancer": [
+        "--set",
+        "exchange.service.type=LoadBalancer",
+        "--set",
+        "tls.extraDnsNames={hub.example.com}",
+        "--set",
+        "tls.extraIPs={203.0.113.7}",
+    ],
     "mutual-tls": ["--set", "tls.mutual.enabled=true"],
     "mutual-tls-cert-manager": ["--set", "tls.mutual.enabled=true", "--set", "tls.certManager.enabled=true"],
 }
 PLANT_TOGGLES = {
     "defaults": [],
     "host-path-cpu": ["--set", "data.existingClaim=", "--set", "data.hostPath=/srv/data", "--set", "training.gpus=0"],
-    "monitoring": ["--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.podMonitor.enabled=true",
-                   "--set", "networkPolicy.enabled=true"],
+    "monitoring": [
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.podMonitor.enabled=true",
+        "--set",
+        "networkPolicy.enabled=true",
+    ],
     "no-tls": ["--set", "hub.tls=false"],
     "mutual-tls": ["--set", "hub.clientCertSecret=plantfed-client-tls"],
-    "tuned": ["--set", "training.nodeSelector.gpu=a100", "--set", "training.nodeSelector.zone=line-3",
-              "--set-json", 'training.tolerations=[{"key":"nvidia.com/gpu","operator":"Exists","effect":"NoSchedule"}]',
-              "--set", "data.options.format=npz", "--set", "data.options.window=2048",
-              "--set", "agent.cacheModels={bearing}"],
+    "tuned": [
+        "--set",
+        "training.nodeSelector.gpu=a100",
+        "--set",
+        "training.nodeSelector.zone=line-3",
+        "--set-json",
+        'training.tolerations=[{"key":"nvidia.com/gpu","operator":"Exists","effect":"NoSchedule"}]',
+        "--set",
+        "data.options.format=npz",
+        "--set",
+        "data.options.window=2048",
+        "--set",
+        "agent.cacheModels={bearing}",
+    ],
 }
 
 
@@ -109,8 +156,12 @@ class Helm:
         self.plants_file = home / "plants-values.yaml"
         self.plants_file.write_text(yaml.safe_dump(PLANTS_VALUES))
         # Private config/cache dirs: no repositories or plugins from the developer's machine.
-        self.env = {**os.environ, "HELM_CONFIG_HOME": str(home / "config"), "HELM_CACHE_HOME": str(home / "cache"),
-                    "HELM_DATA_HOME": str(home / "data")}
+        self.env = {
+            **os.environ,
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_DATA_HOME": str(home / "data"),
+        }
 
     def run(self, *args: str) -> HelmResult:
         proc = subprocess.run([self.binary, *args], capture_output=True, text=True, env=self.env, timeout=120)
@@ -123,7 +174,9 @@ class Helm:
         """`helm template`, memoised: the charts do not change during a test session."""
         key = (str(chart), namespace, *args)
         if key not in self._rendered:
-            self._rendered[key] = self.run("template", "plantfed", str(chart), "--namespace", namespace, *KUBE_VERSION, *args)
+            self._rendered[key] = self.run(
+                "template", "plantfed", str(chart), "--namespace", namespace, *KUBE_VERSION, *args
+            )
         result = self._rendered[key]
         if check and result.returncode != 0:
             raise AssertionError(f"helm template {chart.name} {' '.join(args)} failed:\n{result.output}")
@@ -162,7 +215,9 @@ class Manifests(list):
 
     def get(self, kind: str, name: str) -> dict[str, Any]:
         found = [o for o in self.of(kind) if o["metadata"]["name"] == name]
-        assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}: {[o['metadata']['name'] for o in self.of(kind)]}"
+        assert len(found) == 1, (
+            f"expected one {kind}/{name}, found {len(found)}: {[o['metadata']['name'] for o in self.of(kind)]}"
+        )
         return found[0]
 
     def pod_specs(self) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -22,7 +22,9 @@ def rendered_commands(helm) -> dict[str, list[str]]:
     for manifests in renders:
         for where, container in manifests.containers():
             for command in [container["command"]] + [
-                container[p]["exec"]["command"] for p in ("readinessProbe", "livenessProbe") if "exec" in container.get(p, {})
+                container[p]["exec"]["command"]
+                for p in ("readinessProbe", "livenessProbe")
+                if "exec" in container.get(p, {})
             ]:
                 commands.setdefault(" ".join(command), command)
     return commands

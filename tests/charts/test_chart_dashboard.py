@@ -123,12 +123,23 @@ def test_covers_what_operators_watch(dash):
     # The questions the dashboard exists to answer, each needing its metric on some panel.
     used = {name for _, expr in expressions(dash) for name in METRIC.findall(expr)}
     for metric in (
-        "plantfed_global_accuracy", "plantfed_global_loss", "plantfed_round_number", "plantfed_plant_accuracy",
-        "plantfed_round_plants_selected", "plantfed_round_plants_replied", "plantfed_round_plants_late",
-        "plantfed_round_plants_failed", "plantfed_update_l2_norm", "plantfed_update_cosine_to_aggregate",
-        "plantfed_update_bytes_received_total", "plantfed_upload_throughput_bytes_per_second",
-        "plantfed_round_duration_seconds_bucket", "plantfed_aggregation_duration_seconds_bucket",
-        "plantfed_aggregation_peak_bytes", "plantfed_promoted_version", "plantfed_dp_epsilon_spent",
+        "plantfed_global_accuracy",
+        "plantfed_global_loss",
+        "plantfed_round_number",
+        "plantfed_plant_accuracy",
+        "plantfed_round_plants_selected",
+        "plantfed_round_plants_replied",
+        "plantfed_round_plants_late",
+        "plantfed_round_plants_failed",
+        "plantfed_update_l2_norm",
+        "plantfed_update_cosine_to_aggregate",
+        "plantfed_update_bytes_received_total",
+        "plantfed_upload_throughput_bytes_per_second",
+        "plantfed_round_duration_seconds_bucket",
+        "plantfed_aggregation_duration_seconds_bucket",
+        "plantfed_aggregation_peak_bytes",
+        "plantfed_promoted_version",
+        "plantfed_dp_epsilon_spent",
         "plantfed_plant_heartbeat_age_seconds",
     ):
         assert metric in used, f"no panel shows {metric}"

@@ -18,10 +18,14 @@ import yaml
 from helmchart import HUB, REPO
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-
 from support.crds import apply_crds
 
-PIN = ["--set", "exchange.nodeSelector.plantfed\\.io/test=none", "--set", "operator.nodeSelector.plantfed\\.io/test=none"]
+PIN = [
+    "--set",
+    "exchange.nodeSelector.plantfed\\.io/test=none",
+    "--set",
+    "operator.nodeSelector.plantfed\\.io/test=none",
+]
 PLANT_A = {"name": "plant-a", "labels": {"region": "eu"}, "data": {"pvc": {"claimName": "vibration"}}}
 PLANT_B = {"name": "plant-b", "data": {"hostPath": {"path": "/data"}}}
 
@@ -35,8 +39,20 @@ def secrets(cluster, namespace: str) -> dict[str, dict[str, str]]:
 def helm_release(cluster, namespace: str, verb: str, values: dict, tmp_path: Path) -> None:
     path = tmp_path / f"{verb}-{time.monotonic_ns()}.yaml"
     path.write_text(yaml.safe_dump(values))
-    cluster.helm(verb, "plantfed", str(HUB), "-n", namespace, "--set", "crds.enabled=false",
-                 "--set", "tests.enabled=false", *PIN, "-f", str(path))
+    cluster.helm(
+        verb,
+        "plantfed",
+        str(HUB),
+        "-n",
+        namespace,
+        "--set",
+        "crds.enabled=false",
+        "--set",
+        "tests.enabled=false",
+        *PIN,
+        "-f",
+        str(path),
+    )
 
 
 @pytest.fixture
@@ -61,8 +77,13 @@ def test_upgrades_keep_certificates_and_tokens(control_plane, hub, tmp_path):
 
     # A new plant and a new external name: plant-a's token and the CA stay, the server certificate
     # is re-signed for the new name by the same CA.
-    helm_release(control_plane, hub, "upgrade",
-                 {"plants": [PLANT_A, PLANT_B], "tls": {"extraDnsNames": ["hub.example.com"]}}, tmp_path)
+    helm_release(
+        control_plane,
+        hub,
+        "upgrade",
+        {"plants": [PLANT_A, PLANT_B], "tls": {"extraDnsNames": ["hub.example.com"]}},
+        tmp_path,
+    )
     grown = secrets(control_plane, hub)
     assert grown["plantfed-plant-tokens"]["plant-a"] == before["plantfed-plant-tokens"]["plant-a"]
     assert grown["plantfed-plant-tokens"]["plant-b"] not in before["plantfed-plant-tokens"].values()
@@ -129,8 +150,8 @@ def test_plant_service_account_reaches_only_its_own_participant(control_plane, h
         mine = custom.get_namespaced_custom_object("plantfed.io", "v1alpha1", hub, "plantparticipants", "plant-a")
         assert mine["spec"]["plantId"] == "plant-a" and mine["metadata"]["labels"]["region"] == "eu"
         custom.patch_namespaced_custom_object_status(
-            "plantfed.io", "v1alpha1", hub, "plantparticipants", "plant-a",
-            {"status": {"agentVersion": "test"}})
+            "plantfed.io", "v1alpha1", hub, "plantparticipants", "plant-a", {"status": {"agentVersion": "test"}}
+        )
         custom.list_namespaced_custom_object("plantfed.io", "v1alpha1", hub, "federatedrounds")
         custom.list_namespaced_custom_object("plantfed.io", "v1alpha1", hub, "federatedmodels")
 
@@ -140,28 +161,63 @@ def test_plant_service_account_reaches_only_its_own_participant(control_plane, h
             assert err.value.status == 403, f"{call.__name__}{args} was allowed"
 
         forbidden(custom.get_namespaced_custom_object, "plantfed.io", "v1alpha1", hub, "plantparticipants", "plant-b")
-        forbidden(custom.patch_namespaced_custom_object_status, "plantfed.io", "v1alpha1", hub, "plantparticipants",
-                  "plant-b", {"status": {"agentVersion": "forged"}})
+        forbidden(
+            custom.patch_namespaced_custom_object_status,
+            "plantfed.io",
+            "v1alpha1",
+            hub,
+            "plantparticipants",
+            "plant-b",
+            {"status": {"agentVersion": "forged"}},
+        )
         forbidden(custom.list_namespaced_custom_object, "plantfed.io", "v1alpha1", hub, "plantparticipants")
-        forbidden(custom.create_namespaced_custom_object, "plantfed.io", "v1alpha1", hub, "federatedrounds",
-                  {"apiVersion": "plantfed.io/v1alpha1", "kind": "FederatedRound", "metadata": {"name": "x"}})
+        forbidden(
+            custom.create_namespaced_custom_object,
+            "plantfed.io",
+            "v1alpha1",
+            hub,
+            "federatedrounds",
+            {"apiVersion": "plantfed.io/v1alpha1", "kind": "FederatedRound", "metadata": {"name": "x"}},
+        )
         core = client.CoreV1Api(api)
         forbidden(core.list_namespaced_secret, hub)
         forbidden(core.read_namespaced_secret, "plantfed-plant-tokens", hub)
 
 
 def test_plant_agent_rights_are_its_namespace_jobs_and_nothing_more(control_plane, namespace):
-    control_plane.helm("install", "plantfed", str(REPO / "charts" / "plantfed-plant"), "-n", namespace,
-                       "--set", "plant.id=plant-a", "--set", "hub.exchange=hub.example.com:8443",
-                       "--set", "hub.existingSecret=plantfed-hub-credentials", "--set", "data.existingClaim=vibration",
-                       "--set", "agent.nodeSelector.plantfed\\.io/test=none")
+    control_plane.helm(
+        "install",
+        "plantfed",
+        str(REPO / "charts" / "plantfed-plant"),
+        "-n",
+        namespace,
+        "--set",
+        "plant.id=plant-a",
+        "--set",
+        "hub.exchange=hub.example.com:8443",
+        "--set",
+        "hub.existingSecret=plantfed-hub-credentials",
+        "--set",
+        "data.existingClaim=vibration",
+        "--set",
+        "agent.nodeSelector.plantfed\\.io/test=none",
+    )
     try:
         kubeconfig = control_plane.service_account_kubeconfig(namespace, "plantfed-agent")
         with config.new_client_from_config(config_file=str(kubeconfig)) as api:
             batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
-            job = {"metadata": {"name": "train-r1"}, "spec": {"template": {"spec": {
-                "restartPolicy": "Never", "nodeSelector": {"plantfed.io/test": "none"},
-                "containers": [{"name": "train", "image": "plantfed", "command": ["plantfed", "train"]}]}}}}
+            job = {
+                "metadata": {"name": "train-r1"},
+                "spec": {
+                    "template": {
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "nodeSelector": {"plantfed.io/test": "none"},
+                            "containers": [{"name": "train", "image": "plantfed", "command": ["plantfed", "train"]}],
+                        }
+                    }
+                },
+            }
             batch.create_namespaced_job(namespace, job)
             batch.list_namespaced_job(namespace)
             core.list_namespaced_pod(namespace)
@@ -180,7 +236,10 @@ def test_plant_agent_rights_are_its_namespace_jobs_and_nothing_more(control_plan
             forbidden(batch.list_job_for_all_namespaces)
             forbidden(batch.create_namespaced_job, "default", job)
             forbidden(core.list_node)
-            forbidden(core.create_namespaced_pod, namespace,
-                      {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "x"}]}})
+            forbidden(
+                core.create_namespaced_pod,
+                namespace,
+                {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "x"}]}},
+            )
     finally:
         control_plane.helm("uninstall", "plantfed", "-n", namespace, check=False)

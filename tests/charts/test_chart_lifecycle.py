@@ -14,11 +14,15 @@ import pytest
 import yaml
 from helmchart import HUB, KUBE_VERSION, PLANT, PLANT_CI_VALUES
 from kubernetes import client
-
 from support.kube.controlplane import ControlPlane
 from support.kube.environment import skip_reason
 
-PIN = ["--set", "exchange.nodeSelector.plantfed\\.io/test=none", "--set", "operator.nodeSelector.plantfed\\.io/test=none"]
+PIN = [
+    "--set",
+    "exchange.nodeSelector.plantfed\\.io/test=none",
+    "--set",
+    "operator.nodeSelector.plantfed\\.io/test=none",
+]
 CRD = "plantparticipants.plantfed.io"
 
 
@@ -61,16 +65,25 @@ def test_rendered_charts_pass_a_server_side_dry_run(cluster: ControlPlane) -> No
     hub = cluster.helm("template", "plantfed", str(HUB), "-n", "dry-hub", *KUBE_VERSION, *PIN).stdout
     out = cluster.kubectl("apply", "--dry-run=server", "-n", "dry-hub", "-f", "-", input=hub)
     assert "deployment.apps/plantfed-operator created (server dry run)" in out.stdout
-    assert "customresourcedefinition.apiextensions.k8s.io/federatedrounds.plantfed.io created (server dry run)" in out.stdout
-    plant = cluster.helm("template", "plantfed-plant", str(PLANT), "-n", "dry-plant", *KUBE_VERSION, "-f", str(PLANT_CI_VALUES)).stdout
+    assert (
+        "customresourcedefinition.apiextensions.k8s.io/federatedrounds.plantfed.io created (server dry run)"
+        in out.stdout
+    )
+    plant = cluster.helm(
+        "template", "plantfed-plant", str(PLANT), "-n", "dry-plant", *KUBE_VERSION, "-f", str(PLANT_CI_VALUES)
+    ).stdout
     out = cluster.kubectl("apply", "--dry-run=server", "-n", "dry-plant", "-f", "-", input=plant)
     assert "deployment.apps/" in out.stdout and "(server dry run)" in out.stdout
 
 
 @pytest.mark.controlplane
-def test_upgrade_brings_a_changed_crd_and_uninstall_leaves_only_what_is_kept(cluster: ControlPlane, tmp_path: Path) -> None:
+def test_upgrade_brings_a_changed_crd_and_uninstall_leaves_only_what_is_kept(
+    cluster: ControlPlane, tmp_path: Path
+) -> None:
     cluster.kubectl("create", "namespace", "hub")
-    cluster.helm("install", "plantfed", str(older_chart(tmp_path, "paused")), "-n", "hub", "--set", "tests.enabled=false", *PIN)
+    cluster.helm(
+        "install", "plantfed", str(older_chart(tmp_path, "paused")), "-n", "hub", "--set", "tests.enabled=false", *PIN
+    )
     assert "paused" not in participant_spec_fields(cluster)
 
     cluster.helm("upgrade", "plantfed", str(HUB), "-n", "hub", "--set", "tests.enabled=false", *PIN)
@@ -81,13 +94,21 @@ def test_upgrade_brings_a_changed_crd_and_uninstall_leaves_only_what_is_kept(clu
     with cluster.api_client() as api:
         core, apps, rbac = client.CoreV1Api(api), client.AppsV1Api(api), client.RbacAuthorizationV1Api(api)
         left = {
-            "deployments": [d.metadata.name for d in apps.list_namespaced_deployment("hub", label_selector=selector).items],
+            "deployments": [
+                d.metadata.name for d in apps.list_namespaced_deployment("hub", label_selector=selector).items
+            ],
             "services": [s.metadata.name for s in core.list_namespaced_service("hub", label_selector=selector).items],
-            "configmaps": [c.metadata.name for c in core.list_namespaced_config_map("hub", label_selector=selector).items],
-            "serviceaccounts": [s.metadata.name for s in core.list_namespaced_service_account("hub", label_selector=selector).items],
+            "configmaps": [
+                c.metadata.name for c in core.list_namespaced_config_map("hub", label_selector=selector).items
+            ],
+            "serviceaccounts": [
+                s.metadata.name for s in core.list_namespaced_service_account("hub", label_selector=selector).items
+            ],
             "roles": [r.metadata.name for r in rbac.list_namespaced_role("hub", label_selector=selector).items],
             "clusterroles": [r.metadata.name for r in rbac.list_cluster_role(label_selector=selector).items],
-            "clusterrolebindings": [r.metadata.name for r in rbac.list_cluster_role_binding(label_selector=selector).items],
+            "clusterrolebindings": [
+                r.metadata.name for r in rbac.list_cluster_role_binding(label_selector=selector).items
+            ],
         }
         kept_pvcs = [p.metadata.name for p in core.list_namespaced_persistent_volume_claim("hub").items]
         crds = [c.metadata.name for c in client.ApiextensionsV1Api(api).list_custom_resource_definition().items]

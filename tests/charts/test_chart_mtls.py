@@ -19,8 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from helmchart import Manifests, flags
 
-from plantfed.contract.api.round import RoundEvaluation
 from plantfed.cli import build_parser
+from plantfed.contract.api.round import RoundEvaluation
 from plantfed.exchange.auth import ADMIN_CERT_NAME, PLANT_URI_PREFIX, certificate_name
 from plantfed.plant.agent.config import from_args
 from plantfed.plant.agent.decide import evaluation_spec, training_spec
@@ -75,7 +75,9 @@ def test_mutual_tls_is_off_by_default_and_tls_stays_on(helm):
     for where, c in m.containers():
         assert not any(a.startswith(("--client-cert", "--client-key")) for a in c["command"]), where
     assert sorted(s["metadata"]["name"] for s in m.of("Secret") if s["type"] == "kubernetes.io/tls") == [
-        "plantfed-ca", "plantfed-exchange-tls"]
+        "plantfed-ca",
+        "plantfed-exchange-tls",
+    ]
 
 
 @pytest.mark.parametrize("issuance", [(), CERT_MANAGER], ids=["helm", "cert-manager"])
@@ -84,10 +86,16 @@ def test_the_exchange_requires_certificates_from_its_own_ca(helm, issuance):
     pod, exchange = container(m, "Deployment", "plantfed-exchange")
     f = flags(exchange["command"])
     assert f["--client-ca"] == "/etc/plantfed/tls/ca.crt"
-    assert secret_at(pod, exchange, f["--client-ca"])["secretName"] == secret_at(pod, exchange, f["--tls-cert"])["secretName"]
+    assert (
+        secret_at(pod, exchange, f["--client-ca"])["secretName"]
+        == secret_at(pod, exchange, f["--tls-cert"])["secretName"]
+    )
     # The readiness probe still dials the loopback health port without any client credential.
     assert flags(exchange["readinessProbe"]["exec"]["command"]) == {
-        "--exchange": "localhost:8444", "--ca-file": "/etc/plantfed/tls/ca.crt", "--timeout": "5"}
+        "--exchange": "localhost:8444",
+        "--ca-file": "/etc/plantfed/tls/ca.crt",
+        "--timeout": "5",
+    }
 
 
 @pytest.mark.parametrize("issuance", [(), CERT_MANAGER], ids=["helm", "cert-manager"])
@@ -98,12 +106,16 @@ def test_operator_and_helm_test_present_their_own_certificates(helm, issuance):
     assert flags(operator["command"])["--ca-file"] == "/etc/plantfed/tls/ca.crt"
     pod, test = container(m, "Pod", "plantfed-healthcheck")
     assert client_tls_source(pod, test)["secretName"] == "plantfed-healthcheck-tls"
-    assert "--token-file" not in flags(test["command"]), "the test pod holds no token: its certificate reaches health only"
+    assert "--token-file" not in flags(test["command"]), (
+        "the test pod holds no token: its certificate reaches health only"
+    )
     # Nothing else gets one: the exchange is the server, and aggregation and init Jobs never call it.
     _pod, exchange = container(m, "Deployment", "plantfed-exchange")
     assert not any(a.startswith("--client-cert") for a in exchange["command"])
     without_tests = hub(helm, *MUTUAL, *issuance, "--set", "tests.enabled=false")
-    assert "plantfed-healthcheck-tls" not in {o["metadata"]["name"] for o in without_tests if o["kind"] in ("Secret", "Certificate")}
+    assert "plantfed-healthcheck-tls" not in {
+        o["metadata"]["name"] for o in without_tests if o["kind"] in ("Secret", "Certificate")
+    }
 
 
 def test_helm_issues_each_client_a_certificate_in_cert_manager_format_from_the_exchanges_ca(helm):
@@ -134,8 +146,15 @@ def test_helm_issues_each_client_a_certificate_in_cert_manager_format_from_the_e
     ("issuer_args", "issuer"),
     [
         ((), {"name": "plantfed-ca", "kind": "Issuer", "group": "cert-manager.io"}),
-        (("--set", "tls.certManager.issuerRef.name=corp-ca", "--set", "tls.certManager.issuerRef.kind=ClusterIssuer"),
-         {"name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}),
+        (
+            (
+                "--set",
+                "tls.certManager.issuerRef.name=corp-ca",
+                "--set",
+                "tls.certManager.issuerRef.kind=ClusterIssuer",
+            ),
+            {"name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"},
+        ),
     ],
     ids=["bootstrapped-ca", "own-issuer"],
 )
@@ -169,7 +188,10 @@ def test_the_plants_certificate_secret_reaches_the_agent_and_every_pod_it_starts
     pod, agent, cfg = agent_config(helm, "--set", f"hub.clientCertSecret={CLIENT_SECRET}")
     assert client_tls_source(pod, agent)["secretName"] == CLIENT_SECRET
     assert cfg.client_cert_secret == CLIENT_SECRET
-    assert (cfg.client_cert, cfg.client_key) == (Path("/etc/plantfed/client-tls/tls.crt"), Path("/etc/plantfed/client-tls/tls.key"))
+    assert (cfg.client_cert, cfg.client_key) == (
+        Path("/etc/plantfed/client-tls/tls.crt"),
+        Path("/etc/plantfed/client-tls/tls.key"),
+    )
     assert flags(agent["command"])["--ca-file"] == "/etc/plantfed/exchange/ca.crt"
 
     training = fr("r1", {"plant-a": "Assigned"}, uid="u-r1")
@@ -186,6 +208,8 @@ def test_without_a_client_certificate_nothing_is_mounted(helm):
     pod, agent, cfg = agent_config(helm)
     assert cfg.client_cert_secret is None and cfg.client_cert is None
     assert not any(v["name"] == "client-tls" for v in pod["volumes"])
-    job_pod = training_job(training_spec(fr("r1", {"plant-a": "Assigned"}), fm(), pp(), 1, NOW), cfg)["spec"]["template"]["spec"]
+    job_pod = training_job(training_spec(fr("r1", {"plant-a": "Assigned"}), fm(), pp(), 1, NOW), cfg)["spec"][
+        "template"
+    ]["spec"]
     assert "--client-cert" not in job_pod["containers"][0]["command"]
     assert not any(v["name"] == "client-tls" for v in job_pod["volumes"])

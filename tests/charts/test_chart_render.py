@@ -24,6 +24,7 @@ from helmchart import (
     flags,
 )
 
+
 def mentions(output: str, what: str) -> bool:
     """Whether helm's error names `what`; a/b paths may be printed as a.b or /a/b by the schema validator."""
     if "/" not in what:
@@ -111,7 +112,9 @@ def test_pods_run_as_non_root_with_read_only_root(helm):
             assert spec["securityContext"]["runAsNonRoot"] is True, f"{render} {where}"
             for c in spec["containers"]:
                 sc = c["securityContext"]
-                assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True, f"{render} {where}"
+                assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True, (
+                    f"{render} {where}"
+                )
                 assert sc["capabilities"]["drop"] == ["ALL"], f"{render} {where}"
 
 
@@ -127,9 +130,13 @@ def test_exchange_command_and_mounts(helm):
     f = flags(c["command"])
     assert c["command"][:2] == ["plantfed", "exchange"]
     assert f == {
-        "--store": "/var/lib/plantfed/store", "--tokens": "/etc/plantfed/plant-tokens",
-        "--admin-token-file": "/etc/plantfed/admin/token", "--listen": "0.0.0.0:8443",
-        "--tls-cert": "/etc/plantfed/tls/tls.crt", "--tls-key": "/etc/plantfed/tls/tls.key", "--metrics-port": "9090",
+        "--store": "/var/lib/plantfed/store",
+        "--tokens": "/etc/plantfed/plant-tokens",
+        "--admin-token-file": "/etc/plantfed/admin/token",
+        "--listen": "0.0.0.0:8443",
+        "--tls-cert": "/etc/plantfed/tls/tls.crt",
+        "--tls-key": "/etc/plantfed/tls/tls.key",
+        "--metrics-port": "9090",
         "--health-listen": "127.0.0.1:8444",
     }
     mounts = {v["mountPath"]: v["name"] for v in c["volumeMounts"]}
@@ -140,7 +147,9 @@ def test_exchange_command_and_mounts(helm):
     assert volumes[mounts["/etc/plantfed/admin"]]["secret"]["secretName"] == "plantfed-admin-token"
     assert pod["automountServiceAccountToken"] is False
     # The store outlives the release: it holds every promoted model version.
-    assert m.get("PersistentVolumeClaim", "plantfed-store")["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert (
+        m.get("PersistentVolumeClaim", "plantfed-store")["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    )
     svc = m.get("Service", "plantfed-exchange")
     assert [p["port"] for p in svc["spec"]["ports"]] == [8443], "metrics must not ride on the exchange Service"
 
@@ -152,10 +161,16 @@ def test_exchange_readiness_probe_needs_no_client_credential(helm):
         (c,) = helm.render_hub(*values).get("Deployment", "plantfed-exchange")["spec"]["template"]["spec"]["containers"]
         probe = c["readinessProbe"]["exec"]["command"]
         assert probe[:2] == ["plantfed", "healthcheck"]
-        assert flags(probe) == {"--exchange": "localhost:8444", "--ca-file": "/etc/plantfed/tls/ca.crt", "--timeout": "5"}
+        assert flags(probe) == {
+            "--exchange": "localhost:8444",
+            "--ca-file": "/etc/plantfed/tls/ca.crt",
+            "--timeout": "5",
+        }
         assert flags(c["command"])["--health-listen"] == "127.0.0.1:8444"
         assert not any(p["containerPort"] == 8444 for p in c["ports"]), "the health port is loopback only"
-    (c,) = helm.render_hub("--set", "tls.enabled=false").get("Deployment", "plantfed-exchange")["spec"]["template"]["spec"]["containers"]
+    (c,) = helm.render_hub("--set", "tls.enabled=false").get("Deployment", "plantfed-exchange")["spec"]["template"][
+        "spec"
+    ]["containers"]
     assert flags(c["readinessProbe"]["exec"]["command"]) == {"--exchange": "localhost:8444", "--timeout": "5"}
 
 
@@ -166,17 +181,26 @@ def test_operator_command(helm):
     (c,) = dep["spec"]["template"]["spec"]["containers"]
     assert c["command"][:2] == ["plantfed", "operator"]
     assert flags(c["command"]) == {
-        "--namespace": NAMESPACE, "--exchange": f"plantfed-exchange.{NAMESPACE}.svc:8443",
-        "--admin-token-file": "/etc/plantfed/admin/token", "--ca-file": "/etc/plantfed/tls/ca.crt",
-        "--store-claim": "plantfed-store", "--image": "ghcr.io/plantfed/plantfed:1.2.3",
-        "--aggregation-service-account": "plantfed-aggregate", "--metrics-port": "9090",
-        "--liveness-port": "8080", "--heartbeat-timeout": "90", "--poll-seconds": "5", "--job-backoff-limit": "2",
+        "--namespace": NAMESPACE,
+        "--exchange": f"plantfed-exchange.{NAMESPACE}.svc:8443",
+        "--admin-token-file": "/etc/plantfed/admin/token",
+        "--ca-file": "/etc/plantfed/tls/ca.crt",
+        "--store-claim": "plantfed-store",
+        "--image": "ghcr.io/plantfed/plantfed:1.2.3",
+        "--aggregation-service-account": "plantfed-aggregate",
+        "--metrics-port": "9090",
+        "--liveness-port": "8080",
+        "--heartbeat-timeout": "90",
+        "--poll-seconds": "5",
+        "--job-backoff-limit": "2",
         "--log-level": "INFO",
     }
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
     assert {"name": "liveness", "containerPort": 8080, "protocol": "TCP"} in c["ports"]
     # Off: no flag, no probe (e.g. where pods share one network namespace and 8080 is taken).
-    (c,) = helm.render_hub("--set", "operator.livenessPort=null").get("Deployment", "plantfed-operator")["spec"]["template"]["spec"]["containers"]
+    (c,) = helm.render_hub("--set", "operator.livenessPort=null").get("Deployment", "plantfed-operator")["spec"][
+        "template"
+    ]["spec"]["containers"]
     assert "livenessProbe" not in c and not any(a.startswith("--liveness-port") for a in c["command"])
     # A client: it gets the CA certificate, never the exchange's private key.
     ca = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "ca")
@@ -230,8 +254,12 @@ def test_helm_generated_certificate_chains_to_the_ca_and_names_the_service(helm)
         key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     dns = set(san.get_values_for_type(x509.DNSName))
-    assert {f"plantfed-exchange.{NAMESPACE}.svc", f"plantfed-exchange.{NAMESPACE}.svc.cluster.local",
-            "localhost", "hub.example.com"} <= dns
+    assert {
+        f"plantfed-exchange.{NAMESPACE}.svc",
+        f"plantfed-exchange.{NAMESPACE}.svc.cluster.local",
+        "localhost",
+        "hub.example.com",
+    } <= dns
     assert {str(ip) for ip in san.get_values_for_type(x509.IPAddress)} >= {"127.0.0.1", "203.0.113.7"}
     # The CA Secret persists the CA key so later upgrades can re-sign without changing ca.crt.
     ca_secret = m.get("Secret", "plantfed-ca")
@@ -249,8 +277,14 @@ def test_cert_manager_mode(helm):
     assert certs["plantfed-ca"]["spec"]["isCA"] is True
     assert server["spec"]["issuerRef"] == {"name": "plantfed-ca", "kind": "Issuer", "group": "cert-manager.io"}
 
-    m = helm.render_hub("--set", "tls.certManager.enabled=true", "--set", "tls.certManager.issuerRef.name=corp",
-                        "--set", "tls.certManager.issuerRef.kind=ClusterIssuer")
+    m = helm.render_hub(
+        "--set",
+        "tls.certManager.enabled=true",
+        "--set",
+        "tls.certManager.issuerRef.name=corp",
+        "--set",
+        "tls.certManager.issuerRef.kind=ClusterIssuer",
+    )
     assert [c["metadata"]["name"] for c in m.of("Certificate")] == ["plantfed-exchange"]
     assert not m.of("Issuer")
     assert m.get("Certificate", "plantfed-exchange")["spec"]["issuerRef"]["kind"] == "ClusterIssuer"
@@ -282,7 +316,10 @@ def test_operator_rbac_is_exactly_what_it_uses(helm):
     (crb,) = m.of("ClusterRoleBinding")
     assert crb["roleRef"]["name"] == cluster_role["metadata"]["name"]
     assert crb["subjects"] == binding["subjects"]
-    assert m.get("Deployment", "plantfed-operator")["spec"]["template"]["spec"]["serviceAccountName"] == "plantfed-operator"
+    assert (
+        m.get("Deployment", "plantfed-operator")["spec"]["template"]["spec"]["serviceAccountName"]
+        == "plantfed-operator"
+    )
 
 
 def test_aggregation_service_account_has_no_api_access(helm):
@@ -300,7 +337,8 @@ def test_registered_plants_get_a_role_scoped_to_their_own_participant(helm):
         assert m.get("ServiceAccount", name)["automountServiceAccountToken"] is False
         assert rules(m.get("Role", name)) == {
             ("plantfed.io", res, verb, (plant,))
-            for res in ("plantparticipants", "plantparticipants/status") for verb in ("get", "watch", "patch", "update")
+            for res in ("plantparticipants", "plantparticipants/status")
+            for verb in ("get", "watch", "patch", "update")
         } | grants(("plantfed.io", "federatedrounds federatedmodels", "get list watch"))
         binding = m.get("RoleBinding", name)
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE}]
@@ -350,8 +388,14 @@ def test_monitors_and_network_policies(helm):
     assert svc["spec"]["clusterIP"] == "None"
     assert all(svc["metadata"]["labels"][k] == v for k, v in sm["spec"]["selector"]["matchLabels"].items())
     pm = m.get("PodMonitor", "plantfed-hub")
-    scraped = [o for o in m.of("Deployment")
-               if all(o["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in pm["spec"]["selector"]["matchLabels"].items())]
+    scraped = [
+        o
+        for o in m.of("Deployment")
+        if all(
+            o["spec"]["template"]["metadata"]["labels"].get(k) == v
+            for k, v in pm["spec"]["selector"]["matchLabels"].items()
+        )
+    ]
     assert sorted(o["metadata"]["name"] for o in scraped) == ["plantfed-exchange", "plantfed-operator"]
     for dep in scraped:
         ports = dep["spec"]["template"]["spec"]["containers"][0]["ports"]
@@ -363,8 +407,14 @@ def test_monitors_and_network_policies(helm):
 
 
 def test_dashboard_configmap(helm):
-    m = helm.render_hub("--set", "dashboards.label.key=grafana_dash", "--set", "dashboards.label.value=yes",
-                        "--set", "dashboards.namespace=grafana")
+    m = helm.render_hub(
+        "--set",
+        "dashboards.label.key=grafana_dash",
+        "--set",
+        "dashboards.label.value=yes",
+        "--set",
+        "dashboards.namespace=grafana",
+    )
     (cm,) = [c for c in m.of("ConfigMap") if "dashboard" in c["metadata"]["name"]]
     assert cm["metadata"]["labels"]["grafana_dash"] == "yes"
     assert cm["metadata"]["namespace"] == "grafana"
@@ -379,10 +429,20 @@ def test_dashboard_configmap(helm):
 
 def test_agent_command(helm):
     tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    m = helm.render_plant("--set", "training.gpus=2", "--set", "training.nodeSelector.gpu=a100",
-                          "--set", "training.nodeSelector.zone=line-3",
-                          "--set-json", f"training.tolerations={json.dumps(tolerations)}",
-                          "--set", "data.options.format=npz", "--set", "agent.cacheModels={bearing,pump}")
+    m = helm.render_plant(
+        "--set",
+        "training.gpus=2",
+        "--set",
+        "training.nodeSelector.gpu=a100",
+        "--set",
+        "training.nodeSelector.zone=line-3",
+        "--set-json",
+        f"training.tolerations={json.dumps(tolerations)}",
+        "--set",
+        "data.options.format=npz",
+        "--set",
+        "agent.cacheModels={bearing,pump}",
+    )
     dep = m.get("Deployment", "plantfed-agent")
     assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
     pod = dep["spec"]["template"]["spec"]
@@ -391,14 +451,27 @@ def test_agent_command(helm):
     f = flags(c["command"])
     assert json.loads(f.pop("--tolerations-json")) == tolerations
     assert f == {
-        "--plant": "plant-a", "--hub-kubeconfig": "/etc/plantfed/hub/kubeconfig", "--hub-namespace": "plantfed-system",
-        "--exchange": "plantfed.hub.example.com:8443", "--token-file": "/etc/plantfed/exchange/token",
-        "--ca-file": "/etc/plantfed/exchange/ca.crt", "--namespace": PLANT_NAMESPACE,
-        "--cache-dir": "/var/lib/plantfed/cache", "--cache-claim": "plantfed-cache", "--data-claim": "vibration-data",
-        "--gpus": "2", "--node-selector": "gpu=a100,zone=line-3", "--image": "ghcr.io/plantfed/plantfed:0.1.0",
-        "--training-service-account": "plantfed-train", "--metrics-port": "9090",
-        "--data-option": "format=npz", "--model": ["bearing", "pump"], "--heartbeat-seconds": "30",
-        "--sync-seconds": "10", "--backoff-limit": "1", "--job-ttl-seconds": "3600",
+        "--plant": "plant-a",
+        "--hub-kubeconfig": "/etc/plantfed/hub/kubeconfig",
+        "--hub-namespace": "plantfed-system",
+        "--exchange": "plantfed.hub.example.com:8443",
+        "--token-file": "/etc/plantfed/exchange/token",
+        "--ca-file": "/etc/plantfed/exchange/ca.crt",
+        "--namespace": PLANT_NAMESPACE,
+        "--cache-dir": "/var/lib/plantfed/cache",
+        "--cache-claim": "plantfed-cache",
+        "--data-claim": "vibration-data",
+        "--gpus": "2",
+        "--node-selector": "gpu=a100,zone=line-3",
+        "--image": "ghcr.io/plantfed/plantfed:0.1.0",
+        "--training-service-account": "plantfed-train",
+        "--metrics-port": "9090",
+        "--data-option": "format=npz",
+        "--model": ["bearing", "pump"],
+        "--heartbeat-seconds": "30",
+        "--sync-seconds": "10",
+        "--backoff-limit": "1",
+        "--job-ttl-seconds": "3600",
     }
     # The hub Secret is split so each directory holds only what its flag names.
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -461,5 +534,9 @@ def test_plant_without_tls_needs_no_ca(helm):
     m = helm.render_plant(*PLANT_TOGGLES["no-tls"])
     c = m.get("Deployment", "plantfed-agent")["spec"]["template"]["spec"]["containers"][0]
     assert "--ca-file" not in flags(c["command"])
-    exchange = next(v for v in m.get("Deployment", "plantfed-agent")["spec"]["template"]["spec"]["volumes"] if v["name"] == "exchange")
+    exchange = next(
+        v
+        for v in m.get("Deployment", "plantfed-agent")["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == "exchange"
+    )
     assert exchange["secret"]["items"] == [{"key": "token", "path": "token"}]

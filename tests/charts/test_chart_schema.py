@@ -88,14 +88,19 @@ HUB_BAD = [
     (["--set", "image.digest=latest"], "image/digest"),
     (["--set-json", 'plants=[{"name":"Plant A","data":{"pvc":{"claimName":"d"}}}]'], "plants/0/name"),
     (["--set-json", 'plants=[{"name":"plant-a"}]'], "plants/0"),
-    (["--set-json", 'plants=[{"name":"plant-a","data":{"pvc":{"claimName":"d"},"hostPath":{"path":"/d"}}}]'], "plants/0/data"),
+    (
+        ["--set-json", 'plants=[{"name":"plant-a","data":{"pvc":{"claimName":"d"},"hostPath":{"path":"/d"}}}]'],
+        "plants/0/data",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("args", "path"), PLANT_BAD, ids=[" ".join(a) for a, _ in PLANT_BAD])
 def test_plant_chart_rejects(helm, args, path):
     for command in (["template", "plantfed"], ["lint"]):
-        result = helm.run(*command, str(PLANT), "--namespace", PLANT_NAMESPACE, *KUBE_VERSION, "-f", str(PLANT_CI_VALUES), *args)
+        result = helm.run(
+            *command, str(PLANT), "--namespace", PLANT_NAMESPACE, *KUBE_VERSION, "-f", str(PLANT_CI_VALUES), *args
+        )
         assert result.returncode != 0, f"helm {command[0]} accepted {args}"
         assert "schema" in result.output and mentions(result.output, path), result.output
 

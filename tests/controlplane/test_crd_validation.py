@@ -7,7 +7,6 @@ import secrets
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-
 from support.kube import wait_for
 
 RULE_MESSAGE = "minPlants must not exceed maxPlants"

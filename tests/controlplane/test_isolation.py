@@ -6,7 +6,6 @@ import pytest
 import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-
 from support.kube import manifests
 from support.kube.kubeconfig import write_kubeconfig
 from support.kube.wait import pod_phase_in, wait_for_pod
@@ -37,8 +36,11 @@ def test_hub_and_plants_are_independent_clusters(hub_and_plants, tmp_path):
         at_hub = hub.service_account_kubeconfig(namespace, "agent")
         token = yaml.safe_load(at_hub.read_text())["users"][0]["user"]["token"]
         hub_token_at_plant = write_kubeconfig(
-            tmp_path / "hub-token-at-plant-a", server=plant_a.cluster.server,
-            ca_file=plant_a.cluster.ca_file, user="hub-agent", token=token,
+            tmp_path / "hub-token-at-plant-a",
+            server=plant_a.cluster.server,
+            ca_file=plant_a.cluster.ca_file,
+            user="hub-agent",
+            token=token,
         )
         outcomes = {}
         for where, kubeconfig in (("hub", at_hub), ("plant-a", hub_token_at_plant)):
@@ -58,14 +60,23 @@ def test_each_plant_runs_its_own_pods(hub_and_plants):
         try:
             pod = manifests.pod(
                 "where",
-                [manifests.container("c", manifests.python_command("import os; print(os.environ['NODE'])"),
-                                     resources={"limits": {"nvidia.com/gpu": "1"}})],
+                [
+                    manifests.container(
+                        "c",
+                        manifests.python_command("import os; print(os.environ['NODE'])"),
+                        resources={"limits": {"nvidia.com/gpu": "1"}},
+                    )
+                ],
             )
-            pod["spec"]["containers"][0]["env"] = [{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]
+            pod["spec"]["containers"][0]["env"] = [
+                {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
+            ]
             with plant.api_client() as api:
                 core = client.CoreV1Api(api)
                 core.create_namespaced_pod(namespace, pod)
-                done = wait_for_pod(core, namespace, "where", pod_phase_in("Succeeded", "Failed"), timeout=90, what="finish")
+                done = wait_for_pod(
+                    core, namespace, "where", pod_phase_in("Succeeded", "Failed"), timeout=90, what="finish"
+                )
             assert done.status.phase == "Succeeded"
             assert plant.logs(namespace, "where").strip() == f"{name}-gpu-0"
         finally:

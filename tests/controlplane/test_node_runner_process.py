@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from kubernetes import client
-
 from support.kube import NodeRunnerProcess, NodeSpec, manifests
 from support.kube.wait import pod_phase_in, wait_for_gone, wait_for_pod
 
@@ -20,7 +19,9 @@ def test_separate_process_runner_runs_pods_and_deregisters(control_plane, namesp
         with control_plane.api_client() as api:
             core = client.CoreV1Api(api)
             core.create_namespaced_pod(namespace, pod)
-            done = wait_for_pod(core, namespace, "remote", pod_phase_in("Succeeded", "Failed"), timeout=90, what="finish")
+            done = wait_for_pod(
+                core, namespace, "remote", pod_phase_in("Succeeded", "Failed"), timeout=90, what="finish"
+            )
         assert done.status.phase == "Succeeded" and done.spec.node_name == node.name
         assert runner.logs(namespace, "remote").strip() == "ran remotely"
     finally:

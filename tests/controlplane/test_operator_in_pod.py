@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from kubernetes import client
-
 from support.kube import manifests, watch_until
 from support.kube.wait import wait_for_gone, wait_for_pod
 
@@ -45,18 +44,28 @@ def test_kopf_operator_pod_reconciles_and_stops_on_delete(control_plane, namespa
                 "metadata": {"name": f"{namespace}-operator"},
                 "rules": [
                     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
-                    {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]},
+                    {
+                        "apiGroups": ["apiextensions.k8s.io"],
+                        "resources": ["customresourcedefinitions"],
+                        "verbs": ["list", "watch"],
+                    },
                 ],
             }
         )
         rbac.create_cluster_role_binding(
             {
                 "metadata": {"name": f"{namespace}-operator"},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": f"{namespace}-operator"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": f"{namespace}-operator",
+                },
                 "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": namespace}],
             }
         )
-        core.create_namespaced_config_map(namespace, {"metadata": {"name": "operator-code"}, "data": {"operator.py": OPERATOR}})
+        core.create_namespaced_config_map(
+            namespace, {"metadata": {"name": "operator-code"}, "data": {"operator.py": OPERATOR}}
+        )
         operator = manifests.container(
             "kopf",
             ["kopf", "run", "--standalone", f"--namespace={namespace}", "/code/operator.py"],
@@ -65,7 +74,10 @@ def test_kopf_operator_pod_reconciles_and_stops_on_delete(control_plane, namespa
         core.create_namespaced_pod(
             namespace,
             manifests.pod(
-                "operator", [operator], restart_policy="Always", serviceAccountName="operator",
+                "operator",
+                [operator],
+                restart_policy="Always",
+                serviceAccountName="operator",
                 volumes=[{"name": "code", "configMap": {"name": "operator-code"}}],
             ),
         )

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 from kubernetes import client
-
 from support.kube import manifests
 from support.kube.wait import pod_phase_in, wait_for_pod
 
@@ -50,7 +49,13 @@ def test_env_sources_volumes_and_service_account_are_visible(control_plane, name
         claim = {"name": "data", "persistentVolumeClaim": {"claimName": "shared"}}
         first = manifests.pod(
             "writer",
-            [manifests.container("c", manifests.python_command("open('/data/from-first-pod','w').write('kept')"), volume_mounts=[data])],
+            [
+                manifests.container(
+                    "c",
+                    manifests.python_command("open('/data/from-first-pod','w').write('kept')"),
+                    volume_mounts=[data],
+                )
+            ],
             volumes=[claim],
         )
         assert _run_to_completion(core, namespace, first).status.phase == "Succeeded"
@@ -79,14 +84,24 @@ def test_env_sources_volumes_and_service_account_are_visible(control_plane, name
         second = manifests.pod(
             "reader",
             [reporter],
-            volumes=[claim, {"name": "plant", "configMap": {"name": "plant"}}, {"name": "creds", "secret": {"secretName": "creds"}}],
+            volumes=[
+                claim,
+                {"name": "plant", "configMap": {"name": "plant"}},
+                {"name": "creds", "secret": {"secretName": "creds"}},
+            ],
         )
         done = _run_to_completion(core, namespace, second)
     assert done.status.phase == "Succeeded", control_plane.logs(namespace, "reader")
     report = json.loads(control_plane.logs(namespace, "reader"))
     assert report["env"] == {
-        "GREETING": "hello", "PASSWORD": "hunter2", "POD": "reader", "NS": namespace, "IP": "127.0.0.1",
-        "FROM_CM_level": "3", "EXPANDED": "hello-reader", "MEM_MI": "256",
+        "GREETING": "hello",
+        "PASSWORD": "hunter2",
+        "POD": "reader",
+        "NS": namespace,
+        "IP": "127.0.0.1",
+        "FROM_CM_level": "3",
+        "EXPANDED": "hello-reader",
+        "MEM_MI": "256",
     }
     assert report["config"] == "3" and report["secret"] == "hunter2"
     assert report["pvc_seen"] == "kept"
@@ -97,15 +112,25 @@ def test_env_sources_volumes_and_service_account_are_visible(control_plane, name
 def test_missing_config_map_keeps_pod_pending_until_it_exists(control_plane, namespace):
     pod = manifests.pod(
         "waits",
-        [manifests.container("c", manifests.python_command("print(open('/cfg/k').read())"), volume_mounts=[{"name": "cfg", "mountPath": "/cfg"}])],
+        [
+            manifests.container(
+                "c",
+                manifests.python_command("print(open('/cfg/k').read())"),
+                volume_mounts=[{"name": "cfg", "mountPath": "/cfg"}],
+            )
+        ],
         volumes=[{"name": "cfg", "configMap": {"name": "later"}}],
     )
     with control_plane.api_client() as api:
         core = client.CoreV1Api(api)
         core.create_namespaced_pod(namespace, pod)
         pending = wait_for_pod(
-            core, namespace, "waits", lambda p: bool(p.status.message) and "later" in p.status.message,
-            timeout=60, what="report the missing ConfigMap",
+            core,
+            namespace,
+            "waits",
+            lambda p: bool(p.status.message) and "later" in p.status.message,
+            timeout=60,
+            what="report the missing ConfigMap",
         )
         assert pending.status.phase == "Pending"
         core.create_namespaced_config_map(namespace, {"metadata": {"name": "later"}, "data": {"k": "arrived"}})
@@ -127,9 +152,16 @@ def test_volume_over_tmp_hides_host_tmp_but_not_what_the_container_runs(control_
     )
     pod = manifests.pod(
         "shadowed",
-        [manifests.container("c", ["python", str(script)], volume_mounts=[
-            {"name": "tmp", "mountPath": "/tmp"}, {"name": "data", "mountPath": "/data"},
-        ])],
+        [
+            manifests.container(
+                "c",
+                ["python", str(script)],
+                volume_mounts=[
+                    {"name": "tmp", "mountPath": "/tmp"},
+                    {"name": "data", "mountPath": "/data"},
+                ],
+            )
+        ],
         volumes=[{"name": "tmp", "emptyDir": {}}, {"name": "data", "emptyDir": {}}],
     )
     with control_plane.api_client() as api:

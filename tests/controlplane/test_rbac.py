@@ -7,7 +7,6 @@ import json
 import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-
 from support.kube import manifests
 from support.kube.wait import pod_phase_in, wait_for_pod
 
@@ -39,7 +38,9 @@ def restricted_account(control_plane, namespace):
             namespace,
             {
                 "metadata": {"name": "read-one"},
-                "rules": [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["allowed"], "verbs": ["get"]}],
+                "rules": [
+                    {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["allowed"], "verbs": ["get"]}
+                ],
             },
         )
         rbac.create_namespaced_role_binding(

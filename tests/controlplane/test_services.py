@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from kubernetes import client
-
 from support.kube import manifests
 from support.kube.ports import free_ports
 from support.kube.wait import pod_phase_in, wait_for_pod
@@ -36,7 +35,9 @@ for host in ('echo', 'echo.{ns}', 'echo.{ns}.svc.cluster.local'):
 def test_service_names_resolve_for_pods(control_plane, namespace):
     (port,) = free_ports(1)
     server = manifests.container(
-        "http", manifests.python_command(SERVER), env={"PORT": str(port)},
+        "http",
+        manifests.python_command(SERVER),
+        env={"PORT": str(port)},
         ports=[{"name": "http", "containerPort": port}],
         readinessProbe={"httpGet": {"port": "http", "path": "/"}, "periodSeconds": 1},
     )
@@ -44,16 +45,25 @@ def test_service_names_resolve_for_pods(control_plane, namespace):
         core = client.CoreV1Api(api)
         core.create_namespaced_service(
             namespace,
-            {"metadata": {"name": "echo"}, "spec": {"selector": {"app": "echo"}, "ports": [{"port": port, "targetPort": port}]}},
-        )
-        core.create_namespaced_pod(namespace, manifests.pod("echo-0", [server], restart_policy="Always", labels={"app": "echo"}))
-        wait_for_pod(
-            core, namespace, "echo-0",
-            lambda p: any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or []),
-            timeout=60, what="Ready",
+            {
+                "metadata": {"name": "echo"},
+                "spec": {"selector": {"app": "echo"}, "ports": [{"port": port, "targetPort": port}]},
+            },
         )
         core.create_namespaced_pod(
-            namespace, manifests.pod("caller", [manifests.container("c", manifests.python_command(CLIENT.format(ns=namespace)))])
+            namespace, manifests.pod("echo-0", [server], restart_policy="Always", labels={"app": "echo"})
+        )
+        wait_for_pod(
+            core,
+            namespace,
+            "echo-0",
+            lambda p: any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or []),
+            timeout=60,
+            what="Ready",
+        )
+        core.create_namespaced_pod(
+            namespace,
+            manifests.pod("caller", [manifests.container("c", manifests.python_command(CLIENT.format(ns=namespace)))]),
         )
         done = wait_for_pod(core, namespace, "caller", pod_phase_in("Succeeded", "Failed"), timeout=90, what="finish")
     output = control_plane.logs(namespace, "caller")

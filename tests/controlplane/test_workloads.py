@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 from kubernetes import client
-
 from support.kube import ControlPlane, manifests, wait_for, watch_until
 from support.kube.wait import pod_phase_in, wait_for_gone, wait_for_pod
 
@@ -46,9 +45,7 @@ def test_job_runs_python_that_writes_into_empty_dir_and_completes(control_plane,
         batch.create_namespaced_job(namespace, job)
         done = watch_until(
             batch.list_namespaced_job,
-            lambda j: any(
-                c.type in ("Complete", "Failed") and c.status == "True" for c in (j.status.conditions or [])
-            ),
+            lambda j: any(c.type in ("Complete", "Failed") and c.status == "True" for c in (j.status.conditions or [])),
             timeout=120,
             what="job train to finish",
             namespace=namespace,
@@ -120,7 +117,11 @@ def test_deleting_a_running_pod_stops_its_process(control_plane, namespace, tmp_
     marks.mkdir()
     pod = manifests.pod(
         "server",
-        [manifests.container("c", manifests.python_command(TERM_AWARE), volume_mounts=[{"name": "marks", "mountPath": "/marks"}])],
+        [
+            manifests.container(
+                "c", manifests.python_command(TERM_AWARE), volume_mounts=[{"name": "marks", "mountPath": "/marks"}]
+            )
+        ],
         restart_policy="Always",
         volumes=[{"name": "marks", "hostPath": {"path": str(marks), "type": "Directory"}}],
     )
@@ -128,14 +129,19 @@ def test_deleting_a_running_pod_stops_its_process(control_plane, namespace, tmp_
         core = client.CoreV1Api(api)
         core.create_namespaced_pod(namespace, pod)
         running = wait_for_pod(
-            core, namespace, "server",
+            core,
+            namespace,
+            "server",
             lambda p: bool(p.status.container_statuses) and p.status.container_statuses[0].ready,
-            timeout=60, what="container ready",
+            timeout=60,
+            what="container ready",
         )
         assert running.status.phase == "Running" and running.status.pod_ip == "127.0.0.1"
         ready = {c.type: c.status for c in running.status.conditions}
         assert ready["Ready"] == "True"
-        pid = int(wait_for(lambda: (marks / "pid").exists() and (marks / "pid").read_text(), timeout=30, what="pid file"))
+        pid = int(
+            wait_for(lambda: (marks / "pid").exists() and (marks / "pid").read_text(), timeout=30, what="pid file")
+        )
         assert _alive(pid)
         core.delete_namespaced_pod("server", namespace)
         wait_for_gone(lambda: core.read_namespaced_pod("server", namespace), timeout=60, what="pod removed")
@@ -149,14 +155,20 @@ def test_process_ignoring_sigterm_is_killed_after_grace_period(control_plane, na
     stubborn = "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); open('/marks/pid','w').write(str(os.getpid())); time.sleep(3600)"
     pod = manifests.pod(
         "stubborn",
-        [manifests.container("c", manifests.python_command(stubborn), volume_mounts=[{"name": "marks", "mountPath": "/marks"}])],
+        [
+            manifests.container(
+                "c", manifests.python_command(stubborn), volume_mounts=[{"name": "marks", "mountPath": "/marks"}]
+            )
+        ],
         volumes=[{"name": "marks", "hostPath": {"path": str(marks)}}],
         terminationGracePeriodSeconds=1,
     )
     with control_plane.api_client() as api:
         core = client.CoreV1Api(api)
         core.create_namespaced_pod(namespace, pod)
-        pid = int(wait_for(lambda: (marks / "pid").exists() and (marks / "pid").read_text(), timeout=60, what="pid file"))
+        pid = int(
+            wait_for(lambda: (marks / "pid").exists() and (marks / "pid").read_text(), timeout=60, what="pid file")
+        )
         core.delete_namespaced_pod("stubborn", namespace)
         wait_for_gone(lambda: core.read_namespaced_pod("stubborn", namespace), timeout=60, what="pod removed")
     assert not _alive(pid)
@@ -188,4 +200,3 @@ def test_never_restarted_failure_fails_the_pod(control_plane, namespace):
     assert done.status.phase == "Failed"
     terminated = done.status.container_statuses[0].state.terminated
     assert terminated.exit_code == 7 and terminated.reason == "Error"
-

@@ -15,13 +15,11 @@ from contextlib import contextmanager
 
 import pytest
 from kubernetes import client
-
 from support.crds import apply_crds
 from support.federation.hubdeploy import RELEASE, Hub, deploy_hub, wait_hub_ready
 from support.federation.plantside import DATA_SUB_PATH, ChartPlant
 from support.federation.rounds import PLANTS
 from support.federation.world import Federation
-from support.kube import wait_for
 
 _deployed: list[Hub] = []
 _plants: list[ChartPlant] = []
@@ -59,16 +57,21 @@ def pytest_runtest_makereport(item, call):
 
 def plant_values(plants: Iterable[str] = PLANTS) -> list[dict]:
     return [
-        {"name": plant, "labels": {"region": "eu", "line": "press"}, "site": plant.split("-")[0].title(),
-         "capacity": {"gpus": 1, "modelVariant": "full"},
-         "data": {"hostPath": {"path": "/srv/plantfed/data"}, "subPath": DATA_SUB_PATH, "format": "npz"}}
+        {
+            "name": plant,
+            "labels": {"region": "eu", "line": "press"},
+            "site": plant.split("-")[0].title(),
+            "capacity": {"gpus": 1, "modelVariant": "full"},
+            "data": {"hostPath": {"path": "/srv/plantfed/data"}, "subPath": DATA_SUB_PATH, "format": "npz"},
+        }
         for plant in plants
     ]
 
 
 @contextmanager
-def federated(hub_and_plants, tmp_path_factory, plants: dict[str, str], *, mutual_tls: bool = False
-              ) -> Iterator[Federation]:
+def federated(
+    hub_and_plants, tmp_path_factory, plants: dict[str, str], *, mutual_tls: bool = False
+) -> Iterator[Federation]:
     """A hub released into a fresh namespace of the hub cluster and `plants` (id -> cluster) joined to it, all
     Ready; uninstalled afterwards. `mutual_tls` installs the hub with tls.mutual.enabled and each plant with
     the client certificate the hub chart issued it."""
@@ -82,7 +85,9 @@ def federated(hub_and_plants, tmp_path_factory, plants: dict[str, str], *, mutua
         _deployed.append(hub)
         wait_hub_ready(hub)
         for index, (plant, cluster) in enumerate(plants.items()):
-            agents[plant] = ChartPlant(hub, plant, hub_and_plants.plants[cluster], index, tmp_path_factory.mktemp(plant))
+            agents[plant] = ChartPlant(
+                hub, plant, hub_and_plants.plants[cluster], index, tmp_path_factory.mktemp(plant)
+            )
             _plants.append(agents[plant])
         world = Federation(hub, agents)
         for plant in plants:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import urllib.request
 
 from kubernetes import client
-
 from support.federation.rounds import PLANTS, condition, create_lineage, model_manifest, round_manifest, wait_phase
 from support.kube import wait_for
 
@@ -15,9 +14,14 @@ ACCURACY = "global_test_accuracy"
 
 def test_campaign_of_three_rounds_improves_accuracy(federation):
     hub = federation.hub
-    template = {"plants": list(PLANTS), "minParticipants": 2, "deadlineSeconds": 600,
-                "training": {"epochs": 3, "batchSize": 32, "learningRate": 0.003, "optimizer": "adam"},
-                "strategy": {"name": "fedavg"}, "pod": {"gpus": 1}}
+    template = {
+        "plants": list(PLANTS),
+        "minParticipants": 2,
+        "deadlineSeconds": 600,
+        "training": {"epochs": 3, "batchSize": 32, "learningRate": 0.003, "optimizer": "adam"},
+        "strategy": {"name": "fedavg"},
+        "pod": {"gpus": 1},
+    }
     hub.apply(model_manifest(hub, "campaign", suspend=False, template=template, stop={"maxRounds": 3}))
     fm = wait_phase(hub, "federatedmodels", "campaign", ("Completed",), timeout=900)
 
@@ -40,7 +44,11 @@ def test_campaign_of_three_rounds_improves_accuracy(federation):
     with hub.admin() as admin:
         lineage = admin.list_versions("campaign")
     assert [(v.version, v.parent, v.round_id) for v in lineage] == [
-        (1, None, None), (2, 1, "campaign-r1"), (3, 2, "campaign-r2"), (4, 3, "campaign-r3")]
+        (1, None, None),
+        (2, 1, "campaign-r1"),
+        (3, 2, "campaign-r2"),
+        (4, 3, "campaign-r3"),
+    ]
 
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{hub.metrics_port}/metrics", timeout=10).read().decode()
     assert 'plantfed_rounds_total{model="campaign",outcome="succeeded"} 3.0' in metrics
@@ -53,14 +61,29 @@ def test_campaign_of_three_rounds_improves_accuracy(federation):
 def test_impossible_quorum_fails_the_round_with_a_clear_reason(federation):
     hub = federation.hub
     # Two plants match the selector; the schema cannot know that, the operator can.
-    hub.apply(round_manifest(hub, "quorum-1", "quorum", baseVersion=1, plants=None,
-                             plantSelector={"matchLabels": {"region": "eu"}}, minParticipants=3))
+    hub.apply(
+        round_manifest(
+            hub,
+            "quorum-1",
+            "quorum",
+            baseVersion=1,
+            plants=None,
+            plantSelector={"matchLabels": {"region": "eu"}},
+            minParticipants=3,
+        )
+    )
     fr = wait_phase(hub, "federatedrounds", "quorum-1", ("Failed",), timeout=120)
     succeeded = condition(fr, "Succeeded")
     assert (succeeded["status"], succeeded["reason"]) == ("False", "QuorumUnreachable")
     assert succeeded["message"] == "2 plants eligible but minParticipants is 3"
-    events = hub.kubectl("get", "events", "--field-selector", "involvedObject.name=quorum-1",
-                         "-o", "jsonpath={range .items[*]}{.type} {.reason}{'\\n'}{end}").stdout
+    events = hub.kubectl(
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=quorum-1",
+        "-o",
+        "jsonpath={range .items[*]}{.type} {.reason}{'\\n'}{end}",
+    ).stdout
     assert "Warning QuorumUnreachable" in events
     assert not any(agent.training_jobs("quorum-1") for agent in federation.agents.values())
 
@@ -79,7 +102,10 @@ def test_offline_plant_is_left_out_and_rejoins_the_next_round(federation):
         federation.agents[offline].start()
     plants = {p["plant"]: p for p in fr["status"]["plants"]}
     assert plants["stuttgart-press3"]["state"] == "Uploaded"
-    assert (plants[offline]["state"], plants[offline]["reason"]) in {("Excluded", "NotReady"), ("Late", "DeadlineExceeded")}
+    assert (plants[offline]["state"], plants[offline]["reason"]) in {
+        ("Excluded", "NotReady"),
+        ("Late", "DeadlineExceeded"),
+    }
     assert fr["status"]["resultVersion"] == 2
     with hub.admin() as admin:
         assert [u.meta.plant for u in admin.list_updates("offline-1").updates] == ["stuttgart-press3"]
@@ -87,7 +113,7 @@ def test_offline_plant_is_left_out_and_rejoins_the_next_round(federation):
     federation.wait_ready(offline, "True")
     hub.apply(round_manifest(hub, "offline-2", "offline", minParticipants=2))
     fr = wait_phase(hub, "federatedrounds", "offline-2", ("Succeeded",))
-    assert {p["plant"]: p["state"] for p in fr["status"]["plants"]} == {p: "Uploaded" for p in PLANTS}
+    assert {p["plant"]: p["state"] for p in fr["status"]["plants"]} == dict.fromkeys(PLANTS, "Uploaded")
     assert (fr["status"]["baseVersion"], fr["status"]["resultVersion"]) == (2, 3)
 
 
@@ -126,7 +152,7 @@ def test_operator_killed_between_uploads_and_promotion_finishes_the_round_once(f
     assert sorted(u.meta.plant for u in updates) == sorted(PLANTS)  # one update per plant
     assert len(versions) == 1  # aggregated once
     assert (promoted.version, promoted.parent) == (versions[0].version, 1) == (fr["status"]["resultVersion"], 1)
-    assert {p["plant"]: p["state"] for p in fr["status"]["plants"]} == {p: "Uploaded" for p in PLANTS}
+    assert {p["plant"]: p["state"] for p in fr["status"]["plants"]} == dict.fromkeys(PLANTS, "Uploaded")
     assert set(versions[0].metrics) < set(fr["status"]["metrics"]), "training metrics plus the plants' val_* scores"
     assert fr["status"]["evaluation"]["reported"] == 2
     with hub.cluster.api_client() as api:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from support.crds import apply_crds
 from support.paths import REPO
 
@@ -42,25 +41,40 @@ def test_examples_cover_every_kind():
 
 
 def _round(namespace: str, **spec) -> dict:
-    return {"apiVersion": "plantfed.io/v1alpha1", "kind": "FederatedRound",
-            "metadata": {"name": "bad", "namespace": namespace},
-            "spec": {"modelRef": "bearing", "plants": ["a", "b"], "minParticipants": 2, **spec}}
+    return {
+        "apiVersion": "plantfed.io/v1alpha1",
+        "kind": "FederatedRound",
+        "metadata": {"name": "bad", "namespace": namespace},
+        "spec": {"modelRef": "bearing", "plants": ["a", "b"], "minParticipants": 2, **spec},
+    }
 
 
 INVALID = {
     "quorum above the plants listed (CEL)": (
-        lambda ns: _round(ns, minParticipants=3), "minParticipants cannot exceed the number of plants listed"),
+        lambda ns: _round(ns, minParticipants=3),
+        "minParticipants cannot exceed the number of plants listed",
+    ),
     "fedprox without a proximal term (CEL)": (
-        lambda ns: _round(ns, strategy={"name": "fedprox"}), "strategy fedprox needs training.fedProxMu > 0"),
+        lambda ns: _round(ns, strategy={"name": "fedprox"}),
+        "strategy fedprox needs training.fedProxMu > 0",
+    ),
     "deadline below the minimum (schema)": (
-        lambda ns: _round(ns, deadlineSeconds=5), "spec.deadlineSeconds: Invalid value"),
+        lambda ns: _round(ns, deadlineSeconds=5),
+        "spec.deadlineSeconds: Invalid value",
+    ),
     "unknown strategy (schema)": (
-        lambda ns: _round(ns, strategy={"name": "fedmagic"}), 'Unsupported value: "fedmagic"'),
+        lambda ns: _round(ns, strategy={"name": "fedmagic"}),
+        'Unsupported value: "fedmagic"',
+    ),
     "participant name differs from plantId (CEL)": (
-        lambda ns: {"apiVersion": "plantfed.io/v1alpha1", "kind": "PlantParticipant",
-                    "metadata": {"name": "plant-x", "namespace": ns},
-                    "spec": {"plantId": "plant-y", "data": {"hostPath": {"path": "/data"}}}},
-        "metadata.name must equal spec.plantId"),
+        lambda ns: {
+            "apiVersion": "plantfed.io/v1alpha1",
+            "kind": "PlantParticipant",
+            "metadata": {"name": "plant-x", "namespace": ns},
+            "spec": {"plantId": "plant-y", "data": {"hostPath": {"path": "/data"}}},
+        },
+        "metadata.name must equal spec.plantId",
+    ),
 }
 
 

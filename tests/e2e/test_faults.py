@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client
+from support.federation.hubdeploy import Hub, store_root
+from support.federation.rounds import PLANTS, create_lineage, round_manifest, wait_phase
+from support.kube import wait_for
+from support.kube.controlplane import ControlPlane
 
 from plantfed.cli import build_parser, strategy_from_args
 from plantfed.contract.records import RoundRecord
 from plantfed.engine.round_aggregation import aggregate_round
 from plantfed.engine.store import ModelStore
-from support.federation.hubdeploy import Hub, store_root
-from support.federation.rounds import PLANTS, create_lineage, round_manifest, wait_phase
-from support.kube import wait_for
-from support.kube.controlplane import ControlPlane
 
 
 def undisturbed_digest(hub: Hub, round_name: str, tmp_path: Path) -> str:
@@ -83,8 +83,11 @@ def test_operator_killed_in_every_phase_still_promotes_bit_identical_weights(fed
     wait_phase(hub, "federatedrounds", "chaos-1", ("Aggregating",), timeout=120)
     _kill_operator(hub)
     with hub.admin() as admin:  # the aggregation Job runs to the end with no operator
-        wait_for(lambda: any(v.round_id == "chaos-1" for v in admin.list_versions("chaos")), timeout=300,
-                 what="the candidate version")
+        wait_for(
+            lambda: any(v.round_id == "chaos-1" for v in admin.list_versions("chaos")),
+            timeout=300,
+            what="the candidate version",
+        )
     _set_operator_replicas(hub, 1)
 
     fr = wait_phase(hub, "federatedrounds", "chaos-1", ("Evaluating",), timeout=120)
@@ -134,7 +137,7 @@ def test_etcd_restart_under_load_loses_nothing(federation, tmp_path):
     plane.restart_etcd(down_seconds=3.0)
 
     fr = wait_phase(hub, "federatedrounds", "outage-1", ("Succeeded",))
-    assert {p["plant"]: p["state"] for p in fr["status"]["plants"]} == {p: "Uploaded" for p in PLANTS}
+    assert {p["plant"]: p["state"] for p in fr["status"]["plants"]} == dict.fromkeys(PLANTS, "Uploaded")
     assert promoted_once(federation, "outage-1", "outage") == undisturbed_digest(hub, "outage-1", tmp_path)
     for plant in PLANTS:
         federation.wait_ready(plant)

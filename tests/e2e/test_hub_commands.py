@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from plantfed.engine.store import ModelStore
 from support.kube.pki import CertificateAuthority
 from support.kube.ports import free_ports
+
+from plantfed.engine.store import ModelStore
 
 
 def plantfed(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -27,8 +27,12 @@ def test_init_model_writes_a_promoted_first_version_once(tmp_path):
 
     again = plantfed("init-model", f"--store={store}", "--model=bearing", "--task=bearing", "--seed=4")
     assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout.splitlines()[-1]) == {"model": "bearing", "created": False, "versions": 1,
-                                                         "promoted": 1}
+    assert json.loads(again.stdout.splitlines()[-1]) == {
+        "model": "bearing",
+        "created": False,
+        "versions": 1,
+        "promoted": 1,
+    }
     versions = ModelStore(store).versions("bearing")
     assert [(v.version, v.promoted, v.parent, v.digest) for v in versions] == [(1, True, None, created["digest"])]
 
@@ -56,9 +60,22 @@ def start_exchange(tmp_path: Path, ca: CertificateAuthority, *extra: str) -> sub
     (tokens / "plant-a").write_text("plant-a-token")
     admin = tmp_path / "admin"
     admin.write_text("admin-token")
-    return subprocess.Popen([sys.executable, "-m", "plantfed", "exchange", f"--store={tmp_path / 'store'}",
-                             f"--tokens={tokens}", f"--admin-token-file={admin}", f"--tls-cert={cert.cert}",
-                             f"--tls-key={cert.key}", *extra], stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "plantfed",
+            "exchange",
+            f"--store={tmp_path / 'store'}",
+            f"--tokens={tokens}",
+            f"--admin-token-file={admin}",
+            f"--tls-cert={cert.cert}",
+            f"--tls-key={cert.key}",
+            *extra,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -110,8 +127,9 @@ def mtls_exchange(tmp_path):
     """An exchange that requires client certificates, with its health service on a loopback port (the chart's)."""
     ca = CertificateAuthority(tmp_path / "pki")
     port, health = free_ports(2)
-    proc = start_exchange(tmp_path, ca, f"--listen=127.0.0.1:{port}", f"--client-ca={ca.cert_file}",
-                          f"--health-listen=127.0.0.1:{health}")
+    proc = start_exchange(
+        tmp_path, ca, f"--listen=127.0.0.1:{port}", f"--client-ca={ca.cert_file}", f"--health-listen=127.0.0.1:{health}"
+    )
     yield f"localhost:{port}", f"localhost:{health}", ca
     stop(proc)
 
@@ -135,7 +153,9 @@ def test_helm_test_passes_under_mtls_with_a_certificate_that_names_no_client(mtl
     probe = plantfed("healthcheck", f"--exchange={exchange}", *tls, "--timeout=30")
     assert probe.returncode == 0, probe.stdout + probe.stderr
     assert probe.stdout.strip() == f"exchange at {exchange} is serving"
-    admin = plantfed("healthcheck", f"--exchange={exchange}", *tls, f"--token-file={tmp_path / 'admin'}", "--timeout=30")
+    admin = plantfed(
+        "healthcheck", f"--exchange={exchange}", *tls, f"--token-file={tmp_path / 'admin'}", "--timeout=30"
+    )
     assert admin.returncode == 1 and "PERMISSION_DENIED" in admin.stdout and "plantfed:admin" in admin.stdout
     half = plantfed("healthcheck", f"--exchange={exchange}", f"--ca-file={ca.cert_file}", f"--client-cert={cert.cert}")
     assert half.returncode == 1 and "--client-cert and --client-key go together" in half.stdout
@@ -154,23 +174,28 @@ def test_the_health_port_serves_nothing_but_health(mtls_exchange):
     """A plant token on the port that skips mTLS reaches no exchange method."""
     import grpc
 
-    from plantfed.exchange.transport import open_channel
     from plantfed.contract.wire.v1 import exchange_pb2 as pb
     from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
+    from plantfed.exchange.transport import open_channel
 
     _exchange, health, ca = mtls_exchange
     assert plantfed("healthcheck", f"--exchange={health}", f"--ca-file={ca.cert_file}", "--timeout=30").returncode == 0
     with open_channel(health, root_cert=ca.cert_pem) as channel:
         with pytest.raises(grpc.RpcError) as refused:
             pb_grpc.ModelExchangeStub(channel).GetRound(
-                pb.GetRoundRequest(), metadata=(("authorization", "Bearer plant-a-token"),), timeout=10)
+                pb.GetRoundRequest(), metadata=(("authorization", "Bearer plant-a-token"),), timeout=10
+            )
     assert refused.value.code() is grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_exchange_refuses_a_health_port_off_loopback(tmp_path):
     port, health = free_ports(2)
-    proc = start_exchange(tmp_path, CertificateAuthority(tmp_path / "pki"), f"--listen=127.0.0.1:{port}",
-                          f"--health-listen=0.0.0.0:{health}")
+    proc = start_exchange(
+        tmp_path,
+        CertificateAuthority(tmp_path / "pki"),
+        f"--listen=127.0.0.1:{port}",
+        f"--health-listen=0.0.0.0:{health}",
+    )
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
     assert "the health address must be loopback" in err

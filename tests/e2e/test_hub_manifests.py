@@ -10,24 +10,43 @@ from pathlib import Path
 
 import pytest
 
+from plantfed.cli import build_parser, strategy_from_args
 from plantfed.contract.api.model import InitialWeights
 from plantfed.contract.api.round import Privacy, Strategy, StrategyName
-from plantfed.cli import build_parser, strategy_from_args
+from plantfed.contract.records import Codec
 from plantfed.hub.config import STORE_MOUNT, OperatorConfig
 from plantfed.hub.jobs import aggregation_job, init_job_name, init_model_job, strategy_args
 from plantfed.hub.reconcile.actions import CreateAggregationJob
-from plantfed.contract.records import Codec
 
-CFG = OperatorConfig(namespace="hub", exchange="x:1", admin_token_file=Path("/t"), store_claim="store",
-                     image="img:1", aggregation_service_account="plantfed-aggregate")
-ROUND = {"apiVersion": "plantfed.io/v1alpha1", "kind": "FederatedRound",
-         "metadata": {"name": "bearing-r3", "namespace": "hub", "uid": "u-1"}}
+CFG = OperatorConfig(
+    namespace="hub",
+    exchange="x:1",
+    admin_token_file=Path("/t"),
+    store_claim="store",
+    image="img:1",
+    aggregation_service_account="plantfed-aggregate",
+)
+ROUND = {
+    "apiVersion": "plantfed.io/v1alpha1",
+    "kind": "FederatedRound",
+    "metadata": {"name": "bearing-r3", "namespace": "hub", "uid": "u-1"},
+}
 
 
 @pytest.mark.parametrize("name", list(StrategyName))
 def test_every_strategy_reaches_the_aggregator_with_its_parameters(name):
-    strategy = Strategy.model_validate({"name": name.value, "serverLearningRate": 0.02, "beta1": 0.8, "beta2": 0.95,
-                                        "tau": 0.01, "momentum": 0.7, "trimFraction": 0.2, "normBound": 3.0})
+    strategy = Strategy.model_validate(
+        {
+            "name": name.value,
+            "serverLearningRate": 0.02,
+            "beta1": 0.8,
+            "beta2": 0.95,
+            "tau": 0.01,
+            "momentum": 0.7,
+            "trimFraction": 0.2,
+            "normBound": 3.0,
+        }
+    )
     args = build_parser().parse_args(["aggregate", "--store=s", "--round=r", *strategy_args(strategy)])
     config = strategy_from_args(args)
     assert config.name.value == {"trimmedMean": "trimmed_mean"}.get(name.value, name.value)
@@ -41,17 +60,38 @@ def test_every_strategy_reaches_the_aggregator_with_its_parameters(name):
 
 
 def test_aggregation_job_runs_the_frozen_plants_without_api_credentials():
-    action = CreateAggregationJob(name="bearing-r3-aggregate", round_id="bearing-r3", model="bearing", base_version=2,
-                                  plants=("a", "b"), strategy=Strategy(), privacy=Privacy(), compression=Codec.FP16)
+    action = CreateAggregationJob(
+        name="bearing-r3-aggregate",
+        round_id="bearing-r3",
+        model="bearing",
+        base_version=2,
+        plants=("a", "b"),
+        strategy=Strategy(),
+        privacy=Privacy(),
+        compression=Codec.FP16,
+    )
     job = aggregation_job(CFG, action, ROUND)
     assert job["metadata"]["name"] == "bearing-r3-aggregate" and job["metadata"]["namespace"] == "hub"
-    assert job["metadata"]["ownerReferences"] == [{"apiVersion": "plantfed.io/v1alpha1", "kind": "FederatedRound",
-                                                   "name": "bearing-r3", "uid": "u-1", "controller": True}]
+    assert job["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "plantfed.io/v1alpha1",
+            "kind": "FederatedRound",
+            "name": "bearing-r3",
+            "uid": "u-1",
+            "controller": True,
+        }
+    ]
     pod = job["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False and pod["serviceAccountName"] == "plantfed-aggregate"
     (container,) = pod["containers"]
-    assert container["command"] == ["plantfed", "aggregate", f"--store={STORE_MOUNT}", "--round=bearing-r3",
-                                    "--plants=a,b", "--strategy=fedavg"]
+    assert container["command"] == [
+        "plantfed",
+        "aggregate",
+        f"--store={STORE_MOUNT}",
+        "--round=bearing-r3",
+        "--plants=a,b",
+        "--strategy=fedavg",
+    ]
     assert pod["volumes"][0] == {"name": "store", "persistentVolumeClaim": {"claimName": "store"}}
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["resources"]["limits"]["memory"] and job["spec"]["backoffLimit"] == CFG.job_backoff_limit
@@ -59,30 +99,56 @@ def test_aggregation_job_runs_the_frozen_plants_without_api_credentials():
 
 
 def test_aggregation_job_names_the_models_task_so_personal_layers_stay_out():
-    action = CreateAggregationJob(name="j", round_id="r", model="m", base_version=1, plants=("a",), strategy=Strategy(),
-                                  privacy=Privacy(), compression=Codec.NONE)
-    command = aggregation_job(CFG, action, ROUND, task="bearing")["spec"]["template"]["spec"]["containers"][0]["command"]
+    action = CreateAggregationJob(
+        name="j",
+        round_id="r",
+        model="m",
+        base_version=1,
+        plants=("a",),
+        strategy=Strategy(),
+        privacy=Privacy(),
+        compression=Codec.NONE,
+    )
+    command = aggregation_job(CFG, action, ROUND, task="bearing")["spec"]["template"]["spec"]["containers"][0][
+        "command"
+    ]
     assert command[-1] == "--task=bearing" and build_parser().parse_args(command[1:]).task == "bearing"
 
 
 def test_aggregation_job_refuses_an_empty_plant_set():
-    action = CreateAggregationJob(name="j", round_id="r", model="m", base_version=1, plants=(), strategy=Strategy(),
-                                  privacy=Privacy(), compression=Codec.NONE)
+    action = CreateAggregationJob(
+        name="j",
+        round_id="r",
+        model="m",
+        base_version=1,
+        plants=(),
+        strategy=Strategy(),
+        privacy=Privacy(),
+        compression=Codec.NONE,
+    )
     with pytest.raises(ValueError, match="no plants to aggregate"):
         aggregation_job(CFG, action, ROUND)
 
 
-@pytest.mark.parametrize("weights, expected", [
-    (InitialWeights(seed=42), ["--seed=42"]),
-    (InitialWeights.model_validate({"fromVersion": {"model": "base", "version": 7}}),
-     ["--from-model=base", "--from-version=7"]),
-])
+@pytest.mark.parametrize(
+    "weights, expected",
+    [
+        (InitialWeights(seed=42), ["--seed=42"]),
+        (
+            InitialWeights.model_validate({"fromVersion": {"model": "base", "version": 7}}),
+            ["--from-model=base", "--from-version=7"],
+        ),
+    ],
+)
 def test_init_job_command_parses(weights, expected):
-    model = {"apiVersion": "plantfed.io/v1alpha1", "kind": "FederatedModel",
-             "metadata": {"name": "bearing", "namespace": "hub", "uid": "u-2"}}
+    model = {
+        "apiVersion": "plantfed.io/v1alpha1",
+        "kind": "FederatedModel",
+        "metadata": {"name": "bearing", "namespace": "hub", "uid": "u-2"},
+    }
     job = init_model_job(CFG, "bearing", "bearing", "full", weights, model)
     command = job["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert command[:2] == ["plantfed", "init-model"] and command[-len(expected):] == expected
+    assert command[:2] == ["plantfed", "init-model"] and command[-len(expected) :] == expected
     build_parser().parse_args(command[1:])
     assert job["metadata"]["name"] == "bearing-init"
 
@@ -104,7 +170,15 @@ def test_central_privacy_clips_at_the_hub_and_noises_the_aggregate():
 @pytest.mark.parametrize("mode", ["local", "central"])
 def test_a_private_round_reports_epsilon_at_its_own_delta(mode):
     privacy = Privacy.model_validate({"mode": mode, "clipNorm": 2.0, "noiseMultiplier": 0.7, "delta": 3e-6})
-    action = CreateAggregationJob(name="j", round_id="bearing-r3", model="bearing", base_version=1, plants=("a",),
-                                  strategy=Strategy(), privacy=privacy, compression=Codec.NONE)
+    action = CreateAggregationJob(
+        name="j",
+        round_id="bearing-r3",
+        model="bearing",
+        base_version=1,
+        plants=("a",),
+        strategy=Strategy(),
+        privacy=privacy,
+        compression=Codec.NONE,
+    )
     command = aggregation_job(CFG, action, ROUND)["spec"]["template"]["spec"]["containers"][0]["command"]
     assert build_parser().parse_args(command[1:]).dp_delta == 3e-6

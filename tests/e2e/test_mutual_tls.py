@@ -16,14 +16,14 @@ from typing import Any
 import grpc
 import pytest
 from kubernetes import client
-
-from plantfed.exchange.transport import open_channel
-from plantfed.contract.wire.v1 import exchange_pb2 as pb
-from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
 from support.federation.plantside import CLIENT_CERT_SECRET, ChartPlant
 from support.federation.rounds import condition, create_lineage, round_manifest, wait_phase
 from support.federation.world import Federation
 from support.kube.pki import CertificateAuthority
+
+from plantfed.contract.wire.v1 import exchange_pb2 as pb
+from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
+from plantfed.exchange.transport import open_channel
 
 PLANT = "mtls-press1"
 """The plant the e2e conftest's `mtls_federation` joins (MTLS_PLANT there)."""
@@ -36,18 +36,22 @@ def held_certificate(plant: ChartPlant) -> tuple[bytes, bytes]:
     return base64.b64decode(data["tls.crt"]), base64.b64decode(data["tls.key"])
 
 
-def refusal(world: Federation, token: str, cert: tuple[bytes, bytes] | None, rpc: str, request: Any
-            ) -> tuple[grpc.StatusCode, str]:
+def refusal(
+    world: Federation, token: str, cert: tuple[bytes, bytes] | None, rpc: str, request: Any
+) -> tuple[grpc.StatusCode, str]:
     """Status and message of one call that must fail, made with this token and client certificate."""
     crt, key = cert or (None, None)
     with open_channel(world.hub.exchange, root_cert=world.hub.ca_pem, client_cert=crt, client_key=key) as channel:
         with pytest.raises(grpc.RpcError) as refused:
             getattr(pb_grpc.ModelExchangeStub(channel), rpc)(
-                request, metadata=(("authorization", f"Bearer {token}"),), timeout=60)
+                request, metadata=(("authorization", f"Bearer {token}"),), timeout=60
+            )
     return refused.value.code(), refused.value.details() or ""
 
 
-def test_the_exchange_serves_only_clients_with_a_certificate_of_its_ca(mtls_federation: Federation, tmp_path: Path) -> None:
+def test_the_exchange_serves_only_clients_with_a_certificate_of_its_ca(
+    mtls_federation: Federation, tmp_path: Path
+) -> None:
     plant_token = mtls_federation.hub.plant_tokens[PLANT]
     held = held_certificate(mtls_federation.agents[PLANT])
     rogue = CertificateAuthority(tmp_path / "rogue").issue(PLANT, common_name=PLANT)
@@ -60,7 +64,9 @@ def test_the_exchange_serves_only_clients_with_a_certificate_of_its_ca(mtls_fede
     code, message = refusal(mtls_federation, plant_token, held, *get_round)
     assert code == grpc.StatusCode.NOT_FOUND and "no-such-round" in message, message
     # The admin token counts only with the operator's certificate: with the plant's it is refused.
-    code, message = refusal(mtls_federation, mtls_federation.hub.admin_token, held, "ListVersions", pb.ListVersionsRequest(model="secured"))
+    code, message = refusal(
+        mtls_federation, mtls_federation.hub.admin_token, held, "ListVersions", pb.ListVersionsRequest(model="secured")
+    )
     assert code == grpc.StatusCode.PERMISSION_DENIED and "needs the admin's client certificate" in message, message
 
 

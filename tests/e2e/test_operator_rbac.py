@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from support.federation.rounds import PLANTS, model_manifest, wait_phase
 from support.kube import wait_for
 from support.kube.audit import by_user, grant_of, rbac_grants, read_events
@@ -22,7 +21,8 @@ def operator_roles(manifests: list[dict]) -> list[dict]:
     """The Roles and ClusterRoles the chart binds to the operator's ServiceAccount."""
     bound = {
         (b["roleRef"]["kind"], b["roleRef"]["name"])
-        for b in manifests if b["kind"] in ("RoleBinding", "ClusterRoleBinding")
+        for b in manifests
+        if b["kind"] in ("RoleBinding", "ClusterRoleBinding")
         if any(s["kind"] == "ServiceAccount" and s["name"] == OPERATOR_SA for s in b["subjects"])
     }
     return [d for d in manifests if (d["kind"], d["metadata"]["name"]) in bound]
@@ -32,14 +32,20 @@ def test_the_operator_exercises_every_rbac_grant_and_is_never_refused(federation
     hub = federation.hub
     log = hub.cluster.cluster.audit_log
     if log is None:
-        pytest.skip("the API server audit log exists only on control planes the tests start "
-                    "(not with PLANTFED_TEST_KUBECONFIG)")
+        pytest.skip(
+            "the API server audit log exists only on control planes the tests start (not with PLANTFED_TEST_KUBECONFIG)"
+        )
     roles = operator_roles(hub.manifests)
     assert {r["kind"] for r in roles} == {"Role", "ClusterRole"}
     granted = rbac_grants(roles)
 
-    template = {"plants": list(PLANTS), "minParticipants": 2, "deadlineSeconds": 600,
-                "training": {"epochs": 1, "batchSize": 32, "learningRate": 0.05}, "pod": {"gpus": 1}}
+    template = {
+        "plants": list(PLANTS),
+        "minParticipants": 2,
+        "deadlineSeconds": 600,
+        "training": {"epochs": 1, "batchSize": 32, "learningRate": 0.05},
+        "pod": {"gpus": 1},
+    }
     hub.apply(model_manifest(hub, "audited", suspend=False, template=template, stop={"maxRounds": 1}))
     wait_phase(hub, "federatedmodels", "audited", ("Completed",), timeout=600)
 

@@ -6,9 +6,9 @@ import re
 import urllib.request
 
 import pytest
+from support.federation.rounds import PLANTS, condition, create_lineage, round_manifest, wait_phase
 
 from plantfed.engine.privacy import DPMode, DPRelease, epsilon_for
-from support.federation.rounds import PLANTS, condition, create_lineage, round_manifest, wait_phase
 
 DELTA = 1e-5
 SIGMA = 1.0
@@ -24,7 +24,7 @@ def test_a_budget_for_one_local_dp_round_lets_the_plants_train_once(federation):
 
     hub.apply(round_manifest(hub, "private-1", "private", privacy=privacy))
     fr = wait_phase(hub, "federatedrounds", "private-1", ("Succeeded",))
-    assert {p["plant"]: p["state"] for p in fr["status"]["plants"]} == {p: "Uploaded" for p in PLANTS}
+    assert {p["plant"]: p["state"] for p in fr["status"]["plants"]} == dict.fromkeys(PLANTS, "Uploaded")
     for plant, agent in federation.agents.items():  # recorded before the round is marked Succeeded
         assert agent.status()["dpEpsilon"] == pytest.approx(one), plant
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{hub.metrics_port}/metrics", timeout=10).read().decode()
@@ -37,7 +37,9 @@ def test_a_budget_for_one_local_dp_round_lets_the_plants_train_once(federation):
     plants = {p["plant"]: p for p in fr["status"]["plants"]}
     for plant in PLANTS:
         assert (plants[plant]["state"], plants[plant]["reason"]) == ("Excluded", "PrivacyBudgetExhausted")
-        assert plants[plant]["message"] == (f"epsilon spent {one:.4g}; one more round would make it {two:.4g}, "
-                                            f"above the budget {budget:g} (delta {DELTA:g})")
+        assert plants[plant]["message"] == (
+            f"epsilon spent {one:.4g}; one more round would make it {two:.4g}, "
+            f"above the budget {budget:g} (delta {DELTA:g})"
+        )
     assert condition(fr, "Succeeded")["reason"] == "QuorumUnreachable"
     assert not any(agent.training_jobs("private-2") for agent in federation.agents.values())

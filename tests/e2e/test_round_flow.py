@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import yaml
 from kubernetes import client
-
 from support.federation.rounds import PLANTS, condition, wait_phase
 from support.kube import wait_for
 from support.paths import REPO
@@ -44,7 +43,7 @@ def test_example_round_is_trained_aggregated_and_promoted(federation):
 
     status = fr["status"]
     plants = {p["plant"]: p for p in status["plants"]}
-    assert {p: plants[p]["state"] for p in PLANTS} == {p: "Uploaded" for p in PLANTS}
+    assert {p: plants[p]["state"] for p in PLANTS} == dict.fromkeys(PLANTS, "Uploaded")
     assert plants["brno-lathe2"]["state"] == "Excluded" and plants["brno-lathe2"]["reason"] == "NotFound"
     assert status["baseVersion"] == 1 and status["resultVersion"] == 2 and status["uploaded"] == 2
     assert condition(fr, "Succeeded")["status"] == "True"
@@ -60,8 +59,11 @@ def test_example_round_is_trained_aggregated_and_promoted(federation):
         scored = admin.list_evaluations("bearing-hotfix-1")
     assert sorted((e.plant, e.version) for e in scored) == [(p, 2) for p in sorted(PLANTS)]
     for plant, agent in federation.agents.items():  # its report may finish the round while its pod still exits
-        wait_for(lambda: [j.status.succeeded for j in agent.training_jobs("bearing-hotfix-1", component="evaluate")] == [1],
-                 timeout=120, what=f"{plant}'s one evaluation Job to succeed")
+        wait_for(
+            lambda: [j.status.succeeded for j in agent.training_jobs("bearing-hotfix-1", component="evaluate")] == [1],
+            timeout=120,
+            what=f"{plant}'s one evaluation Job to succeed",
+        )
         (evaluation_job,) = agent.training_jobs("bearing-hotfix-1", component="evaluate")
         assert evaluation_job.spec.template.spec.containers[0].command[:2] == ["plantfed", "evaluate"]
 
@@ -88,8 +90,11 @@ def test_example_round_is_trained_aggregated_and_promoted(federation):
     fm = wait_phase(hub, "federatedmodels", "bearing", ("Suspended",))
     wait_for_history = [h for h in fm["status"].get("history", []) if h["round"] == "bearing-hotfix-1"]
     if not wait_for_history:  # the model's timer records the promotion within a poll interval
-        wait_for(lambda: hub.get("federatedmodels", "bearing")["status"].get("promotedVersion") == 2,
-                 timeout=30, what="model records version 2")
+        wait_for(
+            lambda: hub.get("federatedmodels", "bearing")["status"].get("promotedVersion") == 2,
+            timeout=30,
+            what="model records version 2",
+        )
         fm = hub.get("federatedmodels", "bearing")
     assert fm["status"]["promotedVersion"] == 2
     assert [h["version"] for h in fm["status"]["history"]] == [2]
@@ -126,9 +131,17 @@ def test_example_round_is_trained_aggregated_and_promoted(federation):
         wait_for(lambda: agent.cached("bearing") == 2, timeout=120, what=f"{plant}'s cache to hold version 2")
 
     rows = {r["NAME"]: r for r in columns(hub.kubectl("get", "federatedrounds").stdout)}
-    assert {k: rows["bearing-hotfix-1"][k] for k in ("MODEL", "PHASE", "BASE", "QUORUM", "ASSIGNED", "UPLOADED", "RESULT")} == {
-        "MODEL": "bearing", "PHASE": "Succeeded", "BASE": "1", "QUORUM": "2", "ASSIGNED": "2", "UPLOADED": "2",
-        "RESULT": "2"}
+    assert {
+        k: rows["bearing-hotfix-1"][k] for k in ("MODEL", "PHASE", "BASE", "QUORUM", "ASSIGNED", "UPLOADED", "RESULT")
+    } == {
+        "MODEL": "bearing",
+        "PHASE": "Succeeded",
+        "BASE": "1",
+        "QUORUM": "2",
+        "ASSIGNED": "2",
+        "UPLOADED": "2",
+        "RESULT": "2",
+    }
     assert float(rows["bearing-hotfix-1"]["VAL-ACCURACY"]) == pytest.approx(status["metrics"]["val_accuracy"], abs=1e-6)
     rows = {r["NAME"]: r for r in columns(hub.kubectl("get", "plantparticipants").stdout)}
     for plant in PLANTS:
@@ -136,6 +149,7 @@ def test_example_round_is_trained_aggregated_and_promoted(federation):
     rows = {r["NAME"]: r for r in columns(hub.kubectl("get", "federatedmodels").stdout)}
     assert (rows["bearing"]["PHASE"], rows["bearing"]["PROMOTED"]) == ("Suspended", "2")
 
-    events = hub.kubectl("get", "events", "--field-selector", "involvedObject.name=bearing-hotfix-1",
-                         "-o", "jsonpath={.items[*].reason}").stdout.split()
+    events = hub.kubectl(
+        "get", "events", "--field-selector", "involvedObject.name=bearing-hotfix-1", "-o", "jsonpath={.items[*].reason}"
+    ).stdout.split()
     assert {"Started", "QuorumReached", "Aggregated", "EvaluationRequested", "Promoted"} <= set(events)

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from plantfed.exchange import PayloadCheck
 from support.exchange import ADMIN_TOKEN, Hub, free_port, new_plant_tokens, running_hub, write_token_book
 from support.exchange_process import ServerProcess
 from support.tls import Pki, make_pki
+
+from plantfed.exchange import PayloadCheck
 
 
 @pytest.fixture

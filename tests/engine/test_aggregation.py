@@ -17,11 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from plantfed.formats import codecs
+from plantfed.contract.records import Codec
 from plantfed.engine.aggregation import StrategyConfig, UpdateInput, aggregate
 from plantfed.engine.aggregation.robust import coordinate_blocks
+from plantfed.formats import codecs
 from plantfed.formats.codecs import PayloadError
-from plantfed.contract.records import Codec
 
 Plant = tuple[str, dict[str, torch.Tensor], int]  # name, local state, num_samples
 
@@ -29,7 +29,13 @@ Plant = tuple[str, dict[str, torch.Tensor], int]  # name, local state, num_sampl
 def make_model() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv1d(3, 8, 5), nn.BatchNorm1d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 12, 16), nn.ReLU(), nn.Linear(16, 4)
+        nn.Conv1d(3, 8, 5),
+        nn.BatchNorm1d(8),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 12, 16),
+        nn.ReLU(),
+        nn.Linear(16, 4),
     )
 
 
@@ -43,7 +49,9 @@ def local_states(base: dict[str, torch.Tensor], count: int, seed: int, spread: f
     plants = []
     for i in range(count):
         local = {
-            k: v + shift[k] + spread * torch.randn(v.shape, generator=gen) if v.is_floating_point() else v + 10 * (i + 1)
+            k: v + shift[k] + spread * torch.randn(v.shape, generator=gen)
+            if v.is_floating_point()
+            else v + 10 * (i + 1)
             for k, v in base.items()
         }
         plants.append((f"plant-{i}", local, int(torch.randint(10, 500, (1,), generator=gen))))
@@ -66,7 +74,9 @@ def write_round(tmp: Path, base: dict[str, torch.Tensor], plants: list[Plant], c
 
 
 def deltas_of(base, plants: list[Plant]) -> list[dict[str, torch.Tensor]]:
-    return [{k: local[k].double() - base[k].double() for k in base if base[k].is_floating_point()} for _, local, _ in plants]
+    return [
+        {k: local[k].double() - base[k].double() for k in base if base[k].is_floating_point()} for _, local, _ in plants
+    ]
 
 
 def clip_factors(deltas, bound):
@@ -146,7 +156,9 @@ STRATEGIES = ["fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "trimmed_mea
 def test_strategy_matches_reference(tmp_path, strategy, norm_bound):
     base = base_state()
     plants = local_states(base, 6, seed=1)
-    cfg = StrategyConfig(name=strategy, norm_bound=norm_bound, trim_fraction=0.2, server_lr=0.5 if strategy == "fedavg" else None)
+    cfg = StrategyConfig(
+        name=strategy, norm_bound=norm_bound, trim_fraction=0.2, server_lr=0.5 if strategy == "fedavg" else None
+    )
     base_path, inputs = write_round(tmp_path, base, plants)
     result = aggregate(base_path, inputs, cfg, tmp_path / "out.safetensors", state_dir=tmp_path / "state")
     expected = RefServer(cfg).step(base, reference_delta(base, plants, cfg))
@@ -169,14 +181,18 @@ def test_server_state_persists_across_rounds(tmp_path, strategy):
         result = aggregate(base_path, inputs, cfg, out, state_dir=tmp_path / "state")
         expected = ref.step(base, reference_delta(base, plants, cfg))
         actual = codecs.load_state(out)
-        assert_states_close({k: v for k, v in actual.items() if v.is_floating_point()},
-                            {k: v for k, v in expected.items() if v.is_floating_point()})
+        assert_states_close(
+            {k: v for k, v in actual.items() if v.is_floating_point()},
+            {k: v for k, v in expected.items() if v.is_floating_point()},
+        )
         assert result.server_step == round_number
         base = actual
     fresh = aggregate(base_path, inputs, cfg, tmp_path / "fresh.safetensors", state_dir=tmp_path / "fresh-state")
     assert fresh.server_step == 1
     # Without the persisted moments round 2 would differ: the state really is carried over.
-    assert not torch.allclose(codecs.load_state(tmp_path / "fresh.safetensors")["4.weight"], base["4.weight"], atol=1e-7)
+    assert not torch.allclose(
+        codecs.load_state(tmp_path / "fresh.safetensors")["4.weight"], base["4.weight"], atol=1e-7
+    )
 
 
 def test_weighting_follows_num_samples(tmp_path):
@@ -196,7 +212,14 @@ def test_plant_local_layers_keep_the_base_value(tmp_path, strategy):
     plants = local_states(base, 3, seed=3)
     base_path, inputs = write_round(tmp_path, base, plants)  # the updates even carry the head
     out = tmp_path / "out.safetensors"
-    aggregate(base_path, inputs, StrategyConfig(name=strategy), out, local_patterns=("6.*", "1.running_*"), state_dir=tmp_path / "s")
+    aggregate(
+        base_path,
+        inputs,
+        StrategyConfig(name=strategy),
+        out,
+        local_patterns=("6.*", "1.running_*"),
+        state_dir=tmp_path / "s",
+    )
     new = codecs.load_state(out)
     for name in ("6.weight", "6.bias", "1.running_mean", "1.running_var"):
         assert torch.equal(new[name], base[name]), name
@@ -265,7 +288,12 @@ def test_peak_memory_does_not_grow_with_plants(tmp_path, strategy):
 @pytest.mark.parametrize("strategy", ["median", "trimmed_mean"])
 def test_robust_strategies_stay_within_the_block_buffer(tmp_path, strategy):
     count = 7
-    base = {"matrix": torch.zeros(40, 30), "long_row": torch.zeros(2, 500), "vector": torch.zeros(333), "scalar": torch.zeros(())}
+    base = {
+        "matrix": torch.zeros(40, 30),
+        "long_row": torch.zeros(2, 500),
+        "vector": torch.zeros(333),
+        "scalar": torch.zeros(()),
+    }
     plants = local_states(base, count, seed=8, spread=1.0)
     budget = 4 * (count + 2) * 64  # 64 coordinates per block: splits rows, and the long row within itself
     cfg = StrategyConfig(name=strategy, buffer_bytes=budget, trim_fraction=0.3)
@@ -358,7 +386,9 @@ def test_state_from_another_strategy_is_refused(tmp_path, small_round):
     base_path, inputs = small_round
     aggregate(base_path, inputs, StrategyConfig(name="fedadam"), tmp_path / "a.safetensors", state_dir=tmp_path / "s")
     with pytest.raises(PayloadError, match="written by strategy 'fedadam', not 'fedyogi'"):
-        aggregate(base_path, inputs, StrategyConfig(name="fedyogi"), tmp_path / "b.safetensors", state_dir=tmp_path / "s")
+        aggregate(
+            base_path, inputs, StrategyConfig(name="fedyogi"), tmp_path / "b.safetensors", state_dir=tmp_path / "s"
+        )
     assert not (tmp_path / "b.safetensors").exists()
 
 
@@ -386,7 +416,12 @@ def test_bad_inputs_are_refused(tmp_path, small_round):
     with pytest.raises(ValueError, match="plant 'plant-0' has more than one update"):
         aggregate(base_path, [inputs[0], inputs[0]], StrategyConfig(), tmp_path / "out.safetensors")
     with pytest.raises(PayloadError, match="declared codec 'int8'"):
-        aggregate(base_path, [inputs[0].model_copy(update={"codec": Codec.INT8})], StrategyConfig(), tmp_path / "out.safetensors")
+        aggregate(
+            base_path,
+            [inputs[0].model_copy(update={"codec": Codec.INT8})],
+            StrategyConfig(),
+            tmp_path / "out.safetensors",
+        )
     with pytest.raises(ValueError, match="trim_fraction"):
         StrategyConfig(name="trimmed_mean", trim_fraction=0.5)
     with pytest.raises(ValueError, match="extra"):
@@ -401,7 +436,9 @@ def test_partial_updates_from_a_light_variant_count_only_for_the_tensors_they_ca
     light_name, light_local, light_samples = light
     light_path = tmp_path / "light.safetensors"
     backbone = {k: v for k, v in light_local.items() if k.startswith(("0.", "1."))}
-    codecs.write_update(codecs.encode_update({k: base[k] for k in backbone}, backbone, Codec.NONE), light_path, Codec.NONE)
+    codecs.write_update(
+        codecs.encode_update({k: base[k] for k in backbone}, backbone, Codec.NONE), light_path, Codec.NONE
+    )
     inputs.append(UpdateInput(plant=light_name, path=light_path, num_samples=light_samples, partial=True))
 
     out = tmp_path / "out.safetensors"
@@ -413,7 +450,9 @@ def test_partial_updates_from_a_light_variant_count_only_for_the_tensors_they_ca
         return sum((local[name].double() - base[name].double()) * n / total for _, local, n in members)
 
     for name in ("0.weight", "1.weight", "1.running_mean"):
-        assert torch.allclose(new[name].double(), base[name].double() + mean(name, [full_a, full_b, light]), atol=1e-5), name
+        assert torch.allclose(
+            new[name].double(), base[name].double() + mean(name, [full_a, full_b, light]), atol=1e-5
+        ), name
     for name in ("4.weight", "6.bias"):
         assert torch.allclose(new[name].double(), base[name].double() + mean(name, [full_a, full_b]), atol=1e-5), name
     assert {p.plant for p in result.plants} == {full_a[0], full_b[0], light_name}

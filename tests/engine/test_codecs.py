@@ -14,17 +14,24 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from plantfed.contract.records import Codec
 from plantfed.formats import codecs
 from plantfed.formats.codecs import PayloadError
 from plantfed.formats.stream_writer import StreamingWriter, TensorSpec
-from plantfed.contract.records import Codec
 
 
 def conv_model() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv1d(6, 32, 7), nn.BatchNorm1d(32), nn.ReLU(), nn.Conv1d(32, 64, 5), nn.BatchNorm1d(64), nn.ReLU(),
-        nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(64, 10),
+        nn.Conv1d(6, 32, 7),
+        nn.BatchNorm1d(32),
+        nn.ReLU(),
+        nn.Conv1d(32, 64, 5),
+        nn.BatchNorm1d(64),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool1d(1),
+        nn.Flatten(),
+        nn.Linear(64, 10),
     )
 
 
@@ -194,7 +201,11 @@ def _base_file(tmp_path: Path, base) -> Path:
 
 def _raw_update(tmp_path: Path, tensors, codec: str = "none", name: str = "bad.safetensors") -> Path:
     path = tmp_path / name
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata={"plantfed.kind": "update", "plantfed.codec": codec})
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()},
+        str(path),
+        metadata={"plantfed.kind": "update", "plantfed.codec": codec},
+    )
     return path
 
 
@@ -214,13 +225,33 @@ def test_valid_update_passes_and_reports_its_norm(tmp_path, states):
 @pytest.mark.parametrize(
     ("corrupt", "message"),
     [
-        (lambda t: t.__setitem__("3.weight", torch.where(torch.arange(t["3.weight"].numel()).reshape(t["3.weight"].shape) == 5, float("nan"), t["3.weight"])), "'3.weight' contains NaN"),
+        (
+            lambda t: t.__setitem__(
+                "3.weight",
+                torch.where(
+                    torch.arange(t["3.weight"].numel()).reshape(t["3.weight"].shape) == 5, float("nan"), t["3.weight"]
+                ),
+            ),
+            "'3.weight' contains NaN",
+        ),
         (lambda t: t["8.bias"].__setitem__(0, float("inf")), "'8.bias' contains Inf"),
-        (lambda t: t.__setitem__("8.weight", torch.zeros(10, 65)), r"'8.weight' has shape \[10, 65\], the base model has \[10, 64\]"),
+        (
+            lambda t: t.__setitem__("8.weight", torch.zeros(10, 65)),
+            r"'8.weight' has shape \[10, 65\], the base model has \[10, 64\]",
+        ),
         (lambda t: t.pop("1.running_var"), "missing tensor '1.running_var'"),
-        (lambda t: t.__setitem__("9.weight", torch.zeros(2)), r"unexpected tensor '9.weight' \(not in the base model\)"),
-        (lambda t: t.__setitem__("0.bias", t["0.bias"].double()), "'0.bias' has dtype F64.*expected F32.* for codec none"),
-        (lambda t: t.__setitem__("1.num_batches_tracked", t["1.num_batches_tracked"].int()), "'1.num_batches_tracked' has dtype I32.*expected I64"),
+        (
+            lambda t: t.__setitem__("9.weight", torch.zeros(2)),
+            r"unexpected tensor '9.weight' \(not in the base model\)",
+        ),
+        (
+            lambda t: t.__setitem__("0.bias", t["0.bias"].double()),
+            "'0.bias' has dtype F64.*expected F32.* for codec none",
+        ),
+        (
+            lambda t: t.__setitem__("1.num_batches_tracked", t["1.num_batches_tracked"].int()),
+            "'1.num_batches_tracked' has dtype I32.*expected I64",
+        ),
     ],
     ids=["nan", "inf", "shape", "missing", "extra", "float-dtype", "int-dtype"],
 )
@@ -256,7 +287,9 @@ def test_int8_without_scale_or_with_bad_scale_is_refused(tmp_path, states):
     tensors = codecs.encode_update(base, local, Codec.INT8)
     tensors["0.bias::scale"] = torch.tensor(-1.0)
     with pytest.raises(PayloadError, match=r"'0.bias::scale' is -1.0"):
-        codecs.validate_update(_raw_update(tmp_path, tensors, "int8", "neg.safetensors"), _base_file(tmp_path, base), Codec.INT8)
+        codecs.validate_update(
+            _raw_update(tmp_path, tensors, "int8", "neg.safetensors"), _base_file(tmp_path, base), Codec.INT8
+        )
 
 
 def test_truncated_file_is_refused(tmp_path, states):
@@ -268,7 +301,9 @@ def test_truncated_file_is_refused(tmp_path, states):
         codecs.validate_update(path, _base_file(tmp_path, base), Codec.NONE)
 
 
-@pytest.mark.parametrize("content", [b"", b"\x00" * 7, b"garbage bytes that are not a model" * 10, struct.pack("<Q", 1 << 40) + b"{}"])
+@pytest.mark.parametrize(
+    "content", [b"", b"\x00" * 7, b"garbage bytes that are not a model" * 10, struct.pack("<Q", 1 << 40) + b"{}"]
+)
 def test_garbage_is_refused(tmp_path, states, content):
     base, _ = states
     path = tmp_path / "junk.safetensors"
@@ -290,8 +325,13 @@ def test_plain_safetensors_without_update_metadata_is_refused(tmp_path, states):
 
 def test_streaming_writer_output_is_read_by_safetensors(tmp_path):
     tensors = {
-        "f32": torch.randn(3, 5), "bf16": torch.randn(4).bfloat16(), "i64": torch.arange(3), "scalar": torch.tensor(2.5),
-        "flag": torch.tensor([True, False]), "empty": torch.zeros(0, 3), "i8": torch.tensor([-127, 0, 127], dtype=torch.int8),
+        "f32": torch.randn(3, 5),
+        "bf16": torch.randn(4).bfloat16(),
+        "i64": torch.arange(3),
+        "scalar": torch.tensor(2.5),
+        "flag": torch.tensor([True, False]),
+        "empty": torch.zeros(0, 3),
+        "i8": torch.tensor([-127, 0, 127], dtype=torch.int8),
     }
     specs = {k: TensorSpec(v.dtype, tuple(v.shape)) for k, v in tensors.items()}
     path = tmp_path / "s.safetensors"

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import grpc
 import pytest
-
-from plantfed.engine.aggregation import StrategyConfig
-from plantfed.exchange.errors import ExchangeError
-from plantfed.contract.records import EvaluationRecord
-from plantfed.engine.round_aggregation import aggregate_round
-from plantfed.plant.runtime import RoundNotForThisPlant
-from plantfed.tasks.bearing import BearingTask
 from support.exchange import Hub
 from support.plant_runtime import CFG, MODEL, runtime_for, seed_bearing
+
+from plantfed.contract.records import EvaluationRecord
+from plantfed.engine.aggregation import StrategyConfig
+from plantfed.engine.round_aggregation import aggregate_round
+from plantfed.exchange.errors import ExchangeError
+from plantfed.plant.runtime import RoundNotForThisPlant
+from plantfed.tasks.bearing import BearingTask
 
 
 @pytest.fixture
@@ -42,7 +42,9 @@ def test_a_plant_scores_the_candidate_on_its_validation_split_and_the_hub_keeps_
 
 def test_a_repeated_evaluation_returns_the_first_one_and_changes_nothing(hub: Hub, aggregated: int) -> None:
     client = hub.plant("plant-a")
-    first = EvaluationRecord(plant="plant-a", round_id="r1", version=aggregated, num_samples=10, metrics={"val_accuracy": 0.5})
+    first = EvaluationRecord(
+        plant="plant-a", round_id="r1", version=aggregated, num_samples=10, metrics={"val_accuracy": 0.5}
+    )
     kept, duplicate = client.submit_evaluation(first)
     assert not duplicate
     again, duplicate = client.submit_evaluation(first.model_copy(update={"metrics": {"val_accuracy": 0.99}}))
@@ -53,18 +55,34 @@ def test_a_repeated_evaluation_returns_the_first_one_and_changes_nothing(hub: Hu
 @pytest.mark.parametrize(
     ("caller", "changes", "code", "message"),
     [
-        ("plant-b", {}, grpc.StatusCode.PERMISSION_DENIED, "token belongs to plant 'plant-b', but the evaluation names plant 'plant-a'"),
-        ("plant-c", {"plant": "plant-c"}, grpc.StatusCode.PERMISSION_DENIED, "plant 'plant-c' is not assigned to round 'r1'"),
+        (
+            "plant-b",
+            {},
+            grpc.StatusCode.PERMISSION_DENIED,
+            "token belongs to plant 'plant-b', but the evaluation names plant 'plant-a'",
+        ),
+        (
+            "plant-c",
+            {"plant": "plant-c"},
+            grpc.StatusCode.PERMISSION_DENIED,
+            "plant 'plant-c' is not assigned to round 'r1'",
+        ),
         ("plant-a", {"version": 1}, grpc.StatusCode.FAILED_PRECONDITION, "an evaluation of version 1 is not asked for"),
-        ("plant-a", {"metrics": {"val_accuracy": float("nan")}}, grpc.StatusCode.INVALID_ARGUMENT, "not finite: val_accuracy"),
+        (
+            "plant-a",
+            {"metrics": {"val_accuracy": float("nan")}},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "not finite: val_accuracy",
+        ),
         ("plant-a", {"round_id": "r9"}, grpc.StatusCode.NOT_FOUND, "r9"),
     ],
 )
 def test_bad_evaluations_are_refused_with_the_reason_and_nothing_is_kept(
     hub: Hub, aggregated: int, caller: str, changes: dict, code: grpc.StatusCode, message: str
 ) -> None:
-    report = EvaluationRecord(plant="plant-a", round_id="r1", version=aggregated, num_samples=10,
-                              metrics={"val_accuracy": 0.5}).model_copy(update=changes)
+    report = EvaluationRecord(
+        plant="plant-a", round_id="r1", version=aggregated, num_samples=10, metrics={"val_accuracy": 0.5}
+    ).model_copy(update=changes)
     with pytest.raises(ExchangeError) as refused:
         hub.plant(caller).submit_evaluation(report)
     assert refused.value.code is code and message in str(refused.value)

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import grpc
 import pytest
+from support.exchange import ADMIN_TOKEN, Hub, meta_for, wait_until, write_payload
 
+from plantfed.contract.records import RoundState
+from plantfed.contract.wire.v1 import exchange_pb2 as pb
+from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
+from plantfed.engine.privacy import DPMode, DPRelease, PrivacyLedger
+from plantfed.engine.store import file_sha256
 from plantfed.exchange import ExchangeError
 from plantfed.exchange.convert import meta_to_wire
 from plantfed.exchange.transport import MAX_CHUNK, open_channel
-from plantfed.engine.privacy import DPMode, DPRelease, PrivacyLedger
-from plantfed.contract.records import RoundState
-from plantfed.engine.store import file_sha256
-from plantfed.contract.wire.v1 import exchange_pb2 as pb
-from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
-from support.exchange import ADMIN_TOKEN, Hub, meta_for, wait_until, write_payload
 
 
 def refused(code: grpc.StatusCode, fn, *args, **kwargs) -> ExchangeError:

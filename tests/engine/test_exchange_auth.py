@@ -8,7 +8,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from support.exchange import ADMIN_TOKEN, Hub, meta_for, write_payload, write_token_book
+from support.tls import Pki
 
+from plantfed.contract.records import RoundRecord
+from plantfed.contract.wire.v1 import exchange_pb2 as pb
+from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
+from plantfed.engine.store import ModelStore
 from plantfed.exchange import (
     AdminClient,
     ExchangeClient,
@@ -20,12 +26,6 @@ from plantfed.exchange import (
 )
 from plantfed.exchange.auth import Authenticator
 from plantfed.exchange.transport import ServerTLS, open_channel
-from plantfed.contract.records import RoundRecord
-from plantfed.engine.store import ModelStore
-from plantfed.contract.wire.v1 import exchange_pb2 as pb
-from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
-from support.exchange import ADMIN_TOKEN, Hub, meta_for, write_payload, write_token_book
-from support.tls import Pki
 
 
 def _secret_mount(root: Path, generation: str, tokens: dict[str, str]) -> None:

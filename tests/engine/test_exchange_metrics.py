@@ -4,21 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from support.exchange import ADMIN_TOKEN, FAST_RETRY, meta_for, write_payload, write_token_book
+
+from plantfed.contract.metrics import Metrics
+from plantfed.contract.records import RoundRecord
+from plantfed.engine.store import ModelStore
 from plantfed.exchange.auth import TokenBook
 from plantfed.exchange.client import AdminClient, ExchangeClient
 from plantfed.exchange.payload import PayloadCheck
 from plantfed.exchange.server import build_server
-from plantfed.contract.metrics import Metrics
-from plantfed.contract.records import RoundRecord
-from plantfed.engine.store import ModelStore
-from support.exchange import ADMIN_TOKEN, FAST_RETRY, meta_for, write_payload, write_token_book
 
 
 def test_accepted_bytes_and_served_bytes_are_counted(tmp_path: Path, plant_tokens: dict[str, str]) -> None:
     metrics = Metrics()
     book = TokenBook(write_token_book(tmp_path / "tokens.txt", plant_tokens), reload_seconds=0)
     server, port = build_server(
-        ModelStore(tmp_path / "store"), book, admin_token=ADMIN_TOKEN, metrics=metrics, payload_check=PayloadCheck.FORMAT
+        ModelStore(tmp_path / "store"),
+        book,
+        admin_token=ADMIN_TOKEN,
+        metrics=metrics,
+        payload_check=PayloadCheck.FORMAT,
     )
     server.start()
     target = f"127.0.0.1:{port}"

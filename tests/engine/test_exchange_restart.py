@@ -8,13 +8,13 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from plantfed.exchange import AdminClient, ExchangeClient, Receipt
-from plantfed.exchange.transport import MAX_CHUNK
-from plantfed.contract.records import RoundRecord
-from plantfed.engine.store import ModelStore
 from support.exchange import ADMIN_TOKEN, FAST_RETRY, meta_for, wait_until, write_payload
 from support.exchange_process import ServerProcess
+
+from plantfed.contract.records import RoundRecord
+from plantfed.engine.store import ModelStore
+from plantfed.exchange import AdminClient, ExchangeClient, Receipt
+from plantfed.exchange.transport import MAX_CHUNK
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ def test_upload_resumes_after_the_server_process_is_killed(
         try:
             with ExchangeClient(target, plant_tokens["plant-a"], retry=FAST_RETRY) as client:
                 outcome["receipt"] = client.upload_update(meta, payload, progress=stall_once_past_half)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
+        except BaseException as exc:
             outcome["error"] = exc
 
     uploader = threading.Thread(target=upload)

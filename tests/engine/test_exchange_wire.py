@@ -7,8 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from plantfed.contract.wire import generate
 from support.paths import REPO
+
+from plantfed.contract.wire import generate
 
 
 def test_committed_stubs_match_the_proto() -> None:

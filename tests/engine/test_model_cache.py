@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from support.exchange import Hub
+
 from plantfed.exchange.client import ExchangeClient, RetryPolicy
 from plantfed.plant.model_cache import ModelCache
-from support.exchange import Hub
 
 
 def test_refresh_caches_the_promoted_model_and_keeps_it_when_the_hub_is_gone(hub: Hub, tmp_path: Path) -> None:

@@ -16,7 +16,10 @@ def balanced(classes: int = 4, per_class: int = 200) -> TensorDataset:
 
 def fleet(alpha: float, plants: int = 4, seed: int = 0) -> list[list[int]]:
     data = balanced()
-    return [class_histogram(label_skewed(data, alpha, seed=seed, plant_index=i, num_plants=plants), 4) for i in range(plants)]
+    return [
+        class_histogram(label_skewed(data, alpha, seed=seed, plant_index=i, num_plants=plants), 4)
+        for i in range(plants)
+    ]
 
 
 def test_small_alpha_skews_each_plant_differently_and_reproducibly() -> None:

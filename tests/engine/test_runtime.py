@@ -6,14 +6,14 @@ from dataclasses import replace
 
 import pytest
 import torch
-
-from plantfed.formats import codecs
-from plantfed.exchange.errors import ExchangeError
-from plantfed.contract.records import Codec, DPMode
-from plantfed.plant.runtime import ParticipationConfig, RoundNotForThisPlant
-from plantfed.tasks.bearing import BearingTask
 from support.exchange import Hub
 from support.plant_runtime import CFG, MODEL, HeadStaysHome, runtime_for, seed_bearing
+
+from plantfed.contract.records import Codec, DPMode
+from plantfed.exchange.errors import ExchangeError
+from plantfed.formats import codecs
+from plantfed.plant.runtime import ParticipationConfig, RoundNotForThisPlant
+from plantfed.tasks.bearing import BearingTask
 
 
 def test_update_is_a_delta_of_the_declared_samples_and_only_metrics_travel(hub: Hub) -> None:
@@ -60,7 +60,9 @@ def test_int8_update_is_smaller_and_close_to_the_fp32_one(hub: Hub) -> None:
     seed_bearing(hub, task)
     hub.open_round("r1", plants=("plant-a", "plant-b"), model=MODEL)
     fp32 = runtime_for(hub, "plant-a", task).participate("r1", CFG)
-    int8 = runtime_for(hub, "plant-b", task).participate("r1", ParticipationConfig(training=CFG.training, seed=3, codec=Codec.INT8))
+    int8 = runtime_for(hub, "plant-b", task).participate(
+        "r1", ParticipationConfig(training=CFG.training, seed=3, codec=Codec.INT8)
+    )
     assert int8.payload_bytes < fp32.payload_bytes / 3
     updates = {u.meta.plant: u for u in hub.store.updates("r1")}
     assert updates["plant-b"].meta.codec is Codec.INT8
@@ -123,20 +125,25 @@ def test_the_aggregate_command_leaves_the_tasks_personal_layers_out(hub: Hub) ->
     runtime_for(hub, "plant-a", task).participate("r1", CFG)
     hub.store.close_round("r1")
 
-    assert main(["aggregate", f"--store={hub.store.root}", "--round=r1", "--task=support.plant_runtime:HeadStaysHome"]) == 0
+    assert (
+        main(["aggregate", f"--store={hub.store.root}", "--round=r1", "--task=support.plant_runtime:HeadStaysHome"])
+        == 0
+    )
 
     base = codecs.load_state(base_path)
     new = codecs.load_state(hub.store.blob_path(hub.store.candidate("r1").digest))
     assert all(torch.equal(new[n], base[n]) for n in base if n.startswith("head.")), "the global head never moves"
-    assert any(not torch.equal(new[n], base[n]) for n in base if not n.startswith("head.") and base[n].is_floating_point())
+    assert any(
+        not torch.equal(new[n], base[n]) for n in base if not n.startswith("head.") and base[n].is_floating_point()
+    )
 
 
 def test_the_version_a_round_publishes_carries_what_the_aggregation_measured(hub: Hub) -> None:
     """The aggregation Job exits before any scrape: the operator reads its numbers from the version record."""
     from prometheus_client import generate_latest
 
-    from plantfed.engine.aggregation import StrategyConfig
     from plantfed.contract.metrics import Metrics
+    from plantfed.engine.aggregation import StrategyConfig
     from plantfed.engine.round_aggregation import aggregate_round
 
     task = BearingTask()
@@ -203,8 +210,9 @@ def test_a_dp_sgd_update_declares_its_steps_and_rate_and_is_not_clipped_again(hu
     task = BearingTask()
     seed_bearing(hub, task)
     hub.open_round("r1", plants=("plant-a",), model=MODEL)
-    cfg = ParticipationConfig(training=CFG.training, seed=3, clip_norm=0.01, noise_multiplier=0.8,
-                              dp_mode=DPMode.SAMPLE)
+    cfg = ParticipationConfig(
+        training=CFG.training, seed=3, clip_norm=0.01, noise_multiplier=0.8, dp_mode=DPMode.SAMPLE
+    )
     report = runtime_for(hub, "plant-a", task).participate("r1", cfg)
     (record,) = hub.store.updates("r1")
     batches = -(-record.meta.num_samples // CFG.training.batch_size)
@@ -213,6 +221,9 @@ def test_a_dp_sgd_update_declares_its_steps_and_rate_and_is_not_clipped_again(hu
     assert (dp.steps, dp.sample_rate) == (batches, pytest.approx(1 / batches))
     # 0.01 bounds each record's gradient, not the update: the update is DP-SGD's output, uploaded as it is.
     assert report.update_norm > 0.01
-    norm = float(torch.sqrt(sum(t.double().pow(2).sum() for t in _stored(hub, "r1", "plant-a").values()
-                                if t.is_floating_point())))
+    norm = float(
+        torch.sqrt(
+            sum(t.double().pow(2).sum() for t in _stored(hub, "r1", "plant-a").values() if t.is_floating_point())
+        )
+    )
     assert norm == pytest.approx(report.update_norm, rel=1e-4)

@@ -16,8 +16,24 @@ from plantfed.engine.store import ModelStore
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("simulate") / "run"
     cmd = [
-        sys.executable, "-m", "plantfed", "simulate", "--plants", "3", "--rounds", "2", "--out", str(out),
-        "--epochs", "2", "--optimizer", "adam", "--learning-rate", "0.001", "--data-option", "recordings_per_class=3",
+        sys.executable,
+        "-m",
+        "plantfed",
+        "simulate",
+        "--plants",
+        "3",
+        "--rounds",
+        "2",
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--optimizer",
+        "adam",
+        "--learning-rate",
+        "0.001",
+        "--data-option",
+        "recordings_per_class=3",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from support.exchange import wait_until
 
 from plantfed.contract.records import RoundRecord, RoundState, UpdateMeta
 from plantfed.engine.store import (
@@ -25,7 +26,6 @@ from plantfed.engine.store import (
     OffsetError,
     RoundClosedError,
 )
-from support.exchange import wait_until
 
 
 def sha(data: bytes) -> str:

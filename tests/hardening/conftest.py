@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from plantfed.formats import codecs
 from support.exchange import Hub, new_plant_tokens, running_hub
 from support.updates import MODEL, base_state
+
+from plantfed.formats import codecs
 
 
 @pytest.fixture

@@ -8,18 +8,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from plantfed.formats import codecs
-from plantfed.engine.aggregation import StrategyConfig
 from plantfed.cli import main
-from plantfed.engine.privacy import PrivacyLedger, central_release, epsilon_for, release_for_update
 from plantfed.contract.records import Codec, DPParams, RoundRecord, UpdateMeta
+from plantfed.engine.aggregation import StrategyConfig
+from plantfed.engine.privacy import PrivacyLedger, central_release, epsilon_for, release_for_update
 from plantfed.engine.round_aggregation import charge_privacy
 from plantfed.engine.store import ModelStore
+from plantfed.formats import codecs
 
 MODEL, ROUND, DELTA = "press-line", "press-line-r1", 1e-5
 SHAPES = {"w": (8, 4), "b": (8,)}
-LOCAL_DP = {"plant-a": DPParams(clip_norm=1.0, noise_multiplier=1.1, steps=1, sample_rate=1.0),
-            "plant-b": DPParams(clip_norm=1.0, noise_multiplier=0.9, steps=1, sample_rate=1.0)}
+LOCAL_DP = {
+    "plant-a": DPParams(clip_norm=1.0, noise_multiplier=1.1, steps=1, sample_rate=1.0),
+    "plant-b": DPParams(clip_norm=1.0, noise_multiplier=0.9, steps=1, sample_rate=1.0),
+}
 
 
 def dp_round(root: Path, dp: dict[str, DPParams] = LOCAL_DP) -> ModelStore:
@@ -31,25 +33,46 @@ def dp_round(root: Path, dp: dict[str, DPParams] = LOCAL_DP) -> ModelStore:
     store.open_round(RoundRecord(round_id=ROUND, model=MODEL, base_version=base.version, plants=sorted(dp)))
     for plant, params in dp.items():
         path = root / f"{plant}.safetensors"
-        codecs.write_update(codecs.encode_delta({n: torch.randn(s, generator=g) for n, s in SHAPES.items()},
-                                                Codec.NONE), path, Codec.NONE)
+        codecs.write_update(
+            codecs.encode_delta({n: torch.randn(s, generator=g) for n, s in SHAPES.items()}, Codec.NONE),
+            path,
+            Codec.NONE,
+        )
         digest, size = store.import_file(path)
-        store.commit_update(UpdateMeta(plant=plant, round_id=ROUND, base_version=base.version, num_samples=50,
-                                       dp=params, total_bytes=size, sha256=digest), digest)
+        store.commit_update(
+            UpdateMeta(
+                plant=plant,
+                round_id=ROUND,
+                base_version=base.version,
+                num_samples=50,
+                dp=params,
+                total_bytes=size,
+                sha256=digest,
+            ),
+            digest,
+        )
     store.close_round(ROUND)
     return store
 
 
 def aggregate(root: Path, *central: str) -> dict:
     out = root / "result.json"
-    argv = ["aggregate", f"--store={root / 'store'}", f"--round={ROUND}", "--plants=plant-a,plant-b",
-            f"--dp-delta={DELTA!r}", f"--result={out}", *central]
+    argv = [
+        "aggregate",
+        f"--store={root / 'store'}",
+        f"--round={ROUND}",
+        "--plants=plant-a,plant-b",
+        f"--dp-delta={DELTA!r}",
+        f"--result={out}",
+        *central,
+    ]
     assert main(argv) == 0
     return json.loads(out.read_text())
 
 
-@pytest.mark.parametrize("central", [(), ("--norm-bound=1.0", "--central-noise-multiplier=0.8")],
-                         ids=["local", "local+central"])
+@pytest.mark.parametrize(
+    "central", [(), ("--norm-bound=1.0", "--central-noise-multiplier=0.8")], ids=["local", "local+central"]
+)
 def test_a_rerun_aggregation_job_charges_each_plant_once(tmp_path: Path, central: tuple[str, ...]) -> None:
     store = dp_round(tmp_path / "store")
     expected = {p: [release_for_update(dp)] for p, dp in LOCAL_DP.items()}

@@ -8,10 +8,10 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from plantfed.formats import codecs
+from plantfed.contract.records import Codec
 from plantfed.engine.aggregation import StrategyConfig, UpdateInput, aggregate
 from plantfed.engine.aggregation.central_dp import tensor_generator
-from plantfed.contract.records import Codec
+from plantfed.formats import codecs
 
 SHAPES = {"w": (64, 32), "b": (64,)}
 

@@ -12,12 +12,12 @@ import torch
 from opacus.accountants import RDPAccountant
 from torch import nn
 
-from plantfed.engine.privacy import epsilon_for, release_for_update
 from plantfed.contract.records import DPMode
+from plantfed.engine.privacy import epsilon_for, release_for_update
 from plantfed.plant.privacy import global_l2_norm
-from plantfed.tasks.sdk import DataSpec
-from plantfed.tasks.bearing import BearingTask
 from plantfed.plant.training import LocalTrainingConfig, SampleDP, train_local
+from plantfed.tasks.bearing import BearingTask
+from plantfed.tasks.sdk import DataSpec
 
 DELTA = 1e-5
 CPU = torch.device("cpu")
@@ -26,8 +26,9 @@ TASK = BearingTask()
 
 @pytest.fixture(scope="module")
 def train_set():
-    return TASK.load_data(DataSpec(plant="plant-a", plant_index=0, num_plants=3,
-                                   options={"recordings_per_class": 1, "seconds": 2.0})).train
+    return TASK.load_data(
+        DataSpec(plant="plant-a", plant_index=0, num_plants=3, options={"recordings_per_class": 1, "seconds": 2.0})
+    ).train
 
 
 def trained(train_set, cfg: LocalTrainingConfig, seed: int = 0) -> tuple[dict[str, torch.Tensor], object, nn.Module]:
@@ -74,8 +75,10 @@ def test_noise_and_sampling_cannot_be_recomputed_from_the_seed(train_set) -> Non
     second, _, _ = trained(train_set, private, seed=7)
     assert any(not torch.equal(first[k], second[k]) for k in first)
     plain = LocalTrainingConfig(batch_size=64)
-    assert all(torch.equal(a, b) for a, b in zip(trained(train_set, plain, seed=7)[0].values(),
-                                                  trained(train_set, plain, seed=7)[0].values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(trained(train_set, plain, seed=7)[0].values(), trained(train_set, plain, seed=7)[0].values())
+    )
 
 
 def test_the_model_leaves_dp_sgd_as_it_came_in(train_set) -> None:
@@ -92,7 +95,9 @@ def test_the_model_leaves_dp_sgd_as_it_came_in(train_set) -> None:
 def test_dp_sgd_refuses_fedprox_and_models_it_cannot_privatise(train_set) -> None:
     private = SampleDP(clip_norm=1.0, noise_multiplier=1.0)
     with pytest.raises(ValueError, match="DP-SGD and FedProx do not combine"):
-        train_local(TASK, TASK.build_model("full"), train_set, LocalTrainingConfig(fedprox_mu=0.1, sample_dp=private), CPU)
+        train_local(
+            TASK, TASK.build_model("full"), train_set, LocalTrainingConfig(fedprox_mu=0.1, sample_dp=private), CPU
+        )
     width = train_set[0][0].shape[-1]
     batch_norm = nn.Sequential(nn.BatchNorm1d(1), nn.Flatten(), nn.Linear(width, 4))
     with pytest.raises(ValueError, match="cannot be trained with DP-SGD.*BatchNorm"):

@@ -14,13 +14,13 @@ import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from plantfed.formats import codecs
-from plantfed.engine.store import file_sha256
-from plantfed.contract.wire.v1 import exchange_pb2 as pb
-from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
 from support.exchange import Hub
 from support.updates import MODEL, base_state, write_good_update
+
+from plantfed.contract.wire.v1 import exchange_pb2 as pb
+from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
+from plantfed.engine.store import file_sha256
+from plantfed.formats import codecs
 
 FUZZ = settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
@@ -37,11 +37,17 @@ def _mutations(good: bytes) -> st.SearchStrategy[bytes]:
         lambda t: good[: t[0]] + bytes([good[t[0]] ^ t[1]]) + good[t[0] + 1 :]
     )
     # Same-length edits of the JSON header: plausible-looking lies about dtypes, shapes, names and the codec.
-    edits = [(b'"F32"', b'"F16"'), (b'"F32"', b'"I32"'), (b'"I64"', b'"F64"'), (b"[4]", b"[5]"),
-             (b"[4,2,3]", b"[4,3,2]"), (b"conv.bias", b"conv.bia_"), (b'"none"', b'"int8"'), (b'"update"', b'"state!"')]
-    header_edit = st.sets(st.sampled_from(edits), min_size=1).map(
-        lambda chosen: _apply_edits(good, header_end, chosen)
-    )
+    edits = [
+        (b'"F32"', b'"F16"'),
+        (b'"F32"', b'"I32"'),
+        (b'"I64"', b'"F64"'),
+        (b"[4]", b"[5]"),
+        (b"[4,2,3]", b"[4,3,2]"),
+        (b"conv.bias", b"conv.bia_"),
+        (b'"none"', b'"int8"'),
+        (b'"update"', b'"state!"'),
+    ]
+    header_edit = st.sets(st.sampled_from(edits), min_size=1).map(lambda chosen: _apply_edits(good, header_end, chosen))
     return st.one_of(
         st.just(good),
         st.integers(0, len(good) - 1).map(lambda n: good[:n]),
@@ -108,8 +114,9 @@ def test_random_upload_streams_never_crash_or_commit_garbage(strict_hub: Hub, go
         layout=st.sampled_from(["normal", "no-start", "start-twice", "empty"]),
         honest=st.booleans(),
     )
-    def run(data, payload, token, plant, round_id, base_version, num_samples, codec, variant, chunk_sizes, layout,
-            honest):
+    def run(
+        data, payload, token, plant, round_id, base_version, num_samples, codec, variant, chunk_sizes, layout, honest
+    ):
         true_sha = hashlib.sha256(payload).hexdigest()
         sha = data.draw(st.sampled_from([true_sha, "0" * 64, "not-hex", ""]), label="sha256")
         total = data.draw(st.sampled_from([len(payload), len(payload) + 1, max(0, len(payload) - 1), -1, 2**62]))
@@ -120,13 +127,23 @@ def test_random_upload_streams_never_crash_or_commit_garbage(strict_hub: Hub, go
             sha, total, offset, layout = true_sha, len(payload), 0, "normal"
             strict_hub.open_round(round_id, (plant,), model=MODEL)
         meta = pb.UpdateMetadata(
-            plant=plant, round_id=round_id, base_version=base_version, num_samples=num_samples, codec=codec,
-            total_bytes=total, sha256=sha, variant=variant, metrics={"loss": 0.5},
+            plant=plant,
+            round_id=round_id,
+            base_version=base_version,
+            num_samples=num_samples,
+            codec=codec,
+            total_bytes=total,
+            sha256=sha,
+            variant=variant,
+            metrics={"loss": 0.5},
         )
         start = pb.UploadRequest(start=pb.UploadStart(meta=meta, offset=offset))
         chunks = [pb.UploadRequest(chunk=c) for c in _chunked(payload[max(0, offset) :], chunk_sizes)]
         messages = {
-            "normal": [start, *chunks], "no-start": chunks, "start-twice": [start, start, *chunks], "empty": [],
+            "normal": [start, *chunks],
+            "no-start": chunks,
+            "start-twice": [start, start, *chunks],
+            "empty": [],
         }[layout]
         try:
             stub.UploadUpdate(iter(messages), metadata=(("authorization", f"Bearer {token}"),), timeout=30)

@@ -12,10 +12,6 @@ from pathlib import Path
 import grpc
 import pytest
 import torch
-
-from plantfed.exchange import ExchangeError
-from plantfed.contract.records import Codec
-from plantfed.contract.wire.v1 import exchange_pb2 as pb
 from support.exchange import Hub
 from support.updates import (
     MODEL,
@@ -26,6 +22,10 @@ from support.updates import (
     write_good_update,
     write_raw_update,
 )
+
+from plantfed.contract.records import Codec
+from plantfed.contract.wire.v1 import exchange_pb2 as pb
+from plantfed.exchange import ExchangeError
 
 
 @pytest.fixture
@@ -159,8 +159,12 @@ def test_stream_longer_than_declared_is_refused(strict_hub: Hub, committed_b: st
     path = write_good_update(strict_hub.tmp / "a.safetensors")
     data = path.read_bytes()
     with pytest.raises(grpc.RpcError) as info:
-        raw_upload(strict_hub, strict_hub.tokens["plant-a"], upload_start(update_meta("plant-a", "r1", path)),
-                   [data, b"\0" * 10])
+        raw_upload(
+            strict_hub,
+            strict_hub.tokens["plant-a"],
+            upload_start(update_meta("plant-a", "r1", path)),
+            [data, b"\0" * 10],
+        )
     assert info.value.code() == grpc.StatusCode.OUT_OF_RANGE and "more than the declared" in info.value.details()
     assert_nothing_lost(strict_hub, committed_b)
 
@@ -169,8 +173,12 @@ def test_truncated_stream_is_held_for_resume_but_never_committed(strict_hub: Hub
     path = write_good_update(strict_hub.tmp / "a.safetensors")
     data = path.read_bytes()
     with pytest.raises(grpc.RpcError) as info:
-        raw_upload(strict_hub, strict_hub.tokens["plant-a"], upload_start(update_meta("plant-a", "r1", path)),
-                   [data[: len(data) // 2]])
+        raw_upload(
+            strict_hub,
+            strict_hub.tokens["plant-a"],
+            upload_start(update_meta("plant-a", "r1", path)),
+            [data[: len(data) // 2]],
+        )
     assert info.value.code() == grpc.StatusCode.OUT_OF_RANGE and "upload incomplete" in info.value.details()
     assert {u.meta.plant for u in strict_hub.store.updates("r1")} == {"plant-b"}
     # The client resumes from what the hub holds and completes the same payload.
@@ -221,8 +229,10 @@ def test_plant_uploading_as_another_plant_is_refused(strict_hub: Hub, committed_
         (pb.DPParams(noise_multiplier=1.0), ["unbounded sensitivity"]),
         (pb.DPParams(mode=pb.DP_MODE_CENTRAL, clip_norm=1.0, noise_multiplier=1.0), ["central DP is added by the hub"]),
         (pb.DPParams(mode=pb.DP_MODE_SAMPLE, clip_norm=1.0, noise_multiplier=1.0), ["DP-SGD", "steps >= 1"]),
-        (pb.DPParams(mode=pb.DP_MODE_SAMPLE, clip_norm=1.0, noise_multiplier=1.0, steps=10, sample_rate=1.5),
-         ["sample_rate"]),
+        (
+            pb.DPParams(mode=pb.DP_MODE_SAMPLE, clip_norm=1.0, noise_multiplier=1.0, steps=10, sample_rate=1.5),
+            ["sample_rate"],
+        ),
         (pb.DPParams(mode=99, clip_norm=1.0), ["unknown DP mode 99"]),
     ],
     ids=["noise-without-clip", "plant-claims-central", "dp-sgd-without-steps", "rate-above-one", "unknown-mode"],

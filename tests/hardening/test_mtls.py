@@ -14,17 +14,17 @@ import grpc
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-
-from plantfed.formats import codecs
-from plantfed.exchange import AdminClient, ExchangeClient, ExchangeError, ServerTLS, TokenBook, build_server
-from plantfed.exchange.auth import ADMIN_CERT_NAME, PLANT_URI_PREFIX
-from plantfed.contract.records import RoundRecord, RoundState
-from plantfed.engine.store import ModelStore
-from plantfed.contract.wire.v1 import exchange_pb2 as pb
-from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
 from support.exchange import ADMIN_TOKEN, FAST_RETRY
 from support.tls import issue_cert, make_pki, new_key, pem_key
 from support.updates import MODEL, base_state, update_meta, write_good_update
+
+from plantfed.contract.records import RoundRecord, RoundState
+from plantfed.contract.wire.v1 import exchange_pb2 as pb
+from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
+from plantfed.engine.store import ModelStore
+from plantfed.exchange import AdminClient, ExchangeClient, ExchangeError, ServerTLS, TokenBook, build_server
+from plantfed.exchange.auth import ADMIN_CERT_NAME, PLANT_URI_PREFIX
+from plantfed.formats import codecs
 
 TOKENS = {"plant-a": "tok-a", "plant-b": "tok-b"}
 
@@ -47,8 +47,11 @@ class Ca:
         else:
             template = issue_cert("template", key, self.cert.subject, self.key, ca=False)
             cert = x509.CertificateBuilder(
-                subject_name=x509.Name([]), issuer_name=template.issuer, public_key=key.public_key(),
-                serial_number=x509.random_serial_number(), not_valid_before=template.not_valid_before_utc,
+                subject_name=x509.Name([]),
+                issuer_name=template.issuer,
+                public_key=key.public_key(),
+                serial_number=x509.random_serial_number(),
+                not_valid_before=template.not_valid_before_utc,
                 not_valid_after=template.not_valid_after_utc,
             ).sign(self.key, hashes.SHA256())
         return cert.public_bytes(serialization.Encoding.PEM), pem_key(key)
@@ -70,12 +73,15 @@ class MtlsHub:
     def plant(self, plant: str, cert: tuple[bytes, bytes] | None, *, token: str | None = None, **kw) -> ExchangeClient:
         crt, key = cert or (None, None)
         kw.setdefault("root_cert", self.server_ca)
-        return ExchangeClient(self.target, token or TOKENS[plant], client_cert=crt, client_key=key, retry=FAST_RETRY, **kw)
+        return ExchangeClient(
+            self.target, token or TOKENS[plant], client_cert=crt, client_key=key, retry=FAST_RETRY, **kw
+        )
 
     def admin(self, cert: tuple[bytes, bytes]) -> AdminClient:
         crt, key = cert
-        return AdminClient(self.target, ADMIN_TOKEN, root_cert=self.server_ca, client_cert=crt, client_key=key,
-                           retry=FAST_RETRY)
+        return AdminClient(
+            self.target, ADMIN_TOKEN, root_cert=self.server_ca, client_cert=crt, client_key=key, retry=FAST_RETRY
+        )
 
     def upload(self, client: ExchangeClient, plant: str, seed: int = 1):
         path = write_good_update(self.tmp / f"{plant}-{seed}.safetensors", seed=seed)
@@ -143,7 +149,8 @@ def test_a_certificate_that_does_not_name_exactly_this_plant_is_refused(
 
 
 @pytest.mark.parametrize(
-    "cert", [("plant-a", ()), ("plantfed-operator", ()), (ADMIN_CERT_NAME, (f"{PLANT_URI_PREFIX}plant-a",))],
+    "cert",
+    [("plant-a", ()), ("plantfed-operator", ()), (ADMIN_CERT_NAME, (f"{PLANT_URI_PREFIX}plant-a",))],
     ids=["a-plants-certificate", "another-name", "admin-cn-but-a-plant-uri"],
 )
 def test_the_admin_token_counts_only_with_the_admins_certificate(mtls_hub: MtlsHub, cert) -> None:
@@ -201,9 +208,21 @@ def test_train_cli_flags_reach_the_client(mtls_hub: MtlsHub, tmp_path: Path) -> 
     (secret / "ca.crt").write_bytes(mtls_hub.server_ca)
     (secret / "token").write_text(TOKENS["plant-a"])
     argv = [
-        "evaluate", "--exchange", mtls_hub.target, "--plant", "plant-a", "--token-file", str(secret / "token"),
-        "--ca-file", str(secret / "ca.crt"), "--state-dir", str(tmp_path / "state"),
-        "--client-cert", str(secret / "tls.crt"), "--client-key", str(secret / "tls.key"),
+        "evaluate",
+        "--exchange",
+        mtls_hub.target,
+        "--plant",
+        "plant-a",
+        "--token-file",
+        str(secret / "token"),
+        "--ca-file",
+        str(secret / "ca.crt"),
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--client-cert",
+        str(secret / "tls.crt"),
+        "--client-key",
+        str(secret / "tls.key"),
     ]
     args = build_parser().parse_args([*argv, "--model", MODEL])
     runtime = _plant_runtime(args)

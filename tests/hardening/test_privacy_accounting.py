@@ -13,6 +13,7 @@ import pytest
 from opacus.accountants import RDPAccountant
 from pydantic import ValidationError
 
+from plantfed.contract.records import DPParams
 from plantfed.engine.privacy import (
     DPMode,
     DPRelease,
@@ -24,7 +25,6 @@ from plantfed.engine.privacy import (
     release_for_update,
 )
 from plantfed.engine.privacy.accounting import RDP_ORDERS, LedgerError
-from plantfed.contract.records import DPParams
 
 DELTA = 1e-5
 
@@ -43,9 +43,11 @@ def test_epsilon_is_opacus_rdp_for_the_composed_history() -> None:
 def test_the_orders_are_opacus_defaults_and_accounting_does_not_import_torch() -> None:
     """The operator accounts for every DP round; torch would more than double its memory."""
     assert RDP_ORDERS == RDPAccountant.DEFAULT_ALPHAS
-    code = ("import sys; from plantfed.engine.privacy import DPMode, DPRelease, epsilon_for; "
-            "assert epsilon_for([DPRelease(mode=DPMode.LOCAL, noise_multiplier=1.0)], 1e-5) > 0; "
-            "print(sorted(m for m in ('torch', 'opacus') if m in sys.modules))")
+    code = (
+        "import sys; from plantfed.engine.privacy import DPMode, DPRelease, epsilon_for; "
+        "assert epsilon_for([DPRelease(mode=DPMode.LOCAL, noise_multiplier=1.0)], 1e-5) > 0; "
+        "print(sorted(m for m in ('torch', 'opacus') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -69,8 +71,10 @@ def test_a_release_without_noise_has_no_guarantee() -> None:
         (DPParams(), None),  # no DP: nothing charged (and no guarantee claimed)
         (DPParams(clip_norm=1.0, noise_multiplier=1.1, steps=40, sample_rate=0.02), local(1.1)),
         (DPParams(clip_norm=2.0), DPRelease(mode=DPMode.LOCAL, noise_multiplier=0.0, clip_norm=2.0)),
-        (DPParams(mode=DPMode.SAMPLE, clip_norm=1.0, noise_multiplier=1.1, steps=40, sample_rate=0.025),
-         DPRelease(mode=DPMode.SAMPLE, noise_multiplier=1.1, sample_rate=0.025, steps=40, clip_norm=1.0)),
+        (
+            DPParams(mode=DPMode.SAMPLE, clip_norm=1.0, noise_multiplier=1.1, steps=40, sample_rate=0.025),
+            DPRelease(mode=DPMode.SAMPLE, noise_multiplier=1.1, sample_rate=0.025, steps=40, clip_norm=1.0),
+        ),
     ],
     ids=["off", "clip-and-noise", "clip-only", "dp-sgd"],
 )
@@ -91,8 +95,13 @@ def test_an_updates_metadata_becomes_one_release_per_round(dp: DPParams, expecte
         ({"mode": DPMode.SAMPLE, "clip_norm": 1.0, "noise_multiplier": 1.0, "steps": 10}, "sample_rate > 0"),
         ({"mode": DPMode.SAMPLE, "noise_multiplier": 1.0, "steps": 10, "sample_rate": 0.1}, "clip_norm > 0"),
     ],
-    ids=["noise-without-clip", "plant-declares-central", "dp-sgd-without-steps", "dp-sgd-without-rate",
-         "dp-sgd-without-clip"],
+    ids=[
+        "noise-without-clip",
+        "plant-declares-central",
+        "dp-sgd-without-steps",
+        "dp-sgd-without-rate",
+        "dp-sgd-without-clip",
+    ],
 )
 def test_declarations_that_cannot_be_charged_are_refused(fields: dict, problem: str) -> None:
     """An update whose DP claim the accountant cannot price is refused outright, never charged as free."""
@@ -173,16 +182,18 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
 @pytest.mark.parametrize("epochs", [1, 3])
 def test_a_first_dp_sgd_round_is_priced_at_the_dearest_data_size(sigma: float, epochs: int) -> None:
     """The hub prices a plant's first DP-SGD round without knowing its data size N; no N may cost more."""
-    alternatives = plant_release_alternatives(DPMode.SAMPLE, clip_norm=1.0, noise_multiplier=sigma, epochs=epochs,
-                                              history=[])
+    alternatives = plant_release_alternatives(
+        DPMode.SAMPLE, clip_norm=1.0, noise_multiplier=sigma, epochs=epochs, history=[]
+    )
     priced = dearest_epsilon([], [[a] for a in alternatives], DELTA)
     if sigma == 0.5:  # here q = 1 is not the dearest case: b = 3..4 batches per epoch cost more
         assert priced > epsilon_for([alternatives[0]], DELTA)
     batch = 64
     for n in [1, 64, 65, 100, 200, 1000, 2560, 10_000, 16_384, 16_385, 100_000, 1_000_000]:
         batches = math.ceil(n / batch)
-        real = DPRelease(mode=DPMode.SAMPLE, noise_multiplier=sigma, sample_rate=1 / batches, steps=epochs * batches,
-                         clip_norm=1.0)
+        real = DPRelease(
+            mode=DPMode.SAMPLE, noise_multiplier=sigma, sample_rate=1 / batches, steps=epochs * batches, clip_norm=1.0
+        )
         assert epsilon_for([real], DELTA) <= priced * (1 + 1e-9), f"N = {n}"
 
 

@@ -12,8 +12,8 @@ import pytest
 from opacus.accountants import RDPAccountant
 from rich.console import Console
 
-from plantfed.formats import codecs
 from plantfed.engine.privacy import DPMode, DPRelease, epsilon_for
+from plantfed.formats import codecs
 from plantfed.sim.simulate import Simulation, SimulationConfig
 
 DELTA = 1e-5
@@ -39,8 +39,14 @@ def dp_run(tmp_path_factory: pytest.TempPathFactory) -> DPRun:
     """Two plants with local DP (clipping and noise), stopped by the ε budget after round 1."""
     work = tmp_path_factory.mktemp("simulate-dp")
     cfg = SimulationConfig(
-        plants=len(PLANTS), rounds=3, out=work / "run", epochs=1, data_options={"recordings_per_class": "2"},
-        clip_norm=ONE_ROUND.clip_norm, noise_multiplier=ONE_ROUND.noise_multiplier, dp_delta=DELTA,
+        plants=len(PLANTS),
+        rounds=3,
+        out=work / "run",
+        epochs=1,
+        data_options={"recordings_per_class": "2"},
+        clip_norm=ONE_ROUND.clip_norm,
+        noise_multiplier=ONE_ROUND.noise_multiplier,
+        dp_delta=DELTA,
         epsilon_budget=BUDGET,
     )
     with open(work / "console.txt", "w") as console:
@@ -63,7 +69,9 @@ def test_epsilon_is_reported_per_round_and_the_budget_stops_training(dp_run: DPR
         assert report["rounds"][0]["plants"][plant]["epsilon"] == pytest.approx(EPS1)
         assert report["privacy"]["epsilon"][plant] == pytest.approx(EPS1)
         assert report["privacy"]["epsilon"][plant] <= BUDGET
-        value = dp_run.sim.metrics.registry.get_sample_value("plantfed_dp_epsilon_spent", {"model": "bearing", "plant": plant})
+        value = dp_run.sim.metrics.registry.get_sample_value(
+            "plantfed_dp_epsilon_spent", {"model": "bearing", "plant": plant}
+        )
         assert value == pytest.approx(EPS1)
     on_disk = json.loads((dp_run.out / "report.json").read_text())
     assert on_disk["privacy"]["rounds_charged"] == {"plant-1": 1, "plant-2": 1}
@@ -75,7 +83,8 @@ def test_the_exported_update_norm_is_the_norm_the_hub_received(dp_run: DPRun) ->
     (round_,) = dp_run.report["rounds"]
     for plant in PLANTS:
         exported = dp_run.sim.metrics.registry.get_sample_value(
-            "plantfed_update_l2_norm", {"model": "bearing", "plant": plant})
+            "plantfed_update_l2_norm", {"model": "bearing", "plant": plant}
+        )
         received = received_norm(dp_run.sim, round_["round_id"], plant)
         assert exported == pytest.approx(received, rel=1e-4)
         assert round_["plants"][plant]["update_norm"] != pytest.approx(received, rel=1e-2), "noise changed nothing?"
@@ -84,9 +93,16 @@ def test_the_exported_update_norm_is_the_norm_the_hub_received(dp_run: DPRun) ->
 def test_dp_sgd_plants_declare_what_they_ran_and_the_ledger_composes_it_like_opacus(tmp_path: Path) -> None:
     """Privacy mode sample end to end: real opacus in each plant process, real uploads, the hub's ledger."""
     cfg = SimulationConfig(
-        plants=len(PLANTS), rounds=2, out=tmp_path / "run", epochs=1, batch_size=64,
+        plants=len(PLANTS),
+        rounds=2,
+        out=tmp_path / "run",
+        epochs=1,
+        batch_size=64,
         data_options={"recordings_per_class": "1", "seconds": "2.0"},
-        clip_norm=1.0, noise_multiplier=1.2, dp_mode=DPMode.SAMPLE, dp_delta=DELTA,
+        clip_norm=1.0,
+        noise_multiplier=1.2,
+        dp_mode=DPMode.SAMPLE,
+        dp_delta=DELTA,
     )
     with open(tmp_path / "console.txt", "w") as console:
         sim = Simulation(cfg, console=Console(file=console))
@@ -108,8 +124,9 @@ def test_dp_sgd_plants_declare_what_they_ran_and_the_ledger_composes_it_like_opa
 
 
 def test_dp_sgd_with_fedprox_is_refused_before_anything_starts(tmp_path: Path) -> None:
-    cfg = SimulationConfig(out=tmp_path / "run", clip_norm=1.0, noise_multiplier=1.0, dp_mode=DPMode.SAMPLE,
-                           fedprox_mu=0.01)
+    cfg = SimulationConfig(
+        out=tmp_path / "run", clip_norm=1.0, noise_multiplier=1.0, dp_mode=DPMode.SAMPLE, fedprox_mu=0.01
+    )
     with pytest.raises(ValueError, match="cannot be combined with --fedprox-mu"):
         Simulation(cfg)
     assert not (tmp_path / "run").exists()

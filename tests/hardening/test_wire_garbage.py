@@ -6,7 +6,6 @@ import os
 import socket
 
 import pytest
-
 from support.exchange import Hub
 from support.updates import MODEL, update_meta, write_good_update
 

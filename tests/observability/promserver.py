@@ -46,7 +46,9 @@ class Prometheus:
     log: Path
 
     @classmethod
-    def start(cls, workdir: Path, job: str, target: str, labels: dict[str, str], scrape_interval: str = "1s") -> "Prometheus":
+    def start(
+        cls, workdir: Path, job: str, target: str, labels: dict[str, str], scrape_interval: str = "1s"
+    ) -> Prometheus:
         workdir.mkdir(parents=True, exist_ok=True)
         config = {
             "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
@@ -56,9 +58,14 @@ class Prometheus:
         port = free_port()
         log = workdir / "prometheus.log"
         process = subprocess.Popen(
-            [str(require_prometheus()), f"--config.file={workdir / 'prometheus.yml'}",
-             f"--storage.tsdb.path={workdir / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=log.open("wb"), stderr=subprocess.STDOUT,
+            [
+                str(require_prometheus()),
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
         )
         prom = cls(f"http://127.0.0.1:{port}", process, log)
         wait_for(prom.ready, timeout=120, what=f"Prometheus ready on {prom.url} (log: {log})")

@@ -43,7 +43,9 @@ def generated_block(text: str) -> str:
 
 def test_every_metric_is_documented() -> None:
     text = DOC.read_text()
-    assert generated_block(text) == table(), f"the metric table is stale: run .venv/bin/python {Path(__file__).relative_to(DOC.parents[1])}"
+    assert generated_block(text) == table(), (
+        f"the metric table is stale: run .venv/bin/python {Path(__file__).relative_to(DOC.parents[1])}"
+    )
     for name, _, _, _ in families():
         assert name in text
 

@@ -23,8 +23,8 @@ import pytest
 from promserver import Prometheus, free_port, require_prometheus
 from support.kube.wait import wait_for
 
-from plantfed.sim.report import PrometheusSource, render_prometheus
 from plantfed.engine.store import ModelStore
+from plantfed.sim.report import PrometheusSource, render_prometheus
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "charts" / "plantfed-hub" / "dashboards" / "plantfed-convergence.json"
@@ -54,7 +54,9 @@ def _simulate_finished(proc: subprocess.Popen, report: Path, log: Path) -> bool:
     if report.exists():
         return True
     if proc.poll() is not None:
-        raise AssertionError(f"plantfed simulate exited with {proc.returncode} before finishing:\n{log.read_text()[-4000:]}")
+        raise AssertionError(
+            f"plantfed simulate exited with {proc.returncode} before finishing:\n{log.read_text()[-4000:]}"
+        )
     return False
 
 
@@ -63,35 +65,71 @@ def observed(tmp_path_factory: pytest.TempPathFactory):
     require_prometheus()
     work = tmp_path_factory.mktemp("observability")
     metrics_port = free_port()
-    prom = Prometheus.start(work / "prometheus", "plantfed-simulate", f"127.0.0.1:{metrics_port}",
-                            {"namespace": NAMESPACE}, scrape_interval=f"{SCRAPE_S}s")
+    prom = Prometheus.start(
+        work / "prometheus",
+        "plantfed-simulate",
+        f"127.0.0.1:{metrics_port}",
+        {"namespace": NAMESPACE},
+        scrape_interval=f"{SCRAPE_S}s",
+    )
     out = work / "run"
     log = work / "simulate.log"
     started = time.time()
     sim = subprocess.Popen(
-        [sys.executable, "-m", "plantfed", "simulate", "--plants", str(len(PLANTS)), "--rounds", str(ROUNDS),
-         "--out", str(out), "--metrics-port", str(metrics_port), "--metrics-linger", "900",
-         "--data-option", "recordings_per_class=2", "--clip-norm", "1.0", "--noise-multiplier", "0.3",
-         "--parallel", str(len(PLANTS))],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=work,
+        [
+            sys.executable,
+            "-m",
+            "plantfed",
+            "simulate",
+            "--plants",
+            str(len(PLANTS)),
+            "--rounds",
+            str(ROUNDS),
+            "--out",
+            str(out),
+            "--metrics-port",
+            str(metrics_port),
+            "--metrics-linger",
+            "900",
+            "--data-option",
+            "recordings_per_class=2",
+            "--clip-norm",
+            "1.0",
+            "--noise-multiplier",
+            "0.3",
+            "--parallel",
+            str(len(PLANTS)),
+        ],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=work,
     )
     try:
-        wait_for(lambda: _simulate_finished(sim, out / "report.json", log), timeout=1200, interval=1,
-                 what=f"plantfed simulate to finish (log: {log})")
+        wait_for(
+            lambda: _simulate_finished(sim, out / "report.json", log),
+            timeout=1200,
+            interval=1,
+            what=f"plantfed simulate to finish (log: {log})",
+        )
         report = json.loads((out / "report.json").read_text())
         final = report["rounds"][-1]["global_accuracy"]
         sel = f'{{namespace="{NAMESPACE}", model="{MODEL}"}}'
 
         def final_values_scraped() -> bool:
             # The final evaluation is the last thing simulate sets before writing report.json.
-            assert sim.poll() is None, f"simulate stopped serving metrics before the final scrape:\n{log.read_text()[-2000:]}"
+            assert sim.poll() is None, (
+                f"simulate stopped serving metrics before the final scrape:\n{log.read_text()[-2000:]}"
+            )
             acc = prom.value(f"plantfed_global_accuracy{sel}")
             return prom.value(f"plantfed_round_number{sel}") == ROUNDS and acc is not None and math.isclose(acc, final)
 
         wait_for(final_values_scraped, timeout=120, what="Prometheus to scrape the run's final values")
         # One more scrape past the final values, so range queries ending now include them.
-        wait_for(lambda: time.time() > _last_scrape(prom) > (out / "report.json").stat().st_mtime + SCRAPE_S,
-                 timeout=60, what="a scrape after the run ended")
+        wait_for(
+            lambda: time.time() > _last_scrape(prom) > (out / "report.json").stat().st_mtime + SCRAPE_S,
+            timeout=60,
+            what="a scrape after the run ended",
+        )
         yield ObservedRun(prom, report, started, time.time(), out)
     finally:
         if sim.poll() is None:
@@ -107,6 +145,7 @@ def _last_scrape(prom: Prometheus) -> float:
 
 # -- the dashboard --------------------------------------------------------------------------------------
 
+
 def dashboard() -> dict:
     return json.loads(DASHBOARD.read_text())
 
@@ -118,6 +157,7 @@ def panel_targets(dash: dict) -> list[tuple[str, dict]]:
 
 def interpolate(expr: str, values: dict[str, str]) -> str:
     """Grafana's variable substitution ($name, ${name}, ${name:format}) for the values a user picked."""
+
     def one(match: re.Match) -> str:
         name = match.group(1) or match.group(2)
         if name not in values:
@@ -129,9 +169,17 @@ def interpolate(expr: str, values: dict[str, str]) -> str:
 
 def grafana_values(run: ObservedRun, namespace: str, model: str, plant: str) -> dict[str, str]:
     seconds = math.ceil(run.finished - run.started) + 60
-    return {"namespace": namespace, "model": model, "plant": plant, "datasource": "prometheus",
-            "__rate_interval": RATE_INTERVAL, "__interval": STEP, "__range": f"{seconds}s",
-            "__range_s": str(seconds), "__range_ms": str(seconds * 1000)}
+    return {
+        "namespace": namespace,
+        "model": model,
+        "plant": plant,
+        "datasource": "prometheus",
+        "__rate_interval": RATE_INTERVAL,
+        "__interval": STEP,
+        "__range": f"{seconds}s",
+        "__range_s": str(seconds),
+        "__range_ms": str(seconds * 1000),
+    }
 
 
 def finite_samples(result: list[dict]) -> int:
@@ -157,8 +205,9 @@ def test_every_dashboard_panel_query_returns_data(observed: ObservedRun, selecti
         if target.get("instant"):
             result = observed.prom.instant(expr, at=observed.finished)
         else:
-            result = observed.prom.api("query_range", query=expr, start=f"{observed.started:.3f}",
-                                       end=f"{observed.finished:.3f}", step=STEP)["result"]
+            result = observed.prom.api(
+                "query_range", query=expr, start=f"{observed.started:.3f}", end=f"{observed.finished:.3f}", step=STEP
+            )["result"]
         if not finite_samples(result):
             empty.append(f"{title!r} [{target['refId']}]: {expr}")
     assert not empty, "dashboard queries with no data from a plantfed simulate run:\n" + "\n".join(empty)
@@ -169,8 +218,9 @@ def label_values(run: ObservedRun, query: str, values: dict[str, str]) -> list[s
     match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", interpolate(query, values))
     assert match, f"not a label_values() query: {query}"
     selector, label = match.groups()
-    return run.prom.api(f"label/{label}/values", **{"match[]": [selector], "start": f"{run.started:.3f}",
-                                                      "end": f"{run.finished:.3f}"})
+    return run.prom.api(
+        f"label/{label}/values", **{"match[]": [selector], "start": f"{run.started:.3f}", "end": f"{run.finished:.3f}"}
+    )
 
 
 def test_dashboard_variables_list_the_run(observed: ObservedRun) -> None:
@@ -183,6 +233,7 @@ def test_dashboard_variables_list_the_run(observed: ObservedRun) -> None:
 
 
 # -- what the run exported -------------------------------------------------------------------------------
+
 
 def test_final_values_match_the_run_report(observed: ObservedRun) -> None:
     prom, report = observed.prom, observed.report
@@ -214,12 +265,20 @@ def test_final_values_match_the_run_report(observed: ObservedRun) -> None:
 def test_global_accuracy_is_published_every_round(observed: ObservedRun) -> None:
     """Convergence is visible while the run progresses, not only at its end."""
     series = observed.prom.api(
-        "query_range", query=f'plantfed_global_accuracy{{namespace="{NAMESPACE}", model="{MODEL}"}}',
-        start=f"{observed.started:.3f}", end=f"{observed.finished:.3f}", step=f"{SCRAPE_S}s")["result"]
+        "query_range",
+        query=f'plantfed_global_accuracy{{namespace="{NAMESPACE}", model="{MODEL}"}}',
+        start=f"{observed.started:.3f}",
+        end=f"{observed.finished:.3f}",
+        step=f"{SCRAPE_S}s",
+    )["result"]
     first_seen = float(series[0]["values"][0][0])
     rounds = observed.prom.api(
-        "query_range", query=f'plantfed_round_number{{namespace="{NAMESPACE}", model="{MODEL}"}}',
-        start=f"{observed.started:.3f}", end=f"{observed.finished:.3f}", step=f"{SCRAPE_S}s")["result"]
+        "query_range",
+        query=f'plantfed_round_number{{namespace="{NAMESPACE}", model="{MODEL}"}}',
+        start=f"{observed.started:.3f}",
+        end=f"{observed.finished:.3f}",
+        step=f"{SCRAPE_S}s",
+    )["result"]
     round_one_seen = float(rounds[0]["values"][0][0])
     # Published with round 1's metrics, long before the run's final evaluation.
     assert first_seen <= round_one_seen + SCRAPE_S
@@ -227,6 +286,7 @@ def test_global_accuracy_is_published_every_round(observed: ObservedRun) -> None
 
 
 # -- plantfed report --prometheus -------------------------------------------------------------------------
+
 
 def png_size(path: Path) -> tuple[int, int]:
     head = path.read_bytes()[:24]
@@ -237,17 +297,16 @@ def png_size(path: Path) -> tuple[int, int]:
 def test_report_plots_each_round_from_prometheus(observed: ObservedRun, tmp_path: Path) -> None:
     report = observed.report
     since = time.time() - observed.started + 60
-    curves = render_prometheus(PrometheusSource(observed.prom.url, MODEL, NAMESPACE), tmp_path / "c.png",
-                               since_s=since)
+    curves = render_prometheus(PrometheusSource(observed.prom.url, MODEL, NAMESPACE), tmp_path / "c.png", since_s=since)
     assert png_size(tmp_path / "c.png") == (1650, 462)
     rounds = report["rounds"]
     assert curves.rounds == [1, 2, 3]
     # Accuracy published when round r finished: plants' score of the model round r started from, and for
     # the last round the final evaluation of the last model.
     assert curves.accuracy == pytest.approx(
-        [report["initial"]["accuracy"], rounds[0]["global_accuracy"], rounds[2]["global_accuracy"]])
-    assert curves.loss == pytest.approx(
-        [report["initial"]["loss"], rounds[0]["global_loss"], rounds[2]["global_loss"]])
+        [report["initial"]["accuracy"], rounds[0]["global_accuracy"], rounds[2]["global_accuracy"]]
+    )
+    assert curves.loss == pytest.approx([report["initial"]["loss"], rounds[0]["global_loss"], rounds[2]["global_loss"]])
     assert sorted(curves.plant_accuracy) == PLANTS
     for plant in PLANTS:
         xs, ys = curves.plant_accuracy[plant]
@@ -261,15 +320,49 @@ def test_report_plots_each_round_from_prometheus(observed: ObservedRun, tmp_path
 def test_report_cli_from_prometheus(observed: ObservedRun, tmp_path: Path) -> None:
     out = tmp_path / "convergence.png"
     done = subprocess.run(
-        [sys.executable, "-m", "plantfed", "report", "--prometheus", observed.prom.url, "--model", MODEL, "--namespace", NAMESPACE,
-         "--since", "1h", "--out", str(out)], capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "plantfed",
+            "report",
+            "--prometheus",
+            observed.prom.url,
+            "--model",
+            MODEL,
+            "--namespace",
+            NAMESPACE,
+            "--since",
+            "1h",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "rounds 1-3" in done.stdout
     assert png_size(out) == (1650, 462)
 
     missing = subprocess.run(
-        [sys.executable, "-m", "plantfed", "report", "--prometheus", observed.prom.url, "--model", "no-such-model", "--since", "1h",
-         "--out", str(tmp_path / "none.png")], capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "plantfed",
+            "report",
+            "--prometheus",
+            observed.prom.url,
+            "--model",
+            "no-such-model",
+            "--since",
+            "1h",
+            "--out",
+            str(tmp_path / "none.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert missing.returncode != 0
     assert 'plantfed_round_number{model="no-such-model"}' in missing.stderr
     assert not (tmp_path / "none.png").exists()

@@ -15,10 +15,11 @@ from typing import Any
 import kopf
 import pytest
 import yaml
+from pydantic import ValidationError
+
 from plantfed.contract.api import FederatedModel, FederatedRound, PlantParticipant
 from plantfed.contract.api.crdgen import RESOURCES, crd, crd_filename, generate_crds, main
 from plantfed.contract.api.openapi import SchemaError, apply_defaults, to_structural, walk
-from pydantic import ValidationError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,6 +72,7 @@ def example(kind: str) -> dict[str, Any]:
 
 
 # --- a small stand-in for the API server's CEL validation -------------------------------------
+
 
 def _celpy() -> Any:
     return pytest.importorskip("celpy", reason="cel-python evaluates the CRDs' CEL rules (dev dependency)")
@@ -221,8 +223,14 @@ def test_nested_defaults_fill_in_from_an_empty_object():
     spec = apply_defaults(example("FederatedRound"), schema_of("FederatedRound"))["spec"]
     assert spec["deadlineSeconds"] == 3600
     assert spec["strategy"] == {
-        "name": "fedprox", "serverLearningRate": 1.0, "beta1": 0.9, "beta2": 0.99, "tau": 0.001,
-        "momentum": 0.9, "trimFraction": 0.1, "normBound": 0.0,
+        "name": "fedprox",
+        "serverLearningRate": 1.0,
+        "beta1": 0.9,
+        "beta2": 0.99,
+        "tau": 0.001,
+        "momentum": 0.9,
+        "trimFraction": 0.1,
+        "normBound": 0.0,
     }
     assert spec["privacy"]["mode"] == "off" and spec["promotion"]["policy"] == "Always"
     assert spec["lateUploadPolicy"] == "Reject"
@@ -258,14 +266,44 @@ INVALID = [
     ("PlantParticipant", "metadata.name", "plant-b", "metadata.name must equal spec.plantId"),
     ("FederatedRound", "spec.plantSelector", _DELETE, "set plantSelector, plants, or both"),
     ("FederatedRound", "spec.training.fedProxMu", 0.0, "fedprox needs training.fedProxMu > 0"),
-    ("FederatedRound", "spec.strategy", {"name": "trimmedMean", "trimFraction": 0.0}, "trimmedMean needs trimFraction > 0"),
+    (
+        "FederatedRound",
+        "spec.strategy",
+        {"name": "trimmedMean", "trimFraction": 0.0},
+        "trimmedMean needs trimFraction > 0",
+    ),
     ("FederatedRound", "spec.promotion", {"policy": "IfBetter"}, "IfBetter needs a metric"),
     ("FederatedRound", "spec.privacy", {"mode": "local", "noiseMultiplier": 0.0}, "noiseMultiplier must be > 0"),
-    ("FederatedRound", "spec.privacy", {"mode": "sample", "noiseMultiplier": 1.0}, "cannot be combined with training.fedProxMu"),
-    ("FederatedRound", "spec.plantSelector.matchExpressions", [{"key": "line", "operator": "In"}], "values must be non-empty"),
-    ("FederatedRound", "spec.plantSelector.matchExpressions", [{"key": "line", "operator": "Exists", "values": ["a"]}], "values must be non-empty"),
-    ("FederatedRound", "spec.pod.tolerations", [{"key": "gpu", "operator": "Exists", "value": "x"}], "value must be empty"),
-    ("FederatedModel", "spec.initialWeights", {"seed": 1, "fromVersion": {"model": "m", "version": 2}}, "exactly one of seed or fromVersion"),
+    (
+        "FederatedRound",
+        "spec.privacy",
+        {"mode": "sample", "noiseMultiplier": 1.0},
+        "cannot be combined with training.fedProxMu",
+    ),
+    (
+        "FederatedRound",
+        "spec.plantSelector.matchExpressions",
+        [{"key": "line", "operator": "In"}],
+        "values must be non-empty",
+    ),
+    (
+        "FederatedRound",
+        "spec.plantSelector.matchExpressions",
+        [{"key": "line", "operator": "Exists", "values": ["a"]}],
+        "values must be non-empty",
+    ),
+    (
+        "FederatedRound",
+        "spec.pod.tolerations",
+        [{"key": "gpu", "operator": "Exists", "value": "x"}],
+        "value must be empty",
+    ),
+    (
+        "FederatedModel",
+        "spec.initialWeights",
+        {"seed": 1, "fromVersion": {"model": "m", "version": 2}},
+        "exactly one of seed or fromVersion",
+    ),
     ("FederatedModel", "spec.stop", {"target": 0.9}, "target needs metric"),
     ("FederatedModel", "spec.stop", {"patience": 2}, "patience needs metric"),
 ]
@@ -310,12 +348,21 @@ def test_campaign_settings_of_a_model_stay_editable():
 def test_from_object_reads_a_server_body_with_extra_metadata():
     body = example("FederatedRound")
     body["metadata"].update(
-        uid="1234", generation=3, resourceVersion="77", creationTimestamp="2026-11-02T10:00:00Z",
-        managedFields=[{"manager": "kubectl"}], annotations={"kopf.zalando.org/last-handled-configuration": "{}"},
+        uid="1234",
+        generation=3,
+        resourceVersion="77",
+        creationTimestamp="2026-11-02T10:00:00Z",
+        managedFields=[{"manager": "kubectl"}],
+        annotations={"kopf.zalando.org/last-handled-configuration": "{}"},
     )
-    body["status"] = {"kopf": {"progress": {}}, "phase": "Training", "startTime": "2026-11-02T10:00:05Z", "plants": [
-        {"plant": "plant-a", "state": "Uploaded", "samples": 1200, "bytes": 4096, "metrics": {"loss": 0.3}},
-    ]}
+    body["status"] = {
+        "kopf": {"progress": {}},
+        "phase": "Training",
+        "startTime": "2026-11-02T10:00:05Z",
+        "plants": [
+            {"plant": "plant-a", "state": "Uploaded", "samples": 1200, "bytes": 4096, "metrics": {"loss": 0.3}},
+        ],
+    }
     fr = FederatedRound.from_object(kopf.Body(body))
     assert fr.metadata.generation == 3
     assert fr.spec.model_ref == "bearing" and fr.spec.training.fed_prox_mu == 0.01
@@ -332,7 +379,11 @@ def test_from_object_reads_a_server_body_with_extra_metadata():
         ("FederatedRound", "spec.pod.memory", "lots"),
         ("FederatedRound", "spec.trainig", {"epochs": 2}),
         ("PlantParticipant", "spec.maintenanceWindows", [{"schedule": "61 * * * *", "durationMinutes": 5}]),
-        ("PlantParticipant", "spec.maintenanceWindows", [{"schedule": "0 1 * * *", "durationMinutes": 5, "timeZone": "Mars/Olympus"}]),
+        (
+            "PlantParticipant",
+            "spec.maintenanceWindows",
+            [{"schedule": "0 1 * * *", "durationMinutes": 5, "timeZone": "Mars/Olympus"}],
+        ),
         ("FederatedModel", "spec.cadence", "every day"),
     ],
 )
@@ -354,16 +405,20 @@ def test_converter_rejects_what_a_structural_schema_cannot_express():
 
 
 def test_converter_maps_json_schema_idioms_to_openapi():
-    out = to_structural({
-        "type": "object",
-        "properties": {
-            "opt": {"anyOf": [{"type": "integer"}, {"type": "null"}], "default": None},
-            "one": {"const": "x", "type": "string"},
-            "rate": {"type": "number", "exclusiveMinimum": 0},
-            "ref": {"$ref": "#/$defs/Sub", "description": "used here"},
-        },
-        "$defs": {"Sub": {"type": "object", "title": "Sub", "properties": {"n": {"type": "integer", "default": 1}}}},
-    })["properties"]
+    out = to_structural(
+        {
+            "type": "object",
+            "properties": {
+                "opt": {"anyOf": [{"type": "integer"}, {"type": "null"}], "default": None},
+                "one": {"const": "x", "type": "string"},
+                "rate": {"type": "number", "exclusiveMinimum": 0},
+                "ref": {"$ref": "#/$defs/Sub", "description": "used here"},
+            },
+            "$defs": {
+                "Sub": {"type": "object", "title": "Sub", "properties": {"n": {"type": "integer", "default": 1}}}
+            },
+        }
+    )["properties"]
     assert out["opt"] == {"type": "integer", "format": "int64"}
     assert out["one"] == {"type": "string", "enum": ["x"]}
     assert out["rate"] == {"type": "number", "minimum": 0, "exclusiveMinimum": True}

@@ -6,9 +6,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from plantfed.contract.api import FederatedModel, FederatedRound, PlantParticipant
 from plantfed.contract.api.common import ConditionStatus
 from plantfed.contract.api.round import PlantRoundState, RoundPhase
+from plantfed.contract.records import EvaluationRecord, ModelVersion, RoundRecord, RoundState
+from plantfed.engine.privacy import DPMode, DPRelease, epsilon_for
 from plantfed.hub.reconcile import (
     CloseExchangeRound,
     CreateAggregationJob,
@@ -32,8 +35,6 @@ from plantfed.hub.reconcile import (
     set_condition,
     status_patch,
 )
-from plantfed.engine.privacy import DPMode, DPRelease, epsilon_for
-from plantfed.contract.records import EvaluationRecord, ModelVersion, RoundRecord, RoundState
 
 NOW = datetime(2026, 11, 6, 12, 0, tzinfo=UTC)  # a Friday
 TIMEOUT = timedelta(seconds=90)
@@ -58,14 +59,19 @@ def plant(
         status["lastHeartbeatTime"] = heartbeat.isoformat()
     if assignment is not None:
         status["assignment"] = assignment
-    return PlantParticipant.from_object({
-        "metadata": {"name": plant_id, "labels": labels or {}, "generation": 1},
-        "spec": {
-            "plantId": plant_id, "paused": paused, "capacity": {"gpus": gpus},
-            "data": {"hostPath": {"path": "/data"}}, "maintenanceWindows": windows or [],
-        },
-        "status": status,
-    })
+    return PlantParticipant.from_object(
+        {
+            "metadata": {"name": plant_id, "labels": labels or {}, "generation": 1},
+            "spec": {
+                "plantId": plant_id,
+                "paused": paused,
+                "capacity": {"gpus": gpus},
+                "data": {"hostPath": {"path": "/data"}},
+                "maintenanceWindows": windows or [],
+            },
+            "status": status,
+        }
+    )
 
 
 def round_(name: str = "bearing-r1", status: Any = None, **spec: Any) -> FederatedRound:
@@ -78,34 +84,58 @@ def round_(name: str = "bearing-r1", status: Any = None, **spec: Any) -> Federat
 
 
 def version(v: int, *, round_id: str | None = None, promoted: bool = False, **metrics: float) -> ModelVersion:
-    return ModelVersion(model="bearing", version=v, digest=f"d{v}", size=1, round_id=round_id,
-                        metrics=metrics, created_at=0.0, promoted=promoted)
+    return ModelVersion(
+        model="bearing",
+        version=v,
+        digest=f"d{v}",
+        size=1,
+        round_id=round_id,
+        metrics=metrics,
+        created_at=0.0,
+        promoted=promoted,
+    )
 
 
 def upload(p: str, samples: int = 100, base_accuracy: float = 0.6, val_samples: float = 50.0) -> Upload:
     """A committed update; the plant also scored the base version on its validation split before training."""
-    return Upload(p, samples, samples * 10, {"loss": 0.5, "global_val_accuracy": base_accuracy,
-                                             "global_val_loss": 1.0, "global_val_samples": val_samples})
+    return Upload(
+        p,
+        samples,
+        samples * 10,
+        {"loss": 0.5, "global_val_accuracy": base_accuracy, "global_val_loss": 1.0, "global_val_samples": val_samples},
+    )
 
 
 def scored(p: str, accuracy: float, samples: int = 50, v: int = 5) -> EvaluationRecord:
-    return EvaluationRecord(plant=p, round_id="bearing-r1", version=v, num_samples=samples,
-                            metrics={"val_accuracy": accuracy, "val_loss": 1.0 - accuracy})
+    return EvaluationRecord(
+        plant=p,
+        round_id="bearing-r1",
+        version=v,
+        num_samples=samples,
+        metrics={"val_accuracy": accuracy, "val_loss": 1.0 - accuracy},
+    )
 
 
 FLEET = [plant("a"), plant("b"), plant("c")]
 BASE = version(4, promoted=True, accuracy=0.80)
 
 
-def observed(*uploads: Upload, exchange: str | None = "open", job: JobState | None = None,
-             candidate: ModelVersion | None = None, promoted: ModelVersion | None = BASE,
-             round_id: str = "bearing-r1", plants: tuple[str, ...] = ("a", "b", "c"),
-             evaluations: tuple[EvaluationRecord, ...] = (),
-             privacy: dict[str, tuple[DPRelease, ...]] | None = None) -> ObservedRound:
+def observed(
+    *uploads: Upload,
+    exchange: str | None = "open",
+    job: JobState | None = None,
+    candidate: ModelVersion | None = None,
+    promoted: ModelVersion | None = BASE,
+    round_id: str = "bearing-r1",
+    plants: tuple[str, ...] = ("a", "b", "c"),
+    evaluations: tuple[EvaluationRecord, ...] = (),
+    privacy: dict[str, tuple[DPRelease, ...]] | None = None,
+) -> ObservedRound:
     record = None
     if exchange is not None:
-        record = RoundRecord(round_id=round_id, model="bearing", base_version=4, plants=list(plants),
-                             state=RoundState(exchange))
+        record = RoundRecord(
+            round_id=round_id, model="bearing", base_version=4, plants=list(plants), state=RoundState(exchange)
+        )
     return ObservedRound(
         uploads=uploads,
         exchange=record,
@@ -234,18 +264,29 @@ def test_selection_gives_a_reason_for_every_excluded_named_plant():
         plant("d", gpus=0),
         plant("e", labels={"region": "us"}),
     ]
-    spec = round_(plants=["a", "b", "c", "d", "e", "f"], plantSelector={"matchLabels": {}, "matchExpressions": [
-        {"key": "region", "operator": "NotIn", "values": ["us"]}]}).spec
+    spec = round_(
+        plants=["a", "b", "c", "d", "e", "f"],
+        plantSelector={
+            "matchLabels": {},
+            "matchExpressions": [{"key": "region", "operator": "NotIn", "values": ["us"]}],
+        },
+    ).spec
     selection = select_plants(spec, fleet, NOW, TIMEOUT)
     assert selection.eligible == ("a",)
     assert {e.plant: e.reason for e in selection.excluded} == {
-        "b": "Paused", "c": "NotReady", "d": "InsufficientGpus", "e": "SelectorMismatch", "f": "NotFound",
+        "b": "Paused",
+        "c": "NotReady",
+        "d": "InsufficientGpus",
+        "e": "SelectorMismatch",
+        "f": "NotFound",
     }
 
 
 def test_selector_alone_picks_matching_plants_and_ignores_the_rest_silently():
     fleet = [plant("a", labels={"line": "x"}), plant("b", labels={"line": "y"}), plant("c")]
-    spec = round_(plants=None, plantSelector={"matchExpressions": [{"key": "line", "operator": "In", "values": ["x", "y"]}]}).spec
+    spec = round_(
+        plants=None, plantSelector={"matchExpressions": [{"key": "line", "operator": "In", "values": ["x", "y"]}]}
+    ).spec
     selection = select_plants(spec, fleet, NOW, TIMEOUT)
     assert selection.eligible == ("a", "b") and selection.excluded == ()
 
@@ -258,8 +299,10 @@ def local(sigma: float = 1.0) -> DPRelease:
 
 
 def dp_round(budget: float, mode: str = "local", sigma: float = 1.0, **spec: Any) -> FederatedRound:
-    return round_(privacy={"mode": mode, "noiseMultiplier": sigma, "clipNorm": 1.0, "delta": DELTA,
-                           "epsilonBudget": budget}, **spec)
+    return round_(
+        privacy={"mode": mode, "noiseMultiplier": sigma, "clipNorm": 1.0, "delta": DELTA, "epsilonBudget": budget},
+        **spec,
+    )
 
 
 def test_a_plant_is_excluded_when_its_next_round_would_exceed_the_budget_not_once_it_has():
@@ -272,8 +315,10 @@ def test_a_plant_is_excluded_when_its_next_round_would_exceed_the_budget_not_onc
     assert (b.plant, b.reason) == ("b", "PrivacyBudgetExhausted")
     # b has spent less than the budget: what excludes it is the round it would add.
     assert one < budget
-    assert b.message == (f"epsilon spent {one:.4g}; one more round would make it {two:.4g}, "
-                         f"above the budget {budget:g} (delta {DELTA:g})")
+    assert b.message == (
+        f"epsilon spent {one:.4g}; one more round would make it {two:.4g}, "
+        f"above the budget {budget:g} (delta {DELTA:g})"
+    )
 
 
 def test_a_round_that_exactly_uses_up_the_budget_is_allowed():
@@ -310,10 +355,14 @@ def test_dp_sgd_is_priced_from_the_plants_last_round_or_at_its_worst_case_before
     typical = epsilon_for([*history, sample(0.025, 80)], DELTA)
     assert typical < worst  # a first round is priced conservatively: a new plant may need a larger budget
     budget = (worst + typical) / 2
-    selection = select_plants(dp_round(budget, mode="sample", training={"epochs": 2}).spec, FLEET, NOW, TIMEOUT,
-                              {"a": history})
+    selection = select_plants(
+        dp_round(budget, mode="sample", training={"epochs": 2}).spec, FLEET, NOW, TIMEOUT, {"a": history}
+    )
     assert selection.eligible == ("a",)
-    assert {e.plant: e.reason for e in selection.excluded} == {"b": "PrivacyBudgetExhausted", "c": "PrivacyBudgetExhausted"}
+    assert {e.plant: e.reason for e in selection.excluded} == {
+        "b": "PrivacyBudgetExhausted",
+        "c": "PrivacyBudgetExhausted",
+    }
 
 
 def test_the_budget_is_ignored_without_privacy_or_without_a_budget():
@@ -425,15 +474,23 @@ def test_plant_failures_that_make_quorum_impossible_fail_the_round_before_the_de
     fr, decision = run(started(), observed(upload("c")), NOW + timedelta(minutes=2), plants=fleet)
     assert fr.status.phase is RoundPhase.FAILED
     assert cond(fr, "Succeeded").reason == "QuorumUnreachable"
-    assert cond(fr, "Succeeded").message == "2 of 3 assigned plants failed; at most 1 can upload but minParticipants is 2"
+    assert (
+        cond(fr, "Succeeded").message == "2 of 3 assigned plants failed; at most 1 can upload but minParticipants is 2"
+    )
     assert fr.status.plants[0].message == "CUDA out of memory"
 
 
 def test_agent_reports_show_progress_and_scheduling_problems():
     fleet = [
         plant("a", assignment={"round": "bearing-r1", "state": "Training", "progress": 0.4}),
-        plant("b", assignment={"round": "bearing-r1", "state": "Pending",
-                               "message": "Unschedulable: 0/1 nodes have free nvidia.com/gpu"}),
+        plant(
+            "b",
+            assignment={
+                "round": "bearing-r1",
+                "state": "Pending",
+                "message": "Unschedulable: 0/1 nodes have free nvidia.com/gpu",
+            },
+        ),
         plant("c", assignment={"round": "other-round", "state": "Failed"}),
     ]
     fr, _ = run(started(), observed(), NOW + timedelta(minutes=1), plants=fleet)
@@ -481,7 +538,9 @@ def test_aggregation_asks_the_contributing_plants_to_score_the_candidate_then_pr
     fr = aggregating()
     cand = version(5, round_id="bearing-r1", accuracy=0.7)
     after = NOW + timedelta(seconds=900)
-    fr, decision = run(fr, observed(upload("a"), upload("c"), job=JobState.SUCCEEDED, candidate=cand, exchange="closed"), after)
+    fr, decision = run(
+        fr, observed(upload("a"), upload("c"), job=JobState.SUCCEEDED, candidate=cand, exchange="closed"), after
+    )
     assert fr.status.phase is RoundPhase.EVALUATING and fr.status.candidate_version == 5
     assert cond(fr, "Aggregated").message == "aggregated 2 updates into version 5"
     assert (fr.status.evaluation.version, fr.status.evaluation.expected, fr.status.evaluation.reported) == (5, 2, 0)
@@ -489,9 +548,14 @@ def test_aggregation_asks_the_contributing_plants_to_score_the_candidate_then_pr
     assert not of_type(decision, Promote), "no promotion before the plants scored the candidate"
     assert decision.requeue_at == after + timedelta(seconds=600)
 
-    obs = observed(upload("a"), upload("c"),
-                   job=JobState.SUCCEEDED, candidate=cand, exchange="closed",
-                   evaluations=(scored("a", 0.9, samples=100), scored("c", 0.6, samples=50), scored("b", 0.1)))
+    obs = observed(
+        upload("a"),
+        upload("c"),
+        job=JobState.SUCCEEDED,
+        candidate=cand,
+        exchange="closed",
+        evaluations=(scored("a", 0.9, samples=100), scored("c", 0.6, samples=50), scored("b", 0.1)),
+    )
     fr, decision = run(fr, obs, after + timedelta(seconds=30))
     assert of_type(decision, Promote) == [Promote("bearing", 5, "bearing-r1")]
     ev = fr.status.evaluation
@@ -504,8 +568,11 @@ def test_aggregation_asks_the_contributing_plants_to_score_the_candidate_then_pr
     assert "val_accuracy 0.8 (base 0.6)" in cond(fr, "Evaluated").message
 
     done = cand.model_copy(update={"promoted": True})
-    fr, decision = run(fr, observed(job=JobState.SUCCEEDED, candidate=done, promoted=done, exchange="closed"),
-                       after + timedelta(seconds=40))
+    fr, decision = run(
+        fr,
+        observed(job=JobState.SUCCEEDED, candidate=done, promoted=done, exchange="closed"),
+        after + timedelta(seconds=40),
+    )
     assert fr.status.phase is RoundPhase.SUCCEEDED and fr.status.result_version == 5
     assert cond(fr, "Succeeded").status is ConditionStatus.TRUE
     assert cond(fr, "Promoted").status is ConditionStatus.TRUE
@@ -517,8 +584,14 @@ def test_evaluation_window_closes_on_whoever_reported():
     cand = version(5, round_id="bearing-r1")
     after = NOW + timedelta(seconds=900)
     fr, _ = run(fr, observed(job=JobState.SUCCEEDED, candidate=cand, exchange="closed"), after)
-    partial = observed(upload("a"), upload("c"), job=JobState.SUCCEEDED, candidate=cand, exchange="closed",
-                       evaluations=(scored("a", 0.9),))
+    partial = observed(
+        upload("a"),
+        upload("c"),
+        job=JobState.SUCCEEDED,
+        candidate=cand,
+        exchange="closed",
+        evaluations=(scored("a", 0.9),),
+    )
     fr, decision = run(fr, partial, after + timedelta(seconds=599))
     assert not of_type(decision, Promote) and cond(fr, "Evaluated").message.startswith("1 of 2 plants scored version 5")
     fr, decision = run(fr, partial, after + timedelta(seconds=600))
@@ -550,22 +623,39 @@ def test_no_evaluation_at_all_promotes_under_always_and_not_under_if_better():
 def test_if_better_on_plant_scores_compares_with_the_base_on_the_same_plants(scores, promote, reason):
     fr = aggregating(promotion={"policy": "IfBetter", "metric": "val_accuracy", "minDelta": 0.02})
     cand = version(5, round_id="bearing-r1")  # a and c scored the base 0.6 before training (see upload())
-    obs = observed(upload("a"), upload("c"), job=JobState.SUCCEEDED,
-                   candidate=cand, exchange="closed", evaluations=(scored("a", scores[0]), scored("c", scores[1])))
+    obs = observed(
+        upload("a"),
+        upload("c"),
+        job=JobState.SUCCEEDED,
+        candidate=cand,
+        exchange="closed",
+        evaluations=(scored("a", scores[0]), scored("c", scores[1])),
+    )
     fr, decision = run(fr, obs, NOW + timedelta(seconds=900))
     assert bool(of_type(decision, Promote)) is promote
     promoted = cond(fr, "Promoted")
     if promote:
         assert promoted.message == "val_accuracy 0.85 beats 0.6 of version 4 on the same plants"
     else:
-        assert (fr.status.phase, promoted.status, promoted.reason) == (RoundPhase.SUCCEEDED, ConditionStatus.FALSE, reason)
+        assert (fr.status.phase, promoted.status, promoted.reason) == (
+            RoundPhase.SUCCEEDED,
+            ConditionStatus.FALSE,
+            reason,
+        )
 
 
 def test_if_better_on_plant_scores_refuses_when_another_version_was_promoted_meanwhile():
     fr = aggregating(promotion={"policy": "IfBetter", "metric": "val_accuracy"})
     newer = version(6, promoted=True, val_accuracy=0.1)
-    obs = observed(upload("a"), upload("c"), job=JobState.SUCCEEDED, candidate=version(5, round_id="bearing-r1"),
-                   exchange="closed", promoted=newer, evaluations=(scored("a", 0.9), scored("c", 0.9)))
+    obs = observed(
+        upload("a"),
+        upload("c"),
+        job=JobState.SUCCEEDED,
+        candidate=version(5, round_id="bearing-r1"),
+        exchange="closed",
+        promoted=newer,
+        evaluations=(scored("a", 0.9), scored("c", 0.9)),
+    )
     fr, decision = run(fr, obs, NOW + timedelta(seconds=900))
     assert not of_type(decision, Promote)
     assert cond(fr, "Promoted").reason == "IncumbentUnscored"
@@ -576,8 +666,16 @@ def test_round_promoted_before_a_newer_promotion_still_records_its_version():
     cand = version(5, round_id="bearing-r1")
     fr, _ = run(fr, observed(job=JobState.SUCCEEDED, candidate=cand, exchange="closed"), NOW + timedelta(seconds=900))
     newer = version(6, promoted=True)
-    fr, decision = run(fr, observed(job=JobState.SUCCEEDED, candidate=cand.model_copy(update={"promoted": True}),
-                                    promoted=newer, exchange="closed"), NOW + timedelta(seconds=960))
+    fr, decision = run(
+        fr,
+        observed(
+            job=JobState.SUCCEEDED,
+            candidate=cand.model_copy(update={"promoted": True}),
+            promoted=newer,
+            exchange="closed",
+        ),
+        NOW + timedelta(seconds=960),
+    )
     assert (fr.status.phase, fr.status.result_version) == (RoundPhase.SUCCEEDED, 5)
     assert not of_type(decision, Promote)
 
@@ -592,9 +690,13 @@ def test_round_promoted_before_a_newer_promotion_still_records_its_version():
     ],
 )
 def test_if_better_on_training_metrics_when_plant_side_evaluation_is_off(metrics, promote, reason):
-    fr = aggregating(promotion={"policy": "IfBetter", "metric": "accuracy", "minDelta": 0.01, "evaluationTimeoutSeconds": 0})
+    fr = aggregating(
+        promotion={"policy": "IfBetter", "metric": "accuracy", "minDelta": 0.01, "evaluationTimeoutSeconds": 0}
+    )
     cand = version(5, round_id="bearing-r1", **metrics)
-    fr, decision = run(fr, observed(job=JobState.SUCCEEDED, candidate=cand, exchange="closed"), NOW + timedelta(seconds=900))
+    fr, decision = run(
+        fr, observed(job=JobState.SUCCEEDED, candidate=cand, exchange="closed"), NOW + timedelta(seconds=900)
+    )
     assert fr.status.evaluation is None
     assert bool(of_type(decision, Promote)) is promote
     promoted = cond(fr, "Promoted")
@@ -612,13 +714,25 @@ def test_epsilon_of_the_aggregated_plants_is_recorded_once_the_candidate_exists(
     running = observed(upload("a"), upload("c"), job=JobState.RUNNING, exchange="closed", privacy=ledger)
     _, decision = run(fr, running, NOW + timedelta(seconds=800))
     assert not of_type(decision, RecordPrivacySpend) and decision.epsilon == {}
-    done = observed(upload("a"), upload("c"), job=JobState.SUCCEEDED, candidate=cand, exchange="closed", privacy=ledger,
-                    evaluations=(scored("a", 0.9), scored("c", 0.9)))
+    done = observed(
+        upload("a"),
+        upload("c"),
+        job=JobState.SUCCEEDED,
+        candidate=cand,
+        exchange="closed",
+        privacy=ledger,
+        evaluations=(scored("a", 0.9), scored("c", 0.9)),
+    )
     fr2, decision = run(fr, done, NOW + timedelta(seconds=900))
     spent = {"a": epsilon_for([local()] * 2, DELTA), "c": epsilon_for([local()], DELTA)}
     assert decision.epsilon == spent
-    assert of_type(decision, RecordPrivacySpend) == [RecordPrivacySpend("a", spent["a"]), RecordPrivacySpend("c", spent["c"])]
-    assert decision.actions.index(of_type(decision, RecordPrivacySpend)[-1]) < decision.actions.index(of_type(decision, Promote)[0])
+    assert of_type(decision, RecordPrivacySpend) == [
+        RecordPrivacySpend("a", spent["a"]),
+        RecordPrivacySpend("c", spent["c"]),
+    ]
+    assert decision.actions.index(of_type(decision, RecordPrivacySpend)[-1]) < decision.actions.index(
+        of_type(decision, Promote)[0]
+    )
     # A participant already showing its ε is not patched again; a finished round never writes.
     shown = [plant("a"), plant("b"), plant("c")]
     shown[0].status.dp_epsilon = spent["a"]
@@ -632,8 +746,9 @@ def test_epsilon_of_the_aggregated_plants_is_recorded_once_the_candidate_exists(
 def test_no_epsilon_is_recorded_for_a_round_without_privacy():
     fr = aggregating()
     cand = version(5, round_id="bearing-r1")
-    obs = observed(upload("a"), upload("c"), job=JobState.SUCCEEDED, candidate=cand, exchange="closed",
-                   privacy={"a": (local(),)})
+    obs = observed(
+        upload("a"), upload("c"), job=JobState.SUCCEEDED, candidate=cand, exchange="closed", privacy={"a": (local(),)}
+    )
     _, decision = run(fr, obs, NOW + timedelta(seconds=900))
     assert not of_type(decision, RecordPrivacySpend) and decision.epsilon == {}
 
@@ -644,8 +759,18 @@ def test_no_epsilon_is_recorded_for_a_round_without_privacy():
         ([], JobState.RUNNING, ""),
         ([{"type": "SuccessCriteriaMet", "status": "True"}], JobState.RUNNING, ""),
         ([{"type": "Complete", "status": "True"}], JobState.SUCCEEDED, ""),
-        ([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the"
-           " specified backoff limit"}], JobState.FAILED, "BackoffLimitExceeded: Job has reached the specified backoff limit"),
+        (
+            [
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "BackoffLimitExceeded",
+                    "message": "Job has reached the specified backoff limit",
+                }
+            ],
+            JobState.FAILED,
+            "BackoffLimitExceeded: Job has reached the specified backoff limit",
+        ),
         ([{"type": "Failed", "status": "False"}], JobState.RUNNING, ""),
     ],
 )
@@ -713,33 +838,56 @@ PROMOTED = version(4, promoted=True)
 def model(status: dict[str, Any] | None = None, **spec: Any) -> FederatedModel:
     body = {"task": "bearing", "roundTemplate": {"plants": ["a", "b", "c"], "minParticipants": 2}}
     body.update(spec)
-    return FederatedModel.from_object({
-        "metadata": {"name": "bearing", "namespace": "plants", "generation": 2,
-                     "creationTimestamp": (NOW - timedelta(days=1)).isoformat()},
-        "spec": body,
-        "status": status or {},
-    })
+    return FederatedModel.from_object(
+        {
+            "metadata": {
+                "name": "bearing",
+                "namespace": "plants",
+                "generation": 2,
+                "creationTimestamp": (NOW - timedelta(days=1)).isoformat(),
+            },
+            "spec": body,
+            "status": status or {},
+        }
+    )
 
 
-def finished_round(n: int, *, phase: str = "Succeeded", ended: datetime = NOW - timedelta(minutes=1),
-                   promoted_version: int | None = None, **metrics: float) -> FederatedRound:
+def finished_round(
+    n: int,
+    *,
+    phase: str = "Succeeded",
+    ended: datetime = NOW - timedelta(minutes=1),
+    promoted_version: int | None = None,
+    **metrics: float,
+) -> FederatedRound:
     conditions = []
     if promoted_version is not None:
-        conditions.append({"type": "Promoted", "status": "True", "reason": "Promoted",
-                           "lastTransitionTime": ended.isoformat()})
-    return FederatedRound.from_object({
-        "metadata": {"name": f"bearing-r{n}", "creationTimestamp": (ended - timedelta(minutes=10)).isoformat()},
-        "spec": {"modelRef": "bearing", "plants": ["a", "b"]},
-        "status": {"phase": phase, "completionTime": ended.isoformat(), "metrics": metrics,
-                   "resultVersion": promoted_version, "conditions": conditions},
-    })
+        conditions.append(
+            {"type": "Promoted", "status": "True", "reason": "Promoted", "lastTransitionTime": ended.isoformat()}
+        )
+    return FederatedRound.from_object(
+        {
+            "metadata": {"name": f"bearing-r{n}", "creationTimestamp": (ended - timedelta(minutes=10)).isoformat()},
+            "spec": {"modelRef": "bearing", "plants": ["a", "b"]},
+            "status": {
+                "phase": phase,
+                "completionTime": ended.isoformat(),
+                "metrics": metrics,
+                "resultVersion": promoted_version,
+                "conditions": conditions,
+            },
+        }
+    )
 
 
 def running_round(n: int) -> FederatedRound:
-    return FederatedRound.from_object({
-        "metadata": {"name": f"bearing-r{n}"}, "spec": {"modelRef": "bearing", "plants": ["a", "b"]},
-        "status": {"phase": "Training"},
-    })
+    return FederatedRound.from_object(
+        {
+            "metadata": {"name": f"bearing-r{n}"},
+            "spec": {"modelRef": "bearing", "plants": ["a", "b"]},
+            "status": {"phase": "Training"},
+        }
+    )
 
 
 def test_campaign_initialises_the_lineage_before_any_round():
@@ -804,10 +952,15 @@ def test_failed_rounds_back_off_exponentially():
     one = [finished_round(1, phase="Failed", ended=NOW)]
     decision = reconcile_model(model(), one, NOW + timedelta(seconds=10), PROMOTED, timedelta(seconds=30))
     assert decision.status.next_round_time == NOW + timedelta(seconds=30)
-    two = [finished_round(1, phase="Failed", ended=NOW - timedelta(minutes=5)), finished_round(2, phase="Failed", ended=NOW)]
+    two = [
+        finished_round(1, phase="Failed", ended=NOW - timedelta(minutes=5)),
+        finished_round(2, phase="Failed", ended=NOW),
+    ]
     decision = reconcile_model(model(), two, NOW + timedelta(seconds=59), PROMOTED, timedelta(seconds=30))
     assert decision.status.next_round_time == NOW + timedelta(seconds=60)
-    assert of_type(reconcile_model(model(), two, NOW + timedelta(seconds=60), PROMOTED, timedelta(seconds=30)), CreateRound)
+    assert of_type(
+        reconcile_model(model(), two, NOW + timedelta(seconds=60), PROMOTED, timedelta(seconds=30)), CreateRound
+    )
 
 
 @pytest.mark.parametrize(
@@ -816,7 +969,12 @@ def test_failed_rounds_back_off_exponentially():
         ({"maxRounds": 3}, [0.5, 0.6, 0.7], ConditionStatus.FALSE, "MaxRoundsReached"),
         ({"metric": "accuracy", "target": 0.9}, [0.5, 0.91], ConditionStatus.TRUE, "TargetReached"),
         ({"metric": "accuracy", "patience": 2}, [0.5, 0.7, 0.69, 0.7], ConditionStatus.TRUE, "NoImprovement"),
-        ({"metric": "accuracy", "patience": 2, "minDelta": 0.05}, [0.5, 0.7, 0.72, 0.74], ConditionStatus.TRUE, "NoImprovement"),
+        (
+            {"metric": "accuracy", "patience": 2, "minDelta": 0.05},
+            [0.5, 0.7, 0.72, 0.74],
+            ConditionStatus.TRUE,
+            "NoImprovement",
+        ),
         ({"metric": "loss", "goal": "Minimize", "target": 0.2}, [], None, None),
     ],
 )

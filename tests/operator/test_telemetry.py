@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from plantfed.contract.api.round import FederatedRoundStatus, PlantRoundState, PlantRoundStatus, RoundPhase
-from plantfed.hub.telemetry import Telemetry
 from plantfed.contract.metrics import Metrics
+from plantfed.hub.telemetry import Telemetry
 
-START = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+START = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
 def finished(metrics: dict[str, float]) -> FederatedRoundStatus:
     return FederatedRoundStatus(
-        phase=RoundPhase.SUCCEEDED, start_time=START, completion_time=START.replace(minute=5), result_version=4,
-        assigned=2, metrics=metrics,
-        plants=[PlantRoundStatus(plant="a", state=PlantRoundState.UPLOADED, metrics={"global_test_accuracy": 0.6}),
-                PlantRoundStatus(plant="b", state=PlantRoundState.LATE)],
+        phase=RoundPhase.SUCCEEDED,
+        start_time=START,
+        completion_time=START.replace(minute=5),
+        result_version=4,
+        assigned=2,
+        metrics=metrics,
+        plants=[
+            PlantRoundStatus(plant="a", state=PlantRoundState.UPLOADED, metrics={"global_test_accuracy": 0.6}),
+            PlantRoundStatus(plant="b", state=PlantRoundState.LATE),
+        ],
     )
 
 
@@ -31,8 +37,9 @@ def finished(metrics: dict[str, float]) -> FederatedRoundStatus:
 )
 def test_global_accuracy_is_the_promoted_models_own_score_when_plants_scored_it(metrics, accuracy):
     m = Metrics()
-    Telemetry(m).round_transition("bearing", "bearing-r3", FederatedRoundStatus(phase=RoundPhase.EVALUATING),
-                                  finished(metrics))
+    Telemetry(m).round_transition(
+        "bearing", "bearing-r3", FederatedRoundStatus(phase=RoundPhase.EVALUATING), finished(metrics)
+    )
     value = m.registry.get_sample_value
     assert value("plantfed_global_accuracy", {"model": "bearing"}) == accuracy
     assert value("plantfed_promoted_version", {"model": "bearing"}) == 4

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import save_file
 
-from plantfed.exchange import AdminClient, ExchangeClient, RetryPolicy, TokenBook, build_server
 from plantfed.contract.records import RoundRecord, UpdateMeta
 from plantfed.engine.store import ModelStore, file_sha256
+from plantfed.exchange import AdminClient, ExchangeClient, RetryPolicy, TokenBook, build_server
 from support.kube.ports import free_ports
 
 PLANTS = ("plant-a", "plant-b", "plant-c")

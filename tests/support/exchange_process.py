@@ -23,7 +23,7 @@ class ServerProcess:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        log = open(self.log_path, "ab")
         proc = self.proc = subprocess.Popen(
             [
                 sys.executable,

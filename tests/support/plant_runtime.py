@@ -8,9 +8,9 @@ import torch
 
 from plantfed.formats import codecs
 from plantfed.plant.runtime import ParticipationConfig, PlantRuntime
-from plantfed.tasks.sdk import DataSpec
-from plantfed.tasks.bearing import BearingTask
 from plantfed.plant.training import LocalTrainingConfig
+from plantfed.tasks.bearing import BearingTask
+from plantfed.tasks.sdk import DataSpec
 from support.exchange import Hub
 
 SMALL = {"recordings_per_class": 2, "seconds": 2.0}

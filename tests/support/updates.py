@@ -11,12 +11,12 @@ from typing import Any
 import grpc
 import torch
 
-from plantfed.formats import codecs
-from plantfed.exchange import convert
 from plantfed.contract.records import Codec, UpdateMeta
-from plantfed.engine.store import file_sha256
 from plantfed.contract.wire.v1 import exchange_pb2 as pb
 from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
+from plantfed.engine.store import file_sha256
+from plantfed.exchange import convert
+from plantfed.formats import codecs
 from support.exchange import Hub
 
 MODEL = "press-line"
@@ -44,9 +44,14 @@ def write_raw_update(path: Path, tensors: dict[str, torch.Tensor], codec: Codec 
     """Write stored tensors as an update file without the encoder's checks (for hostile payloads)."""
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata={
-        codecs.KIND_KEY: codecs.KIND_UPDATE, codecs.CODEC_KEY: Codec(codec).value,
-    })
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()},
+        str(path),
+        metadata={
+            codecs.KIND_KEY: codecs.KIND_UPDATE,
+            codecs.CODEC_KEY: Codec(codec).value,
+        },
+    )
     return path
 
 
@@ -57,9 +62,13 @@ def write_good_update(path: Path, seed: int = 1, codec: Codec = Codec.NONE) -> P
 
 def update_meta(plant: str, round_id: str, payload: Path, **extra: Any) -> UpdateMeta:
     return UpdateMeta(
-        plant=plant, round_id=round_id, base_version=extra.pop("base_version", 1), num_samples=100,
+        plant=plant,
+        round_id=round_id,
+        base_version=extra.pop("base_version", 1),
+        num_samples=100,
         total_bytes=extra.pop("total_bytes", payload.stat().st_size),
-        sha256=extra.pop("sha256", file_sha256(payload).hexdigest()), **extra,
+        sha256=extra.pop("sha256", file_sha256(payload).hexdigest()),
+        **extra,
     )
 
 

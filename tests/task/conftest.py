@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from plantfed.tasks.sdk import DataSpec, PlantData
 from plantfed.tasks.bearing import BearingTask
+from plantfed.tasks.sdk import DataSpec, PlantData
 
 CWRU_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "cwru"
-
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from plantfed.tasks.sdk import DataSpec
 from plantfed.sim import bearing_benchmark as benchmark
+from plantfed.tasks.sdk import DataSpec
 
 
 def test_reports_centralised_and_siloed_scores_for_every_plant(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from plantfed.tasks.sdk import DataSpec
 from plantfed.tasks.bearing.convert import convert_cwru
 from plantfed.tasks.bearing.plant_files import read_plant_dir, write_recording
 from plantfed.tasks.bearing.recording import Recording
 from plantfed.tasks.bearing.synthetic import synthetic_plant
+from plantfed.tasks.sdk import DataSpec
 
 
 def test_round_trip_gives_the_same_plant_data(task, tmp_path: Path) -> None:
@@ -73,8 +73,9 @@ def test_malformed_file_names_the_file_and_the_problem(task, tmp_path: Path, fie
     assert str(bad) in str(err.value)
 
 
-@pytest.mark.parametrize("write", [lambda p: p.write_text("not a zip archive"),
-                                   lambda p: np.save(p.open("wb"), np.ones(10))])
+@pytest.mark.parametrize(
+    "write", [lambda p: p.write_text("not a zip archive"), lambda p: np.save(p.open("wb"), np.ones(10))]
+)
 def test_a_file_that_is_not_npz_is_reported(task, tmp_path: Path, write) -> None:
     write(tmp_path / "notes.npz")
     with pytest.raises(ValueError, match=r"notes\.npz: not a(n .npz archive| readable \.npz file)"):
@@ -115,10 +116,12 @@ def test_synthetic_sizes_come_from_options(task, small) -> None:
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"overlap": 1.0}, r"overlap=1.0: must be in \[0, 1\)"),
-     ({"eval_overlap": -0.5}, r"eval_overlap=-0.5: must be in \[0, 1\)"),
-     ({"split": "0.5,0.5"}, "need three positive fractions summing to 1"),
-     ({"window": 128}, "window=128: must be at least 256")],
+    [
+        ({"overlap": 1.0}, r"overlap=1.0: must be in \[0, 1\)"),
+        ({"eval_overlap": -0.5}, r"eval_overlap=-0.5: must be in \[0, 1\)"),
+        ({"split": "0.5,0.5"}, "need three positive fractions summing to 1"),
+        ({"window": 128}, "window=128: must be at least 256"),
+    ],
 )
 def test_bad_window_options_are_reported(task, small, options, message) -> None:
     with pytest.raises(ValueError, match=message):

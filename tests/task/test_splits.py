@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plantfed.tasks.sdk import DataSpec, PlantData
 from plantfed.tasks.bearing.cwru import cwru_files, read_cwru_file
 from plantfed.tasks.bearing.plant_files import write_recording
 from plantfed.tasks.bearing.recording import Recording
 from plantfed.tasks.bearing.synthetic import synthetic_plant
 from plantfed.tasks.bearing.windows import segment_bounds
+from plantfed.tasks.sdk import DataSpec, PlantData
 
 SPLITS = ("train", "val", "test")
 
@@ -58,7 +58,7 @@ def test_windows_are_the_normalised_samples_their_spans_name(task, cwru_dir: Pat
         ds = getattr(data, split)
         for i in range(0, len(ds), 97):
             span = ds.spans[i]
-            expected = (raw[span.recording][span.start:span.stop] - mean) / std
+            expected = (raw[span.recording][span.start : span.stop] - mean) / std
             np.testing.assert_allclose(ds[i][0][0].numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -84,8 +84,9 @@ def test_normalisation_comes_from_the_plants_own_train_split(task, cwru_dir: Pat
     stats = [(d.info["normalisation"]["mean"], d.info["normalisation"]["std"]) for d in cwru_plants]
     assert len(set(stats)) == 4
     for path, data in zip(cwru_files(cwru_dir), cwru_plants):
-        train = np.concatenate([r.signal[: segment_bounds(len(r.signal), (0.7, 0.15, 0.15))[0][1]]
-                                for r in read_cwru_file(path)]).astype(np.float64)
+        train = np.concatenate(
+            [r.signal[: segment_bounds(len(r.signal), (0.7, 0.15, 0.15))[0][1]] for r in read_cwru_file(path)]
+        ).astype(np.float64)
         assert data.info["normalisation"]["mean"] == pytest.approx(train.mean(), rel=1e-9)
         assert data.info["normalisation"]["std"] == pytest.approx(train.std(), rel=1e-9)
 
@@ -105,6 +106,7 @@ def test_changing_val_and_test_data_leaves_normalisation_unchanged(task, tmp_pat
 
 
 def test_synthetic_plants_get_their_own_statistics(task, small) -> None:
-    stats = {task.load_data(DataSpec(f"p{i}", None, i, 3, options=small)).info["normalisation"]["std"]
-             for i in range(3)}
+    stats = {
+        task.load_data(DataSpec(f"p{i}", None, i, 3, options=small)).info["normalisation"]["std"] for i in range(3)
+    }
     assert len(stats) == 3

@@ -26,35 +26,124 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.round_duration = Histogram(
-            PREFIX + "round_duration_seconds", "Wall time of a federated round, assignment to promotion.",
-            ["model"], registry=r, buckets=(5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400),
+            PREFIX + "round_duration_seconds",
+            "Wall time of a federated round, assignment to promotion.",
+            ["model"],
+            registry=r,
+            buckets=(5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400),
         )
-        self.rounds_total = Counter(PREFIX + "rounds_total", "Rounds finished, by outcome.", ["model", "outcome"], registry=r)
-        self.round_number = Gauge(PREFIX + "round_number", "Number of the latest finished round.", ["model"], registry=r)
-        self.plants_selected = Gauge(PREFIX + "round_plants_selected", "Plants assigned in the latest round.", ["model"], registry=r)
-        self.plants_replied = Gauge(PREFIX + "round_plants_replied", "Plants whose update was aggregated in the latest round.", ["model"], registry=r)
-        self.plants_late = Gauge(PREFIX + "round_plants_late", "Plants that missed the latest round's deadline.", ["model"], registry=r)
-        self.plants_failed = Gauge(PREFIX + "round_plants_failed", "Plants whose training failed in the latest round.", ["model"], registry=r)
-        self.global_loss = Gauge(PREFIX + "global_loss", "Loss of the promoted global model, measured like plantfed_global_accuracy.", ["model"], registry=r)
-        self.global_accuracy = Gauge(PREFIX + "global_accuracy", "Accuracy of the promoted global model, measured at the plants (cluster: validation scores of it before promotion; simulate: test splits).", ["model"], registry=r)
-        self.plant_loss = Gauge(PREFIX + "plant_loss", "A plant's local training loss in the latest round.", ["model", "plant"], registry=r)
-        self.plant_accuracy = Gauge(PREFIX + "plant_accuracy", "The global model's test accuracy on a plant's own data.", ["model", "plant"], registry=r)
-        self.update_norm = Gauge(PREFIX + "update_l2_norm", "L2 norm of a plant's latest update (drift/poisoning signal).", ["model", "plant"], registry=r)
-        self.update_cosine = Gauge(PREFIX + "update_cosine_to_aggregate", "Cosine similarity of a plant's update to the aggregate.", ["model", "plant"], registry=r)
-        self.bytes_received = Counter(PREFIX + "update_bytes_received_total", "Update bytes accepted by the exchange.", ["model", "plant"], registry=r)
-        self.bytes_served = Counter(PREFIX + "model_bytes_served_total", "Model bytes served to plants.", ["model"], registry=r)
-        self.upload_throughput = Gauge(PREFIX + "upload_throughput_bytes_per_second", "Throughput of a plant's latest upload.", ["model", "plant"], registry=r)
+        self.rounds_total = Counter(
+            PREFIX + "rounds_total", "Rounds finished, by outcome.", ["model", "outcome"], registry=r
+        )
+        self.round_number = Gauge(
+            PREFIX + "round_number", "Number of the latest finished round.", ["model"], registry=r
+        )
+        self.plants_selected = Gauge(
+            PREFIX + "round_plants_selected", "Plants assigned in the latest round.", ["model"], registry=r
+        )
+        self.plants_replied = Gauge(
+            PREFIX + "round_plants_replied",
+            "Plants whose update was aggregated in the latest round.",
+            ["model"],
+            registry=r,
+        )
+        self.plants_late = Gauge(
+            PREFIX + "round_plants_late", "Plants that missed the latest round's deadline.", ["model"], registry=r
+        )
+        self.plants_failed = Gauge(
+            PREFIX + "round_plants_failed", "Plants whose training failed in the latest round.", ["model"], registry=r
+        )
+        self.global_loss = Gauge(
+            PREFIX + "global_loss",
+            "Loss of the promoted global model, measured like plantfed_global_accuracy.",
+            ["model"],
+            registry=r,
+        )
+        self.global_accuracy = Gauge(
+            PREFIX + "global_accuracy",
+            "Accuracy of the promoted global model, measured at the plants (cluster: validation scores of it before promotion; simulate: test splits).",
+            ["model"],
+            registry=r,
+        )
+        self.plant_loss = Gauge(
+            PREFIX + "plant_loss", "A plant's local training loss in the latest round.", ["model", "plant"], registry=r
+        )
+        self.plant_accuracy = Gauge(
+            PREFIX + "plant_accuracy",
+            "The global model's test accuracy on a plant's own data.",
+            ["model", "plant"],
+            registry=r,
+        )
+        self.update_norm = Gauge(
+            PREFIX + "update_l2_norm",
+            "L2 norm of a plant's latest update (drift/poisoning signal).",
+            ["model", "plant"],
+            registry=r,
+        )
+        self.update_cosine = Gauge(
+            PREFIX + "update_cosine_to_aggregate",
+            "Cosine similarity of a plant's update to the aggregate.",
+            ["model", "plant"],
+            registry=r,
+        )
+        self.bytes_received = Counter(
+            PREFIX + "update_bytes_received_total",
+            "Update bytes accepted by the exchange.",
+            ["model", "plant"],
+            registry=r,
+        )
+        self.bytes_served = Counter(
+            PREFIX + "model_bytes_served_total", "Model bytes served to plants.", ["model"], registry=r
+        )
+        self.upload_throughput = Gauge(
+            PREFIX + "upload_throughput_bytes_per_second",
+            "Throughput of a plant's latest upload.",
+            ["model", "plant"],
+            registry=r,
+        )
         self.aggregation_duration = Histogram(
-            PREFIX + "aggregation_duration_seconds", "Time to aggregate one round's updates.", ["model", "strategy"],
-            registry=r, buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900),
+            PREFIX + "aggregation_duration_seconds",
+            "Time to aggregate one round's updates.",
+            ["model", "strategy"],
+            registry=r,
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900),
         )
-        self.aggregation_peak_bytes = Gauge(PREFIX + "aggregation_peak_bytes", "Peak bytes held by the latest aggregation.", ["model"], registry=r)
-        self.promoted_version = Gauge(PREFIX + "promoted_version", "Version number of the promoted global model.", ["model"], registry=r)
-        self.dp_epsilon = Gauge(PREFIX + "dp_epsilon_spent", "Differential-privacy epsilon spent by a plant so far.", ["model", "plant"], registry=r)
-        self.heartbeat_age = Gauge(PREFIX + "plant_heartbeat_age_seconds", "Seconds since a plant agent's last heartbeat.", ["plant"], registry=r)
-        self.cached_model_version = Gauge(PREFIX + "plant_cached_model_version", "Model version held in a plant's cache (what it serves).", ["model", "plant"], registry=r)
-        self.agent_training_jobs = Counter(PREFIX + "agent_training_jobs_total", "Training Jobs a plant's agent created or cancelled.", ["plant", "action"], registry=r)
-        self.agent_errors = Counter(PREFIX + "agent_errors_total", "Failed calls of a plant's agent, by what it called (hub, kubernetes).", ["plant", "target"], registry=r)
+        self.aggregation_peak_bytes = Gauge(
+            PREFIX + "aggregation_peak_bytes", "Peak bytes held by the latest aggregation.", ["model"], registry=r
+        )
+        self.promoted_version = Gauge(
+            PREFIX + "promoted_version", "Version number of the promoted global model.", ["model"], registry=r
+        )
+        self.dp_epsilon = Gauge(
+            PREFIX + "dp_epsilon_spent",
+            "Differential-privacy epsilon spent by a plant so far.",
+            ["model", "plant"],
+            registry=r,
+        )
+        self.heartbeat_age = Gauge(
+            PREFIX + "plant_heartbeat_age_seconds",
+            "Seconds since a plant agent's last heartbeat.",
+            ["plant"],
+            registry=r,
+        )
+        self.cached_model_version = Gauge(
+            PREFIX + "plant_cached_model_version",
+            "Model version held in a plant's cache (what it serves).",
+            ["model", "plant"],
+            registry=r,
+        )
+        self.agent_training_jobs = Counter(
+            PREFIX + "agent_training_jobs_total",
+            "Training Jobs a plant's agent created or cancelled.",
+            ["plant", "action"],
+            registry=r,
+        )
+        self.agent_errors = Counter(
+            PREFIX + "agent_errors_total",
+            "Failed calls of a plant's agent, by what it called (hub, kubernetes).",
+            ["plant", "target"],
+            registry=r,
+        )
 
     def record_aggregation(self, model: str, summary: AggregationSummary) -> None:
         """One round's aggregation, as the operator (from the version record) and simulate export it.

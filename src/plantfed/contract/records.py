@@ -51,7 +51,9 @@ class DPParams(BaseModel):
         if self.mode is DPMode.CENTRAL:
             raise ValueError("central DP is added by the hub; a plant's update cannot declare it")
         if self.noise_multiplier > 0 and self.clip_norm <= 0:
-            raise ValueError("noise without a clipping bound has unbounded sensitivity (no DP at all): set clip_norm > 0")
+            raise ValueError(
+                "noise without a clipping bound has unbounded sensitivity (no DP at all): set clip_norm > 0"
+            )
         if self.mode is DPMode.SAMPLE and (self.clip_norm <= 0 or self.steps < 1 or self.sample_rate <= 0):
             raise ValueError(
                 "a DP-SGD (mode sample) update must declare clip_norm > 0, steps >= 1 and sample_rate > 0; got "

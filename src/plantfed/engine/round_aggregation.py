@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from plantfed.contract.records import AggregationSummary, ModelVersion, UpdateRecord
 from plantfed.engine.aggregation import AggregationResult, StrategyConfig, UpdateInput, aggregate
 from plantfed.engine.privacy import PrivacyLedger, round_releases
-from plantfed.contract.records import AggregationSummary, ModelVersion, UpdateRecord
 from plantfed.engine.store import ModelStore
 
 
@@ -54,12 +54,14 @@ def summarize(result: AggregationResult, seconds: float) -> AggregationSummary:
         stat.plant: {k: float(v) for k, v in stat.model_dump().items() if isinstance(v, int | float)}
         for stat in result.plants
     }
-    return AggregationSummary(strategy=result.strategy.value, seconds=seconds, peak_bytes=result.peak_bytes,
-                              plants=plants)
+    return AggregationSummary(
+        strategy=result.strategy.value, seconds=seconds, peak_bytes=result.peak_bytes, plants=plants
+    )
 
 
-def charge_privacy(store: ModelStore, model: str, round_id: str, updates: list[UpdateRecord],
-                   config: StrategyConfig) -> None:
+def charge_privacy(
+    store: ModelStore, model: str, round_id: str, updates: list[UpdateRecord], config: StrategyConfig
+) -> None:
     """Record each update's local release (its declared DP parameters) and the hub's central one."""
     ledger = PrivacyLedger(store.root, model)
     for update in updates:
@@ -89,7 +91,10 @@ def aggregate_round(
     base = store.get_model(record.model, record.base_version)
     inputs = [
         UpdateInput(
-            plant=u.meta.plant, path=store.blob_path(u.digest), num_samples=u.meta.num_samples, codec=u.meta.codec,
+            plant=u.meta.plant,
+            path=store.blob_path(u.digest),
+            num_samples=u.meta.num_samples,
+            codec=u.meta.codec,
             partial=u.meta.partial,
         )
         for u in sorted(updates, key=lambda u: u.meta.plant)
@@ -103,13 +108,21 @@ def aggregate_round(
         else:
             state.mkdir()
         out = Path(tmp) / "model.safetensors"
-        result = aggregate(store.blob_path(base.digest), inputs, config, out, local_patterns=local_patterns, state_dir=state)
+        result = aggregate(
+            store.blob_path(base.digest), inputs, config, out, local_patterns=local_patterns, state_dir=state
+        )
         seconds = time.perf_counter() - started
         digest, _size = store.import_file(out)
         charge_privacy(store, record.model, round_id, updates, config)
         metrics = weighted_metrics(updates)
-        version = store.publish_model(record.model, digest, parent=base.version, round_id=round_id, metrics=metrics,
-                                      aggregation=summarize(result, seconds))
+        version = store.publish_model(
+            record.model,
+            digest,
+            parent=base.version,
+            round_id=round_id,
+            metrics=metrics,
+            aggregation=summarize(result, seconds),
+        )
         target = _state_dir(store, record.model, version.version)
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists():

@@ -28,7 +28,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import tempfile
 import threading
 import time
@@ -37,7 +36,6 @@ from pathlib import Path
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
-
 
 from plantfed.contract.naming import InvalidNameError, check_name, check_sha256
 from plantfed.contract.records import (
@@ -193,7 +191,7 @@ class PartialUpload:
         state.size_at_begin = offset
         self._dir.mkdir(parents=True, exist_ok=True)
         # Truncate before recording the payload, so a crash in between never pairs old bytes with a new sha256.
-        self._file = open(self._data, "r+b" if self._data.exists() else "w+b")  # noqa: SIM115 - closed in close()
+        self._file = open(self._data, "r+b" if self._data.exists() else "w+b")
         self._file.truncate(offset)
         os.fsync(self._file.fileno())
         self._file.seek(offset)

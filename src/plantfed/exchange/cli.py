@@ -71,11 +71,11 @@ def run(args: argparse.Namespace) -> int:
     # readiness probe) never pays for grpc servers, the store or torch.
     from prometheus_client import start_http_server
 
+    from plantfed.contract.metrics import Metrics
+    from plantfed.engine.store import ModelStore
     from plantfed.exchange.auth import TokenBook, TokenBookError
     from plantfed.exchange.server import serve
     from plantfed.exchange.transport import ServerTLS
-    from plantfed.contract.metrics import Metrics
-    from plantfed.engine.store import ModelStore
 
     if (args.tls_cert is None) != (args.tls_key is None):
         log.error("--tls-cert and --tls-key go together")

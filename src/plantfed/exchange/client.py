@@ -23,13 +23,13 @@ from typing import Any, TypeVar
 
 import grpc
 
+from plantfed.contract.records import EvaluationRecord, LedgerEntry, ModelVersion, RoundRecord, UpdateMeta, UpdateRecord
+from plantfed.contract.wire.v1 import exchange_pb2 as pb
+from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
 from plantfed.exchange import convert
 from plantfed.exchange.errors import ExchangeError
 from plantfed.exchange.transport import MAX_CHUNK, open_channel
-from plantfed.contract.records import EvaluationRecord, LedgerEntry, ModelVersion, RoundRecord, UpdateMeta, UpdateRecord
 from plantfed.formats.atomic import file_sha256
-from plantfed.contract.wire.v1 import exchange_pb2 as pb
-from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
@@ -390,4 +390,6 @@ class AdminClient(_Client):
 
     def privacy_ledger(self, model: str) -> dict[str, list[LedgerEntry]]:
         """Each plant's DP releases charged in the lineage, in recording order (empty when none)."""
-        return convert.ledger_from_wire(self._unary(self._stub.GetPrivacyLedger, pb.GetPrivacyLedgerRequest(model=model)))
+        return convert.ledger_from_wire(
+            self._unary(self._stub.GetPrivacyLedger, pb.GetPrivacyLedgerRequest(model=model))
+        )

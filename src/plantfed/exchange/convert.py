@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from plantfed.contract.records import DPMode, DPRelease, LedgerEntry
 from plantfed.contract.records import (
     AggregationSummary,
-    EvaluationRecord,
     Codec,
+    DPMode,
     DPParams,
+    DPRelease,
+    EvaluationRecord,
+    LedgerEntry,
     ModelVersion,
     RoundRecord,
     RoundState,
@@ -20,7 +22,11 @@ _CODEC_TO_WIRE = {Codec.NONE: pb.CODEC_NONE, Codec.FP16: pb.CODEC_FP16, Codec.IN
 _CODEC_FROM_WIRE = {v: k for k, v in _CODEC_TO_WIRE.items()} | {pb.CODEC_UNSPECIFIED: Codec.NONE}
 _STATE_TO_WIRE = {RoundState.OPEN: pb.ROUND_STATE_OPEN, RoundState.CLOSED: pb.ROUND_STATE_CLOSED}
 _STATE_FROM_WIRE = {v: k for k, v in _STATE_TO_WIRE.items()} | {pb.ROUND_STATE_UNSPECIFIED: RoundState.OPEN}
-_DP_MODE_TO_WIRE = {DPMode.LOCAL: pb.DP_MODE_LOCAL, DPMode.CENTRAL: pb.DP_MODE_CENTRAL, DPMode.SAMPLE: pb.DP_MODE_SAMPLE}
+_DP_MODE_TO_WIRE = {
+    DPMode.LOCAL: pb.DP_MODE_LOCAL,
+    DPMode.CENTRAL: pb.DP_MODE_CENTRAL,
+    DPMode.SAMPLE: pb.DP_MODE_SAMPLE,
+}
 _DP_MODE_FROM_WIRE = {v: k for k, v in _DP_MODE_TO_WIRE.items()}
 
 
@@ -115,10 +121,14 @@ def version_to_wire(record: ModelVersion) -> pb.ModelVersion:
         msg.parent = record.parent
     if record.aggregation is not None:
         agg = record.aggregation
-        msg.aggregation.CopyFrom(pb.AggregationSummary(
-            strategy=agg.strategy, seconds=agg.seconds, peak_bytes=agg.peak_bytes,
-            plants={plant: pb.PlantAggregationStats(values=values) for plant, values in agg.plants.items()},
-        ))
+        msg.aggregation.CopyFrom(
+            pb.AggregationSummary(
+                strategy=agg.strategy,
+                seconds=agg.seconds,
+                peak_bytes=agg.peak_bytes,
+                plants={plant: pb.PlantAggregationStats(values=values) for plant, values in agg.plants.items()},
+            )
+        )
     return msg
 
 
@@ -127,7 +137,9 @@ def version_from_wire(msg: pb.ModelVersion) -> ModelVersion:
     if msg.HasField("aggregation"):
         agg = msg.aggregation
         aggregation = AggregationSummary(
-            strategy=agg.strategy, seconds=agg.seconds, peak_bytes=agg.peak_bytes,
+            strategy=agg.strategy,
+            seconds=agg.seconds,
+            peak_bytes=agg.peak_bytes,
             plants={plant: dict(stats.values) for plant, stats in agg.plants.items()},
         )
     return ModelVersion(
@@ -187,15 +199,26 @@ def evaluation_from_wire(msg: pb.Evaluation) -> EvaluationRecord:
 
 
 def ledger_to_wire(model: str, entries: dict[str, list[LedgerEntry]]) -> pb.PrivacyLedger:
-    return pb.PrivacyLedger(model=model, plants=[
-        pb.PlantReleases(plant=plant, releases=[
-            pb.DPRelease(round_id=e.round_id, mode=_DP_MODE_TO_WIRE[e.release.mode],
-                         noise_multiplier=e.release.noise_multiplier, sample_rate=e.release.sample_rate,
-                         steps=e.release.steps, clip_norm=e.release.clip_norm)
-            for e in plant_entries
-        ])
-        for plant, plant_entries in sorted(entries.items())
-    ])
+    return pb.PrivacyLedger(
+        model=model,
+        plants=[
+            pb.PlantReleases(
+                plant=plant,
+                releases=[
+                    pb.DPRelease(
+                        round_id=e.round_id,
+                        mode=_DP_MODE_TO_WIRE[e.release.mode],
+                        noise_multiplier=e.release.noise_multiplier,
+                        sample_rate=e.release.sample_rate,
+                        steps=e.release.steps,
+                        clip_norm=e.release.clip_norm,
+                    )
+                    for e in plant_entries
+                ],
+            )
+            for plant, plant_entries in sorted(entries.items())
+        ],
+    )
 
 
 def ledger_from_wire(msg: pb.PrivacyLedger) -> dict[str, list[LedgerEntry]]:
@@ -206,7 +229,12 @@ def ledger_from_wire(msg: pb.PrivacyLedger) -> dict[str, list[LedgerEntry]]:
         for r in plant.releases:
             if r.mode not in _DP_MODE_FROM_WIRE:
                 raise ValueError(f"unknown DP mode {r.mode} in plant {plant.plant!r}'s ledger")
-            release = DPRelease(mode=_DP_MODE_FROM_WIRE[r.mode], noise_multiplier=r.noise_multiplier,
-                                sample_rate=r.sample_rate, steps=r.steps, clip_norm=r.clip_norm)
+            release = DPRelease(
+                mode=_DP_MODE_FROM_WIRE[r.mode],
+                noise_multiplier=r.noise_multiplier,
+                sample_rate=r.sample_rate,
+                steps=r.steps,
+                clip_norm=r.clip_norm,
+            )
             entries.append(LedgerEntry(round_id=r.round_id, release=release))
     return out

@@ -36,6 +36,13 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from plantfed.contract.metrics import Metrics
+from plantfed.contract.naming import check_name, check_sha256
+from plantfed.contract.records import RoundRecord, RoundState, UpdateMeta, UpdateRecord
+from plantfed.contract.wire.v1 import exchange_pb2 as pb
+from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
+from plantfed.engine.privacy.accounting import PrivacyLedger
+from plantfed.engine.store import ModelStore
 from plantfed.exchange import convert
 from plantfed.exchange.auth import (
     ADMIN_CERT_NAME,
@@ -45,16 +52,9 @@ from plantfed.exchange.auth import (
     TokenBook,
     certificate_name,
 )
-from plantfed.exchange.status import Refusal, describe, status_for
 from plantfed.exchange.payload import PayloadCheck, UpdateCheck, check_safetensors
+from plantfed.exchange.status import Refusal, describe, status_for
 from plantfed.exchange.transport import HEALTH_SERVICE, MAX_CHUNK, SERVER_OPTIONS, ServerTLS
-from plantfed.contract.records import RoundRecord, RoundState, UpdateMeta, UpdateRecord
-from plantfed.contract.metrics import Metrics
-from plantfed.engine.privacy.accounting import PrivacyLedger
-from plantfed.contract.naming import check_name, check_sha256
-from plantfed.engine.store import ModelStore
-from plantfed.contract.wire.v1 import exchange_pb2 as pb
-from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def _rpc(role: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
                     yield from handler(self, request, context, caller)
                 except grpc.RpcError:
                     raise
-                except Exception as exc:  # noqa: BLE001 - every error becomes a status
+                except Exception as exc:
                     _end_call(context, exc, name)
 
             return streaming
@@ -98,7 +98,7 @@ def _rpc(role: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
                 return handler(self, request, context, caller)
             except grpc.RpcError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - every error becomes a status
+            except Exception as exc:
                 _end_call(context, exc, name)
 
         return unary
@@ -318,8 +318,13 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
             )
         kept, duplicate = self._store.record_evaluation(convert.evaluation_from_wire(request))
         if not duplicate:
-            log.info("round %s: %s evaluated version %d on %d samples", kept.round_id, kept.plant, kept.version,
-                     kept.num_samples)
+            log.info(
+                "round %s: %s evaluated version %d on %d samples",
+                kept.round_id,
+                kept.plant,
+                kept.version,
+                kept.num_samples,
+            )
         return pb.EvaluationReceipt(evaluation=convert.evaluation_to_wire(kept), duplicate=duplicate)
 
     # --- admin RPCs --------------------------------------------------------------------------------------
@@ -384,7 +389,9 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
         )
 
     @_rpc(_ADMIN)
-    def ListEvaluations(self, request: pb.ListEvaluationsRequest, context: Any, caller: Caller) -> pb.ListEvaluationsResponse:
+    def ListEvaluations(
+        self, request: pb.ListEvaluationsRequest, context: Any, caller: Caller
+    ) -> pb.ListEvaluationsResponse:
         return pb.ListEvaluationsResponse(
             evaluations=[convert.evaluation_to_wire(e) for e in self._store.evaluations(request.round_id)]
         )
@@ -487,8 +494,9 @@ def serve(
     """
     servicer = health.HealthServicer()
     _set_health(servicer, serving=False)
-    server, port = build_server(store, token_book, admin_token=admin_token, address=address, tls=tls,
-                                health_servicer=servicer, **kwargs)
+    server, port = build_server(
+        store, token_book, admin_token=admin_token, address=address, tls=tls, health_servicer=servicer, **kwargs
+    )
     health_server = build_health_server(health_address, tls, servicer)[0] if health_address else None
     stopping = threading.Event()
 

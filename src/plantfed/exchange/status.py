@@ -48,5 +48,3 @@ def describe(exc: BaseException) -> str:
         parts = [f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()]
         return "invalid metadata: " + "; ".join(parts)
     return str(exc)
-
-

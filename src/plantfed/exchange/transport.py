@@ -85,7 +85,9 @@ class ClientTLS:
     client_key: bytes | None = None
 
     @classmethod
-    def from_files(cls, ca_file: Path | None, client_cert: Path | None = None, client_key: Path | None = None) -> ClientTLS:
+    def from_files(
+        cls, ca_file: Path | None, client_cert: Path | None = None, client_key: Path | None = None
+    ) -> ClientTLS:
         """Raises ValueError naming the flags for a half pair or a client certificate without TLS; OSError unread."""
         if (client_cert is None) != (client_key is None):
             raise ValueError("--client-cert and --client-key go together")

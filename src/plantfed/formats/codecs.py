@@ -25,7 +25,6 @@ backend of `safe_open`, so reading a tensor never leaves the file mapped into th
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -37,11 +36,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from plantfed.contract.records import Codec
 from plantfed.formats.atomic import atomic_output
 from plantfed.formats.memory import MemoryTracker
 from plantfed.formats.numerics import dot
 from plantfed.formats.stream_writer import DTYPES_BY_CODE, TensorSpec
-from plantfed.contract.records import Codec
 
 KIND_KEY = "plantfed.kind"
 CODEC_KEY = "plantfed.codec"
@@ -50,7 +49,11 @@ KIND_UPDATE = "update"
 SCALE_SUFFIX = "::scale"
 INT8_LEVELS = 127
 
-_FLOAT_DTYPE_FOR_CODEC: dict[Codec, torch.dtype] = {Codec.NONE: torch.float32, Codec.FP16: torch.float16, Codec.INT8: torch.int8}
+_FLOAT_DTYPE_FOR_CODEC: dict[Codec, torch.dtype] = {
+    Codec.NONE: torch.float32,
+    Codec.FP16: torch.float16,
+    Codec.INT8: torch.int8,
+}
 _FP16_MAX = torch.finfo(torch.float16).max
 
 
@@ -104,7 +107,9 @@ class SafetensorsFile:
     def __enter__(self) -> SafetensorsFile:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 
@@ -127,7 +132,9 @@ def _detached(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_state(state: Mapping[str, torch.Tensor], path: str | os.PathLike[str], metadata: Mapping[str, str] | None = None) -> None:
+def save_state(
+    state: Mapping[str, torch.Tensor], path: str | os.PathLike[str], metadata: Mapping[str, str] | None = None
+) -> None:
     """Write full model weights atomically (temp file + rename), tagged as a state file."""
     extra = dict(metadata or {})
     for key, value in extra.items():
@@ -251,13 +258,17 @@ class UpdateReader:
             declared = self.file.metadata.get(CODEC_KEY)
             kind = self.file.metadata.get(KIND_KEY)
             if kind != KIND_UPDATE or declared is None:
-                raise PayloadError(f"update {path}: header lacks plantfed update metadata ({KIND_KEY}={kind!r}, {CODEC_KEY}={declared!r})")
+                raise PayloadError(
+                    f"update {path}: header lacks plantfed update metadata ({KIND_KEY}={kind!r}, {CODEC_KEY}={declared!r})"
+                )
             try:
                 self.codec = Codec(declared)
             except ValueError:
                 raise PayloadError(f"update {path}: header names unknown codec {declared!r}") from None
             if codec is not None and Codec(codec) is not self.codec:
-                raise PayloadError(f"update {path}: declared codec {Codec(codec).value!r} but the payload header says {self.codec.value!r}")
+                raise PayloadError(
+                    f"update {path}: declared codec {Codec(codec).value!r} but the payload header says {self.codec.value!r}"
+                )
         except BaseException:
             self.file.close()
             raise
@@ -302,7 +313,9 @@ class UpdateReader:
     def __enter__(self) -> UpdateReader:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 
@@ -347,7 +360,9 @@ def apply_update(
             raise PayloadError(f"update tensor {name!r} is not in the base model")
         base = base_state[name]
         if value.shape != base.shape:
-            raise PayloadError(f"update tensor {name!r}: shape {list(value.shape)} does not match base {list(base.shape)}")
+            raise PayloadError(
+                f"update tensor {name!r}: shape {list(value.shape)} does not match base {list(base.shape)}"
+            )
         if base.is_floating_point():
             out[name] = (base.float() + value.float()).to(base.dtype)
         else:
@@ -392,7 +407,9 @@ def check_header(
                 continue
             raise PayloadError(f"{where}: missing tensor {name!r}")
         if spec.shape != base_spec.shape:
-            raise PayloadError(f"{where}: tensor {name!r} has shape {list(spec.shape)}, the base model has {list(base_spec.shape)}")
+            raise PayloadError(
+                f"{where}: tensor {name!r} has shape {list(spec.shape)}, the base model has {list(base_spec.shape)}"
+            )
         expected = _FLOAT_DTYPE_FOR_CODEC[reader.codec] if base_spec.dtype.is_floating_point else base_spec.dtype
         if spec.dtype != expected:
             raise PayloadError(
@@ -403,7 +420,9 @@ def check_header(
             reader.scale(name)
 
 
-def checked_squared_norm(reader: UpdateReader, name: str, delta: torch.Tensor, tracker: MemoryTracker | None = None) -> float:
+def checked_squared_norm(
+    reader: UpdateReader, name: str, delta: torch.Tensor, tracker: MemoryTracker | None = None
+) -> float:
     """‖delta‖², refusing NaN/Inf: the sum of squares is finite iff every value is, so one pass does both."""
     squared = dot(delta, delta, tracker)
     if not math.isfinite(squared):

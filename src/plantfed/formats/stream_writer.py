@@ -64,7 +64,9 @@ class StreamingWriter:
     If the block raises, or not every declared tensor was written, nothing is left at `path`.
     """
 
-    def __init__(self, path: str | os.PathLike[str], specs: Mapping[str, TensorSpec], metadata: Mapping[str, str] | None = None):
+    def __init__(
+        self, path: str | os.PathLike[str], specs: Mapping[str, TensorSpec], metadata: Mapping[str, str] | None = None
+    ):
         if sys.byteorder != "little":
             raise RuntimeError("safetensors is little-endian; this writer does not byte-swap")
         for name, spec in specs.items():
@@ -83,7 +85,11 @@ class StreamingWriter:
         offset = 0
         for name in self._order:
             spec = self._specs[name]
-            header[name] = {"dtype": DTYPE_CODES[spec.dtype], "shape": list(spec.shape), "data_offsets": [offset, offset + spec.nbytes]}
+            header[name] = {
+                "dtype": DTYPE_CODES[spec.dtype],
+                "shape": list(spec.shape),
+                "data_offsets": [offset, offset + spec.nbytes],
+            }
             offset += spec.nbytes
         raw = json.dumps(header, separators=(",", ":")).encode()
         return raw + b" " * (-(len(raw) + 8) % 8)
@@ -109,13 +115,17 @@ class StreamingWriter:
             raise ValueError(f"tensors must be written in header order: expected {expected!r}, got {name!r}")
         spec = self._specs[name]
         if tensor.dtype != spec.dtype or tuple(tensor.shape) != spec.shape:
-            raise ValueError(f"tensor {name!r}: got {TensorSpec(tensor.dtype, tuple(tensor.shape)).describe()}, declared {spec.describe()}")
+            raise ValueError(
+                f"tensor {name!r}: got {TensorSpec(tensor.dtype, tuple(tensor.shape)).describe()}, declared {spec.describe()}"
+            )
         data = tensor.detach().cpu().contiguous().reshape(-1)
         if data.numel():
             self._file.write(data.view(torch.uint8).numpy().data)
         self._next += 1
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._file.close()
         if exc is None and self._next != len(self._order):
             missing = self._order[self._next]

@@ -54,8 +54,12 @@ class Executor:
         match action:
             case OpenExchangeRound(record=record):
                 self.admin.open_round(record)
-                log.info("%s: opened exchange round for %s from version %d", where, ",".join(record.plants),
-                         record.base_version)
+                log.info(
+                    "%s: opened exchange round for %s from version %d",
+                    where,
+                    ",".join(record.plants),
+                    record.base_version,
+                )
             case CloseExchangeRound(round_id=round_id):
                 self.admin.close_round(round_id)
                 log.info("%s: closed exchange round %s", where, round_id)
@@ -63,8 +67,11 @@ class Executor:
                 model = self.kube.get(MODELS, body["metadata"]["namespace"], action.model)
                 task = (model or {}).get("spec", {}).get("task")
                 if task is None:
-                    log.warning("%s: FederatedModel %s not found; aggregating without its task's local parameters",
-                                where, action.model)
+                    log.warning(
+                        "%s: FederatedModel %s not found; aggregating without its task's local parameters",
+                        where,
+                        action.model,
+                    )
                 created = self.kube.create_job(aggregation_job(self.cfg, action, body, task))
                 log.info("%s: aggregation Job %s %s", where, action.name, "created" if created else "exists")
             case Promote(model=model, version=version):
@@ -81,9 +88,12 @@ class Executor:
                 created = self.kube.create_job(job)
                 log.info("%s: init Job %s %s", where, job["metadata"]["name"], "created" if created else "exists")
             case RecordPrivacySpend(plant=plant, epsilon=epsilon):
-                found = self.kube.patch_status_fields(PARTICIPANTS, body["metadata"]["namespace"], plant,
-                                                      {"dpEpsilon": epsilon})
-                log.info("%s: %s has spent epsilon %.4g%s", where, plant, epsilon, "" if found else " (participant gone)")
+                found = self.kube.patch_status_fields(
+                    PARTICIPANTS, body["metadata"]["namespace"], plant, {"dpEpsilon": epsilon}
+                )
+                log.info(
+                    "%s: %s has spent epsilon %.4g%s", where, plant, epsilon, "" if found else " (participant gone)"
+                )
             case EmitEvent():
                 self.emit(body, action)
             case _:

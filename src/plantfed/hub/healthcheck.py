@@ -33,22 +33,25 @@ def check(exchange: str, tls: ClientTLS, token: str | None, timeout: float) -> t
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from plantfed.exchange.transport import HEALTH_SERVICE, open_channel
     from plantfed.contract.wire.v1 import exchange_pb2 as pb
     from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
+    from plantfed.exchange.transport import HEALTH_SERVICE, open_channel
 
     channel = open_channel(exchange, **tls.channel_kwargs())
     try:
         try:
             answer = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=HEALTH_SERVICE), timeout=timeout, wait_for_ready=True)
+                health_pb2.HealthCheckRequest(service=HEALTH_SERVICE), timeout=timeout, wait_for_ready=True
+            )
             if answer.status != health_pb2.HealthCheckResponse.SERVING:
                 status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
                 return False, f"exchange at {exchange} is not healthy: {status}"
             if token:
                 pb_grpc.ModelExchangeStub(channel).ListVersions(
-                    pb.ListVersionsRequest(model="healthcheck"), metadata=(("authorization", f"Bearer {token}"),),
-                    timeout=timeout)
+                    pb.ListVersionsRequest(model="healthcheck"),
+                    metadata=(("authorization", f"Bearer {token}"),),
+                    timeout=timeout,
+                )
         except grpc.RpcError as err:
             code = err.code()  # type: ignore[attr-defined]
             detail = err.details() or ""  # type: ignore[attr-defined]

@@ -33,8 +33,16 @@ def run(args: argparse.Namespace) -> int:
     existing = store.versions(args.model)
     if existing:
         promoted = store.promoted(args.model)
-        print(json.dumps({"model": args.model, "created": False, "versions": len(existing),
-                          "promoted": promoted.version if promoted else None}))
+        print(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "created": False,
+                    "versions": len(existing),
+                    "promoted": promoted.version if promoted else None,
+                }
+            )
+        )
         return 0
     if args.from_model:
         try:

@@ -71,7 +71,10 @@ def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
     """
     meta = owner["metadata"]
     return {
-        "apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": meta["name"], "uid": meta["uid"],
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
         "controller": True,
     }
 
@@ -90,28 +93,34 @@ def _pod_spec(cfg: OperatorConfig, container: str, command: list[str]) -> dict[s
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": {
-            "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+            "fsGroup": 10001,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [{
-            "name": container,
-            "image": cfg.image,
-            "command": command,
-            "terminationMessagePolicy": "FallbackToLogsOnError",
-            "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
-            "resources": {
-                "requests": {"cpu": cfg.job_cpu, "memory": cfg.job_memory},
-                "limits": {"memory": cfg.job_memory_limit},
-            },
-            "securityContext": {
-                "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                "capabilities": {"drop": ["ALL"]},
-            },
-            "volumeMounts": [
-                {"name": "store", "mountPath": STORE_MOUNT},
-                {"name": "tmp", "mountPath": "/tmp"},
-            ],
-        }],
+        "containers": [
+            {
+                "name": container,
+                "image": cfg.image,
+                "command": command,
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+                "resources": {
+                    "requests": {"cpu": cfg.job_cpu, "memory": cfg.job_memory},
+                    "limits": {"memory": cfg.job_memory_limit},
+                },
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+                "volumeMounts": [
+                    {"name": "store", "mountPath": STORE_MOUNT},
+                    {"name": "tmp", "mountPath": "/tmp"},
+                ],
+            }
+        ],
         "volumes": [
             {"name": "store", "persistentVolumeClaim": {"claimName": cfg.store_claim}},
             {"name": "tmp", "emptyDir": {}},
@@ -122,15 +131,31 @@ def _pod_spec(cfg: OperatorConfig, container: str, command: list[str]) -> dict[s
     return spec
 
 
-def _job(cfg: OperatorConfig, name: str, namespace: str, owner: dict[str, Any], labels: dict[str, str],
-         container: str, command: list[str]) -> dict[str, Any]:
-    labels = {"app.kubernetes.io/part-of": "plantfed", "app.kubernetes.io/name": f"plantfed-{container}",
-              COMPONENT_LABEL: container, **cfg.job_labels, **labels}
+def _job(
+    cfg: OperatorConfig,
+    name: str,
+    namespace: str,
+    owner: dict[str, Any],
+    labels: dict[str, str],
+    container: str,
+    command: list[str],
+) -> dict[str, Any]:
+    labels = {
+        "app.kubernetes.io/part-of": "plantfed",
+        "app.kubernetes.io/name": f"plantfed-{container}",
+        COMPONENT_LABEL: container,
+        **cfg.job_labels,
+        **labels,
+    }
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels,
-                     "ownerReferences": [owner_reference(owner)]},
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(owner)],
+        },
         "spec": {
             "backoffLimit": cfg.job_backoff_limit,
             "template": {"metadata": {"labels": labels}, "spec": _pod_spec(cfg, container, command)},
@@ -148,8 +173,12 @@ def aggregation_job(
     if not action.plants:
         raise ValueError(f"round {action.round_id}: no plants to aggregate")
     command = [
-        "plantfed", "aggregate", f"--store={STORE_MOUNT}", f"--round={action.round_id}",
-        f"--plants={','.join(action.plants)}", *strategy_args(action.strategy, action.privacy),
+        "plantfed",
+        "aggregate",
+        f"--store={STORE_MOUNT}",
+        f"--round={action.round_id}",
+        f"--plants={','.join(action.plants)}",
+        *strategy_args(action.strategy, action.privacy),
     ]
     if task:
         command.append(f"--task={task}")
@@ -159,14 +188,28 @@ def aggregation_job(
     return _job(cfg, action.name, round_body["metadata"]["namespace"], round_body, labels, "aggregate", command)
 
 
-def init_model_job(cfg: OperatorConfig, model: str, task: str, variant: str, weights: InitialWeights,
-                   model_body: dict[str, Any]) -> dict[str, Any]:
+def init_model_job(
+    cfg: OperatorConfig, model: str, task: str, variant: str, weights: InitialWeights, model_body: dict[str, Any]
+) -> dict[str, Any]:
     """The Job that writes the lineage's first version (seeded init or a copy of a published version)."""
-    command = ["plantfed", "init-model", f"--store={STORE_MOUNT}", f"--model={model}", f"--task={task}",
-               f"--variant={variant}"]
+    command = [
+        "plantfed",
+        "init-model",
+        f"--store={STORE_MOUNT}",
+        f"--model={model}",
+        f"--task={task}",
+        f"--variant={variant}",
+    ]
     if weights.from_version is not None:
         command += [f"--from-model={weights.from_version.model}", f"--from-version={weights.from_version.version}"]
     else:
         command.append(f"--seed={weights.seed or 0}")
-    return _job(cfg, init_job_name(model), model_body["metadata"]["namespace"], model_body, {MODEL_LABEL: model},
-                "init-model", command)
+    return _job(
+        cfg,
+        init_job_name(model),
+        model_body["metadata"]["namespace"],
+        model_body,
+        {MODEL_LABEL: model},
+        "init-model",
+        command,
+    )

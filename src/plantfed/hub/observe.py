@@ -12,10 +12,10 @@ import grpc
 
 from plantfed.contract.api.participant import PlantParticipant
 from plantfed.contract.api.round import FederatedRound, PrivacyMode
+from plantfed.contract.records import ModelVersion
 from plantfed.exchange import AdminClient, ExchangeError
 from plantfed.hub.kube import Kube
 from plantfed.hub.reconcile.round import JobObservation, JobState, ObservedRound, Upload, aggregation_job_name
-from plantfed.contract.records import ModelVersion
 
 PARTICIPANTS = "plantparticipants"
 ROUNDS = "federatedrounds"
@@ -65,8 +65,15 @@ def observe_round(kube: Kube, admin: AdminClient, fr: FederatedRound) -> Observe
     privacy = {}
     if fr.spec.privacy.mode is not PrivacyMode.OFF:
         privacy = {plant: tuple(e.release for e in entries) for plant, entries in admin.privacy_ledger(model).items()}
-    return ObservedRound(uploads=uploads, exchange=exchange, job=job, candidate=candidate, promoted=promoted,
-                         evaluations=evaluations, privacy=privacy)
+    return ObservedRound(
+        uploads=uploads,
+        exchange=exchange,
+        job=job,
+        candidate=candidate,
+        promoted=promoted,
+        evaluations=evaluations,
+        privacy=privacy,
+    )
 
 
 def job_failure(job: dict[str, Any] | None) -> str | None:

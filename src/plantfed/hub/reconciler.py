@@ -19,14 +19,21 @@ from kubernetes.client.exceptions import ApiException
 from plantfed.contract.api.model import FederatedModel
 from plantfed.contract.api.participant import PlantParticipant
 from plantfed.contract.api.round import FederatedRound
+from plantfed.contract.metrics import Metrics
 from plantfed.exchange import AdminClient
 from plantfed.hub.config import OperatorConfig
 from plantfed.hub.execute import EventSink, Executor, kopf_event
 from plantfed.hub.jobs import init_job_name
 from plantfed.hub.kube import Kube
-from plantfed.hub.observe import MODELS, PARTICIPANTS, ROUNDS, job_failure, observe_round, participants, promoted_version
-from plantfed.hub.telemetry import Telemetry
-from plantfed.contract.metrics import Metrics
+from plantfed.hub.observe import (
+    MODELS,
+    PARTICIPANTS,
+    ROUNDS,
+    job_failure,
+    observe_round,
+    participants,
+    promoted_version,
+)
 from plantfed.hub.reconcile import (
     InitializeModel,
     reconcile_model,
@@ -35,6 +42,7 @@ from plantfed.hub.reconcile import (
     status_patch,
 )
 from plantfed.hub.reconcile.actions import EmitEvent, EventType
+from plantfed.hub.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +60,15 @@ def _significant(before: list[Any], after: list[Any]) -> bool:
 
 
 class Reconciler:
-    def __init__(self, cfg: OperatorConfig, kube: Kube, admin: AdminClient, metrics: Metrics,
-                 emit: EventSink = kopf_event, clock: Callable[[], datetime] = _now) -> None:
+    def __init__(
+        self,
+        cfg: OperatorConfig,
+        kube: Kube,
+        admin: AdminClient,
+        metrics: Metrics,
+        emit: EventSink = kopf_event,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
         self.cfg, self.kube, self.admin, self.clock = cfg, kube, admin, clock
         self.executor = Executor(cfg, kube, admin, emit)
         self.emit = emit

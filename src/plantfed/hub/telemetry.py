@@ -16,8 +16,8 @@ from plantfed.contract.api.model import FederatedModel
 from plantfed.contract.api.participant import PlantParticipant
 from plantfed.contract.api.round import FederatedRoundStatus, PlantRoundState, RoundPhase
 from plantfed.contract.metrics import Metrics
-from plantfed.hub.reconcile.model import round_number
 from plantfed.contract.records import ModelVersion
+from plantfed.hub.reconcile.model import round_number
 
 GLOBAL_ACCURACY = "global_test_accuracy"
 GLOBAL_LOSS = "global_test_loss"
@@ -31,8 +31,14 @@ class Telemetry:
     def __init__(self, metrics: Metrics) -> None:
         self.m = metrics
 
-    def round_transition(self, model: str, name: str, before: FederatedRoundStatus,
-                         after: FederatedRoundStatus, produced: ModelVersion | None = None) -> None:
+    def round_transition(
+        self,
+        model: str,
+        name: str,
+        before: FederatedRoundStatus,
+        after: FederatedRoundStatus,
+        produced: ModelVersion | None = None,
+    ) -> None:
         """`produced`: the version this round's aggregation published, if any (its record carries the stats)."""
         if after.phase is None or not after.phase.finished or (before.phase is not None and before.phase.finished):
             return
@@ -59,8 +65,10 @@ class Telemetry:
         if after.result_version is not None:
             m.promoted_version.labels(model).set(after.result_version)
             # The promoted model's own scores when plants evaluated it; else its base's (one round behind).
-            for gauge, keys in ((m.global_accuracy, (PROMOTED_ACCURACY, GLOBAL_ACCURACY)),
-                                (m.global_loss, (PROMOTED_LOSS, GLOBAL_LOSS))):
+            for gauge, keys in (
+                (m.global_accuracy, (PROMOTED_ACCURACY, GLOBAL_ACCURACY)),
+                (m.global_loss, (PROMOTED_LOSS, GLOBAL_LOSS)),
+            ):
                 key = next((k for k in keys if k in after.metrics), None)
                 if key is not None:
                     gauge.labels(model).set(after.metrics[key])

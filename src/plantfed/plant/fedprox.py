@@ -26,7 +26,9 @@ def proximal_term(model: nn.Module, global_params: Mapping[str, torch.Tensor], m
             continue
         anchor = global_params[name]
         if anchor.shape != param.shape:
-            raise ValueError(f"FedProx: global parameter {name!r} has shape {list(anchor.shape)}, the model has {list(param.shape)}")
+            raise ValueError(
+                f"FedProx: global parameter {name!r} has shape {list(anchor.shape)}, the model has {list(param.shape)}"
+            )
         term = (param - anchor.detach().to(param.device, param.dtype)).pow(2).sum()
         total = term if total is None else total + term
     if total is None:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import grpc
 
+from plantfed.contract.records import ModelVersion
 from plantfed.exchange.client import ExchangeClient
 from plantfed.exchange.errors import ExchangeError
-from plantfed.contract.records import ModelVersion
 
 
 class ModelCache:
@@ -58,7 +58,14 @@ class ModelCache:
         except (ExchangeError, grpc.RpcError, OSError, RuntimeError) as exc:
             detail = exc.details() if isinstance(exc, grpc.RpcError) else str(exc)
             return self.current(model), f"hub unreachable, serving cached model: {detail}"
-        info = ModelVersion(model=model, version=version, digest="", size=path.stat().st_size, created_at=path.stat().st_mtime, promoted=True)
+        info = ModelVersion(
+            model=model,
+            version=version,
+            digest="",
+            size=path.stat().st_size,
+            created_at=path.stat().st_mtime,
+            promoted=True,
+        )
         tmp = self._current_file(model).with_suffix(".tmp")
         tmp.write_text(info.model_dump_json())
         os.replace(tmp, self._current_file(model))

@@ -15,14 +15,12 @@ from pathlib import Path
 
 import torch
 
+from plantfed.contract.records import Codec, DPMode, DPParams, EvaluationRecord, UpdateMeta
+from plantfed.exchange.client import ExchangeClient
 from plantfed.formats import codecs
 from plantfed.formats.atomic import file_sha256
-from plantfed.exchange.client import ExchangeClient
-from plantfed.contract.records import Codec, DPMode, DPParams, EvaluationRecord, UpdateMeta
 from plantfed.plant.model_cache import ModelCache
-from plantfed.tasks.partition import label_skewed
 from plantfed.plant.privacy import clip_and_noise, global_l2_norm
-from plantfed.tasks.sdk import DataSpec, Task
 from plantfed.plant.training import (
     LocalTrainingConfig,
     SampleDP,
@@ -31,6 +29,8 @@ from plantfed.plant.training import (
     train_local,
     unpredictable_generator,
 )
+from plantfed.tasks.partition import label_skewed
+from plantfed.tasks.sdk import DataSpec, Task
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,9 @@ def is_local(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def load_global_into(model: torch.nn.Module, global_state: dict[str, torch.Tensor], personal: dict[str, torch.Tensor]) -> None:
+def load_global_into(
+    model: torch.nn.Module, global_state: dict[str, torch.Tensor], personal: dict[str, torch.Tensor]
+) -> None:
     """Load the global weights a variant shares with the full model, then this plant's personal layers.
 
     A light variant owns a subset of the full model's names; anything it does not have is ignored, and a
@@ -88,7 +90,9 @@ def load_global_into(model: torch.nn.Module, global_state: dict[str, torch.Tenso
     merged.update({name: t for name, t in personal.items() if name in own})
     for name, tensor in merged.items():
         if tensor.shape != own[name].shape:
-            raise ValueError(f"global tensor {name!r} has shape {tuple(tensor.shape)}, the {type(model).__name__} expects {tuple(own[name].shape)}")
+            raise ValueError(
+                f"global tensor {name!r} has shape {tuple(tensor.shape)}, the {type(model).__name__} expects {tuple(own[name].shape)}"
+            )
     model.load_state_dict(merged, strict=False)
 
 
@@ -132,8 +136,11 @@ class PlantRuntime:
         train_set = plant_data.train
         if cfg.label_skew_alpha > 0:
             train_set = label_skewed(
-                train_set, cfg.label_skew_alpha, seed=cfg.seed,
-                plant_index=self.data.plant_index, num_plants=self.data.num_plants,
+                train_set,
+                cfg.label_skew_alpha,
+                seed=cfg.seed,
+                plant_index=self.data.plant_index,
+                num_plants=self.data.num_plants,
             )
 
         metrics: dict[str, float] = {}
@@ -143,8 +150,11 @@ class PlantRuntime:
 
         base_local = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         sample_dp = cfg.dp_mode is DPMode.SAMPLE and cfg.clip_norm > 0
-        training = (replace(cfg.training, sample_dp=SampleDP(cfg.clip_norm, cfg.noise_multiplier))
-                    if sample_dp else cfg.training)
+        training = (
+            replace(cfg.training, sample_dp=SampleDP(cfg.clip_norm, cfg.noise_multiplier))
+            if sample_dp
+            else cfg.training
+        )
         result = train_local(self.task, model, train_set, training, device, seed=seed, progress=progress)
         metrics.update(
             train_loss=result.train_loss,
@@ -165,8 +175,12 @@ class PlantRuntime:
             # DP-SGD already bounded and noised every record's contribution; the update is post-processing.
             private, norm = delta, global_l2_norm(delta)
         else:
-            private, norm = clip_and_noise(delta, clip_norm=cfg.clip_norm, noise_multiplier=cfg.noise_multiplier,
-                                           generator=unpredictable_generator(torch.device("cpu")))
+            private, norm = clip_and_noise(
+                delta,
+                clip_norm=cfg.clip_norm,
+                noise_multiplier=cfg.noise_multiplier,
+                generator=unpredictable_generator(torch.device("cpu")),
+            )
         payload = codecs.encode_delta(private, cfg.codec)
         payload_path = self.state_dir / "outbox" / f"{round_id}.safetensors"
         payload_path.parent.mkdir(parents=True, exist_ok=True)
@@ -183,7 +197,9 @@ class PlantRuntime:
             # Local DP is one Gaussian release of the whole clipped update per round (q = 1), whatever SGD did
             # inside; reporting SGD's steps and batch rate there would invite an accountant to over-credit it.
             # DP-SGD reports exactly what opacus's accountant recorded.
-            dp=result.dp if result.dp is not None else DPParams(
+            dp=result.dp
+            if result.dp is not None
+            else DPParams(
                 clip_norm=cfg.clip_norm,
                 noise_multiplier=cfg.noise_multiplier,
                 steps=1 if cfg.clip_norm > 0 else 0,
@@ -234,9 +250,14 @@ class PlantRuntime:
         scores = evaluate(self.task, model, self.task.load_data(self.data).val, pick_device(device))
         samples = int(scores.pop("samples"))
         if samples == 0:
-            raise ValueError(f"plant {self.plant}: the validation split is empty; nothing to score version {version} on")
+            raise ValueError(
+                f"plant {self.plant}: the validation split is empty; nothing to score version {version} on"
+            )
         evaluation = EvaluationRecord(
-            plant=self.plant, round_id=round_id, version=version, num_samples=samples,
+            plant=self.plant,
+            round_id=round_id,
+            version=version,
+            num_samples=samples,
             metrics={f"val_{k}": v for k, v in scores.items()},
         )
         kept, _duplicate = self.client.submit_evaluation(evaluation)

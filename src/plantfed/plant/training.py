@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from plantfed.plant.fedprox import proximal_term
 from plantfed.contract.records import DPMode, DPParams
+from plantfed.plant.fedprox import proximal_term
 from plantfed.tasks.sdk import Task
 
 
@@ -97,8 +97,9 @@ def unpredictable_generator(device: torch.device) -> torch.Generator:
 
 
 @contextlib.contextmanager
-def _private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, dp: SampleDP,
-             device: torch.device) -> Iterator[tuple[torch.optim.Optimizer, DataLoader, object]]:
+def _private(
+    model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, dp: SampleDP, device: torch.device
+) -> Iterator[tuple[torch.optim.Optimizer, DataLoader, object]]:
     """opacus's `PrivacyEngine` around the plant's own model: per-sample gradients, Poisson batches, noise.
 
     Hooks go on the model itself (no wrapper), so parameter names, and so the update's tensor names, do not
@@ -115,8 +116,12 @@ def _private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoa
     for module in model.modules():
         if getattr(module, "inplace", False):
             module.inplace = False
-    sampling = DataLoader(loader.dataset, batch_size=loader.batch_size, shuffle=True,
-                          generator=unpredictable_generator(torch.device("cpu")))
+    sampling = DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        shuffle=True,
+        generator=unpredictable_generator(torch.device("cpu")),
+    )
     with warnings.catch_warnings():
         # Known and accepted: noise and sampling come from `unpredictable_generator` (torchcsprng, which
         # opacus's secure mode needs, is not packaged for current torch), and the first layer's input
@@ -125,8 +130,13 @@ def _private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoa
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
         engine = PrivacyEngine(accountant="rdp")
         hooks, private_optimizer, private_loader = engine.make_private(
-            module=model, optimizer=optimizer, data_loader=sampling, noise_multiplier=dp.noise_multiplier,
-            max_grad_norm=dp.clip_norm, poisson_sampling=True, wrap_model=False,
+            module=model,
+            optimizer=optimizer,
+            data_loader=sampling,
+            noise_multiplier=dp.noise_multiplier,
+            max_grad_norm=dp.clip_norm,
+            poisson_sampling=True,
+            wrap_model=False,
             noise_generator=unpredictable_generator(device),
         )
         try:
@@ -143,8 +153,9 @@ def _declared(accountant, dp: SampleDP) -> DPParams:
     if len(history) != 1:
         raise RuntimeError(f"DP-SGD changed its noise or sampling rate within one round: {history}")
     sigma, sample_rate, steps = history[0]
-    return DPParams(mode=DPMode.SAMPLE, clip_norm=dp.clip_norm, noise_multiplier=sigma, steps=steps,
-                    sample_rate=sample_rate)
+    return DPParams(
+        mode=DPMode.SAMPLE, clip_norm=dp.clip_norm, noise_multiplier=sigma, steps=steps, sample_rate=sample_rate
+    )
 
 
 def train_local(
@@ -163,19 +174,21 @@ def train_local(
     exactly what was released so the hub can charge it.
     """
     if cfg.sample_dp is not None and cfg.fedprox_mu > 0:
-        raise ValueError("DP-SGD and FedProx do not combine: the proximal term's gradient would skip per-sample "
-                         "clipping and noise; set fedprox_mu to 0")
+        raise ValueError(
+            "DP-SGD and FedProx do not combine: the proximal term's gradient would skip per-sample "
+            "clipping and noise; set fedprox_mu to 0"
+        )
     torch.manual_seed(seed)
     model.to(device)
-    global_params = (
-        {n: p.detach().clone() for n, p in model.named_parameters()} if cfg.fedprox_mu > 0 else None
-    )
+    global_params = {n: p.detach().clone() for n, p in model.named_parameters()} if cfg.fedprox_mu > 0 else None
     optimizer = make_optimizer(model, cfg)
     loader = make_loader(dataset, cfg.batch_size, shuffle=True, seed=seed)
     with contextlib.ExitStack() as stack:
         accountant = None
         if cfg.sample_dp is not None:
-            optimizer, loader, accountant = stack.enter_context(_private(model, optimizer, loader, cfg.sample_dp, device))
+            optimizer, loader, accountant = stack.enter_context(
+                _private(model, optimizer, loader, cfg.sample_dp, device)
+            )
         total_steps = cfg.epochs * len(loader)
         if cfg.max_steps:
             total_steps = min(total_steps, cfg.max_steps)
@@ -214,6 +227,8 @@ def train_local(
     )
 
 
-def evaluate(task: Task, model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 256) -> dict[str, float]:
+def evaluate(
+    task: Task, model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 256
+) -> dict[str, float]:
     model.to(device)
     return task.evaluate(model, make_loader(dataset, batch_size, shuffle=False, seed=0), device)

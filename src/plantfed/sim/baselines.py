@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
+from plantfed.plant.training import LocalTrainingConfig, evaluate, train_local
 from plantfed.tasks.partition import label_skewed
 from plantfed.tasks.sdk import DataSpec, PlantData, Task
-from plantfed.plant.training import LocalTrainingConfig, evaluate, train_local
 
 
 @dataclass
@@ -59,7 +59,9 @@ def run_baselines(
         return model
 
     def score(name: str, model: torch.nn.Module) -> None:
-        report.scores[name] = {spec.plant: evaluate(task, model, loaded[spec.plant].test, device) for spec in eval_specs}
+        report.scores[name] = {
+            spec.plant: evaluate(task, model, loaded[spec.plant].test, device) for spec in eval_specs
+        }
 
     train_sets = {s.plant: _train_set(loaded[s.plant], s, label_skew_alpha, seed) for s in train_specs}
     score("centralised", fit(list(train_sets.values())))

@@ -14,13 +14,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import ConcatDataset
 
-from plantfed.tasks.sdk import DataSpec, PlantData
-from plantfed.tasks.bearing.task import BearingTask
 from plantfed.plant.training import LocalTrainingConfig, evaluate, train_local
+from plantfed.tasks.bearing.task import BearingTask
+from plantfed.tasks.sdk import DataSpec, PlantData
 
 
-def train(task: BearingTask, variant: str, data: list[PlantData], epochs: int, seed: int,
-          device: torch.device) -> tuple[torch.nn.Module, float]:
+def train(
+    task: BearingTask, variant: str, data: list[PlantData], epochs: int, seed: int, device: torch.device
+) -> tuple[torch.nn.Module, float]:
     """Adam on the pooled train splits of `data`; returns the model and mean seconds per epoch.
 
     Plants' own loop (`train_local`): these baselines and a federated run differ in data and settings, not in code.
@@ -34,8 +35,14 @@ def train(task: BearingTask, variant: str, data: list[PlantData], epochs: int, s
 
 def test_all(task: BearingTask, model: torch.nn.Module, data: list[PlantData], device: torch.device) -> list[dict]:
     return [
-        {"plant": d.info["plant"], **{k: round(v, 4) for k, v in evaluate(task, model, d.test, device).items()
-                                      if k in ("accuracy", "balanced_accuracy")}}
+        {
+            "plant": d.info["plant"],
+            **{
+                k: round(v, 4)
+                for k, v in evaluate(task, model, d.test, device).items()
+                if k in ("accuracy", "balanced_accuracy")
+            },
+        }
         for d in data
     ]
 
@@ -53,15 +60,20 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     options = dict(o.split("=", 1) for o in args.option)
     task = BearingTask()
-    data = [task.load_data(DataSpec(f"plant{i}", args.data, i, args.plants, args.seed, options))
-            for i in range(args.plants)]
+    data = [
+        task.load_data(DataSpec(f"plant{i}", args.data, i, args.plants, args.seed, options)) for i in range(args.plants)
+    ]
     model, epoch_s = train(task, args.variant, data, args.epochs, args.seed, device)
-    report = {"train_windows": [len(d.train) for d in data], "centralised": {
-        "seconds_per_epoch": round(epoch_s, 2), "test": test_all(task, model, data, device)}}
+    report = {
+        "train_windows": [len(d.train) for d in data],
+        "centralised": {"seconds_per_epoch": round(epoch_s, 2), "test": test_all(task, model, data, device)},
+    }
     for i, own in enumerate(data):
         silo, silo_s = train(task, args.variant, [own], args.epochs, args.seed, device)
-        report[f"siloed_{own.info['plant']}"] = {"seconds_per_epoch": round(silo_s, 2),
-                                                 "test": test_all(task, silo, data, device)}
+        report[f"siloed_{own.info['plant']}"] = {
+            "seconds_per_epoch": round(silo_s, 2),
+            "test": test_all(task, silo, data, device),
+        }
     print(json.dumps(report, indent=1))
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def _series(report: dict) -> tuple[list[int], list[float | None], list[float | None]]:
@@ -65,7 +65,10 @@ class Convergence:
 def convergence_from_report(report: dict) -> Convergence:
     rounds, acc, loss = _series(report)
     return Convergence(
-        rounds=rounds, accuracy=acc, loss=loss, plant_accuracy=_plant_curves(report),
+        rounds=rounds,
+        accuracy=acc,
+        loss=loss,
+        plant_accuracy=_plant_curves(report),
         bytes_rounds=[r["round"] for r in report["rounds"]],
         bytes_up=[float(r["bytes_up"]) for r in report["rounds"]],
         bytes_down=[float(r["bytes_down"]) for r in report["rounds"]],
@@ -117,6 +120,7 @@ def render_run(run_dir: Path, out: Path | None = None) -> Path:
 
 # -- from Prometheus -------------------------------------------------------------------------------------
 
+
 class PrometheusError(RuntimeError):
     """Prometheus could not be reached or refused a query; the message names the URL and the query."""
 
@@ -149,7 +153,9 @@ class PrometheusSource:
         return "{" + ", ".join(matchers) + "}"
 
     def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict]:
-        params = urllib.parse.urlencode({"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"})
+        params = urllib.parse.urlencode(
+            {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
+        )
         url = f"{self.url.rstrip('/')}/api/v1/query_range?{params}"
         try:
             with urllib.request.urlopen(url, timeout=self.timeout_s) as response:
@@ -179,8 +185,9 @@ def _samples(result: list[dict]) -> dict[float, float]:
     return {float(t): float(v) for t, v in result[0]["values"] if not math.isnan(float(v))}
 
 
-def convergence_from_prometheus(src: PrometheusSource, since_s: float, *, step_s: float | None = None,
-                                end: float | None = None) -> Convergence:
+def convergence_from_prometheus(
+    src: PrometheusSource, since_s: float, *, step_s: float | None = None, end: float | None = None
+) -> Convergence:
     """Per-round curves of the model's most recent campaign in the window.
 
     Samples are paired by time with `plantfed_round_number`: a gauge's value for round r is its last
@@ -224,9 +231,12 @@ def convergence_from_prometheus(src: PrometheusSource, since_s: float, *, step_s
     up = one(f"sum(plantfed_update_bytes_received_total{sel})")
     down = one(f"sum(plantfed_model_bytes_served_total{sel})")
     return Convergence(
-        rounds=rounds, accuracy=per_round(one(f"max(plantfed_global_accuracy{sel})")),
-        loss=per_round(one(f"max(plantfed_global_loss{sel})")), plant_accuracy=plants,
-        bytes_rounds=rounds, bytes_up=_per_round_increase(up, rounds, first, window[0]),
+        rounds=rounds,
+        accuracy=per_round(one(f"max(plantfed_global_accuracy{sel})")),
+        loss=per_round(one(f"max(plantfed_global_loss{sel})")),
+        plant_accuracy=plants,
+        bytes_rounds=rounds,
+        bytes_up=_per_round_increase(up, rounds, first, window[0]),
         bytes_down=_per_round_increase(down, rounds, first, window[0]),
         accuracy_title="Test accuracy published after each round",
     )
@@ -246,9 +256,11 @@ def _last_between(samples: dict[float, float], lo: float, hi: float) -> float | 
     return samples[max(inside)] if inside else None
 
 
-def _per_round_increase(counter: dict[float, float], rounds: list[int], first: dict[int, float],
-                        begin: float) -> list[float]:
+def _per_round_increase(
+    counter: dict[float, float], rounds: list[int], first: dict[int, float], begin: float
+) -> list[float]:
     """Counter increase per round, reading it where each round is first seen finished (resets counted)."""
+
     def at(t: float) -> float | None:
         before = [s for s in counter if s <= t]
         return counter[max(before)] if before else None

@@ -22,18 +22,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from plantfed.formats import codecs
-from plantfed.engine.aggregation import StrategyConfig
-from plantfed.exchange.server import build_server
-from plantfed.exchange.auth import TokenBook
 from plantfed.contract.metrics import Metrics
-from plantfed.engine.privacy import DPRelease, PrivacyLedger, central_release, dearest_epsilon, epsilon_for, round_costs
 from plantfed.contract.records import Codec, DPMode, RoundRecord
+from plantfed.engine.aggregation import StrategyConfig
+from plantfed.engine.privacy import DPRelease, PrivacyLedger, central_release, dearest_epsilon, round_costs
 from plantfed.engine.round_aggregation import aggregate_round
 from plantfed.engine.store import ModelStore
+from plantfed.exchange.auth import TokenBook
+from plantfed.exchange.server import build_server
+from plantfed.formats import codecs
+from plantfed.plant.training import LocalTrainingConfig, pick_device
 from plantfed.sim.baselines import BaselineReport, run_baselines
 from plantfed.tasks.sdk import DataSpec, load_task
-from plantfed.plant.training import LocalTrainingConfig, pick_device
 
 
 @dataclass
@@ -118,8 +118,10 @@ class Simulation:
         if not 0 <= cfg.holdout < cfg.plants:
             raise ValueError(f"--holdout {cfg.holdout} must leave at least one of the {cfg.plants} plants training")
         if cfg.dp_mode is DPMode.SAMPLE and cfg.clip_norm > 0 and cfg.fedprox_mu > 0:
-            raise ValueError("--dp-mode sample (DP-SGD) cannot be combined with --fedprox-mu: the proximal term's "
-                             "gradient would escape per-record clipping")
+            raise ValueError(
+                "--dp-mode sample (DP-SGD) cannot be combined with --fedprox-mu: the proximal term's "
+                "gradient would escape per-record clipping"
+            )
         self.cfg = cfg
         self.console = console or Console()
         self.out = Path(cfg.out).resolve()
@@ -144,18 +146,30 @@ class Simulation:
     def _round_costs(self, plant: str) -> list[list[DPRelease]]:
         """What one more round may cost `plant`, priced exactly as the operator prices it."""
         c = self.cfg
-        central = (central_release(c.strategy.central_noise_multiplier, c.strategy.norm_bound or 0.0)
-                   if c.strategy.central_noise_multiplier is not None else None)
-        return round_costs(c.dp_mode, clip_norm=c.clip_norm, noise_multiplier=c.noise_multiplier, epochs=c.epochs,
-                           central=central, history=self.ledger.history(plant))
+        central = (
+            central_release(c.strategy.central_noise_multiplier, c.strategy.norm_bound or 0.0)
+            if c.strategy.central_noise_multiplier is not None
+            else None
+        )
+        return round_costs(
+            c.dp_mode,
+            clip_norm=c.clip_norm,
+            noise_multiplier=c.noise_multiplier,
+            epochs=c.epochs,
+            central=central,
+            history=self.ledger.history(plant),
+        )
 
     def _within_budget(self, plants: list[str]) -> tuple[list[str], list[str]]:
         """(plants that may train, plants whose next round would exceed the ε budget)."""
         budget = self.cfg.epsilon_budget
         if budget is None or not self.dp_enabled:
             return plants, []
-        over = [p for p in plants
-                if dearest_epsilon(self.ledger.history(p), self._round_costs(p), self.cfg.dp_delta) > budget]
+        over = [
+            p
+            for p in plants
+            if dearest_epsilon(self.ledger.history(p), self._round_costs(p), self.cfg.dp_delta) > budget
+        ]
         return [p for p in plants if p not in over], over
 
     # -- hub ---------------------------------------------------------------------------------------------
@@ -186,14 +200,50 @@ class Simulation:
         c = self.cfg
         pdir = self.out / "plants" / plant
         cmd = [
-            sys.executable, "-m", "plantfed", "train",
-            "--exchange", target, "--plant", plant, "--token-file", str(pdir / "token"),
-            "--round", round_id, "--task", c.task, "--state-dir", str(pdir),
-            "--plant-index", str(index), "--num-plants", str(c.plants), "--seed", str(c.seed),
-            "--epochs", str(c.epochs), "--batch-size", str(c.batch_size), "--learning-rate", str(c.learning_rate),
-            "--optimizer", c.optimizer, "--fedprox-mu", str(c.fedprox_mu), "--codec", c.codec.value,
-            "--clip-norm", str(c.clip_norm), "--noise-multiplier", str(c.noise_multiplier), "--dp-mode", c.dp_mode.value,
-            "--label-skew-alpha", str(c.label_skew_alpha), "--report", str(pdir / "report.json"),
+            sys.executable,
+            "-m",
+            "plantfed",
+            "train",
+            "--exchange",
+            target,
+            "--plant",
+            plant,
+            "--token-file",
+            str(pdir / "token"),
+            "--round",
+            round_id,
+            "--task",
+            c.task,
+            "--state-dir",
+            str(pdir),
+            "--plant-index",
+            str(index),
+            "--num-plants",
+            str(c.plants),
+            "--seed",
+            str(c.seed),
+            "--epochs",
+            str(c.epochs),
+            "--batch-size",
+            str(c.batch_size),
+            "--learning-rate",
+            str(c.learning_rate),
+            "--optimizer",
+            c.optimizer,
+            "--fedprox-mu",
+            str(c.fedprox_mu),
+            "--codec",
+            c.codec.value,
+            "--clip-norm",
+            str(c.clip_norm),
+            "--noise-multiplier",
+            str(c.noise_multiplier),
+            "--dp-mode",
+            c.dp_mode.value,
+            "--label-skew-alpha",
+            str(c.label_skew_alpha),
+            "--report",
+            str(pdir / "report.json"),
         ]
         if c.variants:
             cmd += ["--variant", c.variants[index % len(c.variants)]]
@@ -248,8 +298,12 @@ class Simulation:
         round_id = f"{c.model_name}-r{number}"
         selected, exhausted = self._within_budget(self.plants)
         if not selected:
-            raise BudgetExhausted(f"round {round_id}: every plant's next round would exceed ε budget {c.epsilon_budget}")
-        self.store.open_round(RoundRecord(round_id=round_id, model=c.model_name, base_version=base.version, plants=selected))
+            raise BudgetExhausted(
+                f"round {round_id}: every plant's next round would exceed ε budget {c.epsilon_budget}"
+            )
+        self.store.open_round(
+            RoundRecord(round_id=round_id, model=c.model_name, base_version=base.version, plants=selected)
+        )
         for plant in selected:
             (self.out / "plants" / plant / "report.json").unlink(missing_ok=True)
         jobs = [(p, self._plant_command(p, self.plants.index(p), round_id, target)) for p in selected]
@@ -257,7 +311,11 @@ class Simulation:
             progress.update(bar, advance=len(exhausted))
 
         def done(plant: str, code: int) -> None:
-            progress.update(bar, advance=1, description=f"round {number}/{c.rounds}: {plant} {'uploaded' if code == 0 else 'FAILED'}")
+            progress.update(
+                bar,
+                advance=1,
+                description=f"round {number}/{c.rounds}: {plant} {'uploaded' if code == 0 else 'FAILED'}",
+            )
 
         exits = self._run_plants(jobs, done)
         self.store.close_round(round_id)
@@ -267,18 +325,27 @@ class Simulation:
             code, tail = exits[plant]
             report_path = self.out / "plants" / plant / "report.json"
             if code != 0 or not report_path.exists():
-                plants[plant] = PlantRound(plant=plant, ok=False, error=tail.strip().splitlines()[-1] if tail.strip() else f"exit {code}")
+                plants[plant] = PlantRound(
+                    plant=plant, ok=False, error=tail.strip().splitlines()[-1] if tail.strip() else f"exit {code}"
+                )
                 continue
             rep = json.loads(report_path.read_text())
             plants[plant] = PlantRound(
-                plant=plant, ok=True, num_samples=rep["num_samples"], metrics=rep["metrics"],
-                payload_bytes=rep["payload_bytes"], bytes_sent=rep["bytes_sent"], update_norm=rep["update_norm"],
+                plant=plant,
+                ok=True,
+                num_samples=rep["num_samples"],
+                metrics=rep["metrics"],
+                payload_bytes=rep["payload_bytes"],
+                bytes_sent=rep["bytes_sent"],
+                update_norm=rep["update_norm"],
                 train_seconds=rep["train_seconds"],
             )
         ok = [p for p in plants.values() if p.ok]
         if not ok:
             self.metrics.rounds_total.labels(c.model_name, "failed").inc()
-            raise RuntimeError(f"round {round_id}: every plant failed; first error: {next(iter(plants.values())).error}")
+            raise RuntimeError(
+                f"round {round_id}: every plant failed; first error: {next(iter(plants.values())).error}"
+            )
 
         agg = aggregate_round(self.store, round_id, c.strategy, local_patterns=self.local_patterns)
         self.store.promote(c.model_name, agg.version.version)
@@ -291,9 +358,15 @@ class Simulation:
                     plants[stat.plant].cosine = stat.cosine
         model_bytes = self.store.get_model(c.model_name, base.version).size
         report = RoundReport(
-            round=number, round_id=round_id, base_version=base.version, version=agg.version.version,
-            seconds=time.perf_counter() - started, aggregation_seconds=agg.seconds,
-            bytes_up=sum(p.bytes_sent for p in ok), bytes_down=model_bytes * len(ok), plants=plants,
+            round=number,
+            round_id=round_id,
+            base_version=base.version,
+            version=agg.version.version,
+            seconds=time.perf_counter() - started,
+            aggregation_seconds=agg.seconds,
+            bytes_up=sum(p.bytes_sent for p in ok),
+            bytes_down=model_bytes * len(ok),
+            plants=plants,
             budget_exhausted=exhausted,
         )
         self._export_round_metrics(report, agg)
@@ -327,11 +400,13 @@ class Simulation:
                 m.plant_accuracy.labels(model, p.plant).set(p.metrics["global_test_accuracy"])
         # Federated evaluation of the model this round started from, as the operator reports it: the
         # newly promoted model is scored when plants receive it (next round, or the final evaluation).
-        incoming = _weighted([
-            (p.metrics["global_test_accuracy"], p.metrics["global_test_loss"], p.metrics["global_test_samples"])
-            for p in report.plants.values()
-            if p.ok and {"global_test_accuracy", "global_test_loss", "global_test_samples"} <= p.metrics.keys()
-        ])
+        incoming = _weighted(
+            [
+                (p.metrics["global_test_accuracy"], p.metrics["global_test_loss"], p.metrics["global_test_samples"])
+                for p in report.plants.values()
+                if p.ok and {"global_test_accuracy", "global_test_loss", "global_test_samples"} <= p.metrics.keys()
+            ]
+        )
         if incoming is not None:
             m.global_accuracy.labels(model).set(incoming[0])
             m.global_loss.labels(model).set(incoming[1])
@@ -355,11 +430,17 @@ class Simulation:
             for p in rep.plants.values():
                 if p.ok and "global_test_accuracy" in p.metrics:
                     by_version.setdefault(rep.base_version, []).append(
-                        (p.metrics["global_test_accuracy"], p.metrics["global_test_loss"], p.metrics["global_test_samples"])
+                        (
+                            p.metrics["global_test_accuracy"],
+                            p.metrics["global_test_loss"],
+                            p.metrics["global_test_samples"],
+                        )
                     )
         for plant, ev in final_eval.items():
             if plant in self.plants:
-                by_version.setdefault(int(ev["version"]), []).append((ev["test_accuracy"], ev["test_loss"], ev["test_samples"]))
+                by_version.setdefault(int(ev["version"]), []).append(
+                    (ev["test_accuracy"], ev["test_loss"], ev["test_samples"])
+                )
         self.initial = _weighted(by_version.get(self.reports[0].base_version, [])) if self.reports else None
         for rep in self.reports:
             quality = _weighted(by_version.get(rep.version, []))
@@ -377,10 +458,30 @@ class Simulation:
         for i, plant in enumerate(self.plants + self.holdout):
             pdir = self.out / "plants" / plant
             cmd = [
-                sys.executable, "-m", "plantfed", "evaluate", "--exchange", target, "--plant", plant,
-                "--token-file", str(pdir / "token"), "--model", c.model_name, "--task", c.task,
-                "--state-dir", str(pdir), "--plant-index", str(i), "--num-plants", str(c.plants),
-                "--seed", str(c.seed), "--report", str(pdir / "evaluation.json"),
+                sys.executable,
+                "-m",
+                "plantfed",
+                "evaluate",
+                "--exchange",
+                target,
+                "--plant",
+                plant,
+                "--token-file",
+                str(pdir / "token"),
+                "--model",
+                c.model_name,
+                "--task",
+                c.task,
+                "--state-dir",
+                str(pdir),
+                "--plant-index",
+                str(i),
+                "--num-plants",
+                str(c.plants),
+                "--seed",
+                str(c.seed),
+                "--report",
+                str(pdir / "evaluation.json"),
             ]
             jobs.append((plant, cmd + self._data_args()))
         exits = self._run_plants(jobs, lambda plant, code: None)
@@ -419,8 +520,12 @@ class Simulation:
                 f"strategy {c.strategy.name.value}, data {'synthetic' if c.data is None else c.data}, exchange {target}"
             )
             with Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                console=self.console, transient=False,
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=False,
             ) as progress:
                 bar = progress.add_task("starting", total=c.rounds * len(self.plants))
                 for number in range(1, c.rounds + 1):
@@ -440,7 +545,9 @@ class Simulation:
         finally:
             if metrics_http is not None:
                 if c.metrics_linger_s > 0:
-                    self.console.print(f"serving metrics on 127.0.0.1:{c.metrics_port} for {c.metrics_linger_s:g} s more")
+                    self.console.print(
+                        f"serving metrics on 127.0.0.1:{c.metrics_port} for {c.metrics_linger_s:g} s more"
+                    )
                     time.sleep(c.metrics_linger_s)
                 metrics_http.shutdown()
 
@@ -479,26 +586,41 @@ class Simulation:
     def _spec(self, index: int) -> DataSpec:
         c = self.cfg
         return DataSpec(
-            plant=plant_name(index), path=Path(c.data).resolve() if c.data else None, plant_index=index,
-            num_plants=c.plants, seed=c.seed, options=dict(c.data_options),
+            plant=plant_name(index),
+            path=Path(c.data).resolve() if c.data else None,
+            plant_index=index,
+            num_plants=c.plants,
+            seed=c.seed,
+            options=dict(c.data_options),
         )
 
     def _run_baselines(self) -> BaselineReport:
         """Centralised and siloed models with the federation's compute budget (see plantfed.sim.baselines)."""
         c = self.cfg
-        self.console.print(f"baselines: centralised + {len(self.plants)} siloed models, {c.rounds * c.epochs} epochs each")
+        self.console.print(
+            f"baselines: centralised + {len(self.plants)} siloed models, {c.rounds * c.epochs} epochs each"
+        )
         initial = codecs.load_state(self.store.blob_path(self.store.get_model(c.model_name, 1).digest))
         torch.set_num_threads(1)
         return run_baselines(
-            self.task, initial, [self._spec(i) for i in range(len(self.plants))],
-            [self._spec(i) for i in range(c.plants)], self._training_config(), rounds=c.rounds, seed=c.seed,
-            device=pick_device(), label_skew_alpha=c.label_skew_alpha,
+            self.task,
+            initial,
+            [self._spec(i) for i in range(len(self.plants))],
+            [self._spec(i) for i in range(c.plants)],
+            self._training_config(),
+            rounds=c.rounds,
+            seed=c.seed,
+            device=pick_device(),
+            label_skew_alpha=c.label_skew_alpha,
         )
 
     def _training_config(self) -> LocalTrainingConfig:
         c = self.cfg
         return LocalTrainingConfig(
-            epochs=c.epochs, batch_size=c.batch_size, learning_rate=c.learning_rate, optimizer=c.optimizer,
+            epochs=c.epochs,
+            batch_size=c.batch_size,
+            learning_rate=c.learning_rate,
+            optimizer=c.optimizer,
             fedprox_mu=c.fedprox_mu,
         )
 
@@ -508,8 +630,13 @@ class Simulation:
             table.add_column(col, justify="right")
         for r in self.reports:
             table.add_row(
-                str(r.round), str(r.version), _fmt(r.global_accuracy), _fmt(r.global_loss),
-                f"{sum(p.ok for p in r.plants.values())}/{len(r.plants)}", f"{r.bytes_up / 1e6:.2f}", f"{r.seconds:.1f}",
+                str(r.round),
+                str(r.version),
+                _fmt(r.global_accuracy),
+                _fmt(r.global_loss),
+                f"{sum(p.ok for p in r.plants.values())}/{len(r.plants)}",
+                f"{r.bytes_up / 1e6:.2f}",
+                f"{r.seconds:.1f}",
             )
         self.console.print(table)
         quality = report["quality"]
@@ -530,7 +657,10 @@ class Simulation:
 
 
 def quality_summary(
-    reports: list[RoundReport], final_eval: dict[str, dict[str, float]], trained: list[str], holdout: list[str],
+    reports: list[RoundReport],
+    final_eval: dict[str, dict[str, float]],
+    trained: list[str],
+    holdout: list[str],
     baselines: BaselineReport | None,
 ) -> dict:
     """The learning-quality figures: per-plant comparison, federated/centralised share, rounds to 95 %."""

@@ -32,7 +32,8 @@ def rewrite_exchange(container: dict[str, Any], grpc: int, health: int, metrics:
         port["containerPort"] = {"grpc": grpc, "metrics": metrics}[port["name"]]
     probe = container["readinessProbe"]["exec"]["command"]
     container["readinessProbe"]["exec"]["command"] = [
-        f"--exchange=localhost:{health}" if a == f"--exchange=localhost:{CHART_HEALTH}" else a for a in probe]
+        f"--exchange=localhost:{health}" if a == f"--exchange=localhost:{CHART_HEALTH}" else a for a in probe
+    ]
 
 
 def main() -> None:

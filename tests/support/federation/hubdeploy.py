@@ -68,12 +68,14 @@ class Hub:
     def get(self, plural: str, name: str) -> dict[str, Any]:
         with self.cluster.api_client() as api:
             return client.CustomObjectsApi(api).get_namespaced_custom_object(
-                "plantfed.io", "v1alpha1", self.namespace, plural, name)
+                "plantfed.io", "v1alpha1", self.namespace, plural, name
+            )
 
     def list(self, plural: str) -> list[dict[str, Any]]:
         with self.cluster.api_client() as api:
             return client.CustomObjectsApi(api).list_namespaced_custom_object(
-                "plantfed.io", "v1alpha1", self.namespace, plural)["items"]
+                "plantfed.io", "v1alpha1", self.namespace, plural
+            )["items"]
 
     @property
     def manifests(self) -> list[dict[str, Any]]:
@@ -100,8 +102,11 @@ class Hub:
 
     def operator_pods(self) -> list[Any]:
         with self.cluster.api_client() as api:
-            return client.CoreV1Api(api).list_namespaced_pod(
-                self.namespace, label_selector="app.kubernetes.io/name=plantfed-operator").items
+            return (
+                client.CoreV1Api(api)
+                .list_namespaced_pod(self.namespace, label_selector="app.kubernetes.io/name=plantfed-operator")
+                .items
+            )
 
 
 POSTRENDER = Path(__file__).with_name("hub_postrender.py")
@@ -113,30 +118,65 @@ def _secret(cluster: ClusterWithNodes, namespace: str, name: str) -> dict[str, s
     return {k: base64.b64decode(v).decode() for k, v in data.items()}
 
 
-def deploy_hub(cluster: ClusterWithNodes, namespace: str, plants: list[dict[str, Any]], *,
-               mutual_tls: bool = False) -> Hub:
+def deploy_hub(
+    cluster: ClusterWithNodes, namespace: str, plants: list[dict[str, Any]], *, mutual_tls: bool = False
+) -> Hub:
     """`helm install` the hub chart and read back what it generated (CA, admin and plant tokens, and with
     `mutual_tls` the operator's client certificate)."""
     exchange_port, health_port, exchange_metrics, metrics_port, liveness_port = free_ports(5)
     cluster.helm(
-        "install", RELEASE, str(HUB_CHART), "-n", namespace, "--wait", "--timeout", "300s",
-        "--set", "crds.enabled=false", "--set", "tests.enabled=false",
-        "--set", f"exchange.service.port={exchange_port}", "--set", f"metrics.port={metrics_port}",
-        "--set", f"exchange.store.storageClassName={STORAGE_CLASS}", "--set", "exchange.store.size=1Gi",
-        "--set-json", f"plants={json.dumps(plants)}",
-        "--set", f"operator.livenessPort={liveness_port}", "--set", "operator.pollSeconds=1",
-        "--set", f"operator.heartbeatTimeoutSeconds={HEARTBEAT_TIMEOUT}", "--set", "operator.logLevel=DEBUG",
-        "--set", f"tls.mutual.enabled={str(mutual_tls).lower()}",
-        "--post-renderer", sys.executable, "--post-renderer-args", str(POSTRENDER),
-        "--post-renderer-args", f"--grpc={exchange_port}", "--post-renderer-args", f"--health={health_port}",
-        "--post-renderer-args", f"--metrics={exchange_metrics}",
+        "install",
+        RELEASE,
+        str(HUB_CHART),
+        "-n",
+        namespace,
+        "--wait",
+        "--timeout",
+        "300s",
+        "--set",
+        "crds.enabled=false",
+        "--set",
+        "tests.enabled=false",
+        "--set",
+        f"exchange.service.port={exchange_port}",
+        "--set",
+        f"metrics.port={metrics_port}",
+        "--set",
+        f"exchange.store.storageClassName={STORAGE_CLASS}",
+        "--set",
+        "exchange.store.size=1Gi",
+        "--set-json",
+        f"plants={json.dumps(plants)}",
+        "--set",
+        f"operator.livenessPort={liveness_port}",
+        "--set",
+        "operator.pollSeconds=1",
+        "--set",
+        f"operator.heartbeatTimeoutSeconds={HEARTBEAT_TIMEOUT}",
+        "--set",
+        "operator.logLevel=DEBUG",
+        "--set",
+        f"tls.mutual.enabled={str(mutual_tls).lower()}",
+        "--post-renderer",
+        sys.executable,
+        "--post-renderer-args",
+        str(POSTRENDER),
+        "--post-renderer-args",
+        f"--grpc={exchange_port}",
+        "--post-renderer-args",
+        f"--health={health_port}",
+        "--post-renderer-args",
+        f"--metrics={exchange_metrics}",
     )
     admin_cert = None
     if mutual_tls:
         operator = _secret(cluster, namespace, "plantfed-operator-tls")
         admin_cert = (operator["tls.crt"].encode(), operator["tls.key"].encode())
     return Hub(
-        cluster=cluster, namespace=namespace, exchange_port=exchange_port, metrics_port=metrics_port,
+        cluster=cluster,
+        namespace=namespace,
+        exchange_port=exchange_port,
+        metrics_port=metrics_port,
         ca_pem=_secret(cluster, namespace, "plantfed-exchange-tls")["ca.crt"].encode(),
         admin_token=_secret(cluster, namespace, "plantfed-admin-token")["token"].strip(),
         plant_tokens=_secret(cluster, namespace, "plantfed-plant-tokens"),

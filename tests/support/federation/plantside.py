@@ -38,8 +38,13 @@ def write_plant_data(directory: Path, plant_index: int) -> Path:
     """The plant's own recordings as `.npz` files, the bearing task's on-disk format."""
     directory.mkdir(parents=True, exist_ok=True)
     for rec in synthetic_plant(0, plant_index, SyntheticSizes(recordings_per_class=RECORDINGS_PER_CLASS)):
-        np.savez(directory / f"{rec.name}.npz", signal=rec.signal, label=np.array(rec.label), fs=np.array(rec.fs),
-                 rpm=np.array(rec.rpm or 1797.0))
+        np.savez(
+            directory / f"{rec.name}.npz",
+            signal=rec.signal,
+            label=np.array(rec.label),
+            fs=np.array(rec.fs),
+            rpm=np.array(rec.rpm or 1797.0),
+        )
     return directory
 
 
@@ -56,12 +61,16 @@ def hub_kubeconfig(hub: Hub, plant: str) -> str:
 
         data = wait_for(filled, timeout=120, what=f"the token controller to fill Secret {name}")
     server = yaml.safe_load(hub.cluster.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
-    return yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "hub",
-        "clusters": [{"name": "hub", "cluster": {"server": server, "certificate-authority-data": data["ca.crt"]}}],
-        "users": [{"name": "plant", "user": {"token": base64.b64decode(data["token"]).decode()}}],
-        "contexts": [{"name": "hub", "context": {"cluster": "hub", "user": "plant", "namespace": hub.namespace}}],
-    })
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "hub",
+            "clusters": [{"name": "hub", "cluster": {"server": server, "certificate-authority-data": data["ca.crt"]}}],
+            "users": [{"name": "plant", "user": {"token": base64.b64decode(data["token"]).decode()}}],
+            "contexts": [{"name": "hub", "context": {"cluster": "hub", "user": "plant", "namespace": hub.namespace}}],
+        }
+    )
 
 
 CLIENT_CERT_SECRET = "plantfed-client-tls"
@@ -76,41 +85,84 @@ class ChartPlant:
         self.namespace = cluster.create_namespace(f"plantfed-{plant}")
         with cluster.api_client() as api:
             core = client.CoreV1Api(api)
-            core.create_namespaced_secret(self.namespace, {
-                "metadata": {"name": "plantfed-hub-credentials"},
-                "stringData": {"kubeconfig": hub_kubeconfig(hub, plant),
-                               "token": hub.plant_tokens[plant], "ca.crt": hub.ca_pem.decode()}})
+            core.create_namespaced_secret(
+                self.namespace,
+                {
+                    "metadata": {"name": "plantfed-hub-credentials"},
+                    "stringData": {
+                        "kubeconfig": hub_kubeconfig(hub, plant),
+                        "token": hub.plant_tokens[plant],
+                        "ca.crt": hub.ca_pem.decode(),
+                    },
+                },
+            )
             if hub.mutual_tls:  # as docs/install.md copies it: the certificate and key, nothing else
                 issued = hub.plant_certificate(plant)
-                core.create_namespaced_secret(self.namespace, {
-                    "metadata": {"name": CLIENT_CERT_SECRET}, "type": "kubernetes.io/tls",
-                    "stringData": {"tls.crt": issued["tls.crt"], "tls.key": issued["tls.key"]}})
+                core.create_namespaced_secret(
+                    self.namespace,
+                    {
+                        "metadata": {"name": CLIENT_CERT_SECRET},
+                        "type": "kubernetes.io/tls",
+                        "stringData": {"tls.crt": issued["tls.crt"], "tls.key": issued["tls.key"]},
+                    },
+                )
         data = workdir / "data"
         write_plant_data(data / DATA_SUB_PATH, index)
         (metrics_port,) = free_ports(1)
         self.metrics_port = metrics_port
         cluster.helm(
-            "install", "plantfed", str(PLANT_CHART), "-n", self.namespace, "--wait", "--timeout", "180s",
-            "--set", f"plant.id={plant}", "--set", f"hub.exchange={hub.exchange}",
-            "--set", f"hub.namespace={hub.namespace}", "--set", "hub.existingSecret=plantfed-hub-credentials",
-            "--set", f"data.hostPath={data}", "--set", "training.gpus=1",
-            "--set", "cache.storageClassName=plantfed-local", "--set", "cache.size=1Gi",
-            "--set", f"metrics.port={metrics_port}",
-            "--set", f"agent.heartbeatSeconds={HEARTBEAT_EVERY:g}", "--set", "agent.syncSeconds=2",
-            "--set", f"hub.clientCertSecret={CLIENT_CERT_SECRET if hub.mutual_tls else ''}",
+            "install",
+            "plantfed",
+            str(PLANT_CHART),
+            "-n",
+            self.namespace,
+            "--wait",
+            "--timeout",
+            "180s",
+            "--set",
+            f"plant.id={plant}",
+            "--set",
+            f"hub.exchange={hub.exchange}",
+            "--set",
+            f"hub.namespace={hub.namespace}",
+            "--set",
+            "hub.existingSecret=plantfed-hub-credentials",
+            "--set",
+            f"data.hostPath={data}",
+            "--set",
+            "training.gpus=1",
+            "--set",
+            "cache.storageClassName=plantfed-local",
+            "--set",
+            "cache.size=1Gi",
+            "--set",
+            f"metrics.port={metrics_port}",
+            "--set",
+            f"agent.heartbeatSeconds={HEARTBEAT_EVERY:g}",
+            "--set",
+            "agent.syncSeconds=2",
+            "--set",
+            f"hub.clientCertSecret={CLIENT_CERT_SECRET if hub.mutual_tls else ''}",
         )
 
     def _scale(self, replicas: int) -> None:
         self.cluster.kubectl("-n", self.namespace, "scale", "deployment/plantfed-agent", f"--replicas={replicas}")
         if replicas:
-            self.cluster.kubectl("-n", self.namespace, "rollout", "status", "deployment/plantfed-agent",
-                                 "--timeout=180s")
+            self.cluster.kubectl(
+                "-n", self.namespace, "rollout", "status", "deployment/plantfed-agent", "--timeout=180s"
+            )
         else:
             with self.cluster.api_client() as api:
                 core = client.CoreV1Api(api)
-                wait_for(lambda: not core.list_namespaced_pod(
-                    self.namespace, label_selector="app.kubernetes.io/name=plantfed-agent").items,
-                    timeout=120, what=f"{self.plant}'s agent pod gone")
+                wait_for(
+                    lambda: (
+                        not core.list_namespaced_pod(
+                            self.namespace, label_selector="app.kubernetes.io/name=plantfed-agent"
+                        ).items
+                    ),
+                    timeout=120,
+                    what=f"{self.plant}'s agent pod gone",
+                )
 
     def start(self) -> None:
         self._scale(1)
@@ -123,8 +175,12 @@ class ChartPlant:
         """The round's Jobs of one kind in the plant's cluster: "train", or "evaluate" (scoring the candidate)."""
         with self.cluster.api_client() as api:
             jobs = client.BatchV1Api(api).list_namespaced_job(self.namespace).items
-        return [j for j in jobs if (j.metadata.annotations or {}).get(ROUND_ANNOTATION) == round_name
-                and (j.metadata.labels or {}).get("app.kubernetes.io/component") == component]
+        return [
+            j
+            for j in jobs
+            if (j.metadata.annotations or {}).get(ROUND_ANNOTATION) == round_name
+            and (j.metadata.labels or {}).get("app.kubernetes.io/component") == component
+        ]
 
     def cached(self, model: str) -> int | None:
         """The model version the plant's cache serves (read from the cache PVC's volume on this machine)."""

@@ -36,21 +36,38 @@ def wait_phase(hub: Hub, plural: str, name: str, phases: tuple[str, ...], timeou
         return obj if phase(obj) in phases else None
 
     try:
-        return wait_for(probe, timeout=timeout, what=f"{plural}/{name} phase in {phases}",
-                        interval=0.5, ignore=(client.exceptions.ApiException,))
+        return wait_for(
+            probe,
+            timeout=timeout,
+            what=f"{plural}/{name} phase in {phases}",
+            interval=0.5,
+            ignore=(client.exceptions.ApiException,),
+        )
     except AssertionError as exc:
         raise AssertionError(f"{exc}\nlast status: {json.dumps(seen[-1] if seen else None, indent=1)}") from None
 
 
-def model_manifest(hub: Hub, name: str, *, suspend: bool, template: dict[str, Any] | None = None,
-                   stop: dict[str, Any] | None = None, seed: int = 7) -> dict[str, Any]:
+def model_manifest(
+    hub: Hub,
+    name: str,
+    *,
+    suspend: bool,
+    template: dict[str, Any] | None = None,
+    stop: dict[str, Any] | None = None,
+    seed: int = 7,
+) -> dict[str, Any]:
     """A FederatedModel for one test's lineage; `suspend` keeps the campaign from creating rounds."""
     return {
-        "apiVersion": "plantfed.io/v1alpha1", "kind": "FederatedModel",
+        "apiVersion": "plantfed.io/v1alpha1",
+        "kind": "FederatedModel",
         "metadata": {"name": name, "namespace": hub.namespace},
         "spec": {
-            "task": "bearing", "variant": "full", "initialWeights": {"seed": seed}, "cadence": "",
-            "suspend": suspend, "stop": stop or {"maxRounds": 1},
+            "task": "bearing",
+            "variant": "full",
+            "initialWeights": {"seed": seed},
+            "cadence": "",
+            "suspend": suspend,
+            "stop": stop or {"maxRounds": 1},
             "roundTemplate": template or {"plants": list(PLANTS), "minParticipants": 1, "pod": {"gpus": 1}},
         },
     }
@@ -58,15 +75,26 @@ def model_manifest(hub: Hub, name: str, *, suspend: bool, template: dict[str, An
 
 def round_manifest(hub: Hub, name: str, model: str, **spec: Any) -> dict[str, Any]:
     return {
-        "apiVersion": "plantfed.io/v1alpha1", "kind": "FederatedRound",
+        "apiVersion": "plantfed.io/v1alpha1",
+        "kind": "FederatedRound",
         "metadata": {"name": name, "namespace": hub.namespace},
-        "spec": {"modelRef": model, "plants": list(PLANTS), "minParticipants": 2, "deadlineSeconds": 600,
-                 "training": {"epochs": 1, "batchSize": 32, "learningRate": 0.05}, **spec},
+        "spec": {
+            "modelRef": model,
+            "plants": list(PLANTS),
+            "minParticipants": 2,
+            "deadlineSeconds": 600,
+            "training": {"epochs": 1, "batchSize": 32, "learningRate": 0.05},
+            **spec,
+        },
     }
 
 
 def create_lineage(hub: Hub, name: str, **kwargs: Any) -> dict[str, Any]:
     """Apply a suspended FederatedModel and wait for its init Job to promote version 1."""
     hub.apply(model_manifest(hub, name, suspend=True, **kwargs))
-    return wait_for(lambda: (fm := hub.get("federatedmodels", name)).get("status", {}).get("promotedVersion") and fm,
-                    timeout=240, what=f"model {name} initialised", interval=0.5)
+    return wait_for(
+        lambda: (fm := hub.get("federatedmodels", name)).get("status", {}).get("promotedVersion") and fm,
+        timeout=240,
+        what=f"model {name} initialised",
+        interval=0.5,
+    )

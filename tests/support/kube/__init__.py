@@ -5,8 +5,8 @@ whose pods run as local processes, and wait helpers. See docs/development.md.
 from .cluster import CommandFailed, KubeCluster
 from .controlplane import ControlPlane, ControlPlaneError, start_many
 from .existing import ExistingCluster
-from .nodes import GPU_RESOURCE, PLANT_LABEL, NodeSpec
 from .noderunner import NodeRunner, NodeRunnerProcess, read_log
+from .nodes import GPU_RESOURCE, PLANT_LABEL, NodeSpec
 from .provisioner import STORAGE_CLASS
 from .testbin import TestbinMissing, go_available, testbin_dir
 from .wait import ConditionTimeout, wait_for, watch_until

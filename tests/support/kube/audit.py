@@ -56,6 +56,9 @@ def rbac_grants(roles: Iterable[dict]) -> set[Grant]:
     """Every (apiGroup, resource, verb) the rules of Roles/ClusterRoles grant (resourceNames ignored)."""
     return {
         (group, resource, verb)
-        for role in roles for rule in role.get("rules", [])
-        for group in rule.get("apiGroups", []) for resource in rule.get("resources", []) for verb in rule["verbs"]
+        for role in roles
+        for rule in role.get("rules", [])
+        for group in rule.get("apiGroups", [])
+        for resource in rule.get("resources", [])
+        for verb in rule["verbs"]
     }

@@ -21,8 +21,7 @@ class CommandFailed(RuntimeError):
 
     def __init__(self, argv: list[str], result: subprocess.CompletedProcess[str]) -> None:
         super().__init__(
-            f"{' '.join(argv)} exited {result.returncode}\n"
-            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+            f"{' '.join(argv)} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
         )
         self.result = result
 
@@ -58,28 +57,20 @@ class KubeCluster:
         """A fresh admin ApiClient; close it (or use it as a context manager) when done."""
         return config.new_client_from_config(config_file=str(self.kubeconfig))
 
-    def kubectl(
-        self, *args: str, input: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         return _run([kubectl(), "--kubeconfig", str(self.kubeconfig), *args], input, check)
 
-    def helm(
-        self, *args: str, input: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
+    def helm(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         return _run([str(testbin_dir() / "helm"), "--kubeconfig", str(self.kubeconfig), *args], input, check)
 
-    def service_account_kubeconfig(
-        self, namespace: str, name: str, *, expiration_seconds: int = 3600
-    ) -> Path:
+    def service_account_kubeconfig(self, namespace: str, name: str, *, expiration_seconds: int = 3600) -> Path:
         """A kubeconfig that authenticates as ServiceAccount ``namespace/name`` (TokenRequest)."""
         with self.api_client() as api:
             token = client.CoreV1Api(api).create_namespaced_service_account_token(
                 name,
                 namespace,
                 client.AuthenticationV1TokenRequest(
-                    spec=client.V1TokenRequestSpec(
-                        audiences=[], expiration_seconds=expiration_seconds
-                    )
+                    spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=expiration_seconds)
                 ),
             )
         return write_kubeconfig(

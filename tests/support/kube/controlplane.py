@@ -27,7 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from .audit import write_policy
 from .cluster import KubeCluster
 from .kubeconfig import write_kubeconfig
-from .pki import CertificateAuthority, CertFiles, write_service_account_keys
+from .pki import CertFiles, CertificateAuthority, write_service_account_keys
 from .ports import free_ports
 from .processes import signal_group, spawn, terminate
 from .testbin import testbin_dir
@@ -165,17 +165,20 @@ class ControlPlane(KubeCluster):
                 "--quota-backend-bytes=2147483648",
             ],
         )
-        self._await(
-            "etcd", deadline, lambda: _http_ok(f"http://127.0.0.1:{etcd_port}/health", None)
-        )
+        self._await("etcd", deadline, lambda: _http_ok(f"http://127.0.0.1:{etcd_port}/health", None))
 
         serving = ca.issue(
             "apiserver",
             common_name="kube-apiserver",
             client=False,
             server_hosts=(
-                "127.0.0.1", "localhost", "10.0.0.1", "kubernetes", "kubernetes.default",
-                "kubernetes.default.svc", "kubernetes.default.svc.cluster.local",
+                "127.0.0.1",
+                "localhost",
+                "10.0.0.1",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
             ),
         )
         kubelet_client = ca.issue(
@@ -238,9 +241,7 @@ class ControlPlane(KubeCluster):
         self._await("kube-apiserver", deadline, lambda: _http_ok(f"{self.server}/readyz", context))
 
         kcm_identity = ca.issue("kube-controller-manager", common_name="system:kube-controller-manager")
-        kcm_kubeconfig = self._kubeconfig(
-            "kube-controller-manager", "system:kube-controller-manager", kcm_identity
-        )
+        kcm_kubeconfig = self._kubeconfig("kube-controller-manager", "system:kube-controller-manager", kcm_identity)
         self._spawn(
             "kube-controller-manager",
             logs,
@@ -283,11 +284,13 @@ class ControlPlane(KubeCluster):
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE
         self._await(
-            "kube-scheduler", deadline,
+            "kube-scheduler",
+            deadline,
             lambda: _http_ok(f"https://127.0.0.1:{sched_port}/healthz", insecure),
         )
         self._await(
-            "kube-controller-manager", deadline,
+            "kube-controller-manager",
+            deadline,
             lambda: _http_ok(f"https://127.0.0.1:{kcm_port}/healthz", insecure),
         )
         # Controllers are running once they have done their first work: the default
@@ -295,9 +298,12 @@ class ControlPlane(KubeCluster):
         with self.api_client() as api:
             core = client.CoreV1Api(api)
             self._await(
-                "kube-controller-manager", deadline,
-                lambda: _exists(lambda: core.read_namespaced_service_account("default", "default"))
-                and _exists(lambda: core.read_namespaced_config_map("kube-root-ca.crt", "default")),
+                "kube-controller-manager",
+                deadline,
+                lambda: (
+                    _exists(lambda: core.read_namespaced_service_account("default", "default"))
+                    and _exists(lambda: core.read_namespaced_config_map("kube-root-ca.crt", "default"))
+                ),
             )
         self.startup_seconds = time.monotonic() - began
 

@@ -20,8 +20,8 @@ from kubernetes.client.exceptions import ApiException
 from .cluster import KubeCluster
 from .controlplane import ControlPlane, start_many
 from .existing import ExistingCluster
-from .nodes import NodeSpec
 from .noderunner import NodeRunner
+from .nodes import NodeSpec
 from .testbin import go_available
 
 KUBECONFIG_ENV = "PLANTFED_TEST_KUBECONFIG"
@@ -146,7 +146,7 @@ def start_clusters(
     except BaseException:
         for member in started:
             member.stop()
-        for cluster in clusters[len(started):]:
+        for cluster in clusters[len(started) :]:
             cluster.stop()
         raise
     return started

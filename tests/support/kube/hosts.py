@@ -14,10 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 # Pods share the machine's hostname (no UTS namespace), so it must keep resolving.
-_BASE = (
-    f"127.0.0.1\tlocalhost {socket.gethostname()}\n"
-    "::1\tlocalhost ip6-localhost ip6-loopback\n"
-)
+_BASE = f"127.0.0.1\tlocalhost {socket.gethostname()}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
 
 class HostsFiles:

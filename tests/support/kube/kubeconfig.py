@@ -32,9 +32,7 @@ def write_kubeconfig(
     document = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [
-            {"name": "test", "cluster": {"server": server, "certificate-authority": str(ca_file)}}
-        ],
+        "clusters": [{"name": "test", "cluster": {"server": server, "certificate-authority": str(ca_file)}}],
         "users": [{"name": user, "user": credentials}],
         "contexts": [{"name": "test", "context": context}],
         "current-context": "test",

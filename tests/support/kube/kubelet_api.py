@@ -34,9 +34,7 @@ def _tail(data: bytes, lines: int) -> bytes:
 class KubeletLogServer:
     """Listens on a kernel-chosen 127.0.0.1 port (``port``) from construction on."""
 
-    def __init__(
-        self, serving: CertFiles, client_ca: Path, locate: LogLocator, running: StillRunning
-    ) -> None:
+    def __init__(self, serving: CertFiles, client_ca: Path, locate: LogLocator, running: StillRunning) -> None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(str(serving.cert), str(serving.key))
         context.load_verify_locations(str(client_ca))

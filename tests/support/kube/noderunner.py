@@ -28,13 +28,13 @@ from kubernetes.informer import ADDED, DELETED, MODIFIED, SharedInformer
 
 from .cluster import KubeCluster
 from .controlplane import ControlPlane
-from .kubelet_api import KubeletLogServer
 from .hosts import HostsFiles
 from .informers import stop_informer
+from .kubelet_api import KubeletLogServer
 from .nodes import NodeHeart, NodeSpec
+from .pki import CertFiles
 from .podenv import Pod, decode_object_data
 from .pods import NodeContext, PodWorker
-from .pki import CertFiles
 from .processes import spawn, terminate
 from .provisioner import DirectoryProvisioner
 from .wait import wait_for
@@ -47,9 +47,7 @@ KUBELET_DEFAULT_PORT = 10250  # advertised when the log endpoint is off; nothing
 log = logging.getLogger(__name__)
 
 
-def log_file(
-    logs_dir: Path, namespace: str, pod: str, container: str | None = None, previous: bool = False
-) -> Path:
+def log_file(logs_dir: Path, namespace: str, pod: str, container: str | None = None, previous: bool = False) -> Path:
     """Where a container's output is kept by a runner whose log directory is ``logs_dir``.
 
     The newest pod of that name is used; ``container`` may be omitted for one-container pods;
@@ -65,18 +63,18 @@ def log_file(
         if len(containers) != 1:
             raise ValueError(f"pod {namespace}/{pod} has containers {containers}; name one")
         container = containers[0]
-    runs_of_container = sorted(
-        (int(p.stem) for p in (latest / container).glob("*.log")), reverse=True
-    ) if (latest / container).is_dir() else []
+    runs_of_container = (
+        sorted((int(p.stem) for p in (latest / container).glob("*.log")), reverse=True)
+        if (latest / container).is_dir()
+        else []
+    )
     if len(runs_of_container) < (2 if previous else 1):
         what = "previous " if previous else ""
         raise FileNotFoundError(f"no {what}log for container {container!r} of pod {namespace}/{pod}")
     return latest / container / f"{runs_of_container[1 if previous else 0]}.log"
 
 
-def read_log(
-    logs_dir: Path, namespace: str, pod: str, container: str | None = None, previous: bool = False
-) -> str:
+def read_log(logs_dir: Path, namespace: str, pod: str, container: str | None = None, previous: bool = False) -> str:
     """A container's output, as ``kubectl logs`` prints it (see ``log_file``)."""
     return log_file(logs_dir, namespace, pod, container, previous).read_text(errors="replace")
 
@@ -100,9 +98,7 @@ class NodeRunner:
         if not nodes:
             raise ValueError("a NodeRunner needs at least one NodeSpec")
         if os.geteuid() != 0:
-            raise PermissionError(
-                "fake nodes bind-mount pod volumes in private mount namespaces, which needs root"
-            )
+            raise PermissionError("fake nodes bind-mount pod volumes in private mount namespaces, which needs root")
         self.kubeconfig = Path(cluster.kubeconfig if isinstance(cluster, KubeCluster) else cluster)
         self.nodes = list(nodes)
         self.workdir = Path(workdir)
@@ -135,9 +131,7 @@ class NodeRunner:
         self._contexts = {spec.name: self._context(spec) for spec in self.nodes}
         self._pods = SharedInformer(self.core.list_pod_for_all_namespaces, resync_period=60)
         self._services = SharedInformer(self.core.list_service_for_all_namespaces, resync_period=60)
-        self._provisioner = (
-            DirectoryProvisioner(self.api, self.workdir / "volumes") if provision_volumes else None
-        )
+        self._provisioner = DirectoryProvisioner(self.api, self.workdir / "volumes") if provision_volumes else None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -265,9 +259,7 @@ class NodeRunner:
             self._finished.add(uid)
 
     def _lookup(self, kind: str, namespace: str, name: str) -> Mapping[str, str] | None:
-        read = (
-            self.core.read_namespaced_secret if kind == "Secret" else self.core.read_namespaced_config_map
-        )
+        read = self.core.read_namespaced_secret if kind == "Secret" else self.core.read_namespaced_config_map
         try:
             obj = read(name, namespace)
         except ApiException as exc:
@@ -317,9 +309,7 @@ class NodeRunner:
         return env
 
     def _on_service(self, _: Any) -> None:
-        self._hosts.set_services(
-            (s.metadata.namespace, s.metadata.name) for s in self._services.cache.list()
-        )
+        self._hosts.set_services((s.metadata.namespace, s.metadata.name) for s in self._services.cache.list())
 
 
 class NodeRunnerProcess:
@@ -341,11 +331,26 @@ class NodeRunnerProcess:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tests_dir), env.get("PYTHONPATH")]))
         nodes_json = json.dumps([_spec_to_json(n) for n in nodes])
-        argv = [sys.executable, "-m", "support.kube.noderunner", "--kubeconfig", str(cluster.kubeconfig),
-                "--workdir", str(workdir), "--nodes", nodes_json]
+        argv = [
+            sys.executable,
+            "-m",
+            "support.kube.noderunner",
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--workdir",
+            str(workdir),
+            "--nodes",
+            nodes_json,
+        ]
         if isinstance(cluster, ControlPlane):
-            argv += ["--kubelet-cert", str(cluster.kubelet_serving.cert),
-                     "--kubelet-key", str(cluster.kubelet_serving.key), "--client-ca", str(cluster.ca_file)]
+            argv += [
+                "--kubelet-cert",
+                str(cluster.kubelet_serving.cert),
+                "--kubelet-key",
+                str(cluster.kubelet_serving.key),
+                "--client-ca",
+                str(cluster.ca_file),
+            ]
         proc = spawn(argv, log=log, env=env)
         runner = cls(proc, workdir, log)
         names = {n.name for n in nodes}
@@ -377,8 +382,13 @@ class NodeRunnerProcess:
 
 def _spec_to_json(spec: NodeSpec) -> dict[str, Any]:
     return {
-        "name": spec.name, "labels": dict(spec.labels), "gpus": spec.gpus, "cpu": spec.cpu,
-        "memory": spec.memory, "pods": spec.pods, "taints": [dict(t) for t in spec.taints],
+        "name": spec.name,
+        "labels": dict(spec.labels),
+        "gpus": spec.gpus,
+        "cpu": spec.cpu,
+        "memory": spec.memory,
+        "pods": spec.pods,
+        "taints": [dict(t) for t in spec.taints],
     }
 
 
@@ -397,7 +407,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--kubeconfig", required=True, type=Path)
     parser.add_argument("--workdir", required=True, type=Path)
     parser.add_argument(
-        "--nodes", required=True,
+        "--nodes",
+        required=True,
         help='JSON list, e.g. [{"name": "plant-a-gpu-0", "labels": {"plantfed.dev/plant": "plant-a"}, "gpus": 1}]',
     )
     parser.add_argument("--kubelet-cert", type=Path, help="serving cert for the kubelet log endpoint")

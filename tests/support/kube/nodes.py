@@ -50,7 +50,7 @@ class NodeSpec:
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def _stamp(moment: datetime.datetime) -> str:
@@ -66,8 +66,12 @@ def _conditions(heartbeat: str, since: str) -> list[dict[str, str]]:
     ]
     return [
         {
-            "type": kind, "status": status, "reason": reason, "message": reason,
-            "lastHeartbeatTime": heartbeat, "lastTransitionTime": since,
+            "type": kind,
+            "status": status,
+            "reason": reason,
+            "message": reason,
+            "lastHeartbeatTime": heartbeat,
+            "lastTransitionTime": since,
         }
         for kind, status, reason in healthy
     ]
@@ -76,7 +80,9 @@ def _conditions(heartbeat: str, since: str) -> list[dict[str, str]]:
 class NodeHeart:
     """Registers one node and renews its Lease and Ready condition."""
 
-    def __init__(self, core: client.CoreV1Api, leases: client.CoordinationV1Api, spec: NodeSpec, kubelet_port: int) -> None:
+    def __init__(
+        self, core: client.CoreV1Api, leases: client.CoordinationV1Api, spec: NodeSpec, kubelet_port: int
+    ) -> None:
         self.core = core
         self.leases = leases
         self.spec = spec

@@ -58,9 +58,7 @@ def resource_value(
 ) -> str:
     """``resourceFieldRef``: a request or limit divided by the divisor, rounded up."""
     container_name = ref.get("containerName") or default_container
-    container = next(
-        (c for c in pod["spec"]["containers"] if c["name"] == container_name), None
-    )
+    container = next((c for c in pod["spec"]["containers"] if c["name"] == container_name), None)
     if container is None:
         raise ConfigError(f"resourceFieldRef names unknown container {container_name!r}")
     kind, _, resource = ref["resource"].partition(".")
@@ -86,9 +84,7 @@ def expand(text: str, env: Mapping[str, str]) -> str:
     return _REFERENCE.sub(substitute, text)
 
 
-def _key_ref(
-    lookup: DataLookup, kind: str, namespace: str, ref: Mapping[str, Any]
-) -> str | None:
+def _key_ref(lookup: DataLookup, kind: str, namespace: str, ref: Mapping[str, Any]) -> str | None:
     data = lookup(kind, namespace, ref["name"])
     optional = bool(ref.get("optional"))
     if data is None:
@@ -98,7 +94,7 @@ def _key_ref(
     if ref["key"] not in data:
         if optional:
             return None
-        raise ConfigError(f'couldn\'t find key {ref["key"]} in {kind} {namespace}/{ref["name"]}')
+        raise ConfigError(f"couldn't find key {ref['key']} in {kind} {namespace}/{ref['name']}")
     return data[ref["key"]]
 
 
@@ -133,9 +129,7 @@ def container_env(
         if source.get("fieldRef"):
             env[name] = field_value(pod, source["fieldRef"]["fieldPath"])
         elif source.get("resourceFieldRef"):
-            env[name] = resource_value(
-                pod, source["resourceFieldRef"], node_allocatable, container["name"]
-            )
+            env[name] = resource_value(pod, source["resourceFieldRef"], node_allocatable, container["name"])
         elif source.get("secretKeyRef") or source.get("configMapKeyRef"):
             kind, ref = (
                 ("Secret", source["secretKeyRef"])
@@ -165,11 +159,7 @@ def decode_object_data(kind: str, obj: Mapping[str, Any]) -> dict[str, str]:
     """A ConfigMap's data+binaryData or a Secret's (base64) data, as text values."""
     if kind == "Secret":
         return {
-            k: base64.b64decode(v).decode(errors="surrogateescape")
-            for k, v in (obj.get("data") or {}).items()
+            k: base64.b64decode(v).decode(errors="surrogateescape") for k, v in (obj.get("data") or {}).items()
         } | dict(obj.get("stringData") or {})
-    binary = {
-        k: base64.b64decode(v).decode(errors="surrogateescape")
-        for k, v in (obj.get("binaryData") or {}).items()
-    }
+    binary = {k: base64.b64decode(v).decode(errors="surrogateescape") for k, v in (obj.get("binaryData") or {}).items()}
     return dict(obj.get("data") or {}) | binary

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 def now_rfc3339() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -69,9 +69,7 @@ class Container:
     started_at: str | None = None
     started_mono: float = 0.0
     restart_count: int = 0
-    state: dict[str, Any] = field(
-        default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}}
-    )
+    state: dict[str, Any] = field(default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}})
     last_state: dict[str, Any] = field(default_factory=dict)
     next_start: float = 0.0
     done: bool = False
@@ -92,9 +90,7 @@ class Container:
             return False
         tracker = self.probes.get("readinessProbe")
         startup = self.probes.get("startupProbe")
-        return (startup is None or bool(startup.passing)) and (
-            tracker is None or bool(tracker.passing)
-        )
+        return (startup is None or bool(startup.passing)) and (tracker is None or bool(tracker.passing))
 
 
 def host_paths_to_keep(argv: list[str], env: dict[str, str]) -> list[str]:
@@ -117,9 +113,7 @@ class PodWorker:
 
     def __init__(self, pod: Pod, ctx: NodeContext) -> None:
         meta = pod["metadata"]
-        self._thread = threading.Thread(
-            target=self._run, name=f"pod-{meta['namespace']}/{meta['name']}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name=f"pod-{meta['namespace']}/{meta['name']}", daemon=True)
         self.ctx = ctx
         self.pod = pod
         self.uid: str = meta["uid"]
@@ -138,7 +132,7 @@ class PodWorker:
         self._transitions: dict[str, tuple[str, str]] = {}
         self._pushed: dict[str, Any] | None = None
         self._events_sent: set[tuple[str, str]] = set()
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%f")
         self.log_dir = ctx.logs / self.namespace / self.pod_name / f"{stamp}-{self.uid}"
         self.sandbox = ctx.sandboxes / self.uid
         spec = pod["spec"]
@@ -249,16 +243,12 @@ class PodWorker:
                 source = source / sub
                 if not source.exists():
                     source.mkdir(parents=True)
-            mounts.append(
-                {"source": str(source), "target": vm["mountPath"], "readOnly": bool(vm.get("readOnly"))}
-            )
+            mounts.append({"source": str(source), "target": vm["mountPath"], "readOnly": bool(vm.get("readOnly"))})
         return mounts
 
     def _start(self, c: Container, now: float) -> None:
         try:
-            env = container_env(
-                self.pod, c.spec, self.ctx.base_env(self.pod), self.ctx.lookup, self.ctx.allocatable
-            )
+            env = container_env(self.pod, c.spec, self.ctx.base_env(self.pod), self.ctx.lookup, self.ctx.allocatable)
             argv = container_argv(c.spec, env)
             mounts = self._mounts(c)
         except ConfigError as exc:
@@ -295,9 +285,7 @@ class PodWorker:
             if c.spec.get(kind)
         }
         proc = c.proc
-        threading.Thread(
-            target=lambda: (proc.wait(), self._wake.set()), name=f"wait-{c.name}", daemon=True
-        ).start()
+        threading.Thread(target=lambda: (proc.wait(), self._wake.set()), name=f"wait-{c.name}", daemon=True).start()
         self._event("Started", f"Started container {c.name}")
 
     def _reap(self, c: Container) -> int | None:
@@ -320,8 +308,10 @@ class PodWorker:
         return code
 
     def _schedule_restart(self, c: Container, now: float) -> None:
-        delay = 0.0 if c.restart_count == 0 else min(
-            RESTART_BACKOFF_CAP, RESTART_BACKOFF_START * 2 ** (c.restart_count - 1)
+        delay = (
+            0.0
+            if c.restart_count == 0
+            else min(RESTART_BACKOFF_CAP, RESTART_BACKOFF_START * 2 ** (c.restart_count - 1))
         )
         c.last_state = c.state
         c.restart_count += 1
@@ -391,7 +381,10 @@ class PodWorker:
             probe_file.write_text(json.dumps(spec))
             return subprocess.run(
                 [sys.executable, "-I", str(SANDBOX), str(probe_file)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout, check=False,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=timeout,
+                check=False,
             ).returncode
 
         return run
@@ -462,9 +455,7 @@ class PodWorker:
             self.ctx.core.delete_namespaced_pod(
                 self.pod_name,
                 self.namespace,
-                body=client.V1DeleteOptions(
-                    grace_period_seconds=0, preconditions=client.V1Preconditions(uid=self.uid)
-                ),
+                body=client.V1DeleteOptions(grace_period_seconds=0, preconditions=client.V1Preconditions(uid=self.uid)),
             )
         except ApiException as exc:
             if exc.status not in (404, 409):
@@ -555,8 +546,11 @@ class PodWorker:
                 {
                     "metadata": {"generateName": f"{self.pod_name}."},
                     "involvedObject": {
-                        "kind": "Pod", "apiVersion": "v1", "namespace": self.namespace,
-                        "name": self.pod_name, "uid": self.uid,
+                        "kind": "Pod",
+                        "apiVersion": "v1",
+                        "namespace": self.namespace,
+                        "name": self.pod_name,
+                        "uid": self.uid,
                     },
                     "reason": reason,
                     "message": message,

@@ -24,9 +24,7 @@ def _port(probe_port: int | str, container: Mapping[str, Any]) -> int:
 def _http(handler: Mapping[str, Any], container: Mapping[str, Any], timeout: float) -> bool:
     scheme = (handler.get("scheme") or "HTTP").lower()
     url = f"{scheme}://127.0.0.1:{_port(handler['port'], container)}{handler.get('path') or '/'}"
-    request = urllib.request.Request(
-        url, headers={h["name"]: h["value"] for h in handler.get("httpHeaders") or []}
-    )
+    request = urllib.request.Request(url, headers={h["name"]: h["value"] for h in handler.get("httpHeaders") or []})
     context = None
     if scheme == "https":
         context = ssl.create_default_context()

@@ -39,9 +39,7 @@ class _Spawner:
     """Owns the forking thread and the set of live children."""
 
     def __init__(self) -> None:
-        self._requests: queue.SimpleQueue[tuple[Callable[[], subprocess.Popen], Future]] = (
-            queue.SimpleQueue()
-        )
+        self._requests: queue.SimpleQueue[tuple[Callable[[], subprocess.Popen], Future]] = queue.SimpleQueue()
         self._children: set[subprocess.Popen] = set()
         self._lock = threading.Lock()
         threading.Thread(target=self._serve, name="child-spawner", daemon=True).start()

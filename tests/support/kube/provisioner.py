@@ -32,9 +32,7 @@ def ensure_storage_class(storage: client.StorageV1Api) -> None:
     classes = storage.list_storage_class().items
     if any(c.metadata.name == STORAGE_CLASS for c in classes):
         return
-    has_default = any(
-        (c.metadata.annotations or {}).get(_DEFAULT_CLASS) == "true" for c in classes
-    )
+    has_default = any((c.metadata.annotations or {}).get(_DEFAULT_CLASS) == "true" for c in classes)
     body = {
         "apiVersion": "storage.k8s.io/v1",
         "kind": "StorageClass",

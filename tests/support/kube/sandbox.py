@@ -37,9 +37,7 @@ def _check(result: int, what: str) -> None:
 
 def _mount(source: str | None, target: str, flags: int) -> None:
     _check(
-        _libc.mount(
-            source.encode() if source else None, target.encode(), None, flags, None
-        ),
+        _libc.mount(source.encode() if source else None, target.encode(), None, flags, None),
         f"mount {source} -> {target}",
     )
 

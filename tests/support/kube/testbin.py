@@ -32,17 +32,13 @@ def testbin_dir() -> Path:
     else:
         if not go_available():
             raise TestbinMissing("Go is not installed, so `make testbin` cannot build the binaries")
-        result = subprocess.run(
-            [str(BUILD_SCRIPT), "--dir"], capture_output=True, text=True, check=False
-        )
+        result = subprocess.run([str(BUILD_SCRIPT), "--dir"], capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise TestbinMissing(f"{BUILD_SCRIPT} --dir failed: {result.stderr.strip()}")
         directory = Path(result.stdout.strip())
     missing = [b for b in BINARIES if not os.access(directory / b, os.X_OK)]
     if missing:
-        raise TestbinMissing(
-            f"{', '.join(missing)} not found in {directory}; run `make testbin` first"
-        )
+        raise TestbinMissing(f"{', '.join(missing)} not found in {directory}; run `make testbin` first")
     return directory
 
 

@@ -58,7 +58,11 @@ def _project_keys(
 
 
 def _keyed_source(
-    ctx: VolumeContext, namespace: str, kind: str, source: Mapping[str, Any], target: Path,
+    ctx: VolumeContext,
+    namespace: str,
+    kind: str,
+    source: Mapping[str, Any],
+    target: Path,
     default_mode: int | None,
 ) -> None:
     name = source.get("name") or source.get("secretName")
@@ -69,14 +73,16 @@ def _keyed_source(
             return
         raise VolumeNotReady(f'{kind.lower()} "{name}" not found')
     _project_keys(
-        target, data, source.get("items"), source.get("defaultMode", default_mode),
-        f"{kind} {namespace}/{name}", optional,
+        target,
+        data,
+        source.get("items"),
+        source.get("defaultMode", default_mode),
+        f"{kind} {namespace}/{name}",
+        optional,
     )
 
 
-def _downward(
-    ctx: VolumeContext, pod: Pod, items: list[dict[str, Any]], target: Path, mode: int | None
-) -> None:
+def _downward(ctx: VolumeContext, pod: Pod, items: list[dict[str, Any]], target: Path, mode: int | None) -> None:
     first = pod["spec"]["containers"][0]["name"]
     for item in items:
         if item.get("fieldRef"):
@@ -97,9 +103,7 @@ def _service_account_token(
     }
     account = pod["spec"].get("serviceAccountName") or "default"
     try:
-        response = ctx.core.create_namespaced_service_account_token(
-            account, meta["namespace"], {"spec": spec}
-        )
+        response = ctx.core.create_namespaced_service_account_token(account, meta["namespace"], {"spec": spec})
     except ApiException as exc:
         raise VolumeNotReady(f"token for serviceaccount {account!r}: {exc.status} {exc.reason}") from exc
     _write_file(target / source["path"], response.status.token, mode if mode is not None else 0o600)
@@ -175,8 +179,9 @@ def materialize(pod: Pod, root: Path, ctx: VolumeContext) -> dict[str, Path]:
             _projected(ctx, pod, volume["projected"], target)
         elif volume.get("downwardAPI"):
             target.mkdir(parents=True, exist_ok=True)
-            _downward(ctx, pod, volume["downwardAPI"].get("items") or [], target,
-                      volume["downwardAPI"].get("defaultMode"))
+            _downward(
+                ctx, pod, volume["downwardAPI"].get("items") or [], target, volume["downwardAPI"].get("defaultMode")
+            )
         elif volume.get("hostPath"):
             target = _host_path(volume["hostPath"])
         elif volume.get("persistentVolumeClaim"):

@@ -23,8 +23,21 @@ from plantfed.contract.api.round import (
 )
 
 __all__ = [
-    "API_VERSION", "GROUP", "VERSION", "Condition", "ConditionStatus", "LabelSelector", "MetricGoal",
-    "FederatedModel", "FederatedModelSpec", "FederatedModelStatus",
-    "FederatedRound", "FederatedRoundSpec", "FederatedRoundStatus", "RoundTemplate",
-    "PlantParticipant", "PlantParticipantSpec", "PlantParticipantStatus",
+    "API_VERSION",
+    "GROUP",
+    "VERSION",
+    "Condition",
+    "ConditionStatus",
+    "LabelSelector",
+    "MetricGoal",
+    "FederatedModel",
+    "FederatedModelSpec",
+    "FederatedModelStatus",
+    "FederatedRound",
+    "FederatedRoundSpec",
+    "FederatedRoundStatus",
+    "RoundTemplate",
+    "PlantParticipant",
+    "PlantParticipantSpec",
+    "PlantParticipantStatus",
 ]

@@ -77,16 +77,10 @@ class KubeModel(BaseModel):
     cel_rules: ClassVar[tuple[Rule, ...]] = ()
 
     @classmethod
-    def __get_pydantic_json_schema__(
-        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
         schema = handler(core_schema)
         target = handler.resolve_ref_schema(schema)
-        rules = [
-            rule.to_schema()
-            for klass in reversed(cls.__mro__)
-            for rule in vars(klass).get("cel_rules", ())
-        ]
+        rules = [rule.to_schema() for klass in reversed(cls.__mro__) for rule in vars(klass).get("cel_rules", ())]
         if rules:
             target[VALIDATIONS] = rules
         return schema

@@ -184,9 +184,7 @@ class Resource(KubeModel):
         if not self.kind:
             self.kind = self.kind_name
         if self.kind != self.kind_name or self.api_version != API_VERSION:
-            raise ValueError(
-                f"expected {API_VERSION} {self.kind_name}, got {self.api_version} {self.kind}"
-            )
+            raise ValueError(f"expected {API_VERSION} {self.kind_name}, got {self.api_version} {self.kind}")
         return self
 
     @classmethod

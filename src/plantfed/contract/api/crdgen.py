@@ -1,7 +1,7 @@
 """Generate `crds/<plural>.plantfed.io.yaml` from the pydantic models.
 
-    python -m plantfed.contract.api.crdgen --out crds          # write
-    python -m plantfed.contract.api.crdgen --out crds --check  # exit 1 if the files drift from the models
+python -m plantfed.contract.api.crdgen --out crds          # write
+python -m plantfed.contract.api.crdgen --out crds --check  # exit 1 if the files drift from the models
 """
 
 from __future__ import annotations
@@ -95,8 +95,7 @@ _Dumper.add_representer(str, _str)
 def generate_crds() -> dict[str, str]:
     """Filename → YAML text for every CRD; what `plantfed crds` writes and the drift test compares."""
     return {
-        crd_filename(r): HEADER
-        + yaml.dump(crd(r), Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
+        crd_filename(r): HEADER + yaml.dump(crd(r), Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
         for r in RESOURCES
     }
 
@@ -114,9 +113,7 @@ def write(out: Path) -> list[Path]:
 def drift(out: Path) -> list[str]:
     """Names of CRD files under `out` that are missing or differ from the models."""
     return [
-        name
-        for name, text in generate_crds().items()
-        if not (out / name).is_file() or (out / name).read_text() != text
+        name for name, text in generate_crds().items() if not (out / name).is_file() or (out / name).read_text() != text
     ]
 
 
@@ -128,8 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         stale = drift(args.out)
         for name in stale:
-            print(f"{args.out / name} is out of date; run `python -m plantfed.contract.api.crdgen --out {args.out}`",
-                  file=sys.stderr)
+            print(
+                f"{args.out / name} is out of date; run `python -m plantfed.contract.api.crdgen --out {args.out}`",
+                file=sys.stderr,
+            )
         return 1 if stale else 0
     for path in write(args.out):
         print(path)

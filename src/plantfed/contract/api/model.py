@@ -79,9 +79,7 @@ class FederatedModelSpec(KubeModel):
         json_schema_extra=immutable("task"),
     )
     variant: Name = Field("full", json_schema_extra=immutable("variant"))
-    initial_weights: InitialWeights = Field(
-        InitialWeights(seed=0), json_schema_extra=immutable("initialWeights")
-    )
+    initial_weights: InitialWeights = Field(InitialWeights(seed=0), json_schema_extra=immutable("initialWeights"))
     round_template: RoundTemplate
     cadence: Annotated[str, StringConstraints(max_length=128, pattern=f"({CRON})|^$")] = Field(
         "",

@@ -16,9 +16,26 @@ Schema = dict[str, Any]
 
 _DROPPED = {"title", "$defs", "discriminator"}
 _KEY_ORDER = (
-    "description", "type", "format", "enum", "default", "minimum", "exclusiveMinimum", "maximum",
-    "exclusiveMaximum", "minLength", "maxLength", "pattern", "minItems", "maxItems",
-    "minProperties", "maxProperties", "required", "properties", "additionalProperties", "items",
+    "description",
+    "type",
+    "format",
+    "enum",
+    "default",
+    "minimum",
+    "exclusiveMinimum",
+    "maximum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+    "required",
+    "properties",
+    "additionalProperties",
+    "items",
 )
 
 

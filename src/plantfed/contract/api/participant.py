@@ -144,7 +144,9 @@ class PlantParticipantStatus(StatusModel):
     assignment: Assignment | None = None
     model_version: int | None = Field(None, ge=0, description="Model version held in the plant's cache.")
     dp_epsilon: float | None = Field(
-        None, ge=0, description="Differential-privacy epsilon the plant has spent in the lineage of the last DP round"
+        None,
+        ge=0,
+        description="Differential-privacy epsilon the plant has spent in the lineage of the last DP round"
         " that aggregated its update (at that round's delta), from the hub's privacy ledger; set by the operator.",
     )
 

@@ -107,16 +107,23 @@ class Privacy(KubeModel):
 
     mode: PrivacyMode = PrivacyMode.OFF
     clip_norm: float = Field(
-        1.0, gt=0, le=1e6,
+        1.0,
+        gt=0,
+        le=1e6,
         description="L2 bound C: of each update (local, central) or of each record's gradient (sample).",
     )
     noise_multiplier: float = Field(
-        1.0, ge=0, le=1e3, description="Gaussian noise std as a multiple of clipNorm (sigma).",
+        1.0,
+        ge=0,
+        le=1e3,
+        description="Gaussian noise std as a multiple of clipNorm (sigma).",
     )
     delta: float = Field(1e-5, gt=0, lt=1)
     epsilon_budget: float | None = Field(
-        None, gt=0, description="Leave a plant out of a round that would take its epsilon in this model's lineage"
-        " (at delta) above this; the reason is PrivacyBudgetExhausted."
+        None,
+        gt=0,
+        description="Leave a plant out of a round that would take its epsilon in this model's lineage"
+        " (at delta) above this; the reason is PrivacyBudgetExhausted.",
     )
 
 
@@ -156,7 +163,9 @@ class Promotion(KubeModel):
     goal: MetricGoal = MetricGoal.MAXIMIZE
     min_delta: float = Field(0.0, ge=0, description="Improvement smaller than this does not count as better.")
     evaluation_timeout_seconds: int = Field(
-        600, ge=0, le=24 * 3600,
+        600,
+        ge=0,
+        le=24 * 3600,
         description="How long contributing plants get to score the candidate; 0 skips plant-side evaluation.",
     )
 
@@ -262,7 +271,8 @@ class PlantRoundStatus(KubeModel):
     reason: Annotated[str, StringConstraints(max_length=128, pattern=r"^[A-Z][A-Za-z0-9]*$")] | None = None
     message: Annotated[str, StringConstraints(max_length=SHORT_TEXT * 4)] = ""
     evaluation: Metrics = Field(
-        default_factory=dict, json_schema_extra=METRICS_EXTRA,
+        default_factory=dict,
+        json_schema_extra=METRICS_EXTRA,
         description="The plant's score of the candidate on its validation split.",
     )
 
@@ -277,7 +287,8 @@ class RoundEvaluation(KubeModel):
     samples: int = Field(0, ge=0, description="Validation samples behind the candidate's scores.")
     candidate: Metrics = Field(default_factory=dict, json_schema_extra=METRICS_EXTRA)
     base: Metrics = Field(
-        default_factory=dict, json_schema_extra=METRICS_EXTRA,
+        default_factory=dict,
+        json_schema_extra=METRICS_EXTRA,
         description="The base version's scores on the same plants' validation splits, measured before training.",
     )
 
@@ -300,9 +311,7 @@ class FederatedRoundStatus(StatusModel):
     start_time: datetime | None = None
     cutoff_time: datetime | None = Field(None, description="When the round stopped accepting updates for aggregation.")
     completion_time: datetime | None = None
-    conditions: list[Condition] = conditions_field(
-        "Succeeded (summary), QuorumMet, Aggregated, Evaluated, Promoted."
-    )
+    conditions: list[Condition] = conditions_field("Succeeded (summary), QuorumMet, Aggregated, Evaluated, Promoted.")
     observed_generation: int | None = Field(None, ge=0)
 
 
@@ -321,8 +330,12 @@ class FederatedRound(Resource):
         {"name": "Uploaded", "type": "integer", "jsonPath": ".status.uploaded"},
         {"name": "Result", "type": "integer", "jsonPath": ".status.resultVersion"},
         {"name": "Val-Accuracy", "type": "number", "jsonPath": ".status.metrics.val_accuracy"},
-        {"name": "Reason", "type": "string", "priority": 1,
-         "jsonPath": '.status.conditions[?(@.type=="Succeeded")].reason'},
+        {
+            "name": "Reason",
+            "type": "string",
+            "priority": 1,
+            "jsonPath": '.status.conditions[?(@.type=="Succeeded")].reason',
+        },
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     )
 

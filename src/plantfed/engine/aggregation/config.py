@@ -44,7 +44,9 @@ class StrategyConfig(BaseModel):
     momentum: float = Field(default=0.9, ge=0, lt=1, description="FedAvgM server momentum")
     trim_fraction: float = Field(default=0.1, ge=0, lt=0.5, description="trimmed mean: fraction dropped at each end")
     norm_bound: float | None = Field(default=None, gt=0, description="clip each update's delta to this global L2 norm")
-    buffer_bytes: int = Field(default=DEFAULT_BUFFER_BYTES, gt=0, description="trimmed mean/median coordinate-block budget")
+    buffer_bytes: int = Field(
+        default=DEFAULT_BUFFER_BYTES, gt=0, description="trimmed mean/median coordinate-block budget"
+    )
     central_noise_multiplier: float | None = Field(
         default=None, gt=0, description="central DP: σ; adds N(0, (σ·norm_bound·max weight)²) to the aggregate"
     )
@@ -100,6 +102,10 @@ class AggregationResult(BaseModel):
     aggregate_delta_norm: float = Field(description="L2 norm of the aggregated delta (the pseudo-gradient)")
     global_delta_norm: float = Field(description="L2 norm of new global model minus base, i.e. the step taken")
     peak_bytes: int = Field(description="peak of the tensor buffers the aggregation held (tracked accounting)")
-    block_peak_bytes: int = Field(default=0, description="peak extra bytes of one coordinate block (median/trimmed mean)")
+    block_peak_bytes: int = Field(
+        default=0, description="peak extra bytes of one coordinate block (median/trimmed mean)"
+    )
     server_step: int | None = Field(default=None, description="server optimiser steps taken so far, if it keeps state")
-    central_noise_std: float = Field(default=0.0, description="std of the central DP noise added per coordinate (0: off)")
+    central_noise_std: float = Field(
+        default=0.0, description="std of the central DP noise added per coordinate (0: off)"
+    )

@@ -77,7 +77,9 @@ def _check_inputs(updates: Sequence[UpdateInput]) -> None:
         seen.add(update.plant)
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and len(updates) + _SPARE_DESCRIPTORS > soft:
-        raise ValueError(f"{len(updates)} updates need {len(updates) + _SPARE_DESCRIPTORS} open files; the limit is {soft}")
+        raise ValueError(
+            f"{len(updates)} updates need {len(updates) + _SPARE_DESCRIPTORS} open files; the limit is {soft}"
+        )
 
 
 def _mean_delta(
@@ -184,7 +186,9 @@ def _aggregate(
         bound = config.norm_bound
         clip = [min(1.0, bound / math.sqrt(s)) if bound is not None and s > 0 else 1.0 for s in squared]
         alphas = [w * c for w, c in zip(weights, clip)]
-        optimizer = stack.enter_context(ServerOptimizer(config, Path(state_dir) if state_dir else None, aggregated, tracker))
+        optimizer = stack.enter_context(
+            ServerOptimizer(config, Path(state_dir) if state_dir else None, aggregated, tracker)
+        )
         writer = stack.enter_context(
             StreamingWriter(out_path, specs, {KIND_KEY: KIND_STATE, "plantfed.strategy": config.name.value})
         )
@@ -205,14 +209,22 @@ def _aggregate(
                     delta = torch.zeros(spec.shape, dtype=torch.float32)
                 elif robust:
                     delta, peak = robust_aggregate(
-                        name, spec, carriers, [clip[k] for k in present], config.name, config.trim_fraction,
-                        config.buffer_bytes, tracker,
+                        name,
+                        spec,
+                        carriers,
+                        [clip[k] for k in present],
+                        config.name,
+                        config.trim_fraction,
+                        config.buffer_bytes,
+                        tracker,
                     )
                     block_peak = max(block_peak, peak)
                 else:
                     share = sum(weights[k] for k in present)
                     partial_squared = None if prepass else [0.0] * len(present)
-                    delta = _mean_delta(name, spec, carriers, [alphas[k] / share for k in present], tracker, partial_squared)
+                    delta = _mean_delta(
+                        name, spec, carriers, [alphas[k] / share for k in present], tracker, partial_squared
+                    )
                     for k, value in zip(present, partial_squared or ()):
                         squared[k] += value
                     noise.add(name, delta, tracker)

@@ -12,7 +12,9 @@ from plantfed.formats.memory import MemoryTracker
 
 
 @contextmanager
-def decoded(reader: UpdateReader, name: str, tracker: MemoryTracker, index: tuple[slice, ...] | None = None) -> Iterator[torch.Tensor]:
+def decoded(
+    reader: UpdateReader, name: str, tracker: MemoryTracker, index: tuple[slice, ...] | None = None
+) -> Iterator[torch.Tensor]:
     """Yield the float32 delta of `name` (or of block `index`); stored and decoded buffers both count."""
     stored = reader.stored(name, index)
     with tracker.live(stored):

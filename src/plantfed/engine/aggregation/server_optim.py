@@ -54,7 +54,9 @@ class ServerOptimizer:
     replaces the old one when the context exits without error.
     """
 
-    def __init__(self, config: StrategyConfig, state_dir: Path | None, specs: Mapping[str, TensorSpec], tracker: MemoryTracker):
+    def __init__(
+        self, config: StrategyConfig, state_dir: Path | None, specs: Mapping[str, TensorSpec], tracker: MemoryTracker
+    ):
         self.config = config
         self.slots = _SLOTS.get(config.name, ())
         self.lr = config.effective_server_lr
@@ -83,7 +85,9 @@ class ServerOptimizer:
             previous_steps = int(meta.get(STEP_KEY, "0"))
         self.step = previous_steps + 1
         state_specs = {
-            f"{slot}/{name}": TensorSpec(torch.float32, spec.shape) for name, spec in self.specs.items() for slot in self.slots
+            f"{slot}/{name}": TensorSpec(torch.float32, spec.shape)
+            for name, spec in self.specs.items()
+            for slot in self.slots
         }
         metadata = {KIND_KEY: KIND_SERVER_STATE, STRATEGY_KEY: self.config.name.value, STEP_KEY: str(self.step)}
         self._writer = StreamingWriter(self.state_path, state_specs, metadata).__enter__()
@@ -96,7 +100,9 @@ class ServerOptimizer:
             return torch.full(shape, initial, dtype=torch.float32)
         spec = self._previous.specs[key]
         if spec != TensorSpec(torch.float32, shape):
-            raise PayloadError(f"server state {self.state_path}: {key!r} is {spec.describe()}, the model needs F32{list(shape)}")
+            raise PayloadError(
+                f"server state {self.state_path}: {key!r} is {spec.describe()}, the model needs F32{list(shape)}"
+            )
         return self._previous.tensor(key)
 
     def apply(self, name: str, param: torch.Tensor, delta: torch.Tensor) -> float:
@@ -141,7 +147,9 @@ class ServerOptimizer:
         assert self._writer is not None
         self._writer.write(f"{slot}/{name}", value)
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         try:
             if self._writer is not None:
                 self._writer.__exit__(exc_type, exc, tb)

@@ -17,6 +17,17 @@ from plantfed.engine.privacy.accounting import (
 )
 
 __all__ = [
-    "DPMode", "DPRelease", "LedgerEntry", "LedgerError", "PrivacyLedger", "central_release", "dearest_epsilon",
-    "epsilon_for", "ledger_round_id", "plant_release_alternatives", "release_for_update", "round_costs", "round_releases",
+    "DPMode",
+    "DPRelease",
+    "LedgerEntry",
+    "LedgerError",
+    "PrivacyLedger",
+    "central_release",
+    "dearest_epsilon",
+    "epsilon_for",
+    "ledger_round_id",
+    "plant_release_alternatives",
+    "release_for_update",
+    "round_costs",
+    "round_releases",
 ]

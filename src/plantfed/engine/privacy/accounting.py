@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from plantfed.contract.naming import check_name
 from plantfed.contract.records import DPMode, DPParams, DPRelease, LedgerEntry
@@ -103,15 +103,23 @@ def release_for_update(dp: DPParams) -> DPRelease | None:
         return None
     sigma = dp.noise_multiplier
     if dp.mode is DPMode.SAMPLE:
-        return DPRelease(mode=DPMode.SAMPLE, noise_multiplier=sigma, sample_rate=dp.sample_rate, steps=dp.steps,
-                         clip_norm=dp.clip_norm)
+        return DPRelease(
+            mode=DPMode.SAMPLE,
+            noise_multiplier=sigma,
+            sample_rate=dp.sample_rate,
+            steps=dp.steps,
+            clip_norm=dp.clip_norm,
+        )
     return DPRelease(mode=DPMode.LOCAL, noise_multiplier=sigma, sample_rate=1.0, steps=1, clip_norm=dp.clip_norm)
 
 
 def central_release(noise_multiplier: float, clip_norm: float, participation_rate: float = 1.0) -> DPRelease:
     """The central-DP release charged to each aggregated plant for one round."""
     return DPRelease(
-        mode=DPMode.CENTRAL, noise_multiplier=noise_multiplier, sample_rate=participation_rate, steps=1,
+        mode=DPMode.CENTRAL,
+        noise_multiplier=noise_multiplier,
+        sample_rate=participation_rate,
+        steps=1,
         clip_norm=clip_norm,
     )
 
@@ -160,13 +168,22 @@ def plant_release_alternatives(
         batches = [max(1, round(1 / last.sample_rate))]
     else:
         batches = list(range(1, FIRST_ROUND_BATCHES + 1))
-    return [DPRelease(mode=mode, noise_multiplier=noise_multiplier, sample_rate=1 / b, steps=epochs * b,
-                      clip_norm=clip_norm) for b in batches]
+    return [
+        DPRelease(
+            mode=mode, noise_multiplier=noise_multiplier, sample_rate=1 / b, steps=epochs * b, clip_norm=clip_norm
+        )
+        for b in batches
+    ]
 
 
 def round_costs(
-    plant_mode: DPMode | None, *, clip_norm: float, noise_multiplier: float, epochs: int,
-    central: DPRelease | None, history: Sequence[DPRelease],
+    plant_mode: DPMode | None,
+    *,
+    clip_norm: float,
+    noise_multiplier: float,
+    epochs: int,
+    central: DPRelease | None,
+    history: Sequence[DPRelease],
 ) -> list[list[DPRelease]]:
     """What one more round may cost a plant with this ledger `history`: its own release (when `plant_mode` is
     set and it adds noise) plus the hub's `central` one, one list per case `plant_release_alternatives` cannot
@@ -175,8 +192,9 @@ def round_costs(
     hub = [central] if central is not None else []
     if plant_mode is None or noise_multiplier <= 0:
         return [hub]
-    own = plant_release_alternatives(plant_mode, clip_norm=clip_norm, noise_multiplier=noise_multiplier,
-                                     epochs=epochs, history=history)
+    own = plant_release_alternatives(
+        plant_mode, clip_norm=clip_norm, noise_multiplier=noise_multiplier, epochs=epochs, history=history
+    )
     return [[release, *hub] for release in own]
 
 

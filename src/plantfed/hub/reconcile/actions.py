@@ -96,6 +96,12 @@ class EmitEvent:
 
 
 Action = (
-    OpenExchangeRound | CloseExchangeRound | CreateAggregationJob | Promote | CreateRound | InitializeModel
-    | RecordPrivacySpend | EmitEvent
+    OpenExchangeRound
+    | CloseExchangeRound
+    | CreateAggregationJob
+    | Promote
+    | CreateRound
+    | InitializeModel
+    | RecordPrivacySpend
+    | EmitEvent
 )

@@ -27,6 +27,7 @@ from plantfed.contract.api.model import (
     StopCriteria,
 )
 from plantfed.contract.api.round import FederatedRound, FederatedRoundSpec, RoundPhase
+from plantfed.contract.records import ModelVersion
 from plantfed.hub.reconcile.actions import (
     Action,
     CreateRound,
@@ -37,7 +38,6 @@ from plantfed.hub.reconcile.actions import (
 from plantfed.hub.reconcile.conditions import get_condition, set_condition, timestamp
 from plantfed.hub.reconcile.round import PROMOTED
 from plantfed.hub.reconcile.schedule import next_fire
-from plantfed.contract.records import ModelVersion
 
 READY = "Ready"
 CONVERGED = "Converged"
@@ -82,13 +82,21 @@ def _history(fm: FederatedModel, rounds: Sequence[FederatedRound]) -> tuple[list
         if fr.name in known or fr.status.result_version is None or promoted is None:
             continue
         if promoted.status is ConditionStatus.TRUE:
-            new.append(HistoryEntry(version=fr.status.result_version, round=fr.name,
-                                    metrics=dict(fr.status.metrics), promoted_at=promoted.last_transition_time))
+            new.append(
+                HistoryEntry(
+                    version=fr.status.result_version,
+                    round=fr.name,
+                    metrics=dict(fr.status.metrics),
+                    promoted_at=promoted.last_transition_time,
+                )
+            )
     merged = sorted([*fm.status.history, *new], key=lambda e: (e.version, e.round))
     return merged[-MAX_HISTORY:], sorted(new, key=lambda e: e.version)
 
 
-def _best(stop: StopCriteria, current: BestResult | None, finished: list[tuple[int, FederatedRound]]) -> BestResult | None:
+def _best(
+    stop: StopCriteria, current: BestResult | None, finished: list[tuple[int, FederatedRound]]
+) -> BestResult | None:
     """Best evaluated value of the stop metric, improving only by more than `minDelta`."""
     if stop.metric is None:
         return current
@@ -162,8 +170,9 @@ def new_round(fm: FederatedModel, number: int) -> FederatedRound:
     """The campaign's round N, built from the template (base version: latest promoted)."""
     name = round_name(fm.name, number)
     spec = FederatedRoundSpec.model_validate({**fm.spec.round_template.model_dump(), "model_ref": fm.name})
-    meta = ObjectMeta(name=name, namespace=fm.metadata.namespace,
-                      labels={MODEL_LABEL: fm.name, ROUND_LABEL: str(number)})
+    meta = ObjectMeta(
+        name=name, namespace=fm.metadata.namespace, labels={MODEL_LABEL: fm.name, ROUND_LABEL: str(number)}
+    )
     return FederatedRound(metadata=meta, spec=spec)
 
 
@@ -196,9 +205,7 @@ def reconcile_model(
         return ModelDecision(status, tuple(actions))
 
     ours = [fr for fr in rounds if fr.spec.model_ref == fm.name]
-    numbered = sorted(
-        ((n, fr) for fr in ours if (n := round_number(fm.name, fr.name)) is not None), key=lambda t: t[0]
-    )
+    numbered = sorted(((n, fr) for fr in ours if (n := round_number(fm.name, fr.name)) is not None), key=lambda t: t[0])
     finished = [(n, fr) for n, fr in numbered if _finished(fr)]
 
     status.history, new_entries = _history(fm, ours)

@@ -60,9 +60,7 @@ def reconcile_participant(
     pp: PlantParticipant, now: datetime, heartbeat_timeout: timedelta = DEFAULT_HEARTBEAT_TIMEOUT
 ) -> ParticipantDecision:
     conditions = _ready_conditions(pp, now, heartbeat_timeout)
-    status = pp.status.model_copy(
-        update={"conditions": conditions, "observed_generation": pp.metadata.generation}
-    )
+    status = pp.status.model_copy(update={"conditions": conditions, "observed_generation": pp.metadata.generation})
     beat = pp.status.last_heartbeat_time
     ready = get_condition(conditions, READY)
     requeue_at = None

@@ -61,7 +61,7 @@ from plantfed.contract.api.round import (
     RoundEvaluation,
     RoundPhase,
 )
-from plantfed.contract.records import DPRelease
+from plantfed.contract.records import DPRelease, EvaluationRecord, ModelVersion, RoundRecord, RoundState, UpdateRecord
 from plantfed.engine.privacy.accounting import epsilon_for
 from plantfed.hub.reconcile.actions import (
     Action,
@@ -76,7 +76,6 @@ from plantfed.hub.reconcile.actions import (
 from plantfed.hub.reconcile.conditions import set_condition, timestamp
 from plantfed.hub.reconcile.readiness import DEFAULT_HEARTBEAT_TIMEOUT
 from plantfed.hub.reconcile.selection import select_plants
-from plantfed.contract.records import EvaluationRecord, ModelVersion, RoundRecord, RoundState, UpdateRecord
 
 SUCCEEDED = "Succeeded"
 QUORUM_MET = "QuorumMet"
@@ -291,8 +290,12 @@ def _start(w: _Work, plants: Sequence[PlantParticipant], heartbeat_timeout: time
     if base is None and w.observed.promoted is not None:
         base = w.observed.promoted.version
     if base is None:
-        w.condition(SUCCEEDED, ConditionStatus.UNKNOWN, "WaitingForBaseModel",
-                    f"model {w.spec.model_ref} has no promoted version yet")
+        w.condition(
+            SUCCEEDED,
+            ConditionStatus.UNKNOWN,
+            "WaitingForBaseModel",
+            f"model {w.spec.model_ref} has no promoted version yet",
+        )
         return
     selection = select_plants(w.spec, plants, w.now, heartbeat_timeout, w.observed.privacy)
     w.plants = {
@@ -307,7 +310,9 @@ def _start(w: _Work, plants: Sequence[PlantParticipant], heartbeat_timeout: time
         shown = [f"{e.plant}: {e.reason}" for e in selection.excluded[:_LISTED]]
         more = len(selection.excluded) - len(shown)
         detail = ", ".join(shown) + (f" and {more} more" if more > 0 else "")
-        message = f"{eligible} plants eligible but minParticipants is {quorum}" + (f" (excluded {detail})" if detail else "")
+        message = f"{eligible} plants eligible but minParticipants is {quorum}" + (
+            f" (excluded {detail})" if detail else ""
+        )
         w.condition(QUORUM_MET, False, "QuorumUnreachable", message)
         w.fail("QuorumUnreachable", message)
         return
@@ -332,19 +337,34 @@ def _track_plants(w: _Work, plants: Sequence[PlantParticipant]) -> None:
             continue
         upload, report = uploads.get(plant), reports.get(plant)
         if upload is not None:
-            w.set_plant(plant, state=PlantRoundState.UPLOADED, progress=1.0, samples=upload.samples,
-                        bytes=upload.bytes, metrics=dict(upload.metrics), reason=None, message="")
+            w.set_plant(
+                plant,
+                state=PlantRoundState.UPLOADED,
+                progress=1.0,
+                samples=upload.samples,
+                bytes=upload.bytes,
+                metrics=dict(upload.metrics),
+                reason=None,
+                message="",
+            )
         elif report is None:
             continue
         elif report.state is AssignmentState.FAILED:
-            w.set_plant(plant, state=PlantRoundState.FAILED, reason="TrainingFailed", message=report.message,
-                        progress=report.progress)
+            w.set_plant(
+                plant,
+                state=PlantRoundState.FAILED,
+                reason="TrainingFailed",
+                message=report.message,
+                progress=report.progress,
+            )
         elif report.state is AssignmentState.PENDING:
-            w.set_plant(plant, state=PlantRoundState.ASSIGNED, reason=None, message=report.message,
-                        progress=report.progress)
+            w.set_plant(
+                plant, state=PlantRoundState.ASSIGNED, reason=None, message=report.message, progress=report.progress
+            )
         else:
-            w.set_plant(plant, state=PlantRoundState.TRAINING, reason=None, message=report.message,
-                        progress=report.progress)
+            w.set_plant(
+                plant, state=PlantRoundState.TRAINING, reason=None, message=report.message, progress=report.progress
+            )
 
 
 def _training(w: _Work, plants: Sequence[PlantParticipant], heartbeat_timeout: timedelta) -> None:
@@ -358,23 +378,33 @@ def _training(w: _Work, plants: Sequence[PlantParticipant], heartbeat_timeout: t
     if uploaded >= quorum and (waiting == 0 or past_deadline):
         for entry in list(w.plants.values()):
             if entry.state in _WAITING:
-                w.set_plant(entry.plant, state=PlantRoundState.LATE, reason="DeadlineExceeded",
-                            message="no update committed by the deadline; not aggregated")
+                w.set_plant(
+                    entry.plant,
+                    state=PlantRoundState.LATE,
+                    reason="DeadlineExceeded",
+                    message="no update committed by the deadline; not aggregated",
+                )
         w.status.cutoff_time = w.now
         w.status.aggregation_job = aggregation_job_name(w.name)
         w.status.phase = RoundPhase.AGGREGATING
         w.condition(QUORUM_MET, True, "QuorumReached", progress)
         w.event(EventType.NORMAL, "QuorumReached", f"{progress}; aggregating")
     elif uploaded + waiting < quorum:
-        message = (f"{failed} of {assigned} assigned plants failed; at most {uploaded + waiting} "
-                   f"can upload but minParticipants is {quorum}")
+        message = (
+            f"{failed} of {assigned} assigned plants failed; at most {uploaded + waiting} "
+            f"can upload but minParticipants is {quorum}"
+        )
         w.condition(QUORUM_MET, False, "QuorumUnreachable", message)
         w.fail("QuorumUnreachable", message)
     elif past_deadline:
         for entry in list(w.plants.values()):
             if entry.state in _WAITING:
-                w.set_plant(entry.plant, state=PlantRoundState.LATE, reason="DeadlineExceeded",
-                            message="no update committed by the deadline")
+                w.set_plant(
+                    entry.plant,
+                    state=PlantRoundState.LATE,
+                    reason="DeadlineExceeded",
+                    message="no update committed by the deadline",
+                )
         message = f"deadline of {w.spec.deadline_seconds}s passed with {progress}"
         w.condition(QUORUM_MET, False, "QuorumNotMet", message)
         w.fail("DeadlineExceeded", message)
@@ -389,8 +419,14 @@ def _record_late_uploads(w: _Work) -> None:
         entry = w.plants.get(upload.plant)
         if entry is None or entry.state is not PlantRoundState.LATE or entry.reason == "UploadedAfterCutoff":
             continue
-        w.set_plant(upload.plant, samples=upload.samples, bytes=upload.bytes, metrics=dict(upload.metrics),
-                    reason="UploadedAfterCutoff", message="update committed after the cutoff; not aggregated")
+        w.set_plant(
+            upload.plant,
+            samples=upload.samples,
+            bytes=upload.bytes,
+            metrics=dict(upload.metrics),
+            reason="UploadedAfterCutoff",
+            message="update committed after the cutoff; not aggregated",
+        )
         w.event(EventType.NORMAL, "LateUpload", f"{upload.plant} uploaded after the cutoff; not aggregated")
 
 
@@ -431,23 +467,30 @@ def _plant_side_evaluation(w: _Work, candidate: ModelVersion) -> bool:
     ev = w.status.evaluation
     if ev is None or ev.version != candidate.version:
         ev = RoundEvaluation(version=candidate.version, start_time=w.now, expected=len(contributors))
-        w.event(EventType.NORMAL, "EvaluationRequested",
-                f"asked {len(contributors)} plants to score version {candidate.version} on their validation splits")
+        w.event(
+            EventType.NORMAL,
+            "EvaluationRequested",
+            f"asked {len(contributors)} plants to score version {candidate.version} on their validation splits",
+        )
     reports = {e.plant: e for e in w.observed.evaluations if e.version == candidate.version and e.plant in contributors}
     for plant, report in reports.items():
         w.set_plant(plant, evaluation=dict(report.metrics))
     base_rows = []
     for plant, report in reports.items():
         measured = w.plants[plant].metrics
-        scores = {k.removeprefix("global_"): v for k, v in measured.items() if k.startswith("global_" + EVALUATION_PREFIX)}
+        scores = {
+            k.removeprefix("global_"): v for k, v in measured.items() if k.startswith("global_" + EVALUATION_PREFIX)
+        }
         scores.pop(EVALUATION_PREFIX + "samples", None)
         base_rows.append((scores, measured.get("global_val_samples", report.num_samples)))
-    w.status.evaluation = ev = ev.model_copy(update={
-        "reported": len(reports),
-        "samples": sum(r.num_samples for r in reports.values()),
-        "candidate": weighted([(r.metrics, r.num_samples) for r in reports.values()]),
-        "base": weighted(base_rows),
-    })
+    w.status.evaluation = ev = ev.model_copy(
+        update={
+            "reported": len(reports),
+            "samples": sum(r.num_samples for r in reports.values()),
+            "candidate": weighted([(r.metrics, r.num_samples) for r in reports.values()]),
+            "base": weighted(base_rows),
+        }
+    )
     closes = ev.start_time + timedelta(seconds=timeout)
     progress = f"{len(reports)} of {len(contributors)} plants scored version {candidate.version}"
     if len(reports) < len(contributors) and w.now < closes:
@@ -455,8 +498,11 @@ def _plant_side_evaluation(w: _Work, candidate: ModelVersion) -> bool:
         w.requeue_at = closes
         return False
     if reports:
-        summary = ", ".join(f"{k} {v:.4g} (base {ev.base[k]:.4g})" for k, v in ev.candidate.items()
-                            if k in ("val_accuracy", "val_loss") and k in ev.base)
+        summary = ", ".join(
+            f"{k} {v:.4g} (base {ev.base[k]:.4g})"
+            for k, v in ev.candidate.items()
+            if k in ("val_accuracy", "val_loss") and k in ev.base
+        )
         w.condition(EVALUATED, True, "Evaluated", f"{progress}" + (f": {summary}" if summary else ""))
     else:
         w.condition(EVALUATED, False, "NoEvaluations", f"no plant scored version {candidate.version} within {timeout}s")
@@ -474,7 +520,9 @@ def _incumbent(w: _Work) -> Incumbent | None:
         ev = w.status.evaluation
         if ev is not None and promoted.version == w.status.base_version:
             return Incumbent(f"version {promoted.version} on the same plants", ev.base)
-        return Incumbent(f"version {promoted.version} (promoted after this round started; not scored by its plants)", {})
+        return Incumbent(
+            f"version {promoted.version} (promoted after this round started; not scored by its plants)", {}
+        )
     return Incumbent(f"version {promoted.version}", promoted.metrics)
 
 
@@ -526,8 +574,9 @@ def _ensure(w: _Work) -> list[Action]:
     actions: list[Action] = []
     if phase is RoundPhase.TRAINING and exchange is None:
         assert w.status.base_version is not None
-        record = RoundRecord(round_id=w.name, model=w.spec.model_ref, base_version=w.status.base_version,
-                             plants=w.assigned())
+        record = RoundRecord(
+            round_id=w.name, model=w.spec.model_ref, base_version=w.status.base_version, plants=w.assigned()
+        )
         actions.append(OpenExchangeRound(record))
     keep_open = phase in (RoundPhase.AGGREGATING, RoundPhase.EVALUATING) and (
         w.spec.late_upload_policy is LateUploadPolicy.RECORD
@@ -539,11 +588,18 @@ def _ensure(w: _Work) -> list[Action]:
     if phase is RoundPhase.AGGREGATING and (job is None or job.name != w.status.aggregation_job):
         assert w.status.aggregation_job is not None and w.status.base_version is not None
         uploaded = tuple(sorted(p.plant for p in w.plants.values() if p.state is PlantRoundState.UPLOADED))
-        actions.append(CreateAggregationJob(
-            name=w.status.aggregation_job, round_id=w.name, model=w.spec.model_ref,
-            base_version=w.status.base_version, plants=uploaded, strategy=w.spec.strategy,
-            privacy=w.spec.privacy, compression=w.spec.compression,
-        ))
+        actions.append(
+            CreateAggregationJob(
+                name=w.status.aggregation_job,
+                round_id=w.name,
+                model=w.spec.model_ref,
+                base_version=w.status.base_version,
+                plants=uploaded,
+                strategy=w.spec.strategy,
+                privacy=w.spec.privacy,
+                compression=w.spec.compression,
+            )
+        )
     if phase is RoundPhase.EVALUATING and w.promote is not None:
         assert w.status.candidate_version is not None
         actions.append(Promote(w.spec.model_ref, w.status.candidate_version, w.name))
@@ -565,8 +621,9 @@ def _privacy_spent(w: _Work) -> dict[str, float]:
     return spent
 
 
-def _record_spend(fr: FederatedRound, plants: Sequence[PlantParticipant],
-                  spent: Mapping[str, float]) -> list[RecordPrivacySpend]:
+def _record_spend(
+    fr: FederatedRound, plants: Sequence[PlantParticipant], spent: Mapping[str, float]
+) -> list[RecordPrivacySpend]:
     """Copy ε into participants whose status differs, while the round is being finished.
 
     A finished round no longer writes: with several DP lineages, dpEpsilon then shows the lineage whose
@@ -576,7 +633,8 @@ def _record_spend(fr: FederatedRound, plants: Sequence[PlantParticipant],
         return []
     shown = {pp.spec.plant_id: pp.status.dp_epsilon for pp in plants}
     return [
-        RecordPrivacySpend(plant, epsilon) for plant, epsilon in sorted(spent.items())
+        RecordPrivacySpend(plant, epsilon)
+        for plant, epsilon in sorted(spent.items())
         if plant in shown and not (shown[plant] is not None and math.isclose(shown[plant], epsilon, rel_tol=1e-9))
     ]
 

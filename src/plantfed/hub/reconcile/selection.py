@@ -71,10 +71,19 @@ def round_dp_costs(spec: RoundTemplate, history: Sequence[DPRelease] = ()) -> li
     if privacy.mode is PrivacyMode.OFF:
         return []
     plant_mode = {PrivacyMode.LOCAL: DPMode.LOCAL, PrivacyMode.SAMPLE: DPMode.SAMPLE}.get(privacy.mode)
-    central = (central_release(privacy.noise_multiplier, spec.strategy.norm_bound or privacy.clip_norm)
-               if privacy.mode is PrivacyMode.CENTRAL else None)
-    return round_costs(plant_mode, clip_norm=privacy.clip_norm, noise_multiplier=privacy.noise_multiplier,
-                       epochs=spec.training.epochs, central=central, history=history)
+    central = (
+        central_release(privacy.noise_multiplier, spec.strategy.norm_bound or privacy.clip_norm)
+        if privacy.mode is PrivacyMode.CENTRAL
+        else None
+    )
+    return round_costs(
+        plant_mode,
+        clip_norm=privacy.clip_norm,
+        noise_multiplier=privacy.noise_multiplier,
+        epochs=spec.training.epochs,
+        central=central,
+        history=history,
+    )
 
 
 def _over_budget(spec: RoundTemplate, history: Sequence[DPRelease]) -> str | None:
@@ -86,12 +95,17 @@ def _over_budget(spec: RoundTemplate, history: Sequence[DPRelease]) -> str | Non
     if projected <= budget:
         return None
     spent = epsilon_for(list(history), delta)
-    return (f"epsilon spent {spent:.4g}; one more round would make it {projected:.4g}, "
-            f"above the budget {budget:g} (delta {delta:g})")
+    return (
+        f"epsilon spent {spent:.4g}; one more round would make it {projected:.4g}, "
+        f"above the budget {budget:g} (delta {delta:g})"
+    )
 
 
 def _ineligible(
-    pp: PlantParticipant, spec: RoundTemplate, now: datetime, heartbeat_timeout: timedelta,
+    pp: PlantParticipant,
+    spec: RoundTemplate,
+    now: datetime,
+    heartbeat_timeout: timedelta,
     history: Sequence[DPRelease],
 ) -> tuple[str, str] | None:
     """Why a candidate plant cannot train now, or None; the first reason that applies wins."""

@@ -18,6 +18,15 @@ from plantfed.plant.agent.decide import (
 from plantfed.plant.agent.observe import TrainingObservation, TrainingPhase, observe_training
 
 __all__ = [
-    "AgentConfig", "AgentView", "CancelTrainingJob", "CreateTrainingJob", "RefreshModel", "ReportAssignment",
-    "TrainingSpec", "decide", "TrainingObservation", "TrainingPhase", "observe_training",
+    "AgentConfig",
+    "AgentView",
+    "CancelTrainingJob",
+    "CreateTrainingJob",
+    "RefreshModel",
+    "ReportAssignment",
+    "TrainingSpec",
+    "decide",
+    "TrainingObservation",
+    "TrainingPhase",
+    "observe_training",
 ]

@@ -20,9 +20,9 @@ def run(args: argparse.Namespace) -> int:
     from kubernetes import client, config
     from prometheus_client import start_http_server
 
+    from plantfed.contract.metrics import Metrics
     from plantfed.exchange.client import ExchangeClient, RetryPolicy
     from plantfed.exchange.transport import ClientTLS
-    from plantfed.contract.metrics import Metrics
     from plantfed.plant.agent.hub import Hub
     from plantfed.plant.agent.local import LocalCluster
     from plantfed.plant.agent.loop import Agent, default_cache
@@ -48,10 +48,19 @@ def run(args: argparse.Namespace) -> int:
     if cfg.metrics_port is not None:
         start_http_server(cfg.metrics_port, registry=metrics.registry)
     # Few, short attempts: the cache worker has its own backoff, and must not sit in one call for minutes.
-    exchange = ExchangeClient(cfg.exchange, token, **tls.channel_kwargs(),
-                              retry=RetryPolicy(max_attempts=3, initial_backoff=0.5, max_backoff=5.0, connect_timeout=10.0))
-    agent = Agent(cfg, Hub(hub_api, cfg.hub_namespace, cfg.plant), LocalCluster(local_api, cfg.namespace, cfg.plant),
-                  default_cache(cfg, exchange), metrics)
+    exchange = ExchangeClient(
+        cfg.exchange,
+        token,
+        **tls.channel_kwargs(),
+        retry=RetryPolicy(max_attempts=3, initial_backoff=0.5, max_backoff=5.0, connect_timeout=10.0),
+    )
+    agent = Agent(
+        cfg,
+        Hub(hub_api, cfg.hub_namespace, cfg.plant),
+        LocalCluster(local_api, cfg.namespace, cfg.plant),
+        default_cache(cfg, exchange),
+        metrics,
+    )
 
     def stop(signum: int, _frame: object) -> None:
         log.info("signal %d: stopping (training Jobs keep running)", signum)
@@ -60,8 +69,13 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("plant %s: hub namespace %s, exchange %s, training Jobs in %s", cfg.plant, cfg.hub_namespace,
-             cfg.exchange, cfg.namespace)
+    log.info(
+        "plant %s: hub namespace %s, exchange %s, training Jobs in %s",
+        cfg.plant,
+        cfg.hub_namespace,
+        cfg.exchange,
+        cfg.namespace,
+    )
     runner = threading.Thread(target=agent.run, args=(time.monotonic,), name="sync", daemon=True)
     runner.start()
     while runner.is_alive() and not agent.stop.is_set():

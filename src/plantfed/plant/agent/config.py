@@ -99,25 +99,36 @@ def parse_tolerations(text: str) -> tuple[dict[str, Any], ...]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plant", required=True, help="this plant's id (its PlantParticipant's name on the hub)")
-    p.add_argument("--hub-kubeconfig", type=Path, required=True, help="kubeconfig of the plant's ServiceAccount on the hub")
+    p.add_argument(
+        "--hub-kubeconfig", type=Path, required=True, help="kubeconfig of the plant's ServiceAccount on the hub"
+    )
     p.add_argument("--hub-namespace", default="plantfed-system", help="namespace of the hub release")
     p.add_argument("--exchange", required=True, help="host:port of the hub's model exchange")
     p.add_argument("--token-file", type=Path, required=True, help="file holding this plant's exchange token")
     p.add_argument("--ca-file", type=Path, help="CA certificate of the exchange (enables TLS)")
     p.add_argument("--client-cert", type=Path, help="the plant's client certificate, for mutual TLS (tls.crt)")
     p.add_argument("--client-key", type=Path, help="private key of --client-cert (tls.key)")
-    p.add_argument("--client-cert-secret",
-                   help="Secret in --namespace holding --client-cert/--client-key (keys tls.crt, tls.key), "
-                        "mounted into training pods")
+    p.add_argument(
+        "--client-cert-secret",
+        help="Secret in --namespace holding --client-cert/--client-key (keys tls.crt, tls.key), "
+        "mounted into training pods",
+    )
     p.add_argument("--kubeconfig", type=Path, help="the plant's own cluster (default: in-cluster config)")
     p.add_argument("--namespace", required=True, help="namespace for training Jobs in the plant's cluster")
     p.add_argument("--cache-dir", type=Path, required=True, help="model cache directory (the cache PVC's mount)")
-    p.add_argument("--cache-claim", help="PVC of the model cache, mounted into training Jobs (default: --cache-dir as hostPath)")
+    p.add_argument(
+        "--cache-claim", help="PVC of the model cache, mounted into training Jobs (default: --cache-dir as hostPath)"
+    )
     data = p.add_mutually_exclusive_group(required=True)
     data.add_argument("--data-claim", help="PVC holding the plant's training data (mounted read-only)")
     data.add_argument("--data-host-path", help="directory on the GPU node holding the training data")
-    p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="task data option passed to every training run (repeatable)")
+    p.add_argument(
+        "--data-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="task data option passed to every training run (repeatable)",
+    )
     p.add_argument("--plant-index", type=int, help="partition of a shared or synthetic data source (demos)")
     p.add_argument("--num-plants", type=int, help="partitions of a shared or synthetic data source (demos)")
     p.add_argument("--gpus", type=int, default=1, help="most GPUs one training Job may request (0: CPU only)")
@@ -126,25 +137,50 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", default=DEFAULT_IMAGE, help="image of training pods")
     p.add_argument("--training-service-account", help="ServiceAccount of training pods (one without API rights)")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
-    p.add_argument("--heartbeat-seconds", type=float, default=30.0, help="heartbeat interval (the hub's timeout is 90s)")
+    p.add_argument(
+        "--heartbeat-seconds", type=float, default=30.0, help="heartbeat interval (the hub's timeout is 90s)"
+    )
     p.add_argument("--sync-seconds", type=float, default=10.0, help="full resync interval (watches wake it earlier)")
     p.add_argument("--backoff-limit", type=int, default=1, help="retries of a failed training pod")
     p.add_argument("--job-ttl-seconds", type=int, default=3600, help="delete finished training Jobs after this long")
-    p.add_argument("--model", dest="models", action="append", default=[],
-                   help="also keep this FederatedModel's promoted version cached (repeatable)")
+    p.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        default=[],
+        help="also keep this FederatedModel's promoted version cached (repeatable)",
+    )
 
 
 def from_args(args: argparse.Namespace) -> AgentConfig:
     return AgentConfig(
-        plant=args.plant, hub_kubeconfig=args.hub_kubeconfig, hub_namespace=args.hub_namespace,
-        exchange=args.exchange, token_file=args.token_file, ca_file=args.ca_file, client_cert=args.client_cert,
-        client_key=args.client_key, client_cert_secret=args.client_cert_secret, kubeconfig=args.kubeconfig,
-        namespace=args.namespace, cache_dir=args.cache_dir, cache_claim=args.cache_claim,
-        data_claim=args.data_claim, data_host_path=args.data_host_path,
-        data_options=tuple(args.data_option), plant_index=args.plant_index, num_plants=args.num_plants,
-        gpus=args.gpus, node_selector=parse_node_selector(args.node_selector),
-        tolerations=parse_tolerations(args.tolerations_json), image=args.image,
-        training_service_account=args.training_service_account, metrics_port=args.metrics_port,
-        heartbeat_seconds=args.heartbeat_seconds, sync_seconds=args.sync_seconds,
-        backoff_limit=args.backoff_limit, job_ttl_seconds=args.job_ttl_seconds, models=tuple(args.models),
+        plant=args.plant,
+        hub_kubeconfig=args.hub_kubeconfig,
+        hub_namespace=args.hub_namespace,
+        exchange=args.exchange,
+        token_file=args.token_file,
+        ca_file=args.ca_file,
+        client_cert=args.client_cert,
+        client_key=args.client_key,
+        client_cert_secret=args.client_cert_secret,
+        kubeconfig=args.kubeconfig,
+        namespace=args.namespace,
+        cache_dir=args.cache_dir,
+        cache_claim=args.cache_claim,
+        data_claim=args.data_claim,
+        data_host_path=args.data_host_path,
+        data_options=tuple(args.data_option),
+        plant_index=args.plant_index,
+        num_plants=args.num_plants,
+        gpus=args.gpus,
+        node_selector=parse_node_selector(args.node_selector),
+        tolerations=parse_tolerations(args.tolerations_json),
+        image=args.image,
+        training_service_account=args.training_service_account,
+        metrics_port=args.metrics_port,
+        heartbeat_seconds=args.heartbeat_seconds,
+        sync_seconds=args.sync_seconds,
+        backoff_limit=args.backoff_limit,
+        job_ttl_seconds=args.job_ttl_seconds,
+        models=tuple(args.models),
     )

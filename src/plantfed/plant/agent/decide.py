@@ -135,8 +135,11 @@ def wants_update(fr: FederatedRound, entry: PlantRoundStatus | None) -> bool:
 def wants_evaluation(fr: FederatedRound, entry: PlantRoundStatus | None) -> bool:
     """The hub asks the plants whose updates went into the candidate to score it, and has none from us yet."""
     return (
-        entry is not None and fr.status.phase is RoundPhase.EVALUATING and fr.status.evaluation is not None
-        and entry.state is PlantRoundState.UPLOADED and not entry.evaluation
+        entry is not None
+        and fr.status.phase is RoundPhase.EVALUATING
+        and fr.status.evaluation is not None
+        and entry.state is PlantRoundState.UPLOADED
+        and not entry.evaluation
     )
 
 
@@ -179,11 +182,16 @@ def training_spec(
 ) -> TrainingSpec:
     """The Job's inputs for `fr`, or `Refusal` when this plant cannot run it as asked."""
     if model is None:
-        raise Refusal("ModelNotFound", f"FederatedModel {fr.spec.model_ref} of round {fr.name} is not readable on the hub")
+        raise Refusal(
+            "ModelNotFound", f"FederatedModel {fr.spec.model_ref} of round {fr.name} is not readable on the hub"
+        )
     pod = fr.spec.pod
     if pod.gpus > max_gpus:
-        raise Refusal("TooManyGpus", f"round {fr.name} asks for {pod.gpus} GPU(s) per plant; this plant's agent "
-                      f"allows at most {max_gpus} (--gpus / training.gpus)")
+        raise Refusal(
+            "TooManyGpus",
+            f"round {fr.name} asks for {pod.gpus} GPU(s) per plant; this plant's agent "
+            f"allows at most {max_gpus} (--gpus / training.gpus)",
+        )
     deadline = fr.spec.deadline_seconds
     if fr.status.start_time is not None:
         remaining = (fr.status.start_time + timedelta(seconds=fr.spec.deadline_seconds) - now).total_seconds()
@@ -200,7 +208,9 @@ def evaluation_spec(
     evaluation = fr.status.evaluation
     assert evaluation is not None
     if model is None:
-        raise Refusal("ModelNotFound", f"FederatedModel {fr.spec.model_ref} of round {fr.name} is not readable on the hub")
+        raise Refusal(
+            "ModelNotFound", f"FederatedModel {fr.spec.model_ref} of round {fr.name} is not readable on the hub"
+        )
     ends = evaluation.start_time + timedelta(seconds=fr.spec.promotion.evaluation_timeout_seconds)
     remaining = int((ends - now).total_seconds())
     if remaining <= 0:
@@ -217,13 +227,24 @@ def _spec(fr: FederatedRound, model: FederatedModel, pp: PlantParticipant | None
     noise = privacy.noise_multiplier if on_plant else 0.0
     training = fr.spec.training
     return TrainingSpec(
-        round=fr.name, round_uid=fr.metadata.uid or "", model=fr.spec.model_ref, task=model.spec.task,
+        round=fr.name,
+        round_uid=fr.metadata.uid or "",
+        model=fr.spec.model_ref,
+        task=model.spec.task,
         variant=pp.spec.capacity.model_variant.value if pp is not None else model.spec.variant,
-        gpus=pod.gpus, cpu=pod.cpu, memory=pod.memory, node_selector=dict(pod.node_selector),
+        gpus=pod.gpus,
+        cpu=pod.cpu,
+        memory=pod.memory,
+        node_selector=dict(pod.node_selector),
         tolerations=tuple(t.to_dict() for t in pod.tolerations),
-        epochs=training.epochs, batch_size=training.batch_size, learning_rate=training.learning_rate,
-        optimizer=training.optimizer.value, fedprox_mu=training.fed_prox_mu, codec=fr.spec.compression.value,
-        clip_norm=clip_norm, noise_multiplier=noise,
+        epochs=training.epochs,
+        batch_size=training.batch_size,
+        learning_rate=training.learning_rate,
+        optimizer=training.optimizer.value,
+        fedprox_mu=training.fed_prox_mu,
+        codec=fr.spec.compression.value,
+        clip_norm=clip_norm,
+        noise_multiplier=noise,
         dp_mode="sample" if privacy.mode is PrivacyMode.SAMPLE else "local",
         data_sub_path=pp.spec.data.sub_path if pp is not None else "",
         active_deadline_seconds=max(MIN_DEADLINE, deadline),
@@ -268,17 +289,35 @@ def decide(view: AgentView) -> tuple[Action, ...]:
             try:
                 spec = training_spec(fr, view.models.get(fr.spec.model_ref), view.participant, view.max_gpus, view.now)
             except Refusal as refusal:
-                reports.append(((1, *_created(fr)), Assignment(
-                    round=fr.name, state=AssignmentState.FAILED, message=clip(f"{refusal.reason}: {refusal.message}"))))
+                reports.append(
+                    (
+                        (1, *_created(fr)),
+                        Assignment(
+                            round=fr.name,
+                            state=AssignmentState.FAILED,
+                            message=clip(f"{refusal.reason}: {refusal.message}"),
+                        ),
+                    )
+                )
                 continue
             actions.append(CreateTrainingJob(spec))
-            reports.append(((1, *_created(fr)), Assignment(
-                round=fr.name, state=AssignmentState.PENDING, message=f"creating training Job {spec.job_name}")))
+            reports.append(
+                (
+                    (1, *_created(fr)),
+                    Assignment(
+                        round=fr.name, state=AssignmentState.PENDING, message=f"creating training Job {spec.job_name}"
+                    ),
+                )
+            )
         elif training is not None:
             reports.append(((1 if training.active else 0, *_created(fr)), assignment_for(training)))
         if view.evaluations.get(fr.name) is None and wants_evaluation(fr, entry):
             try:
-                actions.append(CreateTrainingJob(evaluation_spec(fr, view.models.get(fr.spec.model_ref), view.participant, view.now)))
+                actions.append(
+                    CreateTrainingJob(
+                        evaluation_spec(fr, view.models.get(fr.spec.model_ref), view.participant, view.now)
+                    )
+                )
             except Refusal:
                 pass  # the hub's evaluation window decides without us; nothing to report on the plant
 
@@ -314,7 +353,8 @@ def decide(view: AgentView) -> tuple[Action, ...]:
 def models_to_cache(view: AgentView) -> set[str]:
     """Models this plant follows: those it was ever assigned a round of, those already cached, and --model."""
     assigned = {
-        fr.spec.model_ref for fr in view.rounds
+        fr.spec.model_ref
+        for fr in view.rounds
         if (e := my_entry(fr, view.plant)) is not None and e.state is not PlantRoundState.EXCLUDED
     }
     return assigned | set(view.followed_models) | {m for m, v in view.cached.items() if v is not None}

@@ -28,7 +28,12 @@ class Hub:
     def patch_status(self, status: dict[str, Any]) -> dict[str, Any]:
         """Merge-patch fields of our own status; fields not named (the operator's conditions) stay as they are."""
         return self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, self.namespace, "plantparticipants", self.plant, {"status": status},
+            GROUP,
+            VERSION,
+            self.namespace,
+            "plantparticipants",
+            self.plant,
+            {"status": status},
             _content_type=MERGE_PATCH,
         )
 

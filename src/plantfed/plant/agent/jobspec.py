@@ -32,18 +32,45 @@ UID = 10001
 def train_command(spec: TrainingSpec, cfg: AgentConfig) -> list[str]:
     """`plantfed train ...` for a training Job, `plantfed evaluate --round ...` for an evaluation Job."""
     cmd = [
-        "plantfed", "evaluate" if spec.purpose == "evaluate" else "train",
-        "--exchange", cfg.exchange, "--plant", cfg.plant, "--token-file", f"{CREDENTIALS_DIR}/token",
-        "--round", spec.round, "--task", spec.task, "--variant", spec.variant,
-        "--data", DATA_DIR, "--state-dir", STATE_DIR,
+        "plantfed",
+        "evaluate" if spec.purpose == "evaluate" else "train",
+        "--exchange",
+        cfg.exchange,
+        "--plant",
+        cfg.plant,
+        "--token-file",
+        f"{CREDENTIALS_DIR}/token",
+        "--round",
+        spec.round,
+        "--task",
+        spec.task,
+        "--variant",
+        spec.variant,
+        "--data",
+        DATA_DIR,
+        "--state-dir",
+        STATE_DIR,
     ]
     if spec.purpose != "evaluate":
         cmd += [
-            "--epochs", str(spec.epochs), "--batch-size", str(spec.batch_size),
-            "--learning-rate", repr(spec.learning_rate), "--optimizer", spec.optimizer,
-            "--fedprox-mu", repr(spec.fedprox_mu), "--codec", spec.codec,
-            "--clip-norm", repr(spec.clip_norm), "--noise-multiplier", repr(spec.noise_multiplier),
-            "--dp-mode", spec.dp_mode,
+            "--epochs",
+            str(spec.epochs),
+            "--batch-size",
+            str(spec.batch_size),
+            "--learning-rate",
+            repr(spec.learning_rate),
+            "--optimizer",
+            spec.optimizer,
+            "--fedprox-mu",
+            repr(spec.fedprox_mu),
+            "--codec",
+            spec.codec,
+            "--clip-norm",
+            repr(spec.clip_norm),
+            "--noise-multiplier",
+            repr(spec.noise_multiplier),
+            "--dp-mode",
+            spec.dp_mode,
         ]
     cmd += ["--device", "auto" if spec.gpus > 0 else "cpu"]
     if cfg.ca_file is not None:
@@ -85,15 +112,24 @@ def _volumes(spec: TrainingSpec, cfg: AgentConfig) -> list[dict[str, Any]]:
     volumes = [
         {"name": "data", **data},
         {"name": "cache", **cache},
-        {"name": "exchange", "secret": {"secretName": token_secret_name(spec.job_name), "defaultMode": 0o440,
-                                        "items": items}},
+        {
+            "name": "exchange",
+            "secret": {"secretName": token_secret_name(spec.job_name), "defaultMode": 0o440, "items": items},
+        },
         {"name": "tmp", "emptyDir": {}},
     ]
     if cfg.client_cert_secret is not None:
         # The plant's own Secret, mounted rather than copied: its key never lands in another object.
-        volumes.append({"name": "client-tls", "secret": {
-            "secretName": cfg.client_cert_secret, "defaultMode": 0o440,
-            "items": [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}]}})
+        volumes.append(
+            {
+                "name": "client-tls",
+                "secret": {
+                    "secretName": cfg.client_cert_secret,
+                    "defaultMode": 0o440,
+                    "items": [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}],
+                },
+            }
+        )
     return volumes
 
 
@@ -113,26 +149,39 @@ def training_job(spec: TrainingSpec, cfg: AgentConfig) -> dict[str, Any]:
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [{
-            "name": "train",
-            "image": cfg.image,
-            "command": train_command(spec, cfg),
-            "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}, {"name": "HOME", "value": "/tmp"}],
-            "resources": resources,
-            "terminationMessagePolicy": "FallbackToLogsOnError",
-            "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                "capabilities": {"drop": ["ALL"]}},
-            "volumeMounts": [
-                data_mount,
-                {"name": "cache", "mountPath": STATE_DIR},
-                {"name": "exchange", "mountPath": CREDENTIALS_DIR, "readOnly": True},
-                {"name": "tmp", "mountPath": "/tmp"},
-                *([{"name": "client-tls", "mountPath": CLIENT_TLS_DIR, "readOnly": True}]
-                  if cfg.client_cert_secret is not None else []),
-            ],
-        }],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": UID,
+            "runAsGroup": UID,
+            "fsGroup": UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": "train",
+                "image": cfg.image,
+                "command": train_command(spec, cfg),
+                "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}, {"name": "HOME", "value": "/tmp"}],
+                "resources": resources,
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+                "volumeMounts": [
+                    data_mount,
+                    {"name": "cache", "mountPath": STATE_DIR},
+                    {"name": "exchange", "mountPath": CREDENTIALS_DIR, "readOnly": True},
+                    {"name": "tmp", "mountPath": "/tmp"},
+                    *(
+                        [{"name": "client-tls", "mountPath": CLIENT_TLS_DIR, "readOnly": True}]
+                        if cfg.client_cert_secret is not None
+                        else []
+                    ),
+                ],
+            }
+        ],
         "volumes": _volumes(spec, cfg),
     }
     if cfg.training_service_account:
@@ -148,22 +197,32 @@ def training_job(spec: TrainingSpec, cfg: AgentConfig) -> dict[str, Any]:
             "name": spec.job_name,
             "namespace": cfg.namespace,
             "labels": meta_labels,
-            "annotations": {ROUND_ANNOTATION: spec.round, ROUND_UID_ANNOTATION: spec.round_uid,
-                            "plantfed.io/model": spec.model},
+            "annotations": {
+                ROUND_ANNOTATION: spec.round,
+                ROUND_UID_ANNOTATION: spec.round_uid,
+                "plantfed.io/model": spec.model,
+            },
         },
         "spec": {
             "backoffLimit": cfg.backoff_limit,
             "activeDeadlineSeconds": spec.active_deadline_seconds,
             "ttlSecondsAfterFinished": cfg.job_ttl_seconds,
-            "template": {"metadata": {"labels": meta_labels,
-                                      "annotations": {ROUND_ANNOTATION: spec.round}},
-                         "spec": pod_spec},
+            "template": {
+                "metadata": {"labels": meta_labels, "annotations": {ROUND_ANNOTATION: spec.round}},
+                "spec": pod_spec,
+            },
         },
     }
 
 
 def token_secret(
-    plant: str, namespace: str, job_name: str, job_uid: str, round_name: str, token: str, ca_cert: str | None,
+    plant: str,
+    namespace: str,
+    job_name: str,
+    job_uid: str,
+    round_name: str,
+    token: str,
+    ca_cert: str | None,
 ) -> dict[str, Any]:
     """The Job's upload credential, owned by the Job so Kubernetes deletes it with the Job."""
     data = {"token": token}
@@ -178,10 +237,16 @@ def token_secret(
             "namespace": namespace,
             "labels": labels(plant),
             "annotations": {ROUND_ANNOTATION: round_name},
-            "ownerReferences": [{
-                "apiVersion": "batch/v1", "kind": "Job", "name": job_name, "uid": job_uid,
-                "controller": False, "blockOwnerDeletion": False,
-            }],
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "name": job_name,
+                    "uid": job_uid,
+                    "controller": False,
+                    "blockOwnerDeletion": False,
+                }
+            ],
         },
         "stringData": data,
     }

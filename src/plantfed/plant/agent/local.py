@@ -33,12 +33,14 @@ class LocalCluster:
         self._logs_forbidden = False
 
     def _jobs(self) -> list[dict[str, Any]]:
-        return _raw(self.batch.list_namespaced_job(self.namespace, label_selector=selector(self.plant),
-                                                   _preload_content=False))["items"]
+        return _raw(
+            self.batch.list_namespaced_job(self.namespace, label_selector=selector(self.plant), _preload_content=False)
+        )["items"]
 
     def _pods(self) -> list[dict[str, Any]]:
-        return _raw(self.core.list_namespaced_pod(self.namespace, label_selector=selector(self.plant),
-                                                  _preload_content=False))["items"]
+        return _raw(
+            self.core.list_namespaced_pod(self.namespace, label_selector=selector(self.plant), _preload_content=False)
+        )["items"]
 
     def _last_line(self, pod: dict[str, Any]) -> str:
         """Last log line of a failed pod, read once per pod; empty when pods/log is not granted."""
@@ -46,11 +48,14 @@ class LocalCluster:
         if uid in self._last_lines or self._logs_forbidden:
             return self._last_lines.get(uid, "")
         try:
-            text = self.core.read_namespaced_pod_log(pod["metadata"]["name"], self.namespace, container="train",
-                                                     tail_lines=20)
+            text = self.core.read_namespaced_pod_log(
+                pod["metadata"]["name"], self.namespace, container="train", tail_lines=20
+            )
         except ApiException as exc:
             if exc.status == 403:
-                log.warning("no pods/log permission in %s: failure messages will lack the last log line", self.namespace)
+                log.warning(
+                    "no pods/log permission in %s: failure messages will lack the last log line", self.namespace
+                )
                 self._logs_forbidden = True
             return ""
         lines = [line for line in (text or "").splitlines() if line.strip()]
@@ -66,7 +71,8 @@ class LocalCluster:
         pods_by_job: dict[str, list[dict[str, Any]]] = {}
         for pod in self._pods():
             job = (pod["metadata"].get("labels") or {}).get("job-name") or (pod["metadata"].get("labels") or {}).get(
-                "batch.kubernetes.io/job-name")
+                "batch.kubernetes.io/job-name"
+            )
             if job:
                 pods_by_job.setdefault(job, []).append(pod)
         out: dict[str, dict[str, TrainingObservation]] = {COMPONENT: {}, EVALUATE_COMPONENT: {}}
@@ -77,8 +83,11 @@ class LocalCluster:
             if not round_name or job["metadata"].get("deletionTimestamp") or kind not in out:
                 continue
             pods = pods_by_job.get(name, [])
-            lines = {p["metadata"]["name"]: self._last_line(p) for p in pods
-                     if (p.get("status") or {}).get("phase") == "Failed"}
+            lines = {
+                p["metadata"]["name"]: self._last_line(p)
+                for p in pods
+                if (p.get("status") or {}).get("phase") == "Failed"
+            }
             out[kind][round_name] = observe_training(job, pods, lines)
         return out
 
@@ -89,7 +98,9 @@ class LocalCluster:
         except ApiException as exc:
             if exc.status != 409:
                 raise
-        return _raw(self.batch.read_namespaced_job(job["metadata"]["name"], self.namespace, _preload_content=False)), False
+        return _raw(
+            self.batch.read_namespaced_job(job["metadata"]["name"], self.namespace, _preload_content=False)
+        ), False
 
     def ensure_secret(self, secret: dict[str, Any]) -> None:
         """Create the Job's token Secret; replace a leftover owned by an earlier Job of the same name."""

@@ -22,8 +22,8 @@ from kubernetes.client.exceptions import ApiException
 from plantfed.contract.api.model import FederatedModel
 from plantfed.contract.api.participant import PlantParticipant
 from plantfed.contract.api.round import FederatedRound
-from plantfed.exchange.errors import ExchangeError
 from plantfed.contract.metrics import Metrics
+from plantfed.exchange.errors import ExchangeError
 from plantfed.plant.agent.config import AgentConfig
 from plantfed.plant.agent.decide import (
     AgentView,
@@ -103,7 +103,11 @@ class ModelCacheWorker:
         self.last_error: dict[str, str] = {}
 
     def cached(self, models: set[str]) -> dict[str, int | None]:
-        found = {m.name for m in self.cache.root.iterdir() if (m / "current.json").exists()} if self.cache.root.exists() else set()
+        found = (
+            {m.name for m in self.cache.root.iterdir() if (m / "current.json").exists()}
+            if self.cache.root.exists()
+            else set()
+        )
         return {m: (cur.version if (cur := self.cache.current(m)) else None) for m in models | found}
 
     def request(self, model: str, version: int) -> None:
@@ -146,16 +150,29 @@ class ModelCacheWorker:
                 delay = backoff.failure()
                 self._retry_at[model] = now + delay
                 self.last_error[model] = error or f"exchange served version {held}, waiting for {version}"
-                log.warning("model %s v%s not cached yet (%s); holding v%s, retry in %.0fs",
-                            model, version, self.last_error[model], held, delay)
+                log.warning(
+                    "model %s v%s not cached yet (%s); holding v%s, retry in %.0fs",
+                    model,
+                    version,
+                    self.last_error[model],
+                    held,
+                    delay,
+                )
         if error is None:
             log.info("model %s: cached version %s", model, held)
             self.on_change()
 
 
 class Agent:
-    def __init__(self, cfg: AgentConfig, hub: Hub, local: LocalCluster, cache: ModelCache,
-                 metrics: Metrics | None = None, token_reader: Callable[[], str] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        hub: Hub,
+        local: LocalCluster,
+        cache: ModelCache,
+        metrics: Metrics | None = None,
+        token_reader: Callable[[], str] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.hub = hub
         self.local = local
@@ -200,9 +217,14 @@ class Agent:
                 delay = backoff.failure()
                 self._count_error("hub")
                 if exc.status in (401, 403, 404):
-                    log.error("heartbeat refused by the hub (%s %s): check that PlantParticipant %s exists in namespace "
-                              "%s and that --hub-kubeconfig is this plant's ServiceAccount", exc.status, exc.reason,
-                              self.cfg.plant, self.cfg.hub_namespace)
+                    log.error(
+                        "heartbeat refused by the hub (%s %s): check that PlantParticipant %s exists in namespace "
+                        "%s and that --hub-kubeconfig is this plant's ServiceAccount",
+                        exc.status,
+                        exc.reason,
+                        self.cfg.plant,
+                        self.cfg.hub_namespace,
+                    )
                 else:
                     log.warning("heartbeat failed (%s %s); retrying in %.0fs", exc.status, exc.reason, delay)
             except Exception as exc:  # hub unreachable (urllib3), invalid object: keep beating
@@ -218,15 +240,23 @@ class Agent:
         rounds = _parse(FederatedRound, self.hub.rounds())
         if pp.status.assignment is not None:  # modelVersion reports the model of the round status shows
             self._reported_model = next(
-                (fr.spec.model_ref for fr in rounds if fr.name == pp.status.assignment.round), self._reported_model)
+                (fr.spec.model_ref for fr in rounds if fr.name == pp.status.assignment.round), self._reported_model
+            )
         models = {m.name: m for m in _parse(FederatedModel, self.hub.models())}
         jobs = self.local.jobs()
         trainings, evaluations = jobs[COMPONENT], jobs[EVALUATE_COMPONENT]
         mine = {fr.spec.model_ref for fr in rounds if my_entry(fr, self.cfg.plant) is not None}
         return AgentView(
-            plant=self.cfg.plant, participant=pp, rounds=rounds, models=models, trainings=trainings,
-            cached=self.cache.cached(mine | set(self.cfg.models)), max_gpus=self.cfg.gpus, now=utcnow(),
-            followed_models=frozenset(self.cfg.models), evaluations=evaluations,
+            plant=self.cfg.plant,
+            participant=pp,
+            rounds=rounds,
+            models=models,
+            trainings=trainings,
+            cached=self.cache.cached(mine | set(self.cfg.models)),
+            max_gpus=self.cfg.gpus,
+            now=utcnow(),
+            followed_models=frozenset(self.cfg.models),
+            evaluations=evaluations,
         )
 
     def sync_once(self) -> tuple[Any, ...]:
@@ -242,8 +272,11 @@ class Agent:
             job, created = self.local.create_job(training_job(action.spec, self.cfg))
             made_for = (job["metadata"].get("annotations") or {}).get(ROUND_UID_ANNOTATION, "")
             if made_for != action.spec.round_uid:
-                log.info("round %s: Job %s of an earlier round of that name is still being deleted; retrying",
-                         action.spec.round, job["metadata"]["name"])
+                log.info(
+                    "round %s: Job %s of an earlier round of that name is still being deleted; retrying",
+                    action.spec.round,
+                    job["metadata"]["name"],
+                )
                 return
             self._secure(job["metadata"]["name"], job["metadata"]["uid"], action.spec.round)
             if created:
@@ -258,14 +291,17 @@ class Agent:
             rounds = {fr.name: fr for fr in view.rounds}
             if (fr := rounds.get(action.assignment.round)) is not None:
                 self._reported_model = fr.spec.model_ref
-            log.info("round %s: %s %s", action.assignment.round, action.assignment.state.value, action.assignment.message)
+            log.info(
+                "round %s: %s %s", action.assignment.round, action.assignment.state.value, action.assignment.message
+            )
         elif isinstance(action, RefreshModel):
             self.cache.request(action.model, action.version)
 
     def _secure(self, job_name: str, job_uid: str, round_name: str) -> None:
         ca = self.cfg.ca_file.read_text() if self.cfg.ca_file is not None else None
-        self.local.ensure_secret(token_secret(self.cfg.plant, self.cfg.namespace, job_name, job_uid, round_name,
-                                              self._token_reader(), ca))
+        self.local.ensure_secret(
+            token_secret(self.cfg.plant, self.cfg.namespace, job_name, job_uid, round_name, self._token_reader(), ca)
+        )
         self._secured.add(job_uid)
 
     def _secure_running(self, jobs: Iterable[TrainingObservation]) -> None:
@@ -286,8 +322,9 @@ class Agent:
             except ApiException as exc:
                 delay = backoff.failure()
                 self._count_error("kubernetes")
-                log.warning("sync failed (%s %s: %s); retrying in %.0fs", exc.status, exc.reason,
-                            (exc.body or "")[:300], delay)
+                log.warning(
+                    "sync failed (%s %s: %s); retrying in %.0fs", exc.status, exc.reason, (exc.body or "")[:300], delay
+                )
             except Exception as exc:
                 delay = backoff.failure()
                 self._count_error("kubernetes")
@@ -323,17 +360,37 @@ class Agent:
         threads = [
             threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True),
             threading.Thread(target=self.cache.run, args=(self.stop, clock), name="model-cache", daemon=True),
-            threading.Thread(target=self._watch, name="watch-rounds", daemon=True, args=(
-                "federatedrounds", self.hub.custom.list_namespaced_custom_object),
-                kwargs={"group": "plantfed.io", "version": "v1alpha1", "namespace": self.cfg.hub_namespace,
-                        "plural": "federatedrounds"}),
-            threading.Thread(target=self._watch, name="watch-models", daemon=True, args=(
-                "federatedmodels", self.hub.custom.list_namespaced_custom_object),
-                kwargs={"group": "plantfed.io", "version": "v1alpha1", "namespace": self.cfg.hub_namespace,
-                        "plural": "federatedmodels"}),
-            threading.Thread(target=self._watch, name="watch-pods", daemon=True, args=(
-                "training pods", self.local.core.list_namespaced_pod),
-                kwargs={"namespace": self.cfg.namespace, "label_selector": selector(self.cfg.plant)}),
+            threading.Thread(
+                target=self._watch,
+                name="watch-rounds",
+                daemon=True,
+                args=("federatedrounds", self.hub.custom.list_namespaced_custom_object),
+                kwargs={
+                    "group": "plantfed.io",
+                    "version": "v1alpha1",
+                    "namespace": self.cfg.hub_namespace,
+                    "plural": "federatedrounds",
+                },
+            ),
+            threading.Thread(
+                target=self._watch,
+                name="watch-models",
+                daemon=True,
+                args=("federatedmodels", self.hub.custom.list_namespaced_custom_object),
+                kwargs={
+                    "group": "plantfed.io",
+                    "version": "v1alpha1",
+                    "namespace": self.cfg.hub_namespace,
+                    "plural": "federatedmodels",
+                },
+            ),
+            threading.Thread(
+                target=self._watch,
+                name="watch-pods",
+                daemon=True,
+                args=("training pods", self.local.core.list_namespaced_pod),
+                kwargs={"namespace": self.cfg.namespace, "label_selector": selector(self.cfg.plant)},
+            ),
         ]
         for thread in threads:
             thread.start()

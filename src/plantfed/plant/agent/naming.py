@@ -24,7 +24,7 @@ def training_job_name(round_name: str, prefix: str = "train") -> str:
     if len(name) <= 63:
         return name
     digest = hashlib.sha256(round_name.encode()).hexdigest()[:8]
-    return f"{prefix}-{round_name[:52 - len(prefix)].rstrip('-.')}-{digest}"
+    return f"{prefix}-{round_name[: 52 - len(prefix)].rstrip('-.')}-{digest}"
 
 
 def evaluation_job_name(round_name: str) -> str:
@@ -42,5 +42,9 @@ def selector(plant: str) -> str:
 
 
 def labels(plant: str, component: str = COMPONENT) -> dict[str, str]:
-    return {MANAGED_BY_LABEL: MANAGED_BY, COMPONENT_LABEL: component, PLANT_LABEL: plant,
-            "app.kubernetes.io/part-of": "plantfed"}
+    return {
+        MANAGED_BY_LABEL: MANAGED_BY,
+        COMPONENT_LABEL: component,
+        PLANT_LABEL: plant,
+        "app.kubernetes.io/part-of": "plantfed",
+    }

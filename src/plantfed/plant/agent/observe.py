@@ -17,10 +17,17 @@ from plantfed.plant.agent.naming import ROUND_ANNOTATION, ROUND_UID_ANNOTATION
 MESSAGE_LIMIT = 1000
 """Assignment messages are capped at 1012 characters by the CRD; keep the tail of long ones out."""
 
-_WAITING_REASONS_THAT_STICK = frozenset({
-    "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
-    "CreateContainerError", "RunContainerError", "CrashLoopBackOff",
-})
+_WAITING_REASONS_THAT_STICK = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+        "CrashLoopBackOff",
+    }
+)
 
 
 class TrainingPhase(str, Enum):
@@ -81,7 +88,7 @@ def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 
 def pod_failure(pod: Mapping[str, Any], last_log_line: str = "") -> str:
-    """"exit code 1 (Error): <last log line>" for a failed training pod."""
+    """ "exit code 1 (Error): <last log line>" for a failed training pod."""
     term = _terminated(pod)
     status = pod.get("status") or {}
     if term is None:
@@ -111,7 +118,9 @@ def _pending(pod: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def observe_training(
-    job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], last_log_lines: Mapping[str, str] | None = None,
+    job: Mapping[str, Any],
+    pods: Sequence[Mapping[str, Any]],
+    last_log_lines: Mapping[str, str] | None = None,
 ) -> TrainingObservation:
     """The Job's phase and the reason a user can act on; `last_log_lines` maps pod name → its last log line."""
     logs = last_log_lines or {}
@@ -132,20 +141,28 @@ def observe_training(
         detail = pod_failure(last, logs.get(last["metadata"]["name"], "")) if last is not None else ""
         message = "; ".join(x for x in (cond.get("message"), detail) if x)
         return seen(TrainingPhase.FAILED, cond.get("reason") or "JobFailed", clip(message))
-    live = [p for p in pods if (p.get("status") or {}).get("phase") in ("Pending", "Running", None)
-            and not p["metadata"].get("deletionTimestamp")]
+    live = [
+        p
+        for p in pods
+        if (p.get("status") or {}).get("phase") in ("Pending", "Running", None)
+        and not p["metadata"].get("deletionTimestamp")
+    ]
     pod = _newest(live)
     retry = ""
     if failed:
         last = _newest(failed)
         assert last is not None
-        retry = f"; attempt {len(failed)} failed ({pod_failure(last, logs.get(last['metadata']['name'], ''))}), retrying"
+        retry = (
+            f"; attempt {len(failed)} failed ({pod_failure(last, logs.get(last['metadata']['name'], ''))}), retrying"
+        )
     if pod is None:
-        return seen(TrainingPhase.WAITING, "PodPending",
-                    clip("waiting for the Job controller to create the training pod" + retry))
+        return seen(
+            TrainingPhase.WAITING,
+            "PodPending",
+            clip("waiting for the Job controller to create the training pod" + retry),
+        )
     if (pod.get("status") or {}).get("phase") == "Running":
         node = (pod.get("spec") or {}).get("nodeName") or "?"
         return seen(TrainingPhase.RUNNING, "Running", clip(f"training on node {node}{retry}"))
     reason, message = _pending(pod)
     return seen(TrainingPhase.WAITING, reason, clip(message + retry))
-

@@ -50,7 +50,8 @@ CWRU_DRIVE_END = BearingGeometry("6205-2RS JEM", balls=9, ball_diameter_mm=7.94,
 VENDOR_BEARINGS: tuple[BearingGeometry, ...] = (
     CWRU_DRIVE_END,
     BearingGeometry("vendor-b 8-ball", balls=8, ball_diameter_mm=8.73, pitch_diameter_mm=38.5),
-    BearingGeometry("vendor-c 10-ball 15deg", balls=10, ball_diameter_mm=7.14, pitch_diameter_mm=38.5,
-                    contact_angle_deg=15.0),
+    BearingGeometry(
+        "vendor-c 10-ball 15deg", balls=10, ball_diameter_mm=7.14, pitch_diameter_mm=38.5, contact_angle_deg=15.0
+    ),
     BearingGeometry("vendor-d 11-ball", balls=11, ball_diameter_mm=6.35, pitch_diameter_mm=39.0),
 )

@@ -61,8 +61,7 @@ def read_cwru_file(path: Path, healthy: bool = False) -> list[Recording]:
                 continue
             signal = data[key]
             if signal.ndim != 1 or not np.issubdtype(signal.dtype, np.floating):
-                raise ValueError(f"{path}: array {key!r} must be a 1-D float signal, got {signal.dtype} "
-                                 f"{signal.shape}")
+                raise ValueError(f"{path}: array {key!r} must be a 1-D float signal, got {signal.dtype} {signal.shape}")
             fs = HEALTHY_FS if label == "normal" else CWRU_FS
             name = "Normal" if label == "normal" else key.replace("@", "at")
             recordings.append(Recording(name, signal.astype(np.float32), fs, label, rpm, str(path)))

@@ -25,8 +25,14 @@ LIGHT_BLOCKS = 3
 
 def _block(in_ch: int, out_ch: int, kernel: int, stride: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv1d(in_ch, out_ch, kernel, stride=stride, padding=(kernel - stride) // 2 if stride > 1 else kernel // 2,
-                  bias=False),
+        nn.Conv1d(
+            in_ch,
+            out_ch,
+            kernel,
+            stride=stride,
+            padding=(kernel - stride) // 2 if stride > 1 else kernel // 2,
+            bias=False,
+        ),
         nn.GroupNorm(min(8, out_ch // 4), out_ch),
         nn.ReLU(inplace=True),
         nn.MaxPool1d(2),
@@ -44,11 +50,13 @@ class BearingCNN(nn.Module):
         depth = len(CHANNELS) if variant == "full" else LIGHT_BLOCKS
         in_channels = (1, *CHANNELS[:-1])
         self.blocks = nn.ModuleList(
-            _block(in_channels[i], CHANNELS[i], 64 if i == 0 else 3, 8 if i == 0 else 1) for i in range(depth))
+            _block(in_channels[i], CHANNELS[i], 64 if i == 0 else 3, 8 if i == 0 else 1) for i in range(depth)
+        )
         width = 2 * CHANNELS[depth - 1]  # mean- and max-pooled features
         if variant == "full":
-            self.head = nn.Sequential(nn.Linear(width, 64), nn.ReLU(inplace=True), nn.Dropout(0.2),
-                                      nn.Linear(64, num_classes))
+            self.head = nn.Sequential(
+                nn.Linear(width, 64), nn.ReLU(inplace=True), nn.Dropout(0.2), nn.Linear(64, num_classes)
+            )
         else:
             self.light_head = nn.Linear(width, num_classes)
 

@@ -46,8 +46,9 @@ def read_recording(path: Path) -> Recording:
         except ValueError as exc:
             raise ValueError(f"{path}: holds a pickled object array, which is refused ({exc})") from None
         if signal.ndim != 1 or not np.issubdtype(signal.dtype, np.floating):
-            raise ValueError(f"{path}: 'signal' must be a 1-D float array, got dtype {signal.dtype} "
-                             f"shape {signal.shape}")
+            raise ValueError(
+                f"{path}: 'signal' must be a 1-D float array, got dtype {signal.dtype} shape {signal.shape}"
+            )
         if not np.all(np.isfinite(signal)):
             raise ValueError(f"{path}: 'signal' contains NaN or infinite values")
         if label.shape != () or label.dtype.kind != "U":

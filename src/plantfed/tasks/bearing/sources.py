@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plantfed.tasks.sdk import DataSpec
 from plantfed.tasks.bearing.cwru import cwru_files, plant_name, read_cwru_file
 from plantfed.tasks.bearing.plant_files import read_plant_dir
 from plantfed.tasks.bearing.recording import Recording
 from plantfed.tasks.bearing.synthetic import SyntheticSizes, plant_profile, synthetic_plant
+from plantfed.tasks.sdk import DataSpec
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,14 @@ def read_source(spec: DataSpec) -> PlantSource:
             seconds=float(spec.options.get("seconds", SyntheticSizes.seconds)),
         )
         profile = plant_profile(spec.seed, spec.plant_index)
-        info = {"source": "synthetic", "plant": spec.plant, "rpm": profile.rpm, "bearing": profile.bearing.name,
-                "resonance_hz": profile.resonance_hz, "sensor_gain": profile.gain}
+        info = {
+            "source": "synthetic",
+            "plant": spec.plant,
+            "rpm": profile.rpm,
+            "bearing": profile.bearing.name,
+            "resonance_hz": profile.resonance_hz,
+            "sensor_gain": profile.gain,
+        }
         return PlantSource(synthetic_plant(spec.seed, spec.plant_index, sizes), info)
 
     path = Path(spec.path)
@@ -60,13 +66,16 @@ def read_source(spec: DataSpec) -> PlantSource:
     if loads:
         chosen = _pick(loads, spec, "CWRU load files")
         healthy = _as_bool(spec.options.get("healthy", False))
-        return PlantSource(read_cwru_file(chosen, healthy=healthy),
-                           {"source": "cwru", "plant": plant_name(chosen), "file": str(chosen), "healthy": healthy})
+        return PlantSource(
+            read_cwru_file(chosen, healthy=healthy),
+            {"source": "cwru", "plant": plant_name(chosen), "file": str(chosen), "healthy": healthy},
+        )
     if any(path.glob("*.npz")):
         return PlantSource(read_plant_dir(path), {"source": "plant-files", "plant": spec.plant, "file": str(path)})
     plants = sorted(p for p in path.iterdir() if p.is_dir() and any(p.glob("*.npz")))
     if plants:
         chosen = _pick(plants, spec, "plant directories")
         return PlantSource(read_plant_dir(chosen), {"source": "plant-files", "plant": chosen.name, "file": str(chosen)})
-    raise ValueError(f"{path}: no CWRU load files, plant-data .npz files or plant directories found "
-                     f"(see docs/plant-data.md)")
+    raise ValueError(
+        f"{path}: no CWRU load files, plant-data .npz files or plant directories found (see docs/plant-data.md)"
+    )

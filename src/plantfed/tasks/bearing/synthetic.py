@@ -67,8 +67,9 @@ def defect_frequency(profile: PlantProfile, label: str, shaft_hz: float) -> floa
     return {"normal": 0.0, "outer": b.bpfo(shaft_hz), "inner": b.bpfi(shaft_hz), "ball": 2 * b.bsf(shaft_hz)}[label]
 
 
-def _impact_amplitudes(label: str, times: np.ndarray, shaft_hz: float, cage_hz: float,
-                       rng: np.random.Generator) -> np.ndarray:
+def _impact_amplitudes(
+    label: str, times: np.ndarray, shaft_hz: float, cage_hz: float, rng: np.random.Generator
+) -> np.ndarray:
     """Impact strength over time: constant for a fixed outer-race defect, load-zone modulated otherwise."""
     scatter = 1.0 + 0.1 * rng.standard_normal(len(times))
     if label == "outer":
@@ -94,8 +95,15 @@ def _resonance(profile: PlantProfile, fs: float) -> np.ndarray:
     return 2.0 * response / np.linalg.norm(response)
 
 
-def generate_signal(profile: PlantProfile, label: str, seconds: float, severity: float, rpm: float,
-                    rng: np.random.Generator, fs: float = SYNTHETIC_FS) -> np.ndarray:
+def generate_signal(
+    profile: PlantProfile,
+    label: str,
+    seconds: float,
+    severity: float,
+    rpm: float,
+    rng: np.random.Generator,
+    fs: float = SYNTHETIC_FS,
+) -> np.ndarray:
     """One accelerometer signal of a machine with the given defect, severity and shaft speed."""
     n = int(round(seconds * fs))
     t = np.arange(n) / fs

@@ -8,11 +8,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from plantfed.tasks.sdk import BatchResult, DataSpec, PlantData, Task
 from plantfed.tasks.bearing.labels import CLASSES
 from plantfed.tasks.bearing.model import BearingCNN
 from plantfed.tasks.bearing.sources import read_source
 from plantfed.tasks.bearing.windows import WindowOptions, build_plant_data
+from plantfed.tasks.sdk import BatchResult, DataSpec, PlantData, Task
 
 
 class BearingTask(Task):

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from plantfed.tasks.sdk import PlantData
 from plantfed.tasks.bearing.labels import CLASSES, class_index
 from plantfed.tasks.bearing.recording import Recording
+from plantfed.tasks.sdk import PlantData
 
 SPLITS = ("train", "val", "test")
 #: The full model halves the time axis 5 times after a stride-8 stem, so shorter windows leave nothing to pool.
@@ -75,8 +75,14 @@ class Span:
 class WindowDataset(Dataset):
     """Normalised windows of one split; yields `(x: float32 [1, W], y: int64)`."""
 
-    def __init__(self, segments: list[np.ndarray], labels: list[int], index: list[tuple[int, int]],
-                 spans: list[Span], window: int) -> None:
+    def __init__(
+        self,
+        segments: list[np.ndarray],
+        labels: list[int],
+        index: list[tuple[int, int]],
+        spans: list[Span],
+        window: int,
+    ) -> None:
         self._segments = [torch.from_numpy(np.ascontiguousarray(s, dtype=np.float32)) for s in segments]
         self._index = index
         self.spans = spans
@@ -88,7 +94,7 @@ class WindowDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         seg, offset = self._index[i]
-        x = self._segments[seg][offset:offset + self.window].unsqueeze(0)
+        x = self._segments[seg][offset : offset + self.window].unsqueeze(0)
         return x, self.labels[i]
 
 
@@ -115,7 +121,8 @@ def build_plant_data(recordings: list[Recording], options: WindowOptions, info: 
         if shortest < options.window:
             raise ValueError(
                 f"{r.source}: recording {r.name!r} has {len(r.signal)} samples at {options.fs:g} Hz; its "
-                f"shortest split segment ({shortest}) is shorter than one window ({options.window})")
+                f"shortest split segment ({shortest}) is shorter than one window ({options.window})"
+            )
     train = np.concatenate([r.signal[slice(*bounds[r.name][0])].astype(np.float64) for r in recordings])
     mean, std = float(train.mean()), float(train.std())
     if not np.isfinite(std) or std <= 0.0:
@@ -134,8 +141,10 @@ def build_plant_data(recordings: list[Recording], options: WindowOptions, info: 
                 spans.append(Span(r.name, start + offset, start + offset + options.window))
         datasets[split] = WindowDataset(segments, labels, index, spans, options.window)
 
-    counts = {split: {CLASSES[c]: int(n) for c, n in sorted(Counter(datasets[split].labels.tolist()).items())}
-              for split in SPLITS}
+    counts = {
+        split: {CLASSES[c]: int(n) for c, n in sorted(Counter(datasets[split].labels.tolist()).items())}
+        for split in SPLITS
+    }
     info = {
         **info,
         "classes": list(CLASSES),
