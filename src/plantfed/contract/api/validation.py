@@ -48,7 +48,7 @@ from plantfed.contract.api.openapi import apply_defaults
 from plantfed.contract.api.participant import PlantParticipant
 from plantfed.contract.api.round import FederatedRound
 
-__all__ = ["FieldError", "ManifestError", "load_manifests", "validate_manifest", "validate_documents"]
+__all__ = ["FieldError", "ManifestError", "load_manifests", "server_object", "validate_documents", "validate_manifest"]
 
 INVALID = "Invalid"
 """The API server refused the object (HTTP 422); `errors` are the Status causes."""
@@ -169,6 +169,15 @@ def validate_manifest(doc: Mapping[str, Any]) -> FederatedModel | FederatedRound
     `doc` is a decoded JSON/YAML object; read files with `load_manifests`, which decodes YAML as kubectl
     does (PyYAML's own rules read `y`, `1e5` or `12:30` differently). Raises `ManifestError`.
     """
+    stored = server_object(doc)
+    return _operator_view(_kinds()[stored["kind"]].resource, stored)  # type: ignore[return-value]
+
+
+def server_object(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The object as the API server would store it after `kubectl apply` (defaults in, status dropped).
+
+    Raises `ManifestError` for whatever kubectl or the API server refuses; the pydantic model is not consulted.
+    """
     if not isinstance(doc, Mapping):
         raise _client_error(f"a manifest must be an object (a mapping with apiVersion and kind), got {doc!r:.60}")
     try:
@@ -205,10 +214,11 @@ def validate_manifest(doc: Mapping[str, Any]) -> FederatedModel | FederatedRound
         errors += kind.cel.validate(stored)
     if errors:
         raise ManifestError.invalid(body["kind"], name, errors)
-    return _operator_view(kind.resource, stored, name)  # type: ignore[return-value]
+    return stored
 
 
-def _operator_view(resource: type[Resource], stored: dict[str, Any], name: str) -> Resource:
+def _operator_view(resource: type[Resource], stored: dict[str, Any]) -> Resource:
+    name = stored["metadata"].get("name", "")
     try:
         return resource.from_object(copy.deepcopy(stored))
     except ValidationError as exc:
