@@ -212,7 +212,7 @@ OPERATOR_ONLY: list[Case] = [
 
 VALID: list[Case] = [
     *(Case(f"example-{p.stem}", p.read_text()) for p in sorted((REPO / "examples").glob("*.yaml"))),
-    Case("minimal-round", round_("minimal", "modelRef: bearing, plants: [plant-a]")),
+    Case("minimal-round", round_("minimal", "modelRef: bearing, plants: [plant-a, plant-b]")),
     Case("minimal-model", model("minimal", "task: bearing, roundTemplate: {plantSelector: {}}")),
     Case("minimal-plant", plant("minimal", f"plantId: minimal, {DATA}")),
     Case(
