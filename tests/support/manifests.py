@@ -76,6 +76,8 @@ INVALID: list[Case] = [
         "cel-toleration-exists-with-value",
         listed("toleration", "pod: {tolerations: [{key: gpu, operator: Exists, value: x}]}"),
     ),
+    # The API server also refuses this 0 (and 0.0, which kubectl sends as 0) by its exclusiveMaximum 0.5: it
+    # compares an integer with int64(0.5) = 0. validate_manifest says the same.
     Case("cel-trimmed-mean-without-fraction", listed("trim", "strategy: {name: trimmedMean, trimFraction: 0}")),
     Case("cel-privacy-without-noise", listed("noise", "privacy: {mode: local, noiseMultiplier: 0}")),
     Case("cel-if-better-without-metric", listed("ifbetter", "promotion: {policy: IfBetter}")),

@@ -98,17 +98,12 @@ def resolve_plain(text: str) -> Any:
 class _KubectlLoader(yaml.SafeLoader):
     """SafeLoader (no arbitrary objects) with go-yaml v2's scalar resolution and JSON-style mapping keys."""
 
+    yaml_implicit_resolvers: dict[Any, Any] = {}
 
-_KubectlLoader.yaml_implicit_resolvers = {}
-
-
-def _resolve(self: _KubectlLoader, kind: type[Node], value: str | None, implicit: tuple[bool, bool]) -> str:
-    if kind is ScalarNode and implicit[0]:
-        return _MERGE if value == "<<" else _PLAIN
-    return yaml.SafeLoader.resolve(self, kind, value, implicit)
-
-
-_KubectlLoader.resolve = _resolve  # type: ignore[method-assign]
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is ScalarNode and implicit[0]:
+            return _MERGE if value == "<<" else _PLAIN
+        return super().resolve(kind, value, implicit)
 
 
 def _construct_plain(loader: _KubectlLoader, node: ScalarNode) -> Any:
@@ -157,13 +152,21 @@ def _json_key(key: Any, node: Node) -> str:
     raise ConstructorError(None, None, f"unsupported map key {key!r}", node.start_mark)
 
 
-def _construct_other(loader: _KubectlLoader, suffix: str, node: Node) -> Any:
+def _construct_other(loader: _KubectlLoader, suffix: str, node: Any) -> Any:
     """Application tags (`!foo`) carry no meaning for kubectl: the node is read as untagged."""
     if isinstance(node, ScalarNode):
         return loader.construct_scalar(node)
     if isinstance(node, SequenceNode):
         return loader.construct_sequence(node, deep=True)
-    return _construct_mapping(loader, node)  # type: ignore[arg-type]
+    return _construct_mapping(loader, node)
+
+
+def _construct_str(loader: _KubectlLoader, node: ScalarNode) -> str:
+    return loader.construct_scalar(node)
+
+
+def _construct_seq(loader: _KubectlLoader, node: SequenceNode) -> list[Any]:
+    return loader.construct_sequence(node, deep=True)
 
 
 def _refuse_binary(loader: _KubectlLoader, node: Node) -> Any:
@@ -171,13 +174,13 @@ def _refuse_binary(loader: _KubectlLoader, node: Node) -> Any:
 
 
 _KubectlLoader.add_constructor(_PLAIN, _construct_plain)
-_KubectlLoader.add_constructor(_STR, lambda loader, node: loader.construct_scalar(node))
+_KubectlLoader.add_constructor(_STR, _construct_str)
 for _tag in ("int", "float", "bool", "null", "timestamp"):
     _KubectlLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _construct_tagged)
 _KubectlLoader.add_constructor("tag:yaml.org,2002:binary", _refuse_binary)
 _KubectlLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
 _KubectlLoader.add_constructor("tag:yaml.org,2002:omap", _construct_mapping)
-_KubectlLoader.add_constructor("tag:yaml.org,2002:seq", lambda loader, node: loader.construct_sequence(node, deep=True))
+_KubectlLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
 _KubectlLoader.add_multi_constructor("", _construct_other)
 
 

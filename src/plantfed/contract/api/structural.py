@@ -171,8 +171,8 @@ def _type_failure(path: str, type_name: str, value: Any) -> _Failure:
 
 
 def _check_type(data: Any, schema: Schema, path: str) -> list[_Failure]:
-    expected = schema.get("type")
-    fmt = schema.get("format", "")
+    expected: str = schema.get("type", "")
+    fmt: str = schema.get("format", "")
     if data is None:
         if expected and not schema.get("nullable"):
             return [_type_failure(path, expected, "null")]
