@@ -328,6 +328,7 @@ def test_unknown_fields_are_refused_as_under_strict_field_validation(case_id, fi
         ("unknown-version", 'no matches for kind "FederatedRound" in version "plantfed.io/v1"'),
         ("no-api-version", "error validating data: apiVersion not set"),
         ("no-kind", "error validating data: kind not set"),
+        ("generate-name-with-apply", "from bearing-: cannot use generate name with apply"),
         (
             "metadata-annotation-yaml-boolean",
             "unable to decode: json: cannot unmarshal bool into Go struct field ObjectMeta.metadata.annotations "
@@ -381,6 +382,8 @@ def test_lists_json_and_paths_are_read_as_kubectl_reads_them(tmp_path, monkeypat
     items = [yaml.safe_load(round_(f"r{i}", "modelRef: bearing, plants: [a], minParticipants: 1")) for i in range(2)]
     as_list = yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": items})
     assert [o.name for o in load_manifests(as_list)] == ["r0", "r1"]
+    typed = yaml.safe_dump({"apiVersion": "plantfed.io/v1alpha1", "kind": "FederatedRoundList", "items": items[:1]})
+    assert [o.name for o in load_manifests(typed)] == ["r0"]
     path = tmp_path / "rounds.json"
     path.write_text(json.dumps(items[0]) + "\n" + json.dumps(items[1]))
     assert [o.name for o in load_manifests(path)] == ["r0", "r1"]

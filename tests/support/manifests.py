@@ -110,6 +110,8 @@ INVALID: list[Case] = [
     Case("enum", listed("enum", "strategy: {name: krum}")),
     Case("pattern", round_("pattern", "modelRef: Bad_Name, plants: [plant-a]")),
     Case("pattern-quantity", listed("quantity", "pod: {memory: lots}")),
+    Case("pattern-trailing-newline", round_("newline", 'modelRef: "bearing\\n", plants: [plant-a], minParticipants: 1')),
+    Case("pattern-unicode", round_("unicode", 'modelRef: "lager-süd\\t", plants: [plant-a], minParticipants: 1')),
     Case("min-length", listed("min-length", "promotion: {metric: ''}")),
     Case("max-length", round_("max-length", f"modelRef: {'m' * 64}, plants: [plant-a], minParticipants: 1")),
     Case("min-items", round_("min-items", "modelRef: bearing, plants: []")),
@@ -183,6 +185,11 @@ INVALID: list[Case] = [
     Case("unknown-version", listed("version").replace("plantfed.io/v1alpha1", "plantfed.io/v1"), KUBECTL),
     Case("no-api-version", listed("no-api").replace(API + "\n", ""), KUBECTL),
     Case("no-kind", listed("no-kind").replace("kind: FederatedRound\n", ""), KUBECTL),
+    Case(
+        "generate-name-with-apply",
+        listed("x").replace("metadata: {name: x}", "metadata: {generateName: bearing-}"),
+        KUBECTL,
+    ),
     Case(
         "metadata-labels-not-a-map",
         listed("labels-list").replace("metadata: {name: labels-list}", "metadata: {name: labels-list, labels: [a]}"),

@@ -221,7 +221,8 @@ def to_json_value(value: Any, path: str = "") -> Any:
 def load_documents(text: str) -> list[Any]:
     """The non-empty documents of a YAML stream (or a JSON stream), as JSON values.
 
-    `kind: List` documents (what `kubectl get -o yaml` writes) are expanded into their items, as kubectl does.
+    Lists (`kind: List` as `kubectl get -o yaml` writes it, or `FederatedRoundList`) are expanded into their
+    items, as kubectl does.
     """
     stripped = text.lstrip()
     try:
@@ -236,8 +237,8 @@ def load_documents(text: str) -> list[Any]:
         if doc is None:
             continue
         doc = to_json_value(doc)
-        if isinstance(doc, dict) and doc.get("kind") == "List" and doc.get("apiVersion") == "v1":
-            out.extend(item for item in doc.get("items") or [] if item is not None)
+        if isinstance(doc, dict) and str(doc.get("kind", "")).endswith("List") and isinstance(doc.get("items"), list):
+            out.extend(item for item in doc["items"] if item is not None)
         else:
             out.append(doc)
     return out

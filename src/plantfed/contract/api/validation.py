@@ -190,6 +190,8 @@ def server_object(doc: Mapping[str, Any]) -> dict[str, Any]:
     except objectmeta.MetadataDecodeError as exc:
         raise ManifestError(f"unable to decode: {exc}", reason=CLIENT, kind=body["kind"]) from None
     name = meta.get("name", "")
+    if not name and meta.get("generateName"):
+        raise _client_error(f"from {meta['generateName']}: cannot use generate name with apply")
     unknown += structural.prune(body, kind.schema)
     if unknown:
         raise ManifestError(
@@ -273,7 +275,7 @@ def load_manifests(source: str | Path) -> list[KubeModel]:
     """Every object of a multi-document YAML (or JSON) manifest, validated; raises the first `ManifestError`.
 
     `source` is a Path, a path string (`-` reads stdin, as `kubectl apply -f -`), or YAML text (a str
-    with a newline in it). `kind: List` documents are expanded into their items, as kubectl does.
+    with a newline in it). Lists (`kind: List`) are expanded into their items, as kubectl does.
     """
     objects: list[KubeModel] = []
     for _, result in validate_documents(source):
