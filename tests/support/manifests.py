@@ -110,7 +110,9 @@ INVALID: list[Case] = [
     Case("enum", listed("enum", "strategy: {name: krum}")),
     Case("pattern", round_("pattern", "modelRef: Bad_Name, plants: [plant-a]")),
     Case("pattern-quantity", listed("quantity", "pod: {memory: lots}")),
-    Case("pattern-trailing-newline", round_("newline", 'modelRef: "bearing\\n", plants: [plant-a], minParticipants: 1')),
+    Case(
+        "pattern-trailing-newline", round_("newline", 'modelRef: "bearing\\n", plants: [plant-a], minParticipants: 1')
+    ),
     Case("pattern-unicode", round_("unicode", 'modelRef: "lager-süd\\t", plants: [plant-a], minParticipants: 1')),
     Case("min-length", listed("min-length", "promotion: {metric: ''}")),
     Case("max-length", round_("max-length", f"modelRef: {'m' * 64}, plants: [plant-a], minParticipants: 1")),
@@ -180,6 +182,15 @@ INVALID: list[Case] = [
         "annotations-too-large",
         listed("big").replace("metadata: {name: big}", f"metadata: {{name: big, annotations: {{a: {'x' * 262144}}}}}"),
     ),
+    Case(
+        "owner-references-and-finalizers",
+        listed("owned").replace(
+            "metadata: {name: owned}",
+            "metadata: {name: owned, finalizers: [bad finalizer, example.com/ok], ownerReferences: ["
+            "{apiVersion: plantfed.io/v1alpha1, kind: FederatedModel, name: bearing}, "
+            "{apiVersion: a/b/c, kind: X, name: x, uid: '1'}]}",
+        ),
+    ),
     # --- refused by kubectl before sending ---
     Case("unknown-kind", listed("kind").replace("kind: FederatedRound", "kind: FederatedRun"), KUBECTL),
     Case("unknown-version", listed("version").replace("plantfed.io/v1alpha1", "plantfed.io/v1"), KUBECTL),
@@ -198,6 +209,13 @@ INVALID: list[Case] = [
     Case(
         "metadata-annotation-yaml-boolean",
         listed("yes").replace("metadata: {name: yes}", "metadata: {name: 'yes', annotations: {reviewed: y}}"),
+        KUBECTL,
+    ),
+    Case(
+        "owner-reference-yaml-boolean",
+        listed("owner").replace(
+            "metadata: {name: owner}", "metadata: {name: owner, ownerReferences: [{apiVersion: v1, kind: X, name: y}]}"
+        ),
         KUBECTL,
     ),
     Case(

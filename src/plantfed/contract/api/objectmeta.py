@@ -20,12 +20,12 @@ _TIME_FIELDS = ("creationTimestamp", "deletionTimestamp")
 _INT_FIELDS = ("generation", "deletionGracePeriodSeconds")
 _MAP_FIELDS = ("labels", "annotations")
 _OWNER_REFERENCE = {
-    "apiVersion": str,
-    "kind": str,
-    "name": str,
-    "uid": str,
-    "controller": bool,
-    "blockOwnerDeletion": bool,
+    "apiVersion": "string",
+    "kind": "string",
+    "name": "string",
+    "uid": "string",
+    "controller": "bool",
+    "blockOwnerDeletion": "bool",
 }
 _MANAGED_FIELDS_ENTRY = ("manager", "operation", "apiVersion", "time", "fieldsType", "fieldsV1", "subresource")
 KNOWN_FIELDS = frozenset(
@@ -51,10 +51,10 @@ def _json_kind(value: Any) -> str:
     return "object"
 
 
-def _type_error(value: Any, path: str, go_type: str) -> MetadataDecodeError:
+def _type_error(value: Any, path: str, go_type: str, struct: str = "ObjectMeta") -> MetadataDecodeError:
     """encoding/json's UnmarshalTypeError, as kubectl prints it."""
     return MetadataDecodeError(
-        f"json: cannot unmarshal {_json_kind(value)} into Go struct field ObjectMeta.{path} of type {go_type}"
+        f"json: cannot unmarshal {_json_kind(value)} into Go struct field {struct}.{path} of type {go_type}"
     )
 
 
@@ -91,9 +91,10 @@ def decode(metadata: Any) -> tuple[dict[str, Any], list[str]]:
     unknown += _decode_list(meta, "ownerReferences", "v1.OwnerReference", tuple(_OWNER_REFERENCE))
     unknown += _decode_list(meta, "managedFields", "v1.ManagedFieldsEntry", _MANAGED_FIELDS_ENTRY)
     for ref in meta.get("ownerReferences", ()):
-        for key, expected in _OWNER_REFERENCE.items():
+        for key, go_type in _OWNER_REFERENCE.items():
+            expected = bool if go_type == "bool" else str
             if key in ref and ref[key] is not None and not isinstance(ref[key], expected):
-                raise _type_error(ref[key], f"metadata.ownerReferences.{key}", expected.__name__)
+                raise _type_error(ref[key], f"metadata.ownerReferences.{key}", go_type, "OwnerReference")
     return meta, unknown
 
 
