@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from plantfed.contract.api import fielderrors as fe
+from plantfed.contract.api.base import DNS_LABEL, DNS_SUBDOMAIN
 from plantfed.contract.api.fielderrors import FieldError
 
 _STRING_FIELDS = ("name", "generateName", "namespace", "selfLink", "uid", "resourceVersion")
@@ -122,12 +123,12 @@ _LABEL_VALUE_MSG = (
     "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', "
     "and must start and end with an alphanumeric character"
 )
-_DNS1123_LABEL_FMT = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS1123_LABEL_FMT = DNS_LABEL.removeprefix("^").removesuffix("$")
 _DNS1123_LABEL_MSG = (
     "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
     "and must start and end with an alphanumeric character"
 )
-_DNS1123_SUBDOMAIN_FMT = _DNS1123_LABEL_FMT + "(\\." + _DNS1123_LABEL_FMT + ")*"
+_DNS1123_SUBDOMAIN_FMT = DNS_SUBDOMAIN.removeprefix("^").removesuffix("$")
 _DNS1123_SUBDOMAIN_MSG = (
     "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
     "and must start and end with an alphanumeric character"

@@ -256,7 +256,7 @@ def _read(source: str | Path) -> tuple[str, str]:
     return Path(source).read_text(), source
 
 
-def validate_documents(source: str | Path) -> Iterator[tuple[int, KubeModel | ManifestError]]:
+def validate_documents(source: str | Path) -> Iterator[tuple[int, Resource | ManifestError]]:
     """(document number, object or error) for every manifest of a source, so a caller can report them all."""
     text, name = _read(source)
     try:
