@@ -430,7 +430,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         for source in files:
             for number, result in validate_documents(source):
                 if isinstance(result, ManifestError):
-                    print(f"{source} (document {number}): {result}", file=sys.stderr)
+                    print(f"{source} (object {number}): {result}", file=sys.stderr)
                     failed = True
                 else:
                     print(f"{source}: {result.kind.lower()}.{GROUP}/{result.metadata.name} valid")

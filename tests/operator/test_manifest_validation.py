@@ -499,7 +499,7 @@ def test_validate_command_reports_each_object_and_fails_on_any_error(tmp_path, c
     captured = capsys.readouterr()
     assert captured.out == f"{bad}: federatedround.plantfed.io/ok valid\n"
     assert captured.err == (
-        f"{bad} (document 2): "
+        f"{bad} (object 2): "
         + invalid(
             "FederatedRound",
             "zero",

@@ -71,8 +71,8 @@ class ManifestError(ValueError):
 
     `errors` is the structured form, one `FieldError` (field path, type, message) per Status cause;
     `reason` says who refuses it (`Invalid`, `BadRequest`, `Client`, `OperatorRefused`); `kind` and `name`
-    identify the object when it got that far; `source` and `document` say where it came from when read
-    from a file.
+    identify the object when it got that far; `source` and `document` (the object's position in the file,
+    from 1) say where it came from when read from a file.
     """
 
     def __init__(
@@ -104,7 +104,8 @@ class ManifestError(ValueError):
         return cls(f'{kind}.{GROUP} "{name}" is invalid: {fe.aggregate(errors)}', errors, kind=kind, name=name)
 
     def kubectl_message(self) -> str:
-        """What `kubectl apply` prints for this object alone: the causes one per line after the first."""
+        """What `kubectl apply` prints when this object alone is refused as Invalid (one cause inline, several
+        as a list); other refusals are their message."""
         if self.reason != INVALID:
             return self.message
         lines = list(dict.fromkeys(f"{e.field}: {e.message}" for e in self.errors))
@@ -257,7 +258,10 @@ def _read(source: str | Path) -> tuple[str, str]:
 
 
 def validate_documents(source: str | Path) -> Iterator[tuple[int, Resource | ManifestError]]:
-    """(document number, object or error) for every manifest of a source, so a caller can report them all."""
+    """(position, object or error) for every object of a source, so a caller can report them all.
+
+    Positions count objects from 1, after empty documents are skipped and lists expanded.
+    """
     text, name = _read(source)
     try:
         docs = load_documents(text)
