@@ -1,7 +1,7 @@
 """Manifest validation without a cluster: each kind of refusal, in the API server's words, and what passes.
 
 The expected messages are what kube-apiserver 1.37 (and kubectl 1.37) print for the same manifests;
-tests/controlplane/test_manifest_validation.py checks the whole corpus against a real API server.
+tests/controlplane/test_manifests_against_apiserver.py checks the whole corpus against a real API server.
 """
 
 from __future__ import annotations
