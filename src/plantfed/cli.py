@@ -390,6 +390,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("crds"))
     p.add_argument("--check", action="store_true", help="fail if the files on disk differ")
     p.set_defaults(func=cmd_crds)
+
+    p = sub.add_parser(
+        "validate", help="check manifests as `kubectl apply` and the API server would, without a cluster (exit 0/1)"
+    )
+    p.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="a manifest, a directory (its *.yaml, *.yml and *.json files) or - for stdin; repeatable",
+    )
+    p.set_defaults(func=cmd_validate)
     return parser
 
 
@@ -397,6 +410,31 @@ def cmd_crds(args: argparse.Namespace) -> int:
     from plantfed.contract.api import crdgen
 
     return crdgen.main(["--out", str(args.out)] + (["--check"] if args.check else []))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """One line per object: `valid` on stdout, or the API server's refusal on stderr (as kubectl would print it)."""
+    from plantfed.contract.api.common import GROUP
+    from plantfed.contract.api.validation import ManifestError, validate_documents
+
+    failed = False
+    for given in args.filename:
+        path = Path(given)
+        if given != "-" and not path.exists():
+            print(f'error: the path "{given}" does not exist', file=sys.stderr)
+            failed = True
+            continue
+        files = (
+            sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json")) if path.is_dir() else [given]
+        )
+        for source in files:
+            for number, result in validate_documents(source):
+                if isinstance(result, ManifestError):
+                    print(f"{source} (object {number}): {result}", file=sys.stderr)
+                    failed = True
+                else:
+                    print(f"{source}: {result.kind.lower()}.{GROUP}/{result.metadata.name} valid")
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -155,23 +155,31 @@ def _ordered_rule(rule: dict[str, str]) -> dict[str, str]:
 
 def apply_defaults(value: Any, schema: Schema) -> Any:
     """Default `value` the way the API server does: top-down, an absent field gets its default,
-    then the defaulted value is itself defaulted. Used to keep object defaults minimal (`{}`)
-    and by tests to check that server-side defaults match pydantic's.
+    then the defaulted value is itself defaulted. A null where the schema allows none is replaced
+    by the default too (the server prunes such nulls before defaulting, keeping those with a default).
+    Used to keep object defaults minimal (`{}`), by manifest validation, and by tests to check that
+    server-side defaults match pydantic's.
     """
     if schema.get("type") == "object" and isinstance(value, dict):
         value = dict(value)
         for name, sub in schema.get("properties", {}).items():
-            if name not in value and "default" in sub:
+            if "default" in sub and value.get(name) is None and not sub.get("nullable"):
                 value[name] = copy.deepcopy(sub["default"])
             if name in value:
                 value[name] = apply_defaults(value[name], sub)
         extra = schema.get("additionalProperties")
         if isinstance(extra, dict):
             known = schema.get("properties", {})
-            value = {k: v if k in known else apply_defaults(v, extra) for k, v in value.items()}
+            value = {k: v if k in known else apply_defaults(_null_default(v, extra), extra) for k, v in value.items()}
         return value
     if schema.get("type") == "array" and isinstance(value, list):
-        return [apply_defaults(v, schema["items"]) for v in value]
+        return [apply_defaults(_null_default(v, schema["items"]), schema["items"]) for v in value]
+    return value
+
+
+def _null_default(value: Any, schema: Schema) -> Any:
+    if value is None and "default" in schema and not schema.get("nullable"):
+        return copy.deepcopy(schema["default"])
     return value
 
 
