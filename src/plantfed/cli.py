@@ -239,7 +239,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
         plants=args.plants.split(",") if args.plants else None,
         local_patterns=patterns,
     )
-    entries = PrivacyLedger(store.root, outcome.version.model).entries()
+    entries = PrivacyLedger(store, outcome.version.model).entries()
     histories = {p: [e.release for e in entries.get(p, [])] for p in outcome.plants}
     result = {
         "round": args.round,

@@ -398,7 +398,7 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
 
     @_rpc(_ADMIN)
     def GetPrivacyLedger(self, request: pb.GetPrivacyLedgerRequest, context: Any, caller: Caller) -> pb.PrivacyLedger:
-        ledger = PrivacyLedger(self._store.root, request.model)  # checks the name
+        ledger = PrivacyLedger(self._store, request.model)  # checks the name
         return convert.ledger_to_wire(request.model, ledger.entries())
 
 
