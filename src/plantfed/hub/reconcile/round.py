@@ -39,7 +39,6 @@ once the candidate is observed the ledger includes this round; the ε each aggre
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +60,7 @@ from plantfed.contract.api.round import (
     RoundEvaluation,
     RoundPhase,
 )
+from plantfed.contract.naming import bounded_name
 from plantfed.contract.records import DPRelease, EvaluationRecord, ModelVersion, RoundRecord, RoundState, UpdateRecord
 from plantfed.engine.privacy.accounting import epsilon_for
 from plantfed.hub.reconcile.actions import (
@@ -221,11 +221,7 @@ def weighted(rows: Sequence[tuple[Mapping[str, float], float]]) -> dict[str, flo
 
 def aggregation_job_name(round_name: str) -> str:
     """Deterministic Job name, kept within the 63 characters a Job's pod label allows."""
-    name = f"{round_name}-aggregate"
-    if len(name) <= 63:
-        return name
-    digest = hashlib.sha256(round_name.encode()).hexdigest()[:8]
-    return f"{round_name[:44].rstrip('-.')}-{digest}-aggregate"
+    return bounded_name(round_name, suffix="-aggregate")
 
 
 class _Work:
