@@ -10,7 +10,7 @@ from typing import Any
 
 from kubernetes import client
 
-from plantfed.contract.api.common import GROUP, VERSION
+from plantfed.contract.naming import GROUP, VERSION
 
 MERGE_PATCH = "application/merge-patch+json"
 

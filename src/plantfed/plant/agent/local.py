@@ -13,7 +13,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from plantfed.plant.agent.naming import COMPONENT, COMPONENT_LABEL, EVALUATE_COMPONENT, ROUND_ANNOTATION, selector
+from plantfed.contract.naming import COMPONENT_LABEL, JOB_NAME_LABELS, ROUND_KEY
+from plantfed.plant.agent.naming import COMPONENT, EVALUATE_COMPONENT, selector
 from plantfed.plant.agent.observe import TrainingObservation, observe_training
 
 log = logging.getLogger(__name__)
@@ -70,15 +71,14 @@ class LocalCluster:
         """Component ("train", "evaluate") → round name → observation of that Job, from one list of each kind."""
         pods_by_job: dict[str, list[dict[str, Any]]] = {}
         for pod in self._pods():
-            job = (pod["metadata"].get("labels") or {}).get("job-name") or (pod["metadata"].get("labels") or {}).get(
-                "batch.kubernetes.io/job-name"
-            )
+            pod_labels = pod["metadata"].get("labels") or {}
+            job = next((pod_labels[key] for key in JOB_NAME_LABELS if pod_labels.get(key)), None)
             if job:
                 pods_by_job.setdefault(job, []).append(pod)
         out: dict[str, dict[str, TrainingObservation]] = {COMPONENT: {}, EVALUATE_COMPONENT: {}}
         for job in self._jobs():
             name = job["metadata"]["name"]
-            round_name = (job["metadata"].get("annotations") or {}).get(ROUND_ANNOTATION)
+            round_name = (job["metadata"].get("annotations") or {}).get(ROUND_KEY)
             kind = (job["metadata"].get("labels") or {}).get(COMPONENT_LABEL, COMPONENT)
             if not round_name or job["metadata"].get("deletionTimestamp") or kind not in out:
                 continue
