@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 from kubernetes import client
 
-from plantfed.plant.agent.naming import ROUND_ANNOTATION
+from plantfed.contract.naming import ROUND_KEY
 from plantfed.tasks.bearing.synthetic import SyntheticSizes, synthetic_plant
 from support.federation.hubdeploy import HEARTBEAT_EVERY, Hub
 from support.kube import wait_for
@@ -178,7 +178,7 @@ class ChartPlant:
         return [
             j
             for j in jobs
-            if (j.metadata.annotations or {}).get(ROUND_ANNOTATION) == round_name
+            if (j.metadata.annotations or {}).get(ROUND_KEY) == round_name
             and (j.metadata.labels or {}).get("app.kubernetes.io/component") == component
         ]
 
