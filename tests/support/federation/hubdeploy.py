@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from kubernetes import client
 
+from plantfed.contract.naming import GROUP, VERSION
 from plantfed.exchange import AdminClient
 from support.kube.environment import ClusterWithNodes
 from support.kube.ports import free_ports
@@ -68,14 +69,14 @@ class Hub:
     def get(self, plural: str, name: str) -> dict[str, Any]:
         with self.cluster.api_client() as api:
             return client.CustomObjectsApi(api).get_namespaced_custom_object(
-                "plantfed.io", "v1alpha1", self.namespace, plural, name
+                GROUP, VERSION, self.namespace, plural, name
             )
 
     def list(self, plural: str) -> list[dict[str, Any]]:
         with self.cluster.api_client() as api:
-            return client.CustomObjectsApi(api).list_namespaced_custom_object(
-                "plantfed.io", "v1alpha1", self.namespace, plural
-            )["items"]
+            return client.CustomObjectsApi(api).list_namespaced_custom_object(GROUP, VERSION, self.namespace, plural)[
+                "items"
+            ]
 
     @property
     def manifests(self) -> list[dict[str, Any]]:
