@@ -32,6 +32,7 @@ from kubernetes.client.exceptions import ApiException
 from support.crds import apply_crds
 from support.kube import wait_for
 
+from plantfed.contract.naming import GROUP, VERSION
 from plantfed.contract.records import RoundRecord
 from plantfed.engine.store import ModelStore
 from plantfed.exchange import AdminClient
@@ -41,7 +42,6 @@ from plantfed.tasks.bearing import BearingTask
 from plantfed.tasks.bearing.synthetic import SyntheticSizes, synthetic_plant
 
 REPO = Path(__file__).resolve().parents[2]
-GROUP, VERSION = "plantfed.io", "v1alpha1"
 MERGE = "application/merge-patch+json"
 PLANT = "plant-a"
 MODEL = "bearing"

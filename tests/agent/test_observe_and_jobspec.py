@@ -8,6 +8,7 @@ import pytest
 from agent_objects import NOW, fm, fr, pp
 
 from plantfed.contract.api.round import RoundEvaluation
+from plantfed.contract.naming import ROUND_KEY, ROUND_UID_KEY
 from plantfed.plant.agent.config import AgentConfig, ConfigError, parse_node_selector, parse_tolerations
 from plantfed.plant.agent.decide import evaluation_spec, training_spec
 from plantfed.plant.agent.jobspec import token_secret, training_job
@@ -17,7 +18,7 @@ from plantfed.plant.agent.observe import TrainingPhase, observe_training
 
 def job(*conditions: tuple[str, str, str]) -> dict:
     return {
-        "metadata": {"name": "train-r1", "uid": "u1", "annotations": {"plantfed.io/round": "r1"}},
+        "metadata": {"name": "train-r1", "uid": "u1", "annotations": {ROUND_KEY: "r1"}},
         "status": {"conditions": [{"type": t, "status": "True", "reason": r, "message": m} for t, r, m in conditions]},
     }
 
@@ -163,7 +164,7 @@ def test_training_job_manifest(tmp_path):
     spec = training_spec(r, fm(), pp(sub_path="line-3"), 1, NOW)
     manifest = training_job(spec, config(tmp_path))
     assert manifest["metadata"]["name"] == "train-r1"
-    assert manifest["metadata"]["annotations"]["plantfed.io/round-uid"] == "u-r1"
+    assert manifest["metadata"]["annotations"][ROUND_UID_KEY] == "u-r1"
     job_spec = manifest["spec"]
     assert job_spec["backoffLimit"] == 1 and job_spec["ttlSecondsAfterFinished"] == 3600
     assert job_spec["activeDeadlineSeconds"] == 3600

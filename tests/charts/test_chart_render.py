@@ -24,6 +24,8 @@ from helmchart import (
     flags,
 )
 
+from plantfed.contract.naming import GROUP
+
 
 def mentions(output: str, what: str) -> bool:
     """Whether helm's error names `what`; a/b paths may be printed as a.b or /a/b by the schema validator."""
@@ -299,9 +301,9 @@ def test_operator_rbac_is_exactly_what_it_uses(helm):
     assert role["metadata"]["namespace"] == NAMESPACE
     # Each of these is seen used by the live operator in tests/e2e/test_operator_rbac.py.
     assert rules(role) == grants(
-        ("plantfed.io", "federatedrounds", "get list watch create patch"),
-        ("plantfed.io", "plantparticipants federatedmodels", "get list watch patch"),
-        ("plantfed.io", "federatedrounds/status plantparticipants/status federatedmodels/status", "patch"),
+        (GROUP, "federatedrounds", "get list watch create patch"),
+        (GROUP, "plantparticipants federatedmodels", "get list watch patch"),
+        (GROUP, "federatedrounds/status plantparticipants/status federatedmodels/status", "patch"),
         ("batch", "jobs", "create get"),
         ("", "events", "create"),
     )
@@ -336,10 +338,10 @@ def test_registered_plants_get_a_role_scoped_to_their_own_participant(helm):
         name = f"plantfed-plant-{plant}"
         assert m.get("ServiceAccount", name)["automountServiceAccountToken"] is False
         assert rules(m.get("Role", name)) == {
-            ("plantfed.io", res, verb, (plant,))
+            (GROUP, res, verb, (plant,))
             for res in ("plantparticipants", "plantparticipants/status")
             for verb in ("get", "watch", "patch", "update")
-        } | grants(("plantfed.io", "federatedrounds federatedmodels", "get list watch"))
+        } | grants((GROUP, "federatedrounds federatedmodels", "get list watch"))
         binding = m.get("RoleBinding", name)
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE}]
         token = m.get("Secret", f"{name}-token")
