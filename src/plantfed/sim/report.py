@@ -17,6 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from plantfed.contract.plant_metrics import BASE_TEST_ACCURACY, TEST_ACCURACY
+
 
 def _series(report: dict) -> tuple[list[int], list[float | None], list[float | None]]:
     rounds, acc, loss = [0], [], []
@@ -35,7 +37,7 @@ def _plant_curves(report: dict) -> dict[str, tuple[list[int], list[float]]]:
     curves: dict[str, tuple[list[int], list[float]]] = {}
     for r in report["rounds"]:
         for plant, p in r["plants"].items():
-            value = p.get("metrics", {}).get("global_test_accuracy")
+            value = p.get("metrics", {}).get(BASE_TEST_ACCURACY)
             if p.get("ok") and value is not None:
                 xs, ys = curves.setdefault(plant, ([], []))
                 xs.append(r["round"] - 1)
@@ -44,7 +46,7 @@ def _plant_curves(report: dict) -> dict[str, tuple[list[int], list[float]]]:
     for plant, ev in (report.get("final_evaluation") or {}).items():
         xs, ys = curves.setdefault(plant, ([], []))
         xs.append(last)
-        ys.append(ev["test_accuracy"])
+        ys.append(ev[TEST_ACCURACY])
     return curves
 
 

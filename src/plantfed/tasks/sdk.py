@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from plantfed.contract.plant_metrics import ACCURACY, LOSS, SAMPLES
+
 
 @dataclass(frozen=True)
 class PlantData:
@@ -73,7 +75,11 @@ class Task:
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader, device: torch.device) -> dict[str, float]:
-        """Mean loss and accuracy over a loader; override for task-specific metrics."""
+        """Mean loss and accuracy over a loader; override for task-specific metrics.
+
+        Keys `loss`, `accuracy` and `samples` (`plantfed.contract.plant_metrics`) are what the hub reads;
+        a task may add its own, which plants report next to them.
+        """
         model.eval()
         total_loss, correct, count = 0.0, 0, 0
         for batch in loader:
@@ -82,8 +88,8 @@ class Task:
             correct += res.correct
             count += res.count
         if count == 0:
-            return {"loss": float("nan"), "accuracy": float("nan"), "samples": 0.0}
-        return {"loss": total_loss / count, "accuracy": correct / count, "samples": float(count)}
+            return {LOSS: float("nan"), ACCURACY: float("nan"), SAMPLES: 0.0}
+        return {LOSS: total_loss / count, ACCURACY: correct / count, SAMPLES: float(count)}
 
 
 BUILTIN_TASKS = {

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from plantfed.contract.plant_metrics import ACCURACY, LOSS, SAMPLES
 from plantfed.tasks.bearing.labels import CLASSES
 from plantfed.tasks.bearing.model import BearingCNN
 from plantfed.tasks.bearing.sources import read_source
@@ -55,8 +56,8 @@ class BearingTask(Task):
             seen += torch.bincount(y_cpu, minlength=len(CLASSES))
             hits += torch.bincount(y_cpu[logits.argmax(dim=1).cpu() == y_cpu], minlength=len(CLASSES))
         if count == 0:
-            return {"loss": float("nan"), "accuracy": float("nan"), "samples": 0.0}
-        metrics = {"loss": total_loss / count, "accuracy": float(hits.sum()) / count, "samples": float(count)}
+            return {LOSS: float("nan"), ACCURACY: float("nan"), SAMPLES: 0.0}
+        metrics = {LOSS: total_loss / count, ACCURACY: float(hits.sum()) / count, SAMPLES: float(count)}
         present = seen > 0
         recalls = hits[present].double() / seen[present].double()
         metrics["balanced_accuracy"] = float(recalls.mean())
