@@ -633,7 +633,8 @@ class ModelStore:
         if candidate is None or candidate.version != evaluation.version:
             have = "no candidate yet" if candidate is None else f"candidate version {candidate.version}"
             raise NotCandidateError(
-                f"round {evaluation.round_id!r} has {have}; an evaluation of version {evaluation.version} is not asked for"
+                f"round {evaluation.round_id!r} has {have}; "
+                f"an evaluation of version {evaluation.version} is not asked for"
             )
         bad = sorted(k for k, v in evaluation.metrics.items() if not math.isfinite(v))
         if bad:
