@@ -95,15 +95,18 @@ def simulate_on_cuda(out: Path, rounds: int) -> dict:
 
 def markdown(result: dict) -> str:
     lines = [
-        f"GPU: {result['gpu']}; CPU anchor: {result['cpu_threads']} threads on the same machine; torch {result['torch']}.",
+        f"GPU: {result['gpu']}; CPU anchor: {result['cpu_threads']} threads on the same machine; "
+        f"torch {result['torch']}.",
         "",
-        "| model | batch | CUDA samples/s (train_local) | CPU samples/s (train_local) | CUDA / CPU | CUDA samples/s (batches resident) | CUDA peak MiB |",
+        "| model | batch | CUDA samples/s (train_local) | CPU samples/s (train_local) | CUDA / CPU "
+        "| CUDA samples/s (batches resident) | CUDA peak MiB |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in result["cases"]:
         cuda, cpu = row["cuda"], row["cpu"]
         lines.append(
-            f"| {row['variant']} | {row['batch']} | {cuda['samples_per_second']:,.0f} | {cpu['samples_per_second']:,.0f} "
+            f"| {row['variant']} | {row['batch']} | {cuda['samples_per_second']:,.0f} "
+            f"| {cpu['samples_per_second']:,.0f} "
             f"| {cuda['samples_per_second'] / cpu['samples_per_second']:.1f}× | {row['cuda_resident']:,.0f} "
             f"| {cuda['peak_memory_mib']:.0f} |"
         )

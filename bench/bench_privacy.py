@@ -150,7 +150,7 @@ def main() -> int:
             plan.append((mode, eps, sigma, a.learning_rate, a.out / f"{mode}-eps{eps:g}", args, expected))
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:
         futures = [pool.submit(run, out, args, expected, a.reuse) for *_, out, args, expected in plan]
-        rows = [(mode, eps, sigma, lr, f.result()) for (mode, eps, sigma, lr, *_), f in zip(plan, futures)]
+        rows = [(mode, eps, sigma, lr, f.result()) for (mode, eps, sigma, lr, *_), f in zip(plan, futures, strict=True)]
 
     lines = [
         f"# Accuracy vs ε (δ = {DELTA:g}), {a.plants} plants × {a.rounds} rounds × {a.epochs} epoch(s), "

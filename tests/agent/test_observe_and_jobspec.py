@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from agent_objects import NOW, fm, fr, pp
@@ -91,7 +92,8 @@ def terminated(code: int, reason: str = "Error") -> dict:
             [pod("p1", "Failed", **terminated(1)), pod("p2", "Running", created="2026-11-28T12:01:00Z")],
             {"p1": "RuntimeError: CUDA error"},
             TrainingPhase.RUNNING,
-            "Running: training on node plant-a-gpu-0; attempt 1 failed (exit code 1 (Error): RuntimeError: CUDA error), retrying",
+            "Running: training on node plant-a-gpu-0; "
+            "attempt 1 failed (exit code 1 (Error): RuntimeError: CUDA error), retrying",
         ),
         (
             job(("Complete", "", "")),
@@ -130,22 +132,22 @@ def test_long_failure_output_is_capped_to_what_the_crd_accepts():
 
 
 def config(tmp_path: Path, **kw) -> AgentConfig:
-    base = dict(
-        plant="plant-a",
-        hub_kubeconfig=tmp_path / "hub",
-        hub_namespace="plantfed-system",
-        exchange="fl-hub:8443",
-        token_file=tmp_path / "token",
-        namespace="plantfed",
-        cache_dir=Path("/var/lib/plantfed/cache"),
-        cache_claim="plantfed-cache",
-        data_claim="vibration",
-        ca_file=tmp_path / "ca.crt",
-        node_selector={"nvidia.com/gpu.present": "true"},
-        tolerations=({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},),
-        image="ghcr.io/plantfed/plantfed:0.1.0",
-        training_service_account="plantfed-train",
-    )
+    base: dict[str, Any] = {
+        "plant": "plant-a",
+        "hub_kubeconfig": tmp_path / "hub",
+        "hub_namespace": "plantfed-system",
+        "exchange": "fl-hub:8443",
+        "token_file": tmp_path / "token",
+        "namespace": "plantfed",
+        "cache_dir": Path("/var/lib/plantfed/cache"),
+        "cache_claim": "plantfed-cache",
+        "data_claim": "vibration",
+        "ca_file": tmp_path / "ca.crt",
+        "node_selector": {"nvidia.com/gpu.present": "true"},
+        "tolerations": ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},),
+        "image": "ghcr.io/plantfed/plantfed:0.1.0",
+        "training_service_account": "plantfed-train",
+    }
     base.update(kw)
     return AgentConfig(**base)
 
@@ -181,7 +183,7 @@ def test_training_job_manifest(tmp_path):
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     cmd = container["command"]
     assert cmd[:2] == ["plantfed", "train"]
-    flags = dict(zip(cmd[2::2], cmd[3::2]))
+    flags = dict(zip(cmd[2::2], cmd[3::2], strict=True))
     assert flags["--round"] == "r1" and flags["--plant"] == "plant-a" and flags["--exchange"] == "fl-hub:8443"
     assert flags["--token-file"] == "/var/run/plantfed/exchange/token"
     assert flags["--ca-file"] == "/var/run/plantfed/exchange/ca.crt"
@@ -218,7 +220,7 @@ def test_evaluation_job_manifest_scores_the_candidate_on_the_same_data_without_a
     assert "nvidia.com/gpu" not in container["resources"]["requests"]
     cmd = container["command"]
     assert cmd[:2] == ["plantfed", "evaluate"]
-    flags = dict(zip(cmd[2::2], cmd[3::2]))
+    flags = dict(zip(cmd[2::2], cmd[3::2], strict=True))
     assert flags["--round"] == "r1" and flags["--device"] == "cpu" and "--epochs" not in flags
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     assert mounts["data"]["readOnly"] is True and mounts["data"]["subPath"] == "line-3"
@@ -240,7 +242,7 @@ def test_under_mutual_tls_the_plants_certificate_secret_is_mounted_into_training
     (container,) = pod_spec["containers"]
     cmd = container["command"]
     assert cmd[1] == purpose
-    flags = dict(zip(cmd[2::2], cmd[3::2]))
+    flags = dict(zip(cmd[2::2], cmd[3::2], strict=True))
     assert flags["--client-cert"] == "/var/run/plantfed/client-tls/tls.crt"
     assert flags["--client-key"] == "/var/run/plantfed/client-tls/tls.key"
     assert flags["--ca-file"] == "/var/run/plantfed/exchange/ca.crt"

@@ -3,8 +3,8 @@
 What only a cluster can show: generated certificates and tokens survive `helm upgrade` (they are
 looked up, not re-generated), a changed name re-signs the server certificate with the same CA,
 adding a plant keeps the other plants' tokens and client certificates (and does not restart the
-exchange), and a plant's ServiceAccount can really touch only its own PlantParticipant. The hub's pods are pinned to a node that does not exist: nothing here
-needs them running, and the e2e tests run them.
+exchange), and a plant's ServiceAccount can really touch only its own PlantParticipant. The hub's pods are
+pinned to a node that does not exist: nothing here needs them running, and the e2e tests run them.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ def columns(table: str) -> list[dict[str, str]]:
 
     lines = [line for line in table.splitlines() if line.strip()]
     header = re.split(r"\s{2,}", lines[0].strip())
-    return [dict(zip(header, re.split(r"\s{2,}", line.strip()))) for line in lines[1:]]
+    return [dict(zip(header, re.split(r"\s{2,}", line.strip()), strict=False)) for line in lines[1:]]
 
 
 def test_example_round_is_trained_aggregated_and_promoted(federation):
@@ -60,7 +60,9 @@ def test_example_round_is_trained_aggregated_and_promoted(federation):
     assert sorted((e.plant, e.version) for e in scored) == [(p, 2) for p in sorted(PLANTS)]
     for plant, agent in federation.agents.items():  # its report may finish the round while its pod still exits
         wait_for(
-            lambda: [j.status.succeeded for j in agent.training_jobs("bearing-hotfix-1", component="evaluate")] == [1],
+            lambda agent=agent: (
+                [j.status.succeeded for j in agent.training_jobs("bearing-hotfix-1", component="evaluate")] == [1]
+            ),
             timeout=120,
             what=f"{plant}'s one evaluation Job to succeed",
         )
@@ -128,7 +130,9 @@ def test_example_round_is_trained_aggregated_and_promoted(federation):
 
     # Both plants' agents notice the promotion and cache version 2 next to their data.
     for plant, agent in federation.agents.items():
-        wait_for(lambda: agent.cached("bearing") == 2, timeout=120, what=f"{plant}'s cache to hold version 2")
+        wait_for(
+            lambda agent=agent: agent.cached("bearing") == 2, timeout=120, what=f"{plant}'s cache to hold version 2"
+        )
 
     rows = {r["NAME"]: r for r in columns(hub.kubectl("get", "federatedrounds").stdout)}
     assert {

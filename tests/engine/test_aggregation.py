@@ -91,7 +91,7 @@ def reference_delta(base, plants, cfg: StrategyConfig) -> dict[str, torch.Tensor
     clip = clip_factors(deltas, cfg.norm_bound)
     out = {}
     for name in deltas[0]:
-        values = np.stack([(d[name] * c).numpy() for d, c in zip(deltas, clip)])
+        values = np.stack([(d[name] * c).numpy() for d, c in zip(deltas, clip, strict=True)])
         if cfg.name.value == "median":
             out[name] = torch.from_numpy(np.asarray(np.median(values, axis=0)))
         elif cfg.name.value == "trimmed_mean":
@@ -142,7 +142,9 @@ def assert_states_close(actual: dict[str, torch.Tensor], expected: dict[str, tor
     assert actual.keys() == expected.keys()
     for name in expected:
         assert actual[name].dtype == expected[name].dtype, name
-        torch.testing.assert_close(actual[name], expected[name], rtol=1e-5, atol=atol, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(
+            actual[name], expected[name], rtol=1e-5, atol=atol, msg=lambda m, name=name: f"{name}: {m}"
+        )
 
 
 STRATEGIES = ["fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "trimmed_mean", "median"]

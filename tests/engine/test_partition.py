@@ -32,7 +32,7 @@ def test_small_alpha_skews_each_plant_differently_and_reproducibly() -> None:
 
 def test_every_class_survives_whole_at_some_plant() -> None:
     for alpha in (0.1, 0.3, 1.0):
-        for c, column in enumerate(zip(*fleet(alpha, plants=3, seed=7))):
+        for c, column in enumerate(zip(*fleet(alpha, plants=3, seed=7), strict=True)):
             assert max(column) == 200, f"alpha={alpha}: class {c} is not kept whole anywhere: {column}"
 
 

@@ -77,7 +77,9 @@ def test_noise_and_sampling_cannot_be_recomputed_from_the_seed(train_set) -> Non
     plain = LocalTrainingConfig(batch_size=64)
     assert all(
         torch.equal(a, b)
-        for a, b in zip(trained(train_set, plain, seed=7)[0].values(), trained(train_set, plain, seed=7)[0].values())
+        for a, b in zip(
+            trained(train_set, plain, seed=7)[0].values(), trained(train_set, plain, seed=7)[0].values(), strict=True
+        )
     )
 
 

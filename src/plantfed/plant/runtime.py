@@ -103,7 +103,8 @@ def load_global_into(
     for name, tensor in merged.items():
         if tensor.shape != own[name].shape:
             raise ValueError(
-                f"global tensor {name!r} has shape {tuple(tensor.shape)}, the {type(model).__name__} expects {tuple(own[name].shape)}"
+                f"global tensor {name!r} has shape {tuple(tensor.shape)}, "
+                f"the {type(model).__name__} expects {tuple(own[name].shape)}"
             )
     model.load_state_dict(merged, strict=False)
 

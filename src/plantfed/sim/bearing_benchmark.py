@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         "train_windows": [len(d.train) for d in data],
         "centralised": {"seconds_per_epoch": round(epoch_s, 2), "test": test_all(task, model, data, device)},
     }
-    for i, own in enumerate(data):
+    for own in data:
         silo, silo_s = train(task, args.variant, [own], args.epochs, args.seed, device)
         report[f"siloed_{own.info['plant']}"] = {
             "seconds_per_epoch": round(silo_s, 2),

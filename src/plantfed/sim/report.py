@@ -85,17 +85,17 @@ def render_convergence(report: dict, out: Path) -> Path:
 def draw(c: Convergence, out: Path) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     ax = axes[0]
-    pts = [(x, y) for x, y in zip(c.rounds, c.accuracy) if y is not None]
+    pts = [(x, y) for x, y in zip(c.rounds, c.accuracy, strict=True) if y is not None]
     if pts:
-        ax.plot(*zip(*pts), marker="o", color="tab:blue", label="global (weighted over plants)")
+        ax.plot(*zip(*pts, strict=True), marker="o", color="tab:blue", label="global (weighted over plants)")
     for plant, (xs, ys) in sorted(c.plant_accuracy.items()):
         ax.plot(xs, ys, linestyle="--", alpha=0.6, label=plant)
     ax.set(title=c.accuracy_title, xlabel="round", ylabel="accuracy", ylim=(0, 1.02))
     ax.legend(fontsize=7)
     ax = axes[1]
-    pts = [(x, y) for x, y in zip(c.rounds, c.loss) if y is not None]
+    pts = [(x, y) for x, y in zip(c.rounds, c.loss, strict=True) if y is not None]
     if pts:
-        ax.plot(*zip(*pts), marker="o", color="tab:red")
+        ax.plot(*zip(*pts, strict=True), marker="o", color="tab:red")
     ax.set(title="Test loss of the global model", xlabel="round", ylabel="loss")
     ax = axes[2]
     up = [b / 1e6 for b in c.bytes_up]
@@ -227,7 +227,7 @@ def convergence_from_prometheus(
     plants: dict[str, tuple[list[int], list[float]]] = {}
     for series in src.query_range(f"max by (plant) (plantfed_plant_accuracy{sel})", start, end, step):
         values = _samples([series])
-        points = [(r, v) for r, v in zip(rounds, per_round(values)) if v is not None]
+        points = [(r, v) for r, v in zip(rounds, per_round(values), strict=True) if v is not None]
         if points:
             plants[series["metric"].get("plant", "?")] = ([r for r, _ in points], [v for _, v in points])
     up = one(f"sum(plantfed_update_bytes_received_total{sel})")

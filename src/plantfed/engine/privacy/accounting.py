@@ -76,7 +76,7 @@ def epsilon_for(history: Sequence[DPRelease], delta: float) -> float:
         return 0.0
     if any(r.noise_multiplier <= 0 for r in history):
         return math.inf
-    total = [sum(orders) for orders in zip(*(_rdp(r) for r in history))]
+    total = [sum(orders) for orders in zip(*(_rdp(r) for r in history), strict=True)]
     epsilon, _order = _rdp_analysis().get_privacy_spent(orders=RDP_ORDERS, rdp=total, delta=delta)
     return float(epsilon)
 
