@@ -45,7 +45,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -184,7 +184,7 @@ class PartialUpload:
         self._state_path = self._dir / f"{plant}.json"
         self._state: _PartialState | None = None
         self._hasher: hashlib._Hash | None = None
-        self._file = None
+        self._file: BinaryIO | None = None
         self._offset = 0
         self._unsynced = 0
 
