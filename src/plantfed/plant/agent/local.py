@@ -94,7 +94,9 @@ class LocalCluster:
     def create_job(self, job: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Create the Job, or return the existing one of that name (409: created by an earlier pass)."""
         try:
-            return _raw(self.batch.create_namespaced_job(self.namespace, job, _preload_content=False)), True
+            # The client serialises a plain dict as well; its annotation names only the V1Job model.
+            created = self.batch.create_namespaced_job(self.namespace, job, _preload_content=False)  # type: ignore[arg-type]
+            return _raw(created), True
         except ApiException as exc:
             if exc.status != 409:
                 raise
@@ -107,16 +109,17 @@ class LocalCluster:
         name = secret["metadata"]["name"]
         owner = secret["metadata"]["ownerReferences"][0]["uid"]
         try:
-            self.core.create_namespaced_secret(self.namespace, secret)
+            self.core.create_namespaced_secret(self.namespace, secret)  # type: ignore[arg-type]  # a dict body, as above
             return
         except ApiException as exc:
             if exc.status != 409:
                 raise
         existing = self.core.read_namespaced_secret(name, self.namespace)
-        if any(ref.uid == owner for ref in existing.metadata.owner_references or ()):
+        refs = (existing.metadata.owner_references if existing.metadata else None) or ()
+        if any(ref.uid == owner for ref in refs):
             return
         self.core.delete_namespaced_secret(name, self.namespace)
-        self.core.create_namespaced_secret(self.namespace, secret)
+        self.core.create_namespaced_secret(self.namespace, secret)  # type: ignore[arg-type]  # a dict body, as above
 
     def delete_job(self, name: str) -> None:
         """Delete a Job and its pods (and, through the owner reference, its token Secret)."""
