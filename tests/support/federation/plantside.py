@@ -55,7 +55,7 @@ def hub_kubeconfig(hub: Hub, plant: str) -> str:
     with hub.cluster.api_client() as api:
         core = client.CoreV1Api(api)
 
-        def filled() -> dict[str, str] | None:
+        def filled() -> dict[str, Any] | None:
             data = core.read_namespaced_secret(name, hub.namespace).data or {}
             return data if data.get("token") else None
 
