@@ -35,6 +35,7 @@ from plantfed.plant.model_cache import ModelCache
 from plantfed.plant.privacy import clip_and_noise, global_l2_norm
 from plantfed.plant.training import (
     LocalTrainingConfig,
+    Progress,
     SampleDP,
     evaluate,
     pick_device,
@@ -42,7 +43,7 @@ from plantfed.plant.training import (
     unpredictable_generator,
 )
 from plantfed.tasks.partition import label_skewed
-from plantfed.tasks.sdk import DataSpec, Task
+from plantfed.tasks.sdk import DataSpec, Task, dataset_size
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,9 @@ class PlantRuntime:
         load_global_into(model, global_state, self._personal_state())
         return model
 
-    def participate(self, round_id: str, cfg: ParticipationConfig, *, progress=None) -> ParticipationReport:
+    def participate(
+        self, round_id: str, cfg: ParticipationConfig, *, progress: Progress | None = None
+    ) -> ParticipationReport:
         info = self.client.get_round(round_id)
         if not info.assigned:
             raise RoundNotForThisPlant(f"plant {self.plant} is not assigned to round {round_id}")
@@ -201,7 +204,7 @@ class PlantRuntime:
             plant=self.plant,
             round_id=round_id,
             base_version=base_version,
-            num_samples=len(train_set),
+            num_samples=dataset_size(train_set),
             metrics=metrics,
             train_seconds=result.seconds,
             codec=cfg.codec,

@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -244,13 +245,13 @@ def convergence_from_prometheus(
     )
 
 
-def _latest_campaign(numbers: list[tuple[float, float]]) -> list[tuple[float, float]]:
+def _latest_campaign(numbers: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
     """The samples since the round number last went down (a new lineage or a restarted simulation)."""
     begin = 0
     for i in range(1, len(numbers)):
         if numbers[i][1] < numbers[i - 1][1]:
             begin = i
-    return numbers[begin:]
+    return list(numbers[begin:])
 
 
 def _last_between(samples: dict[float, float], lo: float, hi: float) -> float | None:

@@ -8,6 +8,7 @@ compression, upload), so a task never touches the network or the hub.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,12 +22,22 @@ from plantfed.contract.plant_metrics import ACCURACY, LOSS, SAMPLES
 
 @dataclass(frozen=True)
 class PlantData:
-    """One plant's splits. Splits never share samples; normalisation is computed inside the plant."""
+    """One plant's splits. Splits never share samples; normalisation is computed inside the plant.
+
+    Each split is a map-style dataset: indexable and sized (`dataset_size`).
+    """
 
     train: Dataset
     val: Dataset
     test: Dataset
     info: dict[str, Any] = field(default_factory=dict)
+
+
+def dataset_size(dataset: Dataset) -> int:
+    """Number of samples in a map-style dataset (torch's `Dataset` does not promise `__len__`)."""
+    if not isinstance(dataset, Sized):
+        raise TypeError(f"{type(dataset).__name__} has no length: a task's splits must be map-style datasets")
+    return len(dataset)
 
 
 @dataclass(frozen=True)
@@ -74,7 +85,7 @@ class Task:
         return ()
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, loader, device: torch.device) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, loader: Iterable[Any], device: torch.device) -> dict[str, float]:
         """Mean loss and accuracy over a loader; override for task-specific metrics.
 
         Keys `loss`, `accuracy` and `samples` (`plantfed.contract.plant_metrics`) are what the hub reads;

@@ -635,7 +635,7 @@ def _record_spend(
     return [
         RecordPrivacySpend(plant, epsilon)
         for plant, epsilon in sorted(spent.items())
-        if plant in shown and not (shown[plant] is not None and math.isclose(shown[plant], epsilon, rel_tol=1e-9))
+        if plant in shown and not ((seen := shown[plant]) is not None and math.isclose(seen, epsilon, rel_tol=1e-9))
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import torch
@@ -41,7 +42,7 @@ class BearingTask(Task):
         return ("light_head.*",)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, loader, device: torch.device) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, loader: Iterable[Any], device: torch.device) -> dict[str, float]:
         """Loss and accuracy, plus per-class recall and balanced accuracy (fault classes are imbalanced)."""
         model.eval()
         total_loss, count = 0.0, 0
