@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 DEFAULT_CONTENDERS = ("plantfed", "torch-add", "flwr-aggregate", "flwr-inplace")
 FLOWER = {"flwr-aggregate", "flwr-inplace", "flwr-median"}
@@ -160,6 +161,7 @@ def run_flower(spec: dict, out: Path, kind: str) -> dict:
     from safetensors.numpy import save_file
 
     started = time.perf_counter()
+    results: list[Any]
     if kind == "flwr-inplace":
         results = [
             (None, FitRes(Status(Code.OK, ""), ndarrays_to_parameters(_load_numpy(u["path"])), u["num_samples"], {}))
@@ -169,7 +171,7 @@ def run_flower(spec: dict, out: Path, kind: str) -> dict:
         results = [(_load_numpy(u["path"]), u["num_samples"]) for u in spec["updates"]]
     loaded = time.perf_counter()
     if kind == "flwr-inplace":
-        arrays = aggregate_inplace(results)  # type: ignore[arg-type]
+        arrays = aggregate_inplace(results)
     elif kind == "flwr-median":
         arrays = aggregate_median(results)
     else:

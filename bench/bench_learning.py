@@ -78,7 +78,9 @@ NONIID_STRATEGIES = (
 
 def noniid_tables(out: Path, rounds: str, alphas: list[float], jobs: int) -> list[str]:
     """One row per (alpha, strategy) plus an IID FedAvg reference, all 3 synthetic plants, run `jobs` at a time."""
-    runs = {("IID", "FedAvg"): (out / "iid-fedavg", ["--strategy", "fedavg"])}
+    runs: dict[tuple[float | str, str], tuple[Path, list[str]]] = {
+        ("IID", "FedAvg"): (out / "iid-fedavg", ["--strategy", "fedavg"])
+    }
     for alpha in alphas:
         for name, extra in NONIID_STRATEGIES:
             runs[(alpha, name)] = (out / f"noniid-a{alpha:g}-{extra[1]}", ["--label-skew-alpha", f"{alpha:g}", *extra])
@@ -94,8 +96,8 @@ def noniid_tables(out: Path, rounds: str, alphas: list[float], jobs: int) -> lis
         "| label skew | strategy | final accuracy | best | rounds to 95 % of final | MB uploaded |",
         "|---|---|---|---|---|---|",
     ]
-    for (alpha, name), rep in reports.items():
-        skew = "none (IID)" if alpha == "IID" else f"α = {alpha:g}"
+    for (skew_alpha, name), rep in reports.items():
+        skew = "none (IID)" if isinstance(skew_alpha, str) else f"α = {skew_alpha:g}"
         lines.append(f"| {skew} " + curve_row(name, rep))
     return lines + ["", f"`plantfed simulate --plants 3 --rounds {rounds} --label-skew-alpha <α> --strategy <s>`", ""]
 
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(curve_row(codec, rep))
         lines += ["", f"`plantfed simulate --plants 3 --rounds {nr} --codec <codec>`", ""]
 
-    args.report.write_text("\n".join(lines) + "\n")
+    args.report.write_text("\n".join(lines).rstrip("\n") + "\n")
     print(args.report.read_text())
     return 0
 

@@ -32,7 +32,7 @@ def pod(name: str, phase: str, *, created: str = "2026-11-28T12:00:00Z", **statu
     }
 
 
-UNSCHEDULABLE = {
+UNSCHEDULABLE: dict[str, Any] = {
     "conditions": [
         {
             "type": "PodScheduled",

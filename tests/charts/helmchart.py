@@ -241,13 +241,13 @@ class Manifests(list):
                 yield f"{where}:{c['name']}", c
 
 
-def flags(command: list[str]) -> dict[str, str | bool | list[str]]:
+def flags(command: list[str]) -> dict[str, str | bool | list[str | bool]]:
     """--key=value / --flag arguments of a container command as a dict; a repeated flag gives a list."""
-    out: dict[str, str | bool | list[str]] = {}
+    out: dict[str, str | bool | list[str | bool]] = {}
     for arg in command[2:]:
         assert arg.startswith("--"), f"positional or malformed argument {arg!r} in {command}"
-        key, sep, value = arg.partition("=")
-        value = value if sep else True
+        key, sep, text = arg.partition("=")
+        value: str | bool = text if sep else True
         if key in out:
             previous = out[key]
             out[key] = [*previous, value] if isinstance(previous, list) else [previous, value]

@@ -35,7 +35,7 @@ PLANT_B = {"name": "plant-b", "data": {"hostPath": {"path": "/data"}}}
 def secrets(cluster, namespace: str) -> dict[str, dict[str, str]]:
     with cluster.api_client() as api:
         items = client.CoreV1Api(api).list_namespaced_secret(namespace).items
-    return {s.metadata.name: dict(s.data or {}) for s in items}
+    return {str(s.metadata.name): {k: str(v) for k, v in (s.data or {}).items()} for s in items}
 
 
 def helm_release(cluster, namespace: str, verb: str, values: dict, tmp_path: Path) -> None:

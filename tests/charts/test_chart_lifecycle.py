@@ -44,7 +44,7 @@ def participant_spec_fields(cp: ControlPlane) -> set[str]:
     with cp.api_client() as api:
         crd = client.ApiextensionsV1Api(api).read_custom_resource_definition(CRD)
     schema = crd.spec.versions[0].schema.open_apiv3_schema
-    return set(schema.properties["spec"].properties)
+    return set(schema.properties["spec"].properties or ())
 
 
 def older_chart(tmp_path: Path, dropped: str) -> Path:

@@ -52,7 +52,7 @@ def rules(role: dict) -> set[tuple[str, str, str, tuple[str, ...]]]:
 
 
 def grants(*spec: tuple[str, str, str]) -> set[tuple[str, str, str, tuple[str, ...]]]:
-    out = set()
+    out: set[tuple[str, str, str, tuple[str, ...]]] = set()
     for group, resources, verbs in spec:
         for resource in resources.split():
             for verb in verbs.split():
@@ -249,6 +249,7 @@ def test_helm_generated_certificate_chains_to_the_ca_and_names_the_service(helm)
     ca = x509.load_pem_x509_certificate(data["ca.crt"])
     assert cert.issuer == ca.subject
     key = ca.public_key()
+    assert cert.signature_hash_algorithm is not None
     if isinstance(key, rsa.RSAPublicKey):
         key.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), cert.signature_hash_algorithm)
     else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 import torch
 from torch.utils.data import TensorDataset
@@ -14,7 +16,7 @@ def balanced(classes: int = 4, per_class: int = 200) -> TensorDataset:
     return TensorDataset(torch.zeros(len(labels), 1), labels)
 
 
-def fleet(alpha: float, plants: int = 4, seed: int = 0) -> list[list[int]]:
+def fleet(alpha: float, plants: int = 4, seed: int = 0) -> list[Sequence[int]]:
     data = balanced()
     return [
         class_histogram(label_skewed(data, alpha, seed=seed, plant_index=i, num_plants=plants), 4)

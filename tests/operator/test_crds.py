@@ -10,7 +10,7 @@ import copy
 import functools
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import pytest
@@ -367,7 +367,7 @@ def test_from_object_reads_a_server_body_with_extra_metadata():
             {"plant": "plant-a", "state": "Uploaded", "samples": 1200, "bytes": 4096, "metrics": {"loss": 0.3}},
         ],
     }
-    fr = FederatedRound.from_object(kopf.Body(body))
+    fr = FederatedRound.from_object(kopf.Body(cast(kopf.RawBody, body)))
     assert fr.metadata.generation == 3
     assert fr.spec.model_ref == "bearing" and fr.spec.training.fed_prox_mu == 0.01
     assert fr.status.plants[0].samples == 1200
