@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast testbin proto crds bench clean
+.PHONY: venv demo test test-fast lint testbin proto crds bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,6 +28,19 @@ proto: $(STAMP)
 crds: $(STAMP)
 	$(BIN)/plantfed crds --out crds
 	cp crds/*.yaml charts/plantfed-hub/files/crds/
+
+# Static checks, fail-fast and without a cluster (docs/development.md says what each one guards). Uses the
+# venv's tools as they are (run `make venv` first); the sources come from this checkout, not the install.
+lint: export PYTHONPATH := $(CURDIR)/src$(if $(PYTHONPATH),:$(PYTHONPATH))
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/python -m plantfed.contract.wire.generate --check
+	$(BIN)/python -m plantfed.contract.api.crdgen --out crds --check
+	$(BIN)/python -m plantfed.contract.api.crdgen --out charts/plantfed-hub/files/crds --check
+	$(BIN)/python dashboards/build_dashboard.py --check
 
 test: $(STAMP) testbin
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -rs

@@ -21,9 +21,10 @@ Flower pins protobuf < 7 and this project's venv has protobuf 7, so Flower runs 
     .venv/bin/python bench/bench_aggregate.py --plants 17 --size-mb 400 --flwr-python /tmp/flwr-bench-venv/bin/python
 
 A quick run: `--plants 4 --size-mb 20`. On a shared machine use `--repeat 3`: contenders run round robin
-and the table keeps each one's fastest wall time (the least disturbed) and its highest peak RSS. Each contender's address space is capped (`--mem-limit-gb`) so a
-contender that does not fit fails with MemoryError instead of pushing a shared machine into the OOM
-killer; that failure is reported as a result. The data directory is deleted at the end.
+and the table keeps each one's fastest wall time (the least disturbed) and its highest peak RSS. Each
+contender's address space is capped (`--mem-limit-gb`) so a contender that does not fit fails with
+MemoryError instead of pushing a shared machine into the OOM killer; that failure is reported as a result.
+The data directory is deleted at the end.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 DEFAULT_CONTENDERS = ("plantfed", "torch-add", "flwr-aggregate", "flwr-inplace")
 FLOWER = {"flwr-aggregate", "flwr-inplace", "flwr-median"}
@@ -68,13 +70,13 @@ def make_data(directory: Path, plants: int, size_mb: int) -> dict:
 
     shapes = layer_shapes(size_mb * 2**20)
     names = [f"layers.{i // 2}.{'weight' if i % 2 == 0 else 'bias'}" for i in range(len(shapes))]
-    base = {n: torch.zeros(s) for n, s in zip(names, shapes)}
+    base = {n: torch.zeros(s) for n, s in zip(names, shapes, strict=True)}
     codecs.save_state(base, directory / "base.safetensors")
     del base
     gen = torch.Generator().manual_seed(0)
     updates = []
     for k in range(plants):
-        tensors = {n: torch.randn(s, generator=gen) * 0.01 for n, s in zip(names, shapes)}
+        tensors = {n: torch.randn(s, generator=gen) * 0.01 for n, s in zip(names, shapes, strict=True)}
         path = directory / f"plant-{k:02d}.safetensors"
         codecs.write_update(tensors, path, Codec.NONE)
         del tensors
@@ -159,6 +161,7 @@ def run_flower(spec: dict, out: Path, kind: str) -> dict:
     from safetensors.numpy import save_file
 
     started = time.perf_counter()
+    results: list[Any]
     if kind == "flwr-inplace":
         results = [
             (None, FitRes(Status(Code.OK, ""), ndarrays_to_parameters(_load_numpy(u["path"])), u["num_samples"], {}))
@@ -168,14 +171,17 @@ def run_flower(spec: dict, out: Path, kind: str) -> dict:
         results = [(_load_numpy(u["path"]), u["num_samples"]) for u in spec["updates"]]
     loaded = time.perf_counter()
     if kind == "flwr-inplace":
-        arrays = aggregate_inplace(results)  # type: ignore[arg-type]
+        arrays = aggregate_inplace(results)
     elif kind == "flwr-median":
         arrays = aggregate_median(results)
     else:
         arrays = aggregate(results)
     aggregated = time.perf_counter()
     base = _load_numpy(spec["base"])
-    with_base = {f"t{i}": np.ascontiguousarray(b + a, dtype=np.float32) for i, (b, a) in enumerate(zip(base, arrays))}
+    with_base = {
+        f"t{i}": np.ascontiguousarray(b + a, dtype=np.float32)
+        for i, (b, a) in enumerate(zip(base, arrays, strict=True))
+    }
     save_file(with_base, str(out))
     return {"load_s": loaded - started, "aggregate_s": aggregated - loaded}
 
@@ -333,7 +339,8 @@ def main() -> None:
         reference = results.get("torch-add", {})
         print()
         print(
-            "| contender | status | wall s | peak RSS MiB | RSS after imports MiB | peak − imports MiB | (peak − imports) / update size | wall vs torch-add |"
+            "| contender | status | wall s | peak RSS MiB | RSS after imports MiB | peak − imports MiB "
+            "| (peak − imports) / update size | wall vs torch-add |"
         )
         print("|---|---|---|---|---|---|---|---|")
         for name, r in results.items():

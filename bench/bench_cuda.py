@@ -21,13 +21,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
 from plantfed.plant.training import LocalTrainingConfig, train_local
 from plantfed.tasks.bearing.task import BearingTask
-from plantfed.tasks.sdk import DataSpec
+from plantfed.tasks.sdk import DataSpec, dataset_size
 
 
 def loop_throughput(task: BearingTask, variant: str, data, batch: int, device: torch.device, seconds: float) -> dict:
@@ -95,15 +96,18 @@ def simulate_on_cuda(out: Path, rounds: int) -> dict:
 
 def markdown(result: dict) -> str:
     lines = [
-        f"GPU: {result['gpu']}; CPU anchor: {result['cpu_threads']} threads on the same machine; torch {result['torch']}.",
+        f"GPU: {result['gpu']}; CPU anchor: {result['cpu_threads']} threads on the same machine; "
+        f"torch {result['torch']}.",
         "",
-        "| model | batch | CUDA samples/s (train_local) | CPU samples/s (train_local) | CUDA / CPU | CUDA samples/s (batches resident) | CUDA peak MiB |",
+        "| model | batch | CUDA samples/s (train_local) | CPU samples/s (train_local) | CUDA / CPU "
+        "| CUDA samples/s (batches resident) | CUDA peak MiB |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in result["cases"]:
         cuda, cpu = row["cuda"], row["cpu"]
         lines.append(
-            f"| {row['variant']} | {row['batch']} | {cuda['samples_per_second']:,.0f} | {cpu['samples_per_second']:,.0f} "
+            f"| {row['variant']} | {row['batch']} | {cuda['samples_per_second']:,.0f} "
+            f"| {cpu['samples_per_second']:,.0f} "
             f"| {cuda['samples_per_second'] / cpu['samples_per_second']:.1f}× | {row['cuda_resident']:,.0f} "
             f"| {cuda['peak_memory_mib']:.0f} |"
         )
@@ -135,19 +139,19 @@ def main(argv: list[str] | None = None) -> int:
         "gpu": torch.cuda.get_device_name(0),
         "torch": torch.__version__,
         "cpu_threads": torch.get_num_threads(),
-        "train_windows": len(data),
+        "train_windows": dataset_size(data),
         "cases": [],
     }
     for variant in ("full", "light"):
         for batch in (64, 256):
-            row = {"variant": variant, "batch": batch}
+            row: dict[str, Any] = {"variant": variant, "batch": batch}
             row["cuda"] = loop_throughput(task, variant, data, batch, cuda, args.seconds)
             row["cpu"] = loop_throughput(task, variant, data, batch, cpu, args.seconds)
             row["cuda_resident"] = resident_throughput(task, variant, data, batch, cuda, args.seconds / 2)
             result["cases"].append(row)
             print(json.dumps(row), flush=True)
     result["simulate"] = simulate_on_cuda(args.out / "simulate", args.rounds)
-    (args.out / "cuda.json").write_text(json.dumps(result, indent=1))
+    (args.out / "cuda.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / "cuda.md").write_text(markdown(result))
     print(markdown(result))
     if any(not str(d).startswith("cuda") for d in result["simulate"]["plant_devices"].values()):

@@ -3,7 +3,8 @@
 Every row is one `plantfed simulate` run with fixed seeds, so the numbers reproduce. Writes a markdown report
 (default bench/learning.md) that bench/RESULTS.md quotes.
 
-    .venv/bin/python bench/bench_learning.py [--rounds 20] [--only cwru,synthetic,noniid,codecs] [--alphas 0.3,1.0] [--jobs N] [--out DIR]
+    .venv/bin/python bench/bench_learning.py [--rounds 20] [--only cwru,synthetic,noniid,codecs]
+        [--alphas 0.3,1.0] [--jobs N] [--out DIR]
 """
 
 from __future__ import annotations
@@ -45,10 +46,11 @@ def baseline_table(title: str, report: dict) -> list[str]:
     holdout = [q["comparison"][p] for p in report["holdout"]]
     lines += [
         "",
-        f"- federated accuracy as a share of centralised (training plants): **{fmt(q['federated_share_of_centralised'])}**",
+        "- federated accuracy as a share of centralised (training plants): "
+        f"**{fmt(q['federated_share_of_centralised'])}**",
         f"- rounds to reach 95 % of the final accuracy: **{q['rounds_to_95pct_of_final']}** of {len(report['rounds'])}",
     ]
-    for p, row in zip(report["holdout"], holdout):
+    for p, row in zip(report["holdout"], holdout, strict=True):
         silos = {m: v for m, v in row.items() if m.startswith("siloed:")}
         beaten = sum(row["federated"] > v for v in silos.values())
         lines.append(
@@ -62,7 +64,9 @@ def baseline_table(title: str, report: dict) -> list[str]:
 def curve_row(name: str, report: dict) -> str:
     accs = [r["global_accuracy"] for r in report["rounds"]]
     mb = sum(r["bytes_up"] for r in report["rounds"]) / 1e6
-    return f"| {name} | {fmt(accs[-1])} | {fmt(max(a for a in accs if a is not None))} | {report['quality']['rounds_to_95pct_of_final']} | {mb:.2f} |"
+    best = max(a for a in accs if a is not None)
+    rounds_to_95 = report["quality"]["rounds_to_95pct_of_final"]
+    return f"| {name} | {fmt(accs[-1])} | {fmt(best)} | {rounds_to_95} | {mb:.2f} |"
 
 
 NONIID_STRATEGIES = (
@@ -74,7 +78,9 @@ NONIID_STRATEGIES = (
 
 def noniid_tables(out: Path, rounds: str, alphas: list[float], jobs: int) -> list[str]:
     """One row per (alpha, strategy) plus an IID FedAvg reference, all 3 synthetic plants, run `jobs` at a time."""
-    runs = {("IID", "FedAvg"): (out / "iid-fedavg", ["--strategy", "fedavg"])}
+    runs: dict[tuple[float | str, str], tuple[Path, list[str]]] = {
+        ("IID", "FedAvg"): (out / "iid-fedavg", ["--strategy", "fedavg"])
+    }
     for alpha in alphas:
         for name, extra in NONIID_STRATEGIES:
             runs[(alpha, name)] = (out / f"noniid-a{alpha:g}-{extra[1]}", ["--label-skew-alpha", f"{alpha:g}", *extra])
@@ -90,8 +96,8 @@ def noniid_tables(out: Path, rounds: str, alphas: list[float], jobs: int) -> lis
         "| label skew | strategy | final accuracy | best | rounds to 95 % of final | MB uploaded |",
         "|---|---|---|---|---|---|",
     ]
-    for (alpha, name), rep in reports.items():
-        skew = "none (IID)" if alpha == "IID" else f"α = {alpha:g}"
+    for (skew_alpha, name), rep in reports.items():
+        skew = "none (IID)" if isinstance(skew_alpha, str) else f"α = {skew_alpha:g}"
         lines.append(f"| {skew} " + curve_row(name, rep))
     return lines + ["", f"`plantfed simulate --plants 3 --rounds {rounds} --label-skew-alpha <α> --strategy <s>`", ""]
 
@@ -137,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(curve_row(codec, rep))
         lines += ["", f"`plantfed simulate --plants 3 --rounds {nr} --codec <codec>`", ""]
 
-    args.report.write_text("\n".join(lines) + "\n")
+    args.report.write_text("\n".join(lines).rstrip("\n") + "\n")
     print(args.report.read_text())
     return 0
 

@@ -21,6 +21,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from opacus.accountants.utils import get_noise_multiplier
 
@@ -40,11 +41,13 @@ def sigma_for(epsilon: float, steps: int, sample_rate: float = 1.0) -> float:
 
 def smallest_plant(plants: int, options: dict[str, str]) -> int:
     """Training records of the smallest plant, as `plantfed train` will load them."""
-    from plantfed.tasks.sdk import DataSpec, load_task
+    from plantfed.tasks.sdk import DataSpec, dataset_size, load_task
 
     task = load_task("bearing")
     return min(
-        len(task.load_data(DataSpec(plant=f"plant-{i + 1}", plant_index=i, num_plants=plants, options=options)).train)
+        dataset_size(
+            task.load_data(DataSpec(plant=f"plant-{i + 1}", plant_index=i, num_plants=plants, options=options)).train
+        )
         for i in range(plants)
     )
 
@@ -126,7 +129,7 @@ def main() -> int:
     batches = math.ceil(smallest_plant(a.plants, options) / a.batch_size)
     modes = ("sample", "local", "central") if a.mode == "all" else (a.mode,)
     same = {"rounds": a.rounds, "epochs": a.epochs, "batch_size": a.batch_size, "plants": a.plants}
-    plan = []
+    plan: list[tuple[str, float | None, float | None, float, Path, list[str], dict[str, Any]]] = []
     for lr in dict.fromkeys((a.learning_rate, a.reference_learning_rate)):
         name = "no-dp" if lr == a.learning_rate else f"no-dp-lr{lr:g}"
         expected = {**same, "learning_rate": lr, "noise_multiplier": 0.0, "central_noise_multiplier": None}
@@ -150,7 +153,7 @@ def main() -> int:
             plan.append((mode, eps, sigma, a.learning_rate, a.out / f"{mode}-eps{eps:g}", args, expected))
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:
         futures = [pool.submit(run, out, args, expected, a.reuse) for *_, out, args, expected in plan]
-        rows = [(mode, eps, sigma, lr, f.result()) for (mode, eps, sigma, lr, *_), f in zip(plan, futures)]
+        rows = [(mode, eps, sigma, lr, f.result()) for (mode, eps, sigma, lr, *_), f in zip(plan, futures, strict=True)]
 
     lines = [
         f"# Accuracy vs ε (δ = {DELTA:g}), {a.plants} plants × {a.rounds} rounds × {a.epochs} epoch(s), "
@@ -162,9 +165,15 @@ def main() -> int:
         "| DP | unit | lr | target ε | σ | ε charged (max over plants) | final accuracy | final loss | wall s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for mode, eps, sigma, lr, rep in rows:
+    for mode, target, noise, lr, rep in rows:
         unit = {"none": "–", "sample": "record"}.get(mode, "plant")
-        head = [mode, unit, f"{lr:g}", "∞" if eps is None else f"{eps:g}", "–" if sigma is None else f"{sigma:.3f}"]
+        head = [
+            mode,
+            unit,
+            f"{lr:g}",
+            "∞" if target is None else f"{target:g}",
+            "–" if noise is None else f"{noise:.3f}",
+        ]
         if "failed" in rep:
             cells = [*head, "–", f"failed: {rep['failed'][:160]}", "–", f"{rep['wall_seconds']:.0f}"]
             lines.append("| " + " | ".join(cells) + " |")

@@ -411,11 +411,13 @@ def build() -> dict:
             "Wall time from assignment to promotion: p50/p95 over rounds finished in the window, and the mean.",
             [
                 target(
-                    f"histogram_quantile(0.5, sum by (le, model) (rate(plantfed_round_duration_seconds_bucket{{{M}}}[$__rate_interval])))",
+                    "histogram_quantile(0.5, sum by (le, model) "
+                    f"(rate(plantfed_round_duration_seconds_bucket{{{M}}}[$__rate_interval])))",
                     "p50 {{model}}",
                 ),
                 target(
-                    f"histogram_quantile(0.95, sum by (le, model) (rate(plantfed_round_duration_seconds_bucket{{{M}}}[$__rate_interval])))",
+                    "histogram_quantile(0.95, sum by (le, model) "
+                    f"(rate(plantfed_round_duration_seconds_bucket{{{M}}}[$__rate_interval])))",
                     "p95 {{model}}",
                     "B",
                 ),
@@ -438,12 +440,15 @@ def build() -> dict:
             "Time to aggregate one round's updates, by strategy (p95 and mean).",
             [
                 target(
-                    f"histogram_quantile(0.95, sum by (le, model, strategy) (rate(plantfed_aggregation_duration_seconds_bucket{{{M}}}[$__rate_interval])))",
+                    "histogram_quantile(0.95, sum by (le, model, strategy) "
+                    f"(rate(plantfed_aggregation_duration_seconds_bucket{{{M}}}[$__rate_interval])))",
                     "p95 {{model}} {{strategy}}",
                 ),
                 target(
-                    f"sum by (model, strategy) (rate(plantfed_aggregation_duration_seconds_sum{{{M}}}[$__rate_interval])) / "
-                    f"sum by (model, strategy) (rate(plantfed_aggregation_duration_seconds_count{{{M}}}[$__rate_interval]))",
+                    "sum by (model, strategy) "
+                    f"(rate(plantfed_aggregation_duration_seconds_sum{{{M}}}[$__rate_interval])) / "
+                    "sum by (model, strategy) "
+                    f"(rate(plantfed_aggregation_duration_seconds_count{{{M}}}[$__rate_interval]))",
                     "mean {{model}} {{strategy}}",
                     "B",
                 ),

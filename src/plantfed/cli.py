@@ -9,6 +9,11 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from plantfed.engine.aggregation import StrategyConfig
+    from plantfed.plant.runtime import PlantRuntime
 
 CODECS = ("none", "fp16", "int8")
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm", "trimmed_mean", "median")
@@ -82,10 +87,10 @@ def _add_strategy_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def strategy_from_args(args: argparse.Namespace):
+def strategy_from_args(args: argparse.Namespace) -> StrategyConfig:
     from plantfed.engine.aggregation import StrategyConfig
 
-    fields = {"name": args.strategy}
+    fields: dict[str, Any] = {"name": args.strategy}
     for arg, key in (
         ("server_lr", "server_lr"),
         ("server_momentum", "momentum"),
@@ -112,7 +117,7 @@ def parse_options(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def _plant_runtime(args: argparse.Namespace):
+def _plant_runtime(args: argparse.Namespace) -> PlantRuntime:
     from plantfed.exchange.client import ExchangeClient
     from plantfed.exchange.transport import ClientTLS
     from plantfed.plant.runtime import PlantRuntime
@@ -239,7 +244,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
         plants=args.plants.split(",") if args.plants else None,
         local_patterns=patterns,
     )
-    entries = PrivacyLedger(store.root, outcome.version.model).entries()
+    entries = PrivacyLedger(store, outcome.version.model).entries()
     histories = {p: [e.release for e in entries.get(p, [])] for p in outcome.plants}
     result = {
         "round": args.round,

@@ -8,6 +8,7 @@ from typing import Any
 from plantfed.contract.api.model import FederatedModel
 from plantfed.contract.api.participant import PlantParticipant
 from plantfed.contract.api.round import FederatedRound
+from plantfed.contract.naming import API_VERSION
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 
@@ -26,7 +27,7 @@ def participant_body(
     assignment: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "apiVersion": "plantfed.io/v1alpha1",
+        "apiVersion": API_VERSION,
         "kind": "PlantParticipant",
         "metadata": {"name": plant, "namespace": namespace, "generation": 1},
         "spec": {
@@ -44,7 +45,7 @@ def model_body(
     name: str = "bearing", namespace: str = "plantfed-system", promoted: int | None = None
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "apiVersion": "plantfed.io/v1alpha1",
+        "apiVersion": API_VERSION,
         "kind": "FederatedModel",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"task": "bearing", "roundTemplate": {"plants": ["plant-a"], "minParticipants": 1}},
@@ -90,7 +91,7 @@ def round_body(
     **spec: Any,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "apiVersion": "plantfed.io/v1alpha1",
+        "apiVersion": API_VERSION,
         "kind": "FederatedRound",
         "metadata": {
             "name": name,

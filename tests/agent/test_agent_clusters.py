@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -32,6 +32,7 @@ from kubernetes.client.exceptions import ApiException
 from support.crds import apply_crds
 from support.kube import wait_for
 
+from plantfed.contract.naming import GROUP, VERSION
 from plantfed.contract.records import RoundRecord
 from plantfed.engine.store import ModelStore
 from plantfed.exchange import AdminClient
@@ -41,7 +42,6 @@ from plantfed.tasks.bearing import BearingTask
 from plantfed.tasks.bearing.synthetic import SyntheticSizes, synthetic_plant
 
 REPO = Path(__file__).resolve().parents[2]
-GROUP, VERSION = "plantfed.io", "v1alpha1"
 MERGE = "application/merge-patch+json"
 PLANT = "plant-a"
 MODEL = "bearing"
@@ -153,7 +153,8 @@ class World:
         return client.CustomObjectsApi(self.hub.api_client())
 
     def participant(self, name: str = PLANT) -> dict[str, Any]:
-        return self.custom().get_namespaced_custom_object(GROUP, VERSION, self.hub_ns, "plantparticipants", name)
+        found = self.custom().get_namespaced_custom_object(GROUP, VERSION, self.hub_ns, "plantparticipants", name)
+        return cast(dict[str, Any], found)
 
     def assignment(self, plant: str = PLANT) -> dict[str, Any]:
         return (self.participant(plant).get("status") or {}).get("assignment") or {}
@@ -433,7 +434,9 @@ def test_assigned_round_runs_a_training_job_that_uploads(world):
         what="token Secret",
         ignore=(ApiException,),
     )
-    (owner,) = secret.metadata.owner_references
+    owners = secret.metadata.owner_references
+    assert owners is not None and len(owners) == 1, owners
+    (owner,) = owners
     assert (owner.kind, owner.name, owner.uid) == ("Job", "train-bearing-r1", job.metadata.uid)
 
     uploaded = wait_for(
@@ -494,7 +497,7 @@ def test_a_killed_agent_picks_up_where_it_stopped(world):
 
 def _pod_of(world: World, job: str) -> str:
     pods = client.CoreV1Api(world.plant_api()).list_namespaced_pod(world.plant_ns, label_selector=f"job-name={job}")
-    return pods.items[-1].metadata.name if pods.items else ""
+    return str(pods.items[-1].metadata.name) if pods.items else ""
 
 
 def test_a_round_needing_more_gpus_than_the_node_has_reports_unschedulable_and_is_cancelled_when_it_fails(world):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from agent_objects import NOW, fm, fr, pp
 
 from plantfed.contract.api.round import RoundEvaluation
+from plantfed.contract.naming import ROUND_KEY, ROUND_UID_KEY
 from plantfed.plant.agent.config import AgentConfig, ConfigError, parse_node_selector, parse_tolerations
 from plantfed.plant.agent.decide import evaluation_spec, training_spec
 from plantfed.plant.agent.jobspec import token_secret, training_job
@@ -17,7 +19,7 @@ from plantfed.plant.agent.observe import TrainingPhase, observe_training
 
 def job(*conditions: tuple[str, str, str]) -> dict:
     return {
-        "metadata": {"name": "train-r1", "uid": "u1", "annotations": {"plantfed.io/round": "r1"}},
+        "metadata": {"name": "train-r1", "uid": "u1", "annotations": {ROUND_KEY: "r1"}},
         "status": {"conditions": [{"type": t, "status": "True", "reason": r, "message": m} for t, r, m in conditions]},
     }
 
@@ -30,7 +32,7 @@ def pod(name: str, phase: str, *, created: str = "2026-11-28T12:00:00Z", **statu
     }
 
 
-UNSCHEDULABLE = {
+UNSCHEDULABLE: dict[str, Any] = {
     "conditions": [
         {
             "type": "PodScheduled",
@@ -90,7 +92,8 @@ def terminated(code: int, reason: str = "Error") -> dict:
             [pod("p1", "Failed", **terminated(1)), pod("p2", "Running", created="2026-11-28T12:01:00Z")],
             {"p1": "RuntimeError: CUDA error"},
             TrainingPhase.RUNNING,
-            "Running: training on node plant-a-gpu-0; attempt 1 failed (exit code 1 (Error): RuntimeError: CUDA error), retrying",
+            "Running: training on node plant-a-gpu-0; "
+            "attempt 1 failed (exit code 1 (Error): RuntimeError: CUDA error), retrying",
         ),
         (
             job(("Complete", "", "")),
@@ -129,22 +132,22 @@ def test_long_failure_output_is_capped_to_what_the_crd_accepts():
 
 
 def config(tmp_path: Path, **kw) -> AgentConfig:
-    base = dict(
-        plant="plant-a",
-        hub_kubeconfig=tmp_path / "hub",
-        hub_namespace="plantfed-system",
-        exchange="fl-hub:8443",
-        token_file=tmp_path / "token",
-        namespace="plantfed",
-        cache_dir=Path("/var/lib/plantfed/cache"),
-        cache_claim="plantfed-cache",
-        data_claim="vibration",
-        ca_file=tmp_path / "ca.crt",
-        node_selector={"nvidia.com/gpu.present": "true"},
-        tolerations=({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},),
-        image="ghcr.io/plantfed/plantfed:0.1.0",
-        training_service_account="plantfed-train",
-    )
+    base: dict[str, Any] = {
+        "plant": "plant-a",
+        "hub_kubeconfig": tmp_path / "hub",
+        "hub_namespace": "plantfed-system",
+        "exchange": "fl-hub:8443",
+        "token_file": tmp_path / "token",
+        "namespace": "plantfed",
+        "cache_dir": Path("/var/lib/plantfed/cache"),
+        "cache_claim": "plantfed-cache",
+        "data_claim": "vibration",
+        "ca_file": tmp_path / "ca.crt",
+        "node_selector": {"nvidia.com/gpu.present": "true"},
+        "tolerations": ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},),
+        "image": "ghcr.io/plantfed/plantfed:0.1.0",
+        "training_service_account": "plantfed-train",
+    }
     base.update(kw)
     return AgentConfig(**base)
 
@@ -163,7 +166,7 @@ def test_training_job_manifest(tmp_path):
     spec = training_spec(r, fm(), pp(sub_path="line-3"), 1, NOW)
     manifest = training_job(spec, config(tmp_path))
     assert manifest["metadata"]["name"] == "train-r1"
-    assert manifest["metadata"]["annotations"]["plantfed.io/round-uid"] == "u-r1"
+    assert manifest["metadata"]["annotations"][ROUND_UID_KEY] == "u-r1"
     job_spec = manifest["spec"]
     assert job_spec["backoffLimit"] == 1 and job_spec["ttlSecondsAfterFinished"] == 3600
     assert job_spec["activeDeadlineSeconds"] == 3600
@@ -180,7 +183,7 @@ def test_training_job_manifest(tmp_path):
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     cmd = container["command"]
     assert cmd[:2] == ["plantfed", "train"]
-    flags = dict(zip(cmd[2::2], cmd[3::2]))
+    flags = dict(zip(cmd[2::2], cmd[3::2], strict=True))
     assert flags["--round"] == "r1" and flags["--plant"] == "plant-a" and flags["--exchange"] == "fl-hub:8443"
     assert flags["--token-file"] == "/var/run/plantfed/exchange/token"
     assert flags["--ca-file"] == "/var/run/plantfed/exchange/ca.crt"
@@ -217,7 +220,7 @@ def test_evaluation_job_manifest_scores_the_candidate_on_the_same_data_without_a
     assert "nvidia.com/gpu" not in container["resources"]["requests"]
     cmd = container["command"]
     assert cmd[:2] == ["plantfed", "evaluate"]
-    flags = dict(zip(cmd[2::2], cmd[3::2]))
+    flags = dict(zip(cmd[2::2], cmd[3::2], strict=True))
     assert flags["--round"] == "r1" and flags["--device"] == "cpu" and "--epochs" not in flags
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     assert mounts["data"]["readOnly"] is True and mounts["data"]["subPath"] == "line-3"
@@ -239,7 +242,7 @@ def test_under_mutual_tls_the_plants_certificate_secret_is_mounted_into_training
     (container,) = pod_spec["containers"]
     cmd = container["command"]
     assert cmd[1] == purpose
-    flags = dict(zip(cmd[2::2], cmd[3::2]))
+    flags = dict(zip(cmd[2::2], cmd[3::2], strict=True))
     assert flags["--client-cert"] == "/var/run/plantfed/client-tls/tls.crt"
     assert flags["--client-key"] == "/var/run/plantfed/client-tls/tls.key"
     assert flags["--ca-file"] == "/var/run/plantfed/exchange/ca.crt"

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from plantfed.contract.naming import API_VERSION
+
 REPO = Path(__file__).resolve().parents[2]
 HUB = REPO / "charts" / "plantfed-hub"
 PLANT = REPO / "charts" / "plantfed-plant"
@@ -28,7 +30,7 @@ PLANT_NAMESPACE = "plantfed"
 # Kubernetes v1.20 offline, below the charts' kubeVersion; real clusters report their own.
 KUBE_VERSION = ("--kube-version", "v1.33.0")
 # Lets `helm template` render PlantParticipants as on an upgrade, when the CRD already exists.
-WITH_CRDS = ("--api-versions", "plantfed.io/v1alpha1/PlantParticipant")
+WITH_CRDS = ("--api-versions", f"{API_VERSION}/PlantParticipant")
 
 
 # Two registered plants, one per data-source kind.
@@ -239,13 +241,13 @@ class Manifests(list):
                 yield f"{where}:{c['name']}", c
 
 
-def flags(command: list[str]) -> dict[str, str | bool | list[str]]:
+def flags(command: list[str]) -> dict[str, str | bool | list[str | bool]]:
     """--key=value / --flag arguments of a container command as a dict; a repeated flag gives a list."""
-    out: dict[str, str | bool | list[str]] = {}
+    out: dict[str, str | bool | list[str | bool]] = {}
     for arg in command[2:]:
         assert arg.startswith("--"), f"positional or malformed argument {arg!r} in {command}"
-        key, sep, value = arg.partition("=")
-        value = value if sep else True
+        key, sep, text = arg.partition("=")
+        value: str | bool = text if sep else True
         if key in out:
             previous = out[key]
             out[key] = [*previous, value] if isinstance(previous, list) else [previous, value]

@@ -20,7 +20,7 @@ def rendered_commands(helm) -> dict[str, list[str]]:
     renders = [helm.render_hub(*args, "-f", str(helm.plants_file), *WITH_CRDS) for args in HUB_TOGGLES.values()]
     renders += [helm.render_plant(*args) for args in PLANT_TOGGLES.values()]
     for manifests in renders:
-        for where, container in manifests.containers():
+        for _where, container in manifests.containers():
             for command in [container["command"]] + [
                 container[p]["exec"]["command"]
                 for p in ("readinessProbe", "livenessProbe")

@@ -53,6 +53,7 @@ def dash() -> dict:
 
 def test_committed_json_is_what_the_generator_builds():
     spec = importlib.util.spec_from_file_location("build_dashboard", REPO / "dashboards" / "build_dashboard.py")
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.OUT == DASHBOARD

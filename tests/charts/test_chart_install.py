@@ -3,8 +3,8 @@
 What only a cluster can show: generated certificates and tokens survive `helm upgrade` (they are
 looked up, not re-generated), a changed name re-signs the server certificate with the same CA,
 adding a plant keeps the other plants' tokens and client certificates (and does not restart the
-exchange), and a plant's ServiceAccount can really touch only its own PlantParticipant. The hub's pods are pinned to a node that does not exist: nothing here
-needs them running, and the e2e tests run them.
+exchange), and a plant's ServiceAccount can really touch only its own PlantParticipant. The hub's pods are
+pinned to a node that does not exist: nothing here needs them running, and the e2e tests run them.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from support.crds import apply_crds
 
+from plantfed.contract.naming import API_VERSION, GROUP, VERSION
+
 PIN = [
     "--set",
     "exchange.nodeSelector.plantfed\\.io/test=none",
@@ -33,7 +35,7 @@ PLANT_B = {"name": "plant-b", "data": {"hostPath": {"path": "/data"}}}
 def secrets(cluster, namespace: str) -> dict[str, dict[str, str]]:
     with cluster.api_client() as api:
         items = client.CoreV1Api(api).list_namespaced_secret(namespace).items
-    return {s.metadata.name: dict(s.data or {}) for s in items}
+    return {str(s.metadata.name): {k: str(v) for k, v in (s.data or {}).items()} for s in items}
 
 
 def helm_release(cluster, namespace: str, verb: str, values: dict, tmp_path: Path) -> None:
@@ -147,37 +149,37 @@ def test_plant_service_account_reaches_only_its_own_participant(control_plane, h
     kubeconfig = control_plane.service_account_kubeconfig(hub, "plantfed-plant-plant-a")
     with config.new_client_from_config(config_file=str(kubeconfig)) as api:
         custom = client.CustomObjectsApi(api)
-        mine = custom.get_namespaced_custom_object("plantfed.io", "v1alpha1", hub, "plantparticipants", "plant-a")
+        mine = custom.get_namespaced_custom_object(GROUP, VERSION, hub, "plantparticipants", "plant-a")
         assert mine["spec"]["plantId"] == "plant-a" and mine["metadata"]["labels"]["region"] == "eu"
         custom.patch_namespaced_custom_object_status(
-            "plantfed.io", "v1alpha1", hub, "plantparticipants", "plant-a", {"status": {"agentVersion": "test"}}
+            GROUP, VERSION, hub, "plantparticipants", "plant-a", {"status": {"agentVersion": "test"}}
         )
-        custom.list_namespaced_custom_object("plantfed.io", "v1alpha1", hub, "federatedrounds")
-        custom.list_namespaced_custom_object("plantfed.io", "v1alpha1", hub, "federatedmodels")
+        custom.list_namespaced_custom_object(GROUP, VERSION, hub, "federatedrounds")
+        custom.list_namespaced_custom_object(GROUP, VERSION, hub, "federatedmodels")
 
         def forbidden(call, *args) -> None:
             with pytest.raises(ApiException) as err:
                 call(*args)
             assert err.value.status == 403, f"{call.__name__}{args} was allowed"
 
-        forbidden(custom.get_namespaced_custom_object, "plantfed.io", "v1alpha1", hub, "plantparticipants", "plant-b")
+        forbidden(custom.get_namespaced_custom_object, GROUP, VERSION, hub, "plantparticipants", "plant-b")
         forbidden(
             custom.patch_namespaced_custom_object_status,
-            "plantfed.io",
-            "v1alpha1",
+            GROUP,
+            VERSION,
             hub,
             "plantparticipants",
             "plant-b",
             {"status": {"agentVersion": "forged"}},
         )
-        forbidden(custom.list_namespaced_custom_object, "plantfed.io", "v1alpha1", hub, "plantparticipants")
+        forbidden(custom.list_namespaced_custom_object, GROUP, VERSION, hub, "plantparticipants")
         forbidden(
             custom.create_namespaced_custom_object,
-            "plantfed.io",
-            "v1alpha1",
+            GROUP,
+            VERSION,
             hub,
             "federatedrounds",
-            {"apiVersion": "plantfed.io/v1alpha1", "kind": "FederatedRound", "metadata": {"name": "x"}},
+            {"apiVersion": API_VERSION, "kind": "FederatedRound", "metadata": {"name": "x"}},
         )
         core = client.CoreV1Api(api)
         forbidden(core.list_namespaced_secret, hub)

@@ -17,13 +17,15 @@ from kubernetes import client
 from support.kube.controlplane import ControlPlane
 from support.kube.environment import skip_reason
 
+from plantfed.contract.naming import GROUP
+
 PIN = [
     "--set",
     "exchange.nodeSelector.plantfed\\.io/test=none",
     "--set",
     "operator.nodeSelector.plantfed\\.io/test=none",
 ]
-CRD = "plantparticipants.plantfed.io"
+CRD = f"plantparticipants.{GROUP}"
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +44,7 @@ def participant_spec_fields(cp: ControlPlane) -> set[str]:
     with cp.api_client() as api:
         crd = client.ApiextensionsV1Api(api).read_custom_resource_definition(CRD)
     schema = crd.spec.versions[0].schema.open_apiv3_schema
-    return set(schema.properties["spec"].properties)
+    return set(schema.properties["spec"].properties or ())
 
 
 def older_chart(tmp_path: Path, dropped: str) -> Path:
@@ -66,8 +68,7 @@ def test_rendered_charts_pass_a_server_side_dry_run(cluster: ControlPlane) -> No
     out = cluster.kubectl("apply", "--dry-run=server", "-n", "dry-hub", "-f", "-", input=hub)
     assert "deployment.apps/plantfed-operator created (server dry run)" in out.stdout
     assert (
-        "customresourcedefinition.apiextensions.k8s.io/federatedrounds.plantfed.io created (server dry run)"
-        in out.stdout
+        f"customresourcedefinition.apiextensions.k8s.io/federatedrounds.{GROUP} created (server dry run)" in out.stdout
     )
     plant = cluster.helm(
         "template", "plantfed-plant", str(PLANT), "-n", "dry-plant", *KUBE_VERSION, "-f", str(PLANT_CI_VALUES)

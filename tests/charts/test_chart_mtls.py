@@ -21,6 +21,7 @@ from helmchart import Manifests, flags
 
 from plantfed.cli import build_parser
 from plantfed.contract.api.round import RoundEvaluation
+from plantfed.contract.naming import PLANT_KEY
 from plantfed.exchange.auth import ADMIN_CERT_NAME, PLANT_URI_PREFIX, certificate_name
 from plantfed.plant.agent.config import from_args
 from plantfed.plant.agent.decide import evaluation_spec, training_spec
@@ -139,7 +140,7 @@ def test_helm_issues_each_client_a_certificate_in_cert_manager_format_from_the_e
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert san.get_values_for_type(x509.DNSName) == [f"{name}.client.invalid"]
     for plant in ("plant-a", "plant-b"):
-        assert m.get("Secret", f"plantfed-plant-{plant}-tls")["metadata"]["labels"]["plantfed.io/plant"] == plant
+        assert m.get("Secret", f"plantfed-plant-{plant}-tls")["metadata"]["labels"][PLANT_KEY] == plant
 
 
 @pytest.mark.parametrize(
@@ -171,7 +172,7 @@ def test_cert_manager_issues_client_certificates_from_the_exchanges_issuer(helm,
         plant = identity if identity.startswith("plant-") else None
         assert spec.get("uris") == ([f"{PLANT_URI_PREFIX}{plant}"] if plant else None), name
         if plant:
-            assert spec["secretTemplate"]["labels"] == {"plantfed.io/plant": plant}
+            assert spec["secretTemplate"]["labels"] == {PLANT_KEY: plant}
 
 
 # --- plant chart ----------------------------------------------------------------------------------------

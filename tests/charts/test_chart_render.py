@@ -24,6 +24,8 @@ from helmchart import (
     flags,
 )
 
+from plantfed.contract.naming import GROUP
+
 
 def mentions(output: str, what: str) -> bool:
     """Whether helm's error names `what`; a/b paths may be printed as a.b or /a/b by the schema validator."""
@@ -50,7 +52,7 @@ def rules(role: dict) -> set[tuple[str, str, str, tuple[str, ...]]]:
 
 
 def grants(*spec: tuple[str, str, str]) -> set[tuple[str, str, str, tuple[str, ...]]]:
-    out = set()
+    out: set[tuple[str, str, str, tuple[str, ...]]] = set()
     for group, resources, verbs in spec:
         for resource in resources.split():
             for verb in verbs.split():
@@ -247,6 +249,7 @@ def test_helm_generated_certificate_chains_to_the_ca_and_names_the_service(helm)
     ca = x509.load_pem_x509_certificate(data["ca.crt"])
     assert cert.issuer == ca.subject
     key = ca.public_key()
+    assert cert.signature_hash_algorithm is not None
     if isinstance(key, rsa.RSAPublicKey):
         key.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), cert.signature_hash_algorithm)
     else:
@@ -299,9 +302,9 @@ def test_operator_rbac_is_exactly_what_it_uses(helm):
     assert role["metadata"]["namespace"] == NAMESPACE
     # Each of these is seen used by the live operator in tests/e2e/test_operator_rbac.py.
     assert rules(role) == grants(
-        ("plantfed.io", "federatedrounds", "get list watch create patch"),
-        ("plantfed.io", "plantparticipants federatedmodels", "get list watch patch"),
-        ("plantfed.io", "federatedrounds/status plantparticipants/status federatedmodels/status", "patch"),
+        (GROUP, "federatedrounds", "get list watch create patch"),
+        (GROUP, "plantparticipants federatedmodels", "get list watch patch"),
+        (GROUP, "federatedrounds/status plantparticipants/status federatedmodels/status", "patch"),
         ("batch", "jobs", "create get"),
         ("", "events", "create"),
     )
@@ -336,10 +339,10 @@ def test_registered_plants_get_a_role_scoped_to_their_own_participant(helm):
         name = f"plantfed-plant-{plant}"
         assert m.get("ServiceAccount", name)["automountServiceAccountToken"] is False
         assert rules(m.get("Role", name)) == {
-            ("plantfed.io", res, verb, (plant,))
+            (GROUP, res, verb, (plant,))
             for res in ("plantparticipants", "plantparticipants/status")
             for verb in ("get", "watch", "patch", "update")
-        } | grants(("plantfed.io", "federatedrounds federatedmodels", "get list watch"))
+        } | grants((GROUP, "federatedrounds federatedmodels", "get list watch"))
         binding = m.get("RoleBinding", name)
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE}]
         token = m.get("Secret", f"{name}-token")

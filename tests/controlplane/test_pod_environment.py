@@ -14,7 +14,10 @@ import json, os, pathlib
 def read(p):
     return pathlib.Path(p).read_text()
 print(json.dumps({
-    'env': {k: os.environ.get(k) for k in ['GREETING', 'PASSWORD', 'POD', 'NS', 'IP', 'FROM_CM_level', 'EXPANDED', 'MEM_MI']},
+    'env': {
+        k: os.environ.get(k)
+        for k in ['GREETING', 'PASSWORD', 'POD', 'NS', 'IP', 'FROM_CM_level', 'EXPANDED', 'MEM_MI']
+    },
     'config': read('/etc/plant/level'),
     'secret': read('/etc/creds/password'),
     'pvc_seen': read('/data/from-first-pod'),

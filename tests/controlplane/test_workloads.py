@@ -152,7 +152,10 @@ def test_deleting_a_running_pod_stops_its_process(control_plane, namespace, tmp_
 def test_process_ignoring_sigterm_is_killed_after_grace_period(control_plane, namespace, tmp_path):
     marks = tmp_path / "marks"
     marks.mkdir()
-    stubborn = "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); open('/marks/pid','w').write(str(os.getpid())); time.sleep(3600)"
+    stubborn = (
+        "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "open('/marks/pid','w').write(str(os.getpid())); time.sleep(3600)"
+    )
     pod = manifests.pod(
         "stubborn",
         [
@@ -175,7 +178,11 @@ def test_process_ignoring_sigterm_is_killed_after_grace_period(control_plane, na
 
 
 def test_failing_container_restarts_per_policy_and_keeps_previous_log(control_plane, namespace):
-    code = "import os, pathlib; p = pathlib.Path(os.environ['HOME'], 'runs'); n = len(p.read_text()) if p.exists() else 0; p.write_text('x' * (n + 1)); print('run', n); raise SystemExit(0 if n >= 2 else 3)"
+    code = (
+        "import os, pathlib; p = pathlib.Path(os.environ['HOME'], 'runs'); "
+        "n = len(p.read_text()) if p.exists() else 0; p.write_text('x' * (n + 1)); print('run', n); "
+        "raise SystemExit(0 if n >= 2 else 3)"
+    )
     pod = manifests.pod("flaky", [manifests.container("c", manifests.python_command(code))], restart_policy="OnFailure")
     with control_plane.api_client() as api:
         core = client.CoreV1Api(api)

@@ -8,6 +8,8 @@ from kubernetes import client
 from support.federation.rounds import PLANTS, condition, create_lineage, model_manifest, round_manifest, wait_phase
 from support.kube import wait_for
 
+from plantfed.contract.naming import MODEL_KEY, ROUND_KEY
+
 ACCURACY = "global_test_accuracy"
 """Each round's base model scored on every plant's own test split, sample-weighted."""
 
@@ -31,7 +33,7 @@ def test_campaign_of_three_rounds_improves_accuracy(federation):
     assert [r["status"]["resultVersion"] for r in rounds.values()] == [2, 3, 4]
     for r in rounds.values():  # campaign rounds are owned by their model (deleted with it)
         assert r["metadata"]["ownerReferences"][0]["name"] == "campaign"
-        assert r["metadata"]["labels"]["plantfed.io/model"] == "campaign"
+        assert r["metadata"]["labels"][MODEL_KEY] == "campaign"
     accuracy = [r["status"]["metrics"][ACCURACY] for r in rounds.values()]
     assert accuracy[2] > accuracy[0] + 0.2, accuracy  # measured: 0.25 -> about 0.9
     scored = [r["status"]["metrics"]["val_accuracy"] for r in rounds.values()]  # each candidate, as plants scored it
@@ -157,7 +159,7 @@ def test_operator_killed_between_uploads_and_promotion_finishes_the_round_once(f
     assert fr["status"]["evaluation"]["reported"] == 2
     with hub.cluster.api_client() as api:
         job = client.BatchV1Api(api).read_namespaced_job(fr["status"]["aggregationJob"], hub.namespace)
-        jobs = client.BatchV1Api(api).list_namespaced_job(hub.namespace, label_selector="plantfed.io/round=restart-1")
+        jobs = client.BatchV1Api(api).list_namespaced_job(hub.namespace, label_selector=f"{ROUND_KEY}=restart-1")
     assert job.status.succeeded == 1 and not job.status.failed
     assert len(jobs.items) == 1
     for agent in federation.agents.values():  # each plant trained exactly once

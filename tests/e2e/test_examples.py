@@ -9,6 +9,8 @@ import yaml
 from support.crds import apply_crds
 from support.paths import REPO
 
+from plantfed.contract.naming import API_VERSION
+
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 
 
@@ -42,7 +44,7 @@ def test_examples_cover_every_kind():
 
 def _round(namespace: str, **spec) -> dict:
     return {
-        "apiVersion": "plantfed.io/v1alpha1",
+        "apiVersion": API_VERSION,
         "kind": "FederatedRound",
         "metadata": {"name": "bad", "namespace": namespace},
         "spec": {"modelRef": "bearing", "plants": ["a", "b"], "minParticipants": 2, **spec},
@@ -68,7 +70,7 @@ INVALID = {
     ),
     "participant name differs from plantId (CEL)": (
         lambda ns: {
-            "apiVersion": "plantfed.io/v1alpha1",
+            "apiVersion": API_VERSION,
             "kind": "PlantParticipant",
             "metadata": {"name": "plant-x", "namespace": ns},
             "spec": {"plantId": "plant-y", "data": {"hostPath": {"path": "/data"}}},

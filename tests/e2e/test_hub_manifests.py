@@ -13,6 +13,7 @@ import pytest
 from plantfed.cli import build_parser, strategy_from_args
 from plantfed.contract.api.model import InitialWeights
 from plantfed.contract.api.round import Privacy, Strategy, StrategyName
+from plantfed.contract.naming import API_VERSION
 from plantfed.contract.records import Codec
 from plantfed.hub.config import STORE_MOUNT, OperatorConfig
 from plantfed.hub.jobs import aggregation_job, init_job_name, init_model_job, strategy_args
@@ -27,7 +28,7 @@ CFG = OperatorConfig(
     aggregation_service_account="plantfed-aggregate",
 )
 ROUND = {
-    "apiVersion": "plantfed.io/v1alpha1",
+    "apiVersion": API_VERSION,
     "kind": "FederatedRound",
     "metadata": {"name": "bearing-r3", "namespace": "hub", "uid": "u-1"},
 }
@@ -74,7 +75,7 @@ def test_aggregation_job_runs_the_frozen_plants_without_api_credentials():
     assert job["metadata"]["name"] == "bearing-r3-aggregate" and job["metadata"]["namespace"] == "hub"
     assert job["metadata"]["ownerReferences"] == [
         {
-            "apiVersion": "plantfed.io/v1alpha1",
+            "apiVersion": API_VERSION,
             "kind": "FederatedRound",
             "name": "bearing-r3",
             "uid": "u-1",
@@ -142,7 +143,7 @@ def test_aggregation_job_refuses_an_empty_plant_set():
 )
 def test_init_job_command_parses(weights, expected):
     model = {
-        "apiVersion": "plantfed.io/v1alpha1",
+        "apiVersion": API_VERSION,
         "kind": "FederatedModel",
         "metadata": {"name": "bearing", "namespace": "hub", "uid": "u-2"},
     }

@@ -8,6 +8,7 @@ a campaign runs one round: model initialisation, round creation, training, aggre
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from support.federation.rounds import PLANTS, model_manifest, wait_phase
@@ -50,7 +51,7 @@ def test_the_operator_exercises_every_rbac_grant_and_is_never_refused(federation
     wait_phase(hub, "federatedmodels", "audited", ("Completed",), timeout=600)
 
     user = f"system:serviceaccount:{hub.namespace}:{OPERATOR_SA}"
-    seen: dict[str, object] = {}
+    seen: dict[str, Any] = {}
 
     def every_grant_used() -> bool:
         events = by_user(read_events(log), user)

@@ -23,7 +23,7 @@ def columns(table: str) -> list[dict[str, str]]:
 
     lines = [line for line in table.splitlines() if line.strip()]
     header = re.split(r"\s{2,}", lines[0].strip())
-    return [dict(zip(header, re.split(r"\s{2,}", line.strip()))) for line in lines[1:]]
+    return [dict(zip(header, re.split(r"\s{2,}", line.strip()), strict=False)) for line in lines[1:]]
 
 
 def test_example_round_is_trained_aggregated_and_promoted(federation):
@@ -60,7 +60,11 @@ def test_example_round_is_trained_aggregated_and_promoted(federation):
     assert sorted((e.plant, e.version) for e in scored) == [(p, 2) for p in sorted(PLANTS)]
     for plant, agent in federation.agents.items():  # its report may finish the round while its pod still exits
         wait_for(
-            lambda: [j.status.succeeded for j in agent.training_jobs("bearing-hotfix-1", component="evaluate")] == [1],
+            # wait_for calls it within this iteration, so the loop variable is the one meant.
+            lambda: (
+                [j.status.succeeded for j in agent.training_jobs("bearing-hotfix-1", component="evaluate")]  # noqa: B023
+                == [1]
+            ),
             timeout=120,
             what=f"{plant}'s one evaluation Job to succeed",
         )
@@ -103,32 +107,36 @@ def test_example_round_is_trained_aggregated_and_promoted(federation):
     # version record it published, with the labels simulate uses.
     measured = promoted.aggregation
     assert measured is not None and set(measured.plants) == set(PLANTS) and measured.strategy == "fedprox"
-    model = frozenset({("model", "bearing")})
+    of_model = frozenset({("model", "bearing")})
 
     def exported():
         samples = hub.operator_metrics()
-        return samples if samples.get("plantfed_aggregation_peak_bytes", {}).get(model) else None
+        return samples if samples.get("plantfed_aggregation_peak_bytes", {}).get(of_model) else None
 
     samples = wait_for(exported, timeout=30, what="the operator to export the aggregation's metrics")
     for plant in PLANTS:
-        labels = model | {("plant", plant)}
+        labels = of_model | {("plant", plant)}
         norm = samples["plantfed_update_l2_norm"][labels]
         cosine = samples["plantfed_update_cosine_to_aggregate"][labels]
         assert norm > 0 and -1.0 <= cosine <= 1.0, (plant, norm, cosine)
         assert (norm, cosine) == (measured.plants[plant]["l2_norm"], measured.plants[plant]["cosine"])
-    duration = model | {("strategy", "fedprox")}
+    duration = of_model | {("strategy", "fedprox")}
     assert samples["plantfed_aggregation_duration_seconds_count"][duration] == 1
     assert samples["plantfed_aggregation_duration_seconds_sum"][duration] == measured.seconds > 0
-    assert samples["plantfed_aggregation_peak_bytes"][model] == measured.peak_bytes > 0
+    assert samples["plantfed_aggregation_peak_bytes"][of_model] == measured.peak_bytes > 0
     # The example round has local DP on: each plant's ε comes from the privacy ledger the Job charged, and the
     # same number is in the plant's PlantParticipant status.
     for plant in PLANTS:
-        epsilon = samples["plantfed_dp_epsilon_spent"][model | {("plant", plant)}]
+        epsilon = samples["plantfed_dp_epsilon_spent"][of_model | {("plant", plant)}]
         assert epsilon > 0 and hub.get("plantparticipants", plant)["status"]["dpEpsilon"] == pytest.approx(epsilon)
 
     # Both plants' agents notice the promotion and cache version 2 next to their data.
     for plant, agent in federation.agents.items():
-        wait_for(lambda: agent.cached("bearing") == 2, timeout=120, what=f"{plant}'s cache to hold version 2")
+        wait_for(
+            lambda: agent.cached("bearing") == 2,  # noqa: B023  # called within this iteration
+            timeout=120,
+            what=f"{plant}'s cache to hold version 2",
+        )
 
     rows = {r["NAME"]: r for r in columns(hub.kubectl("get", "federatedrounds").stdout)}
     assert {

@@ -77,7 +77,8 @@ def test_state_with_tied_weights_is_saved(tmp_path):
 
 
 def test_load_state_refuses_an_update_payload(tmp_path, states):
-    path = write(tmp_path / "u.safetensors", *states, Codec.NONE)
+    base, local = states
+    path = write(tmp_path / "u.safetensors", base, local, Codec.NONE)
     with pytest.raises(PayloadError, match="update payload"):
         codecs.load_state(path)
 
@@ -155,7 +156,8 @@ def test_all_zero_delta_encodes_to_zero(tmp_path, states):
 
 
 def test_compressed_payload_sizes_for_a_conv1d_model(tmp_path, states):
-    sizes = {c: write(tmp_path / f"{c.value}.safetensors", *states, c).stat().st_size for c in Codec}
+    base, local = states
+    sizes = {c: write(tmp_path / f"{c.value}.safetensors", base, local, c).stat().st_size for c in Codec}
     assert 0.45 < sizes[Codec.FP16] / sizes[Codec.NONE] < 0.6
     assert 0.2 < sizes[Codec.INT8] / sizes[Codec.NONE] < 0.4
 
@@ -184,7 +186,8 @@ def test_encode_refuses_mismatched_states(states):
 
 
 def test_iter_update_refuses_codec_mismatch(tmp_path, states):
-    path = write(tmp_path / "u.safetensors", *states, Codec.FP16)
+    base, local = states
+    path = write(tmp_path / "u.safetensors", base, local, Codec.FP16)
     with pytest.raises(PayloadError, match="declared codec 'int8' but the payload header says 'fp16'"):
         list(codecs.iter_update(path, codec=Codec.INT8))
 

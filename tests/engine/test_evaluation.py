@@ -13,6 +13,7 @@ from plantfed.engine.round_aggregation import aggregate_round
 from plantfed.exchange.errors import ExchangeError
 from plantfed.plant.runtime import RoundNotForThisPlant
 from plantfed.tasks.bearing import BearingTask
+from plantfed.tasks.sdk import dataset_size
 
 
 @pytest.fixture
@@ -34,7 +35,7 @@ def test_a_plant_scores_the_candidate_on_its_validation_split_and_the_hub_keeps_
     kept = runtime.evaluate_candidate("r1")
 
     assert (kept.plant, kept.round_id, kept.version) == ("plant-a", "r1", aggregated)
-    assert kept.num_samples == len(BearingTask().load_data(runtime.data).val)
+    assert kept.num_samples == dataset_size(BearingTask().load_data(runtime.data).val)
     assert {"val_accuracy", "val_loss", "val_balanced_accuracy"} <= set(kept.metrics)
     assert 0.0 <= kept.metrics["val_accuracy"] <= 1.0
     assert hub.admin().list_evaluations("r1") == [kept]

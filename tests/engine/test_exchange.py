@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -393,7 +394,7 @@ def test_an_upload_waits_out_a_stale_stream_holding_its_partial(
     hub.open_round("r1")
     payload = write_payload(tmp_path / "u.safetensors", 2 * MAX_CHUNK, seed=4)
     meta = meta_for("plant-a", "r1", payload)
-    outcome: dict[str, object] = {}
+    outcome: dict[str, Any] = {}
     with hub.store.partial_upload("r1", "plant-a"):  # as a half-dead earlier stream would
         uploader = threading.Thread(
             target=lambda: outcome.update(receipt=hub.plant("plant-a").upload_update(meta, payload))

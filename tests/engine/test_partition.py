@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 import torch
 from torch.utils.data import TensorDataset
@@ -14,7 +16,7 @@ def balanced(classes: int = 4, per_class: int = 200) -> TensorDataset:
     return TensorDataset(torch.zeros(len(labels), 1), labels)
 
 
-def fleet(alpha: float, plants: int = 4, seed: int = 0) -> list[list[int]]:
+def fleet(alpha: float, plants: int = 4, seed: int = 0) -> list[Sequence[int]]:
     data = balanced()
     return [
         class_histogram(label_skewed(data, alpha, seed=seed, plant_index=i, num_plants=plants), 4)
@@ -32,7 +34,7 @@ def test_small_alpha_skews_each_plant_differently_and_reproducibly() -> None:
 
 def test_every_class_survives_whole_at_some_plant() -> None:
     for alpha in (0.1, 0.3, 1.0):
-        for c, column in enumerate(zip(*fleet(alpha, plants=3, seed=7))):
+        for c, column in enumerate(zip(*fleet(alpha, plants=3, seed=7), strict=True)):
             assert max(column) == 200, f"alpha={alpha}: class {c} is not kept whole anywhere: {column}"
 
 

@@ -14,6 +14,7 @@ from plantfed.exchange.errors import ExchangeError
 from plantfed.formats import codecs
 from plantfed.plant.runtime import ParticipationConfig, RoundNotForThisPlant
 from plantfed.tasks.bearing import BearingTask
+from plantfed.tasks.sdk import dataset_size
 
 
 def test_update_is_a_delta_of_the_declared_samples_and_only_metrics_travel(hub: Hub) -> None:
@@ -25,7 +26,7 @@ def test_update_is_a_delta_of_the_declared_samples_and_only_metrics_travel(hub: 
     report = runtime.participate("r1", CFG)
 
     (record,) = hub.store.updates("r1")
-    train_size = len(task.load_data(runtime.data).train)
+    train_size = dataset_size(task.load_data(runtime.data).train)
     assert record.meta.num_samples == report.num_samples == train_size
     assert record.meta.base_version == 1
     assert {"train_loss", "global_test_accuracy", "local_val_accuracy"} <= set(record.meta.metrics)
@@ -85,7 +86,7 @@ def test_clipping_bounds_the_uploaded_update(hub: Hub) -> None:
     report = runtime_for(hub, "plant-a", task).participate("r1", cfg)
     (record,) = hub.store.updates("r1")
     delta = dict(codecs.iter_update(hub.store.blob_path(record.digest)))
-    norm = torch.sqrt(sum(t.double().pow(2).sum() for t in delta.values() if t.is_floating_point()))
+    norm = torch.sqrt(sum((t.double().pow(2).sum() for t in delta.values() if t.is_floating_point()), torch.zeros(())))
     assert report.update_norm > 0.05
     assert float(norm) == pytest.approx(0.05, rel=1e-3)
 
@@ -223,7 +224,10 @@ def test_a_dp_sgd_update_declares_its_steps_and_rate_and_is_not_clipped_again(hu
     assert report.update_norm > 0.01
     norm = float(
         torch.sqrt(
-            sum(t.double().pow(2).sum() for t in _stored(hub, "r1", "plant-a").values() if t.is_floating_point())
+            sum(
+                (t.double().pow(2).sum() for t in _stored(hub, "r1", "plant-a").values() if t.is_floating_point()),
+                torch.zeros((), dtype=torch.float64),
+            )
         )
     )
     assert norm == pytest.approx(report.update_norm, rel=1e-4)

@@ -36,7 +36,7 @@ def _reference(base: Path, deltas: list[dict], weights: list[float], bound: floa
     state = codecs.load_state(base)
     out = {}
     for name in SHAPES:
-        mean = sum(w * c * d[name] for w, c, d in zip(weights, clip, deltas))
+        mean = sum(w * c * d[name] for w, c, d in zip(weights, clip, deltas, strict=True))
         noise = torch.randn(SHAPES[name], generator=tensor_generator(seed, name)) * std
         out[name] = state[name] + mean + noise
     return out

@@ -15,7 +15,7 @@ from torch import nn
 from plantfed.contract.records import DPMode
 from plantfed.engine.privacy import epsilon_for, release_for_update
 from plantfed.plant.privacy import global_l2_norm
-from plantfed.plant.training import LocalTrainingConfig, SampleDP, train_local
+from plantfed.plant.training import LocalTrainingConfig, LocalTrainingResult, SampleDP, train_local
 from plantfed.tasks.bearing import BearingTask
 from plantfed.tasks.sdk import DataSpec
 
@@ -31,7 +31,9 @@ def train_set():
     ).train
 
 
-def trained(train_set, cfg: LocalTrainingConfig, seed: int = 0) -> tuple[dict[str, torch.Tensor], object, nn.Module]:
+def trained(
+    train_set, cfg: LocalTrainingConfig, seed: int = 0
+) -> tuple[dict[str, torch.Tensor], LocalTrainingResult, nn.Module]:
     """(update = trained − initial weights, training result, the model) from one fixed initialisation."""
     torch.manual_seed(0)
     model = TASK.build_model("full")
@@ -53,6 +55,7 @@ def test_the_update_declares_exactly_what_opacus_accounted(train_set) -> None:
     reference = RDPAccountant()
     reference.history = [(1.3, 1 / batches, 2 * batches)]
     charged = release_for_update(dp)
+    assert charged is not None
     assert epsilon_for([charged], DELTA) == pytest.approx(reference.get_epsilon(DELTA))
 
 
@@ -77,7 +80,9 @@ def test_noise_and_sampling_cannot_be_recomputed_from_the_seed(train_set) -> Non
     plain = LocalTrainingConfig(batch_size=64)
     assert all(
         torch.equal(a, b)
-        for a, b in zip(trained(train_set, plain, seed=7)[0].values(), trained(train_set, plain, seed=7)[0].values())
+        for a, b in zip(
+            trained(train_set, plain, seed=7)[0].values(), trained(train_set, plain, seed=7)[0].values(), strict=True
+        )
     )
 
 

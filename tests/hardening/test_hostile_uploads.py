@@ -233,7 +233,7 @@ def test_plant_uploading_as_another_plant_is_refused(strict_hub: Hub, committed_
             pb.DPParams(mode=pb.DP_MODE_SAMPLE, clip_norm=1.0, noise_multiplier=1.0, steps=10, sample_rate=1.5),
             ["sample_rate"],
         ),
-        (pb.DPParams(mode=99, clip_norm=1.0), ["unknown DP mode 99"]),
+        (pb.DPParams(mode=99, clip_norm=1.0), ["unknown DP mode 99"]),  # type: ignore[arg-type]  # off the wire
     ],
     ids=["noise-without-clip", "plant-claims-central", "dp-sgd-without-steps", "rate-above-one", "unknown-mode"],
 )

@@ -14,6 +14,7 @@ import grpc
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from support.exchange import ADMIN_TOKEN, FAST_RETRY
 from support.tls import issue_cert, make_pki, new_key, pem_key
 from support.updates import MODEL, base_state, update_meta, write_good_update
@@ -32,7 +33,7 @@ TOKENS = {"plant-a": "tok-a", "plant-b": "tok-b"}
 @dataclass(frozen=True)
 class Ca:
     cert: x509.Certificate
-    key: object
+    key: ec.EllipticCurvePrivateKey
 
     @property
     def pem(self) -> bytes:
@@ -41,7 +42,7 @@ class Ca:
     def issue(self, cn: str | None, uris: tuple[str, ...] = ()) -> tuple[bytes, bytes]:
         """(tls.crt, tls.key) of a client certificate with this CN (None: an empty subject) and SAN URIs."""
         key = new_key()
-        sans = [x509.UniformResourceIdentifier(u) for u in uris] or None
+        sans: list[x509.GeneralName] | None = [x509.UniformResourceIdentifier(u) for u in uris] or None
         if cn is not None:
             cert = issue_cert(cn, key, self.cert.subject, self.key, ca=False, sans=sans)
         else:

@@ -10,7 +10,7 @@ import copy
 import functools
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import pytest
@@ -20,12 +20,13 @@ from pydantic import ValidationError
 from plantfed.contract.api import FederatedModel, FederatedRound, PlantParticipant
 from plantfed.contract.api.crdgen import RESOURCES, crd, crd_filename, generate_crds, main
 from plantfed.contract.api.openapi import SchemaError, apply_defaults, to_structural, walk
+from plantfed.contract.naming import API_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
 
-PLANT = """
-apiVersion: plantfed.io/v1alpha1
-kind: PlantParticipant
+PLANT = (
+    f"apiVersion: {API_VERSION}\n"
+    + """kind: PlantParticipant
 metadata: {name: plant-a, labels: {region: eu}}
 spec:
   plantId: plant-a
@@ -33,10 +34,11 @@ spec:
   maintenanceWindows:
   - {schedule: "0 22 * * 5", durationMinutes: 120, timeZone: Europe/Berlin}
 """
+)
 
-ROUND = """
-apiVersion: plantfed.io/v1alpha1
-kind: FederatedRound
+ROUND = (
+    f"apiVersion: {API_VERSION}\n"
+    + """kind: FederatedRound
 metadata: {name: bearing-r1}
 spec:
   modelRef: bearing
@@ -47,10 +49,11 @@ spec:
   strategy: {name: fedprox}
   training: {fedProxMu: 0.01}
 """
+)
 
-MODEL = """
-apiVersion: plantfed.io/v1alpha1
-kind: FederatedModel
+MODEL = (
+    f"apiVersion: {API_VERSION}\n"
+    + """kind: FederatedModel
 metadata: {name: bearing}
 spec:
   task: bearing
@@ -58,6 +61,7 @@ spec:
   roundTemplate: {plants: [plant-a, plant-b, plant-c], minParticipants: 2}
   stop: {maxRounds: 20, metric: accuracy, target: 0.95, patience: 3}
 """
+)
 
 EXAMPLES = {"PlantParticipant": PLANT, "FederatedRound": ROUND, "FederatedModel": MODEL}
 BY_KIND = {r.kind_name: r for r in RESOURCES}
@@ -363,7 +367,7 @@ def test_from_object_reads_a_server_body_with_extra_metadata():
             {"plant": "plant-a", "state": "Uploaded", "samples": 1200, "bytes": 4096, "metrics": {"loss": 0.3}},
         ],
     }
-    fr = FederatedRound.from_object(kopf.Body(body))
+    fr = FederatedRound.from_object(kopf.Body(cast(kopf.RawBody, body)))
     assert fr.metadata.generation == 3
     assert fr.spec.model_ref == "bearing" and fr.spec.training.fed_prox_mu == 0.01
     assert fr.status.plants[0].samples == 1200

@@ -10,6 +10,7 @@ import pytest
 from plantfed.contract.api import FederatedModel, FederatedRound, PlantParticipant
 from plantfed.contract.api.common import ConditionStatus
 from plantfed.contract.api.round import PlantRoundState, RoundPhase
+from plantfed.contract.naming import MODEL_KEY
 from plantfed.contract.records import EvaluationRecord, ModelVersion, RoundRecord, RoundState
 from plantfed.engine.privacy import DPMode, DPRelease, epsilon_for
 from plantfed.hub.reconcile import (
@@ -903,7 +904,7 @@ def test_first_round_is_created_from_the_template():
     [create] = of_type(decision, CreateRound)
     fr = create.round
     assert fr.metadata.name == "bearing-r1" and fr.metadata.namespace == "plants"
-    assert fr.metadata.labels["plantfed.io/model"] == "bearing"
+    assert fr.metadata.labels[MODEL_KEY] == "bearing"
     assert fr.spec.model_ref == "bearing" and fr.spec.base_version is None
     assert (fr.spec.min_participants, fr.spec.training.epochs) == (3, 5)
     assert decision.status.current_round == "bearing-r1"

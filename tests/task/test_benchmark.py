@@ -30,5 +30,5 @@ def test_training_is_repeatable_per_seed(task, small) -> None:
     data = [task.load_data(DataSpec("p0", options=small))]
     cpu = torch.device("cpu")
     (a, _), (b, _), (c, _) = (benchmark.train(task, "light", data, 1, seed, cpu) for seed in (0, 0, 1))
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-    assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values()))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values(), strict=True))

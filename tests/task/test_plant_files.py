@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -45,7 +46,7 @@ def test_other_sampling_rates_are_resampled_to_the_task_rate(task, tmp_path: Pat
     assert max(s.stop for s in data.test.spans) <= 3 * 12_000
 
 
-def _write(path: Path, **fields: object) -> Path:
+def _write(path: Path, **fields: Any) -> Path:
     np.savez(path, **fields)
     return path
 

@@ -83,7 +83,7 @@ def test_no_window_is_shared_between_plants(task, small, cwru_plants) -> None:
 def test_normalisation_comes_from_the_plants_own_train_split(task, cwru_dir: Path, cwru_plants) -> None:
     stats = [(d.info["normalisation"]["mean"], d.info["normalisation"]["std"]) for d in cwru_plants]
     assert len(set(stats)) == 4
-    for path, data in zip(cwru_files(cwru_dir), cwru_plants):
+    for path, data in zip(cwru_files(cwru_dir), cwru_plants, strict=True):
         train = np.concatenate(
             [r.signal[: segment_bounds(len(r.signal), (0.7, 0.15, 0.15))[0][1]] for r in read_cwru_file(path)]
         ).astype(np.float64)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from scipy.signal import butter, hilbert, sosfiltfilt
@@ -58,7 +60,7 @@ def test_vendors_have_different_defect_frequencies_at_the_same_speed() -> None:
 def test_plants_differ_in_speed_and_vendor() -> None:
     profiles = [plant_profile(seed=0, plant_index=i) for i in range(4)]
     assert len({p.bearing for p in profiles}) == 4
-    for slow, fast in zip(profiles, profiles[1:]):
+    for slow, fast in itertools.pairwise(profiles):
         assert 1.05 < fast.rpm / slow.rpm < 1.27
 
 
@@ -68,7 +70,7 @@ def test_deterministic_per_seed_and_plant() -> None:
     again = synthetic_plant(7, 2, sizes)
     other_plant = synthetic_plant(7, 3, sizes)
     other_seed = synthetic_plant(8, 2, sizes)
-    for a, b, c, d in zip(first, again, other_plant, other_seed):
+    for a, b, c, d in zip(first, again, other_plant, other_seed, strict=True):
         assert np.array_equal(a.signal, b.signal)
         assert not np.array_equal(a.signal, c.signal) and not np.array_equal(a.signal, d.signal)
 

@@ -7,6 +7,14 @@ plantfed-plant-tokens, so names must not depend on the release name. One hub per
 {{- .Values.fullnameOverride | default "plantfed" | trunc 40 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/*
+The CRDs' API group and version. Python's single definition is plantfed.contract.naming (GROUP, VERSION);
+a chart cannot import it, so this is the chart's one spelling and tests/charts/test_chart_api_group.py
+checks every rendered group and version against the contract's.
+*/}}
+{{- define "plantfed.apiGroup" -}}plantfed.io{{- end -}}
+{{- define "plantfed.apiVersion" -}}{{ include "plantfed.apiGroup" . }}/v1alpha1{{- end -}}
+
 {{- define "plantfed.name" -}}
 {{- printf "%s-%s" (include "plantfed.prefix" .root) .component | trunc 63 | trimSuffix "-" -}}
 {{- end -}}

@@ -61,7 +61,8 @@ class Metrics:
         )
         self.global_accuracy = Gauge(
             PREFIX + "global_accuracy",
-            "Accuracy of the promoted global model, measured at the plants (cluster: validation scores of it before promotion; simulate: test splits).",
+            "Accuracy of the promoted global model, measured at the plants "
+            "(cluster: validation scores of it before promotion; simulate: test splits).",
             ["model"],
             registry=r,
         )

@@ -174,3 +174,9 @@ class DPRelease(BaseModel):
 class LedgerEntry(BaseModel):
     round_id: str
     release: DPRelease
+
+
+class PrivacyLedgerRecord(BaseModel):
+    """A lineage's privacy ledger as the store keeps it: every plant's charged releases, in recording order."""
+
+    plants: dict[str, list[LedgerEntry]] = Field(default_factory=dict)

@@ -14,11 +14,8 @@ plant, so a retried Job never charges twice.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from plantfed.contract.records import AggregationSummary, ModelVersion, UpdateRecord
 from plantfed.engine.aggregation import AggregationResult, StrategyConfig, UpdateInput, aggregate
@@ -33,10 +30,6 @@ class RoundAggregation:
     result: AggregationResult | None
     seconds: float
     reused: bool
-
-
-def _state_dir(store: ModelStore, model: str, version: int) -> Path:
-    return Path(store.root) / "server-state" / model / f"after-v{version}"
 
 
 def weighted_metrics(updates: list[UpdateRecord]) -> dict[str, float]:
@@ -63,7 +56,7 @@ def charge_privacy(
     store: ModelStore, model: str, round_id: str, updates: list[UpdateRecord], config: StrategyConfig
 ) -> None:
     """Record each update's local release (its declared DP parameters) and the hub's central one."""
-    ledger = PrivacyLedger(store.root, model)
+    ledger = PrivacyLedger(store, model)
     for update in updates:
         releases = round_releases(update.meta.dp, config.central_noise_multiplier, config.norm_bound or 0.0)
         ledger.charge_round(round_id, update.meta.plant, releases)
@@ -100,14 +93,9 @@ def aggregate_round(
         for u in sorted(updates, key=lambda u: u.meta.plant)
     ]
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=store.root, prefix=".agg-") as tmp:
-        state = Path(tmp) / "state"
-        previous = _state_dir(store, record.model, record.base_version)
-        if previous.exists():
-            shutil.copytree(previous, state)
-        else:
-            state.mkdir()
-        out = Path(tmp) / "model.safetensors"
+    with store.scratch_dir(prefix="aggregate-") as tmp:
+        state = store.stage_server_state(record.model, record.base_version, tmp / "state")
+        out = tmp / "model.safetensors"
         result = aggregate(
             store.blob_path(base.digest), inputs, config, out, local_patterns=local_patterns, state_dir=state
         )
@@ -123,8 +111,5 @@ def aggregate_round(
             metrics=metrics,
             aggregation=summarize(result, seconds),
         )
-        target = _state_dir(store, record.model, version.version)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.exists():
-            state.rename(target)
+        store.keep_server_state(record.model, version.version, state)
     return RoundAggregation(version, [u.meta.plant for u in updates], result, seconds, reused=False)

@@ -5,19 +5,30 @@ so the store survives a restart and holds no truth in memory. Several processes 
 exchange server and an aggregation Job): every read-modify-write runs under an `fcntl.flock` on a lock file
 plus an in-process lock (flock alone does not order threads sharing a lock on NFS-emulated POSIX locks).
 
+The store owns its whole directory: the privacy ledger and the server optimiser's state are sections of it,
+reached only through this class (paths, locks and the one atomic writer live here), so a second writer can
+never pick its own file name, lock or write discipline.
+
 Layout::
 
     blobs/sha256/ab/abcdef...            content-addressed payloads (read-only once written)
-    tmp/                                 blob staging, same filesystem so the final rename is atomic
+    tmp/                                 blob staging and scratch space (same filesystem: renames are atomic)
+    locks/                               one lock file per model, round, (round, plant) upload and ledger
     models/<model>/versions/<n>.json     records.ModelVersion, n = 1, 2, 3 ... allocated under the model lock
     models/<model>/promoted.json         {"version": n}: the promoted pointer
     rounds/<round>/round.json            records.RoundRecord
     rounds/<round>/updates/<plant>.json  records.UpdateRecord: committed, verified updates only
     rounds/<round>/partial/<plant>.data  a resumable upload in progress (+ <plant>.json: what it declared)
+    rounds/<round>/evaluations/<plant>.json
+                                         records.EvaluationRecord: a plant's evaluation of the round's candidate
+    privacy/<model>.json                 records.PrivacyLedgerRecord: every plant's charged DP releases
+    server-state/<model>/after-v<n>/     the server optimiser's state (FedAdam/FedYogi moments, FedAvgM
+                                         momentum) after the round that produced version n; immutable once kept
 
 A partial upload only becomes an update through `PartialUpload.finalize` (size + sha256 verified) followed
 by `commit_update` (round still open, plant assigned, base version matches), so aggregation, which reads
-`updates()`, never sees a partial, rejected or late update.
+`updates()`, never sees a partial, rejected or late update. Server-optimiser state is keyed by the version
+it led to, so a retried aggregation starts again from its base version's state and never steps twice.
 """
 
 from __future__ import annotations
@@ -28,12 +39,13 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -42,6 +54,7 @@ from plantfed.contract.records import (
     AggregationSummary,
     EvaluationRecord,
     ModelVersion,
+    PrivacyLedgerRecord,
     RoundRecord,
     RoundState,
     UpdateMeta,
@@ -99,6 +112,10 @@ class InvalidValueError(StoreError, ValueError):
 
 class BusyError(StoreError):
     """Another stream is writing the same (round, plant) upload right now."""
+
+
+class LedgerError(StoreError):
+    """The privacy ledger refuses an inconsistent record or cannot be read."""
 
 
 def _write_record(path: Path, record: BaseModel) -> None:
@@ -167,7 +184,7 @@ class PartialUpload:
         self._state_path = self._dir / f"{plant}.json"
         self._state: _PartialState | None = None
         self._hasher: hashlib._Hash | None = None
-        self._file = None
+        self._file: BinaryIO | None = None
         self._offset = 0
         self._unsynced = 0
 
@@ -616,7 +633,8 @@ class ModelStore:
         if candidate is None or candidate.version != evaluation.version:
             have = "no candidate yet" if candidate is None else f"candidate version {candidate.version}"
             raise NotCandidateError(
-                f"round {evaluation.round_id!r} has {have}; an evaluation of version {evaluation.version} is not asked for"
+                f"round {evaluation.round_id!r} has {have}; "
+                f"an evaluation of version {evaluation.version} is not asked for"
             )
         bad = sorted(k for k, v in evaluation.metrics.items() if not math.isfinite(v))
         if bad:
@@ -636,3 +654,72 @@ class ModelStore:
         edir = self._round_dir(round_id) / "evaluations"
         found = [_read_record(p, EvaluationRecord) for p in sorted(edir.glob("*.json"))] if edir.is_dir() else []
         return [e for e in found if e is not None]
+
+    # --- sections: the privacy ledger and the server optimiser's state ------------------------------------
+
+    def ledger_path(self, model: str) -> Path:
+        """Where `model`'s privacy ledger lives (read it with `read_ledger`, change it with `editing_ledger`)."""
+        return self.root / "privacy" / f"{check_name('model', model)}.json"
+
+    def read_ledger(self, model: str) -> PrivacyLedgerRecord:
+        """`model`'s privacy ledger (empty if nothing was ever charged); a corrupt one is an error, never reset."""
+        path = self.ledger_path(model)
+        try:
+            return _read_record(path, PrivacyLedgerRecord) or PrivacyLedgerRecord()
+        except StoreError as exc:
+            raise LedgerError(f"corrupt privacy ledger {path}: {exc.__cause__ or exc}") from exc
+
+    @contextlib.contextmanager
+    def editing_ledger(self, model: str) -> Iterator[PrivacyLedgerRecord]:
+        """Read-modify-write `model`'s ledger under its lock; written atomically when the block changed it.
+
+        An exception in the block leaves the ledger as it was.
+        """
+        with _locked(self.root / "locks" / f"privacy-{check_name('model', model)}.lock"):
+            ledger = self.read_ledger(model)
+            before = ledger.model_dump()
+            yield ledger
+            if ledger.model_dump() != before:
+                _write_record(self.ledger_path(model), ledger)
+
+    def server_state_dir(self, model: str, version: int) -> Path | None:
+        """The server optimiser's state after the round that produced `version`, if one was kept."""
+        path = self.root / "server-state" / check_name("model", model) / f"after-v{int(version)}"
+        return path if path.is_dir() else None
+
+    @contextlib.contextmanager
+    def scratch_dir(self, prefix: str = "work-") -> Iterator[Path]:
+        """A private directory inside the store (so results can be renamed into place), removed on exit."""
+        path = Path(tempfile.mkdtemp(dir=self.root / "tmp", prefix=prefix))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def stage_server_state(self, model: str, base_version: int, into: Path) -> Path:
+        """Copy the state `base_version` led to into the new directory `into` (empty if there is none).
+
+        The optimiser then rewrites its copy; the kept state is never modified, so a retry finds it intact.
+        """
+        kept = self.server_state_dir(model, base_version)
+        if kept is not None:
+            shutil.copytree(kept, into)
+        else:
+            into.mkdir(parents=True)
+        return into
+
+    def keep_server_state(self, model: str, version: int, staged: Path) -> Path:
+        """Move `staged` into place as the state `version` led to; the first kept state wins (idempotent)."""
+        with _locked(self.root / "locks" / f"model-{check_name('model', model)}.lock"):
+            if self._read_version(model, version) is None:
+                raise NotFoundError(f"model {model!r} has no version {version}")
+            target = self.root / "server-state" / model / f"after-v{int(version)}"
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                for path in sorted(staged.rglob("*")):
+                    if path.is_file():
+                        with open(path, "rb") as f:
+                            os.fsync(f.fileno())
+                staged.rename(target)
+                fsync_dir(target.parent)
+            return target

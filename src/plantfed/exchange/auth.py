@@ -26,6 +26,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,6 +207,13 @@ class Caller:
     plant: str | None = None
     admin: bool = False
 
+    @property
+    def plant_name(self) -> str:
+        """The calling plant, for RPCs that only a plant token may call (the server refused anyone else)."""
+        if self.plant is None:
+            raise PermissionError("this call needs a plant token")
+        return self.plant
+
 
 class Authenticator:
     """Turns call metadata into a Caller, or None when the token is missing or unknown."""
@@ -243,7 +251,7 @@ PLANT_URI_PREFIX = "spiffe://plantfed/plant/"
 ADMIN_CERT_NAME = "plantfed:admin"
 
 
-def certificate_name(auth_context: dict[str, list[bytes]]) -> str | None:
+def certificate_name(auth_context: Mapping[str, Sequence[bytes]]) -> str | None:
     """The identity a verified client certificate names: a SAN URI `spiffe://plantfed/plant/<name>`, else the CN.
 
     `auth_context` is gRPC's (`context.auth_context()`): it carries the peer certificate only after the TLS

@@ -29,7 +29,7 @@ from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
 from plantfed.exchange import convert
 from plantfed.exchange.errors import ExchangeError
 from plantfed.exchange.transport import MAX_CHUNK, open_channel
-from plantfed.formats.atomic import file_sha256
+from plantfed.formats.atomic import file_sha256, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -220,11 +220,7 @@ class _Client:
                 )
             os.replace(partial, dest)
             sidecar.unlink(missing_ok=True)
-            fd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_dir(dest.parent)
             return found
 
         return self._retrying(attempt)

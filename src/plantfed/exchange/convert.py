@@ -30,7 +30,7 @@ _DP_MODE_TO_WIRE = {
 _DP_MODE_FROM_WIRE = {v: k for k, v in _DP_MODE_TO_WIRE.items()}
 
 
-def state_to_wire(state: RoundState) -> int:
+def state_to_wire(state: RoundState) -> pb.RoundState:
     return _STATE_TO_WIRE[state]
 
 

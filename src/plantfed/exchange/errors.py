@@ -23,7 +23,7 @@ class ExchangeError(Exception):
 
     @classmethod
     def from_rpc(cls, err: grpc.RpcError) -> ExchangeError:
-        return cls(err.code(), err.details() or "")  # type: ignore[attr-defined]
+        return cls(err.code(), err.details() or "")
 
     @property
     def retryable(self) -> bool:

@@ -173,7 +173,8 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
         if role == _PLANT and caller.plant is None:
             raise Refusal(grpc.StatusCode.PERMISSION_DENIED, f"{rpc} needs a plant token")
         if self._client_identity:
-            self._check_certificate(caller, certificate_name(context.auth_context()))
+            # grpc's stub types auth_context() values as bytes; they are lists of bytes (one per certificate).
+            self._check_certificate(caller, certificate_name(context.auth_context()))  # type: ignore[arg-type]
         return caller
 
     @staticmethod
@@ -219,14 +220,14 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
     @_rpc(_PLANT)
     def GetUploadStatus(self, request: pb.UploadStatusRequest, context: Any, caller: Caller) -> pb.UploadStatus:
         self._store.get_round(request.round_id)
-        committed = self._store.get_update(request.round_id, caller.plant)
+        committed = self._store.get_update(request.round_id, caller.plant_name)
         if committed is not None:
             return pb.UploadStatus(committed=True, committed_sha256=committed.meta.sha256)
         if not request.sha256:
             return pb.UploadStatus(committed_offset=0)
         check_sha256(request.sha256)
         return pb.UploadStatus(
-            committed_offset=self._store.partial_offset(request.round_id, caller.plant, request.sha256)
+            committed_offset=self._store.partial_offset(request.round_id, caller.plant_name, request.sha256)
         )
 
     @_rpc(_PLANT)
@@ -398,7 +399,7 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
 
     @_rpc(_ADMIN)
     def GetPrivacyLedger(self, request: pb.GetPrivacyLedgerRequest, context: Any, caller: Caller) -> pb.PrivacyLedger:
-        ledger = PrivacyLedger(self._store.root, request.model)  # checks the name
+        ledger = PrivacyLedger(self._store, request.model)  # checks the name
         return convert.ledger_to_wire(request.model, ledger.entries())
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import grpc
 
@@ -42,6 +43,14 @@ CHANNEL_OPTIONS = _COMMON + [
     ("grpc.max_reconnect_backoff_ms", 5_000),
     ("grpc.enable_retries", 0),
 ]
+
+
+class ChannelCredentials(TypedDict):
+    """`open_channel`'s (and the exchange clients') PEM keyword arguments."""
+
+    root_cert: bytes | None
+    client_cert: bytes | None
+    client_key: bytes | None
 
 
 @dataclass(frozen=True)
@@ -95,7 +104,7 @@ class ClientTLS:
             raise ValueError("--client-cert needs TLS: pass --ca-file too")
         return cls(root_cert=_read(ca_file), client_cert=_read(client_cert), client_key=_read(client_key))
 
-    def channel_kwargs(self) -> dict[str, bytes | None]:
+    def channel_kwargs(self) -> ChannelCredentials:
         return {"root_cert": self.root_cert, "client_cert": self.client_cert, "client_key": self.client_key}
 
 
@@ -108,7 +117,7 @@ def open_channel(
     server_name: str | None = None,
 ) -> grpc.Channel:
     """A TLS channel when `root_cert` is given (plus a client cert for mTLS), else plaintext."""
-    options = list(CHANNEL_OPTIONS)
+    options: list[tuple[str, int | str]] = list(CHANNEL_OPTIONS)
     if root_cert is None:
         if client_cert or client_key:
             raise ValueError("a client certificate needs TLS: pass root_cert too")

@@ -259,7 +259,8 @@ class UpdateReader:
             kind = self.file.metadata.get(KIND_KEY)
             if kind != KIND_UPDATE or declared is None:
                 raise PayloadError(
-                    f"update {path}: header lacks plantfed update metadata ({KIND_KEY}={kind!r}, {CODEC_KEY}={declared!r})"
+                    f"update {path}: header lacks plantfed update metadata "
+                    f"({KIND_KEY}={kind!r}, {CODEC_KEY}={declared!r})"
                 )
             try:
                 self.codec = Codec(declared)
@@ -267,7 +268,8 @@ class UpdateReader:
                 raise PayloadError(f"update {path}: header names unknown codec {declared!r}") from None
             if codec is not None and Codec(codec) is not self.codec:
                 raise PayloadError(
-                    f"update {path}: declared codec {Codec(codec).value!r} but the payload header says {self.codec.value!r}"
+                    f"update {path}: declared codec {Codec(codec).value!r} "
+                    f"but the payload header says {self.codec.value!r}"
                 )
         except BaseException:
             self.file.close()
@@ -413,8 +415,8 @@ def check_header(
         expected = _FLOAT_DTYPE_FOR_CODEC[reader.codec] if base_spec.dtype.is_floating_point else base_spec.dtype
         if spec.dtype != expected:
             raise PayloadError(
-                f"{where}: tensor {name!r} has dtype {spec.describe()}, expected {TensorSpec(expected, spec.shape).describe()} "
-                f"for codec {reader.codec.value}"
+                f"{where}: tensor {name!r} has dtype {spec.describe()}, "
+                f"expected {TensorSpec(expected, spec.shape).describe()} for codec {reader.codec.value}"
             )
         if reader.codec is Codec.INT8 and base_spec.dtype.is_floating_point:
             reader.scale(name)

@@ -116,7 +116,8 @@ class StreamingWriter:
         spec = self._specs[name]
         if tensor.dtype != spec.dtype or tuple(tensor.shape) != spec.shape:
             raise ValueError(
-                f"tensor {name!r}: got {TensorSpec(tensor.dtype, tuple(tensor.shape)).describe()}, declared {spec.describe()}"
+                f"tensor {name!r}: got {TensorSpec(tensor.dtype, tuple(tensor.shape)).describe()}, "
+                f"declared {spec.describe()}"
             )
         data = tensor.detach().cpu().contiguous().reshape(-1)
         if data.numel():

@@ -40,7 +40,8 @@ def check(exchange: str, tls: ClientTLS, token: str | None, timeout: float) -> t
     channel = open_channel(exchange, **tls.channel_kwargs())
     try:
         try:
-            answer = health_pb2_grpc.HealthStub(channel).Check(
+            # types-grpcio-health-checking declares HealthStub without its methods; Check is generated.
+            answer = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]
                 health_pb2.HealthCheckRequest(service=HEALTH_SERVICE), timeout=timeout, wait_for_ready=True
             )
             if answer.status != health_pb2.HealthCheckResponse.SERVING:
@@ -53,8 +54,8 @@ def check(exchange: str, tls: ClientTLS, token: str | None, timeout: float) -> t
                     timeout=timeout,
                 )
         except grpc.RpcError as err:
-            code = err.code()  # type: ignore[attr-defined]
-            detail = err.details() or ""  # type: ignore[attr-defined]
+            code = err.code()
+            detail = err.details() or ""
             return False, f"exchange at {exchange} is not healthy: {code.name}: {detail}"
         return True, f"exchange at {exchange} is serving" + (" and accepts the admin token" if token else "")
     finally:

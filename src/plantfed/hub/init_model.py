@@ -11,6 +11,10 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from plantfed.engine.store import ModelStore
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -57,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _seeded_blob(store, task_ref: str, variant: str, seed: int) -> str:
+def _seeded_blob(store: ModelStore, task_ref: str, variant: str, seed: int) -> str:
     import torch
 
     from plantfed.formats import codecs

@@ -14,17 +14,21 @@ exchange), and
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from plantfed.contract.api.model import InitialWeights
 from plantfed.contract.api.round import Privacy, PrivacyMode, Strategy, StrategyName
+from plantfed.contract.naming import (
+    COMPONENT_LABEL,
+    MODEL_KEY,
+    NAME_LABEL,
+    PART_OF,
+    PART_OF_LABEL,
+    ROUND_KEY,
+    bounded_name,
+)
 from plantfed.hub.config import STORE_MOUNT, OperatorConfig
 from plantfed.hub.reconcile.actions import CreateAggregationJob
-
-COMPONENT_LABEL = "app.kubernetes.io/component"
-ROUND_LABEL = "plantfed.io/round"
-MODEL_LABEL = "plantfed.io/model"
 
 _CLI_STRATEGY = {
     StrategyName.FEDAVG: "fedavg",
@@ -80,11 +84,8 @@ def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
 
 
 def init_job_name(model: str) -> str:
-    name = f"{model}-init"
-    if len(name) <= 63:
-        return name
-    digest = hashlib.sha256(model.encode()).hexdigest()[:8]
-    return f"{model[:49].rstrip('-.')}-{digest}-init"
+    """`<model>-init`, within the 63 characters of the Job's `job-name` pod label."""
+    return bounded_name(model, suffix="-init")
 
 
 def _pod_spec(cfg: OperatorConfig, container: str, command: list[str]) -> dict[str, Any]:
@@ -141,8 +142,8 @@ def _job(
     command: list[str],
 ) -> dict[str, Any]:
     labels = {
-        "app.kubernetes.io/part-of": "plantfed",
-        "app.kubernetes.io/name": f"plantfed-{container}",
+        PART_OF_LABEL: PART_OF,
+        NAME_LABEL: f"plantfed-{container}",
         COMPONENT_LABEL: container,
         **cfg.job_labels,
         **labels,
@@ -184,7 +185,7 @@ def aggregation_job(
         command.append(f"--task={task}")
     if action.privacy.mode is not PrivacyMode.OFF:
         command.append(f"--dp-delta={action.privacy.delta!r}")
-    labels = {ROUND_LABEL: action.round_id, MODEL_LABEL: action.model}
+    labels = {ROUND_KEY: action.round_id, MODEL_KEY: action.model}
     return _job(cfg, action.name, round_body["metadata"]["namespace"], round_body, labels, "aggregate", command)
 
 
@@ -209,7 +210,7 @@ def init_model_job(
         init_job_name(model),
         model_body["metadata"]["namespace"],
         model_body,
-        {MODEL_LABEL: model},
+        {MODEL_KEY: model},
         "init-model",
         command,
     )

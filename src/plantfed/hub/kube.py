@@ -8,7 +8,7 @@ precondition so a decision made from an outdated object is refused (409) and ret
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -36,14 +36,16 @@ class Kube:
 
     def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+            return cast(
+                dict[str, Any], self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
 
     def list(self, plural: str, namespace: str) -> list[dict[str, Any]]:
-        listing = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+        listing = cast(dict[str, Any], self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural))
         return list(listing.get("items", []))
 
     def create(self, plural: str, namespace: str, body: dict[str, Any]) -> bool:
@@ -60,9 +62,10 @@ class Kube:
         """Merge-patch `status`, refused with 409 if the object changed since `body` was read."""
         meta = body["metadata"]
         patch = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
-        return self.custom.patch_namespaced_custom_object_status(
+        patched = self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, meta["namespace"], plural, meta["name"], patch, _content_type=MERGE_PATCH
         )
+        return cast(dict[str, Any], patched)
 
     def patch_status_fields(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> bool:
         """Merge-patch fields of `status` that only the operator writes (no precondition); False if gone."""
@@ -78,7 +81,8 @@ class Kube:
 
     def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            response = self.batch.read_namespaced_job(name, namespace, _preload_content=False)
+            # Without preloading the client returns the raw HTTP response (its annotation says V1Job).
+            response: Any = self.batch.read_namespaced_job(name, namespace, _preload_content=False)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -88,7 +92,8 @@ class Kube:
     def create_job(self, body: dict[str, Any]) -> bool:
         """Create; False when the Job exists already (409)."""
         try:
-            self.batch.create_namespaced_job(body["metadata"]["namespace"], body)
+            # The client serialises a plain dict as well; its annotation names only the V1Job model.
+            self.batch.create_namespaced_job(body["metadata"]["namespace"], body)  # type: ignore[arg-type]
             return True
         except ApiException as exc:
             if exc.status == 409:

@@ -14,11 +14,13 @@ import logging
 from datetime import timedelta
 from pathlib import Path
 
+from plantfed.contract.naming import GROUP
 from plantfed.hub.config import OperatorConfig
 
 log = logging.getLogger(__name__)
 
-ANNOTATION_PREFIX = "plantfed.io"
+ANNOTATION_PREFIX = GROUP
+"""kopf keeps its progress and diff-base annotations under the API group's domain."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

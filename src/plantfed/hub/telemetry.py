@@ -16,15 +16,9 @@ from plantfed.contract.api.model import FederatedModel
 from plantfed.contract.api.participant import PlantParticipant
 from plantfed.contract.api.round import FederatedRoundStatus, PlantRoundState, RoundPhase
 from plantfed.contract.metrics import Metrics
+from plantfed.contract.plant_metrics import BASE_TEST_ACCURACY, BASE_TEST_LOSS, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
 from plantfed.contract.records import ModelVersion
 from plantfed.hub.reconcile.model import round_number
-
-GLOBAL_ACCURACY = "global_test_accuracy"
-GLOBAL_LOSS = "global_test_loss"
-"""Federated evaluation each plant reports for the round's base model, sample-weighted by aggregation."""
-PROMOTED_ACCURACY = "val_accuracy"
-PROMOTED_LOSS = "val_loss"
-"""The contributing plants' scores of the round's candidate (the model now promoted), before promotion."""
 
 
 class Telemetry:
@@ -56,18 +50,19 @@ class Telemetry:
         m.plants_late.labels(model).set(count[PlantRoundState.LATE])
         m.plants_failed.labels(model).set(count[PlantRoundState.FAILED])
         for plant in after.plants:
-            if GLOBAL_ACCURACY in plant.metrics:
-                m.plant_accuracy.labels(model, plant.plant).set(plant.metrics[GLOBAL_ACCURACY])
-            if "train_loss" in plant.metrics:
-                m.plant_loss.labels(model, plant.plant).set(plant.metrics["train_loss"])
+            if BASE_TEST_ACCURACY in plant.metrics:
+                m.plant_accuracy.labels(model, plant.plant).set(plant.metrics[BASE_TEST_ACCURACY])
+            if TRAIN_LOSS in plant.metrics:
+                m.plant_loss.labels(model, plant.plant).set(plant.metrics[TRAIN_LOSS])
         if produced is not None and produced.aggregation is not None:
             m.record_aggregation(model, produced.aggregation)
         if after.result_version is not None:
             m.promoted_version.labels(model).set(after.result_version)
-            # The promoted model's own scores when plants evaluated it; else its base's (one round behind).
+            # The promoted model's own scores when its plants evaluated it (on their validation splits); else its
+            # base's on the plants' test splits (one round behind), sample-weighted by aggregation.
             for gauge, keys in (
-                (m.global_accuracy, (PROMOTED_ACCURACY, GLOBAL_ACCURACY)),
-                (m.global_loss, (PROMOTED_LOSS, GLOBAL_LOSS)),
+                (m.global_accuracy, (VAL_ACCURACY, BASE_TEST_ACCURACY)),
+                (m.global_loss, (VAL_LOSS, BASE_TEST_LOSS)),
             ):
                 key = next((k for k in keys if k in after.metrics), None)
                 if key is not None:

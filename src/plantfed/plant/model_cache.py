@@ -14,6 +14,7 @@ import grpc
 from plantfed.contract.records import ModelVersion
 from plantfed.exchange.client import ExchangeClient
 from plantfed.exchange.errors import ExchangeError
+from plantfed.formats.atomic import write_atomic
 
 
 class ModelCache:
@@ -66,9 +67,7 @@ class ModelCache:
             created_at=path.stat().st_mtime,
             promoted=True,
         )
-        tmp = self._current_file(model).with_suffix(".tmp")
-        tmp.write_text(info.model_dump_json())
-        os.replace(tmp, self._current_file(model))
+        write_atomic(self._current_file(model), info.model_dump_json().encode())
         return info, None
 
     def current_path(self, model: str) -> Path | None:

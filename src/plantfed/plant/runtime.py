@@ -15,6 +15,18 @@ from pathlib import Path
 
 import torch
 
+from plantfed.contract.plant_metrics import (
+    EVALUATED_VERSION,
+    SAMPLES,
+    SAMPLES_PER_SECOND,
+    TEST,
+    TRAIN_ACCURACY,
+    TRAIN_LOSS,
+    VAL,
+    base_key,
+    local_key,
+    split_scores,
+)
 from plantfed.contract.records import Codec, DPMode, DPParams, EvaluationRecord, UpdateMeta
 from plantfed.exchange.client import ExchangeClient
 from plantfed.formats import codecs
@@ -23,6 +35,7 @@ from plantfed.plant.model_cache import ModelCache
 from plantfed.plant.privacy import clip_and_noise, global_l2_norm
 from plantfed.plant.training import (
     LocalTrainingConfig,
+    Progress,
     SampleDP,
     evaluate,
     pick_device,
@@ -30,7 +43,7 @@ from plantfed.plant.training import (
     unpredictable_generator,
 )
 from plantfed.tasks.partition import label_skewed
-from plantfed.tasks.sdk import DataSpec, Task
+from plantfed.tasks.sdk import DataSpec, Task, dataset_size
 
 
 @dataclass(frozen=True)
@@ -91,7 +104,8 @@ def load_global_into(
     for name, tensor in merged.items():
         if tensor.shape != own[name].shape:
             raise ValueError(
-                f"global tensor {name!r} has shape {tuple(tensor.shape)}, the {type(model).__name__} expects {tuple(own[name].shape)}"
+                f"global tensor {name!r} has shape {tuple(tensor.shape)}, "
+                f"the {type(model).__name__} expects {tuple(own[name].shape)}"
             )
     model.load_state_dict(merged, strict=False)
 
@@ -121,7 +135,9 @@ class PlantRuntime:
         load_global_into(model, global_state, self._personal_state())
         return model
 
-    def participate(self, round_id: str, cfg: ParticipationConfig, *, progress=None) -> ParticipationReport:
+    def participate(
+        self, round_id: str, cfg: ParticipationConfig, *, progress: Progress | None = None
+    ) -> ParticipationReport:
         info = self.client.get_round(round_id)
         if not info.assigned:
             raise RoundNotForThisPlant(f"plant {self.plant} is not assigned to round {round_id}")
@@ -144,9 +160,9 @@ class PlantRuntime:
             )
 
         metrics: dict[str, float] = {}
-        for split_name, split in (("val", plant_data.val), ("test", plant_data.test)):
+        for split_name, split in ((VAL, plant_data.val), (TEST, plant_data.test)):
             for key, value in evaluate(self.task, model, split, device).items():
-                metrics[f"global_{split_name}_{key}"] = value
+                metrics[base_key(split_name, key)] = value
 
         base_local = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         sample_dp = cfg.dp_mode is DPMode.SAMPLE and cfg.clip_norm > 0
@@ -156,13 +172,11 @@ class PlantRuntime:
             else cfg.training
         )
         result = train_local(self.task, model, train_set, training, device, seed=seed, progress=progress)
-        metrics.update(
-            train_loss=result.train_loss,
-            train_accuracy=result.train_accuracy,
-            samples_per_second=result.samples_per_second,
-        )
+        metrics[TRAIN_LOSS] = result.train_loss
+        metrics[TRAIN_ACCURACY] = result.train_accuracy
+        metrics[SAMPLES_PER_SECOND] = result.samples_per_second
         for key, value in evaluate(self.task, model, plant_data.val, device).items():
-            metrics[f"local_val_{key}"] = value
+            metrics[local_key(VAL, key)] = value
 
         trained = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         self._save_personal(trained)
@@ -190,7 +204,7 @@ class PlantRuntime:
             plant=self.plant,
             round_id=round_id,
             base_version=base_version,
-            num_samples=len(train_set),
+            num_samples=dataset_size(train_set),
             metrics=metrics,
             train_seconds=result.seconds,
             codec=cfg.codec,
@@ -229,8 +243,8 @@ class PlantRuntime:
         path, resolved = self.cache.fetch(model_name, version)
         model = self.build_model(codecs.load_state(path), variant, seed=0)
         plant_data = self.task.load_data(self.data)
-        out = {f"test_{k}": v for k, v in evaluate(self.task, model, plant_data.test, pick_device()).items()}
-        out["version"] = float(resolved)
+        out = split_scores(TEST, evaluate(self.task, model, plant_data.test, pick_device()))
+        out[EVALUATED_VERSION] = float(resolved)
         return out
 
     def evaluate_candidate(self, round_id: str, variant: str = "full", device: str = "auto") -> EvaluationRecord:
@@ -248,7 +262,7 @@ class PlantRuntime:
         path, version = self.cache.fetch(info.model, info.candidate_version)
         model = self.build_model(codecs.load_state(path), variant, seed=0)
         scores = evaluate(self.task, model, self.task.load_data(self.data).val, pick_device(device))
-        samples = int(scores.pop("samples"))
+        samples = int(scores.pop(SAMPLES))
         if samples == 0:
             raise ValueError(
                 f"plant {self.plant}: the validation split is empty; nothing to score version {version} on"
@@ -258,7 +272,7 @@ class PlantRuntime:
             round_id=round_id,
             version=version,
             num_samples=samples,
-            metrics={f"val_{k}": v for k, v in scores.items()},
+            metrics=split_scores(VAL, scores),
         )
         kept, _duplicate = self.client.submit_evaluation(evaluation)
         return kept

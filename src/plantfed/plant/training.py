@@ -10,8 +10,9 @@ import contextlib
 import secrets
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -96,10 +97,20 @@ def unpredictable_generator(device: torch.device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(secrets.randbits(63))
 
 
+Progress = Callable[[int, int], None]
+"""Called after each optimiser step with (steps taken, steps planned)."""
+
+
+class _Accountant(Protocol):
+    """What is read of opacus's RDP accountant: its (noise multiplier, sample rate, steps) history."""
+
+    history: list[tuple[float, float, int]]
+
+
 @contextlib.contextmanager
 def _private(
     model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, dp: SampleDP, device: torch.device
-) -> Iterator[tuple[torch.optim.Optimizer, DataLoader, object]]:
+) -> Iterator[tuple[torch.optim.Optimizer, DataLoader, _Accountant]]:
     """opacus's `PrivacyEngine` around the plant's own model: per-sample gradients, Poisson batches, noise.
 
     Hooks go on the model itself (no wrapper), so parameter names, and so the update's tensor names, do not
@@ -115,7 +126,8 @@ def _private(
         raise ValueError(f"the model cannot be trained with DP-SGD: {'; '.join(str(p) for p in problems)}")
     for module in model.modules():
         if getattr(module, "inplace", False):
-            module.inplace = False
+            # torch types Module attributes as tensors or modules; `inplace` is a plain flag (nn.ReLU etc.).
+            module.inplace = False  # type: ignore[assignment]
     sampling = DataLoader(
         loader.dataset,
         batch_size=loader.batch_size,
@@ -144,10 +156,10 @@ def _private(
         finally:
             hooks.cleanup()
             for p in model.parameters():
-                p.grad_sample = None
+                p.grad_sample = None  # type: ignore[attr-defined]  # opacus's hooks add it to every parameter
 
 
-def _declared(accountant, dp: SampleDP) -> DPParams:
+def _declared(accountant: _Accountant, dp: SampleDP) -> DPParams:
     """The release opacus's accountant recorded, as the update declares it (one (σ, q) for the whole round)."""
     history = accountant.history
     if len(history) != 1:
@@ -166,7 +178,7 @@ def train_local(
     device: torch.device,
     *,
     seed: int = 0,
-    progress=None,
+    progress: Progress | None = None,
 ) -> LocalTrainingResult:
     """Train `model` in place. With `fedprox_mu > 0` the loss gains mu/2·||w − w_global||² (Li et al. 2020).
 
@@ -215,7 +227,9 @@ def train_local(
                 if progress is not None:
                     progress(steps, total_steps)
         seconds = time.perf_counter() - started
-        dp = _declared(accountant, cfg.sample_dp) if accountant is not None and steps else None
+        dp = None
+        if accountant is not None and cfg.sample_dp is not None and steps:
+            dp = _declared(accountant, cfg.sample_dp)
     return LocalTrainingResult(
         steps=steps,
         samples_seen=seen,

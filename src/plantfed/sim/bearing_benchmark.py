@@ -16,7 +16,7 @@ from torch.utils.data import ConcatDataset
 
 from plantfed.plant.training import LocalTrainingConfig, evaluate, train_local
 from plantfed.tasks.bearing.task import BearingTask
-from plantfed.tasks.sdk import DataSpec, PlantData
+from plantfed.tasks.sdk import DataSpec, PlantData, dataset_size
 
 
 def train(
@@ -65,10 +65,10 @@ def main(argv: list[str] | None = None) -> None:
     ]
     model, epoch_s = train(task, args.variant, data, args.epochs, args.seed, device)
     report = {
-        "train_windows": [len(d.train) for d in data],
+        "train_windows": [dataset_size(d.train) for d in data],
         "centralised": {"seconds_per_epoch": round(epoch_s, 2), "test": test_all(task, model, data, device)},
     }
-    for i, own in enumerate(data):
+    for own in data:
         silo, silo_s = train(task, args.variant, [own], args.epochs, args.seed, device)
         report[f"siloed_{own.info['plant']}"] = {
             "seconds_per_epoch": round(silo_s, 2),

@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+
+from plantfed.contract.plant_metrics import BASE_TEST_ACCURACY, TEST_ACCURACY
 
 
 def _series(report: dict) -> tuple[list[int], list[float | None], list[float | None]]:
@@ -35,7 +38,7 @@ def _plant_curves(report: dict) -> dict[str, tuple[list[int], list[float]]]:
     curves: dict[str, tuple[list[int], list[float]]] = {}
     for r in report["rounds"]:
         for plant, p in r["plants"].items():
-            value = p.get("metrics", {}).get("global_test_accuracy")
+            value = p.get("metrics", {}).get(BASE_TEST_ACCURACY)
             if p.get("ok") and value is not None:
                 xs, ys = curves.setdefault(plant, ([], []))
                 xs.append(r["round"] - 1)
@@ -44,7 +47,7 @@ def _plant_curves(report: dict) -> dict[str, tuple[list[int], list[float]]]:
     for plant, ev in (report.get("final_evaluation") or {}).items():
         xs, ys = curves.setdefault(plant, ([], []))
         xs.append(last)
-        ys.append(ev["test_accuracy"])
+        ys.append(ev[TEST_ACCURACY])
     return curves
 
 
@@ -83,17 +86,17 @@ def render_convergence(report: dict, out: Path) -> Path:
 def draw(c: Convergence, out: Path) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     ax = axes[0]
-    pts = [(x, y) for x, y in zip(c.rounds, c.accuracy) if y is not None]
+    pts = [(x, y) for x, y in zip(c.rounds, c.accuracy, strict=True) if y is not None]
     if pts:
-        ax.plot(*zip(*pts), marker="o", color="tab:blue", label="global (weighted over plants)")
+        ax.plot(*zip(*pts, strict=True), marker="o", color="tab:blue", label="global (weighted over plants)")
     for plant, (xs, ys) in sorted(c.plant_accuracy.items()):
         ax.plot(xs, ys, linestyle="--", alpha=0.6, label=plant)
     ax.set(title=c.accuracy_title, xlabel="round", ylabel="accuracy", ylim=(0, 1.02))
     ax.legend(fontsize=7)
     ax = axes[1]
-    pts = [(x, y) for x, y in zip(c.rounds, c.loss) if y is not None]
+    pts = [(x, y) for x, y in zip(c.rounds, c.loss, strict=True) if y is not None]
     if pts:
-        ax.plot(*zip(*pts), marker="o", color="tab:red")
+        ax.plot(*zip(*pts, strict=True), marker="o", color="tab:red")
     ax.set(title="Test loss of the global model", xlabel="round", ylabel="loss")
     ax = axes[2]
     up = [b / 1e6 for b in c.bytes_up]
@@ -225,7 +228,7 @@ def convergence_from_prometheus(
     plants: dict[str, tuple[list[int], list[float]]] = {}
     for series in src.query_range(f"max by (plant) (plantfed_plant_accuracy{sel})", start, end, step):
         values = _samples([series])
-        points = [(r, v) for r, v in zip(rounds, per_round(values)) if v is not None]
+        points = [(r, v) for r, v in zip(rounds, per_round(values), strict=True) if v is not None]
         if points:
             plants[series["metric"].get("plant", "?")] = ([r for r, _ in points], [v for _, v in points])
     up = one(f"sum(plantfed_update_bytes_received_total{sel})")
@@ -242,13 +245,13 @@ def convergence_from_prometheus(
     )
 
 
-def _latest_campaign(numbers: list[tuple[float, float]]) -> list[tuple[float, float]]:
+def _latest_campaign(numbers: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
     """The samples since the round number last went down (a new lineage or a restarted simulation)."""
     begin = 0
     for i in range(1, len(numbers)):
         if numbers[i][1] < numbers[i - 1][1]:
             begin = i
-    return numbers[begin:]
+    return list(numbers[begin:])
 
 
 def _last_between(samples: dict[float, float], lo: float, hi: float) -> float | None:

@@ -688,7 +688,7 @@ def _weighted(rows: list[tuple[float, float, float]]) -> tuple[float, float] | N
     total = sum(n for _, _, n in rows)
     if not rows or total == 0:
         return None
-    return sum(a * n for a, _, n in rows) / total, sum(l * n for _, l, n in rows) / total
+    return sum(acc * n for acc, _, n in rows) / total, sum(loss * n for _, loss, n in rows) / total
 
 
 def _fmt(x: float | None) -> str:

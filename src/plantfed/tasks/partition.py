@@ -16,12 +16,14 @@ from collections.abc import Sequence
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
+from plantfed.tasks.sdk import dataset_size
+
 
 def sample_labels(dataset: Dataset) -> list[int]:
     labels = getattr(dataset, "labels_per_sample", None)
     if labels is not None:
         return [int(y) for y in labels]
-    return [int(dataset[i][1]) for i in range(len(dataset))]
+    return [int(dataset[i][1]) for i in range(dataset_size(dataset))]
 
 
 def dirichlet_keep_fractions(num_classes: int, num_plants: int, alpha: float, seed: int) -> np.ndarray:

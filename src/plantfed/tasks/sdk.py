@@ -8,6 +8,7 @@ compression, upload), so a task never touches the network or the hub.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,15 +17,27 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from plantfed.contract.plant_metrics import ACCURACY, LOSS, SAMPLES
+
 
 @dataclass(frozen=True)
 class PlantData:
-    """One plant's splits. Splits never share samples; normalisation is computed inside the plant."""
+    """One plant's splits. Splits never share samples; normalisation is computed inside the plant.
+
+    Each split is a map-style dataset: indexable and sized (`dataset_size`).
+    """
 
     train: Dataset
     val: Dataset
     test: Dataset
     info: dict[str, Any] = field(default_factory=dict)
+
+
+def dataset_size(dataset: Dataset) -> int:
+    """Number of samples in a map-style dataset (torch's `Dataset` does not promise `__len__`)."""
+    if not isinstance(dataset, Sized):
+        raise TypeError(f"{type(dataset).__name__} has no length: a task's splits must be map-style datasets")
+    return len(dataset)
 
 
 @dataclass(frozen=True)
@@ -72,8 +85,12 @@ class Task:
         return ()
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, loader, device: torch.device) -> dict[str, float]:
-        """Mean loss and accuracy over a loader; override for task-specific metrics."""
+    def evaluate(self, model: nn.Module, loader: Iterable[Any], device: torch.device) -> dict[str, float]:
+        """Mean loss and accuracy over a loader; override for task-specific metrics.
+
+        Keys `loss`, `accuracy` and `samples` (`plantfed.contract.plant_metrics`) are what the hub reads;
+        a task may add its own, which plants report next to them.
+        """
         model.eval()
         total_loss, correct, count = 0.0, 0, 0
         for batch in loader:
@@ -82,8 +99,8 @@ class Task:
             correct += res.correct
             count += res.count
         if count == 0:
-            return {"loss": float("nan"), "accuracy": float("nan"), "samples": 0.0}
-        return {"loss": total_loss / count, "accuracy": correct / count, "samples": float(count)}
+            return {LOSS: float("nan"), ACCURACY: float("nan"), SAMPLES: 0.0}
+        return {LOSS: total_loss / count, ACCURACY: correct / count, SAMPLES: float(count)}
 
 
 BUILTIN_TASKS = {

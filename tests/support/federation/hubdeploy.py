@@ -11,15 +11,17 @@ tests run in seconds.
 from __future__ import annotations
 
 import base64
+import builtins
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from kubernetes import client
 
+from plantfed.contract.naming import GROUP, VERSION
 from plantfed.exchange import AdminClient
 from support.kube.environment import ClusterWithNodes
 from support.kube.ports import free_ports
@@ -67,18 +69,19 @@ class Hub:
 
     def get(self, plural: str, name: str) -> dict[str, Any]:
         with self.cluster.api_client() as api:
-            return client.CustomObjectsApi(api).get_namespaced_custom_object(
-                "plantfed.io", "v1alpha1", self.namespace, plural, name
+            found = client.CustomObjectsApi(api).get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, plural, name
             )
+            return cast(dict[str, Any], found)
 
     def list(self, plural: str) -> list[dict[str, Any]]:
         with self.cluster.api_client() as api:
-            return client.CustomObjectsApi(api).list_namespaced_custom_object(
-                "plantfed.io", "v1alpha1", self.namespace, plural
-            )["items"]
+            return client.CustomObjectsApi(api).list_namespaced_custom_object(GROUP, VERSION, self.namespace, plural)[
+                "items"
+            ]
 
     @property
-    def manifests(self) -> list[dict[str, Any]]:
+    def manifests(self) -> builtins.list[dict[str, Any]]:  # `list` is a method of this class
         """What the hub's Helm release installed (`helm get manifest`), as documents."""
         text = self.cluster.helm("get", "manifest", RELEASE, "-n", self.namespace).stdout
         return [d for d in yaml.safe_load_all(text) if d]
@@ -100,7 +103,7 @@ class Hub:
                 samples.setdefault(sample.name, {})[frozenset(sample.labels.items())] = sample.value
         return samples
 
-    def operator_pods(self) -> list[Any]:
+    def operator_pods(self) -> builtins.list[Any]:
         with self.cluster.api_client() as api:
             return (
                 client.CoreV1Api(api)

@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 from kubernetes import client
 
-from plantfed.plant.agent.naming import ROUND_ANNOTATION
+from plantfed.contract.naming import ROUND_KEY
 from plantfed.tasks.bearing.synthetic import SyntheticSizes, synthetic_plant
 from support.federation.hubdeploy import HEARTBEAT_EVERY, Hub
 from support.kube import wait_for
@@ -55,7 +55,7 @@ def hub_kubeconfig(hub: Hub, plant: str) -> str:
     with hub.cluster.api_client() as api:
         core = client.CoreV1Api(api)
 
-        def filled() -> dict[str, str] | None:
+        def filled() -> dict[str, Any] | None:
             data = core.read_namespaced_secret(name, hub.namespace).data or {}
             return data if data.get("token") else None
 
@@ -178,7 +178,7 @@ class ChartPlant:
         return [
             j
             for j in jobs
-            if (j.metadata.annotations or {}).get(ROUND_ANNOTATION) == round_name
+            if (j.metadata.annotations or {}).get(ROUND_KEY) == round_name
             and (j.metadata.labels or {}).get("app.kubernetes.io/component") == component
         ]
 

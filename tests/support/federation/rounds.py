@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from plantfed.contract.naming import API_VERSION
 from support.federation.hubdeploy import Hub
 from support.kube import wait_for
 
@@ -58,7 +59,7 @@ def model_manifest(
 ) -> dict[str, Any]:
     """A FederatedModel for one test's lineage; `suspend` keeps the campaign from creating rounds."""
     return {
-        "apiVersion": "plantfed.io/v1alpha1",
+        "apiVersion": API_VERSION,
         "kind": "FederatedModel",
         "metadata": {"name": name, "namespace": hub.namespace},
         "spec": {
@@ -75,7 +76,7 @@ def model_manifest(
 
 def round_manifest(hub: Hub, name: str, model: str, **spec: Any) -> dict[str, Any]:
     return {
-        "apiVersion": "plantfed.io/v1alpha1",
+        "apiVersion": API_VERSION,
         "kind": "FederatedRound",
         "metadata": {"name": name, "namespace": hub.namespace},
         "spec": {

@@ -134,13 +134,13 @@ def start_clusters(
                 f"independent ones ({', '.join(names)})"
             )
         clusters: list[KubeCluster] = [
-            ExistingCluster(path, name, workdir / name) for path, name in zip(existing, names)
+            ExistingCluster(path, name, workdir / name) for path, name in zip(existing, names, strict=False)
         ]
     else:
         clusters = list(start_many(workdir, names, audit=audit))
     started: list[ClusterWithNodes] = []
     try:
-        for (name, specs), cluster in zip(layout, clusters):
+        for (name, specs), cluster in zip(layout, clusters, strict=True):
             runner = NodeRunner(cluster, specs, cluster.directory / "nodes").start()
             started.append(ClusterWithNodes(name, cluster, runner))
     except BaseException:

@@ -285,7 +285,12 @@ class PodWorker:
             if c.spec.get(kind)
         }
         proc = c.proc
-        threading.Thread(target=lambda: (proc.wait(), self._wake.set()), name=f"wait-{c.name}", daemon=True).start()
+
+        def reaped() -> None:
+            proc.wait()
+            self._wake.set()
+
+        threading.Thread(target=reaped, name=f"wait-{c.name}", daemon=True).start()
         self._event("Started", f"Started container {c.name}")
 
     def _reap(self, c: Container) -> int | None:

@@ -1,4 +1,4 @@
-"""The plantfed.io/v1alpha1 API: pydantic models of the CRDs (the source of the CRD YAML)."""
+"""The plantfed API (group, version: `plantfed.contract.naming`): the CRDs as pydantic models, source of the YAML."""
 
 from plantfed.contract.api.common import (
     API_VERSION,

@@ -16,19 +16,18 @@ from pydantic.alias_generators import to_camel
 from pydantic.json_schema import GetJsonSchemaHandler, JsonSchemaValue
 from pydantic_core import CoreSchema
 
+from plantfed.contract.naming import DNS_LABEL as DNS_LABEL
+from plantfed.contract.naming import DNS_SUBDOMAIN as DNS_SUBDOMAIN
+from plantfed.contract.naming import MAX_SUBDOMAIN_LENGTH
+
 VALIDATIONS = "x-kubernetes-validations"
-
-DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-"""RFC 1123 label: what Kubernetes accepts as an object name segment (max 63 chars)."""
-
-DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 """The resource.Quantity grammar the API server itself uses for requests and limits."""
 
 CAMEL_REASON = r"^[A-Z][A-Za-z0-9]*$"
 
-SHORT_TEXT = 253
+SHORT_TEXT = MAX_SUBDOMAIN_LENGTH
 LONG_TEXT = 32768
 
 

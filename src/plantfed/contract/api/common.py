@@ -10,26 +10,29 @@ from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from plantfed.contract.api.base import (
     CAMEL_REASON,
+    DNS_LABEL,
     DNS_SUBDOMAIN,
     LONG_TEXT,
     SHORT_TEXT,
     KubeModel,
     Rule,
 )
-
-GROUP = "plantfed.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+from plantfed.contract.naming import API_VERSION as API_VERSION  # defined with the other names, see naming
+from plantfed.contract.naming import GROUP as GROUP
+from plantfed.contract.naming import MAX_LABEL_LENGTH
+from plantfed.contract.naming import VERSION as VERSION
 
 MAX_PLANTS = 256
 """Upper bound on plants per round; bounds list sizes so CEL rules stay within cost limits."""
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH, pattern=DNS_LABEL)]
 ObjectName = Annotated[str, StringConstraints(min_length=1, max_length=SHORT_TEXT, pattern=DNS_SUBDOMAIN)]
 ShortText = Annotated[str, StringConstraints(max_length=SHORT_TEXT)]
 LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=317)]
-LabelValue = Annotated[str, StringConstraints(max_length=63)]
-MetricName = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z_][A-Za-z0-9_./-]*$")]
+LabelValue = Annotated[str, StringConstraints(max_length=MAX_LABEL_LENGTH)]
+MetricName = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH, pattern=r"^[A-Za-z_][A-Za-z0-9_./-]*$")
+]
 
 
 class ConditionStatus(str, Enum):

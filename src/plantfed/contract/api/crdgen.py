@@ -1,4 +1,4 @@
-"""Generate `crds/<plural>.plantfed.io.yaml` from the pydantic models.
+"""Generate `crds/<plural>.<group>.yaml` from the pydantic models.
 
 python -m plantfed.contract.api.crdgen --out crds          # write
 python -m plantfed.contract.api.crdgen --out crds --check  # exit 1 if the files drift from the models

@@ -10,6 +10,7 @@ would reject.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from typing import Any
 
 Schema = dict[str, Any]
@@ -183,7 +184,7 @@ def _null_default(value: Any, schema: Schema) -> Any:
     return value
 
 
-def walk(schema: Schema, path: str = ""):
+def walk(schema: Schema, path: str = "") -> Iterator[tuple[str, Schema]]:
     """Yield `(path, node)` for every schema node, for checks over the whole tree."""
     yield path, schema
     for name, sub in schema.get("properties", {}).items():

@@ -27,6 +27,7 @@ from plantfed.contract.api.common import (
     Toleration,
     conditions_field,
 )
+from plantfed.contract.plant_metrics import VAL_ACCURACY
 from plantfed.contract.records import Codec
 
 Quantity = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=QUANTITY)]
@@ -329,7 +330,7 @@ class FederatedRound(Resource):
         {"name": "Assigned", "type": "integer", "jsonPath": ".status.assigned"},
         {"name": "Uploaded", "type": "integer", "jsonPath": ".status.uploaded"},
         {"name": "Result", "type": "integer", "jsonPath": ".status.resultVersion"},
-        {"name": "Val-Accuracy", "type": "number", "jsonPath": ".status.metrics.val_accuracy"},
+        {"name": "Val-Accuracy", "type": "number", "jsonPath": f".status.metrics.{VAL_ACCURACY}"},
         {
             "name": "Reason",
             "type": "string",

@@ -93,7 +93,7 @@ def _mean_delta(
     """Σ_k alpha_k Δ_k for one tensor; also adds each ‖Δ_k‖² into `squared` when given (pass 0 merged)."""
     accumulator = torch.zeros(spec.shape, dtype=torch.float32)
     with tracker.live(accumulator):
-        for k, (reader, alpha) in enumerate(zip(readers, alphas)):
+        for k, (reader, alpha) in enumerate(zip(readers, alphas, strict=True)):
             with decoded(reader, name, tracker) as delta:
                 if squared is not None:
                     squared[k] += checked_squared_norm(reader, name, delta, tracker)
@@ -178,14 +178,14 @@ def _aggregate(
         specs = base.specs
         aggregated = {n: s for n, s in specs.items() if s.dtype.is_floating_point and not matches_any(n, patterns)}
         readers = [stack.enter_context(UpdateReader(u.path, u.codec)) for u in inputs]
-        for reader, update in zip(readers, inputs):
+        for reader, update in zip(readers, inputs, strict=True):
             check_header(reader, specs, patterns, partial=update.partial)
         squared = _squared_norms(readers, aggregated, tracker) if prepass else [0.0] * len(inputs)
         carried = {n: [k for k, r in enumerate(readers) if n in r.names] for n in aggregated}
         noise = CentralNoise.for_round(config, weights, carried)
         bound = config.norm_bound
         clip = [min(1.0, bound / math.sqrt(s)) if bound is not None and s > 0 else 1.0 for s in squared]
-        alphas = [w * c for w, c in zip(weights, clip)]
+        alphas = [w * c for w, c in zip(weights, clip, strict=True)]
         optimizer = stack.enter_context(
             ServerOptimizer(config, Path(state_dir) if state_dir else None, aggregated, tracker)
         )
@@ -225,7 +225,7 @@ def _aggregate(
                     delta = _mean_delta(
                         name, spec, carriers, [alphas[k] / share for k in present], tracker, partial_squared
                     )
-                    for k, value in zip(present, partial_squared or ()):
+                    for k, value in zip(present, partial_squared or (), strict=False):
                         squared[k] += value
                     noise.add(name, delta, tracker)
                 with tracker.live(delta):
@@ -252,7 +252,7 @@ def _aggregate(
             clip_factor=c,
             cosine=d / (n * aggregate_norm) if n > 0 and aggregate_norm > 0 else 0.0,
         )
-        for u, w, n, c, d in zip(inputs, weights, norms, clip, dots)
+        for u, w, n, c, d in zip(inputs, weights, norms, clip, dots, strict=True)
     ]
     return AggregationResult(
         strategy=config.name,

@@ -13,7 +13,8 @@ learning rate. Operations are per coordinate.
       x_{t+1} = x_t + η m_t / (√v_t + τ),   m_{−1} = 0,  v_{−1} = τ²  (the paper's "v_{−1} ≥ τ²"), no bias correction.
 * FedYogi (same paper): as FedAdam but  v_t = v_{t−1} − (1 − β2) Δ_t² · sign(v_{t−1} − Δ_t²).
 
-State (m, v or the momentum) persists between rounds in `<state_dir>/server_state.safetensors`: entries
+State (m, v or the momentum) persists between rounds in `<state_dir>/server_state.safetensors` (in a model
+store, `state_dir` is the section `ModelStore.stage_server_state` hands out and `keep_server_state` keeps): entries
 `<slot>/<parameter>`, metadata naming the strategy and the number of steps taken. It is read lazily,
 one parameter at a time, and the next round's state is streamed to a new file that atomically replaces
 the old one, so the optimiser also runs in memory proportional to one tensor. A state file written by a

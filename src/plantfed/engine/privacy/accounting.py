@@ -24,23 +24,16 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
-from pydantic import BaseModel, Field, ValidationError
-
 from plantfed.contract.naming import check_name
 from plantfed.contract.records import DPMode, DPParams, DPRelease, LedgerEntry
-from plantfed.engine.store import StoreError, _locked
-from plantfed.formats.atomic import write_atomic
-
-
-class LedgerError(StoreError):
-    """The ledger refuses an inconsistent record or cannot be read."""
-
+from plantfed.engine.store import LedgerError as LedgerError  # the store holds the ledger, so raises its error
+from plantfed.engine.store import ModelStore
 
 RDP_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
 """The Rényi orders opacus's `RDPAccountant` searches (its DEFAULT_ALPHAS; a test keeps them equal)."""
@@ -83,7 +76,7 @@ def epsilon_for(history: Sequence[DPRelease], delta: float) -> float:
         return 0.0
     if any(r.noise_multiplier <= 0 for r in history):
         return math.inf
-    total = [sum(orders) for orders in zip(*(_rdp(r) for r in history))]
+    total = [sum(orders) for orders in zip(*(_rdp(r) for r in history), strict=True)]
     epsilon, _order = _rdp_analysis().get_privacy_spent(orders=RDP_ORDERS, rdp=total, delta=delta)
     return float(epsilon)
 
@@ -203,36 +196,27 @@ def ledger_round_id(round_id: str, mode: DPMode) -> str:
     return f"{round_id}.central" if mode is DPMode.CENTRAL else round_id
 
 
-class _LedgerFile(BaseModel):
-    plants: dict[str, list[LedgerEntry]] = Field(default_factory=dict)
-
-
 class PrivacyLedger:
-    """Per-plant release history in `<store>/privacy/<model>.json`, written atomically under a file lock.
+    """Per-plant release history of one lineage, kept by the model store (see `ModelStore.editing_ledger`).
 
     `record` is idempotent per (round, plant): recording the same release again changes nothing, a
     different release for an already recorded round is refused (a round is charged exactly once).
     """
 
-    def __init__(self, store_root: str | Path, model: str) -> None:
-        check_name("model", model)
-        self.path = Path(store_root) / "privacy" / f"{model}.json"
-        self._lock = Path(store_root) / "locks" / f"privacy-{model}.lock"
+    def __init__(self, store: ModelStore | str | os.PathLike[str], model: str) -> None:
+        """`store` is the model store, or the root directory of one (opened as a `ModelStore`)."""
+        self.store = store if isinstance(store, ModelStore) else ModelStore(store)
+        self.model = check_name("model", model)
 
-    def _read(self) -> _LedgerFile:
-        try:
-            return _LedgerFile.model_validate_json(self.path.read_bytes())
-        except FileNotFoundError:
-            return _LedgerFile()
-        except (ValidationError, json.JSONDecodeError) as exc:
-            raise LedgerError(f"corrupt privacy ledger {self.path}: {exc}") from exc
+    @property
+    def path(self) -> Path:
+        return self.store.ledger_path(self.model)
 
     def record(self, round_id: str, plant: str, release: DPRelease) -> bool:
         """Charge `release` to `plant` for `round_id`; returns False if it was already recorded."""
         check_name("round", round_id)
         check_name("plant", plant)
-        with _locked(self._lock):
-            ledger = self._read()
+        with self.store.editing_ledger(self.model) as ledger:
             entries = ledger.plants.setdefault(plant, [])
             for entry in entries:
                 if entry.round_id == round_id:
@@ -243,7 +227,6 @@ class PrivacyLedger:
                         f"{entry.release.model_dump()} != {release.model_dump()}"
                     )
             entries.append(LedgerEntry(round_id=round_id, release=release))
-            write_atomic(self.path, ledger.model_dump_json(indent=2).encode())
             return True
 
     def charge_round(self, round_id: str, plant: str, releases: Mapping[DPMode, DPRelease]) -> bool:
@@ -253,16 +236,16 @@ class PrivacyLedger:
 
     def entries(self) -> dict[str, list[LedgerEntry]]:
         """Every plant's recorded releases with their round ids, in recording order."""
-        return self._read().plants
+        return self.store.read_ledger(self.model).plants
 
     def history(self, plant: str) -> list[DPRelease]:
-        return [e.release for e in self._read().plants.get(plant, [])]
+        return [e.release for e in self.entries().get(plant, [])]
 
     def rounds(self, plant: str) -> list[str]:
-        return [e.round_id for e in self._read().plants.get(plant, [])]
+        return [e.round_id for e in self.entries().get(plant, [])]
 
     def plants(self) -> list[str]:
-        return sorted(self._read().plants)
+        return sorted(self.entries())
 
     def epsilon(self, plant: str, delta: float) -> float:
         """ε spent by `plant` so far at `delta` (0 for a plant never charged)."""

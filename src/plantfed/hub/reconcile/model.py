@@ -27,6 +27,7 @@ from plantfed.contract.api.model import (
     StopCriteria,
 )
 from plantfed.contract.api.round import FederatedRound, FederatedRoundSpec, RoundPhase
+from plantfed.contract.naming import MODEL_KEY, ROUND_NUMBER_KEY
 from plantfed.contract.records import ModelVersion
 from plantfed.hub.reconcile.actions import (
     Action,
@@ -41,8 +42,6 @@ from plantfed.hub.reconcile.schedule import next_fire
 
 READY = "Ready"
 CONVERGED = "Converged"
-MODEL_LABEL = "plantfed.io/model"
-ROUND_LABEL = "plantfed.io/round-number"
 
 DEFAULT_FAILURE_BACKOFF = timedelta(seconds=30)
 MAX_FAILURE_BACKOFF = timedelta(minutes=30)
@@ -171,7 +170,7 @@ def new_round(fm: FederatedModel, number: int) -> FederatedRound:
     name = round_name(fm.name, number)
     spec = FederatedRoundSpec.model_validate({**fm.spec.round_template.model_dump(), "model_ref": fm.name})
     meta = ObjectMeta(
-        name=name, namespace=fm.metadata.namespace, labels={MODEL_LABEL: fm.name, ROUND_LABEL: str(number)}
+        name=name, namespace=fm.metadata.namespace, labels={MODEL_KEY: fm.name, ROUND_NUMBER_KEY: str(number)}
     )
     return FederatedRound(metadata=meta, spec=spec)
 

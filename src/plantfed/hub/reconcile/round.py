@@ -39,7 +39,6 @@ once the candidate is observed the ledger includes this round; the ε each aggre
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +59,16 @@ from plantfed.contract.api.round import (
     PromotionPolicy,
     RoundEvaluation,
     RoundPhase,
+)
+from plantfed.contract.naming import bounded_name
+from plantfed.contract.plant_metrics import (
+    BASE_VAL_SAMPLES,
+    VAL,
+    VAL_ACCURACY,
+    VAL_LOSS,
+    VAL_SAMPLES,
+    base_scores,
+    is_split_key,
 )
 from plantfed.contract.records import DPRelease, EvaluationRecord, ModelVersion, RoundRecord, RoundState, UpdateRecord
 from plantfed.engine.privacy.accounting import epsilon_for
@@ -190,7 +199,7 @@ def promotion_verdict(
     if incumbent is None:
         return Verdict(True, "NoIncumbent", f"{metric} {value:g}; no promoted version to compare with")
     if metric not in incumbent.metrics:
-        if metric.startswith(EVALUATION_PREFIX):
+        if is_split_key(metric, VAL):
             return Verdict(False, "IncumbentUnscored", f"{incumbent.label} has no {metric} to compare with")
         return Verdict(True, "NoIncumbent", f"{metric} {value:g}; {incumbent.label} has no {metric}")
     best = incumbent.metrics[metric]
@@ -205,10 +214,6 @@ def promotion_verdict(
     )
 
 
-EVALUATION_PREFIX = "val_"
-"""Metrics plants measure on their validation splits: `val_*` for the candidate, `global_val_*` for the base."""
-
-
 def weighted(rows: Sequence[tuple[Mapping[str, float], float]]) -> dict[str, float]:
     """Sample-weighted mean of the metrics every row has (rows: (metrics, weight))."""
     rows = [(m, w) for m, w in rows if w > 0]
@@ -221,11 +226,7 @@ def weighted(rows: Sequence[tuple[Mapping[str, float], float]]) -> dict[str, flo
 
 def aggregation_job_name(round_name: str) -> str:
     """Deterministic Job name, kept within the 63 characters a Job's pod label allows."""
-    name = f"{round_name}-aggregate"
-    if len(name) <= 63:
-        return name
-    digest = hashlib.sha256(round_name.encode()).hexdigest()[:8]
-    return f"{round_name[:44].rstrip('-.')}-{digest}-aggregate"
+    return bounded_name(round_name, suffix="-aggregate")
 
 
 class _Work:
@@ -478,11 +479,10 @@ def _plant_side_evaluation(w: _Work, candidate: ModelVersion) -> bool:
     base_rows = []
     for plant, report in reports.items():
         measured = w.plants[plant].metrics
-        scores = {
-            k.removeprefix("global_"): v for k, v in measured.items() if k.startswith("global_" + EVALUATION_PREFIX)
-        }
-        scores.pop(EVALUATION_PREFIX + "samples", None)
-        base_rows.append((scores, measured.get("global_val_samples", report.num_samples)))
+        # Plants score the candidate (`val_*`) and, before training, the base (`global_val_*`) on one split.
+        scores = base_scores(measured, VAL)
+        scores.pop(VAL_SAMPLES, None)
+        base_rows.append((scores, measured.get(BASE_VAL_SAMPLES, report.num_samples)))
     w.status.evaluation = ev = ev.model_copy(
         update={
             "reported": len(reports),
@@ -501,7 +501,7 @@ def _plant_side_evaluation(w: _Work, candidate: ModelVersion) -> bool:
         summary = ", ".join(
             f"{k} {v:.4g} (base {ev.base[k]:.4g})"
             for k, v in ev.candidate.items()
-            if k in ("val_accuracy", "val_loss") and k in ev.base
+            if k in (VAL_ACCURACY, VAL_LOSS) and k in ev.base
         )
         w.condition(EVALUATED, True, "Evaluated", f"{progress}" + (f": {summary}" if summary else ""))
     else:
@@ -516,7 +516,7 @@ def _incumbent(w: _Work) -> Incumbent | None:
     if promoted is None:
         return None
     metric = w.spec.promotion.metric or ""
-    if metric.startswith(EVALUATION_PREFIX):
+    if is_split_key(metric, VAL):
         ev = w.status.evaluation
         if ev is not None and promoted.version == w.status.base_version:
             return Incumbent(f"version {promoted.version} on the same plants", ev.base)
@@ -635,7 +635,7 @@ def _record_spend(
     return [
         RecordPrivacySpend(plant, epsilon)
         for plant, epsilon in sorted(spent.items())
-        if plant in shown and not (shown[plant] is not None and math.isclose(shown[plant], epsilon, rel_tol=1e-9))
+        if plant in shown and not ((seen := shown[plant]) is not None and math.isclose(seen, epsilon, rel_tol=1e-9))
     ]
 
 

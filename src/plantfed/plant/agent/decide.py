@@ -322,11 +322,12 @@ def decide(view: AgentView) -> tuple[Action, ...]:
                 pass  # the hub's evaluation window decides without us; nothing to report on the plant
 
     for round_name, training in sorted(view.trainings.items()):
-        fr = rounds.get(round_name)
+        trained_for = rounds.get(round_name)
         if round_name in stale:
             actions.append(CancelTrainingJob(training.job_name, round_name, "RoundReplaced"))
         elif training.active:
-            reason = should_cancel(fr, my_entry(fr, view.plant) if fr is not None else None)
+            entry = my_entry(trained_for, view.plant) if trained_for is not None else None
+            reason = should_cancel(trained_for, entry)
             if reason is not None:
                 actions.append(CancelTrainingJob(training.job_name, round_name, reason))
 

@@ -6,11 +6,12 @@ and read rounds and models; nothing here asks for more.
 
 from __future__ import annotations
 
-from typing import Any
+import builtins
+from typing import Any, cast
 
 from kubernetes import client
 
-from plantfed.contract.api.common import GROUP, VERSION
+from plantfed.contract.naming import GROUP, VERSION
 
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -23,11 +24,14 @@ class Hub:
         self.plant = plant
 
     def participant(self) -> dict[str, Any]:
-        return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, "plantparticipants", self.plant)
+        found = self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, "plantparticipants", self.plant
+        )
+        return cast(dict[str, Any], found)
 
     def patch_status(self, status: dict[str, Any]) -> dict[str, Any]:
         """Merge-patch fields of our own status; fields not named (the operator's conditions) stay as they are."""
-        return self.custom.patch_namespaced_custom_object_status(
+        patched = self.custom.patch_namespaced_custom_object_status(
             GROUP,
             VERSION,
             self.namespace,
@@ -36,12 +40,14 @@ class Hub:
             {"status": status},
             _content_type=MERGE_PATCH,
         )
+        return cast(dict[str, Any], patched)
 
     def list(self, plural: str) -> dict[str, Any]:
-        return self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, plural)
+        return cast(dict[str, Any], self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, plural))
 
-    def rounds(self) -> list[dict[str, Any]]:
+    # `list` above is a method here, so the builtin is named explicitly in annotations.
+    def rounds(self) -> builtins.list[dict[str, Any]]:
         return list(self.list("federatedrounds").get("items") or [])
 
-    def models(self) -> list[dict[str, Any]]:
+    def models(self) -> builtins.list[dict[str, Any]]:
         return list(self.list("federatedmodels").get("items") or [])

@@ -10,16 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from plantfed.contract.naming import MODEL_KEY, ROUND_KEY, ROUND_UID_KEY
 from plantfed.plant.agent.config import AgentConfig
 from plantfed.plant.agent.decide import TrainingSpec
-from plantfed.plant.agent.naming import (
-    COMPONENT,
-    EVALUATE_COMPONENT,
-    ROUND_ANNOTATION,
-    ROUND_UID_ANNOTATION,
-    labels,
-    token_secret_name,
-)
+from plantfed.plant.agent.naming import COMPONENT, EVALUATE_COMPONENT, labels, token_secret_name
 
 GPU_RESOURCE = "nvidia.com/gpu"
 DATA_DIR = "/var/lib/plantfed/data"
@@ -198,9 +192,9 @@ def training_job(spec: TrainingSpec, cfg: AgentConfig) -> dict[str, Any]:
             "namespace": cfg.namespace,
             "labels": meta_labels,
             "annotations": {
-                ROUND_ANNOTATION: spec.round,
-                ROUND_UID_ANNOTATION: spec.round_uid,
-                "plantfed.io/model": spec.model,
+                ROUND_KEY: spec.round,
+                ROUND_UID_KEY: spec.round_uid,
+                MODEL_KEY: spec.model,
             },
         },
         "spec": {
@@ -208,7 +202,7 @@ def training_job(spec: TrainingSpec, cfg: AgentConfig) -> dict[str, Any]:
             "activeDeadlineSeconds": spec.active_deadline_seconds,
             "ttlSecondsAfterFinished": cfg.job_ttl_seconds,
             "template": {
-                "metadata": {"labels": meta_labels, "annotations": {ROUND_ANNOTATION: spec.round}},
+                "metadata": {"labels": meta_labels, "annotations": {ROUND_KEY: spec.round}},
                 "spec": pod_spec,
             },
         },
@@ -236,7 +230,7 @@ def token_secret(
             "name": token_secret_name(job_name),
             "namespace": namespace,
             "labels": labels(plant),
-            "annotations": {ROUND_ANNOTATION: round_name},
+            "annotations": {ROUND_KEY: round_name},
             "ownerReferences": [
                 {
                     "apiVersion": "batch/v1",

@@ -13,7 +13,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from plantfed.plant.agent.naming import COMPONENT, COMPONENT_LABEL, EVALUATE_COMPONENT, ROUND_ANNOTATION, selector
+from plantfed.contract.naming import COMPONENT_LABEL, JOB_NAME_LABELS, ROUND_KEY
+from plantfed.plant.agent.naming import COMPONENT, EVALUATE_COMPONENT, selector
 from plantfed.plant.agent.observe import TrainingObservation, observe_training
 
 log = logging.getLogger(__name__)
@@ -70,15 +71,14 @@ class LocalCluster:
         """Component ("train", "evaluate") → round name → observation of that Job, from one list of each kind."""
         pods_by_job: dict[str, list[dict[str, Any]]] = {}
         for pod in self._pods():
-            job = (pod["metadata"].get("labels") or {}).get("job-name") or (pod["metadata"].get("labels") or {}).get(
-                "batch.kubernetes.io/job-name"
-            )
+            pod_labels = pod["metadata"].get("labels") or {}
+            job = next((pod_labels[key] for key in JOB_NAME_LABELS if pod_labels.get(key)), None)
             if job:
                 pods_by_job.setdefault(job, []).append(pod)
         out: dict[str, dict[str, TrainingObservation]] = {COMPONENT: {}, EVALUATE_COMPONENT: {}}
         for job in self._jobs():
             name = job["metadata"]["name"]
-            round_name = (job["metadata"].get("annotations") or {}).get(ROUND_ANNOTATION)
+            round_name = (job["metadata"].get("annotations") or {}).get(ROUND_KEY)
             kind = (job["metadata"].get("labels") or {}).get(COMPONENT_LABEL, COMPONENT)
             if not round_name or job["metadata"].get("deletionTimestamp") or kind not in out:
                 continue
@@ -94,7 +94,9 @@ class LocalCluster:
     def create_job(self, job: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Create the Job, or return the existing one of that name (409: created by an earlier pass)."""
         try:
-            return _raw(self.batch.create_namespaced_job(self.namespace, job, _preload_content=False)), True
+            # The client serialises a plain dict as well; its annotation names only the V1Job model.
+            created = self.batch.create_namespaced_job(self.namespace, job, _preload_content=False)  # type: ignore[arg-type]
+            return _raw(created), True
         except ApiException as exc:
             if exc.status != 409:
                 raise
@@ -107,16 +109,17 @@ class LocalCluster:
         name = secret["metadata"]["name"]
         owner = secret["metadata"]["ownerReferences"][0]["uid"]
         try:
-            self.core.create_namespaced_secret(self.namespace, secret)
+            self.core.create_namespaced_secret(self.namespace, secret)  # type: ignore[arg-type]  # a dict body, as above
             return
         except ApiException as exc:
             if exc.status != 409:
                 raise
         existing = self.core.read_namespaced_secret(name, self.namespace)
-        if any(ref.uid == owner for ref in existing.metadata.owner_references or ()):
+        refs = (existing.metadata.owner_references if existing.metadata else None) or ()
+        if any(ref.uid == owner for ref in refs):
             return
         self.core.delete_namespaced_secret(name, self.namespace)
-        self.core.create_namespaced_secret(self.namespace, secret)
+        self.core.create_namespaced_secret(self.namespace, secret)  # type: ignore[arg-type]  # a dict body, as above
 
     def delete_job(self, name: str) -> None:
         """Delete a Job and its pods (and, through the owner reference, its token Secret)."""

@@ -23,6 +23,7 @@ from plantfed.contract.api.model import FederatedModel
 from plantfed.contract.api.participant import PlantParticipant
 from plantfed.contract.api.round import FederatedRound
 from plantfed.contract.metrics import Metrics
+from plantfed.contract.naming import GROUP, ROUND_UID_KEY, VERSION
 from plantfed.exchange.errors import ExchangeError
 from plantfed.plant.agent.config import AgentConfig
 from plantfed.plant.agent.decide import (
@@ -37,7 +38,7 @@ from plantfed.plant.agent.decide import (
 from plantfed.plant.agent.hub import Hub
 from plantfed.plant.agent.jobspec import token_secret, training_job
 from plantfed.plant.agent.local import LocalCluster
-from plantfed.plant.agent.naming import COMPONENT, EVALUATE_COMPONENT, ROUND_UID_ANNOTATION, selector
+from plantfed.plant.agent.naming import COMPONENT, EVALUATE_COMPONENT, selector
 from plantfed.plant.agent.observe import TrainingObservation
 from plantfed.plant.model_cache import ModelCache
 
@@ -270,7 +271,7 @@ class Agent:
     def execute(self, action: Any, view: AgentView) -> None:
         if isinstance(action, CreateTrainingJob):
             job, created = self.local.create_job(training_job(action.spec, self.cfg))
-            made_for = (job["metadata"].get("annotations") or {}).get(ROUND_UID_ANNOTATION, "")
+            made_for = (job["metadata"].get("annotations") or {}).get(ROUND_UID_KEY, "")
             if made_for != action.spec.round_uid:
                 log.info(
                     "round %s: Job %s of an earlier round of that name is still being deleted; retrying",
@@ -366,8 +367,8 @@ class Agent:
                 daemon=True,
                 args=("federatedrounds", self.hub.custom.list_namespaced_custom_object),
                 kwargs={
-                    "group": "plantfed.io",
-                    "version": "v1alpha1",
+                    "group": GROUP,
+                    "version": VERSION,
                     "namespace": self.cfg.hub_namespace,
                     "plural": "federatedrounds",
                 },
@@ -378,8 +379,8 @@ class Agent:
                 daemon=True,
                 args=("federatedmodels", self.hub.custom.list_namespaced_custom_object),
                 kwargs={
-                    "group": "plantfed.io",
-                    "version": "v1alpha1",
+                    "group": GROUP,
+                    "version": VERSION,
                     "namespace": self.cfg.hub_namespace,
                     "plural": "federatedmodels",
                 },

@@ -1,14 +1,20 @@
-"""Names and labels of what the agent creates, derived from the round so every retry finds the same object."""
+"""Names and labels of what the agent creates, derived from the round so every retry finds the same object.
+
+The keys and the length rule are the contract's (`plantfed.contract.naming`); this module only says which
+of them the agent's Jobs carry.
+"""
 
 from __future__ import annotations
 
-import hashlib
+from plantfed.contract.naming import (
+    COMPONENT_LABEL,
+    MANAGED_BY_LABEL,
+    PART_OF,
+    PART_OF_LABEL,
+    PLANT_KEY,
+    bounded_name,
+)
 
-ROUND_ANNOTATION = "plantfed.io/round"
-ROUND_UID_ANNOTATION = "plantfed.io/round-uid"
-PLANT_LABEL = "plantfed.io/plant"
-COMPONENT_LABEL = "app.kubernetes.io/component"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "plantfed-agent"
 COMPONENT = "train"
 EVALUATE_COMPONENT = "evaluate"
@@ -20,11 +26,7 @@ def training_job_name(round_name: str, prefix: str = "train") -> str:
     Round names may be DNS subdomains up to 253 characters; long ones are cut and suffixed with a hash
     of the full name so two long rounds never share a Job.
     """
-    name = f"{prefix}-{round_name}"
-    if len(name) <= 63:
-        return name
-    digest = hashlib.sha256(round_name.encode()).hexdigest()[:8]
-    return f"{prefix}-{round_name[: 52 - len(prefix)].rstrip('-.')}-{digest}"
+    return bounded_name(round_name, prefix=f"{prefix}-")
 
 
 def evaluation_job_name(round_name: str) -> str:
@@ -38,13 +40,13 @@ def token_secret_name(job_name: str) -> str:
 
 def selector(plant: str) -> str:
     """Label selector of this plant's training Jobs and their pods."""
-    return f"{MANAGED_BY_LABEL}={MANAGED_BY},{PLANT_LABEL}={plant}"
+    return f"{MANAGED_BY_LABEL}={MANAGED_BY},{PLANT_KEY}={plant}"
 
 
 def labels(plant: str, component: str = COMPONENT) -> dict[str, str]:
     return {
         MANAGED_BY_LABEL: MANAGED_BY,
         COMPONENT_LABEL: component,
-        PLANT_LABEL: plant,
-        "app.kubernetes.io/part-of": "plantfed",
+        PLANT_KEY: plant,
+        PART_OF_LABEL: PART_OF,
     }

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from plantfed.plant.agent.naming import ROUND_ANNOTATION, ROUND_UID_ANNOTATION
+from plantfed.contract.naming import ROUND_KEY, ROUND_UID_KEY
 
 MESSAGE_LIMIT = 1000
 """Assignment messages are capped at 1012 characters by the CRD; keep the tail of long ones out."""
@@ -127,7 +127,7 @@ def observe_training(
     meta = job["metadata"]
     name, uid = meta["name"], meta.get("uid", "")
     annotations = meta.get("annotations") or {}
-    round_name, round_uid = annotations.get(ROUND_ANNOTATION, ""), annotations.get(ROUND_UID_ANNOTATION, "")
+    round_name, round_uid = annotations.get(ROUND_KEY, ""), annotations.get(ROUND_UID_KEY, "")
 
     def seen(phase: TrainingPhase, reason: str, message: str) -> TrainingObservation:
         return TrainingObservation(name, round_name, phase, reason, message, uid, round_uid)

@@ -79,5 +79,6 @@ def write_recording(directory: Path, recording: Recording) -> Path:
     }
     if recording.rpm is not None:
         fields["rpm"] = np.array(float(recording.rpm))
-    np.savez_compressed(path, **fields)
+    # numpy's stub types **kwds like its `allow_pickle: bool` keyword; every field here is an array.
+    np.savez_compressed(path, **fields)  # type: ignore[arg-type]
     return path

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from plantfed.contract.plant_metrics import ACCURACY, LOSS, SAMPLES
 from plantfed.tasks.bearing.labels import CLASSES
 from plantfed.tasks.bearing.model import BearingCNN
 from plantfed.tasks.bearing.sources import read_source
@@ -40,7 +42,7 @@ class BearingTask(Task):
         return ("light_head.*",)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, loader, device: torch.device) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, loader: Iterable[Any], device: torch.device) -> dict[str, float]:
         """Loss and accuracy, plus per-class recall and balanced accuracy (fault classes are imbalanced)."""
         model.eval()
         total_loss, count = 0.0, 0
@@ -55,8 +57,8 @@ class BearingTask(Task):
             seen += torch.bincount(y_cpu, minlength=len(CLASSES))
             hits += torch.bincount(y_cpu[logits.argmax(dim=1).cpu() == y_cpu], minlength=len(CLASSES))
         if count == 0:
-            return {"loss": float("nan"), "accuracy": float("nan"), "samples": 0.0}
-        metrics = {"loss": total_loss / count, "accuracy": float(hits.sum()) / count, "samples": float(count)}
+            return {LOSS: float("nan"), ACCURACY: float("nan"), SAMPLES: 0.0}
+        metrics = {LOSS: total_loss / count, ACCURACY: float(hits.sum()) / count, SAMPLES: float(count)}
         present = seen > 0
         recalls = hits[present].double() / seen[present].double()
         metrics["balanced_accuracy"] = float(recalls.mean())

@@ -130,7 +130,10 @@ def build_plant_data(recordings: list[Recording], options: WindowOptions, info: 
 
     datasets = {}
     for split_id, split in enumerate(SPLITS):
-        segments, labels, index, spans = [], [], [], []
+        segments: list[np.ndarray] = []
+        labels: list[int] = []
+        index: list[tuple[int, int]] = []
+        spans: list[Span] = []
         for r in recordings:
             start, stop = bounds[r.name][split_id]
             seg_id = len(segments)
