@@ -81,6 +81,7 @@ def test_valid_manifests_are_accepted(case):
 
 def test_values_are_read_as_kubectl_reads_them():
     (obj,) = load_manifests(BY_ID["go-yaml-numbers-and-booleans"].text)
+    assert isinstance(obj, FederatedModel)
     template = obj.spec.round_template
     assert obj.spec.suspend is True and obj.spec.initial_weights.seed == 0o17
     assert (template.min_participants, template.deadline_seconds, template.training.epochs) == (2, 100000, 2)
@@ -94,6 +95,7 @@ def test_nulls_become_defaults_and_status_is_dropped():
     assert stored["spec"]["training"]["epochs"] == 1 and stored["spec"]["strategy"]["name"] == "fedavg"
     assert stored["spec"]["promotion"]["policy"] == "Always" and stored["spec"]["compression"] == "none"
     (obj,) = load_manifests(BY_ID["status-is-dropped"].text)
+    assert isinstance(obj, FederatedRound)
     assert obj.status.phase is None and obj.status.plants == []
 
 

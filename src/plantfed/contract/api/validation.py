@@ -37,7 +37,6 @@ from pydantic import ValidationError
 
 from plantfed.contract.api import fielderrors as fe
 from plantfed.contract.api import objectmeta, structural
-from plantfed.contract.api.base import KubeModel
 from plantfed.contract.api.celrules import CelValidator
 from plantfed.contract.api.common import API_VERSION, GROUP, VERSION, Resource
 from plantfed.contract.api.crdgen import RESOURCES, openapi_schema
@@ -275,13 +274,13 @@ def validate_documents(source: str | Path) -> Iterator[tuple[int, Resource | Man
             yield number, exc.located(name, number)
 
 
-def load_manifests(source: str | Path) -> list[KubeModel]:
+def load_manifests(source: str | Path) -> list[Resource]:
     """Every object of a multi-document YAML (or JSON) manifest, validated; raises the first `ManifestError`.
 
     `source` is a Path, a path string (`-` reads stdin, as `kubectl apply -f -`), or YAML text (a str
     with a newline in it). Lists (`kind: List`) are expanded into their items, as kubectl does.
     """
-    objects: list[KubeModel] = []
+    objects: list[Resource] = []
     for _, result in validate_documents(source):
         if isinstance(result, ManifestError):
             raise result
