@@ -262,6 +262,46 @@ class PartialUpload:
             self._file = None
 
 
+class BlobWriter:
+    """A blob being received (`ModelStore.blob_writer`): staged in tmp/, hashed while written, adopted on commit."""
+
+    def __init__(self, store: ModelStore, *, expect_sha256: str | None, expect_size: int | None) -> None:
+        self._store = store
+        self._expect_sha256 = expect_sha256
+        self._expect_size = expect_size
+        fd, tmp = tempfile.mkstemp(dir=store.root / "tmp", prefix="blob-")
+        self._path = Path(tmp)
+        self._file = os.fdopen(fd, "wb")
+        self._hasher = hashlib.sha256()
+        self.size = 0
+
+    def append(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self._expect_size is not None and self.size > self._expect_size:
+            raise OffsetError(f"received {self.size} bytes, more than the declared {self._expect_size}")
+        self._file.write(chunk)
+        self._hasher.update(chunk)
+
+    def commit(self, validate: Validator | None = None) -> tuple[str, int]:
+        """Check size, sha256 and `validate`, then make the blob visible; returns (sha256 hex, size)."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        digest = self._hasher.hexdigest()
+        if self._expect_size is not None and self.size != self._expect_size:
+            raise ChecksumError(f"size mismatch: declared {self._expect_size} bytes, received {self.size}")
+        if self._expect_sha256 is not None and digest != self._expect_sha256:
+            raise ChecksumError(f"sha256 mismatch: declared {self._expect_sha256}, received bytes hash to {digest}")
+        if validate is not None:
+            validate(self._path)
+        self._store._adopt_blob(self._path, digest)
+        return digest, self.size
+
+    def discard(self) -> None:
+        self._file.close()
+        self._path.unlink(missing_ok=True)
+
+
 class ModelStore:
     """See the module docstring for the layout and the guarantees."""
 
@@ -291,30 +331,19 @@ class ModelStore:
 
         Declared size/sha256 and `validate` are checked before the blob becomes visible.
         """
-        fd, tmp = tempfile.mkstemp(dir=self.root / "tmp", prefix="blob-")
-        tmp_path = Path(tmp)
-        hasher, size = hashlib.sha256(), 0
+        with self.blob_writer(expect_sha256=expect_sha256, expect_size=expect_size) as writer:
+            for chunk in chunks:
+                writer.append(chunk)
+            return writer.commit(validate)
+
+    @contextlib.contextmanager
+    def blob_writer(self, *, expect_sha256: str | None = None, expect_size: int | None = None) -> Iterator[BlobWriter]:
+        """A blob written chunk by chunk (`append`, then `commit`); nothing is left behind unless committed."""
+        writer = BlobWriter(self, expect_sha256=expect_sha256, expect_size=expect_size)
         try:
-            with os.fdopen(fd, "wb") as f:
-                for chunk in chunks:
-                    size += len(chunk)
-                    if expect_size is not None and size > expect_size:
-                        raise OffsetError(f"received {size} bytes, more than the declared {expect_size}")
-                    f.write(chunk)
-                    hasher.update(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-            digest = hasher.hexdigest()
-            if expect_size is not None and size != expect_size:
-                raise ChecksumError(f"size mismatch: declared {expect_size} bytes, received {size}")
-            if expect_sha256 is not None and digest != expect_sha256:
-                raise ChecksumError(f"sha256 mismatch: declared {expect_sha256}, received bytes hash to {digest}")
-            if validate is not None:
-                validate(tmp_path)
-            self._adopt_blob(tmp_path, digest)
+            yield writer
         finally:
-            tmp_path.unlink(missing_ok=True)
-        return digest, size
+            writer.discard()
 
     def import_file(self, path: str | os.PathLike[str]) -> tuple[str, int]:
         """Copy a local file into the blob store (the source is left untouched)."""

@@ -39,7 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also serve the gRPC health service (only it) on this loopback address, with the exchange's "
         "certificate but never asking for a client certificate: the readiness probe's port under mTLS",
     )
-    parser.add_argument("--max-workers", type=int, default=32, help="concurrent calls (each stream holds one)")
+    parser.add_argument(
+        "--io-threads",
+        type=int,
+        default=8,
+        help="threads for the store's blocking work (disk I/O, fsync, sha256); calls wait for the network on the "
+        "event loop, never in a thread (default %(default)s)",
+    )
     parser.add_argument(
         "--token-reload-seconds", type=float, default=2.0, help="how often to check the token book for changes"
     )
@@ -101,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
             admin_token=admin,
             address=args.listen,
             tls=tls,
-            max_workers=args.max_workers,
+            io_threads=args.io_threads,
             payload_check=PayloadCheck(args.payload_check),
             local_patterns=tuple(args.local_pattern),
             metrics=metrics,
