@@ -11,6 +11,12 @@ time, so the loop never blocks on the disk; an upload writes (and hashes) one ch
 Every method is registered as request-streaming, unary ones included, so each call is authenticated from its
 metadata before any message is read and a call that never sends its message ends after `first_message_s`.
 
+Protection (`plantfed.exchange.limits`): admission caps on calls, transfers and one plant's calls
+(RESOURCE_EXHAUSTED, which clients retry with backoff), a minimum transfer rate per stream (DEADLINE_EXCEEDED,
+which clients resume from), and HTTP/2 connection limits. A newer upload stream for the same (round, plant)
+takes over from an older one still receiving: the older stream is ended (ABORTED) and the newer one resumes
+from whatever the older wrote, so a stale or trickling stream can never lock a plant out of its own upload.
+
 Upload idempotency: one update per (round, plant). Re-uploading a payload with the sha256 already committed
 returns the original receipt with duplicate=true and stores nothing; a different payload for a committed
 (round, plant) is refused with ALREADY_EXISTS (a plant that wants to change its update must wait for the
@@ -59,9 +65,10 @@ from plantfed.exchange.auth import (
     TokenBook,
     certificate_name,
 )
+from plantfed.exchange.limits import Admission, MinimumRate, NoMessage, Overloaded, ServerLimits, TooSlow
 from plantfed.exchange.payload import PayloadCheck, UpdateCheck, check_safetensors
 from plantfed.exchange.status import Refusal, describe, status_for
-from plantfed.exchange.transport import HEALTH_SERVICE, MAX_CHUNK, SERVER_OPTIONS, ServerTLS
+from plantfed.exchange.transport import HEALTH_SERVICE, MAX_CHUNK, MAX_MESSAGE, ServerTLS, server_options
 
 log = logging.getLogger(__name__)
 
@@ -71,18 +78,15 @@ _T = TypeVar("_T")
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "[::1]", "localhost"})
 
-#: Seconds a call may take to send its first message after its headers.
-FIRST_MESSAGE_SECONDS = 20.0
-#: Threads for the store's blocking work.
-IO_THREADS = 8
-
 
 @dataclass(frozen=True)
 class _Rpc:
-    """How the gate serves one method: who may call it and whether the body is a blocking unary function."""
+    """How the gate serves one method: who may call it, whether the body is a blocking unary function, and
+    whether it moves a payload (counts against `max_transfers`)."""
 
     role: str
     unary: bool
+    transfer: bool = False
 
 
 def _unary(role: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -95,11 +99,11 @@ def _unary(role: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return mark
 
 
-def _stream(role: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _transfer(role: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """A streaming method, a coroutine `body(self, call, caller)` that reads and writes through `_Call`."""
 
     def mark(body: Callable[..., Any]) -> Callable[..., Any]:
-        body.rpc = _Rpc(role, unary=False)  # type: ignore[attr-defined]
+        body.rpc = _Rpc(role, unary=False, transfer=True)  # type: ignore[attr-defined]
         return body
 
     return mark
@@ -145,21 +149,24 @@ class _IO:
 
 
 class _Call:
-    """One call's messages, read with the hub's time limits."""
+    """One call's messages, read and written within the hub's time limits (`ServerLimits`)."""
 
-    def __init__(self, context: grpc.aio.ServicerContext, rpc: str, first_message_s: float) -> None:
+    def __init__(self, context: grpc.aio.ServicerContext, rpc: str, limits: ServerLimits) -> None:
         self.context = context
         self.rpc = rpc
-        self._first_message_s = first_message_s
+        self._first_message_s = limits.first_message_s
+        self._rate = MinimumRate.for_limits(limits, MAX_MESSAGE)
+        #: Set while an upload receives chunks: only then may a newer stream of the same plant take it over.
+        self.receiving = False
+        self.superseded = False
 
     async def first(self) -> Any:
         """The call's first message; a call that does not send one in time is ended."""
         try:
             message = await asyncio.wait_for(self.context.read(), self._first_message_s)
         except TimeoutError:
-            raise Refusal(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"{self.rpc}: no request message within {self._first_message_s:g} s of the call's headers",
+            raise NoMessage(
+                f"{self.rpc}: no request message within {self._first_message_s:g} s of the call's headers"
             ) from None
         if message is grpc.aio.EOF:
             raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{self.rpc}: the call ended without a request message")
@@ -172,9 +179,20 @@ class _Call:
             raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{self.rpc}: the first message must be `start`")
         return first.start
 
+    async def _paced(self, step: Awaitable[_T], what: str) -> tuple[_T, float]:
+        """`step` (waiting on the peer) within the minimum rate's patience; returns it and the seconds waited."""
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        patience = self._rate.patience()
+        try:
+            done = await (step if patience == float("inf") else asyncio.wait_for(step, patience))
+        except TimeoutError:
+            raise TooSlow(f"{self.rpc}: {self._rate.describe(what)}") from None
+        return done, loop.time() - began
+
     async def chunk(self) -> bytes | None:
         """The next `chunk` of a client stream, or None at its end."""
-        message = await self.context.read()
+        message, waited = await self._paced(self.context.read(), "upload")
         if message is grpc.aio.EOF:
             return None
         if message.WhichOneof("msg") != "chunk":
@@ -182,10 +200,45 @@ class _Call:
         chunk = message.chunk
         if len(chunk) > MAX_CHUNK:
             raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{self.rpc}: chunk of {len(chunk)} bytes > {MAX_CHUNK}")
+        self._rate.record(len(chunk), waited)
         return chunk
 
-    async def write(self, message: Any) -> None:
-        await self.context.write(message)
+    async def write(self, message: Any, nbytes: int = 0) -> None:
+        """Send a message; the peer must take `nbytes` of payload at no less than the minimum rate."""
+        _, waited = await self._paced(self.context.write(message), "download")
+        self._rate.record(nbytes, waited)
+
+
+class _Uploads:
+    """Which stream is receiving each (round, plant)'s upload; a newer stream takes over from an older one.
+
+    Used from the event loop only. The older stream is cancelled where it waits; its cleanup waits out any store
+    step in progress, closes the partial (keeping every byte written) and releases it before the newer stream
+    begins, so the newer one resumes exactly from what the older one wrote. A stream already past receiving
+    (verifying, committing) is not interrupted: the newer one waits for it, then finds its result.
+    """
+
+    def __init__(self) -> None:
+        self._owners: dict[tuple[str, str], tuple[_Call, asyncio.Task[Any], asyncio.Event]] = {}
+
+    async def claim(self, key: tuple[str, str], call: _Call) -> bool:
+        """Make `call` the owner of `key`; returns whether it had to take over from (or wait for) another."""
+        waited = False
+        while (owner := self._owners.get(key)) is not None:
+            other, task, released = owner
+            if other.receiving and not other.superseded:
+                other.superseded = True
+                task.cancel()
+            waited = True
+            await released.wait()
+        self._owners[key] = (call, asyncio.current_task(), asyncio.Event())  # type: ignore[arg-type]
+        return waited
+
+    def release(self, key: tuple[str, str], call: _Call) -> None:
+        owner = self._owners.get(key)
+        if owner is not None and owner[0] is call:
+            del self._owners[key]
+            owner[2].set()
 
 
 async def _end_call(context: grpc.aio.ServicerContext, exc: Exception, method: str) -> None:
@@ -222,7 +275,7 @@ class ExchangeServicer:
         local_patterns: tuple[str, ...] = (),
         metrics: Metrics | None = None,
         client_identity: bool = False,
-        io_threads: int = IO_THREADS,
+        limits: ServerLimits | None = None,
     ) -> None:
         self._store = store
         self._client_identity = client_identity
@@ -231,7 +284,9 @@ class ExchangeServicer:
         self._check = PayloadCheck(payload_check)
         self._local_patterns = tuple(local_patterns)
         self._validate = None if self._check is PayloadCheck.NONE else check_safetensors
-        self.io = _IO(io_threads)
+        self.limits = limits or ServerLimits()
+        self.io = _IO(self.limits.io_threads)
+        self._uploads = _Uploads()
 
     def _update_validator(self, meta: UpdateMeta, record: RoundRecord) -> Callable[[Path], None] | None:
         """The check an update must pass before it is committed (see `PayloadCheck`)."""
@@ -275,6 +330,7 @@ class ExchangeServicer:
     async def _pump(self, call: _Call, sink: Callable[[bytes], Any]) -> None:
         """Feed every chunk of the stream to `sink` in the io pool, one at a time, while the next one arrives."""
         step: asyncio.Future[Any] | None = None
+        call.receiving = True
         try:
             while (chunk := await call.chunk()) is not None:
                 if step is not None:
@@ -285,6 +341,8 @@ class ExchangeServicer:
         except BaseException:
             await self.io.drain(step)
             raise
+        finally:
+            call.receiving = False
 
     # --- plant RPCs --------------------------------------------------------------------------------------
 
@@ -323,24 +381,33 @@ class ExchangeServicer:
             committed_offset=self._store.partial_offset(request.round_id, caller.plant, request.sha256)
         )
 
-    @_stream(_PLANT)
+    @_transfer(_PLANT)
     async def UploadUpdate(self, call: _Call, caller: Caller) -> pb.UploadReceipt:
         start = await call.start()
         admitted = await self.io(self._admit_update, start, caller)
         if isinstance(admitted, pb.UploadReceipt):
             return admitted
         meta, record = admitted
-        holder = self._store.partial_upload(meta.round_id, meta.plant)
-        upload = await self.io(holder.__enter__)
+        key = (meta.round_id, meta.plant)
         try:
-            await self.io(upload.begin, meta.sha256, meta.total_bytes, start.offset)
-            await self._pump(call, upload.append)
-            digest, _size, received, seconds = await self.io(
-                lambda: upload.finalize(self._update_validator(meta, record))
-            )
+            if await self._uploads.claim(key, call):
+                # The stream this one took over from may have committed meanwhile: decide again.
+                admitted = await self.io(self._admit_update, start, caller)
+                if isinstance(admitted, pb.UploadReceipt):
+                    return admitted
+            holder = self._store.partial_upload(meta.round_id, meta.plant)
+            upload = await self.io(holder.__enter__)
+            try:
+                await self.io(upload.begin, meta.sha256, meta.total_bytes, start.offset)
+                await self._pump(call, upload.append)
+                digest, _size, received, seconds = await self.io(
+                    lambda: upload.finalize(self._update_validator(meta, record))
+                )
+            finally:
+                await self.io(holder.__exit__, None, None, None)
+            return await self.io(self._accept_update, meta, digest, received, seconds)
         finally:
-            await self.io(holder.__exit__, None, None, None)
-        return await self.io(self._accept_update, meta, digest, received, seconds)
+            self._uploads.release(key, call)
 
     def _admit_update(self, start: pb.UploadStart, caller: Caller) -> pb.UploadReceipt | tuple[UpdateMeta, RoundRecord]:
         """Everything decided before a byte of the payload is accepted: a receipt for a duplicate, else go."""
@@ -387,7 +454,7 @@ class ExchangeServicer:
             )
         return _receipt(record, duplicate)
 
-    @_stream(_ANY)
+    @_transfer(_ANY)
     async def DownloadModel(self, call: _Call, caller: Caller) -> None:
         request = await call.first()
         version, offset = await self.io(self._plan_download, request)
@@ -408,7 +475,7 @@ class ExchangeServicer:
             step = self.io.submit(blob.read, MAX_CHUNK)
             while block := await self.io.settle(step):
                 step = self.io.submit(blob.read, MAX_CHUNK)  # read the next block while this one is sent
-                await call.write(pb.DownloadResponse(chunk=block))
+                await call.write(pb.DownloadResponse(chunk=block), len(block))
                 if self._metrics is not None:
                     self._metrics.bytes_served.labels(request.model).inc(len(block))
         finally:
@@ -464,7 +531,7 @@ class ExchangeServicer:
             round=convert.round_to_wire(record), updates=[convert.update_to_wire(u) for u in updates]
         )
 
-    @_stream(_ADMIN)
+    @_transfer(_ADMIN)
     async def PublishModel(self, call: _Call, caller: Caller) -> pb.ModelVersion:
         start = await call.start()
         check_name("model", start.model)
@@ -522,15 +589,16 @@ class ExchangeServicer:
 
 
 class _Gate(grpc.GenericRpcHandler):
-    """Registers every ModelExchange method as request-streaming and runs it: authenticate, read, serve.
+    """Registers every ModelExchange method as request-streaming and runs it: authenticate, admit, read, serve.
 
     Request-streaming because gRPC reads a unary call's message before its handler runs: a caller that sent
     only headers would hold the call (and its memory) without ever being authenticated or timed out.
     """
 
-    def __init__(self, servicer: ExchangeServicer, *, first_message_s: float) -> None:
+    def __init__(self, servicer: ExchangeServicer, metrics: Metrics | None) -> None:
         self._servicer = servicer
-        self._first_message_s = first_message_s
+        self._metrics = metrics
+        self._admission = Admission(servicer.limits)
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
         for method in _SERVICE.methods:
             body = getattr(servicer, method.name)
@@ -545,27 +613,66 @@ class _Gate(grpc.GenericRpcHandler):
                 self._behaviour(method.name, body), request_type.FromString, response_type.SerializeToString
             )
 
+    def _ended(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.exchange_calls_ended.labels(reason).inc()
+
+    def _counted(self, rpc: _Rpc, delta: int) -> None:
+        if self._metrics is not None:
+            self._metrics.exchange_calls.labels("transfer" if rpc.transfer else "other").inc(delta)
+
     def _behaviour(self, name: str, body: Callable[..., Any]) -> Callable[[Any, Any], Awaitable[Any]]:
         rpc: _Rpc = body.rpc  # type: ignore[attr-defined]
         servicer = self._servicer
 
         async def behaviour(_requests: Any, context: grpc.aio.ServicerContext) -> Any:
-            call = _Call(context, name, self._first_message_s)
+            call = _Call(context, name, servicer.limits)
+            release: Callable[[], None] | None = None
             try:
                 caller = servicer.authorize(context, rpc.role, name)
+                release = self._admission.admit(caller.plant, transfer=rpc.transfer)
+                self._counted(rpc, +1)
                 if rpc.unary:
                     request = await call.first()
                     return await servicer.io(body, request, caller)
                 return await body(call, caller)
-            except (grpc.aio.AbortError, asyncio.CancelledError):
+            except grpc.aio.AbortError:
                 raise
+            except asyncio.CancelledError:
+                if not call.superseded:
+                    raise  # the client went away, or the server is stopping
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                self._ended("superseded")
+                await context.abort(
+                    grpc.StatusCode.ABORTED,
+                    f"{name}: a newer upload stream from this plant took over; it resumes from the bytes this one "
+                    "wrote",
+                )
             except Exception as exc:
+                self._ended(_reason(exc))
                 await _end_call(context, exc, name)
+            finally:
+                if release is not None:
+                    release()
+                    self._counted(rpc, -1)
 
         return behaviour
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         return self._handlers.get(handler_call_details.method)
+
+
+def _reason(exc: Exception) -> str:
+    """The `exchange_calls_ended_total` reason for a call ended with `exc` ("refused" for everything else)."""
+    if isinstance(exc, Refusal) and exc.code is grpc.StatusCode.UNAUTHENTICATED:
+        return "unauthenticated"
+    if isinstance(exc, Overloaded):
+        return "overloaded"
+    if isinstance(exc, NoMessage):
+        return "no_message"
+    if isinstance(exc, TooSlow):
+        return "stalled"
+    return "refused"
 
 
 def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None, what: str) -> int:
@@ -595,7 +702,7 @@ class ExchangeServer:
         address: str,
         tls: ServerTLS | None,
         health_address: str | None = None,
-        first_message_s: float = FIRST_MESSAGE_SECONDS,
+        metrics: Metrics | None = None,
     ) -> None:
         if health_address is not None:
             _check_loopback(health_address)
@@ -606,7 +713,7 @@ class ExchangeServer:
         self._thread = threading.Thread(target=self._run_loop, name="exchange-loop", daemon=True)
         self._thread.start()
         try:
-            self.port, self.health_port = self._on_loop(self._build(address, tls, health_address, first_message_s))
+            self.port, self.health_port = self._on_loop(self._build(address, tls, health_address, metrics))
         except BaseException:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join()
@@ -625,12 +732,12 @@ class ExchangeServer:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()  # type: ignore[arg-type]
 
     async def _build(
-        self, address: str, tls: ServerTLS | None, health_address: str | None, first_message_s: float
+        self, address: str, tls: ServerTLS | None, health_address: str | None, metrics: Metrics | None
     ) -> tuple[int, int | None]:
         self._health = health.aio.HealthServicer()
         await self._set_health(serving=False)
-        self._server = grpc.aio.server(options=SERVER_OPTIONS)
-        self._server.add_generic_rpc_handlers((_Gate(self._servicer, first_message_s=first_message_s),))
+        self._server = grpc.aio.server(options=server_options(self._servicer.limits))
+        self._server.add_generic_rpc_handlers((_Gate(self._servicer, metrics),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         port = _bind(self._server, address, tls.credentials() if tls else None, "exchange")
         self._health_server = None
@@ -690,14 +797,14 @@ def build_server(
     local_patterns: tuple[str, ...] = (),
     metrics: Metrics | None = None,
     health_address: str | None = None,
-    io_threads: int = IO_THREADS,
-    first_message_s: float = FIRST_MESSAGE_SECONDS,
+    limits: ServerLimits | None = None,
 ) -> tuple[ExchangeServer, int]:
     """A ready-to-start server bound to `address`; returns it with the bound port (for `:0`).
 
     `admin_token` is the admin credential: the token itself or `sha256:<hex>`. With mutual TLS (`tls.client_ca`)
     a plant's calls must also present a client certificate naming the plant its token belongs to, and admin calls
-    the admin's (`ADMIN_CERT_NAME`). `health_address` adds the loopback-only health server (`health_port`).
+    the admin's (`ADMIN_CERT_NAME`). `health_address` adds the loopback-only health server (`health_port`);
+    `limits` bounds what callers may hold (`plantfed.exchange.limits`; defaults: `ServerLimits()`).
     """
     servicer = ExchangeServicer(
         store,
@@ -706,11 +813,9 @@ def build_server(
         local_patterns=local_patterns,
         metrics=metrics,
         client_identity=tls is not None and tls.client_ca is not None,
-        io_threads=io_threads,
+        limits=limits,
     )
-    server = ExchangeServer(
-        servicer, address=address, tls=tls, health_address=health_address, first_message_s=first_message_s
-    )
+    server = ExchangeServer(servicer, address=address, tls=tls, health_address=health_address, metrics=metrics)
     return server, server.port
 
 

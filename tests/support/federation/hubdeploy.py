@@ -25,6 +25,7 @@ from support.kube.environment import ClusterWithNodes
 from support.kube.ports import free_ports
 from support.kube.provisioner import STORAGE_CLASS
 from support.paths import REPO
+from support.scrape import scrape
 
 HUB_CHART = REPO / "charts" / "plantfed-hub"
 RELEASE = "plantfed"
@@ -89,16 +90,7 @@ class Hub:
 
     def operator_metrics(self) -> dict[str, dict[frozenset[tuple[str, str]], float]]:
         """The operator's /metrics scraped now: sample name -> labels -> value."""
-        import urllib.request
-
-        from prometheus_client.parser import text_string_to_metric_families
-
-        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).read().decode()
-        samples: dict[str, dict[frozenset[tuple[str, str]], float]] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                samples.setdefault(sample.name, {})[frozenset(sample.labels.items())] = sample.value
-        return samples
+        return scrape(self.metrics_port)
 
     def operator_pods(self) -> list[Any]:
         with self.cluster.api_client() as api:
