@@ -284,6 +284,10 @@ class ExchangeServicer:
         self._check = PayloadCheck(payload_check)
         self._local_patterns = tuple(local_patterns)
         self._validate = None if self._check is PayloadCheck.NONE else check_safetensors
+        if self._check is PayloadCheck.UPDATE:
+            # torch, loaded now rather than by the first upload's check, which would hold the GIL (and so the
+            # event loop) for the seconds an import of torch takes.
+            import plantfed.formats.codecs  # noqa: F401
         self.limits = limits or ServerLimits()
         self.io = _IO(self.limits.io_threads)
         self._uploads = _Uploads()
