@@ -216,6 +216,10 @@ def train_local(
                     progress(steps, total_steps)
         seconds = time.perf_counter() - started
         dp = _declared(accountant, cfg.sample_dp) if accountant is not None and steps else None
+        # Gradients (and with the optimizer, its state) are as large as the model: gone before the delta.
+        optimizer.zero_grad(set_to_none=True)
+    model.zero_grad(set_to_none=True)
+    del optimizer
     return LocalTrainingResult(
         steps=steps,
         samples_seen=seen,
