@@ -14,7 +14,8 @@ bound that memory and stop a slow or hostile caller from holding resources other
   (DEADLINE_EXCEEDED, which clients resume from), so a stream that merely trickles (slowloris) cannot hold a
   transfer slot for long.
 * **connections** (HTTP/2, applied by `plantfed.exchange.transport.server_options`): a cap on connections,
-  streams per connection, a TLS/HTTP/2 handshake timeout and an idle timeout for connections without calls.
+  streams per connection, a TLS/HTTP/2 handshake timeout, an idle timeout for connections without calls and
+  keepalive pings that drop dead peers (and so their calls).
 
 Everything here is pure (no gRPC, no store, no clock) and tested on its own; the server applies it.
 """
@@ -57,6 +58,8 @@ class ServerLimits:
     connection_idle_s: float = _limit(
         300.0, "seconds a connection may stay open without calls (clients reconnect on demand)"
     )
+    keepalive_s: float = _limit(30.0, "seconds between the hub's pings of a connection that is silent")
+    keepalive_timeout_s: float = _limit(10.0, "seconds a pinged peer has to answer before its connection is dropped")
 
     @staticmethod
     def flag(name: str) -> str:
@@ -78,7 +81,14 @@ class ServerLimits:
             raise ValueError(f"max_streams_per_connection must be at least 1, got {self.max_streams_per_connection}")
         if self.min_transfer_rate < 0:
             raise ValueError(f"min_transfer_rate must be >= 0 bytes/s, got {self.min_transfer_rate}")
-        for name in ("first_message_s", "transfer_grace_s", "handshake_timeout_s", "connection_idle_s"):
+        for name in (
+            "first_message_s",
+            "transfer_grace_s",
+            "handshake_timeout_s",
+            "connection_idle_s",
+            "keepalive_s",
+            "keepalive_timeout_s",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive seconds, got {getattr(self, name)}")
 

@@ -23,8 +23,6 @@ MAX_MESSAGE = MAX_CHUNK + (256 << 10)
 _COMMON = [
     ("grpc.max_send_message_length", MAX_MESSAGE),
     ("grpc.max_receive_message_length", MAX_MESSAGE),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
 ]
 
 SERVER_OPTIONS = _COMMON + [
@@ -47,10 +45,14 @@ def server_options(limits: ServerLimits) -> list[tuple[str, int]]:
         ("grpc.max_concurrent_streams", limits.max_streams_per_connection),
         ("grpc.server_handshake_timeout_ms", int(limits.handshake_timeout_s * 1000)),
         ("grpc.max_connection_idle_ms", int(limits.connection_idle_s * 1000)),
+        ("grpc.keepalive_time_ms", int(limits.keepalive_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(limits.keepalive_timeout_s * 1000)),
     ]
 
 
 CHANNEL_OPTIONS = _COMMON + [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
     # A restarted hub is found again within seconds, not after the default 2 minutes of backoff.

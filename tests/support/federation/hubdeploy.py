@@ -45,6 +45,8 @@ class Hub:
     plant_tokens: dict[str, str]
     admin_cert: tuple[bytes, bytes] | None = None
     """Under mutual TLS: the operator's client certificate and key, the only ones the admin token counts with."""
+    exchange_metrics_port: int = 0
+    """Where the exchange pod's /metrics answers on this machine."""
 
     @property
     def exchange(self) -> str:
@@ -173,6 +175,7 @@ def deploy_hub(
         admin_token=_secret(cluster, namespace, "plantfed-admin-token")["token"].strip(),
         plant_tokens=_secret(cluster, namespace, "plantfed-plant-tokens"),
         admin_cert=admin_cert,
+        exchange_metrics_port=exchange_metrics,
     )
 
 
