@@ -18,18 +18,17 @@ from support.paths import REPO
 
 pytestmark = pytest.mark.slow
 
-TINY_DATA = ("--data-option", "recordings_per_class=1", "--data-option", "seconds=1")
+#: Small synthetic plants (as tests/support/plant_runtime.SMALL): a simulated round takes seconds.
+TINY_DATA = ("--data-option", "recordings_per_class=2", "--data-option", "seconds=2")
 
 
 def run_bench(script: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(REPO / "bench" / script), *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=check,
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), *args], cwd=REPO, capture_output=True, text=True, timeout=900
     )
+    if check and done.returncode:
+        raise AssertionError(f"bench/{script} exited {done.returncode}:\n{done.stderr[-4000:]}")
+    return done
 
 
 def last_json(stdout: str) -> dict:

@@ -284,13 +284,15 @@ class ExchangeServicer:
         self._check = PayloadCheck(payload_check)
         self._local_patterns = tuple(local_patterns)
         self._validate = None if self._check is PayloadCheck.NONE else check_safetensors
-        if self._check is PayloadCheck.UPDATE:
-            # torch, loaded now rather than by the first upload's check, which would hold the GIL (and so the
-            # event loop) for the seconds an import of torch takes.
-            import plantfed.formats.codecs  # noqa: F401
         self.limits = limits or ServerLimits()
         self.io = _IO(self.limits.io_threads)
         self._uploads = _Uploads()
+
+    def warm_up(self) -> None:
+        """Import what the update check needs (torch) in the background once serving, so a restarted hub is
+        reachable at once and the first upload's check does not wait for the import."""
+        if self._check is PayloadCheck.UPDATE:
+            import plantfed.formats.codecs  # noqa: F401
 
     def _update_validator(self, meta: UpdateMeta, record: RoundRecord) -> Callable[[Path], None] | None:
         """The check an update must pass before it is committed (see `PayloadCheck`)."""
@@ -767,6 +769,7 @@ class ExchangeServer:
             await self._set_health(serving=True)
 
         self._on_loop(start())
+        threading.Thread(target=self._servicer.warm_up, name="exchange-warm-up", daemon=True).start()
 
     def stop(self, grace: float | None) -> threading.Event:
         """Stop serving (NOT_SERVING at once), give calls in progress `grace` seconds; returns the stopped event."""
