@@ -49,11 +49,13 @@ test-fast: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -rs -m "not controlplane"
 
 # Flower pins protobuf < 7, so the comparison runs it from its own venv, outside the repo.
+# tests/bench runs every script below in a tiny mode, so none of them can rot unnoticed.
 FLWR_VENV ?= $(HOME)/.cache/plantfed/bench-flwr-1.42.0
 bench: $(STAMP)
 	test -x $(FLWR_VENV)/bin/python || ($(PY) -m venv $(FLWR_VENV) && $(FLWR_VENV)/bin/pip install -q flwr==1.42.0 safetensors==0.8.0)
 	$(BIN)/python bench/bench_aggregate.py --plants 17 --size-mb 400 --flwr-python $(FLWR_VENV)/bin/python
-	$(BIN)/python bench/bench_upload.py --size-mb 1024
+	$(BIN)/python bench/bench_upload.py --size-mb 1024 --repeat 3
+	$(BIN)/python bench/bench_plant_memory.py --size-mb 200
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -25,6 +25,7 @@ from helmchart import (
 )
 
 from plantfed.contract.naming import GROUP
+from plantfed.exchange.limits import ServerLimits
 
 
 def mentions(output: str, what: str) -> bool:
@@ -140,6 +141,20 @@ def test_exchange_command_and_mounts(helm):
         "--tls-key": "/etc/plantfed/tls/tls.key",
         "--metrics-port": "9090",
         "--health-listen": "127.0.0.1:8444",
+        # exchange.limits, sized for a fleet (values.yaml)
+        "--io-threads": "8",
+        "--max-calls": "1024",
+        "--max-transfers": "256",
+        "--max-calls-per-plant": "16",
+        "--first-message-seconds": "20",
+        "--min-transfer-rate": "16384",
+        "--transfer-grace-seconds": "60",
+        "--max-connections": "2048",
+        "--max-streams-per-connection": "64",
+        "--handshake-timeout-seconds": "20",
+        "--connection-idle-seconds": "300",
+        "--keepalive-seconds": "30",
+        "--keepalive-timeout-seconds": "10",
     }
     mounts = {v["mountPath"]: v["name"] for v in c["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -154,6 +169,14 @@ def test_exchange_command_and_mounts(helm):
     )
     svc = m.get("Service", "plantfed-exchange")
     assert [p["port"] for p in svc["spec"]["ports"]] == [8443], "metrics must not ride on the exchange Service"
+
+
+def test_every_exchange_limit_is_a_chart_value_and_big_counts_render_as_integers(helm):
+    m = helm.render_hub("--set", "exchange.limits.minTransferRate=1048576")
+    (c,) = m.get("Deployment", "plantfed-exchange")["spec"]["template"]["spec"]["containers"]
+    f = flags(c["command"])
+    assert f["--min-transfer-rate"] == "1048576"
+    assert {ServerLimits.flag(name) for name in ServerLimits.defaults()} <= set(f)
 
 
 def test_exchange_readiness_probe_needs_no_client_credential(helm):

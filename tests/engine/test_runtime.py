@@ -12,7 +12,8 @@ from support.plant_runtime import CFG, MODEL, HeadStaysHome, runtime_for, seed_b
 from plantfed.contract.records import Codec, DPMode
 from plantfed.exchange.errors import ExchangeError
 from plantfed.formats import codecs
-from plantfed.plant.runtime import ParticipationConfig, RoundNotForThisPlant
+from plantfed.plant.runtime import ParticipationConfig, RoundNotForThisPlant, hash_round
+from plantfed.plant.training import pick_device, train_local
 from plantfed.tasks.bearing import BearingTask
 from plantfed.tasks.sdk import dataset_size
 
@@ -231,3 +232,33 @@ def test_a_dp_sgd_update_declares_its_steps_and_rate_and_is_not_clipped_again(hu
         )
     )
     assert norm == pytest.approx(report.update_norm, rel=1e-4)
+
+
+@pytest.mark.parametrize(("optimizer", "codec"), [("sgd", Codec.NONE), ("adam", Codec.FP16), ("sgd", Codec.INT8)])
+def test_the_update_is_bit_identical_to_the_plain_copying_computation(hub: Hub, optimizer: str, codec: Codec) -> None:
+    """The in-place delta, freed optimiser state and streamed encoding change no bit of what a plant sends.
+
+    The reference does it the plain way, from the same seeded training: keep a copy of the base, subtract it,
+    encode the whole delta in memory (what the runtime did before it stopped copying the model).
+    """
+    task = BearingTask()
+    base_path = seed_bearing(hub, task)
+    hub.open_round("r1", plants=("plant-a",), model=MODEL)
+    cfg = replace(CFG, training=replace(CFG.training, optimizer=optimizer), codec=codec)
+    runtime = runtime_for(hub, "plant-a", task)
+    runtime.participate("r1", cfg)
+    (record,) = hub.store.updates("r1")
+    with codecs.SafetensorsFile(hub.store.blob_path(record.digest)) as sent:
+        uploaded = {name: sent.tensor(name) for name in sent.specs}
+
+    model = runtime.build_model(codecs.load_state(base_path), "full", cfg.seed * 1_000_003 + hash_round("r1"))
+    base = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    seed = cfg.seed * 1_000_003 + hash_round("r1")
+    train_local(task, model, task.load_data(runtime.data).train, cfg.training, pick_device("cpu"), seed=seed)
+    trained = model.state_dict()
+    plain = {n: trained[n] - base[n] if base[n].is_floating_point() else trained[n] for n in trained}
+    expected = codecs.encode_delta(plain, codec)
+
+    assert set(uploaded) == set(expected)
+    for name, tensor in expected.items():
+        assert uploaded[name].dtype == tensor.dtype and torch.equal(uploaded[name], tensor), name

@@ -21,6 +21,8 @@ class ServerProcess:
     port: int
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    #: More `plantfed exchange` flags (limits, --metrics-port, ...).
+    args: tuple[str, ...] = ()
 
     def start(self) -> None:
         log = open(self.log_path, "ab")
@@ -38,6 +40,7 @@ class ServerProcess:
                 "--listen",
                 f"127.0.0.1:{self.port}",
                 "--payload-check=format",
+                *self.args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -46,6 +49,18 @@ class ServerProcess:
         log.close()
         wait_until(lambda: port_accepts(self.port) or proc.poll() is not None, what="exchange to listen")
         assert proc.poll() is None, self.log_path.read_text()
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def rss_bytes(self, field: str = "VmRSS") -> int:
+        """The process's resident memory now (`VmRSS`) or at its peak so far (`VmHWM`), from /proc."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError(f"no {field} in /proc/{self.proc.pid}/status")
 
     def kill(self) -> None:
         assert self.proc is not None

@@ -102,6 +102,19 @@ class Metrics:
             ["model", "plant"],
             registry=r,
         )
+        self.exchange_calls = Gauge(
+            PREFIX + "exchange_calls_in_progress",
+            "Exchange calls being served, by kind (transfer: uploads, downloads and publishes; other: the rest).",
+            ["kind"],
+            registry=r,
+        )
+        self.exchange_calls_ended = Counter(
+            PREFIX + "exchange_calls_ended_total",
+            "Exchange calls the hub ended to protect itself, by reason (unauthenticated, overloaded, no_message, "
+            "stalled, superseded).",
+            ["reason"],
+            registry=r,
+        )
         self.aggregation_duration = Histogram(
             PREFIX + "aggregation_duration_seconds",
             "Time to aggregate one round's updates.",

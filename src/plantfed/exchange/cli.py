@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from plantfed.exchange.limits import ServerLimits
 from plantfed.exchange.payload import PayloadCheck
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also serve the gRPC health service (only it) on this loopback address, with the exchange's "
         "certificate but never asking for a client certificate: the readiness probe's port under mTLS",
     )
-    parser.add_argument("--max-workers", type=int, default=32, help="concurrent calls (each stream holds one)")
+    limits = parser.add_argument_group("limits", "what callers may hold of the hub (plantfed.exchange.limits)")
+    for name, (kind, default, meaning) in ServerLimits.defaults().items():
+        limits.add_argument(
+            ServerLimits.flag(name),
+            dest=f"limit_{name}",
+            metavar="SECONDS" if name.endswith("_s") else "N",
+            type=kind,
+            default=default,
+            help=f"{meaning} (%(default)s)",
+        )
     parser.add_argument(
         "--token-reload-seconds", type=float, default=2.0, help="how often to check the token book for changes"
     )
@@ -87,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
         book = TokenBook(args.tokens, reload_seconds=args.token_reload_seconds)
         admin = args.admin_token_file.read_text()
         tls = ServerTLS.from_files(args.tls_cert, args.tls_key, args.client_ca) if args.tls_cert else None
-    except (OSError, TokenBookError) as exc:
+        limits = ServerLimits(**{name: getattr(args, f"limit_{name}") for name in ServerLimits.defaults()})
+    except (OSError, TokenBookError, ValueError) as exc:
         log.error("%s", exc)
         return 2
     metrics = None
@@ -101,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
             admin_token=admin,
             address=args.listen,
             tls=tls,
-            max_workers=args.max_workers,
+            limits=limits,
             payload_check=PayloadCheck(args.payload_check),
             local_patterns=tuple(args.local_pattern),
             metrics=metrics,

@@ -2,10 +2,12 @@
 
 Both survive cut connections and hub restarts: uploads ask the hub how much it holds and send only the
 rest; downloads keep `<dest>.partial` (plus a small `<dest>.partial.json` naming the blob it belongs to) and
-continue from its length. Transient failures (UNAVAILABLE, ABORTED, CANCELLED) are retried with bounded,
-jittered exponential backoff; anything else raises `ExchangeError` with the hub's reason. Unary calls wait
-up to `RetryPolicy.connect_timeout` for an unreachable hub; streams carry no deadline (a multi-GB transfer
-may take long) and fail fast instead, leaving the waiting to the backoff, so no call can hang forever.
+continue from its length. Transient failures (UNAVAILABLE, ABORTED, CANCELLED, and a stream the hub ended as
+stalled: DEADLINE_EXCEEDED) are retried with bounded, jittered exponential backoff. A hub at one of its limits
+(RESOURCE_EXHAUSTED: too many transfers, or this plant's calls) is waited out with a longer backoff for up to
+`RetryPolicy.busy_patience` seconds. Anything else raises `ExchangeError` with the hub's reason. Unary calls
+wait up to `RetryPolicy.connect_timeout` for an unreachable hub; streams carry no deadline (a multi-GB
+transfer may take long) and fail fast instead, leaving the waiting to the backoff, so no call can hang forever.
 """
 
 from __future__ import annotations
@@ -46,12 +48,25 @@ class RetryPolicy:
     multiplier: float = 2.0
     #: How long one attempt waits for the hub to become reachable before it counts as failed.
     connect_timeout: float = 30.0
+    #: Seconds to keep retrying while the hub answers RESOURCE_EXHAUSTED (at a limit, not broken).
+    busy_patience: float = 900.0
+    busy_initial_backoff: float = 1.0
+    busy_max_backoff: float = 30.0
 
     def delays(self) -> Iterator[float]:
         delay = self.initial_backoff
         for _ in range(self.max_attempts - 1):
             yield random.uniform(delay / 2, delay)
             delay = min(self.max_backoff, delay * self.multiplier)
+
+    def busy_delays(self) -> Iterator[float]:
+        """Jittered exponential waits while the hub is at a limit, ending once they add up to `busy_patience`."""
+        delay, waited = self.busy_initial_backoff, 0.0
+        while waited < self.busy_patience:
+            pause = min(random.uniform(delay / 2, delay), self.busy_patience - waited)
+            waited += pause
+            yield pause
+            delay = min(self.busy_max_backoff, delay * self.multiplier)
 
 
 DEFAULT_RETRY = RetryPolicy()
@@ -104,6 +119,24 @@ class _Transient(Exception):
         self.error = err
 
 
+class _Busy(_Transient):
+    """The hub is at one of its limits: worth waiting for, on a budget of its own."""
+
+
+def _failure(err: grpc.RpcError, *, stream: bool) -> Exception:
+    """What a failed attempt means: `_Busy`, `_Transient`, or the `ExchangeError` to raise.
+
+    A stream carries no client deadline, so DEADLINE_EXCEEDED on one is the hub ending it as stalled: the next
+    attempt resumes. On a unary call it is this client's own timeout, which already waited long enough.
+    """
+    exc = ExchangeError.from_rpc(err)
+    if exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return _Busy(exc)
+    if exc.retryable or (stream and exc.code == grpc.StatusCode.DEADLINE_EXCEEDED):
+        return _Transient(exc)
+    return exc
+
+
 def _file_chunks(path: Path, offset: int, chunk_size: int) -> Iterator[bytes]:
     with open(path, "rb") as f:
         f.seek(offset)
@@ -145,24 +178,25 @@ class _Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, fn: Callable[..., _T], request: Any, **kwargs: Any) -> _T:
-        """One attempt of a call; transient failures become `_Transient`, others `ExchangeError`."""
+    def _call(self, fn: Callable[..., _T], request: Any, *, stream: bool = False, **kwargs: Any) -> _T:
+        """One attempt of a call; failures worth another become `_Transient` (or `_Busy`), others `ExchangeError`."""
         try:
             return fn(request, metadata=self._metadata, **kwargs)
         except grpc.RpcError as err:
-            exc = ExchangeError.from_rpc(err)
-            if exc.retryable:
-                raise _Transient(exc) from err
-            raise exc from err
+            raise _failure(err, stream=stream) from err
 
     def _retrying(self, attempt: Callable[[], _T]) -> _T:
-        """Run `attempt` until it succeeds, a non-transient error occurs, or the retry budget is spent."""
-        delays = self._retry.delays()
+        """Run `attempt` until it succeeds, a non-transient error occurs, or the retry budgets are spent.
+
+        A busy hub draws on `busy_delays`, any other transient failure on `delays`: waiting for capacity
+        must not use up the attempts meant for a hub that is down.
+        """
+        delays, busy = self._retry.delays(), self._retry.busy_delays()
         while True:
             try:
                 return attempt()
             except _Transient as transient:
-                delay = next(delays, None)
+                delay = next(busy if isinstance(transient, _Busy) else delays, None)
                 if delay is None:
                     raise transient.error from None
                 log.warning("exchange call failed (%s); retrying in %.1fs", transient.error, delay)
@@ -207,10 +241,7 @@ class _Client:
                     f.flush()
                     os.fsync(f.fileno())
             except grpc.RpcError as err:
-                exc = ExchangeError.from_rpc(err)
-                if exc.retryable:
-                    raise _Transient(exc) from err
-                raise exc from err
+                raise _failure(err, stream=True) from err
             if done != info.size or file_sha256(partial).hexdigest() != info.sha256:
                 partial.unlink(missing_ok=True)
                 sidecar.unlink(missing_ok=True)
@@ -290,7 +321,7 @@ class ExchangeClient(_Client):
                     if progress:
                         progress(done, size)
 
-            return self._call(self._stub.UploadUpdate, requests())
+            return self._call(self._stub.UploadUpdate, requests(), stream=True)
 
         try:
             msg = self._retrying(attempt)
@@ -363,7 +394,7 @@ class AdminClient(_Client):
                 if progress:
                     progress(done, size)
 
-        msg = self._retrying(lambda: self._call(self._stub.PublishModel, requests()))
+        msg = self._retrying(lambda: self._call(self._stub.PublishModel, requests(), stream=True))
         return convert.version_from_wire(msg)
 
     def promote(self, model: str, version: int) -> ModelVersion:

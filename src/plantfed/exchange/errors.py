@@ -1,8 +1,9 @@
 """The error exchange clients raise, and which status codes are worth retrying.
 
-Codes are chosen so a client can act on them: UNAVAILABLE/ABORTED are worth retrying, DATA_LOSS means
-re-send from zero, everything else needs a human or a different request (`plantfed.exchange.status` maps
-the hub's errors to them).
+Codes are chosen so a client can act on them: UNAVAILABLE/ABORTED are worth retrying, RESOURCE_EXHAUSTED
+means the hub is at one of its limits (wait and retry), DEADLINE_EXCEEDED on a stream means the hub ended it
+as stalled (resume), DATA_LOSS means re-send from zero, everything else needs a human or a different request
+(`plantfed.exchange.status` maps the hub's errors to them; `plantfed.exchange.client` retries).
 """
 
 from __future__ import annotations

@@ -4,6 +4,19 @@ Policy (what plants may do) lives here; durability and the invariants that need 
 (round, plant), nothing committed after close) live in the store. Every refusal ends the call with a status
 code and a message naming the problem (see `errors`).
 
+Serving: one `grpc.aio` server on an event loop of its own (`ExchangeServer`), so an open stream costs a
+coroutine and its buffers, never a thread: a slow upload cannot starve other calls. The store's blocking work
+(file reads and writes, fsync, sha256, record parsing) runs in a bounded pool of `io_threads`, one step at a
+time, so the loop never blocks on the disk; an upload writes (and hashes) one chunk while the next arrives.
+Every method is registered as request-streaming, unary ones included, so each call is authenticated from its
+metadata before any message is read and a call that never sends its message ends after `first_message_s`.
+
+Protection (`plantfed.exchange.limits`): admission caps on calls, transfers and one plant's calls
+(RESOURCE_EXHAUSTED, which clients retry with backoff), a minimum transfer rate per stream (DEADLINE_EXCEEDED,
+which clients resume from), and HTTP/2 connection limits. A newer upload stream for the same (round, plant)
+takes over from an older one still receiving: the older stream is ended (ABORTED) and the newer one resumes
+from whatever the older wrote, so a stale or trickling stream can never lock a plant out of its own upload.
+
 Upload idempotency: one update per (round, plant). Re-uploading a payload with the sha256 already committed
 returns the original receipt with duplicate=true and stores nothing; a different payload for a committed
 (round, plant) is refused with ALREADY_EXISTS (a plant that wants to change its update must wait for the
@@ -18,29 +31,29 @@ token belongs to, and the admin token counts only with the admin's certificate (
 Health: the standard `grpc.health.v1.Health` service answers for `HEALTH_SERVICE` on the exchange's port and,
 with `health_address`, on a second, loopback-only server that never asks for a client certificate. That is
 what the readiness probe dials: with mutual TLS it needs no client credential, and the second server serves
-nothing but health (a plant call cannot reach the exchange without the mTLS handshake).
+nothing but health (a plant call cannot reach the exchange without the mTLS handshake). Health reports SERVING
+from `start` until `stop` begins.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
+import asyncio
 import logging
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable
 from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from plantfed.contract.metrics import Metrics
 from plantfed.contract.naming import check_name, check_sha256
-from plantfed.contract.records import RoundRecord, RoundState, UpdateMeta, UpdateRecord
+from plantfed.contract.records import ModelVersion, RoundRecord, RoundState, UpdateMeta, UpdateRecord
 from plantfed.contract.wire.v1 import exchange_pb2 as pb
-from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
 from plantfed.engine.privacy.accounting import PrivacyLedger
 from plantfed.engine.store import ModelStore
 from plantfed.exchange import convert
@@ -52,74 +65,189 @@ from plantfed.exchange.auth import (
     TokenBook,
     certificate_name,
 )
+from plantfed.exchange.limits import Admission, MinimumRate, NoMessage, Overloaded, ServerLimits, TooSlow
 from plantfed.exchange.payload import PayloadCheck, UpdateCheck, check_safetensors
 from plantfed.exchange.status import Refusal, describe, status_for
-from plantfed.exchange.transport import HEALTH_SERVICE, MAX_CHUNK, SERVER_OPTIONS, ServerTLS
+from plantfed.exchange.transport import HEALTH_SERVICE, MAX_CHUNK, MAX_MESSAGE, ServerTLS, server_options
 
 log = logging.getLogger(__name__)
 
 _PLANT, _ADMIN, _ANY = "plant", "admin", "any"
+_SERVICE = pb.DESCRIPTOR.services_by_name["ModelExchange"]
+_T = TypeVar("_T")
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "[::1]", "localhost"})
 
 
-def _end_call(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
+@dataclass(frozen=True)
+class _Rpc:
+    """How the gate serves one method: who may call it, whether the body is a blocking unary function, and
+    whether it moves a payload (counts against `max_transfers`)."""
+
+    role: str
+    unary: bool
+    transfer: bool = False
+
+
+def _unary(role: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A unary method whose whole body is store work: it runs in the io pool as `body(self, request, caller)`."""
+
+    def mark(body: Callable[..., Any]) -> Callable[..., Any]:
+        body.rpc = _Rpc(role, unary=True)  # type: ignore[attr-defined]
+        return body
+
+    return mark
+
+
+def _transfer(role: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A streaming method, a coroutine `body(self, call, caller)` that reads and writes through `_Call`."""
+
+    def mark(body: Callable[..., Any]) -> Callable[..., Any]:
+        body.rpc = _Rpc(role, unary=False, transfer=True)  # type: ignore[attr-defined]
+        return body
+
+    return mark
+
+
+class _IO:
+    """The bounded pool for blocking store work, awaited so that a cancelled call never leaves a step running.
+
+    A thread cannot be interrupted: when the awaiting call is cancelled (client gone), the step is waited out
+    before the cancellation proceeds, so the call's cleanup (closing a partial upload, releasing its lock) never
+    races a write still in progress.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self._pool = futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="exchange-io")
+
+    def submit(self, fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
+        return asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def settle(self, step: asyncio.Future[_T]) -> _T:
+        try:
+            return await asyncio.shield(step)
+        except asyncio.CancelledError:
+            await self.drain(step)
+            raise
+
+    @staticmethod
+    async def drain(step: asyncio.Future[Any] | None) -> None:
+        """Wait until `step` has finished, whatever its outcome, even while being cancelled."""
+        while step is not None and not step.done():
+            try:
+                await asyncio.wait([step])
+            except asyncio.CancelledError:
+                continue
+        if step is not None and not step.cancelled():
+            step.exception()  # retrieved: the caller is already ending with another error
+
+    async def __call__(self, fn: Callable[..., _T], *args: Any) -> _T:
+        return await self.settle(self.submit(fn, *args))
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+class _Call:
+    """One call's messages, read and written within the hub's time limits (`ServerLimits`)."""
+
+    def __init__(self, context: grpc.aio.ServicerContext, rpc: str, limits: ServerLimits) -> None:
+        self.context = context
+        self.rpc = rpc
+        self._first_message_s = limits.first_message_s
+        self._rate = MinimumRate.for_limits(limits, MAX_MESSAGE)
+        #: Set while an upload receives chunks: only then may a newer stream of the same plant take it over.
+        self.receiving = False
+        self.superseded = False
+
+    async def first(self) -> Any:
+        """The call's first message; a call that does not send one in time is ended."""
+        try:
+            message = await asyncio.wait_for(self.context.read(), self._first_message_s)
+        except TimeoutError:
+            raise NoMessage(
+                f"{self.rpc}: no request message within {self._first_message_s:g} s of the call's headers"
+            ) from None
+        if message is grpc.aio.EOF:
+            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{self.rpc}: the call ended without a request message")
+        return message
+
+    async def start(self) -> Any:
+        """The `start` message that opens a client stream."""
+        first = await self.first()
+        if first.WhichOneof("msg") != "start":
+            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{self.rpc}: the first message must be `start`")
+        return first.start
+
+    async def _paced(self, step: Awaitable[_T], what: str) -> tuple[_T, float]:
+        """`step` (waiting on the peer) within the minimum rate's patience; returns it and the seconds waited."""
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        patience = self._rate.patience()
+        try:
+            done = await (step if patience == float("inf") else asyncio.wait_for(step, patience))
+        except TimeoutError:
+            raise TooSlow(f"{self.rpc}: {self._rate.describe(what)}") from None
+        return done, loop.time() - began
+
+    async def chunk(self) -> bytes | None:
+        """The next `chunk` of a client stream, or None at its end."""
+        message, waited = await self._paced(self.context.read(), "upload")
+        if message is grpc.aio.EOF:
+            return None
+        if message.WhichOneof("msg") != "chunk":
+            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{self.rpc}: after `start`, only `chunk` messages")
+        chunk = message.chunk
+        if len(chunk) > MAX_CHUNK:
+            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{self.rpc}: chunk of {len(chunk)} bytes > {MAX_CHUNK}")
+        self._rate.record(len(chunk), waited)
+        return chunk
+
+    async def write(self, message: Any, nbytes: int = 0) -> None:
+        """Send a message; the peer must take `nbytes` of payload at no less than the minimum rate."""
+        _, waited = await self._paced(self.context.write(message), "download")
+        self._rate.record(nbytes, waited)
+
+
+class _Uploads:
+    """Which stream is receiving each (round, plant)'s upload; a newer stream takes over from an older one.
+
+    Used from the event loop only. The older stream is cancelled where it waits; its cleanup waits out any store
+    step in progress, closes the partial (keeping every byte written) and releases it before the newer stream
+    begins, so the newer one resumes exactly from what the older one wrote. A stream already past receiving
+    (verifying, committing) is not interrupted: the newer one waits for it, then finds its result.
+    """
+
+    def __init__(self) -> None:
+        self._owners: dict[tuple[str, str], tuple[_Call, asyncio.Task[Any], asyncio.Event]] = {}
+
+    async def claim(self, key: tuple[str, str], call: _Call) -> bool:
+        """Make `call` the owner of `key`; returns whether it had to take over from (or wait for) another."""
+        waited = False
+        while (owner := self._owners.get(key)) is not None:
+            other, task, released = owner
+            if other.receiving and not other.superseded:
+                other.superseded = True
+                task.cancel()
+            waited = True
+            await released.wait()
+        self._owners[key] = (call, asyncio.current_task(), asyncio.Event())  # type: ignore[arg-type]
+        return waited
+
+    def release(self, key: tuple[str, str], call: _Call) -> None:
+        owner = self._owners.get(key)
+        if owner is not None and owner[0] is call:
+            del self._owners[key]
+            owner[2].set()
+
+
+async def _end_call(context: grpc.aio.ServicerContext, exc: Exception, method: str) -> None:
     """Abort the call with the status for `exc`; unexpected errors are logged and reported as INTERNAL."""
     code = status_for(exc)
     if code is None:
         log.exception("%s failed", method, exc_info=exc)
-        context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error ({type(exc).__name__}: {exc})")
-    context.abort(code, describe(exc))
-
-
-def _rpc(role: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Authenticate the caller for `role`, pass it to the handler, and turn exceptions into statuses."""
-
-    def wrap(handler: Callable[..., Any]) -> Callable[..., Any]:
-        name = handler.__name__
-        if inspect.isgeneratorfunction(handler):
-
-            @functools.wraps(handler)
-            def streaming(self: ExchangeServicer, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                try:
-                    caller = self._authorize(context, role, name)
-                    yield from handler(self, request, context, caller)
-                except grpc.RpcError:
-                    raise
-                except Exception as exc:
-                    _end_call(context, exc, name)
-
-            return streaming
-
-        @functools.wraps(handler)
-        def unary(self: ExchangeServicer, request: Any, context: grpc.ServicerContext) -> Any:
-            try:
-                caller = self._authorize(context, role, name)
-                return handler(self, request, context, caller)
-            except grpc.RpcError:
-                raise
-            except Exception as exc:
-                _end_call(context, exc, name)
-
-        return unary
-
-    return wrap
-
-
-def _first_start(requests: Iterator[Any], rpc: str) -> Any:
-    first = next(requests, None)
-    if first is None or first.WhichOneof("msg") != "start":
-        raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{rpc}: the first message must be `start`")
-    return first.start
-
-
-def _chunks(requests: Iterator[Any], rpc: str) -> Iterator[bytes]:
-    for msg in requests:
-        if msg.WhichOneof("msg") != "chunk":
-            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{rpc}: after `start`, only `chunk` messages")
-        if len(msg.chunk) > MAX_CHUNK:
-            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{rpc}: chunk of {len(msg.chunk)} bytes > {MAX_CHUNK}")
-        yield msg.chunk
+        await context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error ({type(exc).__name__}: {exc})")
+    await context.abort(code, describe(exc))
 
 
 def _receipt(record: UpdateRecord, duplicate: bool) -> pb.UploadReceipt:
@@ -135,7 +263,9 @@ def _receipt(record: UpdateRecord, duplicate: bool) -> pb.UploadReceipt:
     )
 
 
-class ExchangeServicer(pb_grpc.ModelExchangeServicer):
+class ExchangeServicer:
+    """The ModelExchange methods. Unary bodies are plain functions run in the io pool; streams are coroutines."""
+
     def __init__(
         self,
         store: ModelStore,
@@ -145,6 +275,7 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
         local_patterns: tuple[str, ...] = (),
         metrics: Metrics | None = None,
         client_identity: bool = False,
+        limits: ServerLimits | None = None,
     ) -> None:
         self._store = store
         self._client_identity = client_identity
@@ -153,6 +284,15 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
         self._check = PayloadCheck(payload_check)
         self._local_patterns = tuple(local_patterns)
         self._validate = None if self._check is PayloadCheck.NONE else check_safetensors
+        self.limits = limits or ServerLimits()
+        self.io = _IO(self.limits.io_threads)
+        self._uploads = _Uploads()
+
+    def warm_up(self) -> None:
+        """Import what the update check needs (torch) in the background once serving, so a restarted hub is
+        reachable at once and the first upload's check does not wait for the import."""
+        if self._check is PayloadCheck.UPDATE:
+            import plantfed.formats.codecs  # noqa: F401
 
     def _update_validator(self, meta: UpdateMeta, record: RoundRecord) -> Callable[[Path], None] | None:
         """The check an update must pass before it is committed (see `PayloadCheck`)."""
@@ -161,7 +301,8 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
         base = self._store.get_model(record.model, record.base_version)
         return UpdateCheck(meta, self._store.blob_path(base.digest), self._local_patterns)
 
-    def _authorize(self, context: grpc.ServicerContext, role: str, rpc: str) -> Caller:
+    def authorize(self, context: grpc.aio.ServicerContext, role: str, rpc: str) -> Caller:
+        """Who is calling, from the call's metadata (and certificate) alone: nothing has been read yet."""
         caller = self._auth.caller(context.invocation_metadata())
         if caller is None:
             raise Refusal(
@@ -193,10 +334,27 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
                 f"{'no plant' if named is None else repr(named)} (CN or SAN URI {PLANT_URI_PREFIX}<plant>)",
             )
 
+    async def _pump(self, call: _Call, sink: Callable[[bytes], Any]) -> None:
+        """Feed every chunk of the stream to `sink` in the io pool, one at a time, while the next one arrives."""
+        step: asyncio.Future[Any] | None = None
+        call.receiving = True
+        try:
+            while (chunk := await call.chunk()) is not None:
+                if step is not None:
+                    await self.io.settle(step)
+                step = self.io.submit(sink, chunk)
+            if step is not None:
+                await self.io.settle(step)
+        except BaseException:
+            await self.io.drain(step)
+            raise
+        finally:
+            call.receiving = False
+
     # --- plant RPCs --------------------------------------------------------------------------------------
 
-    @_rpc(_PLANT)
-    def GetRound(self, request: pb.GetRoundRequest, context: Any, caller: Caller) -> pb.RoundAssignment:
+    @_unary(_PLANT)
+    def GetRound(self, request: pb.GetRoundRequest, caller: Caller) -> pb.RoundAssignment:
         plant = caller.plant
         if request.round_id:
             record = self._store.get_round(request.round_id)
@@ -217,8 +375,8 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
             candidate_version=candidate.version if candidate is not None else 0,
         )
 
-    @_rpc(_PLANT)
-    def GetUploadStatus(self, request: pb.UploadStatusRequest, context: Any, caller: Caller) -> pb.UploadStatus:
+    @_unary(_PLANT)
+    def GetUploadStatus(self, request: pb.UploadStatusRequest, caller: Caller) -> pb.UploadStatus:
         self._store.get_round(request.round_id)
         committed = self._store.get_update(request.round_id, caller.plant_name)
         if committed is not None:
@@ -230,11 +388,36 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
             committed_offset=self._store.partial_offset(request.round_id, caller.plant_name, request.sha256)
         )
 
-    @_rpc(_PLANT)
-    def UploadUpdate(
-        self, request_iterator: Iterator[pb.UploadRequest], context: Any, caller: Caller
-    ) -> pb.UploadReceipt:
-        start = _first_start(request_iterator, "UploadUpdate")
+    @_transfer(_PLANT)
+    async def UploadUpdate(self, call: _Call, caller: Caller) -> pb.UploadReceipt:
+        start = await call.start()
+        admitted = await self.io(self._admit_update, start, caller)
+        if isinstance(admitted, pb.UploadReceipt):
+            return admitted
+        meta, record = admitted
+        key = (meta.round_id, meta.plant)
+        try:
+            if await self._uploads.claim(key, call):
+                # The stream this one took over from may have committed meanwhile: decide again.
+                admitted = await self.io(self._admit_update, start, caller)
+                if isinstance(admitted, pb.UploadReceipt):
+                    return admitted
+            holder = self._store.partial_upload(meta.round_id, meta.plant)
+            upload = await self.io(holder.__enter__)
+            try:
+                await self.io(upload.begin, meta.sha256, meta.total_bytes, start.offset)
+                await self._pump(call, upload.append)
+                digest, _size, received, seconds = await self.io(
+                    lambda: upload.finalize(self._update_validator(meta, record))
+                )
+            finally:
+                await self.io(holder.__exit__, None, None, None)
+            return await self.io(self._accept_update, meta, digest, received, seconds)
+        finally:
+            self._uploads.release(key, call)
+
+    def _admit_update(self, start: pb.UploadStart, caller: Caller) -> pb.UploadReceipt | tuple[UpdateMeta, RoundRecord]:
+        """Everything decided before a byte of the payload is accepted: a receipt for a duplicate, else go."""
         meta = convert.meta_from_wire(start.meta)
         if meta.plant != caller.plant:
             raise Refusal(
@@ -257,12 +440,7 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
                 f"update of {meta.total_bytes} bytes exceeds round {meta.round_id!r}'s limit of "
                 f"{record.max_update_bytes} bytes",
             )
-        with self._store.partial_upload(meta.round_id, meta.plant) as upload:
-            upload.begin(meta.sha256, meta.total_bytes, start.offset)
-            for chunk in _chunks(request_iterator, "UploadUpdate"):
-                upload.append(chunk)
-            digest, _size, received, seconds = upload.finalize(self._update_validator(meta, record))
-        return self._accept_update(meta, digest, received, seconds)
+        return meta, record
 
     def _accept_update(self, meta: UpdateMeta, digest: str, received: int, seconds: float) -> pb.UploadReceipt:
         """The one place a verified update becomes visible to aggregation (hook metrics here)."""
@@ -283,8 +461,35 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
             )
         return _receipt(record, duplicate)
 
-    @_rpc(_ANY)
-    def DownloadModel(self, request: pb.DownloadRequest, context: Any, caller: Caller) -> Iterator[pb.DownloadResponse]:
+    @_transfer(_ANY)
+    async def DownloadModel(self, call: _Call, caller: Caller) -> None:
+        request = await call.first()
+        version, offset = await self.io(self._plan_download, request)
+        await call.write(
+            pb.DownloadResponse(
+                info=pb.DownloadInfo(
+                    version=convert.version_to_wire(version),
+                    sha256=version.digest,
+                    size=version.size,
+                    start_offset=offset,
+                )
+            )
+        )
+        blob = await self.io(open, self._store.blob_path(version.digest), "rb")
+        step: asyncio.Future[bytes] | None = None
+        try:
+            await self.io(blob.seek, offset)
+            step = self.io.submit(blob.read, MAX_CHUNK)
+            while block := await self.io.settle(step):
+                step = self.io.submit(blob.read, MAX_CHUNK)  # read the next block while this one is sent
+                await call.write(pb.DownloadResponse(chunk=block), len(block))
+                if self._metrics is not None:
+                    self._metrics.bytes_served.labels(request.model).inc(len(block))
+        finally:
+            await self.io.drain(step)
+            await self.io(blob.close)
+
+    def _plan_download(self, request: pb.DownloadRequest) -> tuple[ModelVersion, int]:
         version = self._store.get_model(request.model, request.version or None)
         offset = request.offset
         if request.if_sha256 and request.if_sha256 != version.digest:
@@ -295,23 +500,10 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
                 f"download offset {offset} is outside version {version.version} of {request.model!r} "
                 f"({version.size} bytes)",
             )
-        yield pb.DownloadResponse(
-            info=pb.DownloadInfo(
-                version=convert.version_to_wire(version),
-                sha256=version.digest,
-                size=version.size,
-                start_offset=offset,
-            )
-        )
-        with open(self._store.blob_path(version.digest), "rb") as f:
-            f.seek(offset)
-            while block := f.read(MAX_CHUNK):
-                if self._metrics is not None:
-                    self._metrics.bytes_served.labels(request.model).inc(len(block))
-                yield pb.DownloadResponse(chunk=block)
+        return version, offset
 
-    @_rpc(_PLANT)
-    def SubmitEvaluation(self, request: pb.Evaluation, context: Any, caller: Caller) -> pb.EvaluationReceipt:
+    @_unary(_PLANT)
+    def SubmitEvaluation(self, request: pb.Evaluation, caller: Caller) -> pb.EvaluationReceipt:
         if request.plant != caller.plant:
             raise Refusal(
                 grpc.StatusCode.PERMISSION_DENIED,
@@ -330,37 +522,39 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
 
     # --- admin RPCs --------------------------------------------------------------------------------------
 
-    @_rpc(_ADMIN)
-    def OpenRound(self, request: pb.Round, context: Any, caller: Caller) -> pb.Round:
+    @_unary(_ADMIN)
+    def OpenRound(self, request: pb.Round, caller: Caller) -> pb.Round:
         return convert.round_to_wire(self._store.open_round(convert.round_from_wire(request)))
 
-    @_rpc(_ADMIN)
-    def CloseRound(self, request: pb.CloseRoundRequest, context: Any, caller: Caller) -> pb.Round:
+    @_unary(_ADMIN)
+    def CloseRound(self, request: pb.CloseRoundRequest, caller: Caller) -> pb.Round:
         return convert.round_to_wire(self._store.close_round(request.round_id))
 
-    @_rpc(_ADMIN)
-    def ListUpdates(self, request: pb.ListUpdatesRequest, context: Any, caller: Caller) -> pb.ListUpdatesResponse:
+    @_unary(_ADMIN)
+    def ListUpdates(self, request: pb.ListUpdatesRequest, caller: Caller) -> pb.ListUpdatesResponse:
         record = self._store.get_round(request.round_id)
         updates = self._store.updates(request.round_id)
         return pb.ListUpdatesResponse(
             round=convert.round_to_wire(record), updates=[convert.update_to_wire(u) for u in updates]
         )
 
-    @_rpc(_ADMIN)
-    def PublishModel(
-        self, request_iterator: Iterator[pb.PublishRequest], context: Any, caller: Caller
-    ) -> pb.ModelVersion:
-        start = _first_start(request_iterator, "PublishModel")
+    @_transfer(_ADMIN)
+    async def PublishModel(self, call: _Call, caller: Caller) -> pb.ModelVersion:
+        start = await call.start()
         check_name("model", start.model)
         check_sha256(start.sha256)
         if start.round_id:
             check_name("round", start.round_id)
-        digest, _size = self._store.write_blob(
-            _chunks(request_iterator, "PublishModel"),
-            expect_sha256=start.sha256,
-            expect_size=start.total_bytes,
-            validate=self._validate,
-        )
+        holder = self._store.blob_writer(expect_sha256=start.sha256, expect_size=start.total_bytes)
+        writer = await self.io(holder.__enter__)
+        try:
+            await self._pump(call, writer.append)
+            digest, _size = await self.io(writer.commit, self._validate)
+        finally:
+            await self.io(holder.__exit__, None, None, None)
+        return await self.io(self._publish, start, digest)
+
+    def _publish(self, start: pb.PublishStart, digest: str) -> pb.ModelVersion:
         version = self._store.publish_model(
             start.model,
             digest,
@@ -372,35 +566,232 @@ class ExchangeServicer(pb_grpc.ModelExchangeServicer):
         log.info("published %s version %d (%d bytes)", version.model, version.version, version.size)
         return convert.version_to_wire(version)
 
-    @_rpc(_ADMIN)
-    def Promote(self, request: pb.PromoteRequest, context: Any, caller: Caller) -> pb.ModelVersion:
+    @_unary(_ADMIN)
+    def Promote(self, request: pb.PromoteRequest, caller: Caller) -> pb.ModelVersion:
         version = self._store.promote(request.model, request.version)
         log.info("promoted %s version %d", version.model, version.version)
         return convert.version_to_wire(version)
 
-    @_rpc(_ADMIN)
-    def GetModel(self, request: pb.GetModelRequest, context: Any, caller: Caller) -> pb.ModelVersion:
+    @_unary(_ADMIN)
+    def GetModel(self, request: pb.GetModelRequest, caller: Caller) -> pb.ModelVersion:
         return convert.version_to_wire(self._store.get_model(request.model, request.version or None))
 
-    @_rpc(_ADMIN)
-    def ListVersions(self, request: pb.ListVersionsRequest, context: Any, caller: Caller) -> pb.ListVersionsResponse:
+    @_unary(_ADMIN)
+    def ListVersions(self, request: pb.ListVersionsRequest, caller: Caller) -> pb.ListVersionsResponse:
         check_name("model", request.model)
         return pb.ListVersionsResponse(
             versions=[convert.version_to_wire(v) for v in self._store.versions(request.model)]
         )
 
-    @_rpc(_ADMIN)
-    def ListEvaluations(
-        self, request: pb.ListEvaluationsRequest, context: Any, caller: Caller
-    ) -> pb.ListEvaluationsResponse:
+    @_unary(_ADMIN)
+    def ListEvaluations(self, request: pb.ListEvaluationsRequest, caller: Caller) -> pb.ListEvaluationsResponse:
         return pb.ListEvaluationsResponse(
             evaluations=[convert.evaluation_to_wire(e) for e in self._store.evaluations(request.round_id)]
         )
 
-    @_rpc(_ADMIN)
-    def GetPrivacyLedger(self, request: pb.GetPrivacyLedgerRequest, context: Any, caller: Caller) -> pb.PrivacyLedger:
+    @_unary(_ADMIN)
+    def GetPrivacyLedger(self, request: pb.GetPrivacyLedgerRequest, caller: Caller) -> pb.PrivacyLedger:
         ledger = PrivacyLedger(self._store, request.model)  # checks the name
         return convert.ledger_to_wire(request.model, ledger.entries())
+
+
+class _Gate(grpc.GenericRpcHandler):
+    """Registers every ModelExchange method as request-streaming and runs it: authenticate, admit, read, serve.
+
+    Request-streaming because gRPC reads a unary call's message before its handler runs: a caller that sent
+    only headers would hold the call (and its memory) without ever being authenticated or timed out.
+    """
+
+    def __init__(self, servicer: ExchangeServicer, metrics: Metrics | None) -> None:
+        self._servicer = servicer
+        self._metrics = metrics
+        self._admission = Admission(servicer.limits)
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+        for method in _SERVICE.methods:
+            body = getattr(servicer, method.name)
+            request_type = getattr(pb, method.input_type.name)
+            response_type = getattr(pb, method.output_type.name)
+            make = (
+                grpc.stream_stream_rpc_method_handler
+                if method.server_streaming
+                else grpc.stream_unary_rpc_method_handler
+            )
+            self._handlers[f"/{_SERVICE.full_name}/{method.name}"] = make(
+                self._behaviour(method.name, body), request_type.FromString, response_type.SerializeToString
+            )
+
+    def _ended(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.exchange_calls_ended.labels(reason).inc()
+
+    def _counted(self, rpc: _Rpc, delta: int) -> None:
+        if self._metrics is not None:
+            self._metrics.exchange_calls.labels("transfer" if rpc.transfer else "other").inc(delta)
+
+    def _behaviour(self, name: str, body: Callable[..., Any]) -> Callable[[Any, Any], Awaitable[Any]]:
+        rpc: _Rpc = body.rpc  # type: ignore[attr-defined]
+        servicer = self._servicer
+
+        async def behaviour(_requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            call = _Call(context, name, servicer.limits)
+            release: Callable[[], None] | None = None
+            try:
+                caller = servicer.authorize(context, rpc.role, name)
+                release = self._admission.admit(caller.plant, transfer=rpc.transfer)
+                self._counted(rpc, +1)
+                if rpc.unary:
+                    request = await call.first()
+                    return await servicer.io(body, request, caller)
+                return await body(call, caller)
+            except grpc.aio.AbortError:
+                raise
+            except asyncio.CancelledError:
+                if not call.superseded:
+                    raise  # the client went away, or the server is stopping
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                self._ended("superseded")
+                await context.abort(
+                    grpc.StatusCode.ABORTED,
+                    f"{name}: a newer upload stream from this plant took over; it resumes from the bytes this one "
+                    "wrote",
+                )
+            except Exception as exc:
+                self._ended(_reason(exc))
+                await _end_call(context, exc, name)
+            finally:
+                if release is not None:
+                    release()
+                    self._counted(rpc, -1)
+
+        return behaviour
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        return self._handlers.get(handler_call_details.method)
+
+
+def _reason(exc: Exception) -> str:
+    """The `exchange_calls_ended_total` reason for a call ended with `exc` ("refused" for everything else)."""
+    if isinstance(exc, Refusal) and exc.code is grpc.StatusCode.UNAUTHENTICATED:
+        return "unauthenticated"
+    if isinstance(exc, Overloaded):
+        return "overloaded"
+    if isinstance(exc, NoMessage):
+        return "no_message"
+    if isinstance(exc, TooSlow):
+        return "stalled"
+    return "refused"
+
+
+def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None, what: str) -> int:
+    port = server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)
+    if port == 0:
+        raise OSError(f"could not bind the {what} to {address}")
+    return port
+
+
+def _check_loopback(address: str) -> None:
+    host = address.rsplit(":", 1)[0]
+    if host not in LOOPBACK_HOSTS:
+        raise ValueError(f"the health address must be loopback ({', '.join(sorted(LOOPBACK_HOSTS))}), not {host!r}")
+
+
+class ExchangeServer:
+    """The exchange (and its health service) on an event loop in a thread of its own.
+
+    Built bound (`port`, `health_port`); `start` serves, `stop(grace)` lets calls in progress finish for up to
+    `grace` seconds and returns an event that is set once everything has stopped. Usable from any thread.
+    """
+
+    def __init__(
+        self,
+        servicer: ExchangeServicer,
+        *,
+        address: str,
+        tls: ServerTLS | None,
+        health_address: str | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        if health_address is not None:
+            _check_loopback(health_address)
+        self._servicer = servicer
+        self._stopped = threading.Event()
+        self._stopping = False
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="exchange-loop", daemon=True)
+        self._thread.start()
+        try:
+            self.port, self.health_port = self._on_loop(self._build(address, tls, health_address, metrics))
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            raise
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_forever()
+        finally:
+            self._servicer.io.shutdown()
+            self._loop.close()
+            self._stopped.set()
+
+    def _on_loop(self, coro: Awaitable[_T]) -> _T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()  # type: ignore[arg-type]
+
+    async def _build(
+        self, address: str, tls: ServerTLS | None, health_address: str | None, metrics: Metrics | None
+    ) -> tuple[int, int | None]:
+        self._health = health.aio.HealthServicer()
+        await self._set_health(serving=False)
+        self._server = grpc.aio.server(options=server_options(self._servicer.limits))
+        self._server.add_generic_rpc_handlers((_Gate(self._servicer, metrics),))
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        port = _bind(self._server, address, tls.credentials() if tls else None, "exchange")
+        self._health_server = None
+        health_port = None
+        if health_address is not None:
+            # The exchange's own certificate, but never asking for a client's (see the module docstring).
+            self._health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._health_server)
+            probe_tls = ServerTLS(tls.cert_chain, tls.private_key).credentials() if tls else None
+            health_port = _bind(self._health_server, health_address, probe_tls, "health service")
+        return port, health_port
+
+    async def _set_health(self, *, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in ("", HEALTH_SERVICE):
+            await self._health.set(service, status)
+
+    def start(self) -> None:
+        async def start() -> None:
+            await self._server.start()
+            if self._health_server is not None:
+                await self._health_server.start()
+            await self._set_health(serving=True)
+
+        self._on_loop(start())
+        threading.Thread(target=self._servicer.warm_up, name="exchange-warm-up", daemon=True).start()
+
+    def stop(self, grace: float | None) -> threading.Event:
+        """Stop serving (NOT_SERVING at once), give calls in progress `grace` seconds; returns the stopped event."""
+        if self._stopping or self._stopped.is_set():
+            return self._stopped
+        self._stopping = True
+
+        async def stop() -> None:
+            try:
+                await self._health.enter_graceful_shutdown()
+                if self._health_server is not None:
+                    await self._health_server.stop(None)
+                await self._server.stop(grace)
+            finally:
+                self._loop.stop()
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop)
+        return self._stopped
+
+    def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return self._stopped.wait(timeout)
 
 
 def build_server(
@@ -410,23 +801,19 @@ def build_server(
     admin_token: str,
     address: str = "127.0.0.1:0",
     tls: ServerTLS | None = None,
-    max_workers: int = 32,
     payload_check: PayloadCheck = PayloadCheck.UPDATE,
     local_patterns: tuple[str, ...] = (),
     metrics: Metrics | None = None,
-    health_servicer: health.HealthServicer | None = None,
-) -> tuple[grpc.Server, int]:
+    health_address: str | None = None,
+    limits: ServerLimits | None = None,
+) -> tuple[ExchangeServer, int]:
     """A ready-to-start server bound to `address`; returns it with the bound port (for `:0`).
 
     `admin_token` is the admin credential: the token itself or `sha256:<hex>`. With mutual TLS (`tls.client_ca`)
     a plant's calls must also present a client certificate naming the plant its token belongs to, and admin calls
-    the admin's (`ADMIN_CERT_NAME`). Each open stream occupies a worker thread, so `max_workers` bounds concurrent
-    uploads plus downloads.
+    the admin's (`ADMIN_CERT_NAME`). `health_address` adds the loopback-only health server (`health_port`);
+    `limits` bounds what callers may hold (`plantfed.exchange.limits`; defaults: `ServerLimits()`).
     """
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="exchange"),
-        options=SERVER_OPTIONS,
-    )
     servicer = ExchangeServicer(
         store,
         Authenticator(token_book, admin_token),
@@ -434,48 +821,10 @@ def build_server(
         local_patterns=local_patterns,
         metrics=metrics,
         client_identity=tls is not None and tls.client_ca is not None,
+        limits=limits,
     )
-    pb_grpc.add_ModelExchangeServicer_to_server(servicer, server)
-    if health_servicer is None:
-        health_servicer = health.HealthServicer()
-        _set_health(health_servicer, serving=True)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    if tls is None:
-        port = server.add_insecure_port(address)
-    else:
-        port = server.add_secure_port(address, tls.credentials())
-    if port == 0:
-        raise OSError(f"could not bind the exchange to {address}")
-    return server, port
-
-
-def _set_health(servicer: health.HealthServicer, *, serving: bool) -> None:
-    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-    for service in ("", HEALTH_SERVICE):
-        servicer.set(service, status)
-
-
-def build_health_server(
-    address: str, tls: ServerTLS | None, servicer: health.HealthServicer
-) -> tuple[grpc.Server, int]:
-    """A server with only the health service, on a loopback address, TLS without client authentication.
-
-    It presents the exchange's own certificate, so a probe still checks that certificate against its CA; it
-    never asks for a client certificate, so a probe needs no credential even when the exchange requires mTLS.
-    Refuses any address but loopback: nothing outside the pod should reach a port that skips mTLS.
-    """
-    host = address.rsplit(":", 1)[0]
-    if host not in LOOPBACK_HOSTS:
-        raise ValueError(f"the health address must be loopback ({', '.join(sorted(LOOPBACK_HOSTS))}), not {host!r}")
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"))
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    if tls is None:
-        port = server.add_insecure_port(address)
-    else:
-        port = server.add_secure_port(address, ServerTLS(tls.cert_chain, tls.private_key).credentials())
-    if port == 0:
-        raise OSError(f"could not bind the health service to {address}")
-    return server, port
+    server = ExchangeServer(servicer, address=address, tls=tls, health_address=health_address, metrics=metrics)
+    return server, server.port
 
 
 def serve(
@@ -493,12 +842,9 @@ def serve(
 
     Health reports NOT_SERVING until the exchange has started and again as soon as it starts stopping.
     """
-    servicer = health.HealthServicer()
-    _set_health(servicer, serving=False)
     server, port = build_server(
-        store, token_book, admin_token=admin_token, address=address, tls=tls, health_servicer=servicer, **kwargs
+        store, token_book, admin_token=admin_token, address=address, tls=tls, health_address=health_address, **kwargs
     )
-    health_server = build_health_server(health_address, tls, servicer)[0] if health_address else None
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -507,18 +853,13 @@ def serve(
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     server.start()
-    if health_server is not None:
-        health_server.start()
+    if health_address:
         log.info("health service on %s", health_address)
-    _set_health(servicer, serving=True)
     host = address.rsplit(":", 1)[0]
     log.info("plantfed exchange listening on %s:%d (%s)", host, port, "TLS" if tls else "plaintext")
     try:
         stopping.wait()
     finally:
-        servicer.enter_graceful_shutdown()
-        if health_server is not None:
-            health_server.stop(None)
         server.stop(grace_seconds).wait()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from plantfed.contract.naming import InvalidNameError
 from plantfed.engine import store
+from plantfed.exchange.limits import Overloaded, TooSlow
 
 _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (InvalidNameError, grpc.StatusCode.INVALID_ARGUMENT),
@@ -20,6 +21,8 @@ _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (store.ChecksumError, grpc.StatusCode.DATA_LOSS),
     (store.OffsetError, grpc.StatusCode.OUT_OF_RANGE),
     (store.BusyError, grpc.StatusCode.ABORTED),
+    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (TooSlow, grpc.StatusCode.DEADLINE_EXCEEDED),
     (ValidationError, grpc.StatusCode.INVALID_ARGUMENT),
     (ValueError, grpc.StatusCode.INVALID_ARGUMENT),
 )

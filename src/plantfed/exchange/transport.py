@@ -1,4 +1,4 @@
-"""gRPC channel/server settings shared by both ends: chunk sizing, keepalive, TLS credentials.
+"""gRPC channel/server settings shared by both ends: chunk sizing, keepalive, connection limits, TLS credentials.
 
 Payloads travel as chunks of at most `MAX_CHUNK` bytes, so message limits are sized to one chunk plus the
 metadata of a start message; nothing anywhere depends on a whole model fitting in one message.
@@ -12,6 +12,8 @@ from typing import TypedDict
 
 import grpc
 
+from plantfed.exchange.limits import ServerLimits
+
 HEALTH_SERVICE = "plantfed.wire.v1.ModelExchange"
 """The service the exchange reports on through the standard `grpc.health.v1.Health` service."""
 
@@ -22,19 +24,36 @@ MAX_MESSAGE = MAX_CHUNK + (256 << 10)
 _COMMON = [
     ("grpc.max_send_message_length", MAX_MESSAGE),
     ("grpc.max_receive_message_length", MAX_MESSAGE),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
 ]
 
 SERVER_OPTIONS = _COMMON + [
-    # Accept client keepalive pings (every 30 s, also while idle) instead of answering them with GOAWAY.
+    # Accept client keepalive pings (every 30 s, also while idle) instead of answering them with GOAWAY, but
+    # close a connection that pings more often than every 10 s without data (two strikes): a ping flood costs
+    # the hub as much as calls do.
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
-    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.http2.max_ping_strikes", 2),
     ("grpc.so_reuseport", 0),
+    # Call metadata is a bearer token and a user agent; anything near this is not a client of ours.
+    ("grpc.max_metadata_size", 16 << 10),
 ]
 
+
+def server_options(limits: ServerLimits) -> list[tuple[str, int]]:
+    """The exchange server's channel arguments: `SERVER_OPTIONS` plus the connection limits of `limits`."""
+    return SERVER_OPTIONS + [
+        ("grpc.max_allowed_incoming_connections", limits.max_connections),
+        ("grpc.max_concurrent_streams", limits.max_streams_per_connection),
+        ("grpc.server_handshake_timeout_ms", int(limits.handshake_timeout_s * 1000)),
+        ("grpc.max_connection_idle_ms", int(limits.connection_idle_s * 1000)),
+        ("grpc.keepalive_time_ms", int(limits.keepalive_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(limits.keepalive_timeout_s * 1000)),
+    ]
+
+
 CHANNEL_OPTIONS = _COMMON + [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
     # A restarted hub is found again within seconds, not after the default 2 minutes of backoff.

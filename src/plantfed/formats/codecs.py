@@ -40,7 +40,7 @@ from plantfed.contract.records import Codec
 from plantfed.formats.atomic import atomic_output
 from plantfed.formats.memory import MemoryTracker
 from plantfed.formats.numerics import dot
-from plantfed.formats.stream_writer import DTYPES_BY_CODE, TensorSpec
+from plantfed.formats.stream_writer import DTYPES_BY_CODE, StreamingWriter, TensorSpec
 
 KIND_KEY = "plantfed.kind"
 CODEC_KEY = "plantfed.codec"
@@ -241,6 +241,33 @@ def write_update(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike[st
             raise ValueError(f"tensor {name!r}: float tensor in an int8 update (encode it first)")
     with atomic_output(path) as tmp:
         save_file(_detached(tensors), str(tmp), metadata={KIND_KEY: KIND_UPDATE, CODEC_KEY: codec.value})
+
+
+def stream_update(delta: Mapping[str, torch.Tensor], path: str | os.PathLike[str], codec: Codec) -> str:
+    """Encode `delta` (as `encode_delta`) and write it tensor by tensor; returns the file's sha256 (hex).
+
+    The same update file `write_update(encode_delta(delta, codec), ...)` writes, without holding an encoded copy
+    of the whole update or the serialised file in memory: each tensor is encoded, written and hashed, then
+    dropped. A tensor that cannot be encoded (NaN/Inf, fp16 overflow) leaves nothing at `path`.
+    """
+    codec = Codec(codec)
+    specs: dict[str, TensorSpec] = {}
+    for name, value in delta.items():
+        if SCALE_SUFFIX in name:
+            raise ValueError(f"tensor name {name!r} contains the reserved suffix {SCALE_SUFFIX!r}")
+        if value.is_floating_point():
+            specs[name] = TensorSpec(_FLOAT_DTYPE_FOR_CODEC[codec], tuple(value.shape))
+            if codec is Codec.INT8:
+                specs[name + SCALE_SUFFIX] = TensorSpec(torch.float32, ())
+        else:
+            specs[name] = TensorSpec(value.dtype, tuple(value.shape))
+    with StreamingWriter(path, specs, {KIND_KEY: KIND_UPDATE, CODEC_KEY: codec.value}, digest=True) as writer:
+        for name, value in delta.items():
+            encoded = encode_tensor(name, value, codec) if value.is_floating_point() else {name: value}
+            for entry, tensor in encoded.items():
+                writer.write(entry, tensor)
+            del encoded
+    return writer.sha256
 
 
 # --------------------------------------------------------------------------------------------- decoding

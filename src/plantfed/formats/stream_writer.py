@@ -5,11 +5,13 @@ model (and the server optimiser state) tensor by tensor and must not hold a whol
 emits the header first (all shapes and dtypes are known from the base model) and then streams each
 tensor's bytes in header order. The layout is the documented safetensors format: an 8-byte little-endian
 header length, a JSON header padded with spaces to 8-byte alignment, then the tensors back to back.
-Everything written here is read back through `safetensors.safe_open`, which validates it.
+Everything written here is read back through `safetensors.safe_open`, which validates it. With `digest=True`
+the writer also hashes the bytes as it writes them (`sha256`), so nobody has to read the file again to name it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -65,7 +67,12 @@ class StreamingWriter:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], specs: Mapping[str, TensorSpec], metadata: Mapping[str, str] | None = None
+        self,
+        path: str | os.PathLike[str],
+        specs: Mapping[str, TensorSpec],
+        metadata: Mapping[str, str] | None = None,
+        *,
+        digest: bool = False,
     ):
         if sys.byteorder != "little":
             raise RuntimeError("safetensors is little-endian; this writer does not byte-swap")
@@ -77,6 +84,19 @@ class StreamingWriter:
         self._metadata = dict(metadata or {})
         self._order = list(self._specs)
         self._next = 0
+        self._hasher = hashlib.sha256() if digest else None
+
+    @property
+    def sha256(self) -> str:
+        """Hex sha256 of everything written (with `digest=True`); complete once every tensor is written."""
+        if self._hasher is None:
+            raise ValueError("StreamingWriter(digest=True) hashes what it writes; this one does not")
+        return self._hasher.hexdigest()
+
+    def _emit(self, data: bytes | memoryview) -> None:
+        self._file.write(data)
+        if self._hasher is not None:
+            self._hasher.update(data)
 
     def _header(self) -> bytes:
         header: dict[str, object] = {}
@@ -100,8 +120,8 @@ class StreamingWriter:
         try:
             self._file = open(tmp, "wb")
             header = self._header()
-            self._file.write(struct.pack("<Q", len(header)))
-            self._file.write(header)
+            self._emit(struct.pack("<Q", len(header)))
+            self._emit(header)
         except BaseException:
             self._atomic.__exit__(*sys.exc_info())
             raise
@@ -121,7 +141,7 @@ class StreamingWriter:
             )
         data = tensor.detach().cpu().contiguous().reshape(-1)
         if data.numel():
-            self._file.write(data.view(torch.uint8).numpy().data)
+            self._emit(data.view(torch.uint8).numpy().data)
         self._next += 1
 
     def __exit__(

@@ -10,33 +10,34 @@ import math
 
 import torch
 
+from plantfed.formats.numerics import dot
+
 
 def global_l2_norm(tensors: dict[str, torch.Tensor]) -> float:
-    return math.sqrt(sum(float(t.double().pow(2).sum()) for t in tensors.values() if t.is_floating_point()))
+    """‖tensors‖₂ over the floating tensors: float32 chunks summed in float64, no float64 copy of any tensor."""
+    return math.sqrt(sum(dot(t, t) for t in tensors.values() if t.is_floating_point()))
 
 
-def clip_and_noise(
+def clip_and_noise_(
     delta: dict[str, torch.Tensor], *, clip_norm: float, noise_multiplier: float, generator: torch.Generator
-) -> tuple[dict[str, torch.Tensor], float]:
-    """Scale `delta` so its global L2 norm is at most `clip_norm`, then add N(0, (σ·C)²) per coordinate.
+) -> float:
+    """Scale `delta` in place so its global L2 norm is at most `clip_norm`, then add N(0, (σ·C)²) per coordinate.
 
-    Returns the privatised delta and the norm before clipping (a useful drift signal on its own).
-    Non-floating tensors pass through untouched: they carry values, not gradients.
+    In place because an update is as large as the model: a privatised copy would hold it twice. Returns the
+    norm before clipping (a useful drift signal on its own). Non-floating tensors are left as they are: they
+    carry values, not gradients.
     """
     norm = global_l2_norm(delta)
     if clip_norm <= 0:
         if noise_multiplier > 0:
             raise ValueError("noise without a clipping bound has unbounded sensitivity: set clip_norm > 0")
-        return delta, norm
+        return norm
     scale = min(1.0, clip_norm / (norm + 1e-12))
     std = noise_multiplier * clip_norm
-    out: dict[str, torch.Tensor] = {}
-    for name, t in delta.items():
+    for t in delta.values():
         if not t.is_floating_point():
-            out[name] = t
             continue
-        clipped = t * scale
+        t.mul_(scale)
         if std > 0:
-            clipped = clipped + torch.randn(t.shape, generator=generator, dtype=t.dtype) * std
-        out[name] = clipped
-    return out, norm
+            t.add_(torch.randn(t.shape, generator=generator, dtype=t.dtype).mul_(std))
+    return norm

@@ -3,6 +3,11 @@
 This is what a plant's training pod runs (`plantfed train`) and what `plantfed simulate` runs per plant per
 round, so the simulator exercises exactly the production path. Raw data never leaves this process: only
 the (clipped, noised, compressed) weight delta and a few aggregate metrics are sent.
+
+Memory: a model's worth is held once for the weights, plus what training itself needs (gradients, optimiser
+state), never copies of it. The base weights are not kept through training: the delta is taken in place in the
+trained weights, reading the base tensor by tensor from the cached model file; gradients and optimiser state are
+gone by then; clipping and noise work in place; the update is encoded, written and hashed tensor by tensor.
 """
 
 from __future__ import annotations
@@ -30,9 +35,8 @@ from plantfed.contract.plant_metrics import (
 from plantfed.contract.records import Codec, DPMode, DPParams, EvaluationRecord, UpdateMeta
 from plantfed.exchange.client import ExchangeClient
 from plantfed.formats import codecs
-from plantfed.formats.atomic import file_sha256
 from plantfed.plant.model_cache import ModelCache
-from plantfed.plant.privacy import clip_and_noise, global_l2_norm
+from plantfed.plant.privacy import clip_and_noise_, global_l2_norm
 from plantfed.plant.training import (
     LocalTrainingConfig,
     Progress,
@@ -144,9 +148,9 @@ class PlantRuntime:
         if not info.open:
             raise RoundNotForThisPlant(f"round {round_id} is closed; nothing to train")
         base_path, base_version = self.cache.fetch(info.model, info.base_version)
-        global_state = codecs.load_state(base_path)
         seed = cfg.seed * 1_000_003 + hash_round(round_id)
-        model = self.build_model(global_state, cfg.variant, seed)
+        model = self.build_model(codecs.load_state(base_path), cfg.variant, seed)  # the loaded state is dropped
+        unshared = self._unshared_initial_values(model, base_path)
         device = pick_device(cfg.device)
         plant_data = self.task.load_data(self.data)
         train_set = plant_data.train
@@ -164,7 +168,6 @@ class PlantRuntime:
             for key, value in evaluate(self.task, model, split, device).items():
                 metrics[base_key(split_name, key)] = value
 
-        base_local = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         sample_dp = cfg.dp_mode is DPMode.SAMPLE and cfg.clip_norm > 0
         training = (
             replace(cfg.training, sample_dp=SampleDP(cfg.clip_norm, cfg.noise_multiplier))
@@ -180,25 +183,24 @@ class PlantRuntime:
 
         trained = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         self._save_personal(trained)
-        delta = {
-            name: (trained[name] - base_local[name]) if trained[name].is_floating_point() else trained[name]
-            for name in trained
-            if not is_local(name, self.local_patterns)
-        }
+        delta = delta_in_place(
+            {name: t for name, t in trained.items() if not is_local(name, self.local_patterns)}, base_path, unshared
+        )
+        del trained
         if sample_dp:
             # DP-SGD already bounded and noised every record's contribution; the update is post-processing.
-            private, norm = delta, global_l2_norm(delta)
+            norm = global_l2_norm(delta)
         else:
-            private, norm = clip_and_noise(
+            norm = clip_and_noise_(
                 delta,
                 clip_norm=cfg.clip_norm,
                 noise_multiplier=cfg.noise_multiplier,
                 generator=unpredictable_generator(torch.device("cpu")),
             )
-        payload = codecs.encode_delta(private, cfg.codec)
         payload_path = self.state_dir / "outbox" / f"{round_id}.safetensors"
         payload_path.parent.mkdir(parents=True, exist_ok=True)
-        codecs.write_update(payload, payload_path, cfg.codec)
+        digest = codecs.stream_update(delta, payload_path, cfg.codec)
+        del delta
 
         meta = UpdateMeta(
             plant=self.plant,
@@ -220,7 +222,7 @@ class PlantRuntime:
                 sample_rate=1.0 if cfg.clip_norm > 0 else 0.0,
             ),
             total_bytes=payload_path.stat().st_size,
-            sha256=file_sha256(payload_path).hexdigest(),
+            sha256=digest,
             variant=cfg.variant,
         )
         receipt = self.client.upload_update(meta, payload_path)
@@ -277,10 +279,48 @@ class PlantRuntime:
         kept, _duplicate = self.client.submit_evaluation(evaluation)
         return kept
 
+    def _unshared_initial_values(self, model: torch.nn.Module, base_path: Path) -> dict[str, torch.Tensor]:
+        """Copies of the shared tensors the base model lacks (they keep their initial values): their delta's base.
+
+        Usually none; everything else's base is read back from `base_path` when the delta is taken.
+        """
+        with codecs.SafetensorsFile(base_path, role="model") as base:
+            names = set(base.specs)
+        return {
+            name: t.detach().cpu().clone()
+            for name, t in model.state_dict().items()
+            if name not in names and not is_local(name, self.local_patterns)
+        }
+
     def _save_personal(self, trained: dict[str, torch.Tensor]) -> None:
         personal = {k: v for k, v in trained.items() if is_local(k, self.local_patterns)}
         if personal:
             codecs.save_state(personal, self._personal_path)
+
+
+def delta_in_place(
+    trained: dict[str, torch.Tensor], base_path: Path, unshared: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """`trained - base` for float tensors, in the trained tensors' own memory; non-float ones as they are.
+
+    The base is read tensor by tensor from `base_path` (or taken from `unshared` for names it lacks), so no
+    second model's worth is allocated. Tensors sharing storage (tied weights) are copied first, or the shared
+    memory would have the base subtracted twice. Returns `trained`, now holding the delta.
+    """
+    seen: set[int] = set()
+    for name, t in trained.items():
+        key = t.untyped_storage().data_ptr()
+        if t.numel() and key in seen:
+            trained[name] = t.clone()
+        seen.add(key)
+    with codecs.SafetensorsFile(base_path, role="model") as base:
+        for name, t in trained.items():
+            if not t.is_floating_point():
+                continue
+            reference = unshared[name] if name in unshared else base.tensor(name)
+            torch.sub(t, reference.to(t.dtype), out=t)
+            del reference
+    return trained
 
 
 def hash_round(round_id: str) -> int:

@@ -230,6 +230,10 @@ def train_local(
         dp = None
         if accountant is not None and cfg.sample_dp is not None and steps:
             dp = _declared(accountant, cfg.sample_dp)
+        # Gradients (and with the optimizer, its state) are as large as the model: gone before the delta.
+        optimizer.zero_grad(set_to_none=True)
+    model.zero_grad(set_to_none=True)
+    del optimizer
     return LocalTrainingResult(
         steps=steps,
         samples_seen=seen,

@@ -27,6 +27,7 @@ from support.kube.environment import ClusterWithNodes
 from support.kube.ports import free_ports
 from support.kube.provisioner import STORAGE_CLASS
 from support.paths import REPO
+from support.scrape import scrape
 
 HUB_CHART = REPO / "charts" / "plantfed-hub"
 RELEASE = "plantfed"
@@ -46,6 +47,8 @@ class Hub:
     plant_tokens: dict[str, str]
     admin_cert: tuple[bytes, bytes] | None = None
     """Under mutual TLS: the operator's client certificate and key, the only ones the admin token counts with."""
+    exchange_metrics_port: int = 0
+    """Where the exchange pod's /metrics answers on this machine."""
 
     @property
     def exchange(self) -> str:
@@ -92,16 +95,7 @@ class Hub:
 
     def operator_metrics(self) -> dict[str, dict[frozenset[tuple[str, str]], float]]:
         """The operator's /metrics scraped now: sample name -> labels -> value."""
-        import urllib.request
-
-        from prometheus_client.parser import text_string_to_metric_families
-
-        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).read().decode()
-        samples: dict[str, dict[frozenset[tuple[str, str]], float]] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                samples.setdefault(sample.name, {})[frozenset(sample.labels.items())] = sample.value
-        return samples
+        return scrape(self.metrics_port)
 
     def operator_pods(self) -> builtins.list[Any]:
         with self.cluster.api_client() as api:
@@ -184,6 +178,7 @@ def deploy_hub(
         admin_token=_secret(cluster, namespace, "plantfed-admin-token")["token"].strip(),
         plant_tokens=_secret(cluster, namespace, "plantfed-plant-tokens"),
         admin_cert=admin_cert,
+        exchange_metrics_port=exchange_metrics,
     )
 
 

@@ -111,6 +111,12 @@ class NodeRunner:
         self._api_host, _, port = endpoint.rpartition(":")
         self._api_port = port or "443"
         self._path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+        # The source tree under test, when the suite runs from one (PYTHONPATH=src, a worktree beside a shared
+        # venv whose editable install points elsewhere): pods must run the same code as the test process.
+        tests_dir = str(Path(__file__).resolve().parents[2])
+        self._pythonpath = os.pathsep.join(
+            p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != tests_dir
+        )
         self._hosts = HostsFiles(self.workdir / "hosts")
         self._workers: dict[str, PodWorker] = {}
         self._finished: set[str] = set()
@@ -286,6 +292,8 @@ class NodeRunner:
             f"KUBERNETES_PORT_{port}_TCP_PORT": port,
             f"KUBERNETES_PORT_{port}_TCP_ADDR": host,
         }
+        if self._pythonpath:
+            env["PYTHONPATH"] = self._pythonpath
         if pod["spec"].get("enableServiceLinks", True):
             env.update(self._service_links(pod["metadata"]["namespace"]))
         return env
