@@ -52,9 +52,7 @@ def test_bench_plant_memory() -> None:
 
 def test_bench_aggregate(tmp_path: Path) -> None:
     done = run_bench("bench_aggregate.py", "--plants", "2", "--size-mb", "2", "--contenders", "plantfed,torch-add")
-    rows = [
-        line for line in done.stdout.splitlines() if line.startswith("| plantfed") or line.startswith("| torch-add")
-    ]
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("| plantfed", "| torch-add"))]
     assert len(rows) == 2 and all("| ok |" in row for row in rows), done.stdout
 
 

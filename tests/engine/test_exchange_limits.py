@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import grpc
 import pytest
@@ -77,12 +78,13 @@ def test_no_minimum_rate_waits_forever() -> None:
 )
 def test_unusable_limits_are_refused_by_name(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):
-        ServerLimits(**{field: value})
+        ServerLimits(**{field: value})  # type: ignore[arg-type]  # deliberately wrong values
 
 
 def test_every_limit_has_a_flag_and_a_meaning() -> None:
     defaults = ServerLimits.defaults()
-    assert ServerLimits(**{name: default for name, (_, default, _) in defaults.items()}) == ServerLimits()
+    restored: dict[str, Any] = {name: default for name, (_, default, _) in defaults.items()}
+    assert ServerLimits(**restored) == ServerLimits()
     assert ServerLimits.flag("first_message_s") == "--first-message-seconds"
     assert ServerLimits.flag("max_transfers") == "--max-transfers"
     assert all(meaning for _, _, meaning in defaults.values())

@@ -26,7 +26,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,7 +223,7 @@ class Authenticator:
         book.reserve(frozenset({self._admin}))
         self._book = book
 
-    def caller(self, metadata: tuple[tuple[str, str | bytes], ...] | None) -> Caller | None:
+    def caller(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> Caller | None:
         token = bearer_token(metadata)
         if token is None:
             return None
@@ -233,7 +233,7 @@ class Authenticator:
         return Caller(plant=plant) if plant else None
 
 
-def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
+def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
     """The token from `authorization: Bearer <token>` call metadata, if present and well-formed."""
     for key, value in metadata or ():
         if key.lower() == "authorization" and isinstance(value, str):

@@ -26,7 +26,7 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, cast
 
 
 def _limit(default: float, meaning: str) -> Any:
@@ -71,7 +71,7 @@ class ServerLimits:
     def defaults(cls) -> dict[str, tuple[type, float, str]]:
         """Each limit's type, default and meaning, for flags and docs."""
         hints = {"int": int, "float": float}
-        return {f.name: (hints[str(f.type)], f.default, f.metadata["help"]) for f in fields(cls)}
+        return {f.name: (hints[str(f.type)], cast(float, f.default), f.metadata["help"]) for f in fields(cls)}
 
     def __post_init__(self) -> None:
         for name in ("io_threads", "max_calls", "max_transfers", "max_calls_per_plant", "max_connections"):

@@ -45,7 +45,7 @@ from collections.abc import Awaitable, Callable
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -107,6 +107,10 @@ def _transfer(role: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         return body
 
     return mark
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    return open(path, "rb")
 
 
 class _IO:
@@ -231,7 +235,9 @@ class _Uploads:
                 task.cancel()
             waited = True
             await released.wait()
-        self._owners[key] = (call, asyncio.current_task(), asyncio.Event())  # type: ignore[arg-type]
+        current = asyncio.current_task()
+        assert current is not None, "claimed outside a task"
+        self._owners[key] = (call, current, asyncio.Event())
         return waited
 
     def release(self, key: tuple[str, str], call: _Call) -> None:
@@ -475,7 +481,7 @@ class ExchangeServicer:
                 )
             )
         )
-        blob = await self.io(open, self._store.blob_path(version.digest), "rb")
+        blob = await self.io(_open_binary, self._store.blob_path(version.digest))
         step: asyncio.Future[bytes] | None = None
         try:
             await self.io(blob.seek, offset)
