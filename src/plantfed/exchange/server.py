@@ -28,7 +28,7 @@ import inspect
 import logging
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -414,17 +414,20 @@ def build_server(
     local_patterns: tuple[str, ...] = (),
     metrics: Metrics | None = None,
     health_servicer: health.HealthServicer | None = None,
+    interceptors: Sequence[grpc.ServerInterceptor] = (),
 ) -> tuple[grpc.Server, int]:
     """A ready-to-start server bound to `address`; returns it with the bound port (for `:0`).
 
     `admin_token` is the admin credential: the token itself or `sha256:<hex>`. With mutual TLS (`tls.client_ca`)
     a plant's calls must also present a client certificate naming the plant its token belongs to, and admin calls
     the admin's (`ADMIN_CERT_NAME`). Each open stream occupies a worker thread, so `max_workers` bounds concurrent
-    uploads plus downloads.
+    uploads plus downloads. `interceptors` wrap every RPC (`plantfed simulate` delays uploads to their virtual
+    arrival with one).
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="exchange"),
         options=SERVER_OPTIONS,
+        interceptors=tuple(interceptors),
     )
     servicer = ExchangeServicer(
         store,
