@@ -176,7 +176,7 @@ CAMPAIGN_FLAGS = (
 )
 
 
-def _simulation_config(args: argparse.Namespace):
+def simulation_config(args: argparse.Namespace):
     """SimulationConfig from `plantfed simulate` flags: a FederatedModel written as flags, or -f manifests."""
     from plantfed.contract import strategies
     from plantfed.contract.api.common import MetricGoal
@@ -190,7 +190,7 @@ def _simulation_config(args: argparse.Namespace):
     if args.manifest:
         set_here = [f"--{f.replace('_', '-')}" for f in CAMPAIGN_FLAGS if getattr(args, f) is not None]
         set_here += [strategies.PARAMETERS[p].flag for p in given]
-        set_here += [strategies.PARAMETERS[p].flag for p in hub_side if p != "noise_seed"]
+        set_here += [strategies.PARAMETERS[p].flag for p in hub_side if p == "central_noise_multiplier"]
         if set_here:
             raise SystemExit(
                 f"plantfed simulate: {', '.join(set_here)} describe the campaign, which -f already does; "
@@ -205,6 +205,7 @@ def _simulation_config(args: argparse.Namespace):
         return default if value is None else value
 
     name = args.strategy or strategies.StrategyName.FEDAVG
+    central = hub_side.pop("central_noise_multiplier", None)
     return SimulationConfig(
         plants=args.plants,
         holdout=args.holdout,
@@ -214,8 +215,8 @@ def _simulation_config(args: argparse.Namespace):
         data=args.data,
         out=args.out,
         strategy=Strategy.model_validate({"name": name, **given}),
-        central_noise_multiplier=hub_side.get("central_noise_multiplier"),
-        noise_seed=hub_side.get("noise_seed"),
+        central_noise_multiplier=central,
+        aggregation_overrides=hub_side,
         epochs=pick(args.epochs, 1),
         batch_size=pick(args.batch_size, 64),
         learning_rate=pick(args.learning_rate, 0.01),
@@ -255,7 +256,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from plantfed.sim.simulate import Simulation
 
     try:
-        simulation = Simulation(_simulation_config(args))
+        simulation = Simulation(simulation_config(args))
     except ValueError as exc:  # invalid flags, manifest or profile: nothing has started
         raise SystemExit(f"plantfed simulate: {exc}") from None
     simulation.run()

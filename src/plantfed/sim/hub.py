@@ -186,8 +186,10 @@ class LocalOperator:
     def unfinished_rounds(self) -> list[FederatedRound]:
         return [fr for fr in self.rounds.values() if not (fr.status.phase is not None and fr.status.phase.finished)]
 
-    def next_requeue(self) -> datetime | None:
-        return min(self.requeue.values(), default=None)
+    def next_event(self, now: datetime) -> datetime | None:
+        """The next time something here changes by itself: a requeue asked for, or a local Job finishing."""
+        times = [*self.requeue.values(), *(j.done for j in self.jobs.values() if j.done > now)]
+        return min((t for t in times if t > now), default=None)
 
     # -- one pass ------------------------------------------------------------------------------------------
     def reconcile(self, now: datetime) -> bool:
@@ -216,7 +218,7 @@ class LocalOperator:
         decision = reconcile_model(fm, rounds, now, promoted_version(self.admin, fm.name))
         self.models[name], changed = _patched(fm, decision.status)
         self._requeue("model", name, decision.requeue_at)
-        self._execute(self.models[name], decision.actions, now)
+        self.execute(self.models[name], decision.actions, now)
         self.telemetry.model_state(self.models[name])
         return changed or bool(decision.actions)
 
@@ -241,7 +243,7 @@ class LocalOperator:
         if changed:
             self.telemetry.round_transition(fr.spec.model_ref, name, fr.status, decision.status, observed.candidate)
         self._requeue("round", name, decision.requeue_at)
-        self._execute(self.rounds[name], decision.actions, now)
+        self.execute(self.rounds[name], decision.actions, now)
         self.telemetry.privacy_spent(fr.spec.model_ref, decision.epsilon)
         return changed or bool(decision.actions)
 
@@ -252,7 +254,8 @@ class LocalOperator:
             self.requeue[(kind, name)] = at
 
     # -- actions -------------------------------------------------------------------------------------------
-    def _execute(self, obj: FederatedModel | FederatedRound, actions: tuple[Action, ...], now: datetime) -> None:
+    def execute(self, obj: FederatedModel | FederatedRound, actions: tuple[Action, ...], now: datetime) -> None:
+        """Carry out a decision's actions, as the operator's `Executor.run` does for a cluster."""
         body = obj.to_dict()
         for action in actions:
             match action:

@@ -51,6 +51,7 @@ from plantfed.contract.api.round import (
 )
 from plantfed.contract.metrics import Metrics
 from plantfed.contract.records import Codec, DPMode
+from plantfed.contract.strategies import PARAMETERS
 from plantfed.engine.privacy import PrivacyLedger
 from plantfed.engine.store import ModelStore
 from plantfed.exchange import AdminClient
@@ -94,8 +95,9 @@ class SimulationConfig:
     strategy: Strategy = field(default_factory=Strategy)
     #: Central DP (privacy mode central): σ of the hub's noise; needs strategy.norm_bound.
     central_noise_multiplier: float | None = None
-    #: Fixes the central DP noise (reproducible rehearsals); a cluster always draws fresh noise.
-    noise_seed: int | None = None
+    #: Hub-side strategy parameters a FederatedRound does not carry (noise_seed, buffer_bytes), appended to
+    #: every aggregation Job's command: a fixed noise_seed makes central DP reproducible, which no cluster is.
+    aggregation_overrides: dict[str, float | int] = field(default_factory=dict)
     epochs: int = 1
     batch_size: int = 64
     learning_rate: float = 0.01
@@ -378,7 +380,7 @@ class Simulation:
             self.store.root,
             self.telemetry,
             Visibility(fleet.upload_visible, fleet.evaluation_visible),
-            aggregate_args=(f"--noise-seed={c.noise_seed}",) if c.noise_seed is not None else (),
+            aggregate_args=tuple(f"{PARAMETERS[k].flag}={v!r}" for k, v in sorted(c.aggregation_overrides.items())),
             on_event=self._on_event,
         )
         metrics_http = None
@@ -430,7 +432,7 @@ class Simulation:
             self._collect(operator, fleet)
             if self._campaign_over(operator):
                 return now
-            upcoming = [operator.next_requeue(), fleet.next_event(now), *fleet.schedule_events(now)]
+            upcoming = [operator.next_event(now), fleet.next_event(now), *fleet.schedule_events(now)]
             later = [t for t in upcoming if t is not None and t > now]
             if not later:
                 self.stopped = "nothing left that could happen: no requeue, deadline or plant result is pending"
@@ -613,7 +615,7 @@ class Simulation:
             return {}
         results: dict[str, dict[str, float]] = {}
         pending = list(enumerate(self.names))
-        running: dict[str, subprocess.Popen[bytes]] = {}
+        running: dict[str, tuple[subprocess.Popen[bytes], float]] = {}
         env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // self._parallel())))
         while pending or running:
             while pending and len(running) < self._parallel():
@@ -647,12 +649,17 @@ class Simulation:
                     *settings.data_args(),
                 ]
                 with open(pdir / "train.log", "ab") as log:
-                    running[plant] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-            for plant, proc in list(running.items()):
+                    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+                running[plant] = (proc, time.monotonic())
+            for plant, (proc, began) in list(running.items()):
                 try:
                     code = proc.wait(timeout=0.2)
                 except subprocess.TimeoutExpired:
-                    continue
+                    if time.monotonic() - began <= self.cfg.plant_timeout_s:
+                        continue
+                    proc.kill()
+                    code = proc.wait()
+                    self.console.print(f"[yellow]{plant}[/]: final evaluation killed after {self.cfg.plant_timeout_s:g} s")
                 del running[plant]
                 if code == 0:
                     results[plant] = json.loads((self.out / "plants" / plant / "evaluation.json").read_text())
