@@ -31,7 +31,8 @@ pytestmark = pytest.mark.slow
 
 
 def run(tmp_path: Path, **fields) -> tuple[Simulation, dict]:
-    cfg = SimulationConfig(out=tmp_path / "run", data_options=dict(TINY), epochs=1, **fields)
+    fields.setdefault("data_options", dict(TINY))
+    cfg = SimulationConfig(out=tmp_path / "run", epochs=1, **fields)
     sim = Simulation(cfg, console=Console(file=io.StringIO(), width=200))
     return sim, sim.run()
 

@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 UPLOAD_METHOD = "/plantfed.v1.ModelExchange/UploadUpdate"
 AGENT_VERSION = "plantfed-simulate"
 _POLL = 0.1
+DEADLINE_EXCEEDED = "DeadlineExceeded: Job was active longer than specified deadline"
+"""What the Job controller says when activeDeadlineSeconds ends a Job."""
 
 
 @dataclass(frozen=True)
@@ -147,8 +149,7 @@ class PlantJob:
 
     def outcome(self, succeeded: bool, at: datetime, message: str = "") -> None:
         if at > self.kill_at:
-            succeeded, at = False, self.kill_at
-            message = "DeadlineExceeded: Job was active longer than specified deadline"
+            succeeded, at, message = False, self.kill_at, DEADLINE_EXCEEDED
         self.succeeded, self.finish, self.message = succeeded, at, message
 
     def observation(self, now: datetime) -> TrainingObservation:
@@ -498,7 +499,7 @@ class Fleet:
                 job.arrival = job.start + timedelta(seconds=seconds)
                 job.upload_bytes, job.train_seconds = meta.total_bytes, meta.train_seconds
                 if job.arrival > job.kill_at:
-                    job.outcome(False, job.kill_at)
+                    job.outcome(False, job.kill_at, DEADLINE_EXCEEDED)
                     job.doomed = True
                     job.hold = threading.Event()  # never released: the Job is gone before the upload arrives
                 elif job.deadline is not None and job.arrival > job.deadline:
