@@ -157,7 +157,10 @@ def test_strategy_matches_reference(tmp_path, strategy, norm_bound):
     base = base_state()
     plants = local_states(base, 6, seed=1)
     cfg = StrategyConfig(
-        name=strategy, norm_bound=norm_bound, trim_fraction=0.2, server_learning_rate=0.5 if strategy == "fedavg" else None
+        name=strategy,
+        norm_bound=norm_bound,
+        trim_fraction=0.2,
+        server_learning_rate=0.5 if strategy == "fedavg" else None,
     )
     base_path, inputs = write_round(tmp_path, base, plants)
     result = aggregate(base_path, inputs, cfg, tmp_path / "out.safetensors", state_dir=tmp_path / "state")

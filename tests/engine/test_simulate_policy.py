@@ -48,7 +48,9 @@ def test_stragglers_miss_the_deadline_and_maintenance_windows_skip_a_plant(tmp_p
     profile = FleetProfile(
         plants={
             "plant-3": PlantProfile(slowdown=1000),
-            "plant-2": PlantProfile(maintenance_windows=[MaintenanceWindow(schedule="0 12 * * *", duration_minutes=60)]),
+            "plant-2": PlantProfile(
+                maintenance_windows=[MaintenanceWindow(schedule="0 12 * * *", duration_minutes=60)]
+            ),
         }
     )
     sim, report = run(
@@ -166,7 +168,11 @@ def test_a_manifest_runs_as_written_and_the_flags_write_one(tmp_path: Path) -> N
                 "apiVersion": "plantfed.io/v1alpha1",
                 "kind": "PlantParticipant",
                 "metadata": {"name": name},
-                "spec": {"plantId": name, "data": {"pvc": {"claimName": "data"}}, "capacity": {"modelVariant": variant}},
+                "spec": {
+                    "plantId": name,
+                    "data": {"pvc": {"claimName": "data"}},
+                    "capacity": {"modelVariant": variant},
+                },
             }
             for name, variant in (("press-a", "full"), ("press-b", "light"))
         ),

@@ -168,8 +168,12 @@ def flags_of(name: StrategyName, explicit: bool) -> list[str]:
 
 
 CASES = [
-    pytest.param(name, explicit, central, id=f"{name.value}-{'explicit' if explicit else 'defaults'}"
-                 + ("-central-dp" if central else ""))
+    pytest.param(
+        name,
+        explicit,
+        central,
+        id=f"{name.value}-{'explicit' if explicit else 'defaults'}" + ("-central-dp" if central else ""),
+    )
     for name in StrategyName
     for explicit in (False, True)
     for central in ((False, True) if not STRATEGIES[name].robust else (False,))

@@ -99,20 +99,16 @@ class Parameter:
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
-    def bounds(self) -> dict[str, float]:
-        """pydantic `Field` bounds."""
-        given = {"ge": self.ge, "gt": self.gt, "le": self.le, "lt": self.lt}
-        return {k: v for k, v in given.items() if v is not None}
-
     def check(self, value: Value) -> Value:
         """`value` if it is within bounds, else ValueError naming the parameter and the bound."""
-        for words, bound, ok in (
-            ("greater than or equal to", self.ge, lambda v, b: v >= b),
-            ("greater than", self.gt, lambda v, b: v > b),
-            ("less than or equal to", self.le, lambda v, b: v <= b),
-            ("less than", self.lt, lambda v, b: v < b),
-        ):
-            if bound is not None and not ok(value, bound):
+        checks = (
+            ("greater than or equal to", self.ge, self.ge is not None and value < self.ge),
+            ("greater than", self.gt, self.gt is not None and value <= self.gt),
+            ("less than or equal to", self.le, self.le is not None and value > self.le),
+            ("less than", self.lt, self.lt is not None and value >= self.lt),
+        )
+        for words, bound, broken in checks:
+            if broken:
                 raise ValueError(f"{self.name} must be {words} {bound:g}, got {value!r}")
         return value
 

@@ -175,13 +175,12 @@ class LocalOperator:
         return obj.model_copy(update={"metadata": meta})
 
     def add(self, obj: FederatedModel | FederatedRound | PlantParticipant, now: datetime) -> None:
-        stored = self.created(obj, now)
-        if isinstance(stored, FederatedModel):
-            self.models[stored.name] = stored
-        elif isinstance(stored, FederatedRound):
-            self.rounds[stored.name] = stored
+        if isinstance(obj, FederatedModel):
+            self.models[obj.name] = self.created(obj, now)
+        elif isinstance(obj, FederatedRound):
+            self.rounds[obj.name] = self.created(obj, now)
         else:
-            self.participants[stored.name] = stored
+            self.participants[obj.name] = self.created(obj, now)
 
     def unfinished_rounds(self) -> list[FederatedRound]:
         return [fr for fr in self.rounds.values() if not (fr.status.phase is not None and fr.status.phase.finished)]

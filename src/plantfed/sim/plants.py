@@ -3,7 +3,8 @@
 Each plant runs `plantfed.plant.agent.decide.decide`, the function a plant's agent runs, over the in-memory
 hub objects. Its actions become local work: CreateTrainingJob starts `plantfed train` (or `plantfed evaluate
 --round`) as its own OS process with the plant's own token, over real gRPC; CancelTrainingJob kills it;
-ReportAssignment writes the plant's `status.assignment`; RefreshModel records the cached version. Heartbeats
+ReportAssignment writes the plant's `status.assignment`; RefreshModel records the cached version (the
+process fetches the model itself, which its Job is charged for in virtual time). Heartbeats
 keep `status.lastHeartbeatTime` at the virtual now, except in the plant's `offline` windows.
 
 Virtual time. A Job starts at the virtual instant the agent creates it. What it does takes
@@ -267,8 +268,9 @@ class Fleet:
                     case ReportAssignment(assignment=assignment):
                         self._report(participants, name, assignment)
                     case RefreshModel(model=model, version=version):
+                        # Recorded, not fetched: the plant's process downloads what it trains from itself
+                        # (and the virtual clock charges that download to its Job).
                         self.cached[name][model] = version
-                        self.have[name].add((model, version))
                         pp = participants[name]
                         status = pp.status.model_copy(update={"model_version": version})
                         participants[name] = pp.model_copy(update={"status": status})
@@ -543,7 +545,7 @@ class Fleet:
                 self._stop(job)
 
 
-class UploadGate(grpc.ServerInterceptor):  # type: ignore[misc]
+class UploadGate(grpc.ServerInterceptor):
     """The simulated link: an upload reaches the exchange at its virtual arrival (see the module docstring)."""
 
     def __init__(self, fleet: Fleet) -> None:

@@ -520,7 +520,8 @@ class Simulation:
             )
             if job is not None:
                 row.virtual_start = job.start.isoformat()
-                row.virtual_finish = (job.finish or job.arrival).isoformat() if (job.finish or job.arrival) else None
+                finish = job.finish or job.arrival
+                row.virtual_finish = finish.isoformat() if finish is not None else None
                 if job.report.exists() and job.succeeded:
                     rep = json.loads(job.report.read_text())
                     row.num_samples, row.metrics = rep["num_samples"], rep["metrics"]
@@ -534,7 +535,7 @@ class Simulation:
                 row.epsilon = self.ledger.epsilon(entry.plant, fr.spec.privacy.delta)
             plants[entry.plant] = row
         succeeded = get_condition(st.conditions, "Succeeded")
-        job = operator.jobs.get(st.aggregation_job or "")
+        aggregation = operator.jobs.get(st.aggregation_job or "")
         first = self._real_start.get(fr.name, time.perf_counter())
         return RoundReport(
             round=round_number(self.model_name, fr.name) or len(self.reports) + 1,
@@ -542,7 +543,7 @@ class Simulation:
             base_version=st.base_version,
             version=st.candidate_version,
             seconds=time.perf_counter() - first,
-            aggregation_seconds=job.seconds if job is not None else 0.0,
+            aggregation_seconds=aggregation.seconds if aggregation is not None else 0.0,
             bytes_up=sum(p.bytes_sent for p in plants.values()),
             bytes_down=downloads,
             plants=plants,
@@ -603,9 +604,10 @@ class Simulation:
             quality = _weighted(by_version.get(rep.version, [])) if rep.version is not None else None
             if quality:
                 rep.global_accuracy, rep.global_loss = quality
-        if self.reports and self.reports[-1].global_accuracy is not None:
-            self.metrics.global_accuracy.labels(self.model_name).set(self.reports[-1].global_accuracy)
-            self.metrics.global_loss.labels(self.model_name).set(self.reports[-1].global_loss)
+        last = self.reports[-1] if self.reports else None
+        if last is not None and last.global_accuracy is not None and last.global_loss is not None:
+            self.metrics.global_accuracy.labels(self.model_name).set(last.global_accuracy)
+            self.metrics.global_loss.labels(self.model_name).set(last.global_loss)
         for plant, ev in final_eval.items():
             self.metrics.plant_accuracy.labels(self.model_name, plant).set(ev["test_accuracy"])
 
@@ -659,7 +661,9 @@ class Simulation:
                         continue
                     proc.kill()
                     code = proc.wait()
-                    self.console.print(f"[yellow]{plant}[/]: final evaluation killed after {self.cfg.plant_timeout_s:g} s")
+                    self.console.print(
+                        f"[yellow]{plant}[/]: final evaluation killed after {self.cfg.plant_timeout_s:g} s"
+                    )
                 del running[plant]
                 if code == 0:
                     results[plant] = json.loads((self.out / "plants" / plant / "evaluation.json").read_text())

@@ -54,7 +54,8 @@ class Training(KubeModel):
 
 def _parameter(name: str) -> Any:
     """A CRD field for one strategy parameter: bounds and description from the one vocabulary."""
-    return Field(None, description=strategies.describe(name), **strategies.PARAMETERS[name].bounds())
+    p = strategies.PARAMETERS[name]
+    return Field(None, description=strategies.describe(name), ge=p.ge, gt=p.gt, le=p.le, lt=p.lt)
 
 
 class Strategy(KubeModel):

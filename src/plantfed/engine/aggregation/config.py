@@ -18,7 +18,7 @@ ROBUST = frozenset(s.name for s in strategies.STRATEGIES.values() if s.robust)
 
 def _parameter(name: str) -> Any:
     p = PARAMETERS[name]
-    return Field(default=p.default, description=strategies.describe(name), **p.bounds())
+    return Field(default=p.default, description=strategies.describe(name), ge=p.ge, gt=p.gt, le=p.le, lt=p.lt)
 
 
 class StrategyConfig(BaseModel):
