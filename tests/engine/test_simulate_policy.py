@@ -19,7 +19,7 @@ from support.paths import REPO
 
 from plantfed.cli import main
 from plantfed.contract.api.participant import MaintenanceWindow
-from plantfed.contract.api.round import PromotionPolicy, Strategy
+from plantfed.contract.api.round import LateUploadPolicy, PromotionPolicy, Strategy
 from plantfed.contract.api.validation import load_manifests
 from plantfed.engine.store import ModelStore
 from plantfed.sim.profile import FleetProfile, PlantProfile
@@ -114,6 +114,54 @@ def test_if_better_refuses_a_worse_candidate_after_the_plants_scored_it(tmp_path
     assert "EvaluationRequested" in reasons and "NotPromoted" in reasons and "Promoted" not in reasons
     scored = {e.plant for e in sim.store.evaluations(r["round_id"])}
     assert scored == {"plant-1", "plant-2"}
+
+
+@pytest.mark.parametrize("policy", [LateUploadPolicy.RECORD, LateUploadPolicy.REJECT])
+def test_an_update_after_the_cutoff_meets_the_exchange_as_the_late_upload_policy_left_it(
+    tmp_path: Path, policy: LateUploadPolicy
+) -> None:
+    """plant-2's agent is down when the round starts at 06:00 (it is assigned: its last heartbeat is fresh) and
+    back at 06:01, 30 s before the deadline; its Job gets the 60 s minimum, and its slow link (~45 s for the
+    model down and the update up) delivers the update after the 06:01:30 cutoff. Record keeps the exchange open
+    while plant-1 (20× slower) scores the candidate: the update is recorded, never aggregated. Reject closed the
+    exchange at the cutoff and the agent cancels the Job: nothing reaches the store."""
+    window = MaintenanceWindow(schedule="0 6 * * *", duration_minutes=1)
+    profile = FleetProfile(
+        plants={
+            "plant-1": PlantProfile(slowdown=20),
+            "plant-2": PlantProfile(slowdown=0.001, bandwidth_mbps=0.16, offline=[window]),
+        }
+    )
+    sim, report = run(
+        tmp_path,
+        plants=2,
+        rounds=1,
+        min_participants=1,
+        deadline_seconds=90,
+        cadence="0 6 * * *",
+        evaluation_timeout_s=600,
+        late_upload_policy=policy,
+        profile=profile,
+    )
+    (r,) = report["rounds"]
+    six = FleetProfile().start + timedelta(hours=6)
+    assert at(r["virtual_start"]) == six and at(r["virtual_cutoff"]) == six + timedelta(seconds=90)
+    late = r["plants"]["plant-2"]
+    assert at(late["virtual_start"]) == six + timedelta(minutes=1)
+    assert late["state"] == "Late"
+    version = sim.store.get_model("bearing", r["version"])
+    assert version.aggregation is not None and set(version.aggregation.plants) == {"plant-1"}
+    stored = sim.store.get_update(r["round_id"], "plant-2")
+    if policy is LateUploadPolicy.RECORD:
+        assert late["reason"] == "UploadedAfterCutoff" and late["num_samples"] > 0
+        assert six + timedelta(seconds=90) < at(late["virtual_finish"]) < six + timedelta(minutes=2)
+        assert stored is not None
+        assert "LateUpload" in [e["reason"] for e in report["events"]]
+    else:
+        assert late["reason"] == "DeadlineExceeded"
+        assert stored is None
+        (job,) = [j for j in report["jobs"] if j["plant"] == "plant-2"]
+        assert job["cancelled"] == "PlantLate"
 
 
 def test_a_stop_target_ends_the_campaign(tmp_path: Path) -> None:

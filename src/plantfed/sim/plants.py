@@ -5,7 +5,8 @@ hub objects. Its actions become local work: CreateTrainingJob starts `plantfed t
 --round`) as its own OS process with the plant's own token, over real gRPC; CancelTrainingJob kills it;
 ReportAssignment writes the plant's `status.assignment`; RefreshModel records the cached version (the
 process fetches the model itself, which its Job is charged for in virtual time). Heartbeats
-keep `status.lastHeartbeatTime` at the virtual now, except in the plant's `offline` windows.
+keep `status.lastHeartbeatTime` at the virtual now, except in the plant's `offline` windows, in which its agent
+neither heartbeats nor decides anything (Jobs already running go on, as pods do without their agent).
 
 Virtual time. A Job starts at the virtual instant the agent creates it. What it does takes
 `train_seconds × slowdown` (as measured by the process) plus `bytes × 8 / bandwidth` for the model it
@@ -246,6 +247,8 @@ class Fleet:
         by_name = {fr.name: fr for fr in rounds}
         changed = False
         for name in sorted(self.plants):
+            if open_window(self.plants[name].profile.offline, now) is not None:
+                continue  # the agent is down: it decides nothing (its running Jobs go on without it)
             mine = [j for j in self.jobs if j.plant == name and j.cancelled is None]
             view = AgentView(
                 plant=name,
