@@ -159,6 +159,9 @@ class LocalOperator:
         self.jobs: dict[str, LocalJob] = {}
         self.events: list[Event] = []
         self.requeue: dict[tuple[str, str], datetime] = {}
+        #: Finished rounds whose last pass changed nothing: nothing can move them again (the operator's
+        #: handlers would not be called for them either), so they are not observed again.
+        self._quiet: set[str] = set()
 
     # -- objects -------------------------------------------------------------------------------------------
     @staticmethod
@@ -199,7 +202,13 @@ class LocalOperator:
         for name in sorted(self.models):
             changed |= self._model(name, now)
         for fr in sorted(self.rounds.values(), key=lambda r: (r.metadata.creation_timestamp or now, r.name)):
-            changed |= self._round(fr.name, now)
+            if fr.name in self._quiet:
+                continue
+            moved = self._round(fr.name, now)
+            changed |= moved
+            phase = self.rounds[fr.name].status.phase
+            if not moved and phase is not None and phase.finished:
+                self._quiet.add(fr.name)
         return changed
 
     def _participant(self, name: str, now: datetime) -> bool:

@@ -367,6 +367,8 @@ class Simulation:
             admin_token=admin_token,
             address="127.0.0.1:0",
             metrics=self.metrics,
+            # Held uploads each keep a worker until their virtual arrival: room for every plant at once.
+            max_workers=max(32, 2 * len(self.names) + 8),
             interceptors=[UploadGate(fleet)],
         )
         server.start()
