@@ -209,7 +209,7 @@ class Simulation:
         self.campaign = self._campaign()
         self.model_name = self.campaign.model.name
         self.task = load_task(self.campaign.model.spec.task)
-        self.names = sorted(self.campaign.plant_names)
+        self.names = self.campaign.plant_names  # in order: a plant's index picks its data partition
         candidates = self._candidates()
         self.plants = [p for p in self.names if p in candidates]
         self.holdout = [p for p in self.names if p not in candidates]
@@ -821,7 +821,7 @@ class Simulation:
         if campaign["stop_reason"]:
             self.console.print(f"campaign {campaign['phase']}: {campaign['stop_reason']}: {campaign['stop_message']}")
         quality = report["quality"]
-        if quality.get("comparison") and self.baselines is not None:
+        if quality.get("comparison"):
             cmp = Table(title="test accuracy per plant: federated vs centralised vs siloed (same compute budget)")
             cmp.add_column("plant")
             cmp.add_column("trained?")
