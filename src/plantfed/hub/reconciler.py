@@ -41,8 +41,8 @@ from plantfed.hub.reconcile import (
     reconcile_round,
     status_patch,
 )
-from plantfed.hub.reconcile.readiness import significant_change
 from plantfed.hub.reconcile.actions import EmitEvent, EventType
+from plantfed.hub.reconcile.readiness import significant_change
 from plantfed.hub.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
