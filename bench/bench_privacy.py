@@ -83,6 +83,14 @@ def run(out: Path, args: list[str], expected: dict[str, object], reuse: bool) ->
         }
     report = json.loads((out / "report.json").read_text())
     report["wall_seconds"] = time.perf_counter() - started
+    failed = [r for r in report["rounds"] if r.get("phase") == "Failed"]
+    if failed:  # e.g. every plant's update diverged to NaN and the exchange refused it: QuorumUnreachable
+        first = failed[0]
+        why = next(
+            (p["message"] for p in first["plants"].values() if p.get("state") == "Failed" and p.get("message")),
+            first.get("message", ""),
+        )
+        return {"failed": f"round {first['round_id']}: {why}", "wall_seconds": report["wall_seconds"]}
     return report
 
 

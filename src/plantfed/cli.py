@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from plantfed.engine.aggregation import StrategyConfig
     from plantfed.plant.runtime import PlantRuntime
+    from plantfed.sim.simulate import SimulationConfig
+
+from plantfed.contract import strategies
 
 CODECS = ("none", "fp16", "int8")
-STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm", "trimmed_mean", "median")
 
 
 def _add_plant_args(p: argparse.ArgumentParser) -> None:
@@ -66,45 +67,6 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
         default=0.0,
         help="benchmarks: Dirichlet label skew of the train split (0 = off)",
     )
-
-
-def _add_strategy_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--strategy", default="fedavg", choices=STRATEGIES)
-    p.add_argument("--server-lr", type=float, default=None, help="server learning rate (FedAdam/FedYogi/FedAvgM)")
-    p.add_argument("--server-momentum", type=float, default=None, help="FedAvgM momentum")
-    p.add_argument("--beta1", type=float, default=None, help="FedAdam/FedYogi first-moment decay")
-    p.add_argument("--beta2", type=float, default=None, help="FedAdam/FedYogi second-moment decay")
-    p.add_argument("--tau", type=float, default=None, help="FedAdam/FedYogi adaptivity floor")
-    p.add_argument("--trim-fraction", type=float, default=None, help="trimmed mean: fraction cut at each end")
-    p.add_argument(
-        "--norm-bound", type=float, default=None, help="clip every update to this L2 norm before aggregating"
-    )
-    p.add_argument(
-        "--central-noise-multiplier",
-        type=float,
-        default=None,
-        help="central DP: add N(0, (σ·norm-bound·max weight)²) to the aggregate (needs --norm-bound)",
-    )
-
-
-def strategy_from_args(args: argparse.Namespace) -> StrategyConfig:
-    from plantfed.engine.aggregation import StrategyConfig
-
-    fields: dict[str, Any] = {"name": args.strategy}
-    for arg, key in (
-        ("server_lr", "server_lr"),
-        ("server_momentum", "momentum"),
-        ("trim_fraction", "trim_fraction"),
-        ("norm_bound", "norm_bound"),
-        ("beta1", "beta1"),
-        ("beta2", "beta2"),
-        ("tau", "tau"),
-        ("central_noise_multiplier", "central_noise_multiplier"),
-    ):
-        value = getattr(args, arg)
-        if value is not None:
-            fields[key] = value
-    return StrategyConfig(**fields)
 
 
 def parse_options(pairs: list[str]) -> dict[str, str]:
@@ -190,78 +152,119 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from plantfed.contract.records import Codec, DPMode
-    from plantfed.sim.simulate import Simulation, SimulationConfig
+#: Simulate flags that write the FederatedModel; with -f the manifest says all of this instead.
+CAMPAIGN_FLAGS = (
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "optimizer",
+    "fedprox_mu",
+    "codec",
+    "clip_norm",
+    "noise_multiplier",
+    "dp_mode",
+    "dp_delta",
+    "epsilon_budget",
+    "strategy",
+    "variants",
+    "min_participants",
+    "deadline",
+    "late_uploads",
+    "promotion",
+    "promotion_metric",
+    "goal",
+    "evaluation_timeout",
+    "cadence",
+    "stop_metric",
+    "target",
+    "patience",
+)
 
-    cfg = SimulationConfig(
+
+def simulation_config(args: argparse.Namespace) -> SimulationConfig:
+    """SimulationConfig from `plantfed simulate` flags: a FederatedModel written as flags, or -f manifests."""
+    from plantfed.contract import strategies
+    from plantfed.contract.api.common import MetricGoal
+    from plantfed.contract.api.round import LateUploadPolicy, PromotionPolicy, Strategy
+    from plantfed.contract.records import Codec, DPMode
+    from plantfed.sim.profile import FLAG_FIELDS, FleetProfile, load_profile, with_flags
+    from plantfed.sim.simulate import SimulationConfig
+
+    given = strategies.given_arguments(args)
+    hub_side = {p: given.pop(p) for p in list(given) if not strategies.PARAMETERS[p].crd}
+    if args.manifest:
+        set_here = [f"--{f.replace('_', '-')}" for f in CAMPAIGN_FLAGS if getattr(args, f) is not None]
+        set_here += [strategies.PARAMETERS[p].flag for p in given]
+        set_here += [strategies.PARAMETERS[p].flag for p in hub_side if p == "central_noise_multiplier"]
+        if set_here:
+            raise SystemExit(
+                f"plantfed simulate: {', '.join(set_here)} describe the campaign, which -f already does; "
+                "change the manifest instead"
+            )
+    profile = load_profile(args.profile) if args.profile else FleetProfile()
+    if args.start is not None:
+        profile = profile.model_copy(update={"start": FleetProfile(start=args.start).start})
+    profile = with_flags(profile, {flag: getattr(args, flag[2:].replace("-", "_")) or [] for flag in FLAG_FIELDS})
+
+    def pick(value: Any, default: Any) -> Any:
+        return default if value is None else value
+
+    name = args.strategy or strategies.StrategyName.FEDAVG
+    central = hub_side.pop("central_noise_multiplier", None)
+    return SimulationConfig(
         plants=args.plants,
         holdout=args.holdout,
         baselines=args.baselines,
-        rounds=args.rounds,
+        rounds=args.rounds if args.manifest else pick(args.rounds, 5),
         task=args.task,
         data=args.data,
         out=args.out,
-        strategy=strategy_from_args(args),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        optimizer=args.optimizer,
-        fedprox_mu=args.fedprox_mu,
-        codec=Codec(args.codec),
-        clip_norm=args.clip_norm,
-        noise_multiplier=args.noise_multiplier,
-        dp_mode=DPMode(args.dp_mode),
+        strategy=Strategy.model_validate({"name": name, **given}),
+        central_noise_multiplier=central,
+        aggregation_overrides=hub_side,
+        epochs=pick(args.epochs, 1),
+        batch_size=pick(args.batch_size, 64),
+        learning_rate=pick(args.learning_rate, 0.01),
+        optimizer=pick(args.optimizer, "sgd"),
+        fedprox_mu=pick(args.fedprox_mu, 0.0),
+        codec=Codec(pick(args.codec, "none")),
+        clip_norm=pick(args.clip_norm, 0.0),
+        noise_multiplier=pick(args.noise_multiplier, 0.0),
+        dp_mode=DPMode(pick(args.dp_mode, "local")),
         variants=tuple(args.variants.split(",")) if args.variants else (),
         seed=args.seed,
         parallel=args.parallel,
         metrics_port=args.metrics_port,
         metrics_linger_s=args.metrics_linger,
         data_options=parse_options(args.data_option),
-        label_skew_alpha=args.label_skew_alpha,
-        dp_delta=args.dp_delta,
+        label_skew_alpha=args.label_skew_alpha or 0.0,
+        dp_delta=pick(args.dp_delta, 1e-5),
         epsilon_budget=args.epsilon_budget,
+        plant_timeout_s=args.plant_timeout,
+        min_participants=args.min_participants,
+        deadline_seconds=pick(args.deadline, 3600),
+        late_upload_policy=LateUploadPolicy(pick(args.late_uploads, "Reject")),
+        promotion=PromotionPolicy(pick(args.promotion, "Always")),
+        promotion_metric=args.promotion_metric,
+        goal=MetricGoal(args.goal) if args.goal else None,
+        evaluation_timeout_s=args.evaluation_timeout,
+        cadence=pick(args.cadence, ""),
+        stop_metric=args.stop_metric,
+        stop_target=args.target,
+        patience=args.patience,
+        manifests=tuple(args.manifest or ()),
+        profile=profile,
     )
-    Simulation(cfg).run()
-    return 0
 
 
-def cmd_aggregate(args: argparse.Namespace) -> int:
-    from plantfed.engine.privacy import PrivacyLedger, epsilon_for
-    from plantfed.engine.round_aggregation import aggregate_round
-    from plantfed.engine.store import ModelStore
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from plantfed.sim.simulate import Simulation
 
-    store = ModelStore(args.store)
-    patterns = tuple(args.local_pattern or ())
-    if args.task:
-        from plantfed.tasks.sdk import load_task
-
-        patterns += tuple(load_task(args.task).local_parameter_patterns())
-    outcome = aggregate_round(
-        store,
-        args.round,
-        strategy_from_args(args),
-        plants=args.plants.split(",") if args.plants else None,
-        local_patterns=patterns,
-    )
-    entries = PrivacyLedger(store, outcome.version.model).entries()
-    histories = {p: [e.release for e in entries.get(p, [])] for p in outcome.plants}
-    result = {
-        "round": args.round,
-        "model": outcome.version.model,
-        "version": outcome.version.version,
-        "plants": outcome.plants,
-        "reused": outcome.reused,
-        "seconds": outcome.seconds,
-        "metrics": outcome.version.metrics,
-        # ε each aggregated plant has spent in this lineage so far (plants with no DP release are left out).
-        "dp_delta": args.dp_delta,
-        "epsilon": {p: epsilon_for(h, args.dp_delta) for p, h in histories.items() if h},
-    }
-    if outcome.result is not None:
-        result["stats"] = [s.model_dump(mode="json") for s in outcome.result.plants]
-        result["peak_bytes"] = outcome.result.peak_bytes
-    _emit(result, args.result)
+    try:
+        simulation = Simulation(simulation_config(args))
+    except ValueError as exc:  # invalid flags, manifest or profile: nothing has started
+        raise SystemExit(f"plantfed simulate: {exc}") from None
+    simulation.run()
     return 0
 
 
@@ -294,11 +297,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="plantfed", description="Federated training across plants.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("simulate", help="run a whole federation on this machine (plants as local processes)")
-    p.add_argument("--plants", type=int, default=3)
+    p = sub.add_parser(
+        "simulate",
+        help="rehearse a campaign on this machine: the operator's policy in virtual time, plants as processes",
+        description="Rehearse a campaign on this machine. The campaign is a FederatedModel, from -f or written "
+        "as flags; the operator's reconcilers run it in virtual time, each plant trains as its own process.",
+    )
+    p.add_argument(
+        "-f",
+        "--filename",
+        dest="manifest",
+        action="append",
+        type=Path,
+        metavar="MANIFEST",
+        help="FederatedModel or FederatedRound manifest, optionally with PlantParticipants (repeatable)",
+    )
+    p.add_argument("--plants", type=int, default=3, help="plants to create when no PlantParticipants are given")
     p.add_argument("--holdout", type=int, default=0, help="the last K plants never train; they only score models")
     p.add_argument("--baselines", action="store_true", help="also train centralised and siloed models (same budget)")
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, help="the campaign's maxRounds (default 5; with -f: the manifest's)")
     p.add_argument("--task", default="bearing")
     p.add_argument("--data", type=Path, help="data directory (e.g. ../shared/data/cwru); default: synthetic")
     p.add_argument(
@@ -316,11 +333,51 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="with --metrics-port: keep serving this long after the run, for a last scrape",
     )
-    p.add_argument("--dp-delta", type=float, default=1e-5, help="δ at which each plant's ε is reported")
+    p.add_argument(
+        "--plant-timeout",
+        type=float,
+        default=1800.0,
+        metavar="SECONDS",
+        help="kill a plant process with no result after this long (real time) and report it failed",
+    )
+    p.add_argument("--dp-delta", type=float, help="δ at which each plant's ε is reported (default 1e-5)")
     p.add_argument("--epsilon-budget", type=float, help="a plant whose next round would exceed this ε sits it out")
     _add_training_args(p)
-    _add_strategy_args(p)
-    p.set_defaults(func=cmd_simulate)
+    strategies.add_arguments(p, default=None)
+    campaign = p.add_argument_group("campaign (the FederatedModel's roundTemplate, stop and cadence)")
+    campaign.add_argument("--min-participants", type=int, help="quorum (default: 2, or all training plants if fewer)")
+    campaign.add_argument("--deadline", type=int, metavar="SECONDS", help="deadlineSeconds (default 3600, virtual)")
+    campaign.add_argument("--late-uploads", choices=("Reject", "Record"), help="lateUploadPolicy (default Reject)")
+    campaign.add_argument("--promotion", choices=("Always", "IfBetter"), help="promotion policy (default Always)")
+    campaign.add_argument("--promotion-metric", help="IfBetter compares this metric, e.g. val_accuracy")
+    campaign.add_argument(
+        "--goal",
+        choices=("Maximize", "Minimize"),
+        help="for --promotion-metric and --stop-metric (default: Minimize for a *loss* metric, else Maximize)",
+    )
+    campaign.add_argument(
+        "--evaluation-timeout",
+        type=int,
+        metavar="SECONDS",
+        help="how long contributing plants get to score a candidate (default 0 under Always, 600 under IfBetter)",
+    )
+    campaign.add_argument("--cadence", help="cron schedule of rounds (virtual time); default: back to back")
+    campaign.add_argument("--stop-metric", help="stop criteria metric, e.g. val_accuracy")
+    campaign.add_argument("--target", type=float, help="stop once a round's --stop-metric reaches this")
+    campaign.add_argument("--patience", type=int, help="stop after this many rounds without improvement")
+    fleet = p.add_argument_group("heterogeneity (VALUE for every plant, PLANT=VALUE for one; repeatable)")
+    fleet.add_argument("--profile", type=Path, help="YAML heterogeneity profile (see examples/simulate/fleet.yaml)")
+    fleet.add_argument("--plant-slowdown", action="append", metavar="[PLANT=]FACTOR", help="train time × this")
+    fleet.add_argument(
+        "--plant-dropout", action="append", metavar="[PLANT=]P", help="chance a plant's round never returns"
+    )
+    fleet.add_argument("--plant-bandwidth", action="append", metavar="[PLANT=]MBIT/S", help="link speed")
+    fleet.add_argument("--start", help="virtual clock start, RFC 3339 (default 2025-01-06T00:00:00Z)")
+    p.set_defaults(
+        func=cmd_simulate,
+        **dict.fromkeys(("epochs", "batch_size", "learning_rate", "optimizer", "fedprox_mu", "codec"), None),
+        **dict.fromkeys(("clip_norm", "noise_multiplier", "dp_mode", "label_skew_alpha"), None),
+    )
 
     p = sub.add_parser("train", help="take part in one round as a plant (what a training pod runs)")
     _add_plant_args(p)
@@ -343,16 +400,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     p.set_defaults(func=cmd_evaluate)
 
+    from plantfed.engine import aggregate_cli
+
     p = sub.add_parser("aggregate", help="aggregate one round from the model store (the aggregation Job)")
-    p.add_argument("--store", type=Path, required=True)
-    p.add_argument("--round", required=True)
-    p.add_argument("--plants", help="comma-separated plants to aggregate (default: every committed update)")
-    p.add_argument("--local-pattern", action="append", help="parameter-name glob never aggregated (repeatable)")
-    p.add_argument("--task", help="the model's task; its personal (plant-local) parameters are never aggregated")
-    p.add_argument("--result", type=Path, help="write the outcome as JSON here")
-    p.add_argument("--dp-delta", type=float, default=1e-5, help="δ at which each aggregated plant's ε is reported")
-    _add_strategy_args(p)
-    p.set_defaults(func=cmd_aggregate)
+    aggregate_cli.add_arguments(p)
+    p.set_defaults(func=aggregate_cli.run)
 
     from plantfed.exchange import cli as exchange_cli
 

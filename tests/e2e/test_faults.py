@@ -16,8 +16,9 @@ from support.federation.rounds import PLANTS, create_lineage, round_manifest, wa
 from support.kube import wait_for
 from support.kube.controlplane import ControlPlane
 
-from plantfed.cli import build_parser, strategy_from_args
+from plantfed.cli import build_parser
 from plantfed.contract.records import RoundRecord
+from plantfed.engine.aggregation import StrategyConfig
 from plantfed.engine.round_aggregation import aggregate_round
 from plantfed.engine.store import ModelStore
 
@@ -38,7 +39,9 @@ def undisturbed_digest(hub: Hub, round_name: str, tmp_path: Path) -> str:
         calm.import_file(live.blob_path(update.digest))
         calm.commit_update(update.meta, update.digest)
     calm.close_round(round_name)
-    return aggregate_round(calm, round_name, strategy_from_args(args), plants=args.plants.split(",")).version.digest
+    return aggregate_round(
+        calm, round_name, StrategyConfig.from_arguments(args), plants=args.plants.split(",")
+    ).version.digest
 
 
 def promoted_once(federation, round_name: str, model: str) -> str:

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from plantfed.cli import build_parser, strategy_from_args
+from plantfed.cli import build_parser
 from plantfed.contract.api.model import InitialWeights
 from plantfed.contract.api.round import Privacy, Strategy, StrategyName
 from plantfed.contract.naming import API_VERSION
 from plantfed.contract.records import Codec
+from plantfed.engine.aggregation import StrategyConfig
 from plantfed.hub.config import STORE_MOUNT, OperatorConfig
 from plantfed.hub.jobs import aggregation_job, init_job_name, init_model_job, strategy_args
 from plantfed.hub.reconcile.actions import CreateAggregationJob
@@ -49,13 +50,13 @@ def test_every_strategy_reaches_the_aggregator_with_its_parameters(name):
         }
     )
     args = build_parser().parse_args(["aggregate", "--store=s", "--round=r", *strategy_args(strategy)])
-    config = strategy_from_args(args)
-    assert config.name.value == {"trimmedMean": "trimmed_mean"}.get(name.value, name.value)
-    assert config.norm_bound == 3.0
+    config = StrategyConfig.from_arguments(args)
+    assert config.name is name
+    assert (config.norm_bound, config.server_learning_rate) == (3.0, 0.02)
     if name in (StrategyName.FEDADAM, StrategyName.FEDYOGI):
-        assert (config.server_lr, config.beta1, config.beta2, config.tau) == (0.02, 0.8, 0.95, 0.01)
+        assert (config.beta1, config.beta2, config.tau) == (0.8, 0.95, 0.01)
     if name is StrategyName.FEDAVGM:
-        assert (config.server_lr, config.momentum) == (0.02, 0.7)
+        assert config.momentum == 0.7
     if name is StrategyName.TRIMMED_MEAN:
         assert config.trim_fraction == 0.2
 
@@ -92,6 +93,7 @@ def test_aggregation_job_runs_the_frozen_plants_without_api_credentials():
         "--round=bearing-r3",
         "--plants=a,b",
         "--strategy=fedavg",
+        "--server-learning-rate=1.0",
     ]
     assert pod["volumes"][0] == {"name": "store", "persistentVolumeClaim": {"claimName": "store"}}
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
@@ -162,10 +164,11 @@ def test_init_job_name_fits_a_label():
 def test_central_privacy_clips_at_the_hub_and_noises_the_aggregate():
     privacy = Privacy.model_validate({"mode": "central", "clipNorm": 2.0, "noiseMultiplier": 0.7})
     args = strategy_args(Strategy(), privacy)
-    config = strategy_from_args(build_parser().parse_args(["aggregate", "--store=s", "--round=r", *args]))
+    config = StrategyConfig.from_arguments(build_parser().parse_args(["aggregate", "--store=s", "--round=r", *args]))
     assert (config.norm_bound, config.central_noise_multiplier) == (2.0, 0.7)
     local = Privacy.model_validate({"mode": "local", "clipNorm": 2.0, "noiseMultiplier": 0.7})
-    assert strategy_args(Strategy(), local) == ["--strategy=fedavg"]  # plants noised their own updates
+    # plants noised their own updates; the hub adds nothing
+    assert strategy_args(Strategy(), local) == ["--strategy=fedavg", "--server-learning-rate=1.0"]
 
 
 @pytest.mark.parametrize("mode", ["local", "central"])

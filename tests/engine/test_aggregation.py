@@ -95,7 +95,7 @@ def reference_delta(base, plants, cfg: StrategyConfig) -> dict[str, torch.Tensor
         values = np.stack([(d[name] * c).numpy() for d, c in zip(deltas, clip, strict=True)])
         if cfg.name.value == "median":
             out[name] = torch.from_numpy(np.asarray(np.median(values, axis=0)))
-        elif cfg.name.value == "trimmed_mean":
+        elif cfg.name.value == "trimmedMean":
             k = int(cfg.trim_fraction * len(plants))
             ordered = np.sort(values, axis=0)
             out[name] = torch.from_numpy(np.asarray(ordered[k : len(plants) - k].mean(axis=0)))
@@ -114,7 +114,7 @@ class RefServer:
     v: dict | None = None
 
     def step(self, base, delta: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        c, lr = self.cfg, self.cfg.effective_server_lr
+        c, lr = self.cfg, self.cfg.server_learning_rate
         new = dict(base)
         for name, d in delta.items():
             if c.name.value == "fedavgm":
@@ -164,7 +164,10 @@ def test_strategy_matches_reference(tmp_path, strategy, norm_bound):
     base = base_state()
     plants = local_states(base, 6, seed=1)
     cfg = StrategyConfig(
-        name=strategy, norm_bound=norm_bound, trim_fraction=0.2, server_lr=0.5 if strategy == "fedavg" else None
+        name=strategy,
+        norm_bound=norm_bound,
+        trim_fraction=0.2,
+        server_learning_rate=0.5 if strategy == "fedavg" else None,
     )
     base_path, inputs = write_round(tmp_path, base, plants)
     result = aggregate(base_path, inputs, cfg, tmp_path / "out.safetensors", state_dir=tmp_path / "state")
@@ -178,7 +181,7 @@ def test_strategy_matches_reference(tmp_path, strategy, norm_bound):
 
 @pytest.mark.parametrize("strategy", ["fedadam", "fedyogi", "fedavgm"])
 def test_server_state_persists_across_rounds(tmp_path, strategy):
-    cfg = StrategyConfig(name=strategy, server_lr=0.05)
+    cfg = StrategyConfig(name=strategy, server_learning_rate=0.05)
     ref = RefServer(cfg)
     base = base_state()
     for round_number in (1, 2):

@@ -64,7 +64,18 @@ def received_norm(sim: Simulation, round_id: str, plant: str) -> float:
 
 def test_epsilon_is_reported_per_round_and_the_budget_stops_training(dp_run: DPRun) -> None:
     report = dp_run.report
-    assert [r["round"] for r in report["rounds"]] == [1]  # round 2 would exceed the budget for every plant
+    # Round 2 would exceed the budget for every plant: the operator's selection excludes them, the round
+    # cannot reach its quorum, and the rehearsal stops (the ledger only grows).
+    assert [(r["round"], r["phase"]) for r in report["rounds"]] == [(1, "Succeeded"), (2, "Failed")]
+    second = report["rounds"][1]
+    assert second["reason"] == "QuorumUnreachable" and second["budget_exhausted"] == list(PLANTS)
+    for plant in PLANTS:
+        assert (second["plants"][plant]["state"], second["plants"][plant]["reason"]) == (
+            "Excluded",
+            "PrivacyBudgetExhausted",
+        )
+        assert "above the budget" in second["plants"][plant]["message"]
+    assert report["campaign"]["stopped_early"] is not None
     for plant in PLANTS:
         assert report["rounds"][0]["plants"][plant]["epsilon"] == pytest.approx(EPS1)
         assert report["privacy"]["epsilon"][plant] == pytest.approx(EPS1)
@@ -80,7 +91,7 @@ def test_epsilon_is_reported_per_round_and_the_budget_stops_training(dp_run: DPR
 
 def test_the_exported_update_norm_is_the_norm_the_hub_received(dp_run: DPRun) -> None:
     """As on a cluster (the operator exports the aggregation's numbers), not the plant's norm before clipping."""
-    (round_,) = dp_run.report["rounds"]
+    round_ = dp_run.report["rounds"][0]
     for plant in PLANTS:
         exported = dp_run.sim.metrics.registry.get_sample_value(
             "plantfed_update_l2_norm", {"model": "bearing", "plant": plant}

@@ -109,6 +109,12 @@ def _transfer(role: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return mark
 
 
+#: Sees an upload's declared metadata before any of its bytes are accepted; may wait, and returns None to go on
+#: or the reason to refuse the upload (CANCELLED). `plantfed simulate` holds each upload until its virtual
+#: arrival with one.
+UploadGate = Callable[[UpdateMeta], Awaitable[str | None]]
+
+
 def _open_binary(path: Path) -> BinaryIO:
     return open(path, "rb")
 
@@ -282,6 +288,7 @@ class ExchangeServicer:
         metrics: Metrics | None = None,
         client_identity: bool = False,
         limits: ServerLimits | None = None,
+        upload_gate: UploadGate | None = None,
     ) -> None:
         self._store = store
         self._client_identity = client_identity
@@ -291,6 +298,7 @@ class ExchangeServicer:
         self._local_patterns = tuple(local_patterns)
         self._validate = None if self._check is PayloadCheck.NONE else check_safetensors
         self.limits = limits or ServerLimits()
+        self._upload_gate = upload_gate
         self.io = _IO(self.limits.io_threads)
         self._uploads = _Uploads()
 
@@ -397,6 +405,8 @@ class ExchangeServicer:
     @_transfer(_PLANT)
     async def UploadUpdate(self, call: _Call, caller: Caller) -> pb.UploadReceipt:
         start = await call.start()
+        if self._upload_gate is not None:
+            await self._gate(start)
         admitted = await self.io(self._admit_update, start, caller)
         if isinstance(admitted, pb.UploadReceipt):
             return admitted
@@ -421,6 +431,16 @@ class ExchangeServicer:
             return await self.io(self._accept_update, meta, digest, received, seconds)
         finally:
             self._uploads.release(key, call)
+
+    async def _gate(self, start: pb.UploadStart) -> None:
+        assert self._upload_gate is not None
+        try:
+            meta = convert.meta_from_wire(start.meta)
+        except ValueError:
+            return  # the admission refuses it, naming the problem
+        refusal = await self._upload_gate(meta)
+        if refusal is not None:
+            raise Refusal(grpc.StatusCode.CANCELLED, refusal)
 
     def _admit_update(self, start: pb.UploadStart, caller: Caller) -> pb.UploadReceipt | tuple[UpdateMeta, RoundRecord]:
         """Everything decided before a byte of the payload is accepted: a receipt for a duplicate, else go."""
@@ -812,6 +832,7 @@ def build_server(
     metrics: Metrics | None = None,
     health_address: str | None = None,
     limits: ServerLimits | None = None,
+    upload_gate: UploadGate | None = None,
 ) -> tuple[ExchangeServer, int]:
     """A ready-to-start server bound to `address`; returns it with the bound port (for `:0`).
 
@@ -819,6 +840,7 @@ def build_server(
     a plant's calls must also present a client certificate naming the plant its token belongs to, and admin calls
     the admin's (`ADMIN_CERT_NAME`). `health_address` adds the loopback-only health server (`health_port`);
     `limits` bounds what callers may hold (`plantfed.exchange.limits`; defaults: `ServerLimits()`).
+    `upload_gate` sees every upload's declared metadata first (`UploadGate`).
     """
     servicer = ExchangeServicer(
         store,
@@ -828,6 +850,7 @@ def build_server(
         metrics=metrics,
         client_identity=tls is not None and tls.client_ca is not None,
         limits=limits,
+        upload_gate=upload_gate,
     )
     server = ExchangeServer(servicer, address=address, tls=tls, health_address=health_address, metrics=metrics)
     return server, server.port

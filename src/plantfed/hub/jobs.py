@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from plantfed.contract import strategies
 from plantfed.contract.api.model import InitialWeights
-from plantfed.contract.api.round import Privacy, PrivacyMode, Strategy, StrategyName
+from plantfed.contract.api.round import Privacy, PrivacyMode, Strategy
 from plantfed.contract.naming import (
     COMPONENT_LABEL,
     MODEL_KEY,
@@ -30,41 +31,20 @@ from plantfed.contract.naming import (
 from plantfed.hub.config import STORE_MOUNT, OperatorConfig
 from plantfed.hub.reconcile.actions import CreateAggregationJob
 
-_CLI_STRATEGY = {
-    StrategyName.FEDAVG: "fedavg",
-    StrategyName.FEDPROX: "fedprox",
-    StrategyName.FEDADAM: "fedadam",
-    StrategyName.FEDYOGI: "fedyogi",
-    StrategyName.FEDAVGM: "fedavgm",
-    StrategyName.TRIMMED_MEAN: "trimmed_mean",
-    StrategyName.MEDIAN: "median",
-}
-_ADAPTIVE = {StrategyName.FEDADAM, StrategyName.FEDYOGI}
-_SERVER_LR = {*_ADAPTIVE, StrategyName.FEDAVGM}
-
 
 def strategy_args(strategy: Strategy, privacy: Privacy | None = None) -> list[str]:
-    """`plantfed aggregate` flags for a CRD strategy (CRD names are camelCase, the CLI's snake_case).
+    """`plantfed aggregate` flags for a CRD strategy, every parameter it uses spelled out (defaults included).
 
-    Central differential privacy happens here, at the hub: each update is clipped to the strategy's
-    `normBound` (or, when unset, the privacy `clipNorm`) and the aggregate gets Gaussian noise.
+    Derived from the one vocabulary (`plantfed.contract.strategies`), so the Job runs exactly the strategy
+    `plantfed simulate` runs for the same spec. Central differential privacy happens here, at the hub: each
+    update is clipped to the strategy's `normBound` (or, when unset, the privacy `clipNorm`) and the
+    aggregate gets Gaussian noise.
     """
-    args = [f"--strategy={_CLI_STRATEGY[strategy.name]}"]
-    if strategy.name in _SERVER_LR:
-        args.append(f"--server-lr={strategy.server_learning_rate:g}")
-    if strategy.name in _ADAPTIVE:
-        args += [f"--beta1={strategy.beta1:g}", f"--beta2={strategy.beta2:g}", f"--tau={strategy.tau:g}"]
-    if strategy.name is StrategyName.FEDAVGM:
-        args.append(f"--server-momentum={strategy.momentum:g}")
-    if strategy.name is StrategyName.TRIMMED_MEAN:
-        args.append(f"--trim-fraction={strategy.trim_fraction:g}")
-    central = privacy is not None and privacy.mode is PrivacyMode.CENTRAL
-    bound = strategy.norm_bound or (privacy.clip_norm if central and privacy is not None else 0.0)
-    if bound > 0:
-        args.append(f"--norm-bound={bound:g}")
-    if central and privacy is not None:
-        args.append(f"--central-noise-multiplier={privacy.noise_multiplier:g}")
-    return args
+    given: dict[str, strategies.Value | None] = dict(strategy.parameters())
+    if privacy is not None and privacy.mode is PrivacyMode.CENTRAL:
+        given["norm_bound"] = strategy.norm_bound or privacy.clip_norm
+        given["central_noise_multiplier"] = privacy.noise_multiplier
+    return strategies.command_args(strategy.name, given)
 
 
 def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:

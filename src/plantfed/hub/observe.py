@@ -41,7 +41,18 @@ def participants(kube: Kube, namespace: str) -> list[PlantParticipant]:
 
 
 def observe_round(kube: Kube, admin: AdminClient, fr: FederatedRound) -> ObservedRound:
-    name, namespace, model = fr.metadata.name, fr.metadata.namespace or "", fr.spec.model_ref
+    """The round as the operator sees it: its aggregation Job from the API server, the rest from the exchange."""
+    job_body = kube.read_job(fr.metadata.namespace or "", fr.status.aggregation_job or aggregation_job_name(fr.name))
+    return observe_exchange(admin, fr, JobObservation.from_job(job_body) if job_body is not None else None)
+
+
+def observe_exchange(admin: AdminClient, fr: FederatedRound, job: JobObservation | None) -> ObservedRound:
+    """Everything but the Job, read through the exchange's admin API (the operator's and `plantfed simulate`'s).
+
+    The Job is observed first: a Job seen finished therefore implies its candidate (and the ledger charge
+    made before publishing it) is in what is read here.
+    """
+    name, model = fr.metadata.name, fr.spec.model_ref
     try:
         listed = admin.list_updates(name)
         exchange, uploads = listed.round, tuple(Upload.from_record(u) for u in listed.updates)
@@ -49,9 +60,6 @@ def observe_round(kube: Kube, admin: AdminClient, fr: FederatedRound) -> Observe
         if not _not_found(err):
             raise
         exchange, uploads = None, ()
-    job_name = fr.status.aggregation_job or aggregation_job_name(name)
-    job_body = kube.read_job(namespace, job_name)
-    job = JobObservation.from_job(job_body) if job_body is not None else None
     candidate = None
     try:
         candidate = next((v for v in admin.list_versions(model) if v.round_id == name), None)

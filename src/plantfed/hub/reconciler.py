@@ -42,6 +42,7 @@ from plantfed.hub.reconcile import (
     status_patch,
 )
 from plantfed.hub.reconcile.actions import EmitEvent, EventType
+from plantfed.hub.reconcile.readiness import significant_change
 from plantfed.hub.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -51,12 +52,6 @@ _CONFLICT_RETRIES = 3
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _significant(before: list[Any], after: list[Any]) -> bool:
-    """Participant conditions changed in more than their message (which only restates the age)."""
-    key = lambda conditions: [(c.type, c.status, c.reason) for c in conditions]  # noqa: E731
-    return key(before) != key(after)
 
 
 class Reconciler:
@@ -152,9 +147,6 @@ class Reconciler:
         pp = PlantParticipant.from_object(body)
         now = self.clock()
         decision = reconcile_participant(pp, now, self.cfg.heartbeat_timeout)
-        changed = _significant(pp.status.conditions, decision.status.conditions) or (
-            pp.status.observed_generation != decision.status.observed_generation
-        )
-        if changed:
+        if significant_change(pp.status, decision.status):
             self.kube.patch_status(PARTICIPANTS, body, status_patch(pp.status, decision.status))
         self.telemetry.heartbeat(pp, now)

@@ -1,39 +1,84 @@
-"""`plantfed simulate`: the whole federation on one machine, with the production code paths.
+"""`plantfed simulate`: rehearse a campaign on one machine with the operator's own policy, in virtual time.
 
-The hub (model store + gRPC exchange on loopback + aggregation) runs in this process; every plant is its own
-OS process running `plantfed train`, exactly the command a plant's training pod runs, authenticating with its
-own token and seeing only its own data partition. Nothing is shortcut through shared memory: models and
-updates cross real gRPC.
+The hub is real: the model store, the gRPC exchange on loopback, and the operator's pure reconcilers
+(`reconcile_model`, `reconcile_round`, `reconcile_participant`) driven over in-memory FederatedModel,
+FederatedRound and PlantParticipant objects by `plantfed.sim.hub.LocalOperator`, which carries out the same
+actions the operator's executor does (the aggregation and init Jobs run their own container commands).
+Every plant runs its agent's decision function (`plantfed.sim.plants.Fleet`) and trains as its own OS
+process, `plantfed train` with its own token, seeing only its own data partition; candidates are scored by
+`plantfed evaluate --round` processes. Nothing crosses shared memory: models, updates and evaluations cross
+real gRPC.
+
+Time is simulated where it would only be waited for: the clock jumps to the next thing that can happen (a
+requeue the reconcilers asked for, a cadence tick, a deadline, a plant's virtual completion), so a
+50-round campaign on a 6-hour cadence takes as long as its training, not 12 days. A plant's virtual
+duration is what its process measured, stretched by its heterogeneity profile (`plantfed.sim.profile`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import torch
+from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from plantfed.contract.api.common import ConditionStatus, MetricGoal, ObjectMeta
+from plantfed.contract.api.model import FederatedModel, FederatedModelSpec, InitialWeights, ModelPhase, StopCriteria
+from plantfed.contract.api.round import (
+    FederatedRound,
+    LateUploadPolicy,
+    Optimizer,
+    PlantRoundState,
+    PrivacyMode,
+    Promotion,
+    PromotionPolicy,
+    RoundPhase,
+    RoundTemplate,
+    Strategy,
+    Training,
+)
 from plantfed.contract.metrics import Metrics
-from plantfed.contract.records import Codec, DPMode, RoundRecord
-from plantfed.engine.aggregation import StrategyConfig
-from plantfed.engine.privacy import DPRelease, PrivacyLedger, central_release, dearest_epsilon, round_costs
-from plantfed.engine.round_aggregation import aggregate_round
+from plantfed.contract.records import Codec, DPMode
+from plantfed.contract.strategies import PARAMETERS
+from plantfed.engine.privacy import PrivacyLedger
 from plantfed.engine.store import ModelStore
+from plantfed.exchange import AdminClient
 from plantfed.exchange.auth import TokenBook
 from plantfed.exchange.server import build_server
 from plantfed.formats import codecs
+from plantfed.hub.config import OperatorConfig
+from plantfed.hub.reconcile import get_condition, round_number
+from plantfed.hub.telemetry import Telemetry
 from plantfed.plant.training import LocalTrainingConfig, pick_device
 from plantfed.sim.baselines import BaselineReport, run_baselines
+from plantfed.sim.campaign import (
+    Campaign,
+    CampaignError,
+    from_manifests,
+    participants_for,
+    plant_name,
+    privacy_from_flags,
+    with_profile,
+)
+from plantfed.sim.hub import Event, LocalOperator, Visibility
+from plantfed.sim.plants import Fleet, LocalSettings, PlantSetup, UploadGate
+from plantfed.sim.profile import FleetProfile
 from plantfed.tasks.sdk import DataSpec, load_task
+
+_SETTLE_PASSES = 200
+"""Reconcile passes at one virtual instant before simulate calls it a bug (a decision that never settles)."""
 
 
 @dataclass
@@ -41,12 +86,18 @@ class SimulationConfig:
     plants: int = 3
     holdout: int = 0
     baselines: bool = False
-    rounds: int = 5
+    #: The campaign's stop.maxRounds (None with manifests: the manifest's own).
+    rounds: int | None = 5
     task: str = "bearing"
     data: Path | None = None
     data_options: dict[str, str] = field(default_factory=dict)
     out: Path = Path("runs/simulate")
-    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    strategy: Strategy = field(default_factory=Strategy)
+    #: Central DP (privacy mode central): σ of the hub's noise; needs strategy.norm_bound.
+    central_noise_multiplier: float | None = None
+    #: Hub-side strategy parameters a FederatedRound does not carry (noise_seed, buffer_bytes), appended to
+    #: every aggregation Job's command: a fixed noise_seed makes central DP reproducible, which no cluster is.
+    aggregation_overrides: dict[str, float | int] = field(default_factory=dict)
     epochs: int = 1
     batch_size: int = 64
     learning_rate: float = 0.01
@@ -65,17 +116,39 @@ class SimulationConfig:
     #: Keep serving metrics this long after the run, so a scraper collects the final values.
     metrics_linger_s: float = 0.0
     model_name: str = "bearing"
+    #: A plant process with no result after this many (real) seconds is killed and reported as failed.
     plant_timeout_s: float = 1800.0
     #: δ at which each plant's ε is reported (and the budget checked).
     dp_delta: float = 1e-5
     #: A plant whose next round would take its ε above this sits the round out (PrivacyBudgetExhausted).
     epsilon_budget: float | None = None
+    #: Quorum (default: 2, or every training plant when there are fewer).
+    min_participants: int | None = None
+    deadline_seconds: int = 3600
+    late_upload_policy: LateUploadPolicy = LateUploadPolicy.REJECT
+    promotion: PromotionPolicy = PromotionPolicy.ALWAYS
+    promotion_metric: str | None = None
+    #: Whether larger values of the promotion/stop metric are better (default: Minimize for a *loss* metric).
+    goal: MetricGoal | None = None
+    #: How long contributing plants get to score a candidate (default: 0 under Always, 600 under IfBetter).
+    evaluation_timeout_s: int | None = None
+    cadence: str = ""
+    stop_metric: str | None = None
+    stop_target: float | None = None
+    patience: int | None = None
+    #: FederatedModel / FederatedRound / PlantParticipant manifests; the campaign flags above are then unused.
+    manifests: tuple[Path, ...] = ()
+    profile: FleetProfile = field(default_factory=FleetProfile)
 
 
 @dataclass
 class PlantRound:
     plant: str
     ok: bool
+    #: The plant's state in the round's status (Uploaded, Late, Failed, Excluded, ...) and why.
+    state: str = ""
+    reason: str | None = None
+    message: str = ""
     num_samples: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
     payload_bytes: int = 0
@@ -86,36 +159,44 @@ class PlantRound:
     error: str | None = None
     #: ε spent by the plant after this round at `dp_delta` (None when no DP is configured).
     epsilon: float | None = None
+    #: The plant's score of the round's candidate on its validation split.
+    evaluation: dict[str, float] = field(default_factory=dict)
+    #: Virtual times: the training Job started, and its update arrived (or the Job failed).
+    virtual_start: str | None = None
+    virtual_finish: str | None = None
+    dropped: bool = False
 
 
 @dataclass
 class RoundReport:
     round: int
     round_id: str
-    base_version: int
+    base_version: int | None
+    #: The candidate version aggregated in this round (None if it never aggregated).
     version: int | None
     seconds: float
     aggregation_seconds: float
     bytes_up: int
     bytes_down: int
     plants: dict[str, PlantRound]
+    phase: str = ""
+    reason: str = ""
+    message: str = ""
+    promoted: bool = False
     global_loss: float | None = None
     global_accuracy: float | None = None
     #: Plants left out because their next round would exceed the ε budget.
     budget_exhausted: list[str] = field(default_factory=list)
-
-
-class BudgetExhausted(RuntimeError):
-    """No plant can take part in another round without exceeding the ε budget."""
-
-
-def plant_name(index: int) -> str:
-    return f"plant-{index + 1}"
+    virtual_start: str | None = None
+    virtual_cutoff: str | None = None
+    virtual_completion: str | None = None
 
 
 class Simulation:
     def __init__(self, cfg: SimulationConfig, console: Console | None = None):
-        if not 0 <= cfg.holdout < cfg.plants:
+        if cfg.manifests and cfg.holdout:
+            raise ValueError("--holdout builds plants from flags; with -f, list every plant as a PlantParticipant")
+        if not cfg.manifests and not 0 <= cfg.holdout < cfg.plants:
             raise ValueError(f"--holdout {cfg.holdout} must leave at least one of the {cfg.plants} plants training")
         if cfg.dp_mode is DPMode.SAMPLE and cfg.clip_norm > 0 and cfg.fedprox_mu > 0:
             raise ValueError(
@@ -125,59 +206,120 @@ class Simulation:
         self.cfg = cfg
         self.console = console or Console()
         self.out = Path(cfg.out).resolve()
-        self.task = load_task(cfg.task)
+        self.campaign = self._campaign()
+        self.model_name = self.campaign.model.name
+        self.task = load_task(self.campaign.model.spec.task)
+        self.names = self.campaign.plant_names  # in order: a plant's index picks its data partition
+        candidates = self._candidates()
+        self.plants = [p for p in self.names if p in candidates]
+        self.holdout = [p for p in self.names if p not in candidates]
         self.store = ModelStore(self.out / "hub" / "store")
         self.metrics = Metrics()
-        everyone = [plant_name(i) for i in range(cfg.plants)]
-        self.plants = everyone[: cfg.plants - cfg.holdout]
-        self.holdout = everyone[cfg.plants - cfg.holdout :]
+        self.telemetry = Telemetry(self.metrics)
+        self.ledger = PrivacyLedger(self.store.root, self.model_name)
         self.reports: list[RoundReport] = []
         self.final_eval: dict[str, dict[str, float]] = {}
-        self.baselines = None
-        self.local_patterns = tuple(self.task.local_parameter_patterns())
-        self.ledger = PrivacyLedger(self.store.root, cfg.model_name)
-        self._last_contact: dict[str, float] = {}
+        self.baselines: BaselineReport | None = None
+        self.initial: tuple[float, float] | None = None
+        self.stopped: str | None = None
+        self.events: list[Event] = []
+        self._reported: set[str] = set()
+        self._real_start: dict[str, float] = {}
 
-    # -- privacy -----------------------------------------------------------------------------------------
-    @property
-    def dp_enabled(self) -> bool:
-        return self.cfg.noise_multiplier > 0 or self.cfg.strategy.central_noise_multiplier is not None
-
-    def _round_costs(self, plant: str) -> list[list[DPRelease]]:
-        """What one more round may cost `plant`, priced exactly as the operator prices it."""
+    # -- the campaign ------------------------------------------------------------------------------------
+    def _campaign(self) -> Campaign:
         c = self.cfg
-        central = (
-            central_release(c.strategy.central_noise_multiplier, c.strategy.norm_bound or 0.0)
-            if c.strategy.central_noise_multiplier is not None
-            else None
-        )
-        return round_costs(
-            c.dp_mode,
+        try:
+            if c.manifests:
+                campaign = from_manifests(c.manifests, plants=c.plants, task=c.task, seed=c.seed, rounds=c.rounds)
+            else:
+                campaign = self._from_flags()
+            return Campaign(campaign.model, with_profile(campaign.participants, c.profile), campaign.rounds)
+        except ValidationError as err:
+            causes = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
+            raise CampaignError(f"the flags describe an invalid campaign: {causes}") from None
+
+    def _from_flags(self) -> Campaign:
+        c = self.cfg
+        names = [plant_name(i) for i in range(c.plants)]
+        training = names[: c.plants - c.holdout]
+        privacy = privacy_from_flags(
             clip_norm=c.clip_norm,
             noise_multiplier=c.noise_multiplier,
-            epochs=c.epochs,
-            central=central,
-            history=self.ledger.history(plant),
+            dp_mode=c.dp_mode,
+            central_noise_multiplier=c.central_noise_multiplier,
+            norm_bound=c.strategy.norm_bound,
+            delta=c.dp_delta,
+            epsilon_budget=c.epsilon_budget,
         )
+        metric = c.promotion_metric or c.stop_metric or ""
+        goal = c.goal or (MetricGoal.MINIMIZE if "loss" in metric else MetricGoal.MAXIMIZE)
+        if c.evaluation_timeout_s is not None:
+            evaluation = c.evaluation_timeout_s
+        else:
+            evaluation = 600 if c.promotion is PromotionPolicy.IF_BETTER else 0
+        template = RoundTemplate(
+            plants=training,
+            min_participants=c.min_participants or min(2, len(training)),
+            deadline_seconds=c.deadline_seconds,
+            training=Training(
+                epochs=c.epochs,
+                batch_size=c.batch_size,
+                learning_rate=c.learning_rate,
+                fed_prox_mu=c.fedprox_mu,
+                optimizer=Optimizer(c.optimizer),
+            ),
+            strategy=c.strategy,
+            compression=c.codec,
+            privacy=privacy,
+            promotion=Promotion(
+                policy=c.promotion, metric=c.promotion_metric, goal=goal, evaluation_timeout_seconds=evaluation
+            ),
+            late_upload_policy=c.late_upload_policy,
+        )
+        model = FederatedModel(
+            metadata=ObjectMeta(name=c.model_name),
+            spec=FederatedModelSpec(
+                task=c.task,
+                initial_weights=InitialWeights(seed=c.seed),
+                round_template=template,
+                cadence=c.cadence,
+                stop=StopCriteria(
+                    max_rounds=c.rounds, metric=c.stop_metric, goal=goal, target=c.stop_target, patience=c.patience
+                ),
+            ),
+        )
+        return Campaign(model=model, participants=participants_for(names, c.variants))
 
-    def _within_budget(self, plants: list[str]) -> tuple[list[str], list[str]]:
-        """(plants that may train, plants whose next round would exceed the ε budget)."""
-        budget = self.cfg.epsilon_budget
-        if budget is None or not self.dp_enabled:
-            return plants, []
-        over = [
-            p
-            for p in plants
-            if dearest_epsilon(self.ledger.history(p), self._round_costs(p), self.cfg.dp_delta) > budget
-        ]
-        return [p for p in plants if p not in over], over
+    def _candidates(self) -> set[str]:
+        """Plants some round may assign: named by a template or round, or matched by its selector."""
+        from plantfed.hub.reconcile import matches_selector
 
-    # -- hub ---------------------------------------------------------------------------------------------
+        specs = [self.campaign.model.spec.round_template, *(fr.spec for fr in self.campaign.rounds)]
+        out: set[str] = set()
+        for spec in specs:
+            for pp in self.campaign.participants:
+                named = spec.plants is None or pp.spec.plant_id in spec.plants
+                selected = spec.plant_selector is None or matches_selector(spec.plant_selector, pp.metadata.labels)
+                if named and selected:
+                    out.add(pp.spec.plant_id)
+        return out
+
+    @property
+    def dp_enabled(self) -> bool:
+        specs = [self.campaign.model.spec.round_template, *(fr.spec for fr in self.campaign.rounds)]
+        return any(s.privacy.mode is not PrivacyMode.OFF for s in specs)
+
+    @property
+    def dp_delta(self) -> float:
+        return self.campaign.model.spec.round_template.privacy.delta
+
+    # -- the hub -----------------------------------------------------------------------------------------
     def _issue_tokens(self) -> Path:
         """One secret per plant; the hub keeps them as a Secret-like directory, each plant gets only its own."""
         book_dir = self.out / "hub" / "tokens"
         book_dir.mkdir(parents=True, exist_ok=True)
-        for plant in self.plants + self.holdout:
+        for plant in self.names:
             token = secrets.token_urlsafe(32)
             for path in (book_dir / plant, self.out / "plants" / plant / "token"):
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -185,360 +327,84 @@ class Simulation:
                 path.chmod(0o600)
         return book_dir
 
-    def _seed_model(self) -> int:
-        torch.manual_seed(self.cfg.seed)
-        model = self.task.build_model("full")
-        path = self.out / "hub" / "initial.safetensors"
-        codecs.save_state({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
-        digest, _ = self.store.import_file(path)
-        version = self.store.publish_model(self.cfg.model_name, digest, parent=None, round_id=None, metrics={})
-        self.store.promote(self.cfg.model_name, version.version)
-        return version.version
-
-    # -- plants ------------------------------------------------------------------------------------------
-    def _plant_command(self, plant: str, index: int, round_id: str, target: str) -> list[str]:
-        c = self.cfg
-        pdir = self.out / "plants" / plant
-        cmd = [
-            sys.executable,
-            "-m",
-            "plantfed",
-            "train",
-            "--exchange",
-            target,
-            "--plant",
-            plant,
-            "--token-file",
-            str(pdir / "token"),
-            "--round",
-            round_id,
-            "--task",
-            c.task,
-            "--state-dir",
-            str(pdir),
-            "--plant-index",
-            str(index),
-            "--num-plants",
-            str(c.plants),
-            "--seed",
-            str(c.seed),
-            "--epochs",
-            str(c.epochs),
-            "--batch-size",
-            str(c.batch_size),
-            "--learning-rate",
-            str(c.learning_rate),
-            "--optimizer",
-            c.optimizer,
-            "--fedprox-mu",
-            str(c.fedprox_mu),
-            "--codec",
-            c.codec.value,
-            "--clip-norm",
-            str(c.clip_norm),
-            "--noise-multiplier",
-            str(c.noise_multiplier),
-            "--dp-mode",
-            c.dp_mode.value,
-            "--label-skew-alpha",
-            str(c.label_skew_alpha),
-            "--report",
-            str(pdir / "report.json"),
-        ]
-        if c.variants:
-            cmd += ["--variant", c.variants[index % len(c.variants)]]
-        return cmd + self._data_args()
-
-    def _data_args(self) -> list[str]:
-        args = [] if self.cfg.data is None else ["--data", str(Path(self.cfg.data).resolve())]
-        for key, value in sorted(self.cfg.data_options.items()):
-            args += ["--data-option", f"{key}={value}"]
-        return args
-
-    def _plant_env(self) -> dict[str, str]:
-        """Split the machine's cores between concurrently training plants instead of oversubscribing them."""
-        env = dict(os.environ)
-        threads = max(1, (os.cpu_count() or 1) // max(1, self._parallel()))
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
-        return env
-
     def _parallel(self) -> int:
-        return self.cfg.parallel or min(len(self.plants), os.cpu_count() or 1)
+        return self.cfg.parallel or min(max(1, len(self.plants)), os.cpu_count() or 1)
 
-    def _run_plants(self, jobs: list[tuple[str, list[str]]], on_done) -> dict[str, tuple[int, str]]:
-        """Run plant processes, at most `parallel` at once; returns plant -> (exit code, stderr tail)."""
-        pending = list(jobs)
-        running: dict[str, tuple[subprocess.Popen, object]] = {}
-        results: dict[str, tuple[int, str]] = {}
-        env = self._plant_env()
-        while pending or running:
-            while pending and len(running) < self._parallel():
-                plant, cmd = pending.pop(0)
-                log = open(self.out / "plants" / plant / "train.log", "ab")
-                running[plant] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
-            for plant, (proc, log) in list(running.items()):
-                try:
-                    code = proc.wait(timeout=0.2)
-                except subprocess.TimeoutExpired:
-                    continue
-                log.close()
-                del running[plant]
-                tail = (self.out / "plants" / plant / "train.log").read_text(errors="replace")[-2000:]
-                results[plant] = (code, tail)
-                if code == 0:
-                    self._plant_contacted(plant)
-                on_done(plant, code)
-        return results
-
-    # -- one round ---------------------------------------------------------------------------------------
-    def run_round(self, number: int, target: str, progress: Progress, bar) -> RoundReport:
-        c = self.cfg
-        started = time.perf_counter()
-        base = self.store.promoted(c.model_name)
-        round_id = f"{c.model_name}-r{number}"
-        selected, exhausted = self._within_budget(self.plants)
-        if not selected:
-            raise BudgetExhausted(
-                f"round {round_id}: every plant's next round would exceed ε budget {c.epsilon_budget}"
-            )
-        self.store.open_round(
-            RoundRecord(round_id=round_id, model=c.model_name, base_version=base.version, plants=selected)
-        )
-        for plant in selected:
-            (self.out / "plants" / plant / "report.json").unlink(missing_ok=True)
-        jobs = [(p, self._plant_command(p, self.plants.index(p), round_id, target)) for p in selected]
-        if exhausted:
-            progress.update(bar, advance=len(exhausted))
-
-        def done(plant: str, code: int) -> None:
-            progress.update(
-                bar,
-                advance=1,
-                description=f"round {number}/{c.rounds}: {plant} {'uploaded' if code == 0 else 'FAILED'}",
-            )
-
-        exits = self._run_plants(jobs, done)
-        self.store.close_round(round_id)
-
-        plants: dict[str, PlantRound] = {}
-        for plant in selected:
-            code, tail = exits[plant]
-            report_path = self.out / "plants" / plant / "report.json"
-            if code != 0 or not report_path.exists():
-                plants[plant] = PlantRound(
-                    plant=plant, ok=False, error=tail.strip().splitlines()[-1] if tail.strip() else f"exit {code}"
-                )
-                continue
-            rep = json.loads(report_path.read_text())
-            plants[plant] = PlantRound(
-                plant=plant,
-                ok=True,
-                num_samples=rep["num_samples"],
-                metrics=rep["metrics"],
-                payload_bytes=rep["payload_bytes"],
-                bytes_sent=rep["bytes_sent"],
-                update_norm=rep["update_norm"],
-                train_seconds=rep["train_seconds"],
-            )
-        ok = [p for p in plants.values() if p.ok]
-        if not ok:
-            self.metrics.rounds_total.labels(c.model_name, "failed").inc()
-            raise RuntimeError(
-                f"round {round_id}: every plant failed; first error: {next(iter(plants.values())).error}"
-            )
-
-        agg = aggregate_round(self.store, round_id, c.strategy, local_patterns=self.local_patterns)
-        self.store.promote(c.model_name, agg.version.version)
-        if self.dp_enabled:  # aggregate_round charged the aggregated plants' releases to the ledger
-            for plant in selected:
-                plants[plant].epsilon = self.ledger.epsilon(plant, c.dp_delta)
-        if agg.result is not None:
-            for stat in agg.result.plants:
-                if stat.plant in plants:
-                    plants[stat.plant].cosine = stat.cosine
-        model_bytes = self.store.get_model(c.model_name, base.version).size
-        report = RoundReport(
-            round=number,
-            round_id=round_id,
-            base_version=base.version,
-            version=agg.version.version,
-            seconds=time.perf_counter() - started,
-            aggregation_seconds=agg.seconds,
-            bytes_up=sum(p.bytes_sent for p in ok),
-            bytes_down=model_bytes * len(ok),
-            plants=plants,
-            budget_exhausted=exhausted,
-        )
-        self._export_round_metrics(report, agg)
-        return report
-
-    def _export_round_metrics(self, report: RoundReport, agg) -> None:
-        """The operator's round metrics, from one simulated round (see docs/observability.md).
-
-        The round number is set first: a scrape landing mid-update then pairs the new round with the
-        previous round's values at worst, never a finished round with the next one's.
-        """
-        m, model = self.metrics, self.cfg.model_name
-        m.round_number.labels(model).set(report.round)
-        m.round_duration.labels(model).observe(report.seconds)
-        m.rounds_total.labels(model, "succeeded").inc()
-        m.plants_selected.labels(model).set(len(report.plants))
-        m.plants_replied.labels(model).set(sum(p.ok for p in report.plants.values()))
-        m.plants_failed.labels(model).set(sum(not p.ok for p in report.plants.values()))
-        m.plants_late.labels(model).set(0)
-        m.promoted_version.labels(model).set(report.version or 0)
-        if agg.version.aggregation is not None:
-            # Update norms as the hub received them (after the plants' clipping and noise), as on a cluster.
-            m.record_aggregation(model, agg.version.aggregation)
-        for p in report.plants.values():
-            if not p.ok:
-                continue
-            if p.epsilon is not None:
-                m.dp_epsilon.labels(model, p.plant).set(p.epsilon)
-            m.plant_loss.labels(model, p.plant).set(p.metrics.get("train_loss", float("nan")))
-            if "global_test_accuracy" in p.metrics:
-                m.plant_accuracy.labels(model, p.plant).set(p.metrics["global_test_accuracy"])
-        # Federated evaluation of the model this round started from, as the operator reports it: the
-        # newly promoted model is scored when plants receive it (next round, or the final evaluation).
-        incoming = _weighted(
-            [
-                (p.metrics["global_test_accuracy"], p.metrics["global_test_loss"], p.metrics["global_test_samples"])
-                for p in report.plants.values()
-                if p.ok and {"global_test_accuracy", "global_test_loss", "global_test_samples"} <= p.metrics.keys()
-            ]
-        )
-        if incoming is not None:
-            m.global_accuracy.labels(model).set(incoming[0])
-            m.global_loss.labels(model).set(incoming[1])
-
-    def _plant_contacted(self, plant: str) -> None:
-        """A plant process finished cleanly, so it just talked to the hub: its heartbeat age restarts at 0."""
-        first = plant not in self._last_contact
-        self._last_contact[plant] = time.time()
-        if first:
-            self.metrics.heartbeat_age.labels(plant).set_function(lambda: time.time() - self._last_contact[plant])
-
-    # -- evaluation -------------------------------------------------------------------------------------
-    def _attach_global_metrics(self, final_eval: dict[str, dict[str, float]]) -> None:
-        """Global model quality after round r = what plants measured on their test splits with that version.
-
-        Plants score the incoming model at the start of every round (federated evaluation, numbers only),
-        so round r's model is measured in round r+1; the last one by a final evaluation pass.
-        """
-        by_version: dict[int, list[tuple[float, float, float]]] = {}
-        for rep in self.reports:
-            for p in rep.plants.values():
-                if p.ok and "global_test_accuracy" in p.metrics:
-                    by_version.setdefault(rep.base_version, []).append(
-                        (
-                            p.metrics["global_test_accuracy"],
-                            p.metrics["global_test_loss"],
-                            p.metrics["global_test_samples"],
-                        )
-                    )
-        for plant, ev in final_eval.items():
-            if plant in self.plants:
-                by_version.setdefault(int(ev["version"]), []).append(
-                    (ev["test_accuracy"], ev["test_loss"], ev["test_samples"])
-                )
-        self.initial = _weighted(by_version.get(self.reports[0].base_version, [])) if self.reports else None
-        for rep in self.reports:
-            quality = _weighted(by_version.get(rep.version, []))
-            if quality:
-                rep.global_accuracy, rep.global_loss = quality
-        if self.reports and self.reports[-1].global_accuracy is not None:
-            self.metrics.global_accuracy.labels(self.cfg.model_name).set(self.reports[-1].global_accuracy)
-            self.metrics.global_loss.labels(self.cfg.model_name).set(self.reports[-1].global_loss)
-        for plant, ev in final_eval.items():
-            self.metrics.plant_accuracy.labels(self.cfg.model_name, plant).set(ev["test_accuracy"])
-
-    def _final_evaluation(self, target: str) -> dict[str, dict[str, float]]:
-        c = self.cfg
-        jobs = []
-        for i, plant in enumerate(self.plants + self.holdout):
-            pdir = self.out / "plants" / plant
-            cmd = [
-                sys.executable,
-                "-m",
-                "plantfed",
-                "evaluate",
-                "--exchange",
-                target,
-                "--plant",
-                plant,
-                "--token-file",
-                str(pdir / "token"),
-                "--model",
-                c.model_name,
-                "--task",
-                c.task,
-                "--state-dir",
-                str(pdir),
-                "--plant-index",
-                str(i),
-                "--num-plants",
-                str(c.plants),
-                "--seed",
-                str(c.seed),
-                "--report",
-                str(pdir / "evaluation.json"),
-            ]
-            jobs.append((plant, cmd + self._data_args()))
-        exits = self._run_plants(jobs, lambda plant, code: None)
-        return {
-            p: json.loads((self.out / "plants" / p / "evaluation.json").read_text())
-            for p, (code, _) in exits.items()
-            if code == 0
-        }
+    def _model_size(self, model: str, version: int) -> int:
+        return self.store.get_model(model, version).size
 
     # -- driver ------------------------------------------------------------------------------------------
-    def run(self) -> dict:
+    def run(self) -> dict[str, Any]:
         c = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
-        if self.store.versions(c.model_name):
+        if self.store.versions(self.model_name):
             raise RuntimeError(f"{self.out} already holds a simulation; pass a fresh --out directory")
+        self.campaign.write(self.out / "campaign.yaml")
         token_dir = self._issue_tokens()
         admin_token = secrets.token_urlsafe(32)
+        operator_cfg = OperatorConfig(
+            namespace=None, exchange="", admin_token_file=Path(), store_claim="", image="plantfed"
+        )
+        fleet_setups = [
+            PlantSetup(name, i, self.out / "plants" / name, c.profile.resolve(name))
+            for i, name in enumerate(self.names)
+        ]
+        settings = LocalSettings(
+            exchange="",
+            task=self.campaign.model.spec.task,
+            num_plants=len(self.names),
+            seed=c.seed,
+            data=c.data,
+            data_options=dict(c.data_options),
+            label_skew_alpha=c.label_skew_alpha,
+            parallel=self._parallel(),
+            plant_timeout_s=c.plant_timeout_s,
+        )
+        fleet = Fleet(fleet_setups, settings, self._model_size, operator_cfg.heartbeat_timeout)
         server, port = build_server(
-            self.store, TokenBook(token_dir), admin_token=admin_token, address="127.0.0.1:0", metrics=self.metrics
+            self.store,
+            TokenBook(token_dir),
+            admin_token=admin_token,
+            address="127.0.0.1:0",
+            metrics=self.metrics,
+            upload_gate=UploadGate(fleet),
         )
         server.start()
+        target = f"127.0.0.1:{port}"
+        settings = replace(settings, exchange=target)
+        fleet.settings = settings
+        admin = AdminClient(target, admin_token)
+        operator = LocalOperator(
+            operator_cfg,
+            admin,
+            self.store.root,
+            self.telemetry,
+            Visibility(fleet.upload_visible, fleet.evaluation_visible),
+            aggregate_args=tuple(f"{PARAMETERS[k].flag}={v!r}" for k, v in sorted(c.aggregation_overrides.items())),
+            on_event=self._on_event,
+        )
         metrics_http = None
         if c.metrics_port is not None:
             from prometheus_client import start_http_server
 
             metrics_http, _ = start_http_server(c.metrics_port, addr="127.0.0.1", registry=self.metrics.registry)
         for outcome in ("succeeded", "failed"):  # from 0, so increase() over a window counts the first round
-            self.metrics.rounds_total.labels(c.model_name, outcome)
-        target = f"127.0.0.1:{port}"
+            self.metrics.rounds_total.labels(self.model_name, outcome)
         started = time.perf_counter()
+        self.virtual_start = c.profile.start
         try:
-            self._seed_model()
-            self.console.print(
-                f"[bold]plantfed simulate[/]: {len(self.plants)} plants × {c.rounds} rounds"
-                f"{f' (+{len(self.holdout)} hold-out)' if self.holdout else ''}, task {c.task}, "
-                f"strategy {c.strategy.name.value}, data {'synthetic' if c.data is None else c.data}, exchange {target}"
-            )
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=self.console,
-                transient=False,
-            ) as progress:
-                bar = progress.add_task("starting", total=c.rounds * len(self.plants))
-                for number in range(1, c.rounds + 1):
-                    try:
-                        self.reports.append(self.run_round(number, target, progress, bar))
-                    except BudgetExhausted as stop:
-                        self.console.print(f"[yellow]stopping early[/]: {stop}")
-                        break
-            self.final_eval = self._final_evaluation(target)
+            self._print_header(target)
+            self.virtual_end = self._drive(operator, fleet, c.profile.start)
+            self.model_status = operator.models[self.model_name].status
+            fleet.stop()
+            self.timeline = fleet.timeline()
+            self.final_eval = self._final_evaluation(target, settings)
             self._attach_global_metrics(self.final_eval)
             if c.baselines:
                 self.baselines = self._run_baselines()
         finally:
+            fleet.stop()
+            admin.close()
             server.stop(grace=2)
         try:
             return self._write_outputs(time.perf_counter() - started)
@@ -551,11 +417,280 @@ class Simulation:
                     time.sleep(c.metrics_linger_s)
                 metrics_http.shutdown()
 
-    def _write_outputs(self, seconds: float) -> dict:
+    def _drive(self, operator: LocalOperator, fleet: Fleet, start: datetime) -> datetime:
+        """The event loop: settle every object at `now`, wait for the plants' real work, jump to the next event."""
+        now = start
+        operator.add(self.campaign.model, now)
+        for pp in self.campaign.participants:
+            operator.add(pp, now)
+        for fr in self.campaign.rounds:
+            operator.add(fr, now)
+        while True:
+            self._settle(operator, fleet, now)
+            fleet.wait_known()
+            self._settle(operator, fleet, now)
+            self._collect(operator, fleet)
+            if self._campaign_over(operator):
+                return now
+            upcoming = [operator.next_event(now), fleet.next_event(now), *fleet.schedule_events(now)]
+            later = [t for t in upcoming if t is not None and t > now]
+            if not later:
+                self.stopped = "nothing left that could happen: no requeue, deadline or plant result is pending"
+                self.console.print(f"[yellow]stopping[/]: {self.stopped}")
+                return now
+            now = min(later)
+            fleet.release(now)
+
+    def _settle(self, operator: LocalOperator, fleet: Fleet, now: datetime) -> None:
+        for _ in range(_SETTLE_PASSES):
+            changed = fleet.heartbeat(now, operator.participants)
+            changed |= operator.reconcile(now)
+            changed |= fleet.sync(now, list(operator.rounds.values()), operator.models, operator.participants)
+            for fr in operator.rounds.values():
+                self._real_start.setdefault(fr.name, time.perf_counter())
+            if not changed:
+                return
+        raise RuntimeError(f"the reconcilers did not settle at {now.isoformat()} after {_SETTLE_PASSES} passes")
+
+    def _campaign_over(self, operator: LocalOperator) -> bool:
+        """No round runs and none will: the campaign completed, was suspended (hand-written rounds only) or stopped."""
+        if operator.unfinished_rounds():
+            return False
+        phase = operator.models[self.model_name].status.phase
+        return (
+            self.stopped is not None
+            or phase is ModelPhase.COMPLETED
+            or (phase is ModelPhase.SUSPENDED and bool(self.campaign.rounds))
+        )
+
+    def _on_event(self, event: Event) -> None:
+        self.events.append(event)
+        if event.type == "Warning":
+            self.console.print(f"[yellow]{event.kind} {event.name}[/]: {event.reason}: {event.message}")
+
+    # -- per round ---------------------------------------------------------------------------------------
+    def _collect(self, operator: LocalOperator, fleet: Fleet) -> None:
+        """Report every round that finished since the last look, in the order they finished."""
+        done = [fr for fr in operator.rounds.values() if fr.status.phase is not None and fr.status.phase.finished]
+        for fr in sorted(done, key=lambda r: (r.status.completion_time or self.virtual_start, r.name)):
+            if fr.name in self._reported:
+                continue
+            self._reported.add(fr.name)
+            report = self._round_report(fr, operator, fleet)
+            self.reports.append(report)
+            self._export_round_metrics(report)
+            self._print_round(report)
+            if self.stopped is None:
+                self.stopped = self._budget_exhausted(fr)
+                if self.stopped:
+                    self.console.print(f"[yellow]stopping early[/]: {self.stopped}")
+
+    def _budget_exhausted(self, fr: FederatedRound) -> str | None:
+        """The ε budget ends the rehearsal once it alone leaves too few plants: ε never goes down again."""
+        if fr.status.phase is not RoundPhase.FAILED or fr.status.start_time is not None:
+            return None
+        exhausted = [p.plant for p in fr.status.plants if p.reason == "PrivacyBudgetExhausted"]
+        if exhausted and len(fr.status.plants) - len(exhausted) < fr.spec.min_participants:
+            return (
+                f"round {fr.name}: the next round of {', '.join(exhausted)} would exceed their ε budget "
+                f"{fr.spec.privacy.epsilon_budget:g} (PrivacyBudgetExhausted), leaving fewer than "
+                f"minParticipants {fr.spec.min_participants}; on a cluster the operator would keep creating "
+                "rounds that fail the same way"
+            )
+        return None
+
+    def _round_report(self, fr: FederatedRound, operator: LocalOperator, fleet: Fleet) -> RoundReport:
+        st = fr.status
+        candidate = self.store.get_model(self.model_name, st.candidate_version) if st.candidate_version else None
+        stats = candidate.aggregation.plants if candidate is not None and candidate.aggregation else {}
+        jobs = {j.plant: j for j in fleet.jobs if j.round == fr.name and j.training}
+        downloads = sum(j.download_bytes for j in fleet.jobs if j.round == fr.name and j.proc is not None)
+        plants: dict[str, PlantRound] = {}
+        for entry in st.plants:
+            job = jobs.get(entry.plant)
+            ok = entry.state is PlantRoundState.UPLOADED
+            row = PlantRound(
+                plant=entry.plant,
+                ok=ok,
+                state=entry.state.value,
+                reason=entry.reason,
+                message=entry.message,
+                evaluation=dict(entry.evaluation),
+                dropped=bool(job and job.dropped),
+            )
+            if job is not None:
+                row.virtual_start = job.start.isoformat()
+                finish = job.finish or job.arrival
+                row.virtual_finish = finish.isoformat() if finish is not None else None
+                if job.report.exists() and job.succeeded:
+                    rep = json.loads(job.report.read_text())
+                    row.num_samples, row.metrics = rep["num_samples"], rep["metrics"]
+                    row.payload_bytes, row.bytes_sent = rep["payload_bytes"], rep["bytes_sent"]
+                    row.update_norm, row.train_seconds = rep["update_norm"], rep["train_seconds"]
+                elif job.message:
+                    row.error = job.message
+            if ok and entry.plant in stats:
+                row.cosine = stats[entry.plant].get("cosine")
+            if ok and self.dp_enabled and candidate is not None:
+                row.epsilon = self.ledger.epsilon(entry.plant, fr.spec.privacy.delta)
+            plants[entry.plant] = row
+        succeeded = get_condition(st.conditions, "Succeeded")
+        aggregation = operator.jobs.get(st.aggregation_job or "")
+        first = self._real_start.get(fr.name, time.perf_counter())
+        return RoundReport(
+            round=round_number(self.model_name, fr.name) or len(self.reports) + 1,
+            round_id=fr.name,
+            base_version=st.base_version,
+            version=st.candidate_version,
+            seconds=time.perf_counter() - first,
+            aggregation_seconds=aggregation.seconds if aggregation is not None else 0.0,
+            bytes_up=sum(p.bytes_sent for p in plants.values()),
+            bytes_down=downloads,
+            plants=plants,
+            phase=st.phase.value if st.phase else "",
+            reason=succeeded.reason if succeeded is not None else "",
+            message=succeeded.message if succeeded is not None else "",
+            promoted=st.result_version is not None,
+            budget_exhausted=[p.plant for p in st.plants if p.reason == "PrivacyBudgetExhausted"],
+            virtual_start=st.start_time.isoformat() if st.start_time else None,
+            virtual_cutoff=st.cutoff_time.isoformat() if st.cutoff_time else None,
+            virtual_completion=st.completion_time.isoformat() if st.completion_time else None,
+        )
+
+    def _export_round_metrics(self, report: RoundReport) -> None:
+        """Federated evaluation of the model the round started from, as plants scored it on their test splits.
+
+        The operator's own metrics moved with the round's status (`Telemetry`); this gauge is the
+        test-sample-weighted score simulate's report uses, set last so both agree.
+        """
+        incoming = _weighted(
+            [
+                (p.metrics["global_test_accuracy"], p.metrics["global_test_loss"], p.metrics["global_test_samples"])
+                for p in report.plants.values()
+                if p.ok and {"global_test_accuracy", "global_test_loss", "global_test_samples"} <= p.metrics.keys()
+            ]
+        )
+        if incoming is not None:
+            self.metrics.global_accuracy.labels(self.model_name).set(incoming[0])
+            self.metrics.global_loss.labels(self.model_name).set(incoming[1])
+
+    # -- evaluation -------------------------------------------------------------------------------------
+    def _attach_global_metrics(self, final_eval: dict[str, dict[str, float]]) -> None:
+        """Global model quality after round r = what plants measured on their test splits with that version.
+
+        Plants score the incoming model at the start of every round (federated evaluation, numbers only),
+        so round r's model is measured in the next round that trains from it; the last one by a final
+        evaluation pass.
+        """
+        by_version: dict[int, list[tuple[float, float, float]]] = {}
+        for rep in self.reports:
+            for p in rep.plants.values():
+                if p.ok and rep.base_version is not None and "global_test_accuracy" in p.metrics:
+                    by_version.setdefault(rep.base_version, []).append(
+                        (
+                            p.metrics["global_test_accuracy"],
+                            p.metrics["global_test_loss"],
+                            p.metrics["global_test_samples"],
+                        )
+                    )
+        for plant, ev in final_eval.items():
+            if plant in self.plants:
+                by_version.setdefault(int(ev["version"]), []).append(
+                    (ev["test_accuracy"], ev["test_loss"], ev["test_samples"])
+                )
+        first = next((r.base_version for r in self.reports if r.base_version is not None), None)
+        self.initial = _weighted(by_version.get(first, [])) if first is not None else None
+        for rep in self.reports:
+            quality = _weighted(by_version.get(rep.version, [])) if rep.version is not None else None
+            if quality:
+                rep.global_accuracy, rep.global_loss = quality
+        last = self.reports[-1] if self.reports else None
+        if last is not None and last.global_accuracy is not None and last.global_loss is not None:
+            self.metrics.global_accuracy.labels(self.model_name).set(last.global_accuracy)
+            self.metrics.global_loss.labels(self.model_name).set(last.global_loss)
+        for plant, ev in final_eval.items():
+            self.metrics.plant_accuracy.labels(self.model_name, plant).set(ev["test_accuracy"])
+
+    def _final_evaluation(self, target: str, settings: LocalSettings) -> dict[str, dict[str, float]]:
+        """Every plant (hold-outs included) scores the promoted model on its test split, locally."""
+        if self.store.promoted(self.model_name) is None:
+            return {}
+        results: dict[str, dict[str, float]] = {}
+        pending = list(enumerate(self.names))
+        running: dict[str, tuple[subprocess.Popen[bytes], float]] = {}
+        env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // self._parallel())))
+        while pending or running:
+            while pending and len(running) < self._parallel():
+                index, plant = pending.pop(0)
+                pdir = self.out / "plants" / plant
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "plantfed",
+                    "evaluate",
+                    "--exchange",
+                    target,
+                    "--plant",
+                    plant,
+                    "--token-file",
+                    str(pdir / "token"),
+                    "--model",
+                    self.model_name,
+                    "--task",
+                    self.campaign.model.spec.task,
+                    "--state-dir",
+                    str(pdir),
+                    "--plant-index",
+                    str(index),
+                    "--num-plants",
+                    str(len(self.names)),
+                    "--seed",
+                    str(self.cfg.seed),
+                    "--report",
+                    str(pdir / "evaluation.json"),
+                    *settings.data_args(),
+                ]
+                with open(pdir / "train.log", "ab") as log:
+                    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+                running[plant] = (proc, time.monotonic())
+            for plant, (proc, began) in list(running.items()):
+                try:
+                    code = proc.wait(timeout=0.2)
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() - began <= self.cfg.plant_timeout_s:
+                        continue
+                    proc.kill()
+                    code = proc.wait()
+                    self.console.print(
+                        f"[yellow]{plant}[/]: final evaluation killed after {self.cfg.plant_timeout_s:g} s"
+                    )
+                del running[plant]
+                if code == 0:
+                    results[plant] = json.loads((self.out / "plants" / plant / "evaluation.json").read_text())
+        return results
+
+    # -- outputs ------------------------------------------------------------------------------------------
+    def _write_outputs(self, seconds: float) -> dict[str, Any]:
         from plantfed.sim.report import render_convergence
 
-        report = {
+        status = getattr(self, "model_status", None)
+        converged = get_condition(status.conditions, "Converged") if status is not None else None
+        report: dict[str, Any] = {
             "config": _jsonable(asdict(self.cfg)),
+            "campaign": {
+                "model": self.model_name,
+                "manifest": str(self.out / "campaign.yaml"),
+                "phase": status.phase.value if status is not None and status.phase else None,
+                "rounds_completed": status.rounds_completed if status is not None else 0,
+                "stop_reason": converged.reason
+                if converged is not None and converged.status is not ConditionStatus.UNKNOWN
+                else None,
+                "stop_message": converged.message if converged is not None else None,
+                "best": status.best.to_dict() if status is not None and status.best else None,
+                "stopped_early": self.stopped,
+                "virtual_start": self.virtual_start.isoformat(),
+                "virtual_end": getattr(self, "virtual_end", self.virtual_start).isoformat(),
+            },
             "initial": {"accuracy": self.initial[0], "loss": self.initial[1]} if self.initial else None,
             "rounds": [_jsonable(asdict(r)) for r in self.reports],
             "final_evaluation": self.final_eval,
@@ -563,33 +698,46 @@ class Simulation:
             "quality": quality_summary(self.reports, self.final_eval, self.plants, self.holdout, self.baselines),
             "seconds": seconds,
             "privacy": self._privacy_summary(),
+            "events": [
+                {
+                    "time": e.time.isoformat(),
+                    "kind": e.kind,
+                    "name": e.name,
+                    "type": e.type,
+                    "reason": e.reason,
+                    "message": e.message,
+                }
+                for e in self.events
+            ],
+            "jobs": getattr(self, "timeline", []),
         }
         (self.out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
         render_convergence(report, self.out / "convergence.png")
         self._print_summary(report)
         return report
 
-    def _privacy_summary(self) -> dict | None:
+    def _privacy_summary(self) -> dict[str, Any] | None:
         """ε per plant at δ after the last round, and what one step is (see docs/security.md)."""
         if not self.dp_enabled:
             return None
-        c = self.cfg
+        spec = self.campaign.model.spec.round_template
         return {
-            "delta": c.dp_delta,
-            "epsilon_budget": c.epsilon_budget,
-            "epsilon": {p: self.ledger.epsilon(p, c.dp_delta) for p in self.plants},
+            "delta": self.dp_delta,
+            "epsilon_budget": spec.privacy.epsilon_budget,
+            "epsilon": {p: self.ledger.epsilon(p, self.dp_delta) for p in self.plants},
             "rounds_charged": {p: len(self.ledger.rounds(p)) for p in self.plants},
             "accounting": "opacus RDP; one Gaussian release per round a plant's update is aggregated "
-            "(local: σ=noise_multiplier, q=1; central: σ=central_noise_multiplier, q=1)",
+            "(local: σ=noiseMultiplier, q=1; central: σ=noiseMultiplier on the aggregate, q=1; "
+            "sample: what DP-SGD's accountant recorded)",
         }
 
     def _spec(self, index: int) -> DataSpec:
         c = self.cfg
         return DataSpec(
-            plant=plant_name(index),
+            plant=self.names[index],
             path=Path(c.data).resolve() if c.data else None,
             plant_index=index,
-            num_plants=c.plants,
+            num_plants=len(self.names),
             seed=c.seed,
             options=dict(c.data_options),
         )
@@ -597,41 +745,69 @@ class Simulation:
     def _run_baselines(self) -> BaselineReport:
         """Centralised and siloed models with the federation's compute budget (see plantfed.sim.baselines)."""
         c = self.cfg
+        rounds = len([r for r in self.reports if r.version is not None])
+        training = self.campaign.model.spec.round_template.training
         self.console.print(
-            f"baselines: centralised + {len(self.plants)} siloed models, {c.rounds * c.epochs} epochs each"
+            f"baselines: centralised + {len(self.plants)} siloed models, {rounds * training.epochs} epochs each"
         )
-        initial = codecs.load_state(self.store.blob_path(self.store.get_model(c.model_name, 1).digest))
+        initial = codecs.load_state(self.store.blob_path(self.store.get_model(self.model_name, 1).digest))
         torch.set_num_threads(1)
         return run_baselines(
             self.task,
             initial,
-            [self._spec(i) for i in range(len(self.plants))],
-            [self._spec(i) for i in range(c.plants)],
-            self._training_config(),
-            rounds=c.rounds,
+            [self._spec(self.names.index(p)) for p in self.plants],
+            [self._spec(i) for i in range(len(self.names))],
+            LocalTrainingConfig(
+                epochs=training.epochs,
+                batch_size=training.batch_size,
+                learning_rate=training.learning_rate,
+                optimizer=training.optimizer.value,
+                fedprox_mu=training.fed_prox_mu,
+            ),
+            rounds=rounds,
             seed=c.seed,
             device=pick_device(),
             label_skew_alpha=c.label_skew_alpha,
         )
 
-    def _training_config(self) -> LocalTrainingConfig:
-        c = self.cfg
-        return LocalTrainingConfig(
-            epochs=c.epochs,
-            batch_size=c.batch_size,
-            learning_rate=c.learning_rate,
-            optimizer=c.optimizer,
-            fedprox_mu=c.fedprox_mu,
+    # -- console -----------------------------------------------------------------------------------------
+    def _print_header(self, target: str) -> None:
+        fm = self.campaign.model
+        t = fm.spec.round_template
+        source = ", ".join(str(p) for p in self.cfg.manifests) if self.cfg.manifests else "flags"
+        self.console.print(
+            f"[bold]plantfed simulate[/]: FederatedModel {fm.name} from {source}; {len(self.plants)} plants"
+            f"{f' (+{len(self.holdout)} hold-out)' if self.holdout else ''}, task {fm.spec.task}, strategy "
+            f"{t.strategy.name.value}, quorum {t.min_participants}, deadline {t.deadline_seconds}s, promotion "
+            f"{t.promotion.policy.value}, cadence {fm.spec.cadence or 'back-to-back'}, maxRounds "
+            f"{fm.spec.stop.max_rounds}; data {'synthetic' if self.cfg.data is None else self.cfg.data}; "
+            f"exchange {target}; virtual clock from {self.cfg.profile.start.isoformat()}"
         )
 
-    def _print_summary(self, report: dict) -> None:
+    def _print_round(self, r: RoundReport) -> None:
+        counts: dict[str, int] = {}
+        for p in r.plants.values():
+            counts[p.state] = counts.get(p.state, 0) + 1
+        summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        colour = "green" if r.phase == "Succeeded" else "red"
+        self.console.print(
+            f"[{colour}]{r.round_id}[/] {r.phase} ({r.reason}): {summary}; "
+            f"virtual {_clock(r.virtual_start)} → {_clock(r.virtual_completion)}; {r.seconds:.1f} s"
+        )
+        for p in r.plants.values():
+            if p.state not in ("Uploaded", "Assigned") and (p.reason or p.message):
+                self.console.print(f"    {p.plant}: {p.state} {p.reason or ''} {p.message}".rstrip())
+
+    def _print_summary(self, report: dict[str, Any]) -> None:
         table = Table(title="federated rounds (global model, federated evaluation on each plant's test split)")
-        for col in ("round", "version", "accuracy", "loss", "plants ok", "MB up", "seconds"):
+        for col in ("round", "phase", "version", "promoted", "accuracy", "loss", "uploaded", "MB up", "seconds"):
             table.add_column(col, justify="right")
         for r in self.reports:
             table.add_row(
                 str(r.round),
-                str(r.version),
+                r.phase,
+                str(r.version) if r.version is not None else "-",
+                "yes" if r.promoted else "no",
                 _fmt(r.global_accuracy),
                 _fmt(r.global_loss),
                 f"{sum(p.ok for p in r.plants.values())}/{len(r.plants)}",
@@ -639,6 +815,9 @@ class Simulation:
                 f"{r.seconds:.1f}",
             )
         self.console.print(table)
+        campaign = report["campaign"]
+        if campaign["stop_reason"]:
+            self.console.print(f"campaign {campaign['phase']}: {campaign['stop_reason']}: {campaign['stop_message']}")
         quality = report["quality"]
         if quality.get("comparison"):
             cmp = Table(title="test accuracy per plant: federated vs centralised vs siloed (same compute budget)")
@@ -653,7 +832,11 @@ class Simulation:
         for key in ("federated_share_of_centralised", "rounds_to_95pct_of_final"):
             if quality.get(key) is not None:
                 self.console.print(f"{key.replace('_', ' ')}: {quality[key]:.4g}")
-        self.console.print(f"report: {self.out / 'report.json'}   plot: {self.out / 'convergence.png'}")
+        self.console.print(
+            f"virtual time {campaign['virtual_start']} → {campaign['virtual_end']}; "
+            f"report: {self.out / 'report.json'}   plot: {self.out / 'convergence.png'}   "
+            f"manifest: {campaign['manifest']}"
+        )
 
 
 def quality_summary(
@@ -662,15 +845,15 @@ def quality_summary(
     trained: list[str],
     holdout: list[str],
     baselines: BaselineReport | None,
-) -> dict:
+) -> dict[str, Any]:
     """The learning-quality figures: per-plant comparison, federated/centralised share, rounds to 95 %."""
     accs = [r.global_accuracy for r in reports if r.global_accuracy is not None]
-    out: dict = {"rounds_to_95pct_of_final": None, "federated_share_of_centralised": None, "comparison": {}}
+    out: dict[str, Any] = {"rounds_to_95pct_of_final": None, "federated_share_of_centralised": None, "comparison": {}}
     if accs:
         final = accs[-1]
         out["rounds_to_95pct_of_final"] = next(r.round for r in reports if (r.global_accuracy or 0) >= 0.95 * final)
     for plant in trained + holdout:
-        row = {"federated": final_eval.get(plant, {}).get("test_accuracy")}
+        row: dict[str, float | None] = {"federated": final_eval.get(plant, {}).get("test_accuracy")}
         if baselines is not None:
             for name, scores in baselines.scores.items():
                 row[name] = scores[plant]["accuracy"]
@@ -692,18 +875,29 @@ def _weighted(rows: list[tuple[float, float, float]]) -> tuple[float, float] | N
 
 
 def _fmt(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4f}"
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
 
 
-def _jsonable(obj):
+def _clock(stamp: str | None) -> str:
+    if stamp is None:
+        return "-"
+    moment = datetime.fromisoformat(stamp)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if isinstance(obj, timedelta):
+        return obj.total_seconds()
     if hasattr(obj, "model_dump"):
-        return obj.model_dump(mode="json")
+        return obj.model_dump(mode="json", by_alias=True, exclude_none=True)
     if hasattr(obj, "value") and not isinstance(obj, (int, float, str)):
         return obj.value
     return obj

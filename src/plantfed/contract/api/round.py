@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, StringConstraints
 from pydantic.json_schema import JsonDict
 
+from plantfed.contract import strategies
 from plantfed.contract.api.base import QUANTITY, SHORT_TEXT, KubeModel, Rule
 from plantfed.contract.api.common import (
     MAX_PLANTS,
@@ -29,6 +30,7 @@ from plantfed.contract.api.common import (
 )
 from plantfed.contract.plant_metrics import VAL_ACCURACY
 from plantfed.contract.records import Codec
+from plantfed.contract.strategies import StrategyName
 
 Quantity = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=QUANTITY)]
 Metrics = dict[str, float]
@@ -51,35 +53,47 @@ class Training(KubeModel):
     optimizer: Optimizer = Optimizer.SGD
 
 
-class StrategyName(str, Enum):
-    FEDAVG = "fedavg"
-    FEDPROX = "fedprox"
-    FEDADAM = "fedadam"
-    FEDYOGI = "fedyogi"
-    FEDAVGM = "fedavgm"
-    TRIMMED_MEAN = "trimmedMean"
-    MEDIAN = "median"
+def _parameter(name: str) -> Any:
+    """A CRD field for one strategy parameter: bounds and description from the one vocabulary."""
+    p = strategies.PARAMETERS[name]
+    return Field(None, description=strategies.describe(name), ge=p.ge, gt=p.gt, le=p.le, lt=p.lt)
 
 
 class Strategy(KubeModel):
-    """How the hub combines plant updates; parameters that a strategy does not use are ignored."""
+    """How the hub combines plant updates (the vocabulary is plantfed.contract.strategies).
+
+    An unset parameter takes the strategy's default; parameters a strategy does not use are ignored.
+    """
 
     cel_rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
-            "self.name != 'trimmedMean' || self.trimFraction > 0.0",
+            "self.name != 'trimmedMean' || !has(self.trimFraction) || self.trimFraction > 0.0",
             "trimmedMean needs trimFraction > 0",
             ".trimFraction",
         ),
     )
 
     name: StrategyName = StrategyName.FEDAVG
-    server_learning_rate: float = Field(1.0, gt=0, le=100)
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.99, ge=0, lt=1)
-    tau: float = Field(1e-3, gt=0, le=1, description="Adaptivity floor of fedadam/fedyogi.")
-    momentum: float = Field(0.9, ge=0, lt=1, description="Server momentum of fedavgm.")
-    trim_fraction: float = Field(0.1, ge=0, lt=0.5, description="Fraction trimmed at each end by trimmedMean.")
-    norm_bound: float = Field(0.0, ge=0, description="Clip each update to this L2 norm before aggregating; 0 disables.")
+    server_learning_rate: float | None = _parameter("server_learning_rate")
+    beta1: float | None = _parameter("beta1")
+    beta2: float | None = _parameter("beta2")
+    tau: float | None = _parameter("tau")
+    momentum: float | None = _parameter("momentum")
+    trim_fraction: float | None = _parameter("trim_fraction")
+    norm_bound: float | None = _parameter("norm_bound")
+
+    def parameters(self) -> dict[str, strategies.Value | None]:
+        """The parameters as set in the manifest (None: unset)."""
+        return {p.name: getattr(self, p.name) for p in strategies.CRD_PARAMETERS}
+
+    def resolved(self) -> dict[str, strategies.Value | None]:
+        """Every parameter this strategy uses, with its default where unset (None: off)."""
+        return strategies.resolve(self.name, self.parameters())
+
+
+_declared = set(Strategy.model_fields) - {"name"}
+if _declared != {p.name for p in strategies.CRD_PARAMETERS}:
+    raise TypeError(f"Strategy declares {sorted(_declared)}; the vocabulary's CRD parameters differ")
 
 
 class PrivacyMode(str, Enum):

@@ -2,70 +2,75 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from plantfed.contract import strategies
 from plantfed.contract.records import Codec
+from plantfed.contract.strategies import PARAMETERS, StrategyName
 
-DEFAULT_BUFFER_BYTES = 256 * 1024**2
+DEFAULT_BUFFER_BYTES = int(PARAMETERS["buffer_bytes"].default or 0)
 
-
-class StrategyName(str, Enum):
-    FEDAVG = "fedavg"
-    FEDPROX = "fedprox"
-    FEDADAM = "fedadam"
-    FEDYOGI = "fedyogi"
-    FEDAVGM = "fedavgm"
-    TRIMMED_MEAN = "trimmed_mean"
-    MEDIAN = "median"
+ROBUST = frozenset(s.name for s in strategies.STRATEGIES.values() if s.robust)
 
 
-ROBUST = frozenset({StrategyName.TRIMMED_MEAN, StrategyName.MEDIAN})
-ADAPTIVE = frozenset({StrategyName.FEDADAM, StrategyName.FEDYOGI})
+def _parameter(name: str) -> Any:
+    p = PARAMETERS[name]
+    return Field(default=p.default, description=strategies.describe(name), ge=p.ge, gt=p.gt, le=p.le, lt=p.lt)
 
 
 class StrategyConfig(BaseModel):
-    """Strategy hyper-parameters; fields a strategy does not use are ignored by it.
+    """The strategy an aggregation runs, every parameter resolved (see plantfed.contract.strategies).
 
-    `server_lr` defaults to 1.0 (plain averaging) except for FedAdam/FedYogi, where it defaults to 0.01,
-    a value in the range Reddi et al. tune over; an adaptive step of 1.0 would move every coordinate by
-    about one unit per round.
+    Built from the same vocabulary as the CRD's `Strategy` and the `plantfed aggregate` flags: a parameter
+    left out takes the strategy's default (so `StrategyConfig(name="fedadam")` has server_learning_rate 0.01),
+    `norm_bound` 0 means off, and a parameter the strategy does not use keeps the parameter's own default
+    and is ignored by it. The name may be given in snake_case (`trimmed_mean`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: StrategyName = StrategyName.FEDAVG
-    server_lr: float | None = Field(default=None, gt=0)
-    beta1: float = Field(default=0.9, ge=0, lt=1)
-    beta2: float = Field(default=0.99, ge=0, lt=1)
-    tau: float = Field(default=1e-3, gt=0, description="adaptivity epsilon of FedAdam/FedYogi")
-    momentum: float = Field(default=0.9, ge=0, lt=1, description="FedAvgM server momentum")
-    trim_fraction: float = Field(default=0.1, ge=0, lt=0.5, description="trimmed mean: fraction dropped at each end")
-    norm_bound: float | None = Field(default=None, gt=0, description="clip each update's delta to this global L2 norm")
-    buffer_bytes: int = Field(
-        default=DEFAULT_BUFFER_BYTES, gt=0, description="trimmed mean/median coordinate-block budget"
-    )
-    central_noise_multiplier: float | None = Field(
-        default=None, gt=0, description="central DP: σ; adds N(0, (σ·norm_bound·max weight)²) to the aggregate"
-    )
-    noise_seed: int | None = Field(default=None, description="central DP noise seed (default: OS randomness)")
+    server_learning_rate: float = _parameter("server_learning_rate")
+    beta1: float = _parameter("beta1")
+    beta2: float = _parameter("beta2")
+    tau: float = _parameter("tau")
+    momentum: float = _parameter("momentum")
+    trim_fraction: float = _parameter("trim_fraction")
+    norm_bound: float | None = _parameter("norm_bound")
+    central_noise_multiplier: float | None = _parameter("central_noise_multiplier")
+    noise_seed: int | None = _parameter("noise_seed")
+    buffer_bytes: int = _parameter("buffer_bytes")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        raw = data.get("name", StrategyName.FEDAVG)
+        name = raw if isinstance(raw, StrategyName) else StrategyName.parse(str(raw))
+        given = {k: v for k, v in data.items() if k in PARAMETERS}
+        data.update(strategies.resolve(name, given), name=name)
+        return data
 
     @model_validator(mode="after")
     def _central_dp_needs_clipping(self) -> StrategyConfig:
-        if self.central_noise_multiplier is not None:
-            if self.norm_bound is None:
-                raise ValueError("central DP noise needs norm_bound: without clipping the sensitivity is unbounded")
-            if self.name in ROBUST:
-                raise ValueError(f"central DP noise is calibrated for a weighted mean, not {self.name.value}")
+        if self.central_noise_multiplier is not None and self.norm_bound is None:
+            raise ValueError("central DP noise needs norm_bound: without clipping the sensitivity is unbounded")
         return self
 
-    @property
-    def effective_server_lr(self) -> float:
-        if self.server_lr is not None:
-            return self.server_lr
-        return 0.01 if self.name in ADAPTIVE else 1.0
+    @classmethod
+    def from_arguments(cls, args: Any) -> StrategyConfig:
+        """From a command line built by `plantfed.contract.strategies.add_arguments`."""
+        return cls(name=args.strategy, **strategies.given_arguments(args))
+
+
+_declared = set(StrategyConfig.model_fields) - {"name"}
+if _declared != set(PARAMETERS):
+    raise TypeError(f"StrategyConfig declares {sorted(_declared)}; the vocabulary's parameters differ")
 
 
 class UpdateInput(BaseModel):

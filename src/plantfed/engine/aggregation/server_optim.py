@@ -60,7 +60,7 @@ class ServerOptimizer:
     ):
         self.config = config
         self.slots = _SLOTS.get(config.name, ())
-        self.lr = config.effective_server_lr
+        self.lr = config.server_learning_rate
         self.tracker = tracker
         self.specs = dict(specs)
         self.state_path = Path(state_dir) / STATE_FILE if state_dir is not None and self.slots else None

@@ -24,7 +24,7 @@ from plantfed.hub.reconcile.model import (
     round_name,
     round_number,
 )
-from plantfed.hub.reconcile.patch import merge_patch, status_patch
+from plantfed.hub.reconcile.patch import apply_merge_patch, merge_patch, status_patch
 from plantfed.hub.reconcile.readiness import (
     ParticipantDecision,
     plant_readiness,
@@ -67,6 +67,7 @@ __all__ = [
     "reconcile_model",
     "round_name",
     "round_number",
+    "apply_merge_patch",
     "merge_patch",
     "status_patch",
     "ParticipantDecision",

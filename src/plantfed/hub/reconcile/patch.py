@@ -29,3 +29,17 @@ def merge_patch(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]
 def status_patch(before: KubeModel, after: KubeModel) -> dict[str, Any]:
     """The `status` merge patch from the observed status to the decided one; {} when unchanged."""
     return merge_patch(before.to_dict(), after.to_dict())
+
+
+def apply_merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7386: `target` with `patch` applied (null removes a key), as the API server applies a status patch."""
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict):
+            current = out.get(key)
+            out[key] = apply_merge_patch(current if isinstance(current, dict) else {}, value)
+        else:
+            out[key] = value
+    return out

@@ -56,6 +56,15 @@ class ParticipantDecision:
     requeue_at: datetime | None
 
 
+def significant_change(before: PlantParticipantStatus, after: PlantParticipantStatus) -> bool:
+    """Worth writing: conditions changed in more than their message (which only restates the heartbeat's age)."""
+
+    def key(status: PlantParticipantStatus) -> list[tuple[str, ConditionStatus, str]]:
+        return [(c.type, c.status, c.reason) for c in status.conditions]
+
+    return key(before) != key(after) or before.observed_generation != after.observed_generation
+
+
 def reconcile_participant(
     pp: PlantParticipant, now: datetime, heartbeat_timeout: timedelta = DEFAULT_HEARTBEAT_TIMEOUT
 ) -> ParticipantDecision:

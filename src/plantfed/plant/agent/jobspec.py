@@ -23,6 +23,30 @@ CLIENT_TLS_DIR = "/var/run/plantfed/client-tls"
 UID = 10001
 
 
+def training_args(spec: TrainingSpec) -> list[str]:
+    """The round's hyper-parameters as `plantfed train` flags (also what `plantfed simulate` plants run)."""
+    return [
+        "--epochs",
+        str(spec.epochs),
+        "--batch-size",
+        str(spec.batch_size),
+        "--learning-rate",
+        repr(spec.learning_rate),
+        "--optimizer",
+        spec.optimizer,
+        "--fedprox-mu",
+        repr(spec.fedprox_mu),
+        "--codec",
+        spec.codec,
+        "--clip-norm",
+        repr(spec.clip_norm),
+        "--noise-multiplier",
+        repr(spec.noise_multiplier),
+        "--dp-mode",
+        spec.dp_mode,
+    ]
+
+
 def train_command(spec: TrainingSpec, cfg: AgentConfig) -> list[str]:
     """`plantfed train ...` for a training Job, `plantfed evaluate --round ...` for an evaluation Job."""
     cmd = [
@@ -46,26 +70,7 @@ def train_command(spec: TrainingSpec, cfg: AgentConfig) -> list[str]:
         STATE_DIR,
     ]
     if spec.purpose != "evaluate":
-        cmd += [
-            "--epochs",
-            str(spec.epochs),
-            "--batch-size",
-            str(spec.batch_size),
-            "--learning-rate",
-            repr(spec.learning_rate),
-            "--optimizer",
-            spec.optimizer,
-            "--fedprox-mu",
-            repr(spec.fedprox_mu),
-            "--codec",
-            spec.codec,
-            "--clip-norm",
-            repr(spec.clip_norm),
-            "--noise-multiplier",
-            repr(spec.noise_multiplier),
-            "--dp-mode",
-            spec.dp_mode,
-        ]
+        cmd += training_args(spec)
     cmd += ["--device", "auto" if spec.gpus > 0 else "cpu"]
     if cfg.ca_file is not None:
         cmd += ["--ca-file", f"{CREDENTIALS_DIR}/ca.crt"]
