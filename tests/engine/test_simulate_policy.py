@@ -241,6 +241,7 @@ def test_a_manifest_runs_as_written_and_the_flags_write_one(tmp_path: Path) -> N
     assert version.aggregation is not None and version.aggregation.strategy == "fedadam"
     written = load_manifests(out / "campaign.yaml")
     assert [o.kind for o in written] == ["FederatedModel", "PlantParticipant", "PlantParticipant"]
-    (loaded,) = load_manifests(manifest)
-    assert isinstance(written[0], FederatedModel) and isinstance(loaded, FederatedModel)
-    assert written[0].spec == loaded.spec
+    loaded = load_manifests(manifest)
+    assert [o.kind for o in loaded] == [o.kind for o in written]
+    assert isinstance(written[0], FederatedModel) and isinstance(loaded[0], FederatedModel)
+    assert [o.spec for o in written] == [o.spec for o in loaded]
