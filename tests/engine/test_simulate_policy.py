@@ -244,4 +244,4 @@ def test_a_manifest_runs_as_written_and_the_flags_write_one(tmp_path: Path) -> N
     loaded = load_manifests(manifest)
     assert [o.kind for o in loaded] == [o.kind for o in written]
     assert isinstance(written[0], FederatedModel) and isinstance(loaded[0], FederatedModel)
-    assert [o.spec for o in written] == [o.spec for o in loaded]
+    assert [o.model_dump() for o in written] == [o.model_dump() for o in loaded]
