@@ -95,17 +95,31 @@ chmod 755 "$staging"
 trap 'rm -rf "$staging"' EXIT
 start=$SECONDS
 
-echo "building etcd $etcd_version" >&2
-(cd "$here/etcd" && go build -trimpath -ldflags "$etcd_ldflags" -o "$staging/etcd" go.etcd.io/etcd/server/v3)
-
-echo "building kube-apiserver, kube-controller-manager, kube-scheduler $k8s_version" >&2
-(cd "$here/kubernetes" && go build -trimpath -ldflags "$k8s_ldflags" -o "$staging/" \
-	k8s.io/kubernetes/cmd/kube-apiserver \
-	k8s.io/kubernetes/cmd/kube-controller-manager \
-	k8s.io/kubernetes/cmd/kube-scheduler)
-
-echo "building helm $helm_version" >&2
-(cd "$here/helm" && go build -trimpath -ldflags "$helm_ldflags" -o "$staging/helm" helm.sh/helm/v3/cmd/helm)
+# The three builds run at once: module downloads and each big binary's single-threaded link overlap
+# the others' compiles, which keep both cores busy. Each writes its own log, shown if it fails.
+build() {
+	local name="$1" dir="$2"
+	shift 2
+	echo "building $name" >&2
+	if ! (cd "$here/$dir" && go build -trimpath "$@") >"$staging/.log-$dir" 2>&1; then
+		echo "build.sh: building $name failed:" >&2
+		tail -n 40 "$staging/.log-$dir" >&2
+		return 1
+	fi
+}
+build "etcd $etcd_version" etcd -ldflags "$etcd_ldflags" -o "$staging/etcd" go.etcd.io/etcd/server/v3 &
+etcd_pid=$!
+build "helm $helm_version" helm -ldflags "$helm_ldflags" -o "$staging/helm" helm.sh/helm/v3/cmd/helm &
+helm_pid=$!
+k8s_ok=0
+build "kube-apiserver, kube-controller-manager, kube-scheduler $k8s_version" kubernetes -ldflags "$k8s_ldflags" \
+	-o "$staging/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+	k8s.io/kubernetes/cmd/kube-scheduler || k8s_ok=1
+etcd_ok=0 helm_ok=0
+wait "$etcd_pid" || etcd_ok=1
+wait "$helm_pid" || helm_ok=1
+((k8s_ok == 0 && etcd_ok == 0 && helm_ok == 0)) || die "a build failed (its log is above)"
+rm -f "$staging"/.log-*
 
 for b in kube-apiserver kube-controller-manager kube-scheduler; do
 	"$staging/$b" --version | grep -qx "Kubernetes $k8s_version" \

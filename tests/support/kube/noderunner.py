@@ -294,6 +294,9 @@ class NodeRunner:
         }
         if self._pythonpath:
             env["PYTHONPATH"] = self._pythonpath
+        # Every pod of every fake node shares this machine's few cores; a thread pool per pod sized to all of
+        # them (torch's default) oversubscribes it many times over. A container's own env still wins.
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         if pod["spec"].get("enableServiceLinks", True):
             env.update(self._service_links(pod["metadata"]["namespace"]))
         return env
