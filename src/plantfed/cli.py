@@ -413,10 +413,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=exchange_cli.run)
 
     from plantfed.plant.agent import cli as agent_cli
+    from plantfed.plant.agent import reach
 
     p = sub.add_parser("agent", help="run a plant's agent: heartbeat, training Jobs for assigned rounds, model cache")
     agent_cli.add_arguments(p)
     p.set_defaults(func=agent_cli.run)
+
+    p = sub.add_parser(
+        "reach-hub", help="check that this plant reaches its hub's exchange and API server as itself (exit 0/1)"
+    )
+    reach.add_arguments(p)
+    p.set_defaults(func=reach.run)
 
     p = sub.add_parser("report", help="render convergence plots (PNG) from a run directory or from Prometheus")
     p.add_argument("run_dir", type=Path, nargs="?", help="a `plantfed simulate` output directory (report.json)")
@@ -428,12 +435,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", help="with --prometheus: query resolution (default: the window / 10000, at least 1s)")
     p.set_defaults(func=cmd_report)
 
-    from plantfed.hub import healthcheck, init_model
+    from plantfed.hub import healthcheck, init_model, shutdown
     from plantfed.hub import run as hub_operator
 
     p = sub.add_parser("operator", help="run the hub operator (kopf): rounds, campaigns, participants")
     hub_operator.add_arguments(p)
     p.set_defaults(func=hub_operator.run)
+
+    p = sub.add_parser(
+        "stop-operator", help="stop the hub operator and release its finalizers (the chart's pre-delete hook)"
+    )
+    shutdown.add_arguments(p)
+    p.set_defaults(func=shutdown.run)
 
     p = sub.add_parser("init-model", help="write a lineage's first version into the model store (init Job)")
     init_model.add_arguments(p)

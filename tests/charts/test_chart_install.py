@@ -27,6 +27,9 @@ PIN = [
     "exchange.nodeSelector.plantfed\\.io/test=none",
     "--set",
     "operator.nodeSelector.plantfed\\.io/test=none",
+    # Nothing runs here, so neither would the uninstall hook's Job (helm would wait out its timeout on it).
+    "--set",
+    "operator.stopOnUninstall=false",
 ]
 PLANT_A = {"name": "plant-a", "labels": {"region": "eu"}, "data": {"pvc": {"claimName": "vibration"}}}
 PLANT_B = {"name": "plant-b", "data": {"hostPath": {"path": "/data"}}}

@@ -24,6 +24,9 @@ PIN = [
     "exchange.nodeSelector.plantfed\\.io/test=none",
     "--set",
     "operator.nodeSelector.plantfed\\.io/test=none",
+    # Nothing runs here, so neither would the uninstall hook's Job (helm would wait out its timeout on it).
+    "--set",
+    "operator.stopOnUninstall=false",
 ]
 CRD = f"plantparticipants.{GROUP}"
 

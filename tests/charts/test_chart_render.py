@@ -105,8 +105,9 @@ def test_every_container_sets_an_explicit_plantfed_command(helm):
                 if exec_:
                     assert exec_["command"][0] == "plantfed", f"{render} {where} {probe}"
             seen += 1
-    # exchange, operator and the helm test pod per hub render; the agent per plant render
-    assert seen == 3 * len(HUB_TOGGLES) + len(PLANT_TOGGLES)
+    # exchange, operator, the helm test pod and the uninstall hook per hub render; the agent and its helm test
+    # pod per plant render
+    assert seen == 4 * len(HUB_TOGGLES) + 2 * len(PLANT_TOGGLES)
 
 
 def test_pods_run_as_non_root_with_read_only_root(helm):
@@ -348,6 +349,34 @@ def test_operator_rbac_is_exactly_what_it_uses(helm):
     )
 
 
+def test_uninstall_stops_the_operator_first_with_rights_for_that_alone(helm):
+    m = helm.render_hub()
+    hook = m.get("Job", "plantfed-operator-stop")
+    assert hook["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
+    spec = hook["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    operator = m.get("Deployment", "plantfed-operator")
+    selector = ",".join(f"{k}={v}" for k, v in operator["spec"]["selector"]["matchLabels"].items())
+    assert container["command"] == [
+        "plantfed",
+        "stop-operator",
+        f"--namespace={NAMESPACE}",
+        "--deployment=plantfed-operator",
+        f"--selector={selector}",
+        "--timeout=120",
+    ]
+    assert spec["serviceAccountName"] == "plantfed-operator-stop"
+    # Its RBAC lives only as long as the hook, and the hook's RBAC exists before its Job starts.
+    for kind in ("ServiceAccount", "Role", "RoleBinding"):
+        annotations = m.get(kind, "plantfed-operator-stop")["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "pre-delete"
+        assert int(annotations["helm.sh/hook-weight"]) < int(hook["metadata"]["annotations"]["helm.sh/hook-weight"])
+    assert rules(m.get("Role", "plantfed-operator-stop")) == {
+        ("apps", "deployments/scale", "patch", ("plantfed-operator",))
+    } | grants(("", "pods", "list"), (GROUP, "federatedrounds federatedmodels plantparticipants", "get list patch"))
+    assert not helm.render_hub("--set", "operator.stopOnUninstall=false").of("Job")
+
+
 def test_aggregation_service_account_has_no_api_access(helm):
     m = helm.render_hub()
     sa = m.get("ServiceAccount", "plantfed-aggregate")
@@ -516,6 +545,29 @@ def test_agent_host_path_data_and_cpu_training(helm):
     assert f["--data-host-path"] == "/srv/data" and "--data-claim" not in f
     assert f["--gpus"] == "0"
     assert "--node-selector" not in f and "--tolerations-json" not in f
+
+
+@pytest.mark.parametrize("client_cert", ["", "plantfed-client-tls"])
+def test_plant_helm_test_checks_exactly_the_agents_hub_credentials(helm, client_cert):
+    m = helm.render_plant("--set", f"hub.clientCertSecret={client_cert}")
+    agent = m.get("Deployment", "plantfed-agent")["spec"]["template"]["spec"]
+    test = m.get("Pod", "plantfed-reach-hub")
+    assert test["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    spec = test["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    hub_flags = tuple(
+        f"--{flag}="
+        for flag in "plant hub-kubeconfig hub-namespace exchange token-file ca-file client-cert client-key".split()
+    )
+    expected = [f for f in agent["containers"][0]["command"] if f.startswith(hub_flags)]
+    assert any(f.startswith("--client-cert=") for f in expected) == bool(client_cert)
+    assert spec["containers"][0]["command"] == ["plantfed", "reach-hub", *expected, "--timeout=30"]
+    hub_volumes = [v for v in agent["volumes"] if v["name"] in ("hub-kubeconfig", "exchange", "client-tls")]
+    assert spec["volumes"] == hub_volumes
+    assert spec["containers"][0]["volumeMounts"] == [
+        mount for mount in agent["containers"][0]["volumeMounts"] if mount["name"] in {v["name"] for v in hub_volumes}
+    ]
+    assert not helm.render_plant("--set", "tests.enabled=false").of("Pod")
 
 
 def test_plant_rbac_is_namespaced_and_minimal(helm):

@@ -21,6 +21,8 @@ from support.federation.plantside import DATA_SUB_PATH, ChartPlant
 from support.federation.rounds import PLANTS
 from support.federation.world import Federation
 
+from plantfed.contract.naming import GROUP, VERSION
+
 _deployed: list[Hub] = []
 _plants: list[ChartPlant] = []
 
@@ -100,8 +102,26 @@ def federated(
         if hub is not None:
             _deployed.remove(hub)
         # Also removes the release's ClusterRole and binding; the kept store PVC goes with the namespace.
-        hub_cluster.helm("uninstall", RELEASE, "-n", namespace, "--wait", check=False)
+        # The stopping operator takes kopf's finalizers off first, so the chart's PlantParticipants go at once
+        # (before, `--wait` sat out its 5 minutes on them) and the rounds the tests applied are left deletable.
+        uninstalled = hub_cluster.helm("uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "90s", check=False)
+        left = _finalized_leftovers(hub_cluster, namespace)
         hub_cluster.delete_namespace(namespace)
+        assert uninstalled.returncode == 0 and not left, (
+            f"helm uninstall of the hub: {uninstalled.stderr.strip()}; still finalized: {left}"
+        )
+
+
+def _finalized_leftovers(cluster, namespace: str) -> list[str]:
+    """plantfed objects in `namespace` that still carry a finalizer (no operator is left to remove it)."""
+    left = []
+    with cluster.api_client() as api:
+        custom = client.CustomObjectsApi(api)
+        for plural in ("federatedrounds", "federatedmodels", "plantparticipants"):
+            for item in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"]:
+                if item["metadata"].get("finalizers"):
+                    left.append(f"{plural}/{item['metadata']['name']}")
+    return left
 
 
 @pytest.fixture(scope="session")

@@ -86,3 +86,9 @@ def test_a_round_runs_with_every_exchange_call_under_mutual_tls(mtls_federation:
         command = pod.containers[0].command
         assert command[command.index("--client-cert") + 1].startswith("/var/run/plantfed/client-tls/"), component
         assert [v.secret.secret_name for v in pod.volumes if v.name == "client-tls"] == [CLIENT_CERT_SECRET]
+
+
+def test_helm_test_of_the_plant_reaches_the_hub_with_its_certificate(mtls_federation: Federation) -> None:
+    result = mtls_federation.agents[PLANT].helm_test()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"takes this token for plant {PLANT!r}" in result.stdout, result.stdout

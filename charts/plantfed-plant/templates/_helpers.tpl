@@ -44,3 +44,67 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- join "," $pairs -}}
 {{- end -}}
+
+{{/* How a plant reaches its hub (the flags of `plantfed agent` and `plantfed reach-hub`, their files and the
+     volumes those come from): one definition, so `helm test` checks exactly the credentials the agent uses. */}}
+{{- define "plantfed.hubFlags" -}}
+- --plant={{ .Values.plant.id }}
+- --hub-kubeconfig=/etc/plantfed/hub/kubeconfig
+- --hub-namespace={{ .Values.hub.namespace }}
+- --exchange={{ .Values.hub.exchange }}
+- --token-file=/etc/plantfed/exchange/token
+{{- if .Values.hub.tls }}
+- --ca-file=/etc/plantfed/exchange/ca.crt
+{{- end }}
+{{- if .Values.hub.clientCertSecret }}
+- --client-cert=/etc/plantfed/client-tls/tls.crt
+- --client-key=/etc/plantfed/client-tls/tls.key
+{{- end }}
+{{- end -}}
+
+{{- define "plantfed.hubMounts" -}}
+- name: hub-kubeconfig
+  mountPath: /etc/plantfed/hub
+  readOnly: true
+- name: exchange
+  mountPath: /etc/plantfed/exchange
+  readOnly: true
+{{- if .Values.hub.clientCertSecret }}
+- name: client-tls
+  mountPath: /etc/plantfed/client-tls
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "plantfed.hubVolumes" -}}
+# One Secret, split so each path holds only what its flag names.
+- name: hub-kubeconfig
+  secret:
+    secretName: {{ .Values.hub.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.hub.secretKeys.kubeconfig }}
+        path: kubeconfig
+- name: exchange
+  secret:
+    secretName: {{ .Values.hub.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.hub.secretKeys.token }}
+        path: token
+      {{- if .Values.hub.tls }}
+      - key: {{ .Values.hub.secretKeys.caCert }}
+        path: ca.crt
+      {{- end }}
+{{- with .Values.hub.clientCertSecret }}
+- name: client-tls
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+{{- end }}
+{{- end -}}

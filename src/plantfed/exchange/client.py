@@ -29,6 +29,7 @@ from plantfed.contract.records import EvaluationRecord, LedgerEntry, ModelVersio
 from plantfed.contract.wire.v1 import exchange_pb2 as pb
 from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
 from plantfed.exchange import convert
+from plantfed.exchange.auth import Caller
 from plantfed.exchange.errors import ExchangeError
 from plantfed.exchange.transport import MAX_CHUNK, open_channel
 from plantfed.formats.atomic import file_sha256, fsync_dir
@@ -255,6 +256,11 @@ class _Client:
             return found
 
         return self._retrying(attempt)
+
+    def who_am_i(self) -> Caller:
+        """Whom the exchange takes this client's credentials for (a plant, or the admin)."""
+        msg = self._unary(self._stub.WhoAmI, pb.WhoAmIRequest())
+        return Caller(plant=msg.plant or None, admin=msg.admin)
 
 
 class ExchangeClient(_Client):

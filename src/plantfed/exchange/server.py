@@ -546,6 +546,10 @@ class ExchangeServicer:
             )
         return pb.EvaluationReceipt(evaluation=convert.evaluation_to_wire(kept), duplicate=duplicate)
 
+    @_unary(_ANY)
+    def WhoAmI(self, request: pb.WhoAmIRequest, caller: Caller) -> pb.Identity:
+        return pb.Identity(plant=caller.plant or "", admin=caller.admin)
+
     # --- admin RPCs --------------------------------------------------------------------------------------
 
     @_unary(_ADMIN)

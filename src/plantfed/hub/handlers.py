@@ -3,9 +3,12 @@
 Rounds and models are reconciled on creation, on operator start (resume) and on a timer while
 they can still change (the exchange is polled, deadlines pass); participants on every watch
 event (a heartbeat makes a plant Ready at once) and on a timer (a missing heartbeat makes it
-stale). Handlers are synchronous: kopf runs them in its thread pool, where the blocking gRPC and
-Kubernetes clients belong. kopf passes every handler its kwargs by name (`meta`, `status`, `type`,
-...); a handler takes the ones it uses, typed with kopf's own types, and `**_` for the rest.
+stale). kopf puts a finalizer on every object it runs a timer for; the operator takes them off
+when it stops, as they guard nothing of ours and, left on, an uninstalled hub's objects could
+never be deleted. Handlers are synchronous: kopf runs them in its thread pool, where the blocking
+gRPC and Kubernetes clients belong. kopf passes every handler its kwargs by name (`meta`,
+`status`, `type`, ...); a handler takes the ones it uses, typed with kopf's own types, and `**_`
+for the rest.
 """
 
 from __future__ import annotations
@@ -67,3 +70,9 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, poll_secon
     @kopf.timer(GROUP, VERSION, PARTICIPANTS, interval=poll_seconds, registry=registry, backoff=poll_seconds)
     def participant_tick(meta: kopf.Meta, **_: Any) -> None:
         reconciler.participant(*_key(meta))
+
+    @kopf.on.cleanup(registry=registry)
+    def release_finalizers(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
+        kinds = (ROUNDS, MODELS, PARTICIPANTS)
+        released = reconciler.kube.release_finalizers(kinds, reconciler.cfg.namespace, settings.persistence.finalizer)
+        logger.info("released kopf's finalizer from %d objects", released)

@@ -8,14 +8,18 @@ precondition so a decision made from an outdated object is refused (409) and ret
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from plantfed.contract.api.common import GROUP, VERSION
+from plantfed.hub.reconcile.patch import finalizer_release
 
 MERGE_PATCH = "application/merge-patch+json"
+
+log = logging.getLogger(__name__)
 
 
 def load_config() -> None:
@@ -44,9 +48,48 @@ class Kube:
                 return None
             raise
 
-    def list(self, plural: str, namespace: str) -> list[dict[str, Any]]:
-        listing = cast(dict[str, Any], self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural))
-        return list(listing.get("items", []))
+    def list(self, plural: str, namespace: str | None) -> list[dict[str, Any]]:
+        """The objects of one kind in `namespace`, or in every namespace for None (a cluster-wide operator)."""
+        if namespace is None:
+            listing = self.custom.list_cluster_custom_object(GROUP, VERSION, plural)
+        else:
+            listing = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+        return list(cast(dict[str, Any], listing).get("items", []))
+
+    def release_finalizers(self, plurals: tuple[str, ...], namespace: str | None, finalizer: str) -> int:
+        """Take `finalizer` off every object of `plurals` in `namespace` (None: everywhere); how many it was on.
+
+        See `finalizer_release` for why. An object that changes meanwhile is read again (409); one that cannot
+        be patched is logged and skipped, so the rest are still released.
+        """
+        released = 0
+        for plural in plurals:
+            for body in self.list(plural, namespace):
+                meta = body["metadata"]
+                try:
+                    released += self._release(plural, body, finalizer)
+                except ApiException as exc:
+                    log.warning("could not release %s %s/%s: %s", plural, meta["namespace"], meta["name"], exc)
+        return released
+
+    def _release(self, plural: str, body: dict[str, Any] | None, finalizer: str, attempts: int = 3) -> bool:
+        for attempt in range(attempts):
+            patch = finalizer_release(body["metadata"], finalizer) if body is not None else None
+            if body is None or patch is None:
+                return False
+            meta = body["metadata"]
+            try:
+                self.custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, meta["namespace"], plural, meta["name"], patch, _content_type=MERGE_PATCH
+                )
+                return True
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False
+                if exc.status != 409 or attempt == attempts - 1:
+                    raise
+            body = self.get(plural, meta["namespace"], meta["name"])
+        return False
 
     def create(self, plural: str, namespace: str, body: dict[str, Any]) -> bool:
         """Create; False when an object of that name exists already (the action was done before)."""

@@ -12,6 +12,7 @@ written from the bearing task's synthetic fleet so each plant has its own machin
 from __future__ import annotations
 
 import base64
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +195,10 @@ class ChartPlant:
             root = Path(core.read_persistent_volume(pvc.spec.volume_name).spec.host_path.path)
         current = ModelCache(root / "models", None).current(model)
         return current.version if current is not None else None
+
+    def helm_test(self) -> subprocess.CompletedProcess[str]:
+        """`helm test` of the plant's release, with the test pod's log in the output; not checked."""
+        return self.cluster.helm("test", "plantfed", "-n", self.namespace, "--logs", "--timeout", "120s", check=False)
 
     def status(self) -> dict[str, Any]:
         return self.hub.get("plantparticipants", self.plant).get("status") or {}

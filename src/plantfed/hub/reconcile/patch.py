@@ -43,3 +43,22 @@ def apply_merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str
         else:
             out[key] = value
     return out
+
+
+def finalizer_release(meta: dict[str, Any], finalizer: str) -> dict[str, Any] | None:
+    """The metadata merge patch that removes `finalizer` from an object, or None when it does not carry it.
+
+    kopf puts its finalizer on every object it runs timers for, only so it can stop those timers when the
+    object goes; it guards no cleanup of ours. An operator that stops (e.g. `helm uninstall`, which deletes
+    the operator before the chart's PlantParticipants) takes it off, or those objects and their namespace
+    stay Terminating with no one left to finalize them. The resourceVersion makes a concurrent change a 409.
+    """
+    finalizers = list(meta.get("finalizers") or ())
+    if finalizer not in finalizers:
+        return None
+    return {
+        "metadata": {
+            "resourceVersion": meta["resourceVersion"],
+            "finalizers": [f for f in finalizers if f != finalizer] or None,
+        }
+    }

@@ -97,7 +97,8 @@ def parse_tolerations(text: str) -> tuple[dict[str, Any], ...]:
         raise ConfigError(f"--tolerations-json: {exc}") from None
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def add_hub_arguments(p: argparse.ArgumentParser) -> None:
+    """How a plant reaches its hub: shared by the agent and `plantfed reach-hub`, which checks them."""
     p.add_argument("--plant", required=True, help="this plant's id (its PlantParticipant's name on the hub)")
     p.add_argument(
         "--hub-kubeconfig", type=Path, required=True, help="kubeconfig of the plant's ServiceAccount on the hub"
@@ -108,6 +109,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ca-file", type=Path, help="CA certificate of the exchange (enables TLS)")
     p.add_argument("--client-cert", type=Path, help="the plant's client certificate, for mutual TLS (tls.crt)")
     p.add_argument("--client-key", type=Path, help="private key of --client-cert (tls.key)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_hub_arguments(p)
     p.add_argument(
         "--client-cert-secret",
         help="Secret in --namespace holding --client-cert/--client-key (keys tls.crt, tls.key), "

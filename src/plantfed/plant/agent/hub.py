@@ -23,9 +23,9 @@ class Hub:
         self.namespace = namespace
         self.plant = plant
 
-    def participant(self) -> dict[str, Any]:
+    def participant(self, timeout: float | None = None) -> dict[str, Any]:
         found = self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "plantparticipants", self.plant
+            GROUP, VERSION, self.namespace, "plantparticipants", self.plant, _request_timeout=timeout
         )
         return cast(dict[str, Any], found)
 

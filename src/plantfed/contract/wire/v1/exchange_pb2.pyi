@@ -455,3 +455,15 @@ class PrivacyLedger(_message.Message):
     model: str
     plants: _containers.RepeatedCompositeFieldContainer[PlantReleases]
     def __init__(self, model: _Optional[str] = ..., plants: _Optional[_Iterable[_Union[PlantReleases, _Mapping]]] = ...) -> None: ...
+
+class WhoAmIRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Identity(_message.Message):
+    __slots__ = ("plant", "admin")
+    PLANT_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_FIELD_NUMBER: _ClassVar[int]
+    plant: str
+    admin: bool
+    def __init__(self, plant: _Optional[str] = ..., admin: _Optional[bool] = ...) -> None: ...

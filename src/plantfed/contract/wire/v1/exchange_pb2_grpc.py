@@ -60,6 +60,11 @@ class ModelExchangeStub:
                 request_serializer=plantfed_dot_contract_dot_wire_dot_v1_dot_exchange__pb2.Evaluation.SerializeToString,
                 response_deserializer=plantfed_dot_contract_dot_wire_dot_v1_dot_exchange__pb2.EvaluationReceipt.FromString,
                 _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/plantfed.v1.ModelExchange/WhoAmI',
+                request_serializer=plantfed_dot_contract_dot_wire_dot_v1_dot_exchange__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=plantfed_dot_contract_dot_wire_dot_v1_dot_exchange__pb2.Identity.FromString,
+                _registered_method=True)
         self.OpenRound = channel.unary_unary(
                 '/plantfed.v1.ModelExchange/OpenRound',
                 request_serializer=plantfed_dot_contract_dot_wire_dot_v1_dot_exchange__pb2.Round.SerializeToString,
@@ -144,6 +149,17 @@ class ModelExchangeServicer:
     def SubmitEvaluation(self, request, context):
         """The caller's score of its round's candidate version (RoundAssignment.candidate_version) on its own
         validation split: numbers only. The first report per plant and version is kept; a repeat gets it back.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WhoAmI(self, request, context):
+        """--- either token ---
+
+        Whom the hub takes the caller for: a plant (its id) or the admin, after the same token and, under mutual
+        TLS, client-certificate checks as every other call. Reads nothing else; `helm test` of each chart uses it
+        to prove that a release's credentials are the ones it is meant to have.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -236,6 +252,11 @@ def add_ModelExchangeServicer_to_server(servicer, server):
                     servicer.SubmitEvaluation,
                     request_deserializer=plantfed_dot_contract_dot_wire_dot_v1_dot_exchange__pb2.Evaluation.FromString,
                     response_serializer=plantfed_dot_contract_dot_wire_dot_v1_dot_exchange__pb2.EvaluationReceipt.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=plantfed_dot_contract_dot_wire_dot_v1_dot_exchange__pb2.WhoAmIRequest.FromString,
+                    response_serializer=plantfed_dot_contract_dot_wire_dot_v1_dot_exchange__pb2.Identity.SerializeToString,
             ),
             'OpenRound': grpc.unary_unary_rpc_method_handler(
                     servicer.OpenRound,
@@ -419,6 +440,33 @@ class ModelExchange:
             '/plantfed.v1.ModelExchange/SubmitEvaluation',
             plantfed_dot_contract_dot_wire_dot_v1_dot_exchange__pb2.Evaluation.SerializeToString,
             plantfed_dot_contract_dot_wire_dot_v1_dot_exchange__pb2.EvaluationReceipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plantfed.v1.ModelExchange/WhoAmI',
+            plantfed_dot_contract_dot_wire_dot_v1_dot_exchange__pb2.WhoAmIRequest.SerializeToString,
+            plantfed_dot_contract_dot_wire_dot_v1_dot_exchange__pb2.Identity.FromString,
             options,
             channel_credentials,
             insecure,
