@@ -31,8 +31,9 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from support.crds import apply_crds
 from support.kube import wait_for
+from support.kube.audit import by_user, read_events
 
-from plantfed.contract.naming import GROUP, VERSION
+from plantfed.contract.naming import GROUP, VERSION, assigned_label
 from plantfed.contract.records import RoundRecord
 from plantfed.engine.store import ModelStore
 from plantfed.exchange import AdminClient
@@ -163,7 +164,7 @@ class World:
         return self.plant.api_client()
 
     def start_round(self, name: str, *, open_on_exchange: bool, plant: str = PLANT, **spec: Any) -> None:
-        """Create the round and write its status as the operator does when it assigns `plant`."""
+        """Create the round, labelled and with the status the operator writes when it assigns `plant`."""
         base = self.exchange.store.promoted(MODEL).version
         if open_on_exchange:
             with self.exchange.admin() as admin:
@@ -172,7 +173,7 @@ class World:
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "FederatedRound",
-            "metadata": {"name": name, "namespace": self.hub_ns},
+            "metadata": {"name": name, "namespace": self.hub_ns, "labels": {assigned_label(plant): "true"}},
             "spec": round_spec(MODEL, plants=[plant], **spec),
         }
         custom.create_namespaced_custom_object(GROUP, VERSION, self.hub_ns, "federatedrounds", body)
@@ -671,3 +672,81 @@ def test_the_agent_installed_by_the_plant_chart_trains_a_round(world, hub_and_pl
     finally:
         cluster.helm("uninstall", "plantfed", "-n", ns, check=False)
         cluster.delete_namespace(ns)
+
+
+def _round_lists(log: Path, user: str, after: int) -> tuple[int, int]:
+    """(lists of federatedrounds by `user` among the audit events past index `after`, events so far)."""
+    events = list(read_events(log))
+    lists = [
+        e
+        for e in by_user(events[after:], user)
+        if e["verb"] == "list" and (e.get("objectRef") or {}).get("resource") == "federatedrounds"
+    ]
+    return len(lists), len(events)
+
+
+def test_another_plants_rounds_changing_costs_this_agent_no_reads(world):
+    """The agent lists and watches only rounds labelled for its plant: 40 changes elsewhere, no list of ours."""
+    log = world.hub.cluster.audit_log
+    if log is None:
+        pytest.skip("the API server audit log exists only on control planes the tests start")
+    user = f"system:serviceaccount:{world.hub_ns}:{HUB_SA}"
+    world.stop_agent()
+    assert world.agent_cmd is not None
+    normal = world.agent_cmd
+    # No periodic sync or heartbeat during the measurement: every list it makes is one a watch event caused.
+    world.agent_cmd = [*normal, "--sync-seconds=3600", "--heartbeat-seconds=3600"]
+    _, start = _round_lists(log, user, 0)
+    world.start_agent()
+    try:
+        # Started: its first sync's list and the round watch's own list, and the watch is streaming.
+        wait_for(
+            lambda: (
+                _round_lists(log, user, start)[0] >= 2
+                and any(
+                    e["verb"] == "watch" and (e.get("objectRef") or {}).get("resource") == "federatedrounds"
+                    for e in by_user(list(read_events(log))[start:], user)
+                )
+            ),
+            timeout=90,
+            what=f"the agent's first sync and round watch; agent log:\n{world.agent_output()[-2000:]}",
+        )
+        base, mark = _round_lists(log, user, start)
+        custom = world.custom()
+        for n in range(10):  # plant-b's rounds: created, then their status changes three times each
+            name = f"elsewhere-r{n}"
+            body = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "FederatedRound",
+                "metadata": {"name": name, "namespace": world.hub_ns, "labels": {assigned_label("plant-b"): "true"}},
+                "spec": round_spec(MODEL, plants=["plant-b"]),
+            }
+            custom.create_namespaced_custom_object(GROUP, VERSION, world.hub_ns, "federatedrounds", body)
+            for phase in ("Pending", "Training", "Failed"):
+                status = {"phase": phase, "plants": [{"plant": "plant-b", "state": "Assigned"}]}
+                custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, world.hub_ns, "federatedrounds", name, {"status": status}, _content_type=MERGE
+                )
+        # A change to one of our own rounds: its watch event comes after every earlier one of the same watch.
+        custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            world.hub_ns,
+            "federatedrounds",
+            "bearing-r1",
+            {"metadata": {"annotations": {"plantfed.dev/touched": "1"}}},
+            _content_type=MERGE,
+        )
+        wait_for(lambda: _round_lists(log, user, start)[0] > base, timeout=60, what="the agent to see its own round")
+        lists, _ = _round_lists(log, user, start)
+        assert lists - base == 1, f"{lists - base} lists of rounds after 40 changes to another plant's rounds"
+        listed = [
+            e["requestURI"]
+            for e in by_user(list(read_events(log))[mark:], user)
+            if (e.get("objectRef") or {}).get("resource") == "federatedrounds"
+        ]
+        assert listed and all("labelSelector=assigned.plantfed.io" in uri for uri in listed), listed
+    finally:
+        world.stop_agent()
+        world.agent_cmd = normal
+        world.start_agent()

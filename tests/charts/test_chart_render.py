@@ -325,7 +325,7 @@ def test_operator_rbac_is_exactly_what_it_uses(helm):
     assert role["metadata"]["namespace"] == NAMESPACE
     # Each of these is seen used by the live operator in tests/e2e/test_operator_rbac.py.
     assert rules(role) == grants(
-        (GROUP, "federatedrounds", "get list watch create patch"),
+        (GROUP, "federatedrounds", "get list watch create patch delete"),
         (GROUP, "plantparticipants federatedmodels", "get list watch patch"),
         (GROUP, "federatedrounds/status plantparticipants/status federatedmodels/status", "patch"),
         ("batch", "jobs", "create get"),

@@ -2,7 +2,8 @@
 
 The chart's render test pins the rules; this one watches the real operator (the chart's Deployment, running
 as its ServiceAccount under the chart's Role and ClusterRole) through the hub API server's audit log while
-a campaign runs one round: model initialisation, round creation, training, aggregation and promotion.
+a campaign runs two rounds: model initialisation, round creation, training, aggregation, promotion, and the
+deletion of the first round once the second finished (`roundRetention: 1`).
 """
 
 from __future__ import annotations
@@ -47,8 +48,11 @@ def test_the_operator_exercises_every_rbac_grant_and_is_never_refused(federation
         "training": {"epochs": 1, "batchSize": 32, "learningRate": 0.05},
         "pod": {"gpus": 1},
     }
-    hub.apply(model_manifest(hub, "audited", suspend=False, template=template, stop={"maxRounds": 1}))
-    wait_phase(hub, "federatedmodels", "audited", ("Completed",), timeout=600)
+    # Two rounds with roundRetention 1: finishing the second deletes the first.
+    manifest = model_manifest(hub, "audited", suspend=False, template=template, stop={"maxRounds": 2})
+    manifest["spec"]["roundRetention"] = 1
+    hub.apply(manifest)
+    wait_phase(hub, "federatedmodels", "audited", ("Completed",), timeout=900)
 
     user = f"system:serviceaccount:{hub.namespace}:{OPERATOR_SA}"
     seen: dict[str, Any] = {}
