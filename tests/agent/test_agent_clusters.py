@@ -226,9 +226,15 @@ def _hub_rbac(hub: Any, ns: str, plant: str = PLANT) -> str:
                 "rules": [
                     {
                         "apiGroups": [GROUP],
-                        "resources": ["plantparticipants", "plantparticipants/status"],
+                        "resources": ["plantparticipants"],
                         "resourceNames": [plant],
-                        "verbs": ["get", "watch", "patch", "update"],
+                        "verbs": ["get"],
+                    },
+                    {
+                        "apiGroups": [GROUP],
+                        "resources": ["plantparticipants/status"],
+                        "resourceNames": [plant],
+                        "verbs": ["patch"],
                     },
                     {
                         "apiGroups": [GROUP],
