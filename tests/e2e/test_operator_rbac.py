@@ -89,7 +89,7 @@ def test_a_plant_writes_its_status_and_nothing_of_its_spec_or_labels(federation)
     plant = next(iter(PLANTS))
     custom = _as_plant(hub, plant)
     before = custom.get_namespaced_custom_object(GROUP, VERSION, hub.namespace, "plantparticipants", plant)
-    attempts = {
+    attempts: dict[str, dict[str, Any]] = {
         "un-pause": {"spec": {"paused": False}},
         "drop maintenance windows": {"spec": {"maintenanceWindows": []}},
         "add a label": {"metadata": {"labels": {"tier": "gold"}}},
