@@ -680,15 +680,18 @@ def test_the_agent_installed_by_the_plant_chart_trains_a_round(world, hub_and_pl
         cluster.delete_namespace(ns)
 
 
+def _is_round_list(event: dict[str, Any], user: str) -> bool:
+    return (
+        event.get("user", {}).get("username") == user
+        and event["verb"] == "list"
+        and (event.get("objectRef") or {}).get("resource") == "federatedrounds"
+    )
+
+
 def _round_lists(log: Path, user: str, after: int) -> tuple[int, int]:
     """(lists of federatedrounds by `user` among the audit events past index `after`, events so far)."""
     events = list(read_events(log))
-    lists = [
-        e
-        for e in by_user(events[after:], user)
-        if e["verb"] == "list" and (e.get("objectRef") or {}).get("resource") == "federatedrounds"
-    ]
-    return len(lists), len(events)
+    return sum(_is_round_list(e, user) for e in events[after:]), len(events)
 
 
 def test_another_plants_rounds_changing_costs_this_agent_no_reads(world):
@@ -700,8 +703,30 @@ def test_another_plants_rounds_changing_costs_this_agent_no_reads(world):
     world.stop_agent()
     assert world.agent_cmd is not None
     normal = world.agent_cmd
-    # No periodic sync or heartbeat during the measurement: every list it makes is one a watch event caused.
-    world.agent_cmd = [*normal, "--sync-seconds=3600", "--heartbeat-seconds=3600"]
+    # No periodic sync or heartbeat during the measurement, and an empty plant namespace (no pod events from
+    # earlier tests' Jobs): every list of rounds it makes is one a round or model watch event caused.
+    quiet_ns = world.plant.create_namespace("agent-quiet")
+    _plant_rbac(world.plant, quiet_ns)
+    plant_kubeconfig = world.plant.service_account_kubeconfig(quiet_ns, "plantfed-agent")
+    world.agent_cmd = [
+        *normal,
+        f"--kubeconfig={plant_kubeconfig}",
+        f"--namespace={quiet_ns}",
+        "--sync-seconds=3600",
+        "--heartbeat-seconds=3600",
+    ]
+    custom = world.custom()
+
+    def round_body(name: str, plant: str) -> dict[str, Any]:
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "FederatedRound",
+            "metadata": {"name": name, "namespace": world.hub_ns, "labels": {assigned_label(plant): "true"}},
+            "spec": round_spec(MODEL, plants=[plant]),
+        }
+
+    mine = round_body("mine-r1", PLANT)
+    custom.create_namespaced_custom_object(GROUP, VERSION, world.hub_ns, "federatedrounds", mine)
     _, start = _round_lists(log, user, 0)
     world.start_agent()
     try:
@@ -717,17 +742,12 @@ def test_another_plants_rounds_changing_costs_this_agent_no_reads(world):
             timeout=90,
             what=f"the agent's first sync and round watch; agent log:\n{world.agent_output()[-2000:]}",
         )
-        base, mark = _round_lists(log, user, start)
-        custom = world.custom()
+        _, mark = _round_lists(log, user, start)
         for n in range(10):  # plant-b's rounds: created, then their status changes three times each
             name = f"elsewhere-r{n}"
-            body = {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "FederatedRound",
-                "metadata": {"name": name, "namespace": world.hub_ns, "labels": {assigned_label("plant-b"): "true"}},
-                "spec": round_spec(MODEL, plants=["plant-b"]),
-            }
-            custom.create_namespaced_custom_object(GROUP, VERSION, world.hub_ns, "federatedrounds", body)
+            custom.create_namespaced_custom_object(
+                GROUP, VERSION, world.hub_ns, "federatedrounds", round_body(name, "plant-b")
+            )
             for phase in ("Pending", "Training", "Failed"):
                 status = {"phase": phase, "plants": [{"plant": "plant-b", "state": "Assigned"}]}
                 custom.patch_namespaced_custom_object_status(
@@ -739,13 +759,29 @@ def test_another_plants_rounds_changing_costs_this_agent_no_reads(world):
             VERSION,
             world.hub_ns,
             "federatedrounds",
-            "bearing-r1",
+            "mine-r1",
             {"metadata": {"annotations": {"plantfed.dev/touched": "1"}}},
             _content_type=MERGE,
         )
-        wait_for(lambda: _round_lists(log, user, start)[0] > base, timeout=60, what="the agent to see its own round")
-        lists, _ = _round_lists(log, user, start)
-        assert lists - base == 1, f"{lists - base} lists of rounds after 40 changes to another plant's rounds"
+
+        def listed_after_the_touch() -> list[bool] | None:
+            """From `mark` on: for each list of rounds, whether it came after our round was touched."""
+            events = list(read_events(log))[mark:]
+            touched = next(
+                (
+                    i
+                    for i, e in enumerate(events)
+                    if e["verb"] == "patch" and (e.get("objectRef") or {}).get("name") == "mine-r1"
+                ),
+                None,
+            )
+            lists = [i for i, e in enumerate(events) if _is_round_list(e, user)]
+            if touched is None or not any(i > touched for i in lists):
+                return None
+            return [i > touched for i in lists]
+
+        seen = wait_for(listed_after_the_touch, timeout=60, what="the agent to list after its own round changed")
+        assert seen == [True], f"{seen.count(False)} lists of rounds caused by 40 changes to another plant's rounds"
         listed = [
             e["requestURI"]
             for e in by_user(list(read_events(log))[mark:], user)
@@ -756,3 +792,4 @@ def test_another_plants_rounds_changing_costs_this_agent_no_reads(world):
         world.stop_agent()
         world.agent_cmd = normal
         world.start_agent()
+        world.plant.delete_namespace(quiet_ns)
