@@ -239,7 +239,7 @@ def _hub_rbac(hub: Any, ns: str, plant: str = PLANT) -> str:
                     {
                         "apiGroups": [GROUP],
                         "resources": ["federatedrounds", "federatedmodels"],
-                        "verbs": ["get", "list", "watch"],
+                        "verbs": ["list", "watch"],
                     },
                 ],
             },

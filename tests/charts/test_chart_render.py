@@ -364,7 +364,7 @@ def test_registered_plants_get_a_role_scoped_to_their_own_participant(helm):
         assert rules(m.get("Role", name)) == {
             (GROUP, "plantparticipants", "get", (plant,)),
             (GROUP, "plantparticipants/status", "patch", (plant,)),
-        } | grants((GROUP, "federatedrounds federatedmodels", "get list watch"))
+        } | grants((GROUP, "federatedrounds federatedmodels", "list watch"))
         binding = m.get("RoleBinding", name)
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE}]
         token = m.get("Secret", f"{name}-token")
