@@ -716,6 +716,11 @@ def test_another_plants_rounds_changing_costs_this_agent_no_reads(world):
         "--heartbeat-seconds=3600",
     ]
     custom = world.custom()
+    # Earlier tests' rounds (still Training, no operator here) would have the new agent train them in its namespace.
+    earlier = custom.list_namespaced_custom_object(GROUP, VERSION, world.hub_ns, "federatedrounds")["items"]
+    for fr in earlier:
+        if (fr.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+            world.set_round_phase(fr["metadata"]["name"], "Failed")
 
     def round_body(name: str, plant: str) -> dict[str, Any]:
         return {
