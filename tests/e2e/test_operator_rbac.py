@@ -60,6 +60,16 @@ def test_the_operator_exercises_every_rbac_grant_and_is_never_refused(federation
     manifest["spec"]["roundRetention"] = 1
     hub.apply(manifest)
     wait_phase(hub, "federatedmodels", "audited", ("Completed",), timeout=900)
+    with hub.cluster.api_client() as api:
+        custom = client.CustomObjectsApi(api)
+
+        def rounds() -> list[str]:
+            listing = custom.list_namespaced_custom_object(GROUP, VERSION, hub.namespace, "federatedrounds")
+            return sorted(r["metadata"]["name"] for r in listing["items"] if r["spec"]["modelRef"] == "audited")
+
+        wait_for(lambda: rounds() == ["audited-r2"], timeout=60, what="retention to delete audited-r1 only")
+        history = custom.get_namespaced_custom_object(GROUP, VERSION, hub.namespace, "federatedmodels", "audited")
+    assert history["status"]["roundsCompleted"] == 2
 
     user = f"system:serviceaccount:{hub.namespace}:{OPERATOR_SA}"
     seen: dict[str, Any] = {}
