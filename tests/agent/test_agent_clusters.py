@@ -31,8 +31,9 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from support.crds import apply_crds
 from support.kube import wait_for
+from support.kube.audit import by_user, read_events
 
-from plantfed.contract.naming import GROUP, VERSION
+from plantfed.contract.naming import GROUP, VERSION, assigned_label
 from plantfed.contract.records import RoundRecord
 from plantfed.engine.store import ModelStore
 from plantfed.exchange import AdminClient
@@ -163,7 +164,7 @@ class World:
         return self.plant.api_client()
 
     def start_round(self, name: str, *, open_on_exchange: bool, plant: str = PLANT, **spec: Any) -> None:
-        """Create the round and write its status as the operator does when it assigns `plant`."""
+        """Create the round, labelled and with the status the operator writes when it assigns `plant`."""
         base = self.exchange.store.promoted(MODEL).version
         if open_on_exchange:
             with self.exchange.admin() as admin:
@@ -172,7 +173,7 @@ class World:
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "FederatedRound",
-            "metadata": {"name": name, "namespace": self.hub_ns},
+            "metadata": {"name": name, "namespace": self.hub_ns, "labels": {assigned_label(plant): "true"}},
             "spec": round_spec(MODEL, plants=[plant], **spec),
         }
         custom.create_namespaced_custom_object(GROUP, VERSION, self.hub_ns, "federatedrounds", body)
@@ -225,14 +226,20 @@ def _hub_rbac(hub: Any, ns: str, plant: str = PLANT) -> str:
                 "rules": [
                     {
                         "apiGroups": [GROUP],
-                        "resources": ["plantparticipants", "plantparticipants/status"],
+                        "resources": ["plantparticipants"],
                         "resourceNames": [plant],
-                        "verbs": ["get", "watch", "patch", "update"],
+                        "verbs": ["get"],
+                    },
+                    {
+                        "apiGroups": [GROUP],
+                        "resources": ["plantparticipants/status"],
+                        "resourceNames": [plant],
+                        "verbs": ["patch"],
                     },
                     {
                         "apiGroups": [GROUP],
                         "resources": ["federatedrounds", "federatedmodels"],
-                        "verbs": ["get", "list", "watch"],
+                        "verbs": ["list", "watch"],
                     },
                 ],
             },
@@ -671,3 +678,123 @@ def test_the_agent_installed_by_the_plant_chart_trains_a_round(world, hub_and_pl
     finally:
         cluster.helm("uninstall", "plantfed", "-n", ns, check=False)
         cluster.delete_namespace(ns)
+
+
+def _is_round_list(event: dict[str, Any], user: str) -> bool:
+    return (
+        event.get("user", {}).get("username") == user
+        and event["verb"] == "list"
+        and (event.get("objectRef") or {}).get("resource") == "federatedrounds"
+    )
+
+
+def _round_lists(log: Path, user: str, after: int) -> tuple[int, int]:
+    """(lists of federatedrounds by `user` among the audit events past index `after`, events so far)."""
+    events = list(read_events(log))
+    return sum(_is_round_list(e, user) for e in events[after:]), len(events)
+
+
+def test_another_plants_rounds_changing_costs_this_agent_no_reads(world):
+    """The agent lists and watches only rounds labelled for its plant: 40 changes elsewhere, no list of ours."""
+    log = world.hub.cluster.audit_log
+    if log is None:
+        pytest.skip("the API server audit log exists only on control planes the tests start")
+    user = f"system:serviceaccount:{world.hub_ns}:{HUB_SA}"
+    world.stop_agent()
+    assert world.agent_cmd is not None
+    normal = world.agent_cmd
+    # No periodic sync or heartbeat during the measurement, and an empty plant namespace (no pod events from
+    # earlier tests' Jobs): every list of rounds it makes is one a round or model watch event caused.
+    quiet_ns = world.plant.create_namespace("agent-quiet")
+    _plant_rbac(world.plant, quiet_ns)
+    plant_kubeconfig = world.plant.service_account_kubeconfig(quiet_ns, "plantfed-agent")
+    world.agent_cmd = [
+        *normal,
+        f"--kubeconfig={plant_kubeconfig}",
+        f"--namespace={quiet_ns}",
+        "--sync-seconds=3600",
+        "--heartbeat-seconds=3600",
+    ]
+    custom = world.custom()
+    # Earlier tests' rounds (still Training, no operator here) would have the new agent train them in its namespace.
+    earlier = custom.list_namespaced_custom_object(GROUP, VERSION, world.hub_ns, "federatedrounds")["items"]
+    for fr in earlier:
+        if (fr.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+            world.set_round_phase(fr["metadata"]["name"], "Failed")
+
+    def round_body(name: str, plant: str) -> dict[str, Any]:
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "FederatedRound",
+            "metadata": {"name": name, "namespace": world.hub_ns, "labels": {assigned_label(plant): "true"}},
+            "spec": round_spec(MODEL, plants=[plant]),
+        }
+
+    mine = round_body("mine-r1", PLANT)
+    custom.create_namespaced_custom_object(GROUP, VERSION, world.hub_ns, "federatedrounds", mine)
+    _, start = _round_lists(log, user, 0)
+    world.start_agent()
+    try:
+        # Started: its first sync's list and the round watch's own list, and the watch is streaming.
+        wait_for(
+            lambda: (
+                _round_lists(log, user, start)[0] >= 2
+                and any(
+                    e["verb"] == "watch" and (e.get("objectRef") or {}).get("resource") == "federatedrounds"
+                    for e in by_user(list(read_events(log))[start:], user)
+                )
+            ),
+            timeout=90,
+            what=f"the agent's first sync and round watch; agent log:\n{world.agent_output()[-2000:]}",
+        )
+        _, mark = _round_lists(log, user, start)
+        for n in range(10):  # plant-b's rounds: created, then their status changes three times each
+            name = f"elsewhere-r{n}"
+            custom.create_namespaced_custom_object(
+                GROUP, VERSION, world.hub_ns, "federatedrounds", round_body(name, "plant-b")
+            )
+            for phase in ("Pending", "Training", "Failed"):
+                status = {"phase": phase, "plants": [{"plant": "plant-b", "state": "Assigned"}]}
+                custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, world.hub_ns, "federatedrounds", name, {"status": status}, _content_type=MERGE
+                )
+        # A change to one of our own rounds: its watch event comes after every earlier one of the same watch.
+        custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            world.hub_ns,
+            "federatedrounds",
+            "mine-r1",
+            {"metadata": {"annotations": {"plantfed.dev/touched": "1"}}},
+            _content_type=MERGE,
+        )
+
+        def listed_after_the_touch() -> list[bool] | None:
+            """From `mark` on: for each list of rounds, whether it came after our round was touched."""
+            events = list(read_events(log))[mark:]
+            touched = next(
+                (
+                    i
+                    for i, e in enumerate(events)
+                    if e["verb"] == "patch" and (e.get("objectRef") or {}).get("name") == "mine-r1"
+                ),
+                None,
+            )
+            lists = [i for i, e in enumerate(events) if _is_round_list(e, user)]
+            if touched is None or not any(i > touched for i in lists):
+                return None
+            return [i > touched for i in lists]
+
+        seen = wait_for(listed_after_the_touch, timeout=60, what="the agent to list after its own round changed")
+        assert seen == [True], f"{seen.count(False)} lists of rounds caused by 40 changes to another plant's rounds"
+        listed = [
+            e["requestURI"]
+            for e in by_user(list(read_events(log))[mark:], user)
+            if (e.get("objectRef") or {}).get("resource") == "federatedrounds"
+        ]
+        assert listed and all("labelSelector=assigned.plantfed.io" in uri for uri in listed), listed
+    finally:
+        world.stop_agent()
+        world.agent_cmd = normal
+        world.start_agent()
+        world.plant.delete_namespace(quiet_ns)

@@ -129,7 +129,8 @@ def test_get_round_tells_a_plant_whether_it_is_assigned(hub: Hub) -> None:
         "plant-a",
     )
     assert hub.plant("plant-a").get_round().round_id == "r1"
-    assert not hub.plant("plant-b").get_round("r1").assigned
+    denied = refused(grpc.StatusCode.PERMISSION_DENIED, hub.plant("plant-b").get_round, "r1")
+    assert denied.details == "plant 'plant-b' is not assigned to round 'r1'"
     refused(grpc.StatusCode.NOT_FOUND, hub.plant("plant-b").get_round)
     refused(grpc.StatusCode.NOT_FOUND, hub.plant("plant-a").get_round, "no-such-round")
 
@@ -422,3 +423,37 @@ def test_a_corrupt_partial_on_the_hub_costs_one_full_resend_not_a_failure(hub: H
 
     assert receipt.attempt_offsets == (MAX_CHUNK, 0)
     assert hub.store.blob_path(receipt.digest).read_bytes() == payload.read_bytes()
+
+
+def test_a_plant_downloads_released_versions_and_those_of_its_own_rounds_only(hub: Hub, tmp_path: Path) -> None:
+    """Never-promoted versions stay with the plants whose rounds start from them or produced them."""
+    v1, _ = hub.seed()
+    admin = hub.admin()
+    hub.open_round("r1", plants=("plant-a",))
+    candidate = admin.publish_model(
+        "bearing-cnn", write_payload(tmp_path / "c.bin", 10_000, seed=4), parent=v1, round_id="r1"
+    )
+    other_base = admin.publish_model("bearing-cnn", write_payload(tmp_path / "b.bin", 10_000, seed=5), parent=v1)
+    hub.open_round("r2", plants=("plant-c",), base_version=other_base.version)
+
+    def download(plant: str, version: int | None) -> int:
+        return hub.plant(plant).download_model("bearing-cnn", version, tmp_path / f"{plant}-{version}.bin").version
+
+    assert download("plant-a", candidate.version) == candidate.version  # its round produced it
+    assert download("plant-c", other_base.version) == other_base.version  # its round starts from it
+    assert download("plant-b", None) == download("plant-b", v1) == v1  # the promoted version: every plant's
+    for plant, version in (
+        ("plant-b", candidate.version),
+        ("plant-c", candidate.version),
+        ("plant-a", other_base.version),
+    ):
+        denied = refused(grpc.StatusCode.PERMISSION_DENIED, download, plant, version)
+        assert denied.details == (
+            f"plant {plant!r} may not download version {version} of 'bearing-cnn': it was never promoted, "
+            "and no round assigning the plant starts from it or produced it"
+        )
+        assert not (tmp_path / f"{plant}-{version}.bin").exists()
+    admin.promote("bearing-cnn", candidate.version)
+    admin.promote("bearing-cnn", v1)  # rolled back: what was released once stays downloadable
+    assert download("plant-b", candidate.version) == candidate.version
+    assert hub.store.released("bearing-cnn") == {v1, candidate.version}

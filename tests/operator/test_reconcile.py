@@ -10,13 +10,14 @@ import pytest
 from plantfed.contract.api import FederatedModel, FederatedRound, PlantParticipant
 from plantfed.contract.api.common import ConditionStatus
 from plantfed.contract.api.round import PlantRoundState, RoundPhase
-from plantfed.contract.naming import MODEL_KEY
+from plantfed.contract.naming import MODEL_KEY, assigned_label
 from plantfed.contract.records import EvaluationRecord, ModelVersion, RoundRecord, RoundState
 from plantfed.engine.privacy import DPMode, DPRelease, epsilon_for
 from plantfed.hub.reconcile import (
     CloseExchangeRound,
     CreateAggregationJob,
     CreateRound,
+    DeleteRound,
     EmitEvent,
     InitializeModel,
     JobObservation,
@@ -393,6 +394,17 @@ def test_round_starts_by_assigning_plants_and_opening_the_exchange():
     assert opened.record == RoundRecord(round_id="bearing-r1", model="bearing", base_version=4, plants=["a", "b"])
     assert [e.reason for e in decision.events] == ["Started"]
     assert decision.requeue_at == NOW + timedelta(seconds=600)
+
+
+def test_the_round_is_labelled_for_each_plant_it_assigns_and_labels_are_never_taken_back():
+    fleet = [plant("a"), plant("b"), plant("c", paused=True)]
+    fr, decision = run(round_(), ObservedRound(promoted=BASE), plants=fleet)
+    assert decision.labels == {assigned_label("a"): "true", assigned_label("b"): "true"}  # not c: excluded
+    labelled = fr.model_copy(update={"metadata": fr.metadata.model_copy(update={"labels": dict(decision.labels)})})
+    failed = [plant("a"), plant("b", heartbeat=NOW - timedelta(hours=1)), plant("c", paused=True)]
+    later, again = run(labelled, observed(), NOW + timedelta(seconds=5), plants=failed)
+    assert again.labels == {}  # nothing to add, and b keeps its label whatever its state now
+    assert assigned_label("x" * 63) == f"assigned.plantfed.io/{'x' * 63}"
 
 
 def test_explicit_base_version_wins_over_the_promoted_one():
@@ -1019,3 +1031,36 @@ def test_status_patch_clears_fields_the_reconcile_unset():
 def test_suspended_campaign_creates_no_round():
     decision = reconcile_model(model(suspend=True), [finished_round(1)], NOW, PROMOTED)
     assert not of_type(decision, CreateRound) and decision.status.phase.value == "Suspended"
+
+
+# --- campaigns: round retention -----------------------------------------------------------------
+
+
+def test_finished_rounds_beyond_the_retention_are_deleted_oldest_first_after_status_records_them():
+    rounds = [finished_round(n, promoted_version=n + 4, accuracy=0.5 + n / 100) for n in range(1, 6)]
+    for n, fr in enumerate(rounds, 1):
+        fr.metadata.uid = f"uid-{n}"
+    decision = reconcile_model(model(roundRetention=2), rounds, NOW, version(9, promoted=True))
+    assert of_type(decision, DeleteRound) == [DeleteRound(f"bearing-r{n}", f"uid-{n}") for n in (1, 2, 3)]
+    # what the deleted rounds leave behind is in the status patched before the actions run
+    assert [e.round for e in decision.status.history] == [f"bearing-r{n}" for n in range(1, 6)]
+    assert decision.status.rounds_completed == 5
+    fm = model(status=decision.status.to_dict(), roundRetention=2)
+    after = reconcile_model(fm, rounds[3:], NOW + timedelta(seconds=5), version(9, promoted=True))
+    assert not of_type(after, DeleteRound)
+    assert [e.round for e in after.status.history] == [f"bearing-r{n}" for n in range(1, 6)]
+    assert after.status.rounds_completed == 5
+    assert [a.round.metadata.name for a in of_type(after, CreateRound)] == ["bearing-r6"]
+
+
+def test_retention_keeps_running_rounds_hand_made_rounds_and_by_default_ten():
+    hand = finished_round(1).model_copy(
+        update={"metadata": finished_round(1).metadata.model_copy(update={"name": "by-hand"})}
+    )
+    rounds = [hand, *(finished_round(n) for n in range(1, 12)), running_round(12)]
+    decision = reconcile_model(model(), rounds, NOW, PROMOTED)
+    assert [a.name for a in of_type(decision, DeleteRound)] == ["bearing-r1"]  # 11 finished, default keeps 10
+    one = reconcile_model(model(roundRetention=1), rounds, NOW, PROMOTED)
+    assert [a.name for a in of_type(one, DeleteRound)] == [f"bearing-r{n}" for n in range(1, 11)]
+    with pytest.raises(ValueError, match="roundRetention|round_retention"):
+        model(roundRetention=0)

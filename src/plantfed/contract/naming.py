@@ -29,6 +29,16 @@ ROUND_UID_KEY = f"{GROUP}/round-uid"
 PLANT_KEY = f"{GROUP}/plant"
 """The plant an object belongs to: label on plant Jobs and pods, and on the hub's per-plant RBAC and Secrets."""
 
+ASSIGNED_PREFIX = f"assigned.{GROUP}"
+"""Prefix of the label `assigned.plantfed.io/<plant>: "true"` the operator puts on a FederatedRound for each plant
+it assigned, so a plant's agent lists and watches only its own rounds (label selector `assigned_label(plant)`)."""
+
+
+def assigned_label(plant: str) -> str:
+    """The label key marking a round as assigned to `plant` (a DNS label, so a valid key name within 63 characters)."""
+    return f"{ASSIGNED_PREFIX}/{bounded_name(plant)}"
+
+
 # Kubernetes' recommended labels (https://kubernetes.io/docs/concepts/overview/working-with-objects/common-labels/).
 NAME_LABEL = "app.kubernetes.io/name"
 COMPONENT_LABEL = "app.kubernetes.io/component"

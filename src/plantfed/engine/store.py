@@ -15,7 +15,9 @@ Layout::
     tmp/                                 blob staging and scratch space (same filesystem: renames are atomic)
     locks/                               one lock file per model, round, (round, plant) upload and ledger
     models/<model>/versions/<n>.json     records.ModelVersion, n = 1, 2, 3 ... allocated under the model lock
-    models/<model>/promoted.json         {"version": n}: the promoted pointer
+    models/<model>/promoted.json         {"version": n, "released": [...]}: the promoted pointer, and every
+                                         version ever promoted (what any plant may download; a pointer written
+                                         before "released" existed counts as releasing its version only)
     rounds/<round>/round.json            records.RoundRecord
     rounds/<round>/updates/<plant>.json  records.UpdateRecord: committed, verified updates only
     rounds/<round>/partial/<plant>.data  a resumable upload in progress (+ <plant>.json: what it declared)
@@ -397,10 +399,21 @@ class ModelStore:
         return record
 
     def _promoted_number(self, model: str) -> int | None:
+        pointer = self._promoted_pointer(model)
+        return None if pointer is None else int(pointer["version"])
+
+    def _promoted_pointer(self, model: str) -> dict | None:
         try:
-            return int(json.loads((self._model_dir(model) / "promoted.json").read_text())["version"])
+            return dict(json.loads((self._model_dir(model) / "promoted.json").read_text()))
         except FileNotFoundError:
             return None
+
+    def released(self, model: str) -> set[int]:
+        """Every version of `model` that was ever promoted (the promoted one included)."""
+        pointer = self._promoted_pointer(model)
+        if pointer is None:
+            return set()
+        return {int(pointer["version"]), *(int(v) for v in pointer.get("released", []))}
 
     def _version_numbers(self, model: str) -> list[int]:
         vdir = self._model_dir(model) / "versions"
@@ -476,7 +489,9 @@ class ModelStore:
     def _promote_locked(self, model: str, version: int) -> ModelVersion:
         if self._read_version(model, version) is None:
             raise NotFoundError(f"model {model!r} has no version {version}")
-        write_atomic(self._model_dir(model) / "promoted.json", json.dumps({"version": version}).encode())
+        released = sorted(self.released(model) | {version})
+        pointer = {"version": version, "released": released}
+        write_atomic(self._model_dir(model) / "promoted.json", json.dumps(pointer).encode())
         return self.get_model(model, version)
 
     def promoted(self, model: str) -> ModelVersion | None:

@@ -55,7 +55,7 @@ from plantfed.contract.naming import check_name, check_sha256
 from plantfed.contract.records import ModelVersion, RoundRecord, RoundState, UpdateMeta, UpdateRecord
 from plantfed.contract.wire.v1 import exchange_pb2 as pb
 from plantfed.engine.privacy.accounting import PrivacyLedger
-from plantfed.engine.store import ModelStore
+from plantfed.engine.store import ModelStore, NotFoundError
 from plantfed.exchange import convert
 from plantfed.exchange.auth import (
     ADMIN_CERT_NAME,
@@ -372,6 +372,10 @@ class ExchangeServicer:
         plant = caller.plant
         if request.round_id:
             record = self._store.get_round(request.round_id)
+            if plant not in record.plants:  # another plant's round: its model, base and candidate are not ours
+                raise Refusal(
+                    grpc.StatusCode.PERMISSION_DENIED, f"plant {plant!r} is not assigned to round {record.round_id!r}"
+                )
         else:
             candidates = [r for r in self._store.rounds() if r.state is RoundState.OPEN and plant in r.plants]
             if not candidates:
@@ -490,7 +494,7 @@ class ExchangeServicer:
     @_transfer(_ANY)
     async def DownloadModel(self, call: _Call, caller: Caller) -> None:
         request = await call.first()
-        version, offset = await self.io(self._plan_download, request)
+        version, offset = await self.io(self._plan_download, request, caller)
         await call.write(
             pb.DownloadResponse(
                 info=pb.DownloadInfo(
@@ -515,8 +519,10 @@ class ExchangeServicer:
             await self.io.drain(step)
             await self.io(blob.close)
 
-    def _plan_download(self, request: pb.DownloadRequest) -> tuple[ModelVersion, int]:
+    def _plan_download(self, request: pb.DownloadRequest, caller: Caller) -> tuple[ModelVersion, int]:
         version = self._store.get_model(request.model, request.version or None)
+        if caller.plant is not None:
+            self._check_release(caller.plant, version)
         offset = request.offset
         if request.if_sha256 and request.if_sha256 != version.digest:
             offset = 0
@@ -527,6 +533,30 @@ class ExchangeServicer:
                 f"({version.size} bytes)",
             )
         return version, offset
+
+    def _check_release(self, plant: str, version: ModelVersion) -> None:
+        """A plant downloads what it needs: versions ever promoted (every plant serves those), and the base and the
+        candidate of rounds that assign it; a candidate nobody promoted stays with the plants that made it."""
+        if version.promoted or version.version in self._store.released(version.model):
+            return
+        if version.round_id is not None and plant in self._round_plants(version.round_id):
+            return
+        if any(
+            r.model == version.model and r.base_version == version.version and plant in r.plants
+            for r in self._store.rounds()
+        ):
+            return
+        raise Refusal(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"plant {plant!r} may not download version {version.version} of {version.model!r}: it was never "
+            "promoted, and no round assigning the plant starts from it or produced it",
+        )
+
+    def _round_plants(self, round_id: str) -> list[str]:
+        try:
+            return self._store.get_round(round_id).plants
+        except NotFoundError:
+            return []
 
     @_unary(_PLANT)
     def SubmitEvaluation(self, request: pb.Evaluation, caller: Caller) -> pb.EvaluationReceipt:

@@ -22,6 +22,7 @@ from plantfed.hub.reconcile.actions import (
     CloseExchangeRound,
     CreateAggregationJob,
     CreateRound,
+    DeleteRound,
     EmitEvent,
     InitializeModel,
     OpenExchangeRound,
@@ -84,6 +85,10 @@ class Executor:
                 manifest["metadata"]["ownerReferences"] = [owner_reference(body)]
                 created = self.kube.create(ROUNDS, body["metadata"]["namespace"], manifest)
                 log.info("%s: round %s %s", where, fr.name, "created" if created else "exists")
+            case DeleteRound(name=name, uid=uid):
+                deleted = self.kube.delete(ROUNDS, body["metadata"]["namespace"], name, uid)
+                outcome = "deleted" if deleted else "gone"
+                log.info("%s: round %s %s (past the model's roundRetention)", where, name, outcome)
             case InitializeModel():
                 job = init_model_job(self.cfg, action.model, action.task, action.variant, action.initial_weights, body)
                 created = self.kube.create_job(job)

@@ -101,6 +101,28 @@ class Kube:
                 return False
             raise
 
+    def patch_labels(self, plural: str, body: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
+        """Merge `labels` into the object's metadata, refused with 409 if it changed since `body` was read."""
+        meta = body["metadata"]
+        patch = {"metadata": {"resourceVersion": meta["resourceVersion"], "labels": labels}}
+        patched = self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, meta["namespace"], plural, meta["name"], patch, _content_type=MERGE_PATCH
+        )
+        return cast(dict[str, Any], patched)
+
+    def delete(self, plural: str, namespace: str, name: str, uid: str) -> bool:
+        """Delete that object (the uid must match, so a re-created namesake is kept); False when it is gone."""
+        options = client.V1DeleteOptions(
+            propagation_policy="Background", preconditions=client.V1Preconditions(uid=uid) if uid else None
+        )
+        try:
+            self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, plural, name, body=options)
+            return True
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                return False
+            raise
+
     def patch_status(self, plural: str, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
         """Merge-patch `status`, refused with 409 if the object changed since `body` was read."""
         meta = body["metadata"]

@@ -98,6 +98,8 @@ class Reconciler:
         observed = observe_round(self.kube, self.admin, fr)
         plants = participants(self.kube, namespace)
         decision = reconcile_round(fr, plants, observed, self.clock(), self.cfg.heartbeat_timeout)
+        if decision.labels:  # before the status that assigns the plants, so no agent misses its round
+            body = self.kube.patch_labels(ROUNDS, body, dict(decision.labels))
         patch = status_patch(fr.status, decision.status)
         if patch:
             body = self.kube.patch_status(ROUNDS, body, patch)

@@ -43,6 +43,7 @@ from plantfed.hub.reconcile import (
     CloseExchangeRound,
     CreateAggregationJob,
     CreateRound,
+    DeleteRound,
     EmitEvent,
     InitializeModel,
     JobObservation,
@@ -162,6 +163,8 @@ class LocalOperator:
         #: Finished rounds whose last pass changed nothing: nothing can move them again (the operator's
         #: handlers would not be called for them either), so they are not observed again.
         self._quiet: set[str] = set()
+        #: Rounds the model's retention deleted: gone for the reconcilers, as on a cluster, but kept for the report.
+        self.deleted_rounds: set[str] = set()
 
     # -- objects -------------------------------------------------------------------------------------------
     @staticmethod
@@ -222,7 +225,11 @@ class LocalOperator:
 
     def _model(self, name: str, now: datetime) -> bool:
         fm = self.models[name]
-        rounds = [fr for fr in self.rounds.values() if fr.metadata.namespace == fm.metadata.namespace]
+        rounds = [
+            fr
+            for fr in self.rounds.values()
+            if fr.metadata.namespace == fm.metadata.namespace and fr.name not in self.deleted_rounds
+        ]
         decision = reconcile_model(fm, rounds, now, promoted_version(self.admin, fm.name))
         self.models[name], changed = _patched(fm, decision.status)
         self._requeue("model", name, decision.requeue_at)
@@ -279,6 +286,8 @@ class LocalOperator:
                     if fr.name not in self.rounds:
                         meta = fr.metadata.model_copy(update={"namespace": obj.metadata.namespace})
                         self.add(fr.model_copy(update={"metadata": meta}), now)
+                case DeleteRound(name=name):
+                    self.deleted_rounds.add(name)
                 case InitializeModel():
                     job = init_model_job(
                         self.cfg, action.model, action.task, action.variant, action.initial_weights, body

@@ -28,6 +28,8 @@ from plantfed.contract.api.participant import CRON, TimeZone, check_cron, check_
 from plantfed.contract.api.round import METRICS_EXTRA, Metrics, RoundTemplate
 
 MAX_HISTORY = 50
+DEFAULT_ROUND_RETENTION = 10
+"""Finished campaign rounds a FederatedModel keeps by default (`spec.roundRetention`)."""
 
 TaskRef = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
@@ -89,6 +91,14 @@ class FederatedModelSpec(KubeModel):
     time_zone: TimeZone = Field("UTC", description="IANA time zone the cadence is read in.")
     stop: StopCriteria = StopCriteria()
     suspend: bool = Field(False, description="Create no new rounds; a running round still finishes.")
+    round_retention: int = Field(
+        DEFAULT_ROUND_RETENTION,
+        ge=1,
+        le=MAX_HISTORY,
+        description="Finished campaign rounds kept as objects, newest first; older ones are deleted once the "
+        "model's status has recorded them (promotion history, rounds completed, best result). The newest is "
+        "always kept: it times the next round.",
+    )
 
     _tz = field_validator("time_zone")(check_time_zone)
 

@@ -9,6 +9,7 @@ from plantfed.hub.reconcile.actions import (
     CloseExchangeRound,
     CreateAggregationJob,
     CreateRound,
+    DeleteRound,
     EmitEvent,
     EventType,
     InitializeModel,
@@ -19,6 +20,7 @@ from plantfed.hub.reconcile.actions import (
 from plantfed.hub.reconcile.conditions import get_condition, is_true, set_condition
 from plantfed.hub.reconcile.model import (
     ModelDecision,
+    expired_rounds,
     new_round,
     reconcile_model,
     round_name,
@@ -37,6 +39,7 @@ from plantfed.hub.reconcile.round import (
     RoundDecision,
     Upload,
     aggregation_job_name,
+    assignment_labels,
     promotion_verdict,
     reconcile_round,
 )
@@ -53,6 +56,7 @@ __all__ = [
     "CloseExchangeRound",
     "CreateAggregationJob",
     "CreateRound",
+    "DeleteRound",
     "EmitEvent",
     "EventType",
     "InitializeModel",
@@ -63,6 +67,7 @@ __all__ = [
     "is_true",
     "set_condition",
     "ModelDecision",
+    "expired_rounds",
     "new_round",
     "reconcile_model",
     "round_name",
@@ -80,6 +85,7 @@ __all__ = [
     "Upload",
     "promotion_verdict",
     "aggregation_job_name",
+    "assignment_labels",
     "reconcile_round",
     "Exclusion",
     "Selection",

@@ -64,6 +64,14 @@ class CreateRound:
 
 
 @dataclass(frozen=True)
+class DeleteRound:
+    """Delete a finished round past the model's retention (only that object: the uid must match; 404 = done)."""
+
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True)
 class InitializeModel:
     """Write version 0 of the lineage to the store, from a seed or a published version."""
 
@@ -101,6 +109,7 @@ Action = (
     | CreateAggregationJob
     | Promote
     | CreateRound
+    | DeleteRound
     | InitializeModel
     | RecordPrivacySpend
     | EmitEvent

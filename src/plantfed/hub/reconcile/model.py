@@ -32,6 +32,7 @@ from plantfed.contract.records import ModelVersion
 from plantfed.hub.reconcile.actions import (
     Action,
     CreateRound,
+    DeleteRound,
     EmitEvent,
     EventType,
     InitializeModel,
@@ -165,6 +166,19 @@ def _next_number(model: str, status: FederatedModelStatus, numbered: list[tuple[
     return max(taken) + 1
 
 
+def expired_rounds(fm: FederatedModel, finished: Sequence[tuple[int, FederatedRound]]) -> list[FederatedRound]:
+    """Finished campaign rounds beyond `spec.roundRetention`, oldest first; `finished` is ordered by number.
+
+    Without this every round ever run stays an object that every agent's list and the operator's own list of
+    rounds pay for. What a deleted round leaves behind is in the model's status, which is patched before any
+    action runs: its promotion in `history`, `roundsCompleted`, `best`. The newest finished round is always
+    kept (retention >= 1), since it times the next round (failure backoff, cadence). Rounds created by hand
+    (not `<model>-r<N>`) are the user's and never deleted; their numbers are not in `finished`.
+    """
+    keep = max(1, fm.spec.round_retention)
+    return [fr for _, fr in finished[:-keep]] if len(finished) > keep else []
+
+
 def new_round(fm: FederatedModel, number: int) -> FederatedRound:
     """The campaign's round N, built from the template (base version: latest promoted)."""
     name = round_name(fm.name, number)
@@ -252,4 +266,5 @@ def reconcile_model(
     missing = round_number(fm.name, current) if current is not None and current not in observed else None
     if missing is not None:
         actions.append(CreateRound(new_round(fm, missing)))
+    actions += [DeleteRound(fr.name, fr.metadata.uid or "") for fr in expired_rounds(fm, finished)]
     return ModelDecision(status, (*actions, *events), requeue_at)

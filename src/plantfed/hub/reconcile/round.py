@@ -60,7 +60,7 @@ from plantfed.contract.api.round import (
     RoundEvaluation,
     RoundPhase,
 )
-from plantfed.contract.naming import bounded_name
+from plantfed.contract.naming import assigned_label, bounded_name
 from plantfed.contract.plant_metrics import (
     BASE_VAL_SAMPLES,
     VAL,
@@ -165,6 +165,8 @@ class RoundDecision:
     requeue_at: datetime | None = None
     #: ε (at the round's δ) each plant this round aggregated has spent in the lineage; empty before aggregation.
     epsilon: Mapping[str, float] = field(default_factory=dict)
+    #: labels the round lacks (`assignment_labels`): the adapter merges them into metadata before the status patch
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def events(self) -> tuple[EmitEvent, ...]:
@@ -222,6 +224,23 @@ def weighted(rows: Sequence[tuple[Mapping[str, float], float]]) -> dict[str, flo
     total = sum(w for _, w in rows)
     keys = set.intersection(*(set(m) for m, _ in rows))
     return {k: sum(m[k] * w for m, w in rows) / total for k in sorted(keys)}
+
+
+ASSIGNED = "true"
+"""Value of a round's `assigned_label(plant)`."""
+
+
+def assignment_labels(fr: FederatedRound, status: FederatedRoundStatus) -> dict[str, str]:
+    """The `assigned.plantfed.io/<plant>` labels `fr` still lacks for the plants `status` assigns.
+
+    A plant's agent lists and watches only rounds labelled for it, so another plant's round changing costs it
+    nothing. Labels are added, never removed: a plant that turned Late or Failed still sees the round it trained
+    for (to cancel or report its Job); an Excluded plant never needed to. The adapter writes them before the
+    status that assigns the plant, so an agent never misses a round that wants its update.
+    """
+    have = fr.metadata.labels
+    wanted = (assigned_label(p.plant) for p in status.plants if p.state is not PlantRoundState.EXCLUDED)
+    return {key: ASSIGNED for key in wanted if have.get(key) != ASSIGNED}
 
 
 def aggregation_job_name(round_name: str) -> str:
@@ -661,4 +680,4 @@ def reconcile_round(
     w.status.observed_generation = fr.metadata.generation
     spent = _privacy_spent(w)
     actions = (*_record_spend(fr, plants, spent), *_ensure(w), *w.events)
-    return RoundDecision(w.status, actions, w.requeue_at, spent)
+    return RoundDecision(w.status, actions, w.requeue_at, spent, assignment_labels(fr, w.status))

@@ -1,7 +1,9 @@
 """The agent's view of the hub cluster, through the plant's restricted ServiceAccount.
 
-The hub chart's Role lets this identity get/watch/patch only its own PlantParticipant (by resourceNames)
-and read rounds and models; nothing here asks for more.
+The hub chart's Role lets this identity get/watch its own PlantParticipant and patch only its status (both by
+resourceNames), and read rounds and models; nothing here asks for more. Rounds are listed and watched with the
+label selector `assigned_label(plant)` (the operator labels each round for the plants it assigns), so another
+plant's round changing costs this agent no read.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any, cast
 
 from kubernetes import client
 
-from plantfed.contract.naming import GROUP, VERSION
+from plantfed.contract.naming import GROUP, VERSION, assigned_label
 
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -42,12 +44,18 @@ class Hub:
         )
         return cast(dict[str, Any], patched)
 
-    def list(self, plural: str) -> dict[str, Any]:
-        return cast(dict[str, Any], self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, plural))
+    @property
+    def round_selector(self) -> str:
+        """Only the rounds the operator assigned this plant to."""
+        return assigned_label(self.plant)
+
+    def list(self, plural: str, **kwargs: Any) -> dict[str, Any]:
+        listing = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, **kwargs)
+        return cast(dict[str, Any], listing)
 
     # `list` above is a method here, so the builtin is named explicitly in annotations.
     def rounds(self) -> builtins.list[dict[str, Any]]:
-        return list(self.list("federatedrounds").get("items") or [])
+        return list(self.list("federatedrounds", label_selector=self.round_selector).get("items") or [])
 
     def models(self) -> builtins.list[dict[str, Any]]:
         return list(self.list("federatedmodels").get("items") or [])

@@ -371,6 +371,7 @@ class Agent:
                     "version": VERSION,
                     "namespace": self.cfg.hub_namespace,
                     "plural": "federatedrounds",
+                    "label_selector": self.hub.round_selector,
                 },
             ),
             threading.Thread(
