@@ -14,6 +14,7 @@ plant, so a retried Job never charges twice.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -33,12 +34,17 @@ class RoundAggregation:
 
 
 def weighted_metrics(updates: list[UpdateRecord]) -> dict[str, float]:
-    """Sample-weighted mean of each metric every aggregated plant reported."""
+    """Sample-weighted mean of each metric every aggregated plant reported.
+
+    Each value is scaled by its share before summing, so the mean lies within the reported values' range and
+    can never overflow into a version record the store cannot read back, whatever the values and counts.
+    """
     total = sum(u.meta.num_samples for u in updates)
     if not updates or total == 0:
         return {}
     keys = set.intersection(*(set(u.meta.metrics) for u in updates))
-    return {k: sum(u.meta.metrics[k] * u.meta.num_samples for u in updates) / total for k in sorted(keys)}
+    shares = [u.meta.num_samples / total for u in updates]
+    return {k: math.fsum(u.meta.metrics[k] * w for u, w in zip(updates, shares, strict=True)) for k in sorted(keys)}
 
 
 def summarize(result: AggregationResult, seconds: float) -> AggregationSummary:

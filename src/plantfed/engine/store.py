@@ -121,7 +121,14 @@ class LedgerError(StoreError):
 
 
 def _write_record(path: Path, record: BaseModel) -> None:
-    write_atomic(path, record.model_dump_json(indent=2).encode())
+    """Write `record`, but only if it reads back: a value JSON cannot carry (NaN) is refused, never stored."""
+    data = record.model_dump_json(indent=2).encode()
+    try:
+        type(record).model_validate_json(data)
+    except ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+        raise InvalidValueError(f"refusing to store a record that could not be read back ({fields}): {exc}") from exc
+    write_atomic(path, data)
 
 
 def _read_record(path: Path, cls: type[_Record]) -> _Record | None:
