@@ -11,6 +11,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from plantfed.contract.naming import DNS_LABEL, MAX_LABEL_LENGTH
+
 MAX_MAGNITUDE = 1e15
 """The largest magnitude any reported number (metric, seconds, DP parameter) may have.
 
@@ -91,7 +93,7 @@ class UpdateMeta(BaseModel):
     dp: DPParams = Field(default_factory=DPParams)
     total_bytes: int = Field(ge=0)
     sha256: str
-    variant: str = Field(default="full", min_length=1, max_length=63)
+    variant: str = Field(default="full", min_length=1, max_length=MAX_LABEL_LENGTH, pattern=DNS_LABEL)
 
     @property
     def partial(self) -> bool:
