@@ -50,6 +50,10 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 """RFC 1123 subdomain: dot-separated labels (at most MAX_SUBDOMAIN_LENGTH characters)."""
 
+METRIC_NAME = r"^[A-Za-z_][A-Za-z0-9_./-]*$"
+"""A metric's name (at most MAX_LABEL_LENGTH characters): what a FederatedModel's promotion metric and the keys of a
+plant's reported metrics may be."""
+
 NAME_DIGEST_LENGTH = 8
 """Hex characters of sha256 that stand in for the cut-off part of a long name (32 bits: collisions among one
 namespace's rounds are negligible, and a collision is refused by the API server as 409, never merged)."""

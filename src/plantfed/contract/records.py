@@ -9,9 +9,9 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from plantfed.contract.naming import DNS_LABEL, MAX_LABEL_LENGTH
+from plantfed.contract.naming import DNS_LABEL, MAX_LABEL_LENGTH, METRIC_NAME
 
 MAX_MAGNITUDE = 1e15
 """The largest magnitude any reported number (metric, seconds, DP parameter) may have.
@@ -27,6 +27,11 @@ Finite = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_MAGNITUDE, le=MAX_M
 """A reported number: finite (JSON has no NaN or Infinity) and bounded by MAX_MAGNITUDE."""
 NonNegative = Annotated[float, Field(allow_inf_nan=False, ge=0, le=MAX_MAGNITUDE)]
 Samples = Annotated[int, Field(ge=1, le=MAX_SAMPLES)]
+MAX_METRICS = 64
+"""The most metrics one record may carry (a task reports a few dozen at most)."""
+MetricKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH, pattern=METRIC_NAME)]
+Metrics = Annotated[dict[MetricKey, Finite], Field(max_length=MAX_METRICS)]
+"""A plant's (or an aggregation's) named numbers: bounded in count, each named like a metric and `Finite`."""
 
 
 class Codec(str, Enum):
@@ -87,7 +92,7 @@ class UpdateMeta(BaseModel):
     round_id: str
     base_version: int
     num_samples: Samples
-    metrics: dict[str, Finite] = Field(default_factory=dict)
+    metrics: Metrics = Field(default_factory=dict)
     train_seconds: NonNegative = 0.0
     codec: Codec = Codec.NONE
     dp: DPParams = Field(default_factory=DPParams)
@@ -143,7 +148,7 @@ class AggregationSummary(BaseModel):
     peak_bytes: int
     #: plant -> every number the aggregation reported for it (l2_norm, cosine, weight, clip_factor, ...;
     #: epsilon when privacy accounting adds it). Names, not a fixed schema, so new numbers need no wire change.
-    plants: dict[str, dict[str, Finite]] = Field(default_factory=dict)
+    plants: dict[str, Metrics] = Field(default_factory=dict)
 
 
 class ModelVersion(BaseModel):
@@ -155,7 +160,7 @@ class ModelVersion(BaseModel):
     size: int
     parent: int | None = None
     round_id: str | None = None
-    metrics: dict[str, Finite] = Field(default_factory=dict)
+    metrics: Metrics = Field(default_factory=dict)
     created_at: float
     promoted: bool = False
     aggregation: AggregationSummary | None = None
@@ -173,7 +178,7 @@ class EvaluationRecord(BaseModel):
     round_id: str
     version: int = Field(ge=1)
     num_samples: Samples
-    metrics: dict[str, Finite] = Field(default_factory=dict)
+    metrics: Metrics = Field(default_factory=dict)
     received_at: float = 0.0
 
 

@@ -37,7 +37,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -50,6 +49,17 @@ from typing import BinaryIO, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from plantfed.contract.naming import InvalidNameError, check_name, check_sha256
+from plantfed.contract.plant_metrics import (
+    ACCURACY,
+    BASE_VAL_SAMPLES,
+    LOSS,
+    SAMPLES,
+    VAL,
+    VAL_ACCURACY,
+    VAL_LOSS,
+    VAL_SAMPLES,
+    base_scores,
+)
 from plantfed.contract.records import (
     AggregationSummary,
     EvaluationRecord,
@@ -140,6 +150,39 @@ def _read_record(path: Path, cls: type[_Record]) -> _Record | None:
         return cls.model_validate_json(data)
     except ValidationError as exc:
         raise StoreError(f"corrupt store record {path}: {exc}") from exc
+
+
+def evaluation_problems(evaluation: EvaluationRecord, declared: UpdateMeta) -> list[str]:
+    """Why a plant's evaluation cannot be weighed against the others (empty: it can), from what it declared.
+
+    The plant scored the round's base on its validation split before training (`global_val_*` in its update),
+    and scores the candidate on that same split: so the sample count is bounded by that split's declared size
+    (by its training set when it declared none) and the keys by the scores it declared there (by the known
+    `val_accuracy`/`val_loss` when none). A score that is a fraction (`*accuracy`) lies in [0, 1], a loss or a
+    count is never negative; the record model already refused non-finite numbers.
+    """
+    problems = []
+    declared_split = declared.metrics.get(BASE_VAL_SAMPLES)
+    limit = int(declared_split) if declared_split is not None else declared.num_samples
+    what = "validation samples it declared" if declared_split is not None else "training samples it declared"
+    if evaluation.num_samples > limit:
+        problems.append(f"num_samples {evaluation.num_samples} exceeds the {limit} {what} for this round")
+    base = base_scores(declared.metrics, VAL)
+    base.pop(VAL_SAMPLES, None)
+    allowed = set(base) or {VAL_ACCURACY, VAL_LOSS}
+    unknown = sorted(set(evaluation.metrics) - allowed)
+    if unknown:
+        problems.append(
+            f"metrics not declared for this split: {', '.join(unknown[:8])}"
+            + (f" and {len(unknown) - 8} more" if len(unknown) > 8 else "")
+            + f" (allowed: {', '.join(sorted(allowed))})"
+        )
+    for key, value in sorted(evaluation.metrics.items()):
+        if key.endswith(ACCURACY) and not 0.0 <= value <= 1.0:
+            problems.append(f"{key} = {value} is outside [0, 1]")
+        elif key.endswith((LOSS, SAMPLES)) and value < 0:
+            problems.append(f"{key} = {value} is negative")
+    return problems
 
 
 _thread_locks: dict[str, threading.Lock] = {}
@@ -659,7 +702,9 @@ class ModelStore:
     def record_evaluation(self, evaluation: EvaluationRecord) -> tuple[EvaluationRecord, bool]:
         """Keep a plant's evaluation of the round's candidate; returns (record, duplicate).
 
-        Only a plant assigned to the round may report, only for the round's candidate, and only finite numbers.
+        Only a plant whose update the candidate was aggregated from may report, only for the round's candidate,
+        and only numbers its update declared it can measure (`evaluation_problems`): an evaluation weighs a
+        promotion decision, so a plant cannot outweigh the others with samples or scores it never had.
         The first report per (round, plant, version) wins: a re-run evaluation pod gets the kept record back
         (duplicate=True) instead of replacing what a promotion decision may already rest on.
         """
@@ -674,9 +719,20 @@ class ModelStore:
                 f"round {evaluation.round_id!r} has {have}; "
                 f"an evaluation of version {evaluation.version} is not asked for"
             )
-        bad = sorted(k for k, v in evaluation.metrics.items() if not math.isfinite(v))
-        if bad:
-            raise InvalidValueError(f"evaluation metrics must be finite numbers; not finite: {', '.join(bad)}")
+        if candidate.aggregation is not None and evaluation.plant not in candidate.aggregation.plants:
+            raise NotCandidateError(
+                f"plant {evaluation.plant!r}'s update is not in version {candidate.version}: "
+                "only the plants it was aggregated from evaluate it"
+            )
+        update = self.get_update(evaluation.round_id, evaluation.plant)
+        if update is None:
+            raise NotCandidateError(
+                f"plant {evaluation.plant!r} has no committed update in round {evaluation.round_id!r}: "
+                "only the plants that trained the round evaluate its candidate"
+            )
+        problems = evaluation_problems(evaluation, update.meta)
+        if problems:
+            raise InvalidValueError(f"evaluation of version {evaluation.version} refused: {'; '.join(problems)}")
         with _locked(self._round_lock(evaluation.round_id)):
             path = self._round_dir(evaluation.round_id) / "evaluations" / f"{evaluation.plant}.json"
             existing = _read_record(path, EvaluationRecord)

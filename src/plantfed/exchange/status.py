@@ -28,6 +28,9 @@ _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
 )
 
 
+_SHOWN_ERRORS = 5
+
+
 class Refusal(Exception):
     """A request the hub's policy turns down, carrying the status code to end the call with."""
 
@@ -48,6 +51,9 @@ def status_for(exc: BaseException) -> grpc.StatusCode | None:
 
 def describe(exc: BaseException) -> str:
     if isinstance(exc, ValidationError):
-        parts = [f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()]
+        errors = exc.errors()
+        parts = [f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in errors[:_SHOWN_ERRORS]]
+        if len(errors) > _SHOWN_ERRORS:
+            parts.append(f"and {len(errors) - _SHOWN_ERRORS} more")  # a hostile record must not bloat the reply
         return "invalid metadata: " + "; ".join(parts)
     return str(exc)
