@@ -134,6 +134,9 @@ class RoundRecord(BaseModel):
     max_update_bytes: int = 8 * 1024**3
     opened_at: float | None = None
     closed_at: float | None = None
+    #: plant -> digest of each update committed to the round, so a deleted or rewritten update record is detected
+    #: (None: a round opened before the store kept this).
+    committed: dict[str, str] | None = None
 
 
 class AggregationSummary(BaseModel):

@@ -88,10 +88,12 @@ def aggregate_round(
     if missing:
         raise ValueError(f"round {round_id}: no committed update from {', '.join(missing)}")
     base = store.get_model(record.model, record.base_version)
+    # Every byte aggregated is checked against its digest first: a flipped bit is reported by name, not averaged.
+    base_path = store.verify_blob(base.digest, f"model {record.model!r} version {base.version}", base.size)
     inputs = [
         UpdateInput(
             plant=u.meta.plant,
-            path=store.blob_path(u.digest),
+            path=store.verify_blob(u.digest, f"round {round_id!r}: {u.meta.plant!r}'s update", u.meta.total_bytes),
             num_samples=u.meta.num_samples,
             codec=u.meta.codec,
             partial=u.meta.partial,
@@ -102,9 +104,7 @@ def aggregate_round(
     with store.scratch_dir(prefix="aggregate-") as tmp:
         state = store.stage_server_state(record.model, record.base_version, tmp / "state")
         out = tmp / "model.safetensors"
-        result = aggregate(
-            store.blob_path(base.digest), inputs, config, out, local_patterns=local_patterns, state_dir=state
-        )
+        result = aggregate(base_path, inputs, config, out, local_patterns=local_patterns, state_dir=state)
         seconds = time.perf_counter() - started
         digest, _size = store.import_file(out)
         charge_privacy(store, record.model, round_id, updates, config)

@@ -130,6 +130,12 @@ class LedgerError(StoreError):
     """The privacy ledger refuses an inconsistent record or cannot be read."""
 
 
+class CorruptStoreError(StoreError):
+    """What the store holds is damaged (a record that does not parse, a blob whose bytes do not match its digest,
+    records that contradict each other): named by model, round, plant and file, never served as if it were fine.
+    `plantfed store fsck` lists every such finding."""
+
+
 def _write_record(path: Path, record: BaseModel) -> None:
     """Write `record`, but only if it reads back: a value JSON cannot carry (NaN) is refused, never stored."""
     data = record.model_dump_json(indent=2).encode()
@@ -149,7 +155,7 @@ def _read_record(path: Path, cls: type[_Record]) -> _Record | None:
     try:
         return cls.model_validate_json(data)
     except ValidationError as exc:
-        raise StoreError(f"corrupt store record {path}: {exc}") from exc
+        raise CorruptStoreError(f"corrupt store record {path}: {exc}") from exc
 
 
 def evaluation_problems(evaluation: EvaluationRecord, declared: UpdateMeta) -> list[str]:
@@ -414,6 +420,24 @@ class ModelStore:
         finally:
             writer.discard()
 
+    def verify_blob(self, digest: str, what: str, size: int | None = None) -> Path:
+        """The blob's path, after checking its bytes still hash to `digest` (and it has `size` bytes).
+
+        For a blob about to be aggregated: a flipped bit on disk is reported, naming `what` the blob is, instead
+        of being averaged into a model.
+        """
+        path = self.blob_path(digest)
+        try:
+            held = path.stat().st_size
+        except FileNotFoundError:
+            raise CorruptStoreError(f"{what}: blob {digest} is missing from the store ({path})") from None
+        if size is not None and held != size:
+            raise CorruptStoreError(f"{what}: blob {path} holds {held} bytes, its record says {size}")
+        found = file_sha256(path).hexdigest()
+        if found != digest:
+            raise CorruptStoreError(f"{what}: blob {path} is corrupt: its bytes hash to {found}")
+        return path
+
     def import_file(self, path: str | os.PathLike[str]) -> tuple[str, int]:
         """Copy a local file into the blob store (the source is left untouched)."""
 
@@ -447,10 +471,19 @@ class ModelStore:
         return record
 
     def _promoted_number(self, model: str) -> int | None:
+        path = self._model_dir(model) / "promoted.json"
         try:
-            return int(json.loads((self._model_dir(model) / "promoted.json").read_text())["version"])
+            data = path.read_bytes()
         except FileNotFoundError:
             return None
+        try:
+            number = json.loads(data)["version"]
+            if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+                raise ValueError(f"version {number!r} is not a version number")
+        except (ValueError, KeyError, TypeError) as exc:
+            # A hub-side fault: never pass a raw parse message to a plant as if its request were wrong.
+            raise CorruptStoreError(f"model {model!r}: corrupt promoted pointer {path}: {exc}") from exc
+        return number
 
     def _version_numbers(self, model: str) -> list[int]:
         vdir = self._model_dir(model) / "versions"
@@ -566,7 +599,9 @@ class ModelStore:
                 if any(getattr(existing, f) != getattr(record, f) for f in same):
                     raise ConflictError(f"round {record.round_id!r} already exists with different settings")
                 return existing
-            opened = record.model_copy(update={"state": RoundState.OPEN, "opened_at": time.time(), "closed_at": None})
+            opened = record.model_copy(
+                update={"state": RoundState.OPEN, "opened_at": time.time(), "closed_at": None, "committed": {}}
+            )
             _write_record(self._round_dir(record.round_id) / "round.json", opened)
             return opened
 
@@ -670,7 +705,7 @@ class ModelStore:
                     f"plant {meta.plant!r} already committed a different update ({existing.digest}) "
                     f"to round {meta.round_id!r}"
                 )
-            self.check_accepts(meta.round_id, meta)
+            round_record = self.check_accepts(meta.round_id, meta)
             record = UpdateRecord(
                 meta=meta,
                 digest=digest,
@@ -679,17 +714,72 @@ class ModelStore:
                 upload_seconds=upload_seconds,
             )
             _write_record(path, record)
+            if round_record.committed is not None:
+                # Written after the update record: a crash in between leaves an update the round does not list
+                # yet (accepted on read), never a listed update without its record (which reads as corruption).
+                committed = {**round_record.committed, meta.plant: digest}
+                _write_record(
+                    self._round_dir(meta.round_id) / "round.json",
+                    round_record.model_copy(update={"committed": committed}),
+                )
             return record, False
 
     def get_update(self, round_id: str, plant: str) -> UpdateRecord | None:
         return _read_record(self._round_dir(round_id) / "updates" / f"{check_name('plant', plant)}.json", UpdateRecord)
 
     def updates(self, round_id: str) -> list[UpdateRecord]:
-        """Committed updates of a round, by plant name."""
-        self.get_round(round_id)
+        """Committed updates of a round, by plant name; CorruptStoreError if the records contradict each other."""
+        updates, problems = self.checked_updates(round_id)
+        if problems:
+            raise CorruptStoreError(f"round {round_id!r}: {'; '.join(problems)} (run `plantfed store fsck`)")
+        return updates
+
+    def checked_updates(self, round_id: str) -> tuple[list[UpdateRecord], list[str]]:
+        """A round's update records and every way they contradict each other or the round record.
+
+        Each record must be filed under its own plant and round and name its declared payload; every update the
+        round record lists as committed must still be there with that digest; no two plants may share a payload.
+        """
+        record = self.get_round(round_id)
         udir = self._round_dir(round_id) / "updates"
-        found = [_read_record(p, UpdateRecord) for p in sorted(udir.glob("*.json"))] if udir.is_dir() else []
-        return [u for u in found if u is not None]
+        updates: list[UpdateRecord] = []
+        problems: list[str] = []
+        for path in sorted(udir.glob("*.json")) if udir.is_dir() else ():
+            try:
+                update = _read_record(path, UpdateRecord)
+            except CorruptStoreError as exc:
+                problems.append(str(exc))
+                continue
+            if update is None:
+                continue
+            meta = update.meta
+            if (meta.plant, meta.round_id) != (path.stem, round_id):
+                problems.append(
+                    f"{path} is filed as plant {path.stem!r} but names plant {meta.plant!r} of round {meta.round_id!r}"
+                )
+            elif update.digest != meta.sha256:
+                problems.append(
+                    f"plant {meta.plant!r}'s update record {path} names blob {update.digest}, but the "
+                    f"plant declared {meta.sha256}"
+                )
+            updates.append(update)
+        by_plant = {u.meta.plant: u for u in updates}
+        for plant, digest in sorted((record.committed or {}).items()):
+            if plant not in by_plant:
+                problems.append(
+                    f"plant {plant!r}'s committed update ({digest}) has no record: {udir / f'{plant}.json'} is missing"
+                )
+            elif by_plant[plant].digest != digest:
+                problems.append(
+                    f"plant {plant!r}'s update record names blob {by_plant[plant].digest}, but the round "
+                    f"committed {digest}"
+                )
+        owners: dict[str, str] = {}
+        for update in updates:
+            other = owners.setdefault(update.digest, update.meta.plant)
+            if other != update.meta.plant:
+                problems.append(f"plants {other!r} and {update.meta.plant!r} both claim blob {update.digest}")
+        return updates, problems
 
     # --- plant-side evaluations of a round's candidate ---------------------------------------------------
 

@@ -38,6 +38,7 @@ from `start` until `stop` begins.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import signal
 import threading
@@ -55,7 +56,7 @@ from plantfed.contract.naming import check_name, check_sha256
 from plantfed.contract.records import ModelVersion, RoundRecord, RoundState, UpdateMeta, UpdateRecord
 from plantfed.contract.wire.v1 import exchange_pb2 as pb
 from plantfed.engine.privacy.accounting import PrivacyLedger
-from plantfed.engine.store import ModelStore
+from plantfed.engine.store import CorruptStoreError, ModelStore
 from plantfed.exchange import convert
 from plantfed.exchange.auth import (
     ADMIN_CERT_NAME,
@@ -69,6 +70,7 @@ from plantfed.exchange.limits import Admission, MinimumRate, NoMessage, Overload
 from plantfed.exchange.payload import PayloadCheck, UpdateCheck, check_safetensors
 from plantfed.exchange.status import Refusal, describe, status_for
 from plantfed.exchange.transport import HEALTH_SERVICE, MAX_CHUNK, MAX_MESSAGE, ServerTLS, server_options
+from plantfed.formats.atomic import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +261,9 @@ async def _end_call(context: grpc.aio.ServicerContext, exc: Exception, method: s
     if code is None:
         log.exception("%s failed", method, exc_info=exc)
         await context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error ({type(exc).__name__}: {exc})")
+    if isinstance(exc, CorruptStoreError):
+        log.error("%s: the store is corrupt: %s", method, exc)
+        await context.abort(code, f"{method}: the hub's store is corrupt: {exc}")
     await context.abort(code, describe(exc))
 
 
@@ -501,22 +506,50 @@ class ExchangeServicer:
                 )
             )
         )
-        blob = await self.io(_open_binary, self._store.blob_path(version.digest))
+        path = self._store.blob_path(version.digest)
+        # The blob is hashed as it is read (the part before `offset` first) and the last block is held back
+        # until the whole file proved to match its digest: a corrupt blob ends the call with its name, and the
+        # plant never receives a complete file of wrong bytes.
+        hasher = await self.io(file_sha256, path, offset) if offset else hashlib.sha256()
+        blob = await self.io(_open_binary, path)
+
+        def read() -> bytes:
+            block = blob.read(MAX_CHUNK)
+            hasher.update(block)
+            return block
+
         step: asyncio.Future[bytes] | None = None
+        held = b""
         try:
             await self.io(blob.seek, offset)
-            step = self.io.submit(blob.read, MAX_CHUNK)
+            step = self.io.submit(read)
             while block := await self.io.settle(step):
-                step = self.io.submit(blob.read, MAX_CHUNK)  # read the next block while this one is sent
-                await call.write(pb.DownloadResponse(chunk=block), len(block))
-                if self._metrics is not None:
-                    self._metrics.bytes_served.labels(request.model).inc(len(block))
+                step = self.io.submit(read)  # read the next block while this one is sent
+                if held:
+                    await self._serve(call, request.model, held)
+                held = block
+            if hasher.hexdigest() != version.digest or blob.tell() != version.size:
+                raise CorruptStoreError(
+                    f"model {version.model!r} version {version.version}: blob {path} is corrupt "
+                    f"({blob.tell()} bytes hashing to {hasher.hexdigest()})"
+                )
+            if held:
+                await self._serve(call, request.model, held)
         finally:
             await self.io.drain(step)
             await self.io(blob.close)
 
+    async def _serve(self, call: _Call, model: str, block: bytes) -> None:
+        await call.write(pb.DownloadResponse(chunk=block), len(block))
+        if self._metrics is not None:
+            self._metrics.bytes_served.labels(model).inc(len(block))
+
     def _plan_download(self, request: pb.DownloadRequest) -> tuple[ModelVersion, int]:
         version = self._store.get_model(request.model, request.version or None)
+        if not self._store.has_blob(version.digest):
+            raise CorruptStoreError(
+                f"model {version.model!r} version {version.version} points at blob {version.digest}, which is missing"
+            )
         offset = request.offset
         if request.if_sha256 and request.if_sha256 != version.digest:
             offset = 0

@@ -21,6 +21,7 @@ _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (store.ChecksumError, grpc.StatusCode.DATA_LOSS),
     (store.OffsetError, grpc.StatusCode.OUT_OF_RANGE),
     (store.BusyError, grpc.StatusCode.ABORTED),
+    (store.CorruptStoreError, grpc.StatusCode.INTERNAL),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (TooSlow, grpc.StatusCode.DEADLINE_EXCEEDED),
     (ValidationError, grpc.StatusCode.INVALID_ARGUMENT),
