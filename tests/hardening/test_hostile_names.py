@@ -19,7 +19,7 @@ from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
 
 BAD_IDS = ["r1\n", "R1", "a/b", "r1.", "-r1", "r 1", "x" * 254]
 
-Call = Callable[[pb_grpc.ModelExchangeStub, str], Any]
+Call = Callable[[Any, str], Any]
 
 ADMIN_CALLS: dict[str, Call] = {
     "OpenRound": lambda s, bad: s.OpenRound(pb.Round(round_id=bad, model=MODEL, base_version=1, plants=["plant-a"])),

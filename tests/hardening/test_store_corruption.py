@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -46,9 +47,9 @@ def flip_a_bit(path: Path, at: int = -10) -> None:
     path.write_bytes(bytes(data))
 
 
-def admin_error(call: object) -> ExchangeError:
+def admin_error(call: Callable[[], object]) -> ExchangeError:
     with pytest.raises(ExchangeError) as info:
-        call()  # type: ignore[operator]
+        call()
     return info.value
 
 

@@ -12,7 +12,8 @@ never pick its own file name, lock or write discipline.
 Layout::
 
     blobs/sha256/ab/abcdef...            content-addressed payloads (read-only once written)
-    tmp/                                 blob staging and scratch space (same filesystem: renames are atomic)
+    tmp/                                 blob staging and scratch space (same filesystem: renames are atomic);
+                                         what killed processes leave here is swept (`sweep_leftovers`)
     locks/                               one lock file per model, round, (round, plant) upload and ledger
     models/<model>/versions/<n>.json     records.ModelVersion, n = 1, 2, 3 ... allocated under the model lock
     models/<model>/promoted.json         {"version": n}: the promoted pointer
@@ -76,6 +77,11 @@ from plantfed.formats.atomic import READ_SIZE, file_sha256, fsync_dir, write_ato
 #: most that much transfer time; the sha256 check at commit catches anything torn. By time, not bytes: a slow WAN
 #: upload is still synced every few seconds, a fast LAN one does not stall on an fsync every few megabytes.
 _SYNC_SECONDS = 5.0
+
+#: A temporary file or directory left in the store (by a killed aggregation, upload or write) is removed by
+#: `sweep_leftovers` only when nobody holds its lock and it is at least this old: nothing that is still being
+#: written is ever removed, even on a filesystem whose locks are only advisory between hosts.
+LEFTOVER_GRACE_SECONDS = 3600.0
 
 _Record = TypeVar("_Record", bound=BaseModel)
 #: Checks a received payload file before it enters the blob store; raises ValueError to reject it.
@@ -218,6 +224,28 @@ def _locked(lock_path: Path, *, busy: str | None = None) -> Iterator[None]:
         tlock.release()
 
 
+def _hold(path: Path) -> int:
+    """Open `path` (a file or a directory) and hold a shared flock on it: "in use" to `sweep_leftovers`."""
+    fd = os.open(path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
+def _unused(path: Path) -> bool:
+    """Whether no process holds `path`'s flock (`_hold`); a path that is gone meanwhile counts as in use."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
 class _PartialState(BaseModel):
     """What a partial upload declared, plus the accounting that survives a server restart."""
 
@@ -346,6 +374,7 @@ class BlobWriter:
         self._expect_size = expect_size
         fd, tmp = tempfile.mkstemp(dir=store.root / "tmp", prefix="blob-")
         self._path = Path(tmp)
+        fcntl.flock(fd, fcntl.LOCK_SH)  # in use: `sweep_leftovers` leaves it alone
         self._file = os.fdopen(fd, "wb")
         self._hasher = hashlib.sha256()
         self.size = 0
@@ -458,6 +487,33 @@ class ModelStore:
         os.chmod(src, 0o444)
         os.replace(src, dest)
         fsync_dir(dest.parent)
+
+    def sweep_leftovers(self, grace_seconds: float = LEFTOVER_GRACE_SECONDS, now: float | None = None) -> list[Path]:
+        """Remove what killed processes left behind; returns what was removed.
+
+        That is: entries of tmp/ (a blob being received, an aggregation's scratch directory) and the temporary
+        files of atomic record writes (`.<name>.*.tmp`), each only if unused (no process holds its flock) and
+        not modified for `grace_seconds`. Run by the exchange at start-up and by every aggregation Job.
+        """
+        now = time.time() if now is None else now
+        candidates = list((self.root / "tmp").iterdir())
+        for section in ("models", "rounds", "privacy", "server-state"):
+            if (self.root / section).is_dir():
+                candidates += (p for p in (self.root / section).rglob(".*.tmp") if p.is_file())
+        removed = []
+        for path in sorted(candidates):
+            try:
+                old = now - path.lstat().st_mtime >= grace_seconds
+            except FileNotFoundError:
+                continue
+            if not old or path.is_symlink() or not _unused(path):
+                continue
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+        return removed
 
     # --- models --------------------------------------------------------------------------------------
 
@@ -875,10 +931,12 @@ class ModelStore:
     def scratch_dir(self, prefix: str = "work-") -> Iterator[Path]:
         """A private directory inside the store (so results can be renamed into place), removed on exit."""
         path = Path(tempfile.mkdtemp(dir=self.root / "tmp", prefix=prefix))
+        fd = _hold(path)  # in use: `sweep_leftovers` leaves it alone
         try:
             yield path
         finally:
             shutil.rmtree(path, ignore_errors=True)
+            os.close(fd)
 
     def stage_server_state(self, model: str, base_version: int, into: Path) -> Path:
         """Copy the state `base_version` led to into the new directory `into` (empty if there is none).

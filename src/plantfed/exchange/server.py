@@ -903,7 +903,10 @@ def serve(
     """Run until SIGTERM/SIGINT, then let in-flight calls finish for up to `grace_seconds`.
 
     Health reports NOT_SERVING until the exchange has started and again as soon as it starts stopping.
+    What killed processes left in the store is removed first (`ModelStore.sweep_leftovers`).
     """
+    for path in store.sweep_leftovers():
+        log.info("removed leftover %s", path)
     server, port = build_server(
         store, token_book, admin_token=admin_token, address=address, tls=tls, health_address=health_address, **kwargs
     )
