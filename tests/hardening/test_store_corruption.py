@@ -102,8 +102,11 @@ def test_an_update_record_claiming_another_plants_digest_is_reported(
 
     err = admin_error(lambda: strict_hub.admin().list_updates("r1"))
     assert err.code is grpc.StatusCode.INTERNAL
-    assert f"plants 'plant-a' and 'plant-b' both claim blob {uploaded['plant-b']}" in err.details
-    with pytest.raises(CorruptStoreError, match="both claim"):
+    assert (
+        f"plant 'plant-a''s update record names blob {uploaded['plant-b']}, but the round committed "
+        f"{uploaded['plant-a']}" in err.details
+    )
+    with pytest.raises(CorruptStoreError, match="but the round committed"):
         aggregate_round(strict_hub.store, "r1", StrategyConfig())
 
     code, out = fsck(strict_hub, capsys)

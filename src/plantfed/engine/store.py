@@ -35,6 +35,7 @@ it led to, so a retried aggregation starts again from its base version's state a
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -82,6 +83,9 @@ _SYNC_SECONDS = 5.0
 #: `sweep_leftovers` only when nobody holds its lock and it is at least this old: nothing that is still being
 #: written is ever removed, even on a filesystem whose locks are only advisory between hosts.
 LEFTOVER_GRACE_SECONDS = 3600.0
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+"""The errnos of a full filesystem (or quota)."""
 
 _Record = TypeVar("_Record", bound=BaseModel)
 #: Checks a received payload file before it enters the blob store; raises ValueError to reject it.
@@ -491,8 +495,9 @@ class ModelStore:
     def sweep_leftovers(self, grace_seconds: float = LEFTOVER_GRACE_SECONDS, now: float | None = None) -> list[Path]:
         """Remove what killed processes left behind; returns what was removed.
 
-        That is: entries of tmp/ (a blob being received, an aggregation's scratch directory) and the temporary
-        files of atomic record writes (`.<name>.*.tmp`), each only if unused (no process holds its flock) and
+        That is: closed rounds' partial uploads nobody is sending (they can never commit), entries of tmp/ (a
+        blob being received, an aggregation's scratch directory) and the temporary files of atomic record writes
+        (`.<name>.*.tmp`), these only if unused (no process holds its flock) and
         not modified for `grace_seconds`. Run by the exchange at start-up and by every aggregation Job.
         """
         now = time.time() if now is None else now
@@ -501,6 +506,15 @@ class ModelStore:
             if (self.root / section).is_dir():
                 candidates += (p for p in (self.root / section).rglob(".*.tmp") if p.is_file())
         removed = []
+        for pdir in sorted((self.root / "rounds").glob("*/partial")):
+            try:
+                closed = self.get_round(pdir.parent.name).state is RoundState.CLOSED
+            except (StoreError, InvalidNameError):
+                continue  # damage is fsck's to report; a sweep never stops the exchange from starting
+            if closed:
+                before = set(pdir.glob("*.data"))
+                self._drop_idle_partials(pdir.parent.name)
+                removed += sorted(p for p in before if not p.exists())
         for path in sorted(candidates):
             try:
                 old = now - path.lstat().st_mtime >= grace_seconds
@@ -668,7 +682,15 @@ class ModelStore:
             if record.state is RoundState.CLOSED:
                 return record
             closed = record.model_copy(update={"state": RoundState.CLOSED, "closed_at": time.time()})
-            _write_record(self._round_dir(round_id) / "round.json", closed)
+            try:
+                _write_record(self._round_dir(round_id) / "round.json", closed)
+            except OSError as exc:
+                if exc.errno not in _NO_SPACE:
+                    raise
+                # A full disk must not keep the round open: its partials are what closing frees, so free them
+                # first (the round is closing, they could never commit) and write again.
+                self._drop_idle_partials(round_id)
+                _write_record(self._round_dir(round_id) / "round.json", closed)
         self._drop_idle_partials(round_id)
         return closed
 
@@ -708,6 +730,16 @@ class ModelStore:
                 yield upload
             finally:
                 upload.close()
+
+    def partial_bytes(self, plant: str, *, besides: str | None = None) -> int:
+        """Bytes `plant`'s unfinished uploads hold on disk, over every round except `besides`."""
+        check_name("plant", plant)
+        total = 0
+        for data in (self.root / "rounds").glob(f"*/partial/{plant}.data"):
+            if data.parent.parent.name != besides:
+                with contextlib.suppress(FileNotFoundError):
+                    total += data.stat().st_size
+        return total
 
     def partial_offset(self, round_id: str, plant: str, sha256: str) -> int:
         """Bytes held durably for (round, plant)'s upload of payload `sha256` (0 for another payload)."""
@@ -794,7 +826,9 @@ class ModelStore:
         """A round's update records and every way they contradict each other or the round record.
 
         Each record must be filed under its own plant and round and name its declared payload; every update the
-        round record lists as committed must still be there with that digest; no two plants may share a payload.
+        round record lists as committed must still be there with that digest (two plants may upload the same
+        bytes, so a shared digest alone proves nothing; a record rewritten to another's digest contradicts the
+        round's list).
         """
         record = self.get_round(round_id)
         udir = self._round_dir(round_id) / "updates"
@@ -830,11 +864,6 @@ class ModelStore:
                     f"plant {plant!r}'s update record names blob {by_plant[plant].digest}, but the round "
                     f"committed {digest}"
                 )
-        owners: dict[str, str] = {}
-        for update in updates:
-            other = owners.setdefault(update.digest, update.meta.plant)
-            if other != update.meta.plant:
-                problems.append(f"plants {other!r} and {update.meta.plant!r} both claim blob {update.digest}")
         return updates, problems
 
     # --- plant-side evaluations of a round's candidate ---------------------------------------------------
