@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import shutil
 import signal
 import threading
 from collections.abc import Awaitable, Callable
@@ -56,7 +57,7 @@ from plantfed.contract.naming import check_name, check_sha256
 from plantfed.contract.records import ModelVersion, RoundRecord, RoundState, UpdateMeta, UpdateRecord
 from plantfed.contract.wire.v1 import exchange_pb2 as pb
 from plantfed.engine.privacy.accounting import PrivacyLedger
-from plantfed.engine.store import CorruptStoreError, ModelStore
+from plantfed.engine.store import CorruptStoreError, ModelStore, PartialUpload
 from plantfed.exchange import convert
 from plantfed.exchange.auth import (
     ADMIN_CERT_NAME,
@@ -66,7 +67,15 @@ from plantfed.exchange.auth import (
     TokenBook,
     certificate_name,
 )
-from plantfed.exchange.limits import Admission, MinimumRate, NoMessage, Overloaded, ServerLimits, TooSlow
+from plantfed.exchange.limits import (
+    Admission,
+    MinimumRate,
+    NoMessage,
+    Overloaded,
+    ServerLimits,
+    SpaceBook,
+    TooSlow,
+)
 from plantfed.exchange.payload import PayloadCheck, UpdateCheck, check_safetensors
 from plantfed.exchange.status import Refusal, describe, status_for
 from plantfed.exchange.transport import HEALTH_SERVICE, MAX_CHUNK, MAX_MESSAGE, ServerTLS, server_options
@@ -306,6 +315,7 @@ class ExchangeServicer:
         self._upload_gate = upload_gate
         self.io = _IO(self.limits.io_threads)
         self._uploads = _Uploads()
+        self._space = SpaceBook(self.limits)
 
     def warm_up(self) -> None:
         """Import what the update check needs (torch) in the background once serving, so a restarted hub is
@@ -426,16 +436,37 @@ class ExchangeServicer:
             holder = self._store.partial_upload(meta.round_id, meta.plant)
             upload = await self.io(holder.__enter__)
             try:
+                # Space is booked before the partial is touched: a refusal leaves nothing behind.
+                free, held = await self.io(self._space_probe, meta.plant, meta.round_id)
+                self._space.admit(key, max(0, meta.total_bytes - start.offset), free, held)
                 await self.io(upload.begin, meta.sha256, meta.total_bytes, start.offset)
-                await self._pump(call, upload.append)
+
+                def append(chunk: bytes) -> None:
+                    upload.append(chunk)
+                    self._space.wrote(key, len(chunk))
+
+                await self._pump(call, append)
                 digest, _size, received, seconds = await self.io(
                     lambda: upload.finalize(self._update_validator(meta, record))
                 )
             finally:
-                await self.io(holder.__exit__, None, None, None)
+                self._space.release(key)
+                await self.io(self._end_upload, holder, upload, meta.round_id)
             return await self.io(self._accept_update, meta, digest, received, seconds)
         finally:
             self._uploads.release(key, call)
+
+    def _space_probe(self, plant: str, round_id: str) -> tuple[int, int]:
+        """(free bytes on the store's filesystem, bytes `plant`'s unfinished uploads hold in other rounds)."""
+        return shutil.disk_usage(self._store.root).free, self._store.partial_bytes(plant, besides=round_id)
+
+    def _end_upload(self, holder: Any, upload: PartialUpload, round_id: str) -> None:
+        """Release the (round, plant) upload; a partial the round can no longer accept is freed, not kept."""
+        try:
+            if self._store.get_round(round_id).state is RoundState.CLOSED:
+                upload.discard()
+        finally:
+            holder.__exit__(None, None, None)
 
     async def _gate(self, start: pb.UploadStart) -> None:
         assert self._upload_gate is not None

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import grpc
 from pydantic import ValidationError
 
@@ -40,10 +42,16 @@ class Refusal(Exception):
         self.code = code
 
 
+def _disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def status_for(exc: BaseException) -> grpc.StatusCode | None:
     """The status a handler should end with for `exc`, or None if it is an unexpected (internal) error."""
     if isinstance(exc, Refusal):
         return exc.code
+    if _disk_full(exc):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
     for cls, code in _CODES:
         if isinstance(exc, cls):
             return code
@@ -51,6 +59,11 @@ def status_for(exc: BaseException) -> grpc.StatusCode | None:
 
 
 def describe(exc: BaseException) -> str:
+    if _disk_full(exc):
+        return (
+            f"the hub's store is full ({exc}); retry later: an upload resumes where the hub's copy ends, and "
+            "closing rounds frees their unfinished uploads"
+        )
     if isinstance(exc, ValidationError):
         errors = exc.errors()
         parts = [f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in errors[:_SHOWN_ERRORS]]
