@@ -173,3 +173,14 @@ def test_a_garbage_promoted_pointer_is_a_clear_hub_side_error(
 
     code, out = fsck(strict_hub, capsys)
     assert code == 1 and "promoted.json" in out
+
+
+def test_a_directory_no_round_can_be_named_does_not_hide_the_open_rounds(
+    strict_hub: Hub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (strict_hub.store.root / "rounds" / "R_1").mkdir()
+
+    assert strict_hub.plant("plant-a").get_round().round_id == "r1"
+
+    code, out = fsck(strict_hub, capsys)
+    assert code == 1 and "invalid round name 'R_1'" in out

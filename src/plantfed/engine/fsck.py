@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from plantfed.contract.naming import InvalidNameError, check_name
 from plantfed.contract.records import EvaluationRecord, ModelVersion
-from plantfed.engine.store import ModelStore, StoreError, _read_record
+from plantfed.engine.store import ModelStore, StoreError, read_record
 from plantfed.formats.atomic import file_sha256
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -92,7 +92,7 @@ def _check_models(store: ModelStore, findings: list[Finding]) -> int:
         records: list[tuple[Path, ModelVersion]] = []
         for path in sorted((mdir / "versions").glob("*.json")) if (mdir / "versions").is_dir() else ():
             count += 1
-            version = _guard(store, findings, path, _read_record, path, ModelVersion)
+            version = _guard(store, findings, path, read_record, path, ModelVersion)
             if not isinstance(version, ModelVersion):
                 continue
             if (version.model, str(version.version)) != (model, path.stem):
@@ -116,7 +116,7 @@ def _check_models(store: ModelStore, findings: list[Finding]) -> int:
             if version.parent is not None and version.parent not in numbers:
                 findings.append(Finding(_rel(store, path), f"{what}: parent version {version.parent} does not exist"))
         promoted = mdir / "promoted.json"
-        number = _guard(store, findings, promoted, store._promoted_number, model)
+        number = _guard(store, findings, promoted, store.promoted_number, model)
         if isinstance(number, int) and number not in numbers:
             findings.append(
                 Finding(_rel(store, promoted), f"model {model!r}: promotes version {number}, which does not exist")
@@ -165,5 +165,5 @@ def _check_rounds(store: ModelStore, findings: list[Finding]) -> int:
                 )
         edir = rdir / "evaluations"
         for path in sorted(edir.glob("*.json")) if edir.is_dir() else ():
-            _guard(store, findings, path, _read_record, path, EvaluationRecord)
+            _guard(store, findings, path, read_record, path, EvaluationRecord)
     return count

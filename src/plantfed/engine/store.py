@@ -157,7 +157,8 @@ def _write_record(path: Path, record: BaseModel) -> None:
     write_atomic(path, data)
 
 
-def _read_record(path: Path, cls: type[_Record]) -> _Record | None:
+def read_record(path: Path, cls: type[_Record]) -> _Record | None:
+    """The record at `path` (None if there is none); CorruptStoreError naming the file if it does not parse."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -228,6 +229,14 @@ def _locked(lock_path: Path, *, busy: str | None = None) -> Iterator[None]:
         tlock.release()
 
 
+def _is_name(name: str) -> bool:
+    try:
+        check_name("round", name)
+    except InvalidNameError:
+        return False
+    return True
+
+
 def _hold(path: Path) -> int:
     """Open `path` (a file or a directory) and hold a shared flock on it: "in use" to `sweep_leftovers`."""
     fd = os.open(path, os.O_RDONLY)
@@ -285,7 +294,7 @@ class PartialUpload:
     def begin(self, sha256: str, total_bytes: int, offset: int) -> None:
         """Start or resume the payload `sha256`; partial bytes of another payload are discarded."""
         check_sha256(sha256)
-        state = _read_record(self._state_path, _PartialState)
+        state = read_record(self._state_path, _PartialState)
         held = self._data.stat().st_size if self._data.exists() else 0
         if state is None or state.sha256 != sha256 or state.total_bytes != total_bytes:
             state = _PartialState(sha256=sha256, total_bytes=total_bytes, started_at=time.time())
@@ -535,12 +544,13 @@ class ModelStore:
         return self.root / "models" / check_name("model", model)
 
     def _read_version(self, model: str, version: int) -> ModelVersion | None:
-        record = _read_record(self._model_dir(model) / "versions" / f"{version}.json", ModelVersion)
+        record = read_record(self._model_dir(model) / "versions" / f"{version}.json", ModelVersion)
         if record is not None:
-            record.promoted = self._promoted_number(model) == version
+            record.promoted = self.promoted_number(model) == version
         return record
 
-    def _promoted_number(self, model: str) -> int | None:
+    def promoted_number(self, model: str) -> int | None:
+        """The version `model`'s promoted pointer names (None if none); CorruptStoreError if it is damaged."""
         path = self._model_dir(model) / "promoted.json"
         try:
             data = path.read_bytes()
@@ -633,7 +643,7 @@ class ModelStore:
         return self.get_model(model, version)
 
     def promoted(self, model: str) -> ModelVersion | None:
-        number = self._promoted_number(model)
+        number = self.promoted_number(model)
         return None if number is None else self._read_version(model, number)
 
     def versions(self, model: str) -> list[ModelVersion]:
@@ -702,7 +712,7 @@ class ModelStore:
                 upload.discard()
 
     def _read_round(self, round_id: str) -> RoundRecord | None:
-        return _read_record(self._round_dir(round_id) / "round.json", RoundRecord)
+        return read_record(self._round_dir(round_id) / "round.json", RoundRecord)
 
     def get_round(self, round_id: str) -> RoundRecord:
         record = self._read_round(round_id)
@@ -711,8 +721,9 @@ class ModelStore:
         return record
 
     def rounds(self) -> list[RoundRecord]:
-        """All rounds, oldest opened first."""
-        found = [self._read_round(p.name) for p in (self.root / "rounds").iterdir() if p.is_dir()]
+        """All rounds, oldest opened first; a directory whose name no round can have is fsck's to report."""
+        dirs = [p for p in (self.root / "rounds").iterdir() if p.is_dir() and _is_name(p.name)]
+        found = [self._read_round(p.name) for p in dirs]
         return sorted((r for r in found if r is not None), key=lambda r: (r.opened_at or 0.0, r.round_id))
 
     # --- updates -------------------------------------------------------------------------------------
@@ -744,7 +755,7 @@ class ModelStore:
     def partial_offset(self, round_id: str, plant: str, sha256: str) -> int:
         """Bytes held durably for (round, plant)'s upload of payload `sha256` (0 for another payload)."""
         pdir = self._round_dir(round_id) / "partial"
-        state = _read_record(pdir / f"{check_name('plant', plant)}.json", _PartialState)
+        state = read_record(pdir / f"{check_name('plant', plant)}.json", _PartialState)
         if state is None or state.sha256 != sha256:
             return 0
         try:
@@ -785,7 +796,7 @@ class ModelStore:
             raise NotFoundError(f"blob {digest} is not in the store")
         with _locked(self._round_lock(meta.round_id)):
             path = self._round_dir(meta.round_id) / "updates" / f"{meta.plant}.json"
-            existing = _read_record(path, UpdateRecord)
+            existing = read_record(path, UpdateRecord)
             if existing is not None:
                 if existing.digest == digest:
                     return existing, True
@@ -813,7 +824,7 @@ class ModelStore:
             return record, False
 
     def get_update(self, round_id: str, plant: str) -> UpdateRecord | None:
-        return _read_record(self._round_dir(round_id) / "updates" / f"{check_name('plant', plant)}.json", UpdateRecord)
+        return read_record(self._round_dir(round_id) / "updates" / f"{check_name('plant', plant)}.json", UpdateRecord)
 
     def updates(self, round_id: str) -> list[UpdateRecord]:
         """Committed updates of a round, by plant name; CorruptStoreError if the records contradict each other."""
@@ -836,7 +847,7 @@ class ModelStore:
         problems: list[str] = []
         for path in sorted(udir.glob("*.json")) if udir.is_dir() else ():
             try:
-                update = _read_record(path, UpdateRecord)
+                update = read_record(path, UpdateRecord)
             except CorruptStoreError as exc:
                 problems.append(str(exc))
                 continue
@@ -910,7 +921,7 @@ class ModelStore:
             raise InvalidValueError(f"evaluation of version {evaluation.version} refused: {'; '.join(problems)}")
         with _locked(self._round_lock(evaluation.round_id)):
             path = self._round_dir(evaluation.round_id) / "evaluations" / f"{evaluation.plant}.json"
-            existing = _read_record(path, EvaluationRecord)
+            existing = read_record(path, EvaluationRecord)
             if existing is not None and existing.version == evaluation.version:
                 return existing, True
             kept = evaluation.model_copy(update={"received_at": time.time()})
@@ -921,7 +932,7 @@ class ModelStore:
         """Plants' evaluations of the round's candidate, by plant name."""
         self.get_round(round_id)
         edir = self._round_dir(round_id) / "evaluations"
-        found = [_read_record(p, EvaluationRecord) for p in sorted(edir.glob("*.json"))] if edir.is_dir() else []
+        found = [read_record(p, EvaluationRecord) for p in sorted(edir.glob("*.json"))] if edir.is_dir() else []
         return [e for e in found if e is not None]
 
     # --- sections: the privacy ledger and the server optimiser's state ------------------------------------
@@ -934,7 +945,7 @@ class ModelStore:
         """`model`'s privacy ledger (empty if nothing was ever charged); a corrupt one is an error, never reset."""
         path = self.ledger_path(model)
         try:
-            return _read_record(path, PrivacyLedgerRecord) or PrivacyLedgerRecord()
+            return read_record(path, PrivacyLedgerRecord) or PrivacyLedgerRecord()
         except StoreError as exc:
             raise LedgerError(f"corrupt privacy ledger {path}: {exc.__cause__ or exc}") from exc
 
