@@ -10,7 +10,15 @@ from __future__ import annotations
 import grpc
 import pytest
 from support.exchange import Hub
-from support.updates import MODEL, raw_upload, update_meta, upload_start, write_good_update
+from support.updates import (
+    MODEL,
+    good_delta,
+    raw_upload,
+    update_meta,
+    upload_start,
+    write_good_update,
+    write_raw_update,
+)
 
 from plantfed.contract.plant_metrics import TRAIN_LOSS
 from plantfed.contract.records import MAX_MAGNITUDE, MAX_SAMPLES
@@ -76,3 +84,15 @@ def test_aggregating_the_largest_accepted_values_publishes_a_readable_version(st
     assert [v.version for v in versions] == [1, outcome.version.version]
     assert versions[-1].metrics[TRAIN_LOSS] == MAX_MAGNITUDE
     assert strict_hub.plant("plant-a").get_round("r1").candidate_version == outcome.version.version
+
+
+def test_a_finite_but_huge_update_still_aggregates_into_a_readable_version(strict_hub: Hub) -> None:
+    """Only what plants report is bounded; what the hub measures of a huge update (its norm) is kept as measured."""
+    huge = {n: t * 1e30 if t.is_floating_point() else t for n, t in good_delta().items()}
+    path = write_raw_update(strict_hub.tmp / "huge.safetensors", huge)
+    strict_hub.plant("plant-a").upload_update(update_meta("plant-a", "r1", path), path)
+
+    outcome = aggregate_round(strict_hub.store, "r1", StrategyConfig())
+
+    (listed,) = [v for v in strict_hub.admin().list_versions(MODEL) if v.version == outcome.version.version]
+    assert listed.aggregation is not None and listed.aggregation.plants["plant-a"]["l2_norm"] > MAX_MAGNITUDE

@@ -27,6 +27,9 @@ Finite = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_MAGNITUDE, le=MAX_M
 """A reported number: finite (JSON has no NaN or Infinity) and bounded by MAX_MAGNITUDE."""
 NonNegative = Annotated[float, Field(allow_inf_nan=False, ge=0, le=MAX_MAGNITUDE)]
 Samples = Annotated[int, Field(ge=1, le=MAX_SAMPLES)]
+Measured = Annotated[float, Field(allow_inf_nan=False)]
+"""A number the hub measured itself (an update's norm, cosine, weight): finite, so its record reads back, but not
+bounded by MAX_MAGNITUDE, since a plant's finite yet huge update must still aggregate (and show up as an outlier)."""
 MAX_METRICS = 64
 """The most metrics one record may carry (a task reports a few dozen at most)."""
 MetricKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH, pattern=METRIC_NAME)]
@@ -151,7 +154,7 @@ class AggregationSummary(BaseModel):
     peak_bytes: int
     #: plant -> every number the aggregation reported for it (l2_norm, cosine, weight, clip_factor, ...;
     #: epsilon when privacy accounting adds it). Names, not a fixed schema, so new numbers need no wire change.
-    plants: dict[str, Metrics] = Field(default_factory=dict)
+    plants: dict[str, Annotated[dict[MetricKey, Measured], Field(max_length=MAX_METRICS)]] = Field(default_factory=dict)
 
 
 class ModelVersion(BaseModel):
