@@ -473,6 +473,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a manifest, a directory (its *.yaml, *.yml and *.json files) or - for stdin; repeatable",
     )
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("store", help="inspect the hub's model store")
+    store_sub = p.add_subparsers(dest="store_command", required=True)
+    fsck = store_sub.add_parser(
+        "fsck", help="check every blob's digest and that the store's records agree (exit 1 on any finding)"
+    )
+    fsck.add_argument("--store", type=Path, required=True, metavar="DIR", help="the model store directory")
+    fsck.set_defaults(func=cmd_store_fsck)
     return parser
 
 
@@ -505,6 +513,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 else:
                     print(f"{source}: {result.kind.lower()}.{GROUP}/{result.metadata.name} valid")
     return 1 if failed else 0
+
+
+def cmd_store_fsck(args: argparse.Namespace) -> int:
+    """Each finding on stderr, a summary on stdout; read-only."""
+    from plantfed.engine.fsck import fsck
+    from plantfed.engine.store import ModelStore
+
+    if not (args.store / "blobs").is_dir():
+        print(f"error: {args.store} is not a model store (no blobs/ directory)", file=sys.stderr)
+        return 2
+    report = fsck(ModelStore(args.store))
+    for finding in report.findings:
+        print(finding, file=sys.stderr)
+    checked = f"{report.blobs} blobs, {report.versions} versions, {report.rounds} rounds"
+    if report.findings:
+        print(f"store {args.store}: {len(report.findings)} problem(s) found ({checked} checked)")
+        return 1
+    print(f"store {args.store}: no problems found ({checked} checked)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -156,6 +156,8 @@ def test_exchange_command_and_mounts(helm):
         "--connection-idle-seconds": "300",
         "--keepalive-seconds": "30",
         "--keepalive-timeout-seconds": "10",
+        "--store-reserve-bytes": "268435456",
+        "--plant-partial-bytes": "17179869184",
     }
     mounts = {v["mountPath"]: v["name"] for v in c["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}

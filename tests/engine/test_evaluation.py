@@ -73,7 +73,7 @@ def test_a_repeated_evaluation_returns_the_first_one_and_changes_nothing(hub: Hu
             "plant-a",
             {"metrics": {"val_accuracy": float("nan")}},
             grpc.StatusCode.INVALID_ARGUMENT,
-            "not finite: val_accuracy",
+            "metrics.val_accuracy: Input should be a finite number",
         ),
         ("plant-a", {"round_id": "r9"}, grpc.StatusCode.NOT_FOUND, "r9"),
     ],

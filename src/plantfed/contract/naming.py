@@ -60,6 +60,10 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 """RFC 1123 subdomain: dot-separated labels (at most MAX_SUBDOMAIN_LENGTH characters)."""
 
+METRIC_NAME = r"^[A-Za-z_][A-Za-z0-9_./-]*$"
+"""A metric's name (at most MAX_LABEL_LENGTH characters): what a FederatedModel's promotion metric and the keys of a
+plant's reported metrics may be."""
+
 NAME_DIGEST_LENGTH = 8
 """Hex characters of sha256 that stand in for the cut-off part of a long name (32 bits: collisions among one
 namespace's rounds are negligible, and a collision is refused by the API server as 409, never merged)."""
@@ -84,8 +88,8 @@ def bounded_name(core: str, *, prefix: str = "", suffix: str = "", limit: int = 
 
 # --- store names ---------------------------------------------------------------------------------------
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_NAME = re.compile(DNS_SUBDOMAIN)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class InvalidNameError(ValueError):
@@ -93,15 +97,20 @@ class InvalidNameError(ValueError):
 
 
 def check_name(kind: str, name: str) -> str:
-    """Names become path components, so only a conservative character set is accepted."""
-    if not isinstance(name, str) or not _NAME.match(name) or name in {".", ".."}:
+    """The one rule for a model, round or plant name anywhere (store paths, exchange RPCs): a Kubernetes object
+    name (RFC 1123 subdomain), as the CRDs these names come from require, so it is also a safe path component.
+
+    `fullmatch`, not `match`: a pattern's `$` also matches before a trailing newline (`'r1\n'`).
+    """
+    if not isinstance(name, str) or len(name) > MAX_SUBDOMAIN_LENGTH or not _NAME.fullmatch(name):
         raise InvalidNameError(
-            f"invalid {kind} name {name!r}: use 1-253 characters from [A-Za-z0-9._-], starting alphanumeric"
+            f"invalid {kind} name {name!r}: use 1-{MAX_SUBDOMAIN_LENGTH} characters from [a-z0-9.-], starting and "
+            "ending alphanumeric (a Kubernetes object name)"
         )
     return name
 
 
 def check_sha256(digest: str) -> str:
-    if not isinstance(digest, str) or not _SHA256.match(digest):
+    if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
         raise InvalidNameError(f"invalid sha256 {digest!r}: expected 64 lowercase hex characters")
     return digest

@@ -7,8 +7,34 @@ They are plain pydantic models so they serialise to the JSON files the model sto
 from __future__ import annotations
 
 from enum import Enum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from plantfed.contract.naming import DNS_LABEL, MAX_LABEL_LENGTH, METRIC_NAME
+
+MAX_MAGNITUDE = 1e15
+"""The largest magnitude any reported number (metric, seconds, DP parameter) may have.
+
+Far beyond any loss, norm or duration a plant or an aggregation measures, and small enough that any sum or
+sample-weighted total of such values stays finite, so no statistic derived from accepted records can overflow into one
+the store cannot read back. The store reads with these same models, so what is accepted is what can be read.
+"""
+MAX_SAMPLES = 10**12
+"""The most samples a plant may declare: a count stays exact as a float64 weight and within MAX_MAGNITUDE."""
+
+Finite = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)]
+"""A reported number: finite (JSON has no NaN or Infinity) and bounded by MAX_MAGNITUDE."""
+NonNegative = Annotated[float, Field(allow_inf_nan=False, ge=0, le=MAX_MAGNITUDE)]
+Samples = Annotated[int, Field(ge=1, le=MAX_SAMPLES)]
+Measured = Annotated[float, Field(allow_inf_nan=False)]
+"""A number the hub measured itself (an update's norm, cosine, weight): finite, so its record reads back, but not
+bounded by MAX_MAGNITUDE, since a plant's finite yet huge update must still aggregate (and show up as an outlier)."""
+MAX_METRICS = 64
+"""The most metrics one record may carry (a task reports a few dozen at most)."""
+MetricKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH, pattern=METRIC_NAME)]
+Metrics = Annotated[dict[MetricKey, Finite], Field(max_length=MAX_METRICS)]
+"""A plant's (or an aggregation's) named numbers: bounded in count, each named like a metric and `Finite`."""
 
 
 class Codec(str, Enum):
@@ -41,10 +67,10 @@ class DPParams(BaseModel):
     """
 
     mode: DPMode = DPMode.LOCAL
-    clip_norm: float = Field(0.0, ge=0)
-    noise_multiplier: float = Field(0.0, ge=0)
-    steps: int = Field(0, ge=0)
-    sample_rate: float = Field(0.0, ge=0, le=1)
+    clip_norm: NonNegative = 0.0
+    noise_multiplier: NonNegative = 0.0
+    steps: int = Field(0, ge=0, le=MAX_SAMPLES)
+    sample_rate: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _declarable(self) -> DPParams:
@@ -68,14 +94,14 @@ class UpdateMeta(BaseModel):
     plant: str
     round_id: str
     base_version: int
-    num_samples: int = Field(ge=1)
-    metrics: dict[str, float] = Field(default_factory=dict)
-    train_seconds: float = 0.0
+    num_samples: Samples
+    metrics: Metrics = Field(default_factory=dict)
+    train_seconds: NonNegative = 0.0
     codec: Codec = Codec.NONE
     dp: DPParams = Field(default_factory=DPParams)
     total_bytes: int = Field(ge=0)
     sha256: str
-    variant: str = Field(default="full", min_length=1, max_length=63)
+    variant: str = Field(default="full", min_length=1, max_length=MAX_LABEL_LENGTH, pattern=DNS_LABEL)
 
     @property
     def partial(self) -> bool:
@@ -111,6 +137,9 @@ class RoundRecord(BaseModel):
     max_update_bytes: int = 8 * 1024**3
     opened_at: float | None = None
     closed_at: float | None = None
+    #: plant -> digest of each update committed to the round, so a deleted or rewritten update record is detected
+    #: (None: a round opened before the store kept this).
+    committed: dict[str, str] | None = None
 
 
 class AggregationSummary(BaseModel):
@@ -121,11 +150,11 @@ class AggregationSummary(BaseModel):
     """
 
     strategy: str
-    seconds: float
+    seconds: NonNegative
     peak_bytes: int
     #: plant -> every number the aggregation reported for it (l2_norm, cosine, weight, clip_factor, ...;
     #: epsilon when privacy accounting adds it). Names, not a fixed schema, so new numbers need no wire change.
-    plants: dict[str, dict[str, float]] = Field(default_factory=dict)
+    plants: dict[str, Annotated[dict[MetricKey, Measured], Field(max_length=MAX_METRICS)]] = Field(default_factory=dict)
 
 
 class ModelVersion(BaseModel):
@@ -137,7 +166,7 @@ class ModelVersion(BaseModel):
     size: int
     parent: int | None = None
     round_id: str | None = None
-    metrics: dict[str, float] = Field(default_factory=dict)
+    metrics: Metrics = Field(default_factory=dict)
     created_at: float
     promoted: bool = False
     aggregation: AggregationSummary | None = None
@@ -154,8 +183,8 @@ class EvaluationRecord(BaseModel):
     plant: str
     round_id: str
     version: int = Field(ge=1)
-    num_samples: int = Field(ge=1)
-    metrics: dict[str, float] = Field(default_factory=dict)
+    num_samples: Samples
+    metrics: Metrics = Field(default_factory=dict)
     received_at: float = 0.0
 
 
@@ -165,10 +194,18 @@ class DPRelease(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     mode: DPMode
-    noise_multiplier: float = Field(ge=0, description="σ: noise std as a multiple of the sensitivity C")
+    noise_multiplier: float = Field(
+        ge=0, le=MAX_MAGNITUDE, allow_inf_nan=False, description="σ: noise std as a multiple of the sensitivity C"
+    )
     sample_rate: float = Field(default=1.0, gt=0, le=1, description="q: probability the plant takes part")
     steps: int = Field(default=1, ge=1)
-    clip_norm: float = Field(default=0.0, ge=0, description="C, recorded for audit; ε does not depend on it")
+    clip_norm: float = Field(
+        default=0.0,
+        ge=0,
+        le=MAX_MAGNITUDE,
+        allow_inf_nan=False,
+        description="C, recorded for audit; ε does not depend on it",
+    )
 
 
 class LedgerEntry(BaseModel):

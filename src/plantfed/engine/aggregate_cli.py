@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from plantfed.contract import strategies
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,6 +45,8 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
     from plantfed.engine.store import ModelStore
 
     store = ModelStore(args.store)
+    for path in store.sweep_leftovers():  # what an earlier, killed run of this Job (or another) left behind
+        log.info("removed leftover %s", path)
     patterns = tuple(args.local_pattern or ())
     if args.task:
         from plantfed.tasks.sdk import load_task

@@ -14,6 +14,7 @@ plant, so a retried Job never charges twice.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -33,12 +34,17 @@ class RoundAggregation:
 
 
 def weighted_metrics(updates: list[UpdateRecord]) -> dict[str, float]:
-    """Sample-weighted mean of each metric every aggregated plant reported."""
+    """Sample-weighted mean of each metric every aggregated plant reported.
+
+    Each value is scaled by its share before summing, so the mean lies within the reported values' range and
+    can never overflow into a version record the store cannot read back, whatever the values and counts.
+    """
     total = sum(u.meta.num_samples for u in updates)
     if not updates or total == 0:
         return {}
     keys = set.intersection(*(set(u.meta.metrics) for u in updates))
-    return {k: sum(u.meta.metrics[k] * u.meta.num_samples for u in updates) / total for k in sorted(keys)}
+    shares = [u.meta.num_samples / total for u in updates]
+    return {k: math.fsum(u.meta.metrics[k] * w for u, w in zip(updates, shares, strict=True)) for k in sorted(keys)}
 
 
 def summarize(result: AggregationResult, seconds: float) -> AggregationSummary:
@@ -82,10 +88,12 @@ def aggregate_round(
     if missing:
         raise ValueError(f"round {round_id}: no committed update from {', '.join(missing)}")
     base = store.get_model(record.model, record.base_version)
+    # Every byte aggregated is checked against its digest first: a flipped bit is reported by name, not averaged.
+    base_path = store.verify_blob(base.digest, f"model {record.model!r} version {base.version}", base.size)
     inputs = [
         UpdateInput(
             plant=u.meta.plant,
-            path=store.blob_path(u.digest),
+            path=store.verify_blob(u.digest, f"round {round_id!r}: {u.meta.plant!r}'s update", u.meta.total_bytes),
             num_samples=u.meta.num_samples,
             codec=u.meta.codec,
             partial=u.meta.partial,
@@ -96,9 +104,7 @@ def aggregate_round(
     with store.scratch_dir(prefix="aggregate-") as tmp:
         state = store.stage_server_state(record.model, record.base_version, tmp / "state")
         out = tmp / "model.safetensors"
-        result = aggregate(
-            store.blob_path(base.digest), inputs, config, out, local_patterns=local_patterns, state_dir=state
-        )
+        result = aggregate(base_path, inputs, config, out, local_patterns=local_patterns, state_dir=state)
         seconds = time.perf_counter() - started
         digest, _size = store.import_file(out)
         charge_privacy(store, record.model, round_id, updates, config)

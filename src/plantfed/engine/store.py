@@ -12,7 +12,8 @@ never pick its own file name, lock or write discipline.
 Layout::
 
     blobs/sha256/ab/abcdef...            content-addressed payloads (read-only once written)
-    tmp/                                 blob staging and scratch space (same filesystem: renames are atomic)
+    tmp/                                 blob staging and scratch space (same filesystem: renames are atomic);
+                                         what killed processes leave here is swept (`sweep_leftovers`)
     locks/                               one lock file per model, round, (round, plant) upload and ledger
     models/<model>/versions/<n>.json     records.ModelVersion, n = 1, 2, 3 ... allocated under the model lock
     models/<model>/promoted.json         {"version": n, "released": [...]}: the promoted pointer, and every
@@ -36,10 +37,10 @@ it led to, so a retried aggregation starts again from its base version's state a
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -52,6 +53,17 @@ from typing import BinaryIO, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from plantfed.contract.naming import InvalidNameError, check_name, check_sha256
+from plantfed.contract.plant_metrics import (
+    ACCURACY,
+    BASE_VAL_SAMPLES,
+    LOSS,
+    SAMPLES,
+    VAL,
+    VAL_ACCURACY,
+    VAL_LOSS,
+    VAL_SAMPLES,
+    base_scores,
+)
 from plantfed.contract.records import (
     AggregationSummary,
     EvaluationRecord,
@@ -68,6 +80,14 @@ from plantfed.formats.atomic import READ_SIZE, file_sha256, fsync_dir, write_ato
 #: most that much transfer time; the sha256 check at commit catches anything torn. By time, not bytes: a slow WAN
 #: upload is still synced every few seconds, a fast LAN one does not stall on an fsync every few megabytes.
 _SYNC_SECONDS = 5.0
+
+#: A temporary file or directory left in the store (by a killed aggregation, upload or write) is removed by
+#: `sweep_leftovers` only when nobody holds its lock and it is at least this old: nothing that is still being
+#: written is ever removed, even on a filesystem whose locks are only advisory between hosts.
+LEFTOVER_GRACE_SECONDS = 3600.0
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+"""The errnos of a full filesystem (or quota)."""
 
 _Record = TypeVar("_Record", bound=BaseModel)
 #: Checks a received payload file before it enters the blob store; raises ValueError to reject it.
@@ -122,11 +142,25 @@ class LedgerError(StoreError):
     """The privacy ledger refuses an inconsistent record or cannot be read."""
 
 
+class CorruptStoreError(StoreError):
+    """What the store holds is damaged (a record that does not parse, a blob whose bytes do not match its digest,
+    records that contradict each other): named by model, round, plant and file, never served as if it were fine.
+    `plantfed store fsck` lists every such finding."""
+
+
 def _write_record(path: Path, record: BaseModel) -> None:
-    write_atomic(path, record.model_dump_json(indent=2).encode())
+    """Write `record`, but only if it reads back: a value JSON cannot carry (NaN) is refused, never stored."""
+    data = record.model_dump_json(indent=2).encode()
+    try:
+        type(record).model_validate_json(data)
+    except ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+        raise InvalidValueError(f"refusing to store a record that could not be read back ({fields}): {exc}") from exc
+    write_atomic(path, data)
 
 
-def _read_record(path: Path, cls: type[_Record]) -> _Record | None:
+def read_record(path: Path, cls: type[_Record]) -> _Record | None:
+    """The record at `path` (None if there is none); CorruptStoreError naming the file if it does not parse."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -134,7 +168,40 @@ def _read_record(path: Path, cls: type[_Record]) -> _Record | None:
     try:
         return cls.model_validate_json(data)
     except ValidationError as exc:
-        raise StoreError(f"corrupt store record {path}: {exc}") from exc
+        raise CorruptStoreError(f"corrupt store record {path}: {exc}") from exc
+
+
+def evaluation_problems(evaluation: EvaluationRecord, declared: UpdateMeta) -> list[str]:
+    """Why a plant's evaluation cannot be weighed against the others (empty: it can), from what it declared.
+
+    The plant scored the round's base on its validation split before training (`global_val_*` in its update),
+    and scores the candidate on that same split: so the sample count is bounded by that split's declared size
+    (by its training set when it declared none) and the keys by the scores it declared there (by the known
+    `val_accuracy`/`val_loss` when none). A score that is a fraction (`*accuracy`) lies in [0, 1], a loss or a
+    count is never negative; the record model already refused non-finite numbers.
+    """
+    problems = []
+    declared_split = declared.metrics.get(BASE_VAL_SAMPLES)
+    limit = int(declared_split) if declared_split is not None else declared.num_samples
+    what = "validation samples it declared" if declared_split is not None else "training samples it declared"
+    if evaluation.num_samples > limit:
+        problems.append(f"num_samples {evaluation.num_samples} exceeds the {limit} {what} for this round")
+    base = base_scores(declared.metrics, VAL)
+    base.pop(VAL_SAMPLES, None)
+    allowed = set(base) or {VAL_ACCURACY, VAL_LOSS}
+    unknown = sorted(set(evaluation.metrics) - allowed)
+    if unknown:
+        problems.append(
+            f"metrics not declared for this split: {', '.join(unknown[:8])}"
+            + (f" and {len(unknown) - 8} more" if len(unknown) > 8 else "")
+            + f" (allowed: {', '.join(sorted(allowed))})"
+        )
+    for key, value in sorted(evaluation.metrics.items()):
+        if key.endswith(ACCURACY) and not 0.0 <= value <= 1.0:
+            problems.append(f"{key} = {value} is outside [0, 1]")
+        elif key.endswith((LOSS, SAMPLES)) and value < 0:
+            problems.append(f"{key} = {value} is negative")
+    return problems
 
 
 _thread_locks: dict[str, threading.Lock] = {}
@@ -162,6 +229,36 @@ def _locked(lock_path: Path, *, busy: str | None = None) -> Iterator[None]:
             os.close(fd)
     finally:
         tlock.release()
+
+
+def _is_name(name: str) -> bool:
+    try:
+        check_name("round", name)
+    except InvalidNameError:
+        return False
+    return True
+
+
+def _hold(path: Path) -> int:
+    """Open `path` (a file or a directory) and hold a shared flock on it: "in use" to `sweep_leftovers`."""
+    fd = os.open(path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
+def _unused(path: Path) -> bool:
+    """Whether no process holds `path`'s flock (`_hold`); a path that is gone meanwhile counts as in use."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
 
 
 class _PartialState(BaseModel):
@@ -199,7 +296,7 @@ class PartialUpload:
     def begin(self, sha256: str, total_bytes: int, offset: int) -> None:
         """Start or resume the payload `sha256`; partial bytes of another payload are discarded."""
         check_sha256(sha256)
-        state = _read_record(self._state_path, _PartialState)
+        state = read_record(self._state_path, _PartialState)
         held = self._data.stat().st_size if self._data.exists() else 0
         if state is None or state.sha256 != sha256 or state.total_bytes != total_bytes:
             state = _PartialState(sha256=sha256, total_bytes=total_bytes, started_at=time.time())
@@ -292,6 +389,7 @@ class BlobWriter:
         self._expect_size = expect_size
         fd, tmp = tempfile.mkstemp(dir=store.root / "tmp", prefix="blob-")
         self._path = Path(tmp)
+        fcntl.flock(fd, fcntl.LOCK_SH)  # in use: `sweep_leftovers` leaves it alone
         self._file = os.fdopen(fd, "wb")
         self._hasher = hashlib.sha256()
         self.size = 0
@@ -366,6 +464,24 @@ class ModelStore:
         finally:
             writer.discard()
 
+    def verify_blob(self, digest: str, what: str, size: int | None = None) -> Path:
+        """The blob's path, after checking its bytes still hash to `digest` (and it has `size` bytes).
+
+        For a blob about to be aggregated: a flipped bit on disk is reported, naming `what` the blob is, instead
+        of being averaged into a model.
+        """
+        path = self.blob_path(digest)
+        try:
+            held = path.stat().st_size
+        except FileNotFoundError:
+            raise CorruptStoreError(f"{what}: blob {digest} is missing from the store ({path})") from None
+        if size is not None and held != size:
+            raise CorruptStoreError(f"{what}: blob {path} holds {held} bytes, its record says {size}")
+        found = file_sha256(path).hexdigest()
+        if found != digest:
+            raise CorruptStoreError(f"{what}: blob {path} is corrupt: its bytes hash to {found}")
+        return path
+
     def import_file(self, path: str | os.PathLike[str]) -> tuple[str, int]:
         """Copy a local file into the blob store (the source is left untouched)."""
 
@@ -387,33 +503,81 @@ class ModelStore:
         os.replace(src, dest)
         fsync_dir(dest.parent)
 
+    def sweep_leftovers(self, grace_seconds: float = LEFTOVER_GRACE_SECONDS, now: float | None = None) -> list[Path]:
+        """Remove what killed processes left behind; returns what was removed.
+
+        That is: closed rounds' partial uploads nobody is sending (they can never commit), entries of tmp/ (a
+        blob being received, an aggregation's scratch directory) and the temporary files of atomic record writes
+        (`.<name>.*.tmp`), these only if unused (no process holds its flock) and
+        not modified for `grace_seconds`. Run by the exchange at start-up and by every aggregation Job.
+        """
+        now = time.time() if now is None else now
+        candidates = list((self.root / "tmp").iterdir())
+        for section in ("models", "rounds", "privacy", "server-state"):
+            if (self.root / section).is_dir():
+                candidates += (p for p in (self.root / section).rglob(".*.tmp") if p.is_file())
+        removed = []
+        for pdir in sorted((self.root / "rounds").glob("*/partial")):
+            try:
+                closed = self.get_round(pdir.parent.name).state is RoundState.CLOSED
+            except (StoreError, InvalidNameError):
+                continue  # damage is fsck's to report; a sweep never stops the exchange from starting
+            if closed:
+                before = set(pdir.glob("*.data"))
+                self._drop_idle_partials(pdir.parent.name)
+                removed += sorted(p for p in before if not p.exists())
+        for path in sorted(candidates):
+            try:
+                old = now - path.lstat().st_mtime >= grace_seconds
+            except FileNotFoundError:
+                continue
+            if not old or path.is_symlink() or not _unused(path):
+                continue
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+        return removed
+
     # --- models --------------------------------------------------------------------------------------
 
     def _model_dir(self, model: str) -> Path:
         return self.root / "models" / check_name("model", model)
 
     def _read_version(self, model: str, version: int) -> ModelVersion | None:
-        record = _read_record(self._model_dir(model) / "versions" / f"{version}.json", ModelVersion)
+        record = read_record(self._model_dir(model) / "versions" / f"{version}.json", ModelVersion)
         if record is not None:
-            record.promoted = self._promoted_number(model) == version
+            record.promoted = self.promoted_number(model) == version
         return record
 
-    def _promoted_number(self, model: str) -> int | None:
+    def promoted_number(self, model: str) -> int | None:
+        """The version `model`'s promoted pointer names (None if none); CorruptStoreError if it is damaged."""
         pointer = self._promoted_pointer(model)
-        return None if pointer is None else int(pointer["version"])
-
-    def _promoted_pointer(self, model: str) -> dict | None:
-        try:
-            return dict(json.loads((self._model_dir(model) / "promoted.json").read_text()))
-        except FileNotFoundError:
-            return None
+        return None if pointer is None else pointer[0]
 
     def released(self, model: str) -> set[int]:
         """Every version of `model` that was ever promoted (the promoted one included)."""
         pointer = self._promoted_pointer(model)
-        if pointer is None:
-            return set()
-        return {int(pointer["version"]), *(int(v) for v in pointer.get("released", []))}
+        return set() if pointer is None else {pointer[0], *pointer[1]}
+
+    def _promoted_pointer(self, model: str) -> tuple[int, list[int]] | None:
+        """(promoted version, versions released before it) from promoted.json; None if nothing was promoted."""
+        path = self._model_dir(model) / "promoted.json"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            pointer = json.loads(data)
+            number, released = pointer["version"], pointer.get("released", [])
+            for n in (number, *released):
+                if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                    raise ValueError(f"version {n!r} is not a version number")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            # A hub-side fault: never pass a raw parse message to a plant as if its request were wrong.
+            raise CorruptStoreError(f"model {model!r}: corrupt promoted pointer {path}: {exc}") from exc
+        return number, list(released)
 
     def _version_numbers(self, model: str) -> list[int]:
         vdir = self._model_dir(model) / "versions"
@@ -489,13 +653,17 @@ class ModelStore:
     def _promote_locked(self, model: str, version: int) -> ModelVersion:
         if self._read_version(model, version) is None:
             raise NotFoundError(f"model {model!r} has no version {version}")
-        released = sorted(self.released(model) | {version})
+        try:
+            earlier = self.released(model)
+        except CorruptStoreError:
+            earlier = set()  # promoting is how an admin repairs a damaged pointer; what it listed is lost
+        released = sorted(earlier | {version})
         pointer = {"version": version, "released": released}
         write_atomic(self._model_dir(model) / "promoted.json", json.dumps(pointer).encode())
         return self.get_model(model, version)
 
     def promoted(self, model: str) -> ModelVersion | None:
-        number = self._promoted_number(model)
+        number = self.promoted_number(model)
         return None if number is None else self._read_version(model, number)
 
     def versions(self, model: str) -> list[ModelVersion]:
@@ -531,7 +699,9 @@ class ModelStore:
                 if any(getattr(existing, f) != getattr(record, f) for f in same):
                     raise ConflictError(f"round {record.round_id!r} already exists with different settings")
                 return existing
-            opened = record.model_copy(update={"state": RoundState.OPEN, "opened_at": time.time(), "closed_at": None})
+            opened = record.model_copy(
+                update={"state": RoundState.OPEN, "opened_at": time.time(), "closed_at": None, "committed": {}}
+            )
             _write_record(self._round_dir(record.round_id) / "round.json", opened)
             return opened
 
@@ -542,7 +712,15 @@ class ModelStore:
             if record.state is RoundState.CLOSED:
                 return record
             closed = record.model_copy(update={"state": RoundState.CLOSED, "closed_at": time.time()})
-            _write_record(self._round_dir(round_id) / "round.json", closed)
+            try:
+                _write_record(self._round_dir(round_id) / "round.json", closed)
+            except OSError as exc:
+                if exc.errno not in _NO_SPACE:
+                    raise
+                # A full disk must not keep the round open: its partials are what closing frees, so free them
+                # first (the round is closing, they could never commit) and write again.
+                self._drop_idle_partials(round_id)
+                _write_record(self._round_dir(round_id) / "round.json", closed)
         self._drop_idle_partials(round_id)
         return closed
 
@@ -554,7 +732,7 @@ class ModelStore:
                 upload.discard()
 
     def _read_round(self, round_id: str) -> RoundRecord | None:
-        return _read_record(self._round_dir(round_id) / "round.json", RoundRecord)
+        return read_record(self._round_dir(round_id) / "round.json", RoundRecord)
 
     def get_round(self, round_id: str) -> RoundRecord:
         record = self._read_round(round_id)
@@ -563,8 +741,9 @@ class ModelStore:
         return record
 
     def rounds(self) -> list[RoundRecord]:
-        """All rounds, oldest opened first."""
-        found = [self._read_round(p.name) for p in (self.root / "rounds").iterdir() if p.is_dir()]
+        """All rounds, oldest opened first; a directory whose name no round can have is fsck's to report."""
+        dirs = [p for p in (self.root / "rounds").iterdir() if p.is_dir() and _is_name(p.name)]
+        found = [self._read_round(p.name) for p in dirs]
         return sorted((r for r in found if r is not None), key=lambda r: (r.opened_at or 0.0, r.round_id))
 
     # --- updates -------------------------------------------------------------------------------------
@@ -583,10 +762,20 @@ class ModelStore:
             finally:
                 upload.close()
 
+    def partial_bytes(self, plant: str, *, besides: str | None = None) -> int:
+        """Bytes `plant`'s unfinished uploads hold on disk, over every round except `besides`."""
+        check_name("plant", plant)
+        total = 0
+        for data in (self.root / "rounds").glob(f"*/partial/{plant}.data"):
+            if data.parent.parent.name != besides:
+                with contextlib.suppress(FileNotFoundError):
+                    total += data.stat().st_size
+        return total
+
     def partial_offset(self, round_id: str, plant: str, sha256: str) -> int:
         """Bytes held durably for (round, plant)'s upload of payload `sha256` (0 for another payload)."""
         pdir = self._round_dir(round_id) / "partial"
-        state = _read_record(pdir / f"{check_name('plant', plant)}.json", _PartialState)
+        state = read_record(pdir / f"{check_name('plant', plant)}.json", _PartialState)
         if state is None or state.sha256 != sha256:
             return 0
         try:
@@ -627,7 +816,7 @@ class ModelStore:
             raise NotFoundError(f"blob {digest} is not in the store")
         with _locked(self._round_lock(meta.round_id)):
             path = self._round_dir(meta.round_id) / "updates" / f"{meta.plant}.json"
-            existing = _read_record(path, UpdateRecord)
+            existing = read_record(path, UpdateRecord)
             if existing is not None:
                 if existing.digest == digest:
                     return existing, True
@@ -635,7 +824,7 @@ class ModelStore:
                     f"plant {meta.plant!r} already committed a different update ({existing.digest}) "
                     f"to round {meta.round_id!r}"
                 )
-            self.check_accepts(meta.round_id, meta)
+            round_record = self.check_accepts(meta.round_id, meta)
             record = UpdateRecord(
                 meta=meta,
                 digest=digest,
@@ -644,17 +833,69 @@ class ModelStore:
                 upload_seconds=upload_seconds,
             )
             _write_record(path, record)
+            if round_record.committed is not None:
+                # Written after the update record: a crash in between leaves an update the round does not list
+                # yet (accepted on read), never a listed update without its record (which reads as corruption).
+                committed = {**round_record.committed, meta.plant: digest}
+                _write_record(
+                    self._round_dir(meta.round_id) / "round.json",
+                    round_record.model_copy(update={"committed": committed}),
+                )
             return record, False
 
     def get_update(self, round_id: str, plant: str) -> UpdateRecord | None:
-        return _read_record(self._round_dir(round_id) / "updates" / f"{check_name('plant', plant)}.json", UpdateRecord)
+        return read_record(self._round_dir(round_id) / "updates" / f"{check_name('plant', plant)}.json", UpdateRecord)
 
     def updates(self, round_id: str) -> list[UpdateRecord]:
-        """Committed updates of a round, by plant name."""
-        self.get_round(round_id)
+        """Committed updates of a round, by plant name; CorruptStoreError if the records contradict each other."""
+        updates, problems = self.checked_updates(round_id)
+        if problems:
+            raise CorruptStoreError(f"round {round_id!r}: {'; '.join(problems)} (run `plantfed store fsck`)")
+        return updates
+
+    def checked_updates(self, round_id: str) -> tuple[list[UpdateRecord], list[str]]:
+        """A round's update records and every way they contradict each other or the round record.
+
+        Each record must be filed under its own plant and round and name its declared payload; every update the
+        round record lists as committed must still be there with that digest (two plants may upload the same
+        bytes, so a shared digest alone proves nothing; a record rewritten to another's digest contradicts the
+        round's list).
+        """
+        record = self.get_round(round_id)
         udir = self._round_dir(round_id) / "updates"
-        found = [_read_record(p, UpdateRecord) for p in sorted(udir.glob("*.json"))] if udir.is_dir() else []
-        return [u for u in found if u is not None]
+        updates: list[UpdateRecord] = []
+        problems: list[str] = []
+        for path in sorted(udir.glob("*.json")) if udir.is_dir() else ():
+            try:
+                update = read_record(path, UpdateRecord)
+            except CorruptStoreError as exc:
+                problems.append(str(exc))
+                continue
+            if update is None:
+                continue
+            meta = update.meta
+            if (meta.plant, meta.round_id) != (path.stem, round_id):
+                problems.append(
+                    f"{path} is filed as plant {path.stem!r} but names plant {meta.plant!r} of round {meta.round_id!r}"
+                )
+            elif update.digest != meta.sha256:
+                problems.append(
+                    f"plant {meta.plant!r}'s update record {path} names blob {update.digest}, but the "
+                    f"plant declared {meta.sha256}"
+                )
+            updates.append(update)
+        by_plant = {u.meta.plant: u for u in updates}
+        for plant, digest in sorted((record.committed or {}).items()):
+            if plant not in by_plant:
+                problems.append(
+                    f"plant {plant!r}'s committed update ({digest}) has no record: {udir / f'{plant}.json'} is missing"
+                )
+            elif by_plant[plant].digest != digest:
+                problems.append(
+                    f"plant {plant!r}'s update record names blob {by_plant[plant].digest}, but the round "
+                    f"committed {digest}"
+                )
+        return updates, problems
 
     # --- plant-side evaluations of a round's candidate ---------------------------------------------------
 
@@ -667,7 +908,9 @@ class ModelStore:
     def record_evaluation(self, evaluation: EvaluationRecord) -> tuple[EvaluationRecord, bool]:
         """Keep a plant's evaluation of the round's candidate; returns (record, duplicate).
 
-        Only a plant assigned to the round may report, only for the round's candidate, and only finite numbers.
+        Only a plant whose update the candidate was aggregated from may report, only for the round's candidate,
+        and only numbers its update declared it can measure (`evaluation_problems`): an evaluation weighs a
+        promotion decision, so a plant cannot outweigh the others with samples or scores it never had.
         The first report per (round, plant, version) wins: a re-run evaluation pod gets the kept record back
         (duplicate=True) instead of replacing what a promotion decision may already rest on.
         """
@@ -682,12 +925,23 @@ class ModelStore:
                 f"round {evaluation.round_id!r} has {have}; "
                 f"an evaluation of version {evaluation.version} is not asked for"
             )
-        bad = sorted(k for k, v in evaluation.metrics.items() if not math.isfinite(v))
-        if bad:
-            raise InvalidValueError(f"evaluation metrics must be finite numbers; not finite: {', '.join(bad)}")
+        if candidate.aggregation is not None and evaluation.plant not in candidate.aggregation.plants:
+            raise NotCandidateError(
+                f"plant {evaluation.plant!r}'s update is not in version {candidate.version}: "
+                "only the plants it was aggregated from evaluate it"
+            )
+        update = self.get_update(evaluation.round_id, evaluation.plant)
+        if update is None:
+            raise NotCandidateError(
+                f"plant {evaluation.plant!r} has no committed update in round {evaluation.round_id!r}: "
+                "only the plants that trained the round evaluate its candidate"
+            )
+        problems = evaluation_problems(evaluation, update.meta)
+        if problems:
+            raise InvalidValueError(f"evaluation of version {evaluation.version} refused: {'; '.join(problems)}")
         with _locked(self._round_lock(evaluation.round_id)):
             path = self._round_dir(evaluation.round_id) / "evaluations" / f"{evaluation.plant}.json"
-            existing = _read_record(path, EvaluationRecord)
+            existing = read_record(path, EvaluationRecord)
             if existing is not None and existing.version == evaluation.version:
                 return existing, True
             kept = evaluation.model_copy(update={"received_at": time.time()})
@@ -698,7 +952,7 @@ class ModelStore:
         """Plants' evaluations of the round's candidate, by plant name."""
         self.get_round(round_id)
         edir = self._round_dir(round_id) / "evaluations"
-        found = [_read_record(p, EvaluationRecord) for p in sorted(edir.glob("*.json"))] if edir.is_dir() else []
+        found = [read_record(p, EvaluationRecord) for p in sorted(edir.glob("*.json"))] if edir.is_dir() else []
         return [e for e in found if e is not None]
 
     # --- sections: the privacy ledger and the server optimiser's state ------------------------------------
@@ -711,7 +965,7 @@ class ModelStore:
         """`model`'s privacy ledger (empty if nothing was ever charged); a corrupt one is an error, never reset."""
         path = self.ledger_path(model)
         try:
-            return _read_record(path, PrivacyLedgerRecord) or PrivacyLedgerRecord()
+            return read_record(path, PrivacyLedgerRecord) or PrivacyLedgerRecord()
         except StoreError as exc:
             raise LedgerError(f"corrupt privacy ledger {path}: {exc.__cause__ or exc}") from exc
 
@@ -737,10 +991,12 @@ class ModelStore:
     def scratch_dir(self, prefix: str = "work-") -> Iterator[Path]:
         """A private directory inside the store (so results can be renamed into place), removed on exit."""
         path = Path(tempfile.mkdtemp(dir=self.root / "tmp", prefix=prefix))
+        fd = _hold(path)  # in use: `sweep_leftovers` leaves it alone
         try:
             yield path
         finally:
             shutil.rmtree(path, ignore_errors=True)
+            os.close(fd)
 
     def stage_server_state(self, model: str, base_version: int, into: Path) -> Path:
         """Copy the state `base_version` led to into the new directory `into` (empty if there is none).

@@ -6,7 +6,6 @@ from plantfed.contract.records import (
     AggregationSummary,
     Codec,
     DPMode,
-    DPParams,
     DPRelease,
     EvaluationRecord,
     LedgerEntry,
@@ -57,24 +56,27 @@ def meta_from_wire(msg: pb.UpdateMetadata) -> UpdateMeta:
     dp_mode = DPMode.LOCAL if msg.dp.mode == pb.DP_MODE_UNSPECIFIED else _DP_MODE_FROM_WIRE.get(msg.dp.mode)
     if dp_mode is None:
         raise ValueError(f"unknown DP mode {msg.dp.mode}")
-    return UpdateMeta(
-        plant=msg.plant,
-        round_id=msg.round_id,
-        base_version=msg.base_version,
-        num_samples=msg.num_samples,
-        metrics=dict(msg.metrics),
-        train_seconds=msg.train_seconds,
-        codec=_CODEC_FROM_WIRE[msg.codec],
-        dp=DPParams(
-            mode=dp_mode,
-            clip_norm=msg.dp.clip_norm,
-            noise_multiplier=msg.dp.noise_multiplier,
-            steps=msg.dp.steps,
-            sample_rate=msg.dp.sample_rate,
-        ),
-        total_bytes=msg.total_bytes,
-        sha256=msg.sha256,
-        variant=msg.variant or "full",
+    # One validation of the whole record, so an error names its field as the store would (`dp.clip_norm`).
+    return UpdateMeta.model_validate(
+        {
+            "plant": msg.plant,
+            "round_id": msg.round_id,
+            "base_version": msg.base_version,
+            "num_samples": msg.num_samples,
+            "metrics": dict(msg.metrics),
+            "train_seconds": msg.train_seconds,
+            "codec": _CODEC_FROM_WIRE[msg.codec],
+            "dp": {
+                "mode": dp_mode,
+                "clip_norm": msg.dp.clip_norm,
+                "noise_multiplier": msg.dp.noise_multiplier,
+                "steps": msg.dp.steps,
+                "sample_rate": msg.dp.sample_rate,
+            },
+            "total_bytes": msg.total_bytes,
+            "sha256": msg.sha256,
+            "variant": msg.variant or "full",
+        }
     )
 
 

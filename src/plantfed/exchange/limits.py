@@ -60,6 +60,14 @@ class ServerLimits:
     )
     keepalive_s: float = _limit(30.0, "seconds between the hub's pings of a connection that is silent")
     keepalive_timeout_s: float = _limit(10.0, "seconds a pinged peer has to answer before its connection is dropped")
+    store_reserve_bytes: int = _limit(
+        256 << 20,
+        "bytes of the store's filesystem kept free (for records, CloseRound, aggregation): an upload whose "
+        "remaining bytes would eat into them is refused before any is read",
+    )
+    plant_partial_bytes: int = _limit(
+        16 << 30, "bytes of unfinished uploads one plant may hold in the store, all its rounds together"
+    )
 
     @staticmethod
     def flag(name: str) -> str:
@@ -79,6 +87,9 @@ class ServerLimits:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_streams_per_connection < 1:
             raise ValueError(f"max_streams_per_connection must be at least 1, got {self.max_streams_per_connection}")
+        for name in ("store_reserve_bytes", "plant_partial_bytes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 bytes, got {getattr(self, name)}")
         if self.min_transfer_rate < 0:
             raise ValueError(f"min_transfer_rate must be >= 0 bytes/s, got {self.min_transfer_rate}")
         for name in (
@@ -156,6 +167,49 @@ class Admission:
                     del self._per_plant[plant]
 
         return release
+
+
+@dataclass
+class SpaceBook:
+    """The store space uploads in progress are still owed: each one's declared bytes not yet written.
+
+    Free space alone is not enough: two uploads that each fit would together fill the disk. A stream is
+    admitted only if what it still needs, plus what every other stream in progress is owed, leaves
+    `store_reserve_bytes` free; and only while its plant's unfinished uploads stay within `plant_partial_bytes`.
+    """
+
+    limits: ServerLimits
+    owed: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def admit(self, key: tuple[str, str], need: int, free: int, plant_held: int) -> None:
+        """Book `need` bytes for `key` (round, plant), or raise Overloaded saying which limit it would break.
+
+        `free`: the store filesystem's free bytes now; `plant_held`: bytes the plant's unfinished uploads in
+        other rounds hold on disk.
+        """
+        round_id, plant = key
+        owed = sum(n for k, n in self.owed.items() if k != key)
+        room = free - owed - self.limits.store_reserve_bytes
+        if need > room:
+            raise Overloaded(
+                f"the hub's store cannot take this upload now: it needs {need} more bytes, and of {free} bytes free "
+                f"{owed} are owed to uploads in progress and {self.limits.store_reserve_bytes} are kept in reserve "
+                "(store_reserve_bytes); retry later, the upload resumes where the hub's copy ends"
+            )
+        if plant_held + need > self.limits.plant_partial_bytes:
+            raise Overloaded(
+                f"plant {plant!r} would hold {plant_held + need} bytes of unfinished uploads ({plant_held} in other "
+                f"rounds, {need} for round {round_id!r}), more than its limit of {self.limits.plant_partial_bytes} "
+                "(plant_partial_bytes); retry once its other rounds closed or their uploads completed"
+            )
+        self.owed[key] = need
+
+    def wrote(self, key: tuple[str, str], nbytes: int) -> None:
+        if key in self.owed:
+            self.owed[key] = max(0, self.owed[key] - nbytes)
+
+    def release(self, key: tuple[str, str]) -> None:
+        self.owed.pop(key, None)
 
 
 class MinimumRate:

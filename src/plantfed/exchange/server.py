@@ -38,7 +38,9 @@ from `start` until `stop` begins.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import shutil
 import signal
 import threading
 from collections.abc import Awaitable, Callable
@@ -55,7 +57,7 @@ from plantfed.contract.naming import check_name, check_sha256
 from plantfed.contract.records import ModelVersion, RoundRecord, RoundState, UpdateMeta, UpdateRecord
 from plantfed.contract.wire.v1 import exchange_pb2 as pb
 from plantfed.engine.privacy.accounting import PrivacyLedger
-from plantfed.engine.store import ModelStore, NotFoundError
+from plantfed.engine.store import CorruptStoreError, ModelStore, NotFoundError, PartialUpload
 from plantfed.exchange import convert
 from plantfed.exchange.auth import (
     ADMIN_CERT_NAME,
@@ -65,10 +67,19 @@ from plantfed.exchange.auth import (
     TokenBook,
     certificate_name,
 )
-from plantfed.exchange.limits import Admission, MinimumRate, NoMessage, Overloaded, ServerLimits, TooSlow
+from plantfed.exchange.limits import (
+    Admission,
+    MinimumRate,
+    NoMessage,
+    Overloaded,
+    ServerLimits,
+    SpaceBook,
+    TooSlow,
+)
 from plantfed.exchange.payload import PayloadCheck, UpdateCheck, check_safetensors
 from plantfed.exchange.status import Refusal, describe, status_for
 from plantfed.exchange.transport import HEALTH_SERVICE, MAX_CHUNK, MAX_MESSAGE, ServerTLS, server_options
+from plantfed.formats.atomic import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +270,9 @@ async def _end_call(context: grpc.aio.ServicerContext, exc: Exception, method: s
     if code is None:
         log.exception("%s failed", method, exc_info=exc)
         await context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error ({type(exc).__name__}: {exc})")
+    if isinstance(exc, CorruptStoreError):
+        log.error("%s: the store is corrupt: %s", method, exc)
+        await context.abort(code, f"{method}: the hub's store is corrupt: {exc}")
     await context.abort(code, describe(exc))
 
 
@@ -301,6 +315,7 @@ class ExchangeServicer:
         self._upload_gate = upload_gate
         self.io = _IO(self.limits.io_threads)
         self._uploads = _Uploads()
+        self._space = SpaceBook(self.limits)
 
     def warm_up(self) -> None:
         """Import what the update check needs (torch) in the background once serving, so a restarted hub is
@@ -425,16 +440,37 @@ class ExchangeServicer:
             holder = self._store.partial_upload(meta.round_id, meta.plant)
             upload = await self.io(holder.__enter__)
             try:
+                # Space is booked before the partial is touched: a refusal leaves nothing behind.
+                free, held = await self.io(self._space_probe, meta.plant, meta.round_id)
+                self._space.admit(key, max(0, meta.total_bytes - start.offset), free, held)
                 await self.io(upload.begin, meta.sha256, meta.total_bytes, start.offset)
-                await self._pump(call, upload.append)
+
+                def append(chunk: bytes) -> None:
+                    upload.append(chunk)
+                    self._space.wrote(key, len(chunk))
+
+                await self._pump(call, append)
                 digest, _size, received, seconds = await self.io(
                     lambda: upload.finalize(self._update_validator(meta, record))
                 )
             finally:
-                await self.io(holder.__exit__, None, None, None)
+                self._space.release(key)
+                await self.io(self._end_upload, holder, upload, meta.round_id)
             return await self.io(self._accept_update, meta, digest, received, seconds)
         finally:
             self._uploads.release(key, call)
+
+    def _space_probe(self, plant: str, round_id: str) -> tuple[int, int]:
+        """(free bytes on the store's filesystem, bytes `plant`'s unfinished uploads hold in other rounds)."""
+        return shutil.disk_usage(self._store.root).free, self._store.partial_bytes(plant, besides=round_id)
+
+    def _end_upload(self, holder: Any, upload: PartialUpload, round_id: str) -> None:
+        """Release the (round, plant) upload; a partial the round can no longer accept is freed, not kept."""
+        try:
+            if self._store.get_round(round_id).state is RoundState.CLOSED:
+                upload.discard()
+        finally:
+            holder.__exit__(None, None, None)
 
     async def _gate(self, start: pb.UploadStart) -> None:
         assert self._upload_gate is not None
@@ -505,24 +541,52 @@ class ExchangeServicer:
                 )
             )
         )
-        blob = await self.io(_open_binary, self._store.blob_path(version.digest))
+        path = self._store.blob_path(version.digest)
+        # The blob is hashed as it is read (the part before `offset` first) and the last block is held back
+        # until the whole file proved to match its digest: a corrupt blob ends the call with its name, and the
+        # plant never receives a complete file of wrong bytes.
+        hasher = await self.io(file_sha256, path, offset) if offset else hashlib.sha256()
+        blob = await self.io(_open_binary, path)
+
+        def read() -> bytes:
+            block = blob.read(MAX_CHUNK)
+            hasher.update(block)
+            return block
+
         step: asyncio.Future[bytes] | None = None
+        held = b""
         try:
             await self.io(blob.seek, offset)
-            step = self.io.submit(blob.read, MAX_CHUNK)
+            step = self.io.submit(read)
             while block := await self.io.settle(step):
-                step = self.io.submit(blob.read, MAX_CHUNK)  # read the next block while this one is sent
-                await call.write(pb.DownloadResponse(chunk=block), len(block))
-                if self._metrics is not None:
-                    self._metrics.bytes_served.labels(request.model).inc(len(block))
+                step = self.io.submit(read)  # read the next block while this one is sent
+                if held:
+                    await self._serve(call, request.model, held)
+                held = block
+            if hasher.hexdigest() != version.digest or blob.tell() != version.size:
+                raise CorruptStoreError(
+                    f"model {version.model!r} version {version.version}: blob {path} is corrupt "
+                    f"({blob.tell()} bytes hashing to {hasher.hexdigest()})"
+                )
+            if held:
+                await self._serve(call, request.model, held)
         finally:
             await self.io.drain(step)
             await self.io(blob.close)
+
+    async def _serve(self, call: _Call, model: str, block: bytes) -> None:
+        await call.write(pb.DownloadResponse(chunk=block), len(block))
+        if self._metrics is not None:
+            self._metrics.bytes_served.labels(model).inc(len(block))
 
     def _plan_download(self, request: pb.DownloadRequest, caller: Caller) -> tuple[ModelVersion, int]:
         version = self._store.get_model(request.model, request.version or None)
         if caller.plant is not None:
             self._check_release(caller.plant, version)
+        if not self._store.has_blob(version.digest):
+            raise CorruptStoreError(
+                f"model {version.model!r} version {version.version} points at blob {version.digest}, which is missing"
+            )
         offset = request.offset
         if request.if_sha256 and request.if_sha256 != version.digest:
             offset = 0
@@ -904,7 +968,10 @@ def serve(
     """Run until SIGTERM/SIGINT, then let in-flight calls finish for up to `grace_seconds`.
 
     Health reports NOT_SERVING until the exchange has started and again as soon as it starts stopping.
+    What killed processes left in the store is removed first (`ModelStore.sweep_leftovers`).
     """
+    for path in store.sweep_leftovers():
+        log.info("removed leftover %s", path)
     server, port = build_server(
         store, token_book, admin_token=admin_token, address=address, tls=tls, health_address=health_address, **kwargs
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,8 +68,8 @@ def _seeded_blob(store: ModelStore, task_ref: str, variant: str, seed: int) -> s
 
     torch.manual_seed(seed)
     model = load_task(task_ref).build_model(variant)
-    with tempfile.TemporaryDirectory(dir=store.root, prefix=".init-") as tmp:
-        path = Path(tmp) / "initial.safetensors"
+    with store.scratch_dir(prefix="init-") as tmp:
+        path = tmp / "initial.safetensors"
         codecs.save_state({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
         digest, _size = store.import_file(path)
     return digest

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
 import zlib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -202,6 +203,9 @@ class PlantRuntime:
         digest = codecs.stream_update(delta, payload_path, cfg.codec)
         del delta
 
+        # A score of an empty split (or of a diverged run) is NaN; the hub accepts finite numbers only, so such a
+        # score is left out rather than costing the plant its whole update.
+        metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
         meta = UpdateMeta(
             plant=self.plant,
             round_id=round_id,

@@ -19,7 +19,7 @@ from plantfed.contract.api.base import (
 )
 from plantfed.contract.naming import API_VERSION as API_VERSION  # defined with the other names, see naming
 from plantfed.contract.naming import GROUP as GROUP
-from plantfed.contract.naming import MAX_LABEL_LENGTH
+from plantfed.contract.naming import MAX_LABEL_LENGTH, METRIC_NAME
 from plantfed.contract.naming import VERSION as VERSION
 
 MAX_PLANTS = 256
@@ -30,9 +30,7 @@ ObjectName = Annotated[str, StringConstraints(min_length=1, max_length=SHORT_TEX
 ShortText = Annotated[str, StringConstraints(max_length=SHORT_TEXT)]
 LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=317)]
 LabelValue = Annotated[str, StringConstraints(max_length=MAX_LABEL_LENGTH)]
-MetricName = Annotated[
-    str, StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH, pattern=r"^[A-Za-z_][A-Za-z0-9_./-]*$")
-]
+MetricName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH, pattern=METRIC_NAME)]
 
 
 class ConditionStatus(str, Enum):
