@@ -22,9 +22,11 @@ import pytest
 from support.exchange import Hub, running_hub, wait_until
 from support.updates import MODEL, base_state, raw_upload, update_meta, upload_start, write_good_update
 
+from plantfed.contract.records import RoundRecord, RoundState
 from plantfed.contract.wire.v1 import exchange_pb2 as pb
 from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
 from plantfed.engine.store import BusyError
+from plantfed.exchange import ExchangeError, RetryPolicy
 from plantfed.exchange.limits import ServerLimits
 from plantfed.exchange.status import describe, status_for
 from plantfed.formats import codecs
@@ -146,3 +148,69 @@ def test_a_full_disk_is_resource_exhausted_with_a_clear_message(code: int) -> No
     exc = OSError(code, "No space left on device")
     assert status_for(exc) is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "the hub's store is full" in describe(exc)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 48 MiB filesystem (tmpfs; mounting needs root, as CI and the fake nodes have)."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.fail("this test mounts a 48 MiB tmpfs and needs root (CI runs as root)")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(disk)], check=True)
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def _fill(disk: Path) -> Path:
+    """Fill `disk` to the last byte (what some other writer on the volume did), leaving the hub no room at all."""
+    import os
+
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        block = 1 << 20
+        while block:
+            try:
+                os.write(fd, b"\0" * block)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+                block //= 2
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_on_a_full_disk_honest_calls_are_resource_exhausted_and_closing_a_round_frees_its_partials(
+    small_disk: Path, plant_tokens: dict[str, str]
+) -> None:
+    path = write_good_update(small_disk / "a.safetensors")
+    data = path.read_bytes()
+    for hub in _hub(small_disk, plant_tokens, store_reserve_bytes=0):
+        with pytest.raises(grpc.RpcError) as cut:
+            raw_upload(hub, hub.tokens["plant-a"], upload_start(update_meta("plant-a", "r1", path)), [data[:-1024]])
+        assert cut.value.code() is grpc.StatusCode.OUT_OF_RANGE  # held for resume
+        assert _partials(hub, "r1") != []
+        filler = _fill(small_disk)
+
+        with pytest.raises(grpc.RpcError) as full:
+            raw_upload(hub, hub.tokens["plant-b"], upload_start(update_meta("plant-b", "r2", path)), [data])
+        assert full.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, full.value.details()
+        assert "cannot take this upload now" in (full.value.details() or ""), full.value.details()
+
+        impatient = hub.admin(retry=RetryPolicy(max_attempts=1, busy_patience=0))  # clients wait this out
+        with pytest.raises(ExchangeError, match="RESOURCE_EXHAUSTED"):
+            impatient.open_round(RoundRecord(round_id="r3", model=MODEL, base_version=1, plants=["plant-a"]))
+
+        hub.admin().close_round("r1")  # frees the partial first, so its own record fits
+        assert _partials(hub, "r1") == []
+        assert hub.store.get_round("r1").state is RoundState.CLOSED
+
+        filler.unlink()
+        hub.plant("plant-b").upload_update(update_meta("plant-b", "r2", path), path)
+        assert {u.meta.plant for u in hub.store.updates("r2")} == {"plant-b"}
