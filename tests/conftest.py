@@ -29,10 +29,23 @@ from support.kube.nodes import NodeSpec
 CONTROLPLANE_FIXTURES = {"control_plane", "hub_and_plants", "namespace"}
 
 
+def _stage(item: pytest.Item) -> int:
+    """0: no cluster; 1: the shared cluster; 2: the three clusters of `hub_and_plants` (and the e2e federation)."""
+    used = set(getattr(item, "fixturenames", ()))
+    return 2 if "hub_and_plants" in used else 1 if CONTROLPLANE_FIXTURES & used else 0
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark control-plane tests, and run the tests that need no cluster first and the federation's last.
+
+    Session clusters and the e2e federation (an operator polling every second, agents, exchange) stay up until
+    the session ends once started, and on two cores their idle work slowed every test collected after them.
+    The sort is stable, so tests keep their order within each stage.
+    """
     for item in items:
-        if CONTROLPLANE_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if _stage(item):
             item.add_marker(pytest.mark.controlplane)
+    items.sort(key=_stage)
 
 
 @pytest.hookimpl(hookwrapper=True)
