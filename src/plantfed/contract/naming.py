@@ -102,7 +102,7 @@ def check_name(kind: str, name: str) -> str:
 
     `fullmatch`, not `match`: a pattern's `$` also matches before a trailing newline (`'r1\n'`).
     """
-    if not isinstance(name, str) or len(name) > MAX_SUBDOMAIN_LENGTH or not _NAME.fullmatch(name):
+    if not is_name(name):
         raise InvalidNameError(
             f"invalid {kind} name {name!r}: use 1-{MAX_SUBDOMAIN_LENGTH} characters from [a-z0-9.-], starting and "
             "ending alphanumeric (a Kubernetes object name)"
@@ -110,7 +110,16 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+def is_name(name: str) -> bool:
+    """`check_name`'s rule as a predicate, for listings that skip (and fsck reports) what no object can be named."""
+    return isinstance(name, str) and len(name) <= MAX_SUBDOMAIN_LENGTH and _NAME.fullmatch(name) is not None
+
+
+def is_sha256(digest: str) -> bool:
+    return isinstance(digest, str) and _SHA256.fullmatch(digest) is not None
+
+
 def check_sha256(digest: str) -> str:
-    if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+    if not is_sha256(digest):
         raise InvalidNameError(f"invalid sha256 {digest!r}: expected 64 lowercase hex characters")
     return digest

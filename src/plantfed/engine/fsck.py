@@ -8,18 +8,16 @@ and that a round's update records agree with what the round committed (`ModelSto
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from plantfed.contract.naming import InvalidNameError, check_name
+from plantfed.contract.naming import InvalidNameError, check_name, is_sha256
 from plantfed.contract.records import EvaluationRecord, ModelVersion
 from plantfed.engine.store import ModelStore, StoreError, read_record
 from plantfed.formats.atomic import file_sha256
 
-_DIGEST = re.compile(r"[0-9a-f]{64}")
 _T = TypeVar("_T")
 
 
@@ -71,7 +69,7 @@ def _check_blobs(store: ModelStore, findings: list[Finding]) -> int:
     for path in sorted(p for p in (store.root / "blobs" / "sha256").rglob("*") if p.is_file()):
         count += 1
         name = path.name
-        if not _DIGEST.fullmatch(name) or path.parent.name != name[:2]:
+        if not is_sha256(name) or path.parent.name != name[:2]:
             findings.append(
                 Finding(_rel(store, path), "not a blob: its name is not its sha256 under blobs/sha256/<ab>/")
             )

@@ -52,7 +52,7 @@ from typing import BinaryIO, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from plantfed.contract.naming import InvalidNameError, check_name, check_sha256
+from plantfed.contract.naming import InvalidNameError, check_name, check_sha256, is_name
 from plantfed.contract.plant_metrics import (
     ACCURACY,
     BASE_VAL_SAMPLES,
@@ -229,14 +229,6 @@ def _locked(lock_path: Path, *, busy: str | None = None) -> Iterator[None]:
             os.close(fd)
     finally:
         tlock.release()
-
-
-def _is_name(name: str) -> bool:
-    try:
-        check_name("round", name)
-    except InvalidNameError:
-        return False
-    return True
 
 
 def _hold(path: Path) -> int:
@@ -742,7 +734,7 @@ class ModelStore:
 
     def rounds(self) -> list[RoundRecord]:
         """All rounds, oldest opened first; a directory whose name no round can have is fsck's to report."""
-        dirs = [p for p in (self.root / "rounds").iterdir() if p.is_dir() and _is_name(p.name)]
+        dirs = [p for p in (self.root / "rounds").iterdir() if p.is_dir() and is_name(p.name)]
         found = [self._read_round(p.name) for p in dirs]
         return sorted((r for r in found if r is not None), key=lambda r: (r.opened_at or 0.0, r.round_id))
 
