@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--alphas", default="0.3,1.0", help="Dirichlet label-skew alphas of the non-IID table")
     p.add_argument("--jobs", type=int, default=1, help="simulate runs at once (non-IID table)")
     p.add_argument("--only", default="cwru,synthetic,noniid,codecs")
+    p.add_argument("--codecs", default="none,fp16,int8", help="rows of the compression table")
     p.add_argument("--out", type=Path, default=Path("runs/bench-learning"))
     p.add_argument("--report", type=Path, default=Path("bench/learning.md"))
     p.add_argument("--data-option", action="append", default=[], help="task data option KEY=VALUE for every run")
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             "| codec | final accuracy | best | rounds to 95 % of final | MB uploaded |",
             "|---|---|---|---|---|",
         ]
-        for codec in ("none", "fp16", "int8"):
+        for codec in args.codecs.split(","):
             rep = simulate(args.out / f"codec-{codec}", "--plants", "3", "--rounds", nr, "--codec", codec)
             lines.append(curve_row(codec, rep))
         lines += ["", f"`plantfed simulate --plants 3 --rounds {nr} --codec <codec>`", ""]

@@ -62,6 +62,8 @@ def test_bench_learning(tmp_path: Path) -> None:
         "bench_learning.py",
         "--only",
         "codecs",
+        "--codecs",
+        "int8",  # one simulate run: the row the test reads (each row is a run of its own)
         "--noniid-rounds",
         "1",
         "--out",

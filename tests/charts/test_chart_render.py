@@ -326,7 +326,7 @@ def test_operator_rbac_is_exactly_what_it_uses(helm):
     m = helm.render_hub()
     role = m.get("Role", "plantfed-operator")
     assert role["metadata"]["namespace"] == NAMESPACE
-    # Each of these is seen used by the live operator in tests/e2e/test_operator_rbac.py.
+    # Each of these is seen used by the live operator in tests/e2e/test_campaigns.py (the RBAC audit).
     assert rules(role) == grants(
         (GROUP, "federatedrounds", "get list watch create patch delete"),
         (GROUP, "plantparticipants federatedmodels", "get list watch patch"),

@@ -17,6 +17,7 @@ from support.kube import wait_for
 from support.kube.controlplane import ControlPlane
 
 from plantfed.cli import build_parser
+from plantfed.contract.naming import ROUND_KEY
 from plantfed.contract.records import RoundRecord
 from plantfed.engine.aggregation import StrategyConfig
 from plantfed.engine.round_aggregation import aggregate_round
@@ -103,6 +104,12 @@ def test_operator_killed_in_every_phase_still_promotes_bit_identical_weights(fed
     fr = wait_phase(hub, "federatedrounds", "chaos-1", ("Succeeded",))
     assert fr["status"]["evaluation"]["reported"] == 2
     assert promoted_once(federation, "chaos-1", "chaos") == undisturbed_digest(hub, "chaos-1", tmp_path)
+    with hub.cluster.api_client() as api:  # the restarted operator adopted the Job it had created
+        jobs = client.BatchV1Api(api).list_namespaced_job(hub.namespace, label_selector=f"{ROUND_KEY}=chaos-1").items
+    assert [(j.metadata.name, j.status.succeeded, j.status.failed) for j in jobs] == [("chaos-1-aggregate", 1, None)]
+    with hub.admin() as admin:
+        (version,) = [v for v in admin.list_versions("chaos") if v.round_id == "chaos-1"]
+    assert set(version.metrics) < set(fr["status"]["metrics"]), "training metrics plus the plants' val_* scores"
 
 
 def test_aggregation_pod_killed_is_retried_with_the_same_result(federation, tmp_path):

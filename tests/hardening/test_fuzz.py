@@ -174,7 +174,9 @@ def test_random_upload_streams_never_crash_or_commit_garbage(strict_hub: Hub, go
     _assert_committed_updates_verify(strict_hub)
     assert strict_hub.plant("plant-a").get_round("r1").model == MODEL  # still serving
     assert grpc.StatusCode.INVALID_ARGUMENT in seen  # the fuzzer reached the checks, not only auth
-    committed = [file_sha256(strict_hub.store.blob_path(u.digest)).hexdigest() for u in strict_hub.store.updates("after-fuzz")]
+    committed = [
+        file_sha256(strict_hub.store.blob_path(u.digest)).hexdigest() for u in strict_hub.store.updates("after-fuzz")
+    ]
     assert committed == [hashlib.sha256(good_bytes).hexdigest()]
 
 
