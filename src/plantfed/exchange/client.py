@@ -31,7 +31,7 @@ from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
 from plantfed.exchange import convert
 from plantfed.exchange.auth import Caller
 from plantfed.exchange.errors import ExchangeError
-from plantfed.exchange.transport import LEGACY_CHUNK, MAX_CHUNK, encode_chunk, open_channel
+from plantfed.exchange.transport import LEGACY_CHUNK, MAX_CHUNK, encode_chunk, open_channel, upload_chunk_size
 from plantfed.formats.atomic import file_sha256, fsync_dir
 
 log = logging.getLogger(__name__)
@@ -323,7 +323,7 @@ class ExchangeClient(_Client):
             )
             offset = size if status.committed else status.committed_offset
             offsets.append(offset)
-            chunk_size = min(self._chunk_size, status.max_chunk_bytes or LEGACY_CHUNK)
+            chunk_size = upload_chunk_size(status.max_chunk_bytes, self._chunk_size)
 
             def requests() -> Iterator[bytes]:
                 nonlocal sent

@@ -7,7 +7,9 @@ code and a message naming the problem (see `errors`).
 Serving: one `grpc.aio` server on an event loop of its own (`ExchangeServer`), so an open stream costs a
 coroutine and its buffers, never a thread: a slow upload cannot starve other calls. The store's blocking work
 (file reads and writes, fsync, sha256, record parsing) runs in a bounded pool of `io_threads`, one step at a
-time, so the loop never blocks on the disk; an upload writes (and hashes) one chunk while the next arrives.
+time, so the loop never blocks on the disk; an upload writes (and hashes, and with the update check judges the
+values of) one chunk while the next arrives. Chunks arrive as views into gRPC's message bytes
+(`transport.decode_chunk`), never copied again on the hub.
 Every method is registered as request-streaming, unary ones included, so each call is authenticated from its
 metadata before any message is read and a call that never sends its message ends after `first_message_s`.
 
@@ -23,10 +25,11 @@ returns the original receipt with duplicate=true and stores nothing; a different
 next round). A partial upload, or one refused at verification, is never visible through `ListUpdates`.
 
 Verification before commit: declared size and sha256, then (by default, `PayloadCheck.UPDATE`) the whole update
-against the round's base model (`plantfed.exchange.payload.UpdateCheck`), so a malformed update is refused at
-upload instead of failing the round's aggregation. With mutual TLS a plant's certificate must name the plant its
-token belongs to, and the admin token counts only with the admin's certificate (CN `plantfed:admin`;
-`plantfed.exchange.auth.certificate_name`): a token leaked to the holder of another certificate is useless.
+against the round's base model (`plantfed.exchange.payload.UpdateCheck`, its values judged as they arrived), so a
+malformed update is refused at upload instead of failing the round's aggregation. With mutual TLS a plant's
+certificate must name the plant its token belongs to, and the admin token counts only with the admin's
+certificate (CN `plantfed:admin`; `plantfed.exchange.auth.certificate_name`): a token leaked to the holder of
+another certificate is useless.
 
 Health: the standard `grpc.health.v1.Health` service answers for `HEALTH_SERVICE` on the exchange's port and,
 with `health_address`, on a second, loopback-only server that never asks for a client certificate. That is

@@ -54,6 +54,12 @@ SERVER_OPTIONS = _COMMON + [
 ]
 
 
+def upload_chunk_size(advertised: int, wanted: int) -> int:
+    """The chunk size to upload in, at most `wanted`, to a hub whose `UploadStatus.max_chunk_bytes` is `advertised`
+    (0 from a hub that predates the field, which takes `LEGACY_CHUNK`)."""
+    return min(wanted, advertised or LEGACY_CHUNK)
+
+
 def _varint(value: int) -> bytes:
     out = bytearray()
     while value > 0x7F:
