@@ -170,10 +170,10 @@ class _Client:
         )
         self._stub = pb_grpc.ModelExchangeStub(self._channel)
         # The payload streams, with their messages serialized here (`_file_chunks`) instead of by the stub.
-        self._upload_raw = self._channel.stream_unary(
+        self._upload_raw: grpc.StreamUnaryMultiCallable[bytes, pb.UploadReceipt] = self._channel.stream_unary(
             f"/{_SERVICE}/UploadUpdate", request_serializer=None, response_deserializer=pb.UploadReceipt.FromString
         )
-        self._publish_raw = self._channel.stream_unary(
+        self._publish_raw: grpc.StreamUnaryMultiCallable[bytes, pb.ModelVersion] = self._channel.stream_unary(
             f"/{_SERVICE}/PublishModel", request_serializer=None, response_deserializer=pb.ModelVersion.FromString
         )
         self._metadata = (("authorization", f"Bearer {token}"),)
