@@ -1,7 +1,8 @@
 """Upload benchmark: one large plant update through the exchange against raw socket copies doing the same disk work.
 
-Contenders, each timed from the first byte sent to the receiver's durable copy (round robin over `--repeat`
-runs; the fastest of each is kept, the least disturbed on a shared machine):
+Contenders, each timed from the first byte sent to the receiver's durable copy, with the CPU seconds both ends
+used meanwhile (`*_cpu_s`: the work per byte, which a shared machine's load disturbs less than the wall time;
+round robin over `--repeat` runs; the least of each is kept, the least disturbed):
 
 * `tcp_plain`: a loopback TCP copy whose receiver discards the bytes (the wire alone);
 * `tcp_durable`: the same, the receiver doing the hub's durable work: write to a file, sha256, fsync;
@@ -119,8 +120,15 @@ def write_model_and_update(workdir: Path, size: int) -> tuple[Path, Path]:
 # ----------------------------------------------------------------------------------------- socket anchors
 
 
-def socket_copy(path: Path, *, durable: bool, tls: tuple[Path, Path] | None = None) -> float:
-    """Seconds to send the file over loopback; the receiver optionally writes + hashes + fsyncs it."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process `pid` has used so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def socket_copy(path: Path, *, durable: bool, tls: tuple[Path, Path] | None = None) -> tuple[float, float]:
+    """(Seconds, CPU seconds of both ends) to send the file over loopback; the receiver optionally writes + hashes
+    + fsyncs it."""
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
     if tls is not None:
@@ -149,7 +157,7 @@ def socket_copy(path: Path, *, durable: bool, tls: tuple[Path, Path] | None = No
 
     receiver = threading.Thread(target=receive)
     receiver.start()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     conn = socket.create_connection(("127.0.0.1", port))
     if tls is not None:
         conn = client_ctx.wrap_socket(conn, server_hostname="127.0.0.1")
@@ -160,11 +168,11 @@ def socket_copy(path: Path, *, durable: bool, tls: tuple[Path, Path] | None = No
         else:
             conn.sendfile(f)
     done.wait()
-    elapsed = time.perf_counter() - start
+    elapsed, used = time.perf_counter() - start, time.process_time() - cpu
     receiver.join()
     server.close()
     sink.unlink(missing_ok=True)
-    return elapsed
+    return elapsed, used
 
 
 # --------------------------------------------------------------------------------------------- the hub
@@ -237,14 +245,17 @@ def update_meta(rid: str, size: int, digest: str) -> UpdateMeta:
     return UpdateMeta(plant="plant-a", round_id=rid, base_version=1, num_samples=1, total_bytes=size, sha256=digest)
 
 
-def timed_upload(hub: Hub, payload: Path, size: int, digest: str) -> float:
+def timed_upload(hub: Hub, payload: Path, size: int, digest: str) -> tuple[float, float]:
+    """(Seconds, CPU seconds of client and hub) of one upload."""
     rid = hub.open_round(size)
+    assert hub.proc
     with hub.plant() as client:
-        start = time.perf_counter()
+        start, cpu, hub_cpu = time.perf_counter(), time.process_time(), cpu_seconds(hub.proc.pid)
         receipt = client.upload_update(update_meta(rid, size, digest), payload)
         elapsed = time.perf_counter() - start
+        used = time.process_time() - cpu + cpu_seconds(hub.proc.pid) - hub_cpu
     assert receipt.digest == digest and not receipt.duplicate
-    return elapsed
+    return elapsed, used
 
 
 def cut_at_half(hub: Hub, payload: Path, size: int, digest: str) -> dict[str, int]:
@@ -308,7 +319,7 @@ def main() -> None:
                     t = time.perf_counter()
                     admin.publish_model(MODEL, base, promote=True)
                     results[f"publish_{check}_s"] = round(time.perf_counter() - t, 2)
-            contenders: dict[str, Callable[[], float]] = {
+            contenders: dict[str, Callable[[], tuple[float, float]]] = {
                 "tcp_plain": lambda: socket_copy(payload, durable=False),
                 "tcp_durable": lambda: socket_copy(payload, durable=True),
                 "tls_durable": lambda: socket_copy(payload, durable=True, tls=(cert, key)),
@@ -316,10 +327,14 @@ def main() -> None:
                 "exchange_update": lambda: timed_upload(hubs["update"], payload, size, digest),
             }
             best: dict[str, float] = {}
+            cpu: dict[str, float] = {}
             for _ in range(args.repeat):
                 for name, run in contenders.items():
-                    best[name] = min(best.get(name, float("inf")), run())
+                    seconds, used = run()
+                    best[name] = min(best.get(name, float("inf")), seconds)
+                    cpu[name] = min(cpu.get(name, float("inf")), used)
             results.update({f"{name}_s": round(seconds, 2) for name, seconds in best.items()})
+            results.update({f"{name}_cpu_s": round(used, 2) for name, used in cpu.items()})
             results.update(cut_at_half(hubs["update"], payload, size, digest))
         finally:
             for hub in hubs.values():
@@ -327,6 +342,8 @@ def main() -> None:
         for name in ("exchange_format", "exchange_update"):
             results[f"{name}_vs_tcp_durable"] = round(best[name] / best["tcp_durable"], 2)
             results[f"{name}_vs_tls_durable"] = round(best[name] / best["tls_durable"], 2)
+            results[f"{name}_cpu_vs_tcp_durable"] = round(cpu[name] / cpu["tcp_durable"], 2)
+            results[f"{name}_cpu_vs_tls_durable"] = round(cpu[name] / cpu["tls_durable"], 2)
         for name in ("tcp_durable", "tls_durable", "exchange_format", "exchange_update"):
             results[f"{name}_MiBps"] = round(size / 2**20 / best[name], 1)
         print(json.dumps(results, indent=2))

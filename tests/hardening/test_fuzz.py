@@ -8,6 +8,8 @@ validator refuses any byte string with PayloadError and nothing else.
 from __future__ import annotations
 
 import hashlib
+import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -21,6 +23,7 @@ from plantfed.contract.wire.v1 import exchange_pb2 as pb
 from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
 from plantfed.engine.store import file_sha256
 from plantfed.formats import codecs
+from plantfed.formats.scan import ValueScan
 
 FUZZ = settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
@@ -193,5 +196,43 @@ def test_validator_refuses_any_bytes_with_payload_error(tmp_path: Path, good_byt
             codecs.validate_update(target, base, codec, partial=partial)
         except codecs.PayloadError:
             pass
+
+    run()
+
+
+def _outcome(check: Callable[[], object]) -> str | None:
+    try:
+        check()
+    except codecs.PayloadError as exc:
+        return str(exc)
+    return None
+
+
+def test_the_streamed_check_refuses_exactly_what_the_reader_refuses(tmp_path: Path, good_bytes: bytes) -> None:
+    """The hub judges values while an upload arrives (`formats.scan`); for any bytes, in any pieces, that decides
+    exactly as `validate_update` reading the file: the same refusal, word for word, or none."""
+    base = tmp_path / "base.safetensors"
+    codecs.save_state(base_state(), base)
+    target = tmp_path / "fuzzed.safetensors"
+    header_end = 8 + int.from_bytes(good_bytes[:8], "little")
+    specials = [struct.pack("<f", v) for v in (float("nan"), float("inf"), -float("inf"), 3e38)]
+    poisoned = st.tuples(st.integers(header_end, len(good_bytes) - 4), st.sampled_from(specials)).map(
+        lambda t: good_bytes[: t[0]] + t[1] + good_bytes[t[0] + 4 :]
+    )
+
+    @FUZZ
+    @given(
+        payload=st.one_of(_mutations(good_bytes), poisoned),
+        codec=st.sampled_from(list(codecs.Codec)),
+        partial=st.booleans(),
+        pieces=st.lists(st.integers(0, 300), max_size=8),
+    )
+    def run(payload: bytes, codec: codecs.Codec, partial: bool, pieces: list[int]) -> None:
+        target.write_bytes(payload)
+        scan = ValueScan()
+        for piece in _chunked(payload, pieces):
+            scan.feed(piece)
+        expected = _outcome(lambda: codecs.validate_update(target, base, codec, partial=partial))
+        assert _outcome(lambda: codecs.check_update(target, base, codec, scan.result(), partial=partial)) == expected
 
     run()

@@ -74,7 +74,7 @@ from plantfed.contract.records import (
     UpdateMeta,
     UpdateRecord,
 )
-from plantfed.formats.atomic import READ_SIZE, file_sha256, fsync_dir, write_atomic
+from plantfed.formats.atomic import READ_SIZE, file_blocks, file_sha256, fsync_dir, write_atomic
 
 #: A partial upload is flushed to disk (fdatasync) at most this often while it receives, so a power cut costs at
 #: most that much transfer time; the sha256 check at commit catches anything torn. By time, not bytes: a slow WAN
@@ -92,6 +92,8 @@ _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _Record = TypeVar("_Record", bound=BaseModel)
 #: Checks a received payload file before it enters the blob store; raises ValueError to reject it.
 Validator = Callable[[Path], None]
+#: Shown a partial upload's bytes as they are written (`PartialUpload.begin`).
+Observer = Callable[[bytes | memoryview], None]
 
 
 class StoreError(Exception):
@@ -277,6 +279,7 @@ class PartialUpload:
         self._state_path = self._dir / f"{plant}.json"
         self._state: _PartialState | None = None
         self._hasher: hashlib._Hash | None = None
+        self._observe: Observer | None = None
         self._file: BinaryIO | None = None
         self._offset = 0
         self._synced_at = 0.0
@@ -285,8 +288,12 @@ class PartialUpload:
     def offset(self) -> int:
         return self._offset
 
-    def begin(self, sha256: str, total_bytes: int, offset: int) -> None:
-        """Start or resume the payload `sha256`; partial bytes of another payload are discarded."""
+    def begin(self, sha256: str, total_bytes: int, offset: int, observe: Observer | None = None) -> None:
+        """Start or resume the payload `sha256`; partial bytes of another payload are discarded.
+
+        `observe` sees every byte of the payload once, in order: on resume the `offset` bytes held (read back as
+        they are hashed), then each appended chunk.
+        """
         check_sha256(sha256)
         state = read_record(self._state_path, _PartialState)
         held = self._data.stat().st_size if self._data.exists() else 0
@@ -306,12 +313,17 @@ class PartialUpload:
         os.fsync(self._file.fileno())
         self._file.seek(offset)
         _write_record(self._state_path, state)
-        self._hasher = file_sha256(self._data, offset) if offset else hashlib.sha256()
+        self._hasher = hashlib.sha256()
+        for block in file_blocks(self._data, offset) if offset else ():
+            self._hasher.update(block)
+            if observe is not None:
+                observe(block)
+        self._observe = observe
         self._state = state
         self._offset = offset
         self._synced_at = time.monotonic()
 
-    def append(self, data: bytes) -> None:
+    def append(self, data: bytes | memoryview) -> None:
         if self._state is None or self._file is None or self._hasher is None:
             raise StoreError("append before begin")
         if self._offset + len(data) > self._state.total_bytes:
@@ -320,6 +332,8 @@ class PartialUpload:
             raise OffsetError(message)
         self._file.write(data)
         self._hasher.update(data)
+        if self._observe is not None:
+            self._observe(data)
         self._offset += len(data)
         if time.monotonic() - self._synced_at >= _SYNC_SECONDS:
             self._file.flush()
@@ -386,7 +400,7 @@ class BlobWriter:
         self._hasher = hashlib.sha256()
         self.size = 0
 
-    def append(self, chunk: bytes) -> None:
+    def append(self, chunk: bytes | memoryview) -> None:
         self.size += len(chunk)
         if self._expect_size is not None and self.size > self._expect_size:
             raise OffsetError(f"received {self.size} bytes, more than the declared {self._expect_size}")

@@ -31,7 +31,7 @@ from plantfed.contract.wire.v1 import exchange_pb2_grpc as pb_grpc
 from plantfed.exchange import convert
 from plantfed.exchange.auth import Caller
 from plantfed.exchange.errors import ExchangeError
-from plantfed.exchange.transport import MAX_CHUNK, open_channel
+from plantfed.exchange.transport import LEGACY_CHUNK, MAX_CHUNK, encode_chunk, open_channel, upload_chunk_size
 from plantfed.formats.atomic import file_sha256, fsync_dir
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 #: Called with (bytes done, bytes total) as a transfer progresses, resumed bytes included in "done".
 Progress = Callable[[int, int], None]
 _T = TypeVar("_T")
+_SERVICE = pb.DESCRIPTOR.services_by_name["ModelExchange"].full_name
 
 
 @dataclass(frozen=True)
@@ -138,11 +139,13 @@ def _failure(err: grpc.RpcError, *, stream: bool) -> Exception:
     return exc
 
 
-def _file_chunks(path: Path, offset: int, chunk_size: int) -> Iterator[bytes]:
+def _file_chunks(path: Path, offset: int, chunk_size: int) -> Iterator[tuple[bytes, int]]:
+    """The file from `offset` as serialized chunk messages (`encode_chunk`) of up to `chunk_size` bytes each,
+    with the payload bytes each carries."""
     with open(path, "rb") as f:
         f.seek(offset)
         while block := f.read(chunk_size):
-            yield block
+            yield encode_chunk(block), len(block)
 
 
 class _Client:
@@ -166,6 +169,13 @@ class _Client:
             target, root_cert=root_cert, client_cert=client_cert, client_key=client_key, server_name=server_name
         )
         self._stub = pb_grpc.ModelExchangeStub(self._channel)
+        # The payload streams, with their messages serialized here (`_file_chunks`) instead of by the stub.
+        self._upload_raw: grpc.StreamUnaryMultiCallable[bytes, pb.UploadReceipt] = self._channel.stream_unary(
+            f"/{_SERVICE}/UploadUpdate", request_serializer=None, response_deserializer=pb.UploadReceipt.FromString
+        )
+        self._publish_raw: grpc.StreamUnaryMultiCallable[bytes, pb.ModelVersion] = self._channel.stream_unary(
+            f"/{_SERVICE}/PublishModel", request_serializer=None, response_deserializer=pb.ModelVersion.FromString
+        )
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._chunk_size = chunk_size
         self._retry = retry
@@ -313,21 +323,22 @@ class ExchangeClient(_Client):
             )
             offset = size if status.committed else status.committed_offset
             offsets.append(offset)
+            chunk_size = upload_chunk_size(status.max_chunk_bytes, self._chunk_size)
 
-            def requests() -> Iterator[pb.UploadRequest]:
+            def requests() -> Iterator[bytes]:
                 nonlocal sent
-                yield pb.UploadRequest(start=pb.UploadStart(meta=wire_meta, offset=offset))
+                yield pb.UploadRequest(start=pb.UploadStart(meta=wire_meta, offset=offset)).SerializeToString()
                 if status.committed:
                     return
                 done = offset
-                for block in _file_chunks(path, offset, self._chunk_size):
-                    yield pb.UploadRequest(chunk=block)
-                    sent += len(block)
-                    done += len(block)
+                for message, moved in _file_chunks(path, offset, chunk_size):
+                    yield message
+                    sent += moved
+                    done += moved
                     if progress:
                         progress(done, size)
 
-            return self._call(self._stub.UploadUpdate, requests(), stream=True)
+            return self._call(self._upload_raw, requests(), stream=True)
 
         try:
             msg = self._retrying(attempt)
@@ -391,16 +402,18 @@ class AdminClient(_Client):
         if parent is not None:
             start.parent = parent
 
-        def requests() -> Iterator[pb.PublishRequest]:
-            yield pb.PublishRequest(start=start)
+        chunk_size = min(self._chunk_size, LEGACY_CHUNK)  # a hub of any version accepts these (see `transport`)
+
+        def requests() -> Iterator[bytes]:
+            yield pb.PublishRequest(start=start).SerializeToString()
             done = 0
-            for block in _file_chunks(source, 0, self._chunk_size):
-                yield pb.PublishRequest(chunk=block)
-                done += len(block)
+            for message, moved in _file_chunks(source, 0, chunk_size):
+                yield message
+                done += moved
                 if progress:
                     progress(done, size)
 
-        msg = self._retrying(lambda: self._call(self._stub.PublishModel, requests(), stream=True))
+        msg = self._retrying(lambda: self._call(self._publish_raw, requests(), stream=True))
         return convert.version_from_wire(msg)
 
     def promote(self, model: str, version: int) -> ModelVersion:

@@ -7,7 +7,9 @@ code and a message naming the problem (see `errors`).
 Serving: one `grpc.aio` server on an event loop of its own (`ExchangeServer`), so an open stream costs a
 coroutine and its buffers, never a thread: a slow upload cannot starve other calls. The store's blocking work
 (file reads and writes, fsync, sha256, record parsing) runs in a bounded pool of `io_threads`, one step at a
-time, so the loop never blocks on the disk; an upload writes (and hashes) one chunk while the next arrives.
+time, so the loop never blocks on the disk; an upload writes (and hashes, and with the update check judges the
+values of) one chunk while the next arrives. Chunks arrive as views into gRPC's message bytes
+(`transport.decode_chunk`), never copied again on the hub.
 Every method is registered as request-streaming, unary ones included, so each call is authenticated from its
 metadata before any message is read and a call that never sends its message ends after `first_message_s`.
 
@@ -23,10 +25,11 @@ returns the original receipt with duplicate=true and stores nothing; a different
 next round). A partial upload, or one refused at verification, is never visible through `ListUpdates`.
 
 Verification before commit: declared size and sha256, then (by default, `PayloadCheck.UPDATE`) the whole update
-against the round's base model (`plantfed.exchange.payload.UpdateCheck`), so a malformed update is refused at
-upload instead of failing the round's aggregation. With mutual TLS a plant's certificate must name the plant its
-token belongs to, and the admin token counts only with the admin's certificate (CN `plantfed:admin`;
-`plantfed.exchange.auth.certificate_name`): a token leaked to the holder of another certificate is useless.
+against the round's base model (`plantfed.exchange.payload.UpdateCheck`, its values judged as they arrived), so a
+malformed update is refused at upload instead of failing the round's aggregation. With mutual TLS a plant's
+certificate must name the plant its token belongs to, and the admin token counts only with the admin's
+certificate (CN `plantfed:admin`; `plantfed.exchange.auth.certificate_name`): a token leaked to the holder of
+another certificate is useless.
 
 Health: the standard `grpc.health.v1.Health` service answers for `HEALTH_SERVICE` on the exchange's port and,
 with `health_address`, on a second, loopback-only server that never asks for a client certificate. That is
@@ -78,7 +81,15 @@ from plantfed.exchange.limits import (
 )
 from plantfed.exchange.payload import PayloadCheck, UpdateCheck, check_safetensors
 from plantfed.exchange.status import Refusal, describe, status_for
-from plantfed.exchange.transport import HEALTH_SERVICE, MAX_CHUNK, MAX_MESSAGE, ServerTLS, server_options
+from plantfed.exchange.transport import (
+    HEALTH_SERVICE,
+    LEGACY_CHUNK,
+    MAX_CHUNK,
+    MAX_MESSAGE,
+    ServerTLS,
+    decode_chunk,
+    server_options,
+)
 from plantfed.formats.atomic import file_sha256
 
 log = logging.getLogger(__name__)
@@ -196,7 +207,7 @@ class _Call:
     async def start(self) -> Any:
         """The `start` message that opens a client stream."""
         first = await self.first()
-        if first.WhichOneof("msg") != "start":
+        if isinstance(first, memoryview) or first.WhichOneof("msg") != "start":
             raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{self.rpc}: the first message must be `start`")
         return first.start
 
@@ -211,14 +222,17 @@ class _Call:
             raise TooSlow(f"{self.rpc}: {self._rate.describe(what)}") from None
         return done, loop.time() - began
 
-    async def chunk(self) -> bytes | None:
-        """The next `chunk` of a client stream, or None at its end."""
+    async def chunk(self) -> bytes | memoryview | None:
+        """The next `chunk` of a client stream (a view when it came as `encode_chunk` sends it), or None at its end."""
         message, waited = await self._paced(self.context.read(), "upload")
         if message is grpc.aio.EOF:
             return None
-        if message.WhichOneof("msg") != "chunk":
+        if isinstance(message, memoryview):
+            chunk: bytes | memoryview = message
+        elif message.WhichOneof("msg") == "chunk":
+            chunk = message.chunk
+        else:
             raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{self.rpc}: after `start`, only `chunk` messages")
-        chunk = message.chunk
         if len(chunk) > MAX_CHUNK:
             raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{self.rpc}: chunk of {len(chunk)} bytes > {MAX_CHUNK}")
         self._rate.record(len(chunk), waited)
@@ -363,7 +377,7 @@ class ExchangeServicer:
                 f"{'no plant' if named is None else repr(named)} (CN or SAN URI {PLANT_URI_PREFIX}<plant>)",
             )
 
-    async def _pump(self, call: _Call, sink: Callable[[bytes], Any]) -> None:
+    async def _pump(self, call: _Call, sink: Callable[[bytes | memoryview], Any]) -> None:
         """Feed every chunk of the stream to `sink` in the io pool, one at a time, while the next one arrives."""
         step: asyncio.Future[Any] | None = None
         call.receiving = True
@@ -413,12 +427,13 @@ class ExchangeServicer:
         self._store.get_round(request.round_id)
         committed = self._store.get_update(request.round_id, caller.plant_name)
         if committed is not None:
-            return pb.UploadStatus(committed=True, committed_sha256=committed.meta.sha256)
+            return pb.UploadStatus(committed=True, committed_sha256=committed.meta.sha256, max_chunk_bytes=MAX_CHUNK)
         if not request.sha256:
-            return pb.UploadStatus(committed_offset=0)
+            return pb.UploadStatus(committed_offset=0, max_chunk_bytes=MAX_CHUNK)
         check_sha256(request.sha256)
         return pb.UploadStatus(
-            committed_offset=self._store.partial_offset(request.round_id, caller.plant_name, request.sha256)
+            committed_offset=self._store.partial_offset(request.round_id, caller.plant_name, request.sha256),
+            max_chunk_bytes=MAX_CHUNK,
         )
 
     @_transfer(_PLANT)
@@ -443,16 +458,16 @@ class ExchangeServicer:
                 # Space is booked before the partial is touched: a refusal leaves nothing behind.
                 free, held = await self.io(self._space_probe, meta.plant, meta.round_id)
                 self._space.admit(key, max(0, meta.total_bytes - start.offset), free, held)
-                await self.io(upload.begin, meta.sha256, meta.total_bytes, start.offset)
+                validate = await self.io(self._update_validator, meta, record)
+                observe = validate.scan.feed if isinstance(validate, UpdateCheck) else None
+                await self.io(upload.begin, meta.sha256, meta.total_bytes, start.offset, observe)
 
-                def append(chunk: bytes) -> None:
+                def append(chunk: bytes | memoryview) -> None:
                     upload.append(chunk)
                     self._space.wrote(key, len(chunk))
 
                 await self._pump(call, append)
-                digest, _size, received, seconds = await self.io(
-                    lambda: upload.finalize(self._update_validator(meta, record))
-                )
+                digest, _size, received, seconds = await self.io(upload.finalize, validate)
             finally:
                 self._space.release(key)
                 await self.io(self._end_upload, holder, upload, meta.round_id)
@@ -549,7 +564,7 @@ class ExchangeServicer:
         blob = await self.io(_open_binary, path)
 
         def read() -> bytes:
-            block = blob.read(MAX_CHUNK)
+            block = blob.read(LEGACY_CHUNK)  # what every client's channel accepts (see `transport`)
             hasher.update(block)
             return block
 
@@ -719,6 +734,18 @@ class ExchangeServicer:
         return convert.ledger_to_wire(request.model, ledger.entries())
 
 
+def _deserializer(request_type: Any) -> Callable[[bytes], Any]:
+    """How a method's messages are read: chunk-carrying streams take their chunks as views (`decode_chunk`)."""
+    if "chunk" not in request_type.DESCRIPTOR.fields_by_name:
+        return request_type.FromString
+
+    def read(raw: bytes) -> Any:
+        chunk = decode_chunk(raw)
+        return request_type.FromString(raw) if chunk is None else chunk
+
+    return read
+
+
 class _Gate(grpc.GenericRpcHandler):
     """Registers every ModelExchange method as request-streaming and runs it: authenticate, admit, read, serve.
 
@@ -741,7 +768,7 @@ class _Gate(grpc.GenericRpcHandler):
                 else grpc.stream_unary_rpc_method_handler
             )
             self._handlers[f"/{_SERVICE.full_name}/{method.name}"] = make(
-                self._behaviour(method.name, body), request_type.FromString, response_type.SerializeToString
+                self._behaviour(method.name, body), _deserializer(request_type), response_type.SerializeToString
             )
 
     def _ended(self, reason: str) -> None:

@@ -2,6 +2,16 @@
 
 Payloads travel as chunks of at most `MAX_CHUNK` bytes, so message limits are sized to one chunk plus the
 metadata of a start message; nothing anywhere depends on a whole model fitting in one message.
+
+Chunk sizes and compatibility: the hub accepts upload chunks of up to `MAX_CHUNK` (4 MiB) and says so in
+`UploadStatus.max_chunk_bytes`; a client sends chunks that large only to a hub that said so, and
+`LEGACY_CHUNK` (1 MiB, what every earlier hub and client accepts) otherwise, for publishing, and for downloads,
+so a newer end talks to an older one either way. Fewer, larger messages cut the per-message work of both ends
+(Python, asyncio, protobuf) on a multi-GB upload.
+
+A chunk message is one length-delimited `chunk` field (number 2 in `UploadRequest`, `PublishRequest` and
+`DownloadResponse`). `encode_chunk` and `decode_chunk` write and read exactly that encoding without a protobuf
+message in between, which would copy the payload twice more; any other encoding is parsed by protobuf.
 """
 
 from __future__ import annotations
@@ -17,9 +27,14 @@ from plantfed.exchange.limits import ServerLimits
 HEALTH_SERVICE = "plantfed.wire.v1.ModelExchange"
 """The service the exchange reports on through the standard `grpc.health.v1.Health` service."""
 
-MAX_CHUNK = 1 << 20
+MAX_CHUNK = 4 << 20
+#: What hubs and clients before `UploadStatus.max_chunk_bytes` accept; still the size of publish and download chunks.
+LEGACY_CHUNK = 1 << 20
 #: One chunk plus room for the start message (metadata, metrics map) of a stream.
 MAX_MESSAGE = MAX_CHUNK + (256 << 10)
+#: The `chunk` field's tag (field 2, wire type 2: length-delimited) in every chunk-carrying message.
+_CHUNK_TAG = 0x12
+_CHUNK_FIELD = 2
 
 _COMMON = [
     ("grpc.max_send_message_length", MAX_MESSAGE),
@@ -37,6 +52,45 @@ SERVER_OPTIONS = _COMMON + [
     # Call metadata is a bearer token and a user agent; anything near this is not a client of ours.
     ("grpc.max_metadata_size", 16 << 10),
 ]
+
+
+def upload_chunk_size(advertised: int, wanted: int) -> int:
+    """The chunk size to upload in, at most `wanted`, to a hub whose `UploadStatus.max_chunk_bytes` is `advertised`
+    (0 from a hub that predates the field, which takes `LEGACY_CHUNK`)."""
+    return min(wanted, advertised or LEGACY_CHUNK)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def encode_chunk(block: bytes | memoryview) -> bytes:
+    """The serialized `UploadRequest`/`PublishRequest` carrying `block` as its `chunk`, built with one copy."""
+    return b"".join((bytes((_CHUNK_TAG,)), _varint(len(block)), block))
+
+
+def decode_chunk(raw: bytes) -> memoryview | None:
+    """The `chunk` of a serialized chunk message, as a view into `raw` (no copy); None for any other message.
+
+    Only the encoding `encode_chunk` writes (one `chunk` field filling the whole message) is recognised, so the
+    result is always exactly what protobuf would parse; everything else is left to protobuf.
+    """
+    if len(raw) < 2 or raw[0] != _CHUNK_TAG:
+        return None
+    length, shift, at = 0, 0, 1
+    while at < len(raw) and at <= 5:  # 5 varint bytes hold any length a message can have
+        byte = raw[at]
+        length |= (byte & 0x7F) << shift
+        at += 1
+        if not byte & 0x80:
+            return memoryview(raw)[at:] if length == len(raw) - at else None
+        shift += 7
+    return None
 
 
 def server_options(limits: ServerLimits) -> list[tuple[str, int]]:

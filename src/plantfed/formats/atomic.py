@@ -51,19 +51,25 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def file_sha256(path: str | os.PathLike[str], limit: int | None = None) -> hashlib._Hash:
-    """sha256 of a file's first `limit` bytes (all of it when None), as a live hasher to continue from.
-
-    Payloads can be gigabytes, so the file is read in 1 MiB blocks.
-    """
-    hasher = hashlib.sha256()
+def file_blocks(path: str | os.PathLike[str], limit: int | None = None) -> Iterator[bytes]:
+    """A file's first `limit` bytes (all of it when None) in blocks of at most `READ_SIZE`."""
     remaining = limit
     with open(path, "rb") as f:
         while remaining is None or remaining > 0:
             block = f.read(READ_SIZE if remaining is None else min(READ_SIZE, remaining))
             if not block:
                 break
-            hasher.update(block)
+            yield block
             if remaining is not None:
                 remaining -= len(block)
+
+
+def file_sha256(path: str | os.PathLike[str], limit: int | None = None) -> hashlib._Hash:
+    """sha256 of a file's first `limit` bytes (all of it when None), as a live hasher to continue from.
+
+    Payloads can be gigabytes, so the file is read in 1 MiB blocks.
+    """
+    hasher = hashlib.sha256()
+    for block in file_blocks(path, limit):
+        hasher.update(block)
     return hasher

@@ -24,6 +24,7 @@ backend of `safe_open`, so reading a tensor never leaves the file mapped into th
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import math
 import os
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -40,7 +42,8 @@ from plantfed.contract.records import Codec
 from plantfed.formats.atomic import atomic_output
 from plantfed.formats.memory import MemoryTracker
 from plantfed.formats.numerics import dot
-from plantfed.formats.stream_writer import DTYPES_BY_CODE, StreamingWriter, TensorSpec
+from plantfed.formats.scan import ScanResult
+from plantfed.formats.stream_writer import DTYPE_CODES, DTYPES_BY_CODE, StreamingWriter, TensorSpec
 
 KIND_KEY = "plantfed.kind"
 CODEC_KEY = "plantfed.codec"
@@ -325,9 +328,14 @@ class UpdateReader:
     def stored(self, name: str, index: tuple[slice, ...] | None = None) -> torch.Tensor:
         return self.file.tensor(name, index)
 
+    def scaled(self, name: str) -> bool:
+        """Whether `name` is stored as int8 levels times its `::scale` (else its stored values are the delta)."""
+        specs = self.file.specs
+        return specs[name].dtype == torch.int8 and self.codec is Codec.INT8 and name + SCALE_SUFFIX in specs
+
     def decode(self, name: str, stored: torch.Tensor) -> torch.Tensor:
         """Float32 delta from stored values (the same tensor when already float32)."""
-        if stored.dtype == torch.int8 and self.codec is Codec.INT8 and name + SCALE_SUFFIX in self.file.specs:
+        if stored.dtype == torch.int8 and self.scaled(name):
             return stored.to(torch.float32).mul_(self.scale(name))
         if stored.is_floating_point():
             return stored.to(torch.float32)
@@ -455,9 +463,24 @@ def checked_squared_norm(
     """‖delta‖², refusing NaN/Inf: the sum of squares is finite iff every value is, so one pass does both."""
     squared = dot(delta, delta, tracker)
     if not math.isfinite(squared):
-        problem = "NaN" if torch.isnan(delta).any() else "Inf"
-        raise PayloadError(f"update {reader.path}: tensor {name!r} contains {problem}")
+        _refuse_non_finite(reader, name, "NaN" if torch.isnan(delta).any() else "Inf")
     return squared
+
+
+def _refuse_non_finite(reader: UpdateReader, name: str, problem: str) -> None:
+    raise PayloadError(f"update {reader.path}: tensor {name!r} contains {problem}")
+
+
+@contextlib.contextmanager
+def _checked_reader(
+    path: str | os.PathLike[str], base_path: str | os.PathLike[str], codec: Codec, exclude: Sequence[str], partial: bool
+) -> Iterator[UpdateReader]:
+    """The update, open, once its header passed `check_header` against the base model's."""
+    with SafetensorsFile(base_path, role="model") as base_file:
+        base = dict(base_file.specs)
+    with UpdateReader(path, codec) as reader:
+        check_header(reader, base, exclude, partial=partial)
+        yield reader
 
 
 def validate_update(
@@ -475,21 +498,59 @@ def validate_update(
     codec that differs from the header's, missing or unexpected tensors, wrong shapes or dtypes, NaN/Inf.
     Tensors matching `exclude` (plant-local parameters) may be absent and do not count towards the norm.
     """
-    with SafetensorsFile(base_path, role="model") as base_file:
-        base = dict(base_file.specs)
     tracker = tracker or MemoryTracker()
     squared = 0.0
-    with UpdateReader(path, codec) as reader:
-        check_header(reader, base, exclude, partial=partial)
+    with _checked_reader(path, base_path, codec, exclude, partial) as reader:
         for name in reader.names:
-            stored = reader.stored(name)
-            with tracker.live(stored):
-                delta = reader.decode(name, stored)
-                if not delta.is_floating_point():
-                    continue
-                with tracker.live(delta):
-                    tensor_squared = checked_squared_norm(reader, name, delta, tracker)
-                    if not matches_any(name, exclude):
-                        squared += tensor_squared
+            tensor_squared = _read_and_check(reader, name, tracker)
+            if not matches_any(name, exclude):
+                squared += tensor_squared
         count = len(reader.names)
     return UpdateSummary(num_tensors=count, l2_norm=math.sqrt(squared), file_bytes=Path(path).stat().st_size)
+
+
+def _read_and_check(reader: UpdateReader, name: str, tracker: MemoryTracker) -> float:
+    """‖delta‖² of one tensor read from the file, refusing NaN/Inf (0.0 for non-floating values)."""
+    stored = reader.stored(name)
+    with tracker.live(stored):
+        delta = reader.decode(name, stored)
+        if not delta.is_floating_point():
+            return 0.0
+        with tracker.live(delta):
+            return checked_squared_norm(reader, name, delta, tracker)
+
+
+def check_update(
+    path: str | os.PathLike[str],
+    base_path: str | os.PathLike[str],
+    codec: Codec,
+    scan: ScanResult | None,
+    *,
+    exclude: Sequence[str] = (),
+    partial: bool = False,
+) -> None:
+    """`validate_update`'s checks, judging the values from `scan` (made while the file's bytes arrived).
+
+    The header, shapes, dtypes and int8 scales are read from the file as always; the values only where the scan
+    does not describe the file exactly as `safetensors` reads it (then the whole file, as `validate_update`).
+    The same update is refused with the same message either way; no norm is computed.
+    """
+    with _checked_reader(path, base_path, codec, exclude, partial) as reader:
+        specs = reader.file.specs
+        if scan is None or not scan.describes({n: (DTYPE_CODES[s.dtype], s.shape) for n, s in specs.items()}):
+            scan = None
+        tracker = MemoryTracker()
+        for name in reader.names:
+            if scan is None:
+                _read_and_check(reader, name, tracker)
+                continue
+            findings = scan.findings.get(name)
+            if findings is None:
+                continue  # neither floating point nor int8: values, not deltas, and never checked
+            if reader.scaled(name):
+                with np.errstate(over="ignore"):  # decoded as float32 levels x scale, like `decode`
+                    decoded_peak = np.float32(findings.peak) * np.float32(reader.scale(name))
+                if not np.isfinite(decoded_peak):
+                    _refuse_non_finite(reader, name, "Inf")
+            elif problem := findings.problem(DTYPE_CODES[specs[name].dtype]):
+                _refuse_non_finite(reader, name, problem)

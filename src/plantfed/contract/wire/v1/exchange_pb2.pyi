@@ -253,14 +253,16 @@ class UploadStatusRequest(_message.Message):
     def __init__(self, round_id: _Optional[str] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class UploadStatus(_message.Message):
-    __slots__ = ("committed_offset", "committed", "committed_sha256")
+    __slots__ = ("committed_offset", "committed", "committed_sha256", "max_chunk_bytes")
     COMMITTED_OFFSET_FIELD_NUMBER: _ClassVar[int]
     COMMITTED_FIELD_NUMBER: _ClassVar[int]
     COMMITTED_SHA256_FIELD_NUMBER: _ClassVar[int]
+    MAX_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
     committed_offset: int
     committed: bool
     committed_sha256: str
-    def __init__(self, committed_offset: _Optional[int] = ..., committed: _Optional[bool] = ..., committed_sha256: _Optional[str] = ...) -> None: ...
+    max_chunk_bytes: int
+    def __init__(self, committed_offset: _Optional[int] = ..., committed: _Optional[bool] = ..., committed_sha256: _Optional[str] = ..., max_chunk_bytes: _Optional[int] = ...) -> None: ...
 
 class DownloadRequest(_message.Message):
     __slots__ = ("model", "version", "offset", "if_sha256")
