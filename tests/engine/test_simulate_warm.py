@@ -29,11 +29,15 @@ def simulate(out: Path, **fields) -> tuple[Simulation, dict]:
     return sim, sim.run()
 
 
+def untimed(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if k != "samples_per_second"}
+
+
 def learned(out: Path, report: dict) -> dict:
     """Everything a run learned, without its wall-clock times: models by digest, metrics, evaluations."""
     store = ModelStore(out / "hub" / "store")
     return {
-        "models": [store.get_model("bearing", v).digest for v in store.versions("bearing")],
+        "models": [v.digest for v in store.versions("bearing")],
         "rounds": [
             (
                 r["global_accuracy"],
@@ -41,7 +45,7 @@ def learned(out: Path, report: dict) -> dict:
                 r["version"],
                 r["promoted"],
                 {
-                    name: (p["state"], p["num_samples"], p["metrics"], p["update_norm"], p["cosine"], p["evaluation"])
+                    name: (p["state"], p["num_samples"], untimed(p["metrics"]), p["update_norm"], p["cosine"], p["evaluation"])
                     for name, p in r["plants"].items()
                 },
             )
