@@ -173,7 +173,7 @@ def flower_worker(spec: dict[str, Any]) -> None:
 
     class Plant(NumPyClient):
         def __init__(self, index: int) -> None:
-            spec = DataSpec(f"plant-{index + 1}", None, plant_index=index, num_plants=plants, seed=SEED, options=options)
+            spec = DataSpec(f"plant-{index + 1}", None, index, plants, SEED, options)
             self.index, self.data = index, task.load_data(spec)
             self.model = task.build_model("full")
 

@@ -33,6 +33,10 @@ def untimed(metrics: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if k != "samples_per_second"}
 
 
+def plant_round(p: dict) -> tuple:
+    return p["state"], p["num_samples"], untimed(p["metrics"]), p["update_norm"], p["cosine"], p["evaluation"]
+
+
 def learned(out: Path, report: dict) -> dict:
     """Everything a run learned, without its wall-clock times: models by digest, metrics, evaluations."""
     store = ModelStore(out / "hub" / "store")
@@ -44,10 +48,7 @@ def learned(out: Path, report: dict) -> dict:
                 r["global_loss"],
                 r["version"],
                 r["promoted"],
-                {
-                    name: (p["state"], p["num_samples"], untimed(p["metrics"]), p["update_norm"], p["cosine"], p["evaluation"])
-                    for name, p in r["plants"].items()
-                },
+                {name: plant_round(p) for name, p in r["plants"].items()},
             )
             for r in report["rounds"]
         ],

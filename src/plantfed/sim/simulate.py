@@ -4,9 +4,10 @@ The hub is real: the model store, the gRPC exchange on loopback, and the operato
 (`reconcile_model`, `reconcile_round`, `reconcile_participant`) driven over in-memory FederatedModel,
 FederatedRound and PlantParticipant objects by `plantfed.sim.hub.LocalOperator`, which carries out the same
 actions the operator's executor does (the aggregation and init Jobs run their own container commands).
-Every plant runs its agent's decision function (`plantfed.sim.plants.Fleet`) and trains as its own OS
-process, `plantfed train` with its own token, seeing only its own data partition; candidates are scored by
-`plantfed evaluate --round` processes. Nothing crosses shared memory: models, updates and evaluations cross
+Every plant runs its agent's decision function (`plantfed.sim.plants.Fleet`) and trains in its own OS
+process (a warm worker kept across rounds, or a fresh process per Job: `plantfed.sim.workers`), `plantfed
+train` with its own token, seeing only its own data partition; candidates are scored by `plantfed evaluate
+--round` in the same processes. Nothing crosses shared memory: models, updates and evaluations cross
 real gRPC.
 
 Time is simulated where it would only be waited for: the clock jumps to the next thing that can happen (a
