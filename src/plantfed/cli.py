@@ -450,8 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--plant-memory-budget",
         type=float,
         metavar="MIB",
-        help="warm: memory the live plant workers may hold; at most budget / per-worker peak RSS are alive at "
-        "once, idle ones evicted least recently used first (default: 75%% of available memory)",
+        help="warm: memory the live plant workers may hold; at most budget / per-worker memory (Pss) are alive "
+        "at once, idle ones evicted least recently used first (default: 75%% of available memory)",
     )
     p.add_argument("--dp-delta", type=float, help="δ at which each plant's ε is reported (default 1e-5)")
     p.add_argument("--epsilon-budget", type=float, help="a plant whose next round would exceed this ε sits it out")

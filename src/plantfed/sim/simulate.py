@@ -732,7 +732,8 @@ class Simulation:
         return {
             "mode": pool.mode,
             "memory_budget_mib": pool.budget / MIB,
-            "worker_peak_rss_mib": pool.worker_rss / MIB,
+            "worker_pss_mib": pool.worker_memory / MIB,
+            "worker_peak_rss_mib": (pool.worker_peak_rss or 0) / MIB,
             "max_workers": pool.capacity,
             "max_alive": pool.max_alive,
         }

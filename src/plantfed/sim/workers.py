@@ -10,8 +10,11 @@ hub or the other plants. Stopping a Job (cancel, timeout, activeDeadlineSeconds)
 gets a new one when it next has work.
 
 Warm workers stay alive between Jobs, so their number is bounded by a memory budget: at most
-`budget // per-worker RSS` are alive at once (the RSS is the largest peak measured so far, 1 GiB until one is
-measured). A Job that needs a worker beyond that evicts the least recently used idle worker, or waits.
+`budget // per-worker memory` are alive at once. A worker's memory is its proportional set size (Pss: its
+private pages plus its share of the pages all workers map from the same torch libraries) after a Job, the largest
+measured so far (1 GiB until one is measured). Its RSS would count those ~550 MiB of shared library text once per
+worker and fit half the fleet that really fits; the peak RSS is reported too. A Job that needs a worker beyond
+that evicts the least recently used idle worker, or waits.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from typing import IO, Protocol
 FRESH, WARM = "fresh", "warm"
 MODES = (FRESH, WARM)
 MIB = 1 << 20
-#: A worker's RSS before any has been measured: a bearing plant with torch imported peaks near 955 MiB.
-WORKER_RSS_GUESS = 1024 * MIB
+#: A worker's memory before any has been measured: a bearing plant with torch imported peaks near 1 GiB RSS.
+WORKER_MEMORY_GUESS = 1024 * MIB
 #: Share of the machine's available memory warm workers may hold by default (the hub and aggregation need the rest).
 DEFAULT_BUDGET_SHARE = 0.75
 
@@ -39,10 +42,10 @@ def plantfed_command(argv: list[str]) -> list[str]:
     return [sys.executable, "-m", "plantfed", *argv]
 
 
-def proc_status(pid: int, field: str) -> int | None:
-    """A `/proc/PID/status` memory field in bytes (VmRSS, VmHWM), None where there is no such process or field."""
+def proc_memory(pid: int, file: str, field: str) -> int | None:
+    """A memory field of `/proc/PID/FILE` in bytes (status: VmHWM, VmRSS; smaps_rollup: Pss), None if missing."""
     try:
-        text = Path(f"/proc/{pid}/status").read_text()
+        text = Path(f"/proc/{pid}/{file}").read_text()
     except OSError:
         return None
     for line in text.splitlines():
@@ -66,9 +69,9 @@ def default_budget() -> int:
     return int(available_memory() * DEFAULT_BUDGET_SHARE)
 
 
-def worker_capacity(budget: int, worker_rss: int) -> int:
+def worker_capacity(budget: int, worker_memory: int) -> int:
     """How many warm workers fit in `budget` bytes; always at least one, or nothing could ever run."""
-    return max(1, budget // max(1, worker_rss))
+    return max(1, budget // max(1, worker_memory))
 
 
 class Run(Protocol):
@@ -163,7 +166,9 @@ class Worker:
         self._cond = threading.Condition()
         self.job: int | None = None
         self.used = time.monotonic()
+        #: Measured after each Job: peak RSS (VmHWM) and the largest Pss (see the module docstring).
         self.peak_rss: int | None = None
+        self.memory: int | None = None
         threading.Thread(target=self._read, name=f"worker-{plant}", daemon=True).start()
 
     def _read(self) -> None:
@@ -198,9 +203,15 @@ class Worker:
             if job in self._done:
                 if self.job == job:
                     self.job, self.used = None, time.monotonic()
-                    self.peak_rss = proc_status(self.proc.pid, "VmHWM") or self.peak_rss
+                    self._measure()
                 return self._done[job]
             return self.proc.poll()
+
+    def _measure(self) -> None:
+        rss = proc_memory(self.proc.pid, "status", "VmHWM")
+        pss = proc_memory(self.proc.pid, "smaps_rollup", "Pss") or rss
+        self.peak_rss = max(rss or 0, self.peak_rss or 0) or None
+        self.memory = max(pss or 0, self.memory or 0) or None
 
     def wait(self, job: int, timeout: float) -> int:
         deadline = time.monotonic() + timeout
@@ -263,13 +274,17 @@ class Warm:
         self._lock = threading.Lock()
 
     @property
-    def worker_rss(self) -> int:
-        """The largest peak RSS any worker has reached so far (the guess until one has finished a Job)."""
-        return max((w.peak_rss for w in self.started if w.peak_rss), default=WORKER_RSS_GUESS)
+    def worker_memory(self) -> int:
+        """The largest Pss any worker has had after a Job (the guess until one has finished a Job)."""
+        return max((w.memory for w in self.started if w.memory), default=WORKER_MEMORY_GUESS)
+
+    @property
+    def worker_peak_rss(self) -> int | None:
+        return max((w.peak_rss for w in self.started if w.peak_rss), default=None)
 
     @property
     def capacity(self) -> int:
-        return worker_capacity(self.budget, self.worker_rss)
+        return worker_capacity(self.budget, self.worker_memory)
 
     def start(
         self, plant: str, argv: list[str], log: Path, env: Mapping[str, str], *, overflow: bool = False
