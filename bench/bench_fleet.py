@@ -85,6 +85,9 @@ def measured(cmd: list[str], env: dict[str, str] | None = None, log: Path | None
         nonlocal peak
         while not done.wait(0.2):
             peak = max(peak, _tree_rss(proc.pid))
+            if log:  # so far, for a run stopped before its end
+                elapsed = time.perf_counter() - began
+                log.with_suffix(".peak.json").write_text(json.dumps({"wall_s": elapsed, "peak_rss_mib": peak / 2**20}))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -267,7 +270,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     before = uptime()
     results: dict[str, dict[str, Any]] = {}
-    for name in args.contenders.split(","):
+    for name in filter(None, args.contenders.split(",")):
         print(f"{name}: {args.plants} plants × {args.rounds} rounds ...", file=sys.stderr, flush=True)
         if name == "flower":
             results[name] = run_flower(args.plants, args.rounds, args, work)

@@ -386,10 +386,13 @@ class Fleet:
                     self._poll(job)
             running = [j for j in self.jobs if j.proc is not None and j.proc.poll() is None]
             busy = sum(1 for j in running if not j.held)
-            for job in self.jobs:
+            queued = [j for j in self.jobs if j.proc is None and not j.dropped and j.cancelled is None]
+            # Plants with an idle warm worker first: with more plants than the memory budget keeps alive, the
+            # others would evict exactly the workers the next round needs (virtual start times do not change).
+            for job in sorted(queued, key=lambda j: not self.processes.warm_for(j.plant)):
                 if busy >= self.settings.parallel:
                     break
-                if job.proc is None and not job.dropped and job.cancelled is None and job.succeeded is None:
+                if job.succeeded is None:
                     log = self.plants[job.plant].directory / "train.log"
                     stalled = all(j.held for j in running)
                     job.proc = self.processes.start(job.plant, job.argv, log, self.env(), overflow=stalled)

@@ -138,6 +138,9 @@ class Fresh:
     mode = FRESH
     max_alive = 0
 
+    def warm_for(self, plant: str) -> bool:
+        return False
+
     def start(self, plant: str, argv: list[str], log: Path, env: Mapping[str, str], *, overflow: bool = False) -> Run:
         return FreshRun(argv, log, env)
 
@@ -272,6 +275,10 @@ class Warm:
         self.max_alive = 0
         self._jobs = 0
         self._lock = threading.Lock()
+
+    def warm_for(self, plant: str) -> bool:
+        """The plant has an idle worker: its next Job starts without importing anything."""
+        return any(w.plant == plant and w.idle for w in self.workers)
 
     @property
     def worker_memory(self) -> int:
