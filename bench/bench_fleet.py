@@ -12,7 +12,8 @@ plant every round, SGD 0.01 with momentum 0.9, batch 64, one local epoch, one to
 
 Each contender runs in its own process, one after the other in the same invocation, so the wall-time ratios
 come from the same machine load; `uptime` is recorded before and after. The peak memory is the largest sum of
-RSS over the contender's whole process tree, sampled every 0.2 s. Accuracy per round is the test-sample-weighted
+Pss (and of RSS, which counts the shared torch libraries once per process) over the contender's whole process
+tree, sampled every 0.5 s. Accuracy per round is the test-sample-weighted
 accuracy of the round's aggregate on every plant's test split (plantfed: `global_accuracy` in report.json).
 
 Flower pins protobuf < 7 and this project's venv has protobuf 7, so Flower runs from its own venv; its Ray
@@ -50,27 +51,36 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-def _tree_rss(root: int) -> int:
-    """Sum of RSS (bytes) of `root` and all its descendants, from /proc."""
+def _tree_memory(root: int) -> tuple[int, int]:
+    """RSS and Pss (bytes) summed over `root` and all its descendants, from /proc.
+
+    The RSS sum counts the torch libraries every plant process maps once per process; the Pss sum shares them out,
+    so it is what the tree really holds.
+    """
     parents: dict[int, int] = {}
-    rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            statm = Path(f"/proc/{entry}/statm").read_text().split()
-        except OSError:
-            continue
-        parents[int(entry)] = int(stat[stat.rindex(")") + 2 :].split()[1])
-        rss[int(entry)] = int(statm[1]) * os.sysconf("SC_PAGE_SIZE")
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat[stat.rindex(")") + 2 :].split()[1])
     tree, frontier = {root}, [root]
     while frontier:
         pid = frontier.pop()
         children = [p for p, parent in parents.items() if parent == pid and p not in tree]
         tree.update(children)
         frontier += children
-    return sum(rss.get(p, 0) for p in tree)
+    rss = pss = 0
+    for pid in tree:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith(("Rss:", "Pss:")):
+                    value = int(line.split()[1]) * 1024
+                    rss, pss = (rss + value, pss) if line.startswith("Rss:") else (rss, pss + value)
+        except OSError:
+            continue
+    return rss, pss
 
 
 def measured(cmd: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> dict[str, Any]:
@@ -78,16 +88,17 @@ def measured(cmd: list[str], env: dict[str, str] | None = None, log: Path | None
     began = time.perf_counter()
     out = open(log, "wb") if log else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-    peak = 0
+    peak = {"peak_rss_mib": 0.0, "peak_pss_mib": 0.0}
     done = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
-        while not done.wait(0.2):
-            peak = max(peak, _tree_rss(proc.pid))
+        while not done.wait(0.5):
+            rss, pss = _tree_memory(proc.pid)
+            peak["peak_rss_mib"] = max(peak["peak_rss_mib"], rss / 2**20)
+            peak["peak_pss_mib"] = max(peak["peak_pss_mib"], pss / 2**20)
             if log:  # so far, for a run stopped before its end
                 elapsed = time.perf_counter() - began
-                log.with_suffix(".peak.json").write_text(json.dumps({"wall_s": elapsed, "peak_rss_mib": peak / 2**20}))
+                log.with_suffix(".peak.json").write_text(json.dumps({"wall_s": elapsed, **peak}))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -96,7 +107,7 @@ def measured(cmd: list[str], env: dict[str, str] | None = None, log: Path | None
     sampler.join()
     if log:
         out.close()  # type: ignore[union-attr]
-    return {"rc": code, "wall_s": time.perf_counter() - began, "peak_rss_mib": peak / 2**20}
+    return {"rc": code, "wall_s": time.perf_counter() - began, **peak}
 
 
 def run_plantfed(mode: str, plants: int, rounds: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -239,14 +250,14 @@ def ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
 
 def table(results: dict[str, dict[str, Any]], plants: int, rounds: int) -> str:
     lines = [
-        f"| {plants} plants × {rounds} rounds | wall s | ÷ warm | peak RSS MiB | accuracy per round | status |",
+        f"| {plants} plants × {rounds} rounds | wall s | ÷ warm | peak Pss / RSS MiB | accuracy per round | status |",
         "|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         acc = ", ".join(f"{a:.3f}" for a in r.get("accuracy", []) if a is not None)
         rel = ratio(r, results["warm"]) if "warm" in results else None
         wall = f"{r['wall_s']:.1f}" if "wall_s" in r else "-"
-        peak = f"{r['peak_rss_mib']:.0f}" if "peak_rss_mib" in r else "-"
+        peak = f"{r['peak_pss_mib']:.0f} / {r['peak_rss_mib']:.0f}" if "peak_rss_mib" in r else "-"
         lines.append(f"| {name} | {wall} | {'-' if rel is None else f'{rel:.2f}'} | {peak} | {acc} | {r['status']} |")
     return "\n".join(lines)
 

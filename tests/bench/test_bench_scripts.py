@@ -118,7 +118,7 @@ def test_bench_fleet() -> None:
     )
     out = last_json(done.stdout)
     warm = out["fleet"]["warm"]
-    assert warm["status"] == "ok" and warm["peak_rss_mib"] > 0 and len(warm["accuracy"]) == 1
+    assert warm["status"] == "ok" and warm["peak_rss_mib"] > warm["peak_pss_mib"] > 0 and len(warm["accuracy"]) == 1
     assert warm["plant_processes"]["mode"] == "warm"
     assert out["fleet"]["flower"]["status"].startswith("skipped")  # no --flwr-python: says so
     assert "| warm |" in done.stdout
