@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,7 +136,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         label_skew_alpha=args.label_skew_alpha,
     )
-    report = runtime.participate(args.round, cfg)
+    with runtime.client:
+        report = runtime.participate(args.round, cfg)
     _emit(json.loads(report.to_json()), args.report)
     return 0
 
@@ -144,11 +146,106 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if (args.round is None) == (args.model is None):
         raise SystemExit("plantfed evaluate: pass either --round (score and report its candidate) or --model")
     runtime = _plant_runtime(args)
-    if args.round is not None:
-        kept = runtime.evaluate_candidate(args.round, args.variant, args.device)
-        _emit(kept.model_dump(), args.report)
-    else:
-        _emit(runtime.evaluate_version(args.model, args.version, args.variant), args.report)
+    with runtime.client:
+        if args.round is not None:
+            kept = runtime.evaluate_candidate(args.round, args.variant, args.device)
+            _emit(kept.model_dump(), args.report)
+        else:
+            _emit(runtime.evaluate_version(args.model, args.version, args.variant), args.report)
+    return 0
+
+
+class _CleanSlate:
+    """What a fresh `plantfed` process starts a Job with, captured once after imports and restored before each Job.
+
+    A warm plant worker (`plantfed plant-worker`, see `plantfed.sim.workers`) must give the results a fresh
+    process gives: the same RNG states (torch's default seed, entropy-seeded `random` and numpy), thread count,
+    grad mode, default dtype, environment, working directory and sys.argv. Models, optimizers and clients are
+    locals of the Job's command and are collected after it.
+    """
+
+    def __init__(self) -> None:
+        import torch
+
+        self.torch_rng = torch.get_rng_state()
+        self.threads = torch.get_num_threads()
+        self.dtype = torch.get_default_dtype()
+        self.environ = dict(os.environ)
+        self.cwd = os.getcwd()
+        self.argv0 = sys.argv[0]
+
+    def restore(self, argv: list[str]) -> None:
+        import random
+
+        import numpy
+        import torch
+
+        torch.set_rng_state(self.torch_rng)
+        torch.set_num_threads(self.threads)
+        torch.set_default_dtype(self.dtype)
+        torch.set_grad_enabled(True)
+        random.seed()
+        numpy.random.seed()
+        os.environ.clear()
+        os.environ.update(self.environ)
+        os.chdir(self.cwd)
+        sys.argv = [self.argv0, *argv]
+
+
+def _exit_code(exc: SystemExit) -> int:
+    """What the interpreter would exit with for `exc` (printing a message code to stderr, as it does)."""
+    if exc.code is None or isinstance(exc.code, int):
+        return exc.code or 0
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
+def _run_job(argv: list[str], log: Path, slate: _CleanSlate) -> int:
+    """`plantfed ARGV` in this process, its stdout and stderr (file descriptors 1 and 2) appended to `log`."""
+    import gc
+    import traceback
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log, "ab") as out:
+        os.dup2(out.fileno(), 1)
+        os.dup2(out.fileno(), 2)
+    try:
+        slate.restore(argv)
+        try:
+            return main(argv)
+        except SystemExit as exc:
+            return _exit_code(exc)
+        except Exception:
+            traceback.print_exc()
+            return 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip((1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
+        gc.collect()
+
+
+def cmd_plant_worker(args: argparse.Namespace) -> int:
+    """A warm plant for `plantfed simulate --plant-processes warm`: Jobs as JSON lines on stdin, one at a time.
+
+    Each line is {"id": N, "argv": [...], "log": PATH}; the answer, {"id": N, "code": EXIT_CODE}, goes to the
+    status file descriptor (stdout belongs to the Job's log). The plant-side modules are imported once, here.
+    """
+    import importlib
+
+    for module in ("plantfed.plant.runtime", "plantfed.tasks.bearing"):  # what every Job imports: torch, grpc, ...
+        importlib.import_module(module)
+
+    slate = _CleanSlate()
+    with os.fdopen(args.status_fd, "w", buffering=1) as status:
+        for line in sys.stdin:
+            job = json.loads(line)
+            code = _run_job([str(a) for a in job["argv"]], Path(job["log"]), slate)
+            status.write(json.dumps({"id": job["id"], "code": code}) + "\n")
     return 0
 
 
@@ -241,6 +338,8 @@ def simulation_config(args: argparse.Namespace) -> SimulationConfig:
         dp_delta=pick(args.dp_delta, 1e-5),
         epsilon_budget=args.epsilon_budget,
         plant_timeout_s=args.plant_timeout,
+        plant_processes=args.plant_processes,
+        plant_memory_budget_mib=args.plant_memory_budget,
         min_participants=args.min_participants,
         deadline_seconds=pick(args.deadline, 3600),
         late_upload_policy=LateUploadPolicy(pick(args.late_uploads, "Reject")),
@@ -340,6 +439,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="kill a plant process with no result after this long (real time) and report it failed",
     )
+    p.add_argument(
+        "--plant-processes",
+        choices=("warm", "fresh"),
+        default="warm",
+        help="warm: one worker process per plant kept across rounds (default); fresh: a new process per Job, "
+        "as pods run",
+    )
+    p.add_argument(
+        "--plant-memory-budget",
+        type=float,
+        metavar="MIB",
+        help="warm: memory the live plant workers may hold; at most budget / per-worker memory (Pss) are alive "
+        "at once, idle ones evicted least recently used first (default: 75%% of available memory)",
+    )
     p.add_argument("--dp-delta", type=float, help="δ at which each plant's ε is reported (default 1e-5)")
     p.add_argument("--epsilon-budget", type=float, help="a plant whose next round would exceed this ε sits it out")
     _add_training_args(p)
@@ -399,6 +512,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", default="full")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("plant-worker", help="a warm plant process for `plantfed simulate` (Jobs on stdin)")
+    p.add_argument("--status-fd", type=int, required=True, help="file descriptor for one status line per Job")
+    p.set_defaults(func=cmd_plant_worker)
 
     from plantfed.engine import aggregate_cli
 

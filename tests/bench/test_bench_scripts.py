@@ -103,3 +103,24 @@ def test_bench_cuda(tmp_path: Path) -> None:
         return
     run_bench("bench_cuda.py", "--out", str(tmp_path), "--seconds", "0.2", "--rounds", "1")
     assert json.loads((tmp_path / "cuda.json").read_text())["cases"]
+
+
+def test_bench_fleet() -> None:
+    done = run_bench(
+        "bench_fleet.py",
+        "--plants",
+        "2",
+        "--rounds",
+        "1",
+        "--big-plants",
+        "0",
+        "--contenders",
+        "warm,flower",
+        *TINY_DATA,
+    )
+    out = last_json(done.stdout)
+    warm = out["fleet"]["warm"]
+    assert warm["status"] == "ok" and warm["peak_rss_mib"] > warm["peak_pss_mib"] > 0 and len(warm["accuracy"]) == 1
+    assert warm["plant_processes"]["mode"] == "warm"
+    assert out["fleet"]["flower"]["status"].startswith("skipped")  # no --flwr-python: says so
+    assert "| warm |" in done.stdout

@@ -185,6 +185,7 @@ def test_a_hung_plant_is_killed_at_the_timeout_and_the_round_goes_on(
         task="support.sim_tasks:HangingBearingTask",
         data_options={**TINY, "hang": "plant-2"},
         plant_timeout_s=20,
+        plant_processes="warm",  # the hung worker is killed; fresh processes are killed the same way
     )
     (r,) = report["rounds"]
     assert r["phase"] == "Succeeded" and r["promoted"]

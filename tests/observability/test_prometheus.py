@@ -99,6 +99,10 @@ def observed(tmp_path_factory: pytest.TempPathFactory):
             "0.3",
             "--parallel",
             str(len(PLANTS)),
+            # Per-round curves need rounds longer than a scrape interval: a round of fresh plant processes takes
+            # seconds, a warm one about one, and two rounds' bytes would then share one scrape.
+            "--plant-processes",
+            "fresh",
         ],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,

@@ -1,8 +1,9 @@
 """Simulated plants: the plant agent's own decisions in virtual time, real training and evaluation processes.
 
 Each plant runs `plantfed.plant.agent.decide.decide`, the function a plant's agent runs, over the in-memory
-hub objects. Its actions become local work: CreateTrainingJob starts `plantfed train` (or `plantfed evaluate
---round`) as its own OS process with the plant's own token, over real gRPC; CancelTrainingJob kills it;
+hub objects. Its actions become local work: CreateTrainingJob runs `plantfed train` (or `plantfed evaluate
+--round`) in the plant's own OS process (a fresh one, or the plant's warm worker: `plantfed.sim.workers`) with
+the plant's own token, over real gRPC; CancelTrainingJob kills it;
 ReportAssignment writes the plant's `status.assignment`; RefreshModel records the cached version (the
 process fetches the model itself, which its Job is charged for in virtual time). Heartbeats
 keep `status.lastHeartbeatTime` at the virtual now, except in the plant's `offline` windows, in which its agent
@@ -26,14 +27,13 @@ import logging
 import os
 import random
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from plantfed.contract.api.model import FederatedModel
 from plantfed.contract.api.participant import Assignment, PlantParticipant
@@ -52,6 +52,7 @@ from plantfed.plant.agent.decide import (
 from plantfed.plant.agent.jobspec import training_args
 from plantfed.plant.agent.observe import TrainingObservation, TrainingPhase, clip
 from plantfed.sim.profile import Resolved
+from plantfed.sim.workers import Fresh, Run, Warm
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +109,11 @@ class PlantJob:
     deadline: datetime | None
     """The round's upload deadline (training); an upload arriving after it is held until the clock gets there."""
     download_bytes: int
-    command: list[str]
+    #: `plantfed ARGV`: what a pod's container command would be.
+    argv: list[str]
     report: Path
     dropped: bool = False
-    proc: subprocess.Popen[bytes] | None = None
-    log: IO[bytes] | None = None
+    proc: Run | None = None
     real_start: float | None = None
     arrival: datetime | None = None
     upload_bytes: int = 0
@@ -187,8 +188,10 @@ class Fleet:
         settings: LocalSettings,
         model_size: Callable[[str, int], int],
         heartbeat_timeout: timedelta,
+        processes: Fresh | Warm | None = None,
     ) -> None:
         self.plants = {p.name: p for p in plants}
+        self.processes = processes or Fresh()
         self.settings = settings
         self.model_size = model_size
         self.heartbeat_timeout = heartbeat_timeout
@@ -280,12 +283,9 @@ class Fleet:
         pp = participants[plant]
         participants[plant] = pp.model_copy(update={"status": pp.status.model_copy(update={"assignment": assignment})})
 
-    def _command(self, setup: PlantSetup, spec: TrainingSpec, report: Path) -> list[str]:
+    def _argv(self, setup: PlantSetup, spec: TrainingSpec, report: Path) -> list[str]:
         s = self.settings
         cmd = [
-            sys.executable,
-            "-m",
-            "plantfed",
             "evaluate" if spec.purpose == "evaluate" else "train",
             "--exchange",
             s.exchange,
@@ -345,7 +345,7 @@ class Fleet:
             kill_at=now + timedelta(seconds=spec.active_deadline_seconds),
             deadline=deadline,
             download_bytes=download,
-            command=self._command(setup, spec, report),
+            argv=self._argv(setup, spec, report),
             report=report,
             dropped=dropped,
         )
@@ -363,20 +363,12 @@ class Fleet:
     @staticmethod
     def _stop(job: PlantJob) -> None:
         if job.proc is not None and job.proc.poll() is None:
-            job.proc.terminate()
-            try:
-                job.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                job.proc.kill()
-                job.proc.wait()
-        if job.log is not None:
-            job.log.close()
-            job.log = None
+            job.proc.stop()
         if job.hold is not None:
             job.hold.set()
 
     # -- processes -----------------------------------------------------------------------------------------
-    def _env(self) -> dict[str, str]:
+    def env(self) -> dict[str, str]:
         """Split the machine's cores between concurrently training plants instead of oversubscribing them."""
         env = dict(os.environ)
         threads = max(1, (os.cpu_count() or 1) // max(1, self.settings.parallel))
@@ -384,22 +376,30 @@ class Fleet:
         return env
 
     def pump(self) -> None:
-        """Start queued processes while cores are free, collect finished ones, kill those past the timeout."""
+        """Start queued Jobs while cores (and warm workers) are free, collect finished ones, kill those past the
+        timeout."""
         with self._lock:
             for job in self.jobs:
                 if job.doomed and job.proc is not None and job.proc.poll() is None:
                     self._stop(job)
                 if job.proc is not None and job.cancelled is None:
                     self._poll(job)
-            busy = sum(1 for j in self.jobs if j.proc is not None and j.proc.poll() is None and not j.held)
-            for job in self.jobs:
+            running = [j for j in self.jobs if j.proc is not None and j.proc.poll() is None]
+            busy = sum(1 for j in running if not j.held)
+            queued = [j for j in self.jobs if j.proc is None and not j.dropped and j.cancelled is None]
+            # Plants with an idle warm worker first: with more plants than the memory budget keeps alive, the
+            # others would evict exactly the workers the next round needs (virtual start times do not change).
+            for job in sorted(queued, key=lambda j: not self.processes.warm_for(j.plant)):
                 if busy >= self.settings.parallel:
                     break
-                if job.proc is None and not job.dropped and job.cancelled is None and job.succeeded is None:
-                    setup = self.plants[job.plant]
-                    job.log = open(setup.directory / "train.log", "ab")
+                if job.succeeded is None:
+                    log = self.plants[job.plant].directory / "train.log"
+                    stalled = all(j.held for j in running)
+                    job.proc = self.processes.start(job.plant, job.argv, log, self.env(), overflow=stalled)
+                    if job.proc is None:
+                        break  # no room for another warm worker: it waits for one to finish
                     job.real_start = time.monotonic()
-                    job.proc = subprocess.Popen(job.command, stdout=job.log, stderr=subprocess.STDOUT, env=self._env())
+                    running.append(job)
                     busy += 1
 
     def _poll(self, job: PlantJob) -> None:
@@ -411,16 +411,12 @@ class Fleet:
             if not job.held and job.succeeded is None and elapsed > self.settings.plant_timeout_s:
                 log.warning("%s: %s still running after %.0f s; killing it", job.plant, job.spec.job_name, elapsed)
                 job.proc.kill()
-                job.proc.wait()
                 job.outcome(
                     False,
                     job.start + timedelta(seconds=self.settings.plant_timeout_s * profile.slowdown),
                     f"PlantTimeout: no result within plant_timeout_s={self.settings.plant_timeout_s:g}s; killed",
                 )
             return
-        if job.log is not None:
-            job.log.close()
-            job.log = None
         if job.succeeded is not None:
             return
         tail = _tail(self.plants[job.plant].directory / "train.log")
@@ -456,7 +452,6 @@ class Fleet:
                 job.proc.wait(timeout=self.settings.plant_timeout_s)
             except subprocess.TimeoutExpired:
                 job.proc.kill()
-                job.proc.wait()
             self.pump()
 
     def next_event(self, now: datetime) -> datetime | None:

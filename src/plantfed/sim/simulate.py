@@ -4,9 +4,10 @@ The hub is real: the model store, the gRPC exchange on loopback, and the operato
 (`reconcile_model`, `reconcile_round`, `reconcile_participant`) driven over in-memory FederatedModel,
 FederatedRound and PlantParticipant objects by `plantfed.sim.hub.LocalOperator`, which carries out the same
 actions the operator's executor does (the aggregation and init Jobs run their own container commands).
-Every plant runs its agent's decision function (`plantfed.sim.plants.Fleet`) and trains as its own OS
-process, `plantfed train` with its own token, seeing only its own data partition; candidates are scored by
-`plantfed evaluate --round` processes. Nothing crosses shared memory: models, updates and evaluations cross
+Every plant runs its agent's decision function (`plantfed.sim.plants.Fleet`) and trains in its own OS
+process (a warm worker kept across rounds, or a fresh process per Job: `plantfed.sim.workers`), `plantfed
+train` with its own token, seeing only its own data partition; candidates are scored by `plantfed evaluate
+--round` in the same processes. Nothing crosses shared memory: models, updates and evaluations cross
 real gRPC.
 
 Time is simulated where it would only be waited for: the clock jumps to the next thing that can happen (a
@@ -22,7 +23,6 @@ import math
 import os
 import secrets
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
@@ -75,6 +75,7 @@ from plantfed.sim.campaign import (
 from plantfed.sim.hub import Event, LocalOperator, Visibility
 from plantfed.sim.plants import Fleet, LocalSettings, PlantSetup, UploadGate
 from plantfed.sim.profile import FleetProfile
+from plantfed.sim.workers import MIB, WARM, Run, Warm, processes
 from plantfed.tasks.sdk import DataSpec, load_task
 
 _SETTLE_PASSES = 200
@@ -118,6 +119,10 @@ class SimulationConfig:
     model_name: str = "bearing"
     #: A plant process with no result after this many (real) seconds is killed and reported as failed.
     plant_timeout_s: float = 1800.0
+    #: warm: one worker process per plant across rounds; fresh: a process per Job, as pods (plantfed.sim.workers).
+    plant_processes: str = WARM
+    #: warm: what live workers may hold (default: 75 % of available memory).
+    plant_memory_budget_mib: float | None = None
     #: δ at which each plant's ε is reported (and the budget checked).
     dp_delta: float = 1e-5
     #: A plant whose next round would take its ε above this sits the round out (PrivacyBudgetExhausted).
@@ -360,7 +365,9 @@ class Simulation:
             parallel=self._parallel(),
             plant_timeout_s=c.plant_timeout_s,
         )
-        fleet = Fleet(fleet_setups, settings, self._model_size, operator_cfg.heartbeat_timeout)
+        budget = c.plant_memory_budget_mib
+        self.processes = processes(c.plant_processes, None if budget is None else int(budget * MIB))
+        fleet = Fleet(fleet_setups, settings, self._model_size, operator_cfg.heartbeat_timeout, self.processes)
         server, port = build_server(
             self.store,
             TokenBook(token_dir),
@@ -398,12 +405,13 @@ class Simulation:
             self.model_status = operator.models[self.model_name].status
             fleet.stop()
             self.timeline = fleet.timeline()
-            self.final_eval = self._final_evaluation(target, settings)
+            self.final_eval = self._final_evaluation(fleet, target, settings)
             self._attach_global_metrics(self.final_eval)
             if c.baselines:
                 self.baselines = self._run_baselines()
         finally:
             fleet.stop()
+            self.processes.close()
             admin.close()
             server.stop(grace=2)
         try:
@@ -611,22 +619,19 @@ class Simulation:
         for plant, ev in final_eval.items():
             self.metrics.plant_accuracy.labels(self.model_name, plant).set(ev["test_accuracy"])
 
-    def _final_evaluation(self, target: str, settings: LocalSettings) -> dict[str, dict[str, float]]:
+    def _final_evaluation(self, fleet: Fleet, target: str, settings: LocalSettings) -> dict[str, dict[str, float]]:
         """Every plant (hold-outs included) scores the promoted model on its test split, locally."""
         if self.store.promoted(self.model_name) is None:
             return {}
         results: dict[str, dict[str, float]] = {}
         pending = list(enumerate(self.names))
-        running: dict[str, tuple[subprocess.Popen[bytes], float]] = {}
-        env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // self._parallel())))
+        running: dict[str, tuple[Run, float]] = {}
+        env = dict(fleet.env())
         while pending or running:
             while pending and len(running) < self._parallel():
-                index, plant = pending.pop(0)
+                index, plant = pending[0]
                 pdir = self.out / "plants" / plant
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "plantfed",
+                argv = [
                     "evaluate",
                     "--exchange",
                     target,
@@ -650,8 +655,10 @@ class Simulation:
                     str(pdir / "evaluation.json"),
                     *settings.data_args(),
                 ]
-                with open(pdir / "train.log", "ab") as log:
-                    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+                proc = self.processes.start(plant, argv, pdir / "train.log", env, overflow=not running)
+                if proc is None:
+                    break  # every warm worker the budget allows is busy
+                pending.pop(0)
                 running[plant] = (proc, time.monotonic())
             for plant, (proc, began) in list(running.items()):
                 try:
@@ -660,7 +667,7 @@ class Simulation:
                     if time.monotonic() - began <= self.cfg.plant_timeout_s:
                         continue
                     proc.kill()
-                    code = proc.wait()
+                    code = -9
                     self.console.print(
                         f"[yellow]{plant}[/]: final evaluation killed after {self.cfg.plant_timeout_s:g} s"
                     )
@@ -710,11 +717,26 @@ class Simulation:
                 for e in self.events
             ],
             "jobs": getattr(self, "timeline", []),
+            "plant_processes": self._processes_summary(),
         }
         (self.out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
         render_convergence(report, self.out / "convergence.png")
         self._print_summary(report)
         return report
+
+    def _processes_summary(self) -> dict[str, Any]:
+        """How plants ran: fresh processes, or warm workers with how many were ever alive at once."""
+        pool = getattr(self, "processes", None)
+        if not isinstance(pool, Warm):
+            return {"mode": self.cfg.plant_processes}
+        return {
+            "mode": pool.mode,
+            "memory_budget_mib": pool.budget / MIB,
+            "worker_pss_mib": pool.worker_memory / MIB,
+            "worker_peak_rss_mib": (pool.worker_peak_rss or 0) / MIB,
+            "max_workers": pool.capacity,
+            "max_alive": pool.max_alive,
+        }
 
     def _privacy_summary(self) -> dict[str, Any] | None:
         """ε per plant at δ after the last round, and what one step is (see docs/security.md)."""
