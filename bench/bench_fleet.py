@@ -106,7 +106,7 @@ def measured(cmd: list[str], env: dict[str, str] | None = None, log: Path | None
     done.set()
     sampler.join()
     if log:
-        out.close()  # type: ignore[union-attr]
+        out.close()
     return {"rc": code, "wall_s": time.perf_counter() - began, **peak}
 
 

@@ -163,7 +163,7 @@ def test_random_upload_streams_never_crash_or_commit_garbage(strict_hub: Hub, go
             round_id="after-fuzz",
             base_version=1,
             num_samples=10,
-            codec=1,
+            codec=pb.CODEC_NONE,
             total_bytes=len(good_bytes),
             sha256=hashlib.sha256(good_bytes).hexdigest(),
             variant="full",
