@@ -121,12 +121,19 @@ wait "$helm_pid" || helm_ok=1
 ((k8s_ok == 0 && etcd_ok == 0 && helm_ok == 0)) || die "a build failed (its log is above)"
 rm -f "$staging"/.log-*
 
+# Each binary's whole output is read before it is matched: `cmd | grep -q` under pipefail fails at random when
+# grep exits at its match while the command is still writing (etcd prints four lines; SIGPIPE).
+reports() {
+	local want="$1" out
+	shift
+	out="$("$@")" || die "$* failed: $out"
+	grep -qx "$want" <<<"$out" || die "$1 reports \"$out\", expected \"$want\""
+}
 for b in kube-apiserver kube-controller-manager kube-scheduler; do
-	"$staging/$b" --version | grep -qx "Kubernetes $k8s_version" \
-		|| die "$b reports $("$staging/$b" --version), expected Kubernetes $k8s_version"
+	reports "Kubernetes $k8s_version" "$staging/$b" --version
 done
-"$staging/etcd" --version | grep -qx "etcd Version: ${etcd_version#v}" || die "etcd is not $etcd_version"
-"$staging/helm" version --template '{{.Version}}' | grep -qx "$helm_version" || die "helm is not $helm_version"
+reports "etcd Version: ${etcd_version#v}" "$staging/etcd" --version
+reports "$helm_version" "$staging/helm" version --template '{{.Version}}'
 
 rm -rf "$dest"
 mv "$staging" "$dest"
