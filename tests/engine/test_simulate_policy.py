@@ -124,13 +124,15 @@ def test_an_update_after_the_cutoff_meets_the_exchange_as_the_late_upload_policy
 ) -> None:
     """plant-2's agent is down when the round starts at 06:00 (it is assigned: its last heartbeat is fresh) and
     back at 06:01, 30 s before the deadline; its Job gets the 60 s minimum, and its slow link (~45 s for the
-    model down and the update up) delivers the update after the 06:01:30 cutoff. Record keeps the exchange open
-    while plant-1 (20× slower) scores the candidate: the update is recorded, never aggregated. Reject closed the
-    exchange at the cutoff and the agent cancels the Job: nothing reaches the store."""
+    model down and the update up) delivers the update after the 06:01:30 cutoff, at about 06:01:45. Record keeps
+    the exchange open while plant-1 scores the candidate, which its own slow link (~30 s per model) makes last
+    until about 06:02:00: the update is recorded, never aggregated. Reject closed the exchange at the cutoff and
+    the agent cancels the Job: nothing reaches the store. Every margin is bytes over a link, not compute time,
+    which a warm plant process and a loaded machine change."""
     window = MaintenanceWindow(schedule="0 6 * * *", duration_minutes=1)
     profile = FleetProfile(
         plants={
-            "plant-1": PlantProfile(slowdown=20),
+            "plant-1": PlantProfile(bandwidth_mbps=0.12),
             "plant-2": PlantProfile(slowdown=0.001, bandwidth_mbps=0.16, offline=[window]),
         }
     )
