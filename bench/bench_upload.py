@@ -2,10 +2,13 @@
 
 Contenders, each timed from the first byte sent to the receiver's durable copy, with the CPU seconds both ends
 used meanwhile (`*_cpu_s`: the work per byte, which a shared machine's load disturbs less than the wall time;
-round robin over `--repeat` runs; the least of each is kept, the least disturbed):
+round robin over `--repeat` runs; the least of each is kept, the least disturbed; `*_paired_*` ratios pair each run
+with the anchor's run of the same cycle and give their median and range, which a load that drifts between
+cycles moves less):
 
 * `tcp_plain`: a loopback TCP copy whose receiver discards the bytes (the wire alone);
-* `tcp_durable`: the same, the receiver doing the hub's durable work: write to a file, sha256, fsync;
+* `tcp_durable`: the same, the receiver doing the hub's durable work: write to a file, sha256, fsync, and keep the
+  file (as the hub keeps every committed update) until the bench ends;
 * `tls_durable`: `tcp_durable` over TLS (Python's ssl, the hub's certificate): the like-for-like anchor for an
   exchange that always runs TLS;
 * `exchange_format`: `ExchangeClient.upload_update` to the exchange as its own process
@@ -27,10 +30,12 @@ import argparse
 import datetime
 import hashlib
 import ipaddress
+import itertools
 import json
 import os
 import socket
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -126,6 +131,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+_SINKS = itertools.count()
+
+
 def socket_copy(path: Path, *, durable: bool, tls: tuple[Path, Path] | None = None) -> tuple[float, float]:
     """(Seconds, CPU seconds of both ends) to send the file over loopback; the receiver optionally writes + hashes
     + fsyncs it."""
@@ -136,7 +144,8 @@ def socket_copy(path: Path, *, durable: bool, tls: tuple[Path, Path] | None = No
         server_ctx.load_cert_chain(str(tls[0]), str(tls[1]))
         client_ctx = ssl.create_default_context(cafile=str(tls[0]))
     done = threading.Event()
-    sink = path.with_suffix(".received")
+    # Kept like the hub keeps every committed update: each run writes into page cache it has not used before.
+    sink = path.with_name(f"{path.stem}.received-{next(_SINKS)}")
 
     def receive() -> None:
         conn, _ = server.accept()
@@ -171,7 +180,6 @@ def socket_copy(path: Path, *, durable: bool, tls: tuple[Path, Path] | None = No
     elapsed, used = time.perf_counter() - start, time.process_time() - cpu
     receiver.join()
     server.close()
-    sink.unlink(missing_ok=True)
     return elapsed, used
 
 
@@ -294,6 +302,19 @@ def cut_at_half(hub: Hub, payload: Path, size: int, digest: str) -> dict[str, in
     }
 
 
+def paired_ratios(runs: list[tuple[float, float]], anchor: list[tuple[float, float]]) -> tuple[str, str]:
+    """Median and range of (wall, CPU) ratios of each run to the anchor's run of the same round-robin cycle.
+
+    Runs of one cycle are seconds apart, so they share the machine's load; the least-of-each ratios above pair runs
+    from different cycles and carry the load's drift between them.
+    """
+    out = []
+    for part in (0, 1):
+        ratios = sorted(run[part] / base[part] for run, base in zip(runs, anchor, strict=True))
+        out.append(f"{statistics.median(ratios):.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f})")
+    return out[0], out[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=int, default=1024)
@@ -328,9 +349,11 @@ def main() -> None:
             }
             best: dict[str, float] = {}
             cpu: dict[str, float] = {}
+            runs: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
             for _ in range(args.repeat):
                 for name, run in contenders.items():
                     seconds, used = run()
+                    runs[name].append((seconds, used))
                     best[name] = min(best.get(name, float("inf")), seconds)
                     cpu[name] = min(cpu.get(name, float("inf")), used)
             results.update({f"{name}_s": round(seconds, 2) for name, seconds in best.items()})
@@ -344,6 +367,9 @@ def main() -> None:
             results[f"{name}_vs_tls_durable"] = round(best[name] / best["tls_durable"], 2)
             results[f"{name}_cpu_vs_tcp_durable"] = round(cpu[name] / cpu["tcp_durable"], 2)
             results[f"{name}_cpu_vs_tls_durable"] = round(cpu[name] / cpu["tls_durable"], 2)
+            paired_wall, paired_cpu = paired_ratios(runs[name], runs["tls_durable"])
+            results[f"{name}_paired_vs_tls_durable"] = paired_wall
+            results[f"{name}_paired_cpu_vs_tls_durable"] = paired_cpu
         for name in ("tcp_durable", "tls_durable", "exchange_format", "exchange_update"):
             results[f"{name}_MiBps"] = round(size / 2**20 / best[name], 1)
         print(json.dumps(results, indent=2))

@@ -40,6 +40,7 @@ def test_bench_upload() -> None:
     for key in ("tcp_durable_s", "tls_durable_s", "exchange_format_s", "exchange_update_s"):
         assert out[key] > 0, key
     assert out["exchange_format_vs_tls_durable"] > 0
+    assert out["exchange_update_paired_vs_tls_durable"].split(" ")[0] != "nan"
     assert out["cut_bytes_resent"] == 0 and out["cut_bytes_written_by_hub"] == out["size_bytes"]
 
 
