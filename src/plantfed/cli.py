@@ -72,7 +72,10 @@ def _add_training_args(p: argparse.ArgumentParser) -> list[argparse.Action]:
         p.add_argument("--learning-rate", type=float, default=0.01),
         p.add_argument("--optimizer", default="sgd", choices=("sgd", "adam", "adamw")),
         p.add_argument(
-            "--sgd-momentum", type=float, default=0.9, help="local SGD momentum (not --momentum: FedAvgM's, hub-side)"
+            "--sgd-momentum",
+            type=float,
+            default=0.9,
+            help="local SGD momentum (not --momentum, the hub's FedAvgM momentum)",
         ),
         p.add_argument("--fedprox-mu", type=float, default=0.0, help="FedProx proximal weight (0 = plain local SGD)"),
         p.add_argument("--codec", default="none", choices=CODECS, help="update compression on the wire"),
