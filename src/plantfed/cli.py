@@ -638,6 +638,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_validate)
 
+    p = sub.add_parser("task", help="write a new task package, or check a task on one plant's data")
+    task_sub = p.add_subparsers(dest="task_command", required=True)
+    init = task_sub.add_parser(
+        "init", help="scaffold a task package (task module, tests, pyproject, Dockerfile) in DIR/NAME"
+    )
+    init.add_argument("name", help="the package's (module's) name, e.g. rul_press")
+    init.add_argument("--dir", type=Path, default=Path("."), help="where to create it (default: here)")
+    init.set_defaults(func=cmd_task_init)
+    check = task_sub.add_parser(
+        "check",
+        help="run a task on one plant's data and check what federating it relies on (exit 1 on any failure)",
+        formatter_class=_ShowDefaults,
+    )
+    check.add_argument("ref", help="built-in task name or 'module:Class'")
+    check.add_argument("--data", type=Path, help="one plant's data directory (default: the task's synthetic data)")
+    check.add_argument(
+        "--data-option", action="append", default=[], metavar="KEY=VALUE", help="task-specific data option (repeatable)"
+    )
+    check.add_argument("--plant-index", type=int, default=0, help="which partition of a shared or synthetic source")
+    check.add_argument("--num-plants", type=int, default=1)
+    check.add_argument("--seed", type=int, default=0)
+    check.add_argument("--batch-size", type=int, default=32)
+    check.set_defaults(func=cmd_task_check)
+
     p = sub.add_parser("store", help="inspect the hub's model store")
     store_sub = p.add_subparsers(dest="store_command", required=True)
     fsck = store_sub.add_parser(
@@ -646,6 +670,46 @@ def build_parser() -> argparse.ArgumentParser:
     fsck.add_argument("--store", type=Path, required=True, metavar="DIR", help="the model store directory")
     fsck.set_defaults(func=cmd_store_fsck)
     return parser
+
+
+def cmd_task_init(args: argparse.Namespace) -> int:
+    from plantfed.tasks.scaffold import class_name, scaffold
+
+    try:
+        files = scaffold(args.name, args.dir)
+    except ValueError as exc:
+        raise SystemExit(f"plantfed task init: {exc}") from None
+    for path in files:
+        print(path)
+    root = args.dir / args.name
+    print(f"next: cd {root} && python -m pytest; the task is --task {args.name}.task:{class_name(args.name)}")
+    return 0
+
+
+def cmd_task_check(args: argparse.Namespace) -> int:
+    """One line per check on stdout; exit 1 if the task cannot be loaded or any check fails."""
+    from plantfed.tasks.check import check_task, render
+    from plantfed.tasks.sdk import DataSpec, load_task
+
+    try:
+        task = load_task(args.ref)
+    except (ImportError, AttributeError, TypeError, ValueError) as exc:
+        hint = " (is its package installed, or its directory on PYTHONPATH?)" if isinstance(exc, ImportError) else ""
+        print(f"FAIL  loads task: {args.ref}: {type(exc).__name__}: {exc}{hint}")
+        return 1
+    spec = DataSpec(
+        plant="check",
+        path=args.data,
+        plant_index=args.plant_index,
+        num_plants=args.num_plants,
+        seed=args.seed,
+        options=parse_options(args.data_option),
+    )
+    where = "synthetic data" if args.data is None else str(args.data)
+    print(f"plantfed task check {args.ref} on {where} (plant {args.plant_index} of {args.num_plants})")
+    text, ok = render(check_task(task, spec, batch_size=args.batch_size))
+    print(text)
+    return 0 if ok else 1
 
 
 def cmd_crds(args: argparse.Namespace) -> int:
