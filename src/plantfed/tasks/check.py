@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import io
 import math
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -192,9 +193,9 @@ def export_onnx(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any])
     """
     model.eval()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), tempfile.TemporaryDirectory() as scratch:
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, args, io.BytesIO(), kwargs=kwargs or None, dynamo=False)
+            torch.onnx.export(model, args, Path(scratch) / "model.onnx", kwargs=kwargs or None, dynamo=False)
     except Exception as exc:
         cause = exc.__cause__
         if isinstance(cause, ImportError) and cause.name == "onnx":
