@@ -706,7 +706,7 @@ def cmd_task_check(args: argparse.Namespace) -> int:
         options=parse_options(args.data_option),
     )
     where = "synthetic data" if args.data is None else str(args.data)
-    print(f"plantfed task check {args.ref} on {where} (plant {args.plant_index} of {args.num_plants})")
+    print(f"plantfed task check {args.ref} on {where} (plant_index {args.plant_index}, num_plants {args.num_plants})")
     text, ok = render(check_task(task, spec, batch_size=args.batch_size))
     print(text)
     return 0 if ok else 1
