@@ -657,9 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-option", action="append", default=[], metavar="KEY=VALUE", help="task-specific data option (repeatable)"
     )
     check.add_argument("--plant-index", type=int, default=0, help="which partition of a shared or synthetic source")
-    check.add_argument("--num-plants", type=int, default=1)
-    check.add_argument("--seed", type=int, default=0)
-    check.add_argument("--batch-size", type=int, default=32)
+    check.add_argument("--num-plants", type=int, default=1, help="plants sharing the source")
+    check.add_argument("--seed", type=int, default=0, help="DataSpec.seed and the models' initial weights")
+    check.add_argument("--batch-size", type=int, default=32, help="batches for scoring, the training step and export")
     check.set_defaults(func=cmd_task_check)
 
     p = sub.add_parser("store", help="inspect the hub's model store")
