@@ -308,7 +308,7 @@ def _check_onnx(task: Task, models: dict[str, nn.Module], data: PlantData, batch
 def _check_dp(models: dict[str, nn.Module]) -> Finding:
     problems = [f"{variant}: {p}" for variant, model in models.items() for p in dp_problems(model)]
     if problems:
-        return Finding("DP-SGD compatible", False, "; ".join(problems) + " (use GroupNorm or LayerNorm)")
+        return Finding("DP-SGD compatible", False, "; ".join(problems) + " (for BatchNorm: use GroupNorm or LayerNorm)")
     return Finding("DP-SGD compatible", True, "opacus's validator accepts every variant")
 
 

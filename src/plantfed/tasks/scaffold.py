@@ -139,8 +139,9 @@ def test_each_synthetic_plant_has_its_own_data() -> None:
 
 
 def test_one_plants_directory_is_refused_for_several_plants(tmp_path: Path) -> None:
+    spec = DataSpec("plant-2", path=write_plant(tmp_path / "site-a"), plant_index=1, num_plants=2)
     with pytest.raises(ValueError, match="is one plant's data"):
-        $cls().load_data(DataSpec("plant-2", path=write_plant(tmp_path / "site-a"), plant_index=1, num_plants=2))
+        $cls().load_data(spec)
 '''
 
 PYPROJECT = """[build-system]
