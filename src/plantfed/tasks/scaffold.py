@@ -95,7 +95,11 @@ class $cls(Task):
         return BatchResult(loss=F.cross_entropy(logits, y), correct=correct, count=int(y.numel()))
 '''
 
-INIT = '''"""$title: a plantfed task package (`--task $name.task:$cls`)."""
+INIT = '''"""$title: a plantfed task package.
+
+The task's reference (`--task`, a FederatedModel's spec.task):
+$name.task:$cls
+"""
 
 from $name.task import $cls
 
@@ -129,12 +133,14 @@ def test_every_check_passes_on_synthetic_data() -> None:
 
 
 def test_every_check_passes_on_a_plant_directory(tmp_path: Path) -> None:
-    text, ok = render(check_task($cls(), DataSpec("plant-1", path=write_plant(tmp_path / "site-a"))))
+    spec = DataSpec("plant-1", path=write_plant(tmp_path / "site-a"))
+    text, ok = render(check_task($cls(), spec))
     assert ok, text
 
 
 def test_each_synthetic_plant_has_its_own_data() -> None:
-    a, b = ($cls().load_data(DataSpec(f"plant-{i}", plant_index=i, num_plants=2)) for i in (0, 1))
+    task = $cls()
+    a, b = (task.load_data(DataSpec(f"plant-{i}", plant_index=i, num_plants=2)) for i in (0, 1))
     assert not np.allclose(a.train[0][0].numpy(), b.train[0][0].numpy())
 
 
