@@ -7,11 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from plantfed.sim.report import convergence_from_report
 from plantfed.tasks.bearing.plant_files import write_recording
 from plantfed.tasks.bearing.synthetic import SyntheticSizes, synthetic_plant
 
 
+@pytest.mark.slow
 def test_one_dataset_split_by_label_skew_trains_and_scores_every_plant(tmp_path: Path) -> None:
     """The loader refuses one plant's directory for two plants, except when the runtime partitions it (label skew):
     training, the candidate's scoring and the final evaluation all load it, each as a plant process."""

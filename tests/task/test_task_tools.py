@@ -140,6 +140,7 @@ def test_check_exits_non_zero_and_prints_each_failure(capsys: pytest.CaptureFixt
     assert "No module named 'no_such_package' (is its package installed" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_init_writes_a_package_whose_own_tests_and_check_pass(tmp_path: Path) -> None:
     assert main(["task", "init", "rul_press", "--dir", str(tmp_path)]) == 0
     root = tmp_path / "rul_press"
