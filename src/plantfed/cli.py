@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 from plantfed.contract import strategies
 
 CODECS = ("none", "fp16", "int8")
+MODEL_NAME = "bearing"
+"""The FederatedModel `plantfed simulate` writes unless --model-name or a manifest names it."""
 
 
 def _add_plant_args(p: argparse.ArgumentParser) -> None:
@@ -42,32 +44,63 @@ def _add_plant_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", type=Path, help="write the result as JSON here (also printed to stdout)")
 
 
-def _add_training_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--learning-rate", type=float, default=0.01)
-    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adam", "adamw"))
-    p.add_argument("--fedprox-mu", type=float, default=0.0, help="FedProx proximal weight (0 = plain local SGD)")
-    p.add_argument("--codec", default="none", choices=CODECS, help="update compression on the wire")
-    p.add_argument(
-        "--clip-norm",
-        type=float,
-        default=0.0,
-        help="L2 bound of the update (--dp-mode local) or of each record's gradient (sample); 0 = off",
-    )
-    p.add_argument("--noise-multiplier", type=float, default=0.0, help="Gaussian noise std as a multiple of clip-norm")
-    p.add_argument(
-        "--dp-mode",
-        default="local",
-        choices=("local", "sample"),
-        help="local: clip and noise the whole update once; sample: DP-SGD (opacus), per-record clipping",
-    )
-    p.add_argument(
+class _ShowDefaults(argparse.HelpFormatter):
+    """Appends `(default: X)` to a flag's help unless its help already says it or it has none (None, off switches)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        unset = action.default is None or action.default is argparse.SUPPRESS or action.default == []
+        if "default" in text or unset or action.nargs == 0 or not action.option_strings:  # nargs 0: on/off switches
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
+def _add_label_skew(p: argparse.ArgumentParser) -> argparse.Action:
+    return p.add_argument(
         "--label-skew-alpha",
         type=float,
         default=0.0,
-        help="benchmarks: Dirichlet label skew of the train split (0 = off)",
+        help="benchmarks: Dirichlet label skew of the train split, one dataset shared by every plant (0 = off)",
     )
+
+
+def _add_training_args(p: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The round's local training flags of `plantfed train`; their defaults are also simulate's campaign defaults."""
+    return [
+        p.add_argument("--epochs", type=int, default=1, help="local epochs per round"),
+        p.add_argument("--batch-size", type=int, default=64),
+        p.add_argument("--learning-rate", type=float, default=0.01),
+        p.add_argument("--optimizer", default="sgd", choices=("sgd", "adam", "adamw")),
+        p.add_argument(
+            "--sgd-momentum",
+            type=float,
+            default=0.9,
+            help="local SGD momentum (not --momentum, the hub's FedAvgM momentum)",
+        ),
+        p.add_argument("--fedprox-mu", type=float, default=0.0, help="FedProx proximal weight (0 = plain local SGD)"),
+        p.add_argument("--codec", default="none", choices=CODECS, help="update compression on the wire"),
+        p.add_argument(
+            "--clip-norm",
+            type=float,
+            default=0.0,
+            help="L2 bound of the update (--dp-mode local) or of each record's gradient (sample); 0 = off",
+        ),
+        p.add_argument(
+            "--noise-multiplier", type=float, default=0.0, help="Gaussian noise std as a multiple of clip-norm"
+        ),
+        p.add_argument(
+            "--dp-mode",
+            default="local",
+            choices=("local", "sample"),
+            help="local: clip and noise the whole update once; sample: DP-SGD (opacus), per-record clipping",
+        ),
+        _add_label_skew(p),
+    ]
+
+
+def training_defaults() -> dict[str, Any]:
+    """`plantfed train`'s defaults by flag destination (what simulate's unset campaign flags become)."""
+    return {a.dest: a.default for a in _add_training_args(argparse.ArgumentParser(add_help=False))}
 
 
 def parse_options(pairs: list[str]) -> dict[str, str]:
@@ -99,6 +132,7 @@ def _plant_runtime(args: argparse.Namespace) -> PlantRuntime:
         num_plants=args.num_plants,
         seed=args.seed,
         options=parse_options(args.data_option),
+        runtime_partition=args.label_skew_alpha > 0,
     )
     return PlantRuntime(args.plant, load_task(args.task), data, args.state_dir, client)
 
@@ -125,6 +159,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             learning_rate=args.learning_rate,
             optimizer=args.optimizer,
+            momentum=args.sgd_momentum,
             fedprox_mu=args.fedprox_mu,
         ),
         codec=Codec(args.codec),
@@ -255,6 +290,7 @@ CAMPAIGN_FLAGS = (
     "batch_size",
     "learning_rate",
     "optimizer",
+    "sgd_momentum",
     "fedprox_mu",
     "codec",
     "clip_norm",
@@ -262,6 +298,7 @@ CAMPAIGN_FLAGS = (
     "dp_mode",
     "dp_delta",
     "epsilon_budget",
+    "model_name",
     "strategy",
     "variants",
     "min_participants",
@@ -306,6 +343,8 @@ def simulation_config(args: argparse.Namespace) -> SimulationConfig:
     def pick(value: Any, default: Any) -> Any:
         return default if value is None else value
 
+    train = training_defaults()
+
     name = args.strategy or strategies.StrategyName.FEDAVG
     central = hub_side.pop("central_noise_multiplier", None)
     return SimulationConfig(
@@ -319,15 +358,17 @@ def simulation_config(args: argparse.Namespace) -> SimulationConfig:
         strategy=Strategy.model_validate({"name": name, **given}),
         central_noise_multiplier=central,
         aggregation_overrides=hub_side,
-        epochs=pick(args.epochs, 1),
-        batch_size=pick(args.batch_size, 64),
-        learning_rate=pick(args.learning_rate, 0.01),
-        optimizer=pick(args.optimizer, "sgd"),
-        fedprox_mu=pick(args.fedprox_mu, 0.0),
-        codec=Codec(pick(args.codec, "none")),
-        clip_norm=pick(args.clip_norm, 0.0),
-        noise_multiplier=pick(args.noise_multiplier, 0.0),
-        dp_mode=DPMode(pick(args.dp_mode, "local")),
+        model_name=pick(args.model_name, MODEL_NAME),
+        epochs=pick(args.epochs, train["epochs"]),
+        batch_size=pick(args.batch_size, train["batch_size"]),
+        learning_rate=pick(args.learning_rate, train["learning_rate"]),
+        optimizer=pick(args.optimizer, train["optimizer"]),
+        momentum=pick(args.sgd_momentum, train["sgd_momentum"]),
+        fedprox_mu=pick(args.fedprox_mu, train["fedprox_mu"]),
+        codec=Codec(pick(args.codec, train["codec"])),
+        clip_norm=pick(args.clip_norm, train["clip_norm"]),
+        noise_multiplier=pick(args.noise_multiplier, train["noise_multiplier"]),
+        dp_mode=DPMode(pick(args.dp_mode, train["dp_mode"])),
         variants=tuple(args.variants.split(",")) if args.variants else (),
         seed=args.seed,
         parallel=args.parallel,
@@ -401,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="rehearse a campaign on this machine: the operator's policy in virtual time, plants as processes",
         description="Rehearse a campaign on this machine. The campaign is a FederatedModel, from -f or written "
         "as flags; the operator's reconcilers run it in virtual time, each plant trains as its own process.",
+        formatter_class=_ShowDefaults,
     )
     p.add_argument(
         "-f",
@@ -415,14 +457,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", type=int, default=0, help="the last K plants never train; they only score models")
     p.add_argument("--baselines", action="store_true", help="also train centralised and siloed models (same budget)")
     p.add_argument("--rounds", type=int, help="the campaign's maxRounds (default 5; with -f: the manifest's)")
-    p.add_argument("--task", default="bearing")
-    p.add_argument("--data", type=Path, help="data directory (e.g. ../shared/data/cwru); default: synthetic")
+    p.add_argument("--task", default="bearing", help="built-in task name or 'module:Class'")
+    p.add_argument("--model-name", help=f"the FederatedModel's name (default {MODEL_NAME}; with -f: the manifest's)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="one directory handed to every plant, each loading its own part (e.g. ../shared/data/cwru: plant i is "
+        "the i-th motor load); default: the task's synthetic data",
+    )
     p.add_argument(
         "--data-option", action="append", default=[], metavar="KEY=VALUE", help="task-specific data option (repeatable)"
     )
-    p.add_argument("--out", type=Path, default=Path("runs/simulate"))
+    p.add_argument("--out", type=Path, default=Path("runs/simulate"), help="run directory (must not hold a run)")
     p.add_argument("--variants", help="comma-separated model variants assigned to plants in turn, e.g. full,light")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="initial weights, data and training order")
     p.add_argument("--parallel", type=int, default=0, help="plants training at once (default: one per core)")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
     p.add_argument(
@@ -455,7 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dp-delta", type=float, help="δ at which each plant's ε is reported (default 1e-5)")
     p.add_argument("--epsilon-budget", type=float, help="a plant whose next round would exceed this ε sits it out")
-    _add_training_args(p)
+    for action in _add_training_args(p):  # unset: the manifest's with -f, else plantfed train's default
+        action.help = f"{action.help or ''} (default: {action.default})".lstrip()
+        action.default = None
     strategies.add_arguments(p, default=None)
     campaign = p.add_argument_group("campaign (the FederatedModel's roundTemplate, stop and cadence)")
     campaign.add_argument("--min-participants", type=int, help="quorum (default: 2, or all training plants if fewer)")
@@ -486,11 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fleet.add_argument("--plant-bandwidth", action="append", metavar="[PLANT=]MBIT/S", help="link speed")
     fleet.add_argument("--start", help="virtual clock start, RFC 3339 (default 2025-01-06T00:00:00Z)")
-    p.set_defaults(
-        func=cmd_simulate,
-        **dict.fromkeys(("epochs", "batch_size", "learning_rate", "optimizer", "fedprox_mu", "codec"), None),
-        **dict.fromkeys(("clip_norm", "noise_multiplier", "dp_mode", "label_skew_alpha"), None),
-    )
+    p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("train", help="take part in one round as a plant (what a training pod runs)")
     _add_plant_args(p)
@@ -511,6 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", type=int, help="with --model; default: the latest promoted")
     p.add_argument("--variant", default="full")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
+    _add_label_skew(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("plant-worker", help="a warm plant process for `plantfed simulate` (Jobs on stdin)")
@@ -591,6 +638,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_validate)
 
+    p = sub.add_parser("task", help="write a new task package, or check a task on one plant's data")
+    task_sub = p.add_subparsers(dest="task_command", required=True)
+    init = task_sub.add_parser(
+        "init", help="scaffold a task package (task module, tests, pyproject, Dockerfile) in DIR/NAME"
+    )
+    init.add_argument("name", help="the package's (module's) name, e.g. rul_press")
+    init.add_argument("--dir", type=Path, default=Path("."), help="where to create it (default: here)")
+    init.set_defaults(func=cmd_task_init)
+    check = task_sub.add_parser(
+        "check",
+        help="run a task on one plant's data and check what federating it relies on (exit 1 on any failure)",
+        formatter_class=_ShowDefaults,
+    )
+    check.add_argument("ref", help="built-in task name or 'module:Class'")
+    check.add_argument("--data", type=Path, help="one plant's data directory (default: the task's synthetic data)")
+    check.add_argument(
+        "--data-option", action="append", default=[], metavar="KEY=VALUE", help="task-specific data option (repeatable)"
+    )
+    check.add_argument("--plant-index", type=int, default=0, help="which partition of a shared or synthetic source")
+    check.add_argument("--num-plants", type=int, default=1, help="plants sharing the source")
+    check.add_argument("--seed", type=int, default=0, help="DataSpec.seed and the models' initial weights")
+    check.add_argument("--batch-size", type=int, default=32, help="batches for scoring, the training step and export")
+    check.set_defaults(func=cmd_task_check)
+
     p = sub.add_parser("store", help="inspect the hub's model store")
     store_sub = p.add_subparsers(dest="store_command", required=True)
     fsck = store_sub.add_parser(
@@ -599,6 +670,46 @@ def build_parser() -> argparse.ArgumentParser:
     fsck.add_argument("--store", type=Path, required=True, metavar="DIR", help="the model store directory")
     fsck.set_defaults(func=cmd_store_fsck)
     return parser
+
+
+def cmd_task_init(args: argparse.Namespace) -> int:
+    from plantfed.tasks.scaffold import class_name, scaffold
+
+    try:
+        files = scaffold(args.name, args.dir)
+    except ValueError as exc:
+        raise SystemExit(f"plantfed task init: {exc}") from None
+    for path in files:
+        print(path)
+    root = args.dir / args.name
+    print(f"next: cd {root} && python -m pytest; the task is --task {args.name}.task:{class_name(args.name)}")
+    return 0
+
+
+def cmd_task_check(args: argparse.Namespace) -> int:
+    """One line per check on stdout; exit 1 if the task cannot be loaded or any check fails."""
+    from plantfed.tasks.check import check_task, render
+    from plantfed.tasks.sdk import DataSpec, load_task
+
+    try:
+        task = load_task(args.ref)
+    except (ImportError, AttributeError, TypeError, ValueError) as exc:
+        hint = " (is its package installed, or its directory on PYTHONPATH?)" if isinstance(exc, ImportError) else ""
+        print(f"FAIL  loads task: {args.ref}: {type(exc).__name__}: {exc}{hint}")
+        return 1
+    spec = DataSpec(
+        plant="check",
+        path=args.data,
+        plant_index=args.plant_index,
+        num_plants=args.num_plants,
+        seed=args.seed,
+        options=parse_options(args.data_option),
+    )
+    where = "synthetic data" if args.data is None else str(args.data)
+    print(f"plantfed task check {args.ref} on {where} (plant_index {args.plant_index}, num_plants {args.num_plants})")
+    text, ok = render(check_task(task, spec, batch_size=args.batch_size))
+    print(text)
+    return 0 if ok else 1
 
 
 def cmd_crds(args: argparse.Namespace) -> int:

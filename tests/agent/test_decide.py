@@ -19,7 +19,7 @@ from plantfed.plant.agent.decide import (
     ReportAssignment,
     decide,
 )
-from plantfed.plant.agent.jobspec import train_command
+from plantfed.plant.agent.jobspec import train_command, training_args
 from plantfed.plant.agent.observe import TrainingObservation, TrainingPhase
 
 
@@ -85,7 +85,14 @@ def test_training_spec_comes_from_round_model_and_participant():
         {"plant-a": "Assigned"},
         compression="int8",
         privacy={"mode": "local", "clipNorm": 2.0, "noiseMultiplier": 0.5},
-        training={"epochs": 3, "batchSize": 16, "learningRate": 0.1, "fedProxMu": 0.01, "optimizer": "adam"},
+        training={
+            "epochs": 3,
+            "batchSize": 16,
+            "learningRate": 0.1,
+            "fedProxMu": 0.01,
+            "optimizer": "sgd",
+            "momentum": 0.5,
+        },
         pod={
             "gpus": 1,
             "cpu": "4",
@@ -99,7 +106,8 @@ def test_training_spec_comes_from_round_model_and_participant():
     )
     s = create.spec
     assert (s.round, s.model, s.task, s.variant) == ("r1", "bearing", "bearing", "light")
-    assert (s.epochs, s.batch_size, s.learning_rate, s.optimizer, s.fedprox_mu) == (3, 16, 0.1, "adam", 0.01)
+    assert (s.epochs, s.batch_size, s.learning_rate, s.optimizer, s.fedprox_mu) == (3, 16, 0.1, "sgd", 0.01)
+    assert s.momentum == 0.5 and training_args(s)[training_args(s).index("--sgd-momentum") + 1] == "0.5"
     assert (s.codec, s.clip_norm, s.noise_multiplier) == ("int8", 2.0, 0.5)
     assert (s.gpus, s.cpu, s.memory, dict(s.node_selector)) == (1, "4", "2Gi", {"gpu": "a100"})
     assert s.tolerations == ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},)

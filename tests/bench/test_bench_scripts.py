@@ -7,10 +7,12 @@ mean something only at full size, as ratios against an anchor of the same run.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -67,13 +69,50 @@ def test_bench_learning(tmp_path: Path) -> None:
         "int8",  # one simulate run: the row the test reads (each row is a run of its own)
         "--noniid-rounds",
         "1",
+        "--seeds",
+        "0",  # the tables' default is 3 seeds; one run is enough to see the script work
         "--out",
         str(tmp_path),
         "--report",
         str(report),
         *TINY_DATA,
     )
-    assert "| int8 |" in report.read_text()
+    assert "| int8 |" in report.read_text() and "one seed (0)" in report.read_text()
+
+
+def _bench_module(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _report(seed: int, federated: float, names: dict[str, str]) -> dict:
+    """The parts of a simulate report.json the learning tables read."""
+    rounds = [{"global_accuracy": 0.5 + 0.1 * seed, "bytes_up": 1e6}, {"global_accuracy": federated, "bytes_up": 1e6}]
+    comparison = {
+        "plant-1": {"centralised": 0.9, "federated": federated, "siloed:plant-1": 0.95},
+        "plant-2": {"centralised": 0.8, "federated": federated - 0.1, "siloed:plant-1": 0.5},
+    }
+    quality = {
+        "comparison": comparison,
+        "rounds_to_95pct_of_final": 2,
+        "federated_share_of_centralised": federated / 0.9,
+        "baseline_epochs": 2,
+    }
+    return {"rounds": rounds, "quality": quality, "holdout": ["plant-2"], "plant_names": names, "wall_seconds": 1.0}
+
+
+def test_learning_tables_give_mean_and_spread_over_seeds_with_the_tasks_plant_names() -> None:
+    bench = _bench_module("bench_learning")
+    assert bench.parser().parse_args([]).seeds == [0, 1, 2]  # every table's default
+    reports = [_report(seed, f, {"plant-1": "load0hp"}) for seed, f in enumerate((0.80, 0.90, 0.85))]
+    assert bench.curve_row("int8", reports) == "| int8 | 0.850 ± 0.050 | 0.850 ± 0.050 | 2.0 ± 0.0 | 2.00 ± 0.00 |"
+    table = "\n".join(bench.baseline_table("t", ["--plants", "2"], reports, [0, 1, 2]))
+    assert "| plant-1 (load0hp) | yes | 0.900 ± 0.000 | 0.850 ± 0.050 | 0.950 ± 0.000 |" in table
+    assert "hold-out plant plant-2: federated 0.750 ± 0.050 beats 1.0 ± 0.0 of 1 siloed models" in table
+    assert "`plantfed simulate --plants 2 --seed <0,1,2>`; mean ± sample standard deviation over 3 seeds" in table
 
 
 def test_bench_privacy(tmp_path: Path) -> None:

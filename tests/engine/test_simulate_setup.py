@@ -73,6 +73,38 @@ def test_flags_write_the_federated_model_a_manifest_would(tmp_path: Path) -> Non
     assert sim.plants == ["plant-1", "plant-2", "plant-3"] and sim.holdout == ["plant-4"]
 
 
+def test_model_name_and_local_momentum_are_flags_and_reach_every_plant(tmp_path: Path) -> None:
+    sim = Simulation(config("--model-name", "rul-press", "--sgd-momentum", "0.5", "--out", str(tmp_path / "run")))
+    assert sim.model_name == sim.campaign.model.name == "rul-press"
+    assert sim.campaign.model.spec.round_template.training.momentum == 0.5
+    default = Simulation(config("--out", str(tmp_path / "default")))
+    assert (default.model_name, default.campaign.model.spec.round_template.training.momentum) == ("bearing", 0.9)
+
+
+def test_simulate_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in (
+        "--plants PLANTS plants to create when no PlantParticipants are given (default: 3)",
+        "--sgd-momentum SGD_MOMENTUM local SGD momentum (not --momentum, the hub's FedAvgM momentum) (default: 0.9)",
+        "--batch-size BATCH_SIZE (default: 64)",
+        "--out OUT run directory (must not hold a run) (default: runs/simulate)",
+        "the FederatedModel's name (default bearing; with -f: the manifest's)",
+    ):
+        assert shown in text, shown
+
+
+def test_plant_names_come_from_the_task_and_a_bad_data_path_fails_before_anything_starts(tmp_path: Path) -> None:
+    for name in ("lyon", "brno"):
+        (tmp_path / "plants" / name).mkdir(parents=True)
+        (tmp_path / "plants" / name / "r.npz").write_bytes(b"")  # names come from the directory, no file is read
+    sim = Simulation(config("--plants", "2", "--data", str(tmp_path / "plants"), "--out", str(tmp_path / "run")))
+    assert sim.plant_names == {"plant-1": "brno", "plant-2": "lyon"}
+    with pytest.raises(ValueError, match="is one plant's data, but num_plants=2"):
+        Simulation(config("--plants", "2", "--data", str(tmp_path / "plants" / "lyon"), "--out", str(tmp_path / "x")))
+
+
 def test_the_example_campaign_gets_plants_its_selector_matches() -> None:
     campaign = from_manifests([REPO / "examples" / "model.yaml"], plants=3, task="bearing", seed=0, rounds=None)
     assert campaign.model.spec.stop.max_rounds == 50
@@ -125,6 +157,8 @@ def test_the_cli_refuses_before_anything_starts(tmp_path: Path, capsys: pytest.C
     for argv, words in (
         (["-f", str(manifest), "--epochs", "3"], "--epochs describe the campaign, which -f already does"),
         (["-f", str(manifest), "--server-lr", "3"], "--server-learning-rate describe the campaign"),
+        (["-f", str(manifest), "--model-name", "x"], "--model-name describe the campaign"),
+        (["--plants", "2", "--data", str(tmp_path)], "no CWRU load files, plant-data .npz files or plant directories"),
         (["--clip-norm", "1"], "--clip-norm without --noise-multiplier"),
         (["--central-noise-multiplier", "1"], "needs --norm-bound"),
         (

@@ -28,5 +28,5 @@ def test_healthy_option_adds_normal_at_0hp_only_resampled_to_12khz(task, cwru_di
 
 
 def test_more_plants_than_load_files_is_an_error(task, cwru_dir: Path) -> None:
-    with pytest.raises(ValueError, match="holds 4 CWRU load files, fewer than num_plants=5"):
+    with pytest.raises(ValueError, match="holds 4 CWRU DE load files, fewer than num_plants=5"):
         task.load_data(DataSpec("p", cwru_dir, 0, 5))

@@ -76,6 +76,12 @@ def plant_name(index: int) -> str:
     return f"plant-{index + 1}"
 
 
+def plant_label(plant: str, names: dict[str, str]) -> str:
+    """`plant-1 (load0hp)`: a plant's id with the name its data gives it (`Task.plant_name`), when that differs."""
+    name = names.get(plant)
+    return f"{plant} ({name})" if name and name != plant else plant
+
+
 def privacy_from_flags(
     *,
     clip_norm: float,

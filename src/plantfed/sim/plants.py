@@ -313,8 +313,8 @@ class Fleet:
             str(report),
         ]
         if spec.purpose != "evaluate":
-            cmd += [*training_args(spec), "--label-skew-alpha", repr(s.label_skew_alpha)]
-        return cmd + s.data_args()
+            cmd += training_args(spec)
+        return [*cmd, "--label-skew-alpha", repr(s.label_skew_alpha), *s.data_args()]
 
     def _create(self, plant: str, spec: TrainingSpec, fr: FederatedRound, now: datetime) -> None:
         setup = self.plants[plant]

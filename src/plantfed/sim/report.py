@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from plantfed.contract.plant_metrics import BASE_TEST_ACCURACY, TEST_ACCURACY
+from plantfed.sim.campaign import plant_label
 
 
 def _series(report: dict) -> tuple[list[int], list[float | None], list[float | None]]:
@@ -34,18 +35,22 @@ def _series(report: dict) -> tuple[list[int], list[float | None], list[float | N
 
 
 def _plant_curves(report: dict) -> dict[str, tuple[list[int], list[float]]]:
-    """Each plant's score of the global model it received at the start of round r (i.e. after round r-1)."""
+    """Each plant's score of the global model it received at the start of round r (i.e. after round r-1).
+
+    Keyed by the plant's label: its id, with the name its data gives it where that differs.
+    """
+    names = report.get("plant_names") or {}
     curves: dict[str, tuple[list[int], list[float]]] = {}
     for r in report["rounds"]:
         for plant, p in r["plants"].items():
             value = p.get("metrics", {}).get(BASE_TEST_ACCURACY)
             if p.get("ok") and value is not None:
-                xs, ys = curves.setdefault(plant, ([], []))
+                xs, ys = curves.setdefault(plant_label(plant, names), ([], []))
                 xs.append(r["round"] - 1)
                 ys.append(value)
     last = report["rounds"][-1]["round"] if report["rounds"] else 0
     for plant, ev in (report.get("final_evaluation") or {}).items():
-        xs, ys = curves.setdefault(plant, ([], []))
+        xs, ys = curves.setdefault(plant_label(plant, names), ([], []))
         xs.append(last)
         ys.append(ev[TEST_ACCURACY])
     return curves

@@ -68,6 +68,7 @@ from plantfed.sim.campaign import (
     CampaignError,
     from_manifests,
     participants_for,
+    plant_label,
     plant_name,
     privacy_from_flags,
     with_profile,
@@ -103,6 +104,8 @@ class SimulationConfig:
     batch_size: int = 64
     learning_rate: float = 0.01
     optimizer: str = "sgd"
+    #: local SGD momentum (spec.training.momentum)
+    momentum: float = 0.9
     fedprox_mu: float = 0.0
     codec: Codec = Codec.NONE
     clip_norm: float = 0.0
@@ -215,6 +218,8 @@ class Simulation:
         self.model_name = self.campaign.model.name
         self.task = load_task(self.campaign.model.spec.task)
         self.names = self.campaign.plant_names  # in order: a plant's index picks its data partition
+        #: what each plant's data calls it (a motor load, a site): shown next to its id in tables and plots
+        self.plant_names = {plant: self.task.plant_name(self._spec(i)) for i, plant in enumerate(self.names)}
         candidates = self._candidates()
         self.plants = [p for p in self.names if p in candidates]
         self.holdout = [p for p in self.names if p not in candidates]
@@ -273,6 +278,7 @@ class Simulation:
                 learning_rate=c.learning_rate,
                 fed_prox_mu=c.fedprox_mu,
                 optimizer=Optimizer(c.optimizer),
+                momentum=c.momentum,
             ),
             strategy=c.strategy,
             compression=c.codec,
@@ -653,6 +659,8 @@ class Simulation:
                     str(self.cfg.seed),
                     "--report",
                     str(pdir / "evaluation.json"),
+                    "--label-skew-alpha",
+                    repr(settings.label_skew_alpha),
                     *settings.data_args(),
                 ]
                 proc = self.processes.start(plant, argv, pdir / "train.log", env, overflow=not running)
@@ -702,6 +710,7 @@ class Simulation:
             "rounds": [_jsonable(asdict(r)) for r in self.reports],
             "final_evaluation": self.final_eval,
             "holdout": self.holdout,
+            "plant_names": self.plant_names,
             "quality": quality_summary(self.reports, self.final_eval, self.plants, self.holdout, self.baselines),
             "seconds": seconds,
             "privacy": self._privacy_summary(),
@@ -762,6 +771,7 @@ class Simulation:
             num_plants=len(self.names),
             seed=c.seed,
             options=dict(c.data_options),
+            runtime_partition=c.label_skew_alpha > 0,
         )
 
     def _run_baselines(self) -> BaselineReport:
@@ -784,6 +794,7 @@ class Simulation:
                 batch_size=training.batch_size,
                 learning_rate=training.learning_rate,
                 optimizer=training.optimizer.value,
+                momentum=training.momentum,
                 fedprox_mu=training.fed_prox_mu,
             ),
             rounds=rounds,
@@ -805,6 +816,8 @@ class Simulation:
             f"{fm.spec.stop.max_rounds}; data {'synthetic' if self.cfg.data is None else self.cfg.data}; "
             f"exchange {target}; virtual clock from {self.cfg.profile.start.isoformat()}"
         )
+        if any(name != plant for plant, name in self.plant_names.items()):
+            self.console.print("plants: " + ", ".join(plant_label(p, self.plant_names) for p in self.names))
 
     def _print_round(self, r: RoundReport) -> None:
         counts: dict[str, int] = {}
@@ -849,7 +862,11 @@ class Simulation:
             for name in models:
                 cmp.add_column(name, justify="right")
             for plant, row in quality["comparison"].items():
-                cmp.add_row(plant, "hold-out" if plant in self.holdout else "yes", *(_fmt(row[m]) for m in models))
+                cmp.add_row(
+                    plant_label(plant, self.plant_names),
+                    "hold-out" if plant in self.holdout else "yes",
+                    *(_fmt(row[m]) for m in models),
+                )
             self.console.print(cmp)
         for key in ("federated_share_of_centralised", "rounds_to_95pct_of_final"):
             if quality.get(key) is not None:

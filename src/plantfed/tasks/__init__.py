@@ -5,6 +5,14 @@ Task authors import from here, the one documented path::
     from plantfed.tasks import BatchResult, DataSpec, PlantData, Task
 """
 
-from plantfed.tasks.sdk import BUILTIN_TASKS, BatchResult, DataSpec, PlantData, Task, load_task
+from plantfed.tasks.sdk import (
+    BUILTIN_TASKS,
+    BatchResult,
+    DataSpec,
+    PlantData,
+    Task,
+    load_task,
+    require_own_data,
+)
 
-__all__ = ["BUILTIN_TASKS", "BatchResult", "DataSpec", "PlantData", "Task", "load_task"]
+__all__ = ["BUILTIN_TASKS", "BatchResult", "DataSpec", "PlantData", "Task", "load_task", "require_own_data"]

@@ -24,7 +24,8 @@ from plantfed.contract.plant_metrics import ACCURACY, LOSS, SAMPLES
 class PlantData:
     """One plant's splits. Splits never share samples; normalisation is computed inside the plant.
 
-    Each split is a map-style dataset: indexable and sized (`dataset_size`).
+    Each split is a map-style dataset: indexable and sized (`dataset_size`). `info` describes the data (it never
+    leaves the plant); `info["plant"]`, when set, is the plant's name as the data knows it (`Task.plant_name`).
     """
 
     train: Dataset
@@ -42,10 +43,15 @@ def dataset_size(dataset: Dataset) -> int:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Where a plant's data comes from.
+    """Where a plant's data comes from: the flags of `plantfed train`/`evaluate`/`simulate`/`task check`.
 
-    `path` is the plant's data directory (what the agent mounts), or None for the task's built-in synthetic
-    data. `plant_index` and `num_plants` let a synthetic or partitioned source give each plant its own slice.
+    `plant` is the plant's id (`--plant`; simulate: plant-1, plant-2, ...). `path` is `--data`: on a cluster the
+    plant's mounted data volume, in simulate the one directory every plant is handed, None for the task's built-in
+    synthetic data. `plant_index` and `num_plants` (`--plant-index`, `--num-plants`; simulate: the plant's place
+    and `--plants`) let a synthetic or shared source give each plant its own slice. `options` are the
+    `--data-option KEY=VALUE` pairs, values as strings. `runtime_partition` is set when the runtime itself gives
+    each plant its own part of the train split (`--label-skew-alpha`), so one dataset may back every plant.
+    See docs/tasks.md, "The data contract".
     """
 
     plant: str
@@ -54,6 +60,21 @@ class DataSpec:
     num_plants: int = 1
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    runtime_partition: bool = False
+
+
+def require_own_data(spec: DataSpec, source: str) -> None:
+    """Refuse `source`, one plant's data, when `num_plants` plants would each load all of it as their own.
+
+    A loader calls this for a directory that is itself one plant's data (not a root holding one entry per plant),
+    so a simulation over one plant's volume fails at once instead of training every plant on the same samples.
+    """
+    if spec.num_plants > 1 and not spec.runtime_partition:
+        raise ValueError(
+            f"{source} is one plant's data, but num_plants={spec.num_plants}: every plant would train on the same "
+            "samples. Give each plant its own data (a directory holding one sub-directory per plant, or on a "
+            "cluster each plant's own volume), use one plant (--plants 1), or split this one with --label-skew-alpha"
+        )
 
 
 @dataclass
@@ -74,11 +95,24 @@ class Task:
         raise NotImplementedError
 
     def load_data(self, spec: DataSpec) -> PlantData:
+        """One plant's splits.
+
+        Runs in the plant's process at every training and evaluation Job, so every round: it must be deterministic
+        (the same spec gives the same samples, or scores of different rounds compare different data) and cheap,
+        and it must refuse a spec it cannot honour (`require_own_data`).
+        """
         raise NotImplementedError
 
     def batch_loss(self, model: nn.Module, batch: Any, device: torch.device) -> BatchResult:
         """Loss on one batch, plus how many predictions were right (for accuracy)."""
         raise NotImplementedError
+
+    def plant_name(self, spec: DataSpec) -> str:
+        """The plant's name as its data knows it (a site, a motor load), shown next to its id; cheap, reads no samples.
+
+        `plantfed simulate` calls it once per plant before the first round, so a bad `--data` fails there.
+        """
+        return spec.plant
 
     def local_parameter_patterns(self) -> tuple[str, ...]:
         """Parameter-name globs that stay on the plant and are never aggregated (personalised layers)."""

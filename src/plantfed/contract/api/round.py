@@ -51,6 +51,7 @@ class Training(KubeModel):
     learning_rate: float = Field(0.01, gt=0, le=10)
     fed_prox_mu: float = Field(0.0, ge=0, le=100, description="FedProx proximal term; 0 disables it.")
     optimizer: Optimizer = Optimizer.SGD
+    momentum: float = Field(0.9, ge=0, lt=1, description="Momentum of the plants' local SGD (optimizer sgd only).")
 
 
 def _parameter(name: str) -> Any:

@@ -66,6 +66,8 @@ class TrainingSpec:
     dp_mode: str = "local"
     #: "train" (train and upload an update) or "evaluate" (score the round's candidate and report the numbers)
     purpose: str = "train"
+    #: local SGD momentum (spec.training.momentum)
+    momentum: float = 0.9
 
     @property
     def job_name(self) -> str:
@@ -241,6 +243,7 @@ def _spec(fr: FederatedRound, model: FederatedModel, pp: PlantParticipant | None
         batch_size=training.batch_size,
         learning_rate=training.learning_rate,
         optimizer=training.optimizer.value,
+        momentum=training.momentum,
         fedprox_mu=training.fed_prox_mu,
         codec=fr.spec.compression.value,
         clip_norm=clip_norm,

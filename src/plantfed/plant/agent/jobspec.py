@@ -34,6 +34,8 @@ def training_args(spec: TrainingSpec) -> list[str]:
         repr(spec.learning_rate),
         "--optimizer",
         spec.optimizer,
+        "--sgd-momentum",
+        repr(spec.momentum),
         "--fedprox-mu",
         repr(spec.fedprox_mu),
         "--codec",

@@ -1,8 +1,10 @@
 """Decide what `DataSpec.path` points at and read that plant's recordings.
 
 - None: the built-in synthetic fleet (plant `plant_index` of it).
-- A directory of CWRU load files: plant i is the i-th motor load (`load0hp` ... `load3hp`).
-- A directory of plant-data `.npz` files: that one plant's data.
+- A directory of CWRU load files: plant i is the i-th motor load (`load0hp` ... `load3hp`), of the channel that
+  option `channel` names (DE, FE or BA; default DE).
+- A directory of plant-data `.npz` files: that one plant's data, refused when `num_plants > 1` (every plant would
+  get the same samples) unless the runtime partitions it (`DataSpec.runtime_partition`).
 - A directory of plant directories (what `convert` writes): plant i is the i-th directory by name.
 """
 
@@ -12,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plantfed.tasks.bearing.cwru import cwru_files, plant_name, read_cwru_file
+from plantfed.tasks.bearing.cwru import DEFAULT_CHANNEL, channel, channels_in, cwru_files, plant_name, read_cwru_file
 from plantfed.tasks.bearing.plant_files import read_plant_dir
 from plantfed.tasks.bearing.recording import Recording
 from plantfed.tasks.bearing.synthetic import SyntheticSizes, plant_profile, synthetic_plant
-from plantfed.tasks.sdk import DataSpec
+from plantfed.tasks.sdk import DataSpec, require_own_data
 
 
 @dataclass(frozen=True)
@@ -41,9 +43,49 @@ def _as_bool(value: Any) -> bool:
     return bool(value)
 
 
+@dataclass(frozen=True)
+class Located:
+    """What a spec's path points at, from file names alone: the kind of source, its file or directory, its name."""
+
+    kind: str
+    path: Path | None
+    plant: str
+
+
+def locate(spec: DataSpec) -> Located:
+    """The plant `spec` describes; reads no samples, so naming a plant is cheap."""
+    if spec.path is None:
+        return Located("synthetic", None, spec.plant)
+    path = Path(spec.path)
+    if not path.is_dir():
+        raise ValueError(f"{path}: bearing data path must be a directory (see docs/plant-data.md)")
+    wanted = channel(spec.options.get("channel", DEFAULT_CHANNEL))
+    loads = cwru_files(path, wanted)
+    if loads:
+        chosen = _pick(loads, spec, f"CWRU {wanted} load files")
+        return Located("cwru", chosen, plant_name(chosen))
+    present = channels_in(path)
+    if present:
+        raise ValueError(
+            f"{path}: holds CWRU load files of channel(s) {', '.join(sorted(present))}, none of channel {wanted}; "
+            f"pick one with --data-option channel={sorted(present)[0]}"
+        )
+    if any(path.glob("*.npz")):
+        require_own_data(spec, f"{path} (a directory of .npz recordings)")
+        return Located("plant-files", path, spec.plant)
+    plants = sorted(p for p in path.iterdir() if p.is_dir() and any(p.glob("*.npz")))
+    if plants:
+        chosen = _pick(plants, spec, "plant directories")
+        return Located("plant-files", chosen, chosen.name)
+    raise ValueError(
+        f"{path}: no CWRU load files, plant-data .npz files or plant directories found (see docs/plant-data.md)"
+    )
+
+
 def read_source(spec: DataSpec) -> PlantSource:
     """The recordings of the plant `spec` describes."""
-    if spec.path is None:
+    where = locate(spec)
+    if where.path is None:
         sizes = SyntheticSizes(
             recordings_per_class=int(spec.options.get("recordings_per_class", SyntheticSizes.recordings_per_class)),
             seconds=float(spec.options.get("seconds", SyntheticSizes.seconds)),
@@ -58,24 +100,12 @@ def read_source(spec: DataSpec) -> PlantSource:
             "sensor_gain": profile.gain,
         }
         return PlantSource(synthetic_plant(spec.seed, spec.plant_index, sizes), info)
-
-    path = Path(spec.path)
-    if not path.is_dir():
-        raise ValueError(f"{path}: bearing data path must be a directory (see docs/plant-data.md)")
-    loads = cwru_files(path)
-    if loads:
-        chosen = _pick(loads, spec, "CWRU load files")
+    if where.kind == "cwru":
         healthy = _as_bool(spec.options.get("healthy", False))
         return PlantSource(
-            read_cwru_file(chosen, healthy=healthy),
-            {"source": "cwru", "plant": plant_name(chosen), "file": str(chosen), "healthy": healthy},
+            read_cwru_file(where.path, healthy=healthy),
+            {"source": "cwru", "plant": where.plant, "file": str(where.path), "healthy": healthy},
         )
-    if any(path.glob("*.npz")):
-        return PlantSource(read_plant_dir(path), {"source": "plant-files", "plant": spec.plant, "file": str(path)})
-    plants = sorted(p for p in path.iterdir() if p.is_dir() and any(p.glob("*.npz")))
-    if plants:
-        chosen = _pick(plants, spec, "plant directories")
-        return PlantSource(read_plant_dir(chosen), {"source": "plant-files", "plant": chosen.name, "file": str(chosen)})
-    raise ValueError(
-        f"{path}: no CWRU load files, plant-data .npz files or plant directories found (see docs/plant-data.md)"
+    return PlantSource(
+        read_plant_dir(where.path), {"source": "plant-files", "plant": where.plant, "file": str(where.path)}
     )

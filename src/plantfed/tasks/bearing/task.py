@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from plantfed.contract.plant_metrics import ACCURACY, LOSS, SAMPLES
 from plantfed.tasks.bearing.labels import CLASSES
 from plantfed.tasks.bearing.model import BearingCNN
-from plantfed.tasks.bearing.sources import read_source
+from plantfed.tasks.bearing.sources import locate, read_source
 from plantfed.tasks.bearing.windows import WindowOptions, build_plant_data
 from plantfed.tasks.sdk import BatchResult, DataSpec, PlantData, Task
 
@@ -29,6 +29,10 @@ class BearingTask(Task):
     def load_data(self, spec: DataSpec) -> PlantData:
         source = read_source(spec)
         return build_plant_data(source.recordings, WindowOptions.from_options(spec.options), source.info)
+
+    def plant_name(self, spec: DataSpec) -> str:
+        """`load0hp` ... for CWRU, the sub-directory's name for a root of plant directories, else the plant's id."""
+        return locate(spec).plant
 
     def batch_loss(self, model: nn.Module, batch: Any, device: torch.device) -> BatchResult:
         x, y = batch
