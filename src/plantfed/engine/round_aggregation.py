@@ -17,8 +17,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from plantfed.contract.scores import pool
 from plantfed.contract.records import AggregationSummary, ModelVersion, UpdateRecord
+from plantfed.contract.scores import pool
 from plantfed.engine.aggregation import AggregationResult, StrategyConfig, UpdateInput, aggregate
 from plantfed.engine.privacy import PrivacyLedger, round_releases
 from plantfed.engine.store import ModelStore

@@ -17,8 +17,8 @@ from plantfed.contract.api.participant import PlantParticipant
 from plantfed.contract.api.round import FederatedRoundStatus, PlantRoundState, RoundPhase
 from plantfed.contract.metrics import Metrics
 from plantfed.contract.plant_metrics import TEST, TRAIN_LOSS, VAL, base_key, split_key
-from plantfed.contract.scores import objective_of, scores_only
 from plantfed.contract.records import ModelVersion
+from plantfed.contract.scores import objective_of, scores_only
 from plantfed.hub.reconcile.model import round_number
 
 

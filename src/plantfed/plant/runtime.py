@@ -32,8 +32,8 @@ from plantfed.contract.plant_metrics import (
     local_key,
     split_scores,
 )
-from plantfed.contract.scores import objective_entry
 from plantfed.contract.records import Codec, DPMode, DPParams, EvaluationRecord, UpdateMeta
+from plantfed.contract.scores import objective_entry
 from plantfed.exchange.client import ExchangeClient
 from plantfed.formats import codecs
 from plantfed.plant.model_cache import ModelCache

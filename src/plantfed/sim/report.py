@@ -159,9 +159,11 @@ def missing_parts(report: dict) -> list[str]:
         missing.append(f"rounds: {done} of {planned} done")
     if report.get("failure") and not report.get("final_evaluation"):
         missing.append("the final evaluation of the promoted model (no per-plant comparison)")
-    if report.get("failure") and (report.get("config") or {}).get("baselines") and not (
-        report.get("quality") or {}
-    ).get("baseline_epochs"):
+    if (
+        report.get("failure")
+        and (report.get("config") or {}).get("baselines")
+        and not (report.get("quality") or {}).get("baseline_epochs")
+    ):
         missing.append("the centralised and siloed baselines")
     return missing
 
@@ -284,7 +286,7 @@ def convergence_from_prometheus(
     return Convergence(
         rounds=rounds,
         score=score,
-        loss=per_round(one(f'max(plantfed_global_score{_with(sel, "score", LOSS)})')),
+        loss=per_round(one(f"max(plantfed_global_score{_with(sel, 'score', LOSS)})")),
         plant_score=plants,
         score_name=name,
         goal=goal,

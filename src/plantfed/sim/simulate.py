@@ -24,10 +24,10 @@ import os
 import secrets
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -52,8 +52,8 @@ from plantfed.contract.api.round import (
 )
 from plantfed.contract.metrics import Metrics
 from plantfed.contract.plant_metrics import TEST, TEST_SAMPLES, VAL, base_scores, split_key
-from plantfed.contract.scores import Score, pool, scope_of, scores_only
 from plantfed.contract.records import Codec, DPMode
+from plantfed.contract.scores import Score, pool, scope_of, scores_only
 from plantfed.contract.strategies import PARAMETERS
 from plantfed.engine.privacy import PrivacyLedger
 from plantfed.engine.store import ModelStore
@@ -959,7 +959,8 @@ def quality_summary(
                 row[model] = scores[plant].get(name)
         out["comparison"][plant] = row
     rows = [out["comparison"][p] for p in trained]
-    if baselines is not None and rows and all(r["federated"] is not None and r["centralised"] is not None for r in rows):
+    complete = all(r["federated"] is not None and r["centralised"] is not None for r in rows)
+    if baselines is not None and rows and complete:
         fed = sum(r["federated"] for r in rows) / len(rows)
         cen = sum(r["centralised"] for r in rows) / len(rows)
         ratio = (fed, cen) if maximize else (cen, fed)
@@ -981,7 +982,7 @@ def shown_scores(task: Task) -> list[str]:
     return names + ([] if "loss" in names else ["loss"])
 
 
-def pooled_test_scores(rows: list[Mapping[str, float]]) -> dict[str, float]:
+def pooled_test_scores(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
     """Plants' test-split metrics (keyed `test_*`) pooled from their statistics, as {score name: value}."""
     prefix = split_key(TEST, "")
     pooled = pool([(r, r.get(TEST_SAMPLES, 0.0)) for r in rows])

@@ -28,12 +28,12 @@ from plantfed.contract.api.common import (
     Toleration,
     conditions_field,
 )
-from plantfed.contract.records import Codec, Finite
+from plantfed.contract.records import MAX_METRICS, Codec, Finite
 from plantfed.contract.strategies import StrategyName
 
 Quantity = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=QUANTITY)]
 Metrics = dict[str, float]
-METRICS_EXTRA: JsonDict = {"maxProperties": 64}
+METRICS_EXTRA: JsonDict = {"maxProperties": MAX_METRICS}
 
 
 class Optimizer(str, Enum):

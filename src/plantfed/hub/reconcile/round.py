@@ -72,8 +72,8 @@ from plantfed.contract.plant_metrics import (
     local_key,
     split_key,
 )
-from plantfed.contract.scores import objective_of, pool, scores_only
 from plantfed.contract.records import DPRelease, EvaluationRecord, ModelVersion, RoundRecord, RoundState, UpdateRecord
+from plantfed.contract.scores import objective_of, pool, scores_only
 from plantfed.engine.privacy.accounting import epsilon_for
 from plantfed.hub.reconcile.actions import (
     Action,
