@@ -195,9 +195,13 @@ def objective_entry(score: Score) -> dict[str, float]:
     return {OBJECTIVE_PREFIX + score.name: 1.0 if score.goal is MetricGoal.MAXIMIZE else -1.0}
 
 
-def objective_of(metrics: Mapping[str, float]) -> tuple[str, MetricGoal] | None:
-    """The primary score's name and goal an update (or a pool of them) declares, if any."""
+DEFAULT_OBJECTIVE = ("accuracy", MetricGoal.MAXIMIZE)
+"""The objective of plants that declare none (older releases): the SDK's default task is scored on accuracy."""
+
+
+def objective_of(metrics: Mapping[str, float]) -> tuple[str, MetricGoal]:
+    """The primary score's name and goal an update (or a pool of them) declares; DEFAULT_OBJECTIVE if none."""
     for key, value in metrics.items():
         if key.startswith(OBJECTIVE_PREFIX):
             return key.removeprefix(OBJECTIVE_PREFIX), MetricGoal.MAXIMIZE if value > 0 else MetricGoal.MINIMIZE
-    return None
+    return DEFAULT_OBJECTIVE

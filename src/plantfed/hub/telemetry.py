@@ -55,9 +55,8 @@ class Telemetry:
             for key, value in scores_only(plant.metrics).items():
                 if key.startswith(base_test):
                     m.plant_score.labels(model, plant.plant, key.removeprefix(base_test)).set(value)
-            objective = objective_of(plant.metrics)
-            if objective is not None:
-                m.set_objective(model, *objective)
+            if plant.state is PlantRoundState.UPLOADED:
+                m.set_objective(model, *objective_of(plant.metrics))
             if TRAIN_LOSS in plant.metrics:
                 m.plant_loss.labels(model, plant.plant).set(plant.metrics[TRAIN_LOSS])
         if produced is not None and produced.aggregation is not None:

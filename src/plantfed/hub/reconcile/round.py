@@ -512,7 +512,7 @@ def _plant_side_evaluation(w: _Work, candidate: ModelVersion) -> bool:
         return False
     objective = objective_of(candidate.metrics)
     if reports:
-        shown = {split_key(VAL, LOSS)} | ({split_key(VAL, objective[0])} if objective else set())
+        shown = {split_key(VAL, objective[0]), split_key(VAL, LOSS)}
         summary = ", ".join(
             f"{k} {v:.4g} (base {ev.base[k]:.4g})" for k, v in ev.candidate.items() if k in shown and k in ev.base
         )
@@ -525,16 +525,14 @@ def _plant_side_evaluation(w: _Work, candidate: ModelVersion) -> bool:
 
 
 def round_score(
-    promotion: Promotion, metrics: Mapping[str, float], objective: tuple[str, MetricGoal] | None
+    promotion: Promotion, metrics: Mapping[str, float], objective: tuple[str, MetricGoal]
 ) -> RoundScore | None:
     """The round's headline score (see `RoundScore`), or None when `metrics` lacks it."""
     if promotion.metric:
         candidates = [(promotion.metric, promotion.goal)]
-    elif objective is not None:
+    else:
         name, goal = objective
         candidates = [(split_key(VAL, name), goal), (local_key(VAL, name), goal)]
-    else:
-        return None
     for metric, goal in candidates:
         if metric in metrics:
             return RoundScore(metric=metric, goal=goal, value=metrics[metric])
