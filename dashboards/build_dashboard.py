@@ -33,6 +33,8 @@ OBJECTIVE = f"max by (namespace, model, score, goal) (plantfed_objective{{{M}}})
 def primary(series: str, by: str) -> str:
     """`series` (a score gauge) restricted to each lineage's primary score, with its `goal` label."""
     return f"max by ({by}, score, goal) ({series} * on (namespace, model, score) group_left (goal) {OBJECTIVE})"
+
+
 P = f'{NS}, plant=~"$plant"'
 
 

@@ -49,7 +49,10 @@ def test_macro_f1_pools_from_summed_confusion_counts():
 
 
 def test_keys_some_row_lacks_are_dropped_and_objectives_kept_only_when_they_agree():
-    rows = [({"val_loss": 1.0, "objective.rmse": -1.0, "extra": 1.0}, 1), ({"val_loss": 2.0, "objective.rmse": -1.0}, 1)]
+    rows = [
+        ({"val_loss": 1.0, "objective.rmse": -1.0, "extra": 1.0}, 1),
+        ({"val_loss": 2.0, "objective.rmse": -1.0}, 1),
+    ]
     assert pool(rows) == {"objective.rmse": -1.0, "val_loss": 1.5}
     assert objective_of(pool(rows)) == ("rmse", MetricGoal.MINIMIZE)
     assert "objective.rmse" not in pool([({"objective.rmse": -1.0}, 1), ({"objective.rmse": 1.0}, 1)])

@@ -959,7 +959,7 @@ def quality_summary(
                 row[model] = scores[plant].get(name)
         out["comparison"][plant] = row
     rows = [out["comparison"][p] for p in trained]
-    complete = all(r["federated"] is not None and r["centralised"] is not None for r in rows)
+    complete = all(r["federated"] is not None and r.get("centralised") is not None for r in rows)
     if baselines is not None and rows and complete:
         fed = sum(r["federated"] for r in rows) / len(rows)
         cen = sum(r["centralised"] for r in rows) / len(rows)
