@@ -1,4 +1,9 @@
-"""A synthetic run-to-failure fleet: each unit degrades from healthy to failure, seen through noisy sensors.
+"""Run-to-failure histories: the on-disk format, and a synthetic fleet whose units degrade to failure.
+
+On disk (a plant's data directory, or its `rul/` sub-directory when the volume holds other tasks' data too): one
+`.npz` file per unit, key `sensors`, a float array (cycles, channels) whose last row is the cycle the unit failed
+in; read with `allow_pickle=False`.
+
 
 Unit u of a plant lives T_u cycles (drawn per plant: each plant runs its machines differently). Its hidden
 health falls as h(t) = 1 - (t / T_u)^k, with a unit-specific wear exponent k, and each of the sensor channels
@@ -10,7 +15,9 @@ unit will last). Splits are by unit, so no unit's history is in two splits. Ever
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,10 +57,14 @@ class RulOptions:
 
 @dataclass(frozen=True)
 class Unit:
-    """One unit's sensor history, shape (cycles, CHANNELS), and its RUL at every cycle (capped)."""
+    """One unit's sensor history, shape (cycles, CHANNELS), run until it failed in its last cycle."""
 
     sensors: np.ndarray
-    rul: np.ndarray
+
+    def rul(self, cap: float) -> np.ndarray:
+        """Cycles left after each cycle, capped at `cap`."""
+        cycles = len(self.sensors)
+        return np.minimum(cycles - 1 - np.arange(cycles), cap).astype(np.float32)
 
 
 def plant_units(seed: int, plant_index: int, opts: RulOptions) -> list[Unit]:
@@ -70,18 +81,50 @@ def plant_units(seed: int, plant_index: int, opts: RulOptions) -> list[Unit]:
         t = np.arange(life, dtype=np.float64)
         damage = (t / life) ** wear
         sensors = offset + np.outer(damage, gain) + rng.normal(0.0, opts.noise, (life, CHANNELS))
-        rul = np.minimum(life - 1 - t, opts.cap)
-        units.append(Unit(sensors.astype(np.float32), rul.astype(np.float32)))
+        units.append(Unit(sensors.astype(np.float32)))
     return units
 
 
-def windows(units: list[Unit], window: int) -> tuple[np.ndarray, np.ndarray]:
+def write_units(directory: Path, units: list[Unit]) -> list[Path]:
+    """Write units in the on-disk format; returns the files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, unit in enumerate(units):
+        paths.append(directory / f"unit_{i:03d}.npz")
+        np.savez_compressed(paths[-1], sensors=unit.sensors)
+    return paths
+
+
+def read_units(directory: Path, window: int) -> list[Unit]:
+    """The units of a plant directory, in file-name order; every problem is reported with the file's path."""
+    files = sorted(directory.glob("*.npz"))
+    if not files:
+        raise ValueError(f"{directory}: no run-to-failure .npz files (one per unit, key 'sensors')")
+    units = []
+    for path in files:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                sensors = data["sensors"] if "sensors" in data.files else None
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
+        if sensors is None:
+            raise ValueError(f"{path}: missing key 'sensors' (a float array of cycles x {CHANNELS} channels)")
+        if sensors.ndim != 2 or sensors.shape[1] != CHANNELS or not np.issubdtype(sensors.dtype, np.floating):
+            raise ValueError(f"{path}: 'sensors' must be float, shape (cycles, {CHANNELS}), got {sensors.shape}")
+        if len(sensors) < window or not np.all(np.isfinite(sensors)):
+            raise ValueError(f"{path}: 'sensors' needs at least {window} finite cycles, got {len(sensors)}")
+        units.append(Unit(sensors.astype(np.float32)))
+    return units
+
+
+def windows(units: list[Unit], window: int, cap: float) -> tuple[np.ndarray, np.ndarray]:
     """Every `window`-cycle slice of every unit, shape (N, CHANNELS, window), and the RUL at its last cycle."""
     xs, ys = [], []
     for unit in units:
-        for end in range(window, len(unit.rul) + 1):
+        rul = unit.rul(cap)
+        for end in range(window, len(rul) + 1):
             xs.append(unit.sensors[end - window : end].T)
-            ys.append(unit.rul[end - 1])
+            ys.append(rul[end - 1])
     if not xs:
         return np.zeros((0, CHANNELS, window), np.float32), np.zeros(0, np.float32)
     return np.stack(xs), np.asarray(ys, dtype=np.float32)

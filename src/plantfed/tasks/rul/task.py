@@ -15,7 +15,7 @@ from torch.utils.data import TensorDataset
 
 from plantfed.contract.api.common import MetricGoal
 from plantfed.contract.scores import Pooling, Score
-from plantfed.tasks.rul.synthetic import CHANNELS, RulOptions, plant_units, windows
+from plantfed.tasks.rul.synthetic import CHANNELS, RulOptions, plant_units, read_units, windows
 from plantfed.tasks.sdk import BatchResult, DataSpec, PlantData, Task
 
 RMSE = "rmse"
@@ -52,24 +52,29 @@ class RulTask(Task):
         return RulModel(self.options.window)
 
     def load_data(self, spec: DataSpec) -> PlantData:
-        if spec.path is not None:
-            raise ValueError(f"rul task: data comes from its synthetic generator only; got --data {spec.path}")
         opts = RulOptions.from_options(spec.options)
         if opts.window != self.options.window:
             raise ValueError(
                 f"rul task: option window={opts.window} differs from the model's {self.options.window}; "
                 "the window fixes the model's input size"
             )
-        units = plant_units(spec.seed, spec.plant_index, opts)
+        if spec.path is None:
+            units, source = plant_units(spec.seed, spec.plant_index, opts), "synthetic run-to-failure"
+        else:
+            own = spec.path / "rul"  # a plant volume holding several tasks' data keeps this one's here
+            directory = own if own.is_dir() else spec.path
+            units, source = read_units(directory, opts.window), str(directory)
+            if len(units) < 3:
+                raise ValueError(f"{directory}: {len(units)} unit(s); the train, val and test splits need 3 or more")
         n_val = n_test = max(1, len(units) // 6)
         parts = {"train": units[: -n_val - n_test], "val": units[-n_val - n_test : -n_test], "test": units[-n_test:]}
-        train_x, _ = windows(parts["train"], opts.window)
+        train_x, _ = windows(parts["train"], opts.window, opts.cap)
         mean, std = train_x.mean(axis=(0, 2), keepdims=True), train_x.std(axis=(0, 2), keepdims=True) + 1e-6
         splits = {}
         for name, part in parts.items():
-            x, y = windows(part, opts.window)
+            x, y = windows(part, opts.window, opts.cap)
             splits[name] = TensorDataset(torch.from_numpy((x - mean) / std), torch.from_numpy(y))
-        info = {"source": "synthetic run-to-failure", "units": {k: len(v) for k, v in parts.items()}}
+        info = {"source": source, "units": {k: len(v) for k, v in parts.items()}}
         return PlantData(train=splits["train"], val=splits["val"], test=splits["test"], info=info)
 
     def batch_loss(self, model: nn.Module, batch: Any, device: torch.device) -> BatchResult:
