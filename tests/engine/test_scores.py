@@ -10,7 +10,7 @@ import torch
 from plantfed.contract.api.common import MetricGoal
 from plantfed.contract.scores import Pooling, Score, macro_f1, objective_entry, objective_of, pool, scores_only
 from plantfed.sim.baselines import BaselineReport
-from plantfed.sim.simulate import RoundReport, quality_summary
+from plantfed.sim.simulate import RoundReport, goal_of, quality_summary
 from plantfed.tasks.sdk import ACCURACY_SCORE, Accumulator, BatchResult, Task, TaskError, check_scores
 
 RMSE = Score("rmse", MetricGoal.MINIMIZE, Pooling.RMS)
@@ -160,3 +160,11 @@ def test_share_of_centralised_reads_below_one_when_federated_is_worse(score, fed
     quality = quality_summary(_rounds([federated], score.name), final, ["a"], [], baselines, score)
     assert quality["federated_share_of_centralised"] == pytest.approx(share)
     assert quality["comparison"] == {"a": {"federated": federated, "centralised": centralised}}
+
+
+def test_a_metrics_goal_is_the_one_its_task_declares_for_the_score():
+    task = _Regression()
+    assert goal_of(task, "val_rmse") is goal_of(task, "local_val_mae") is MetricGoal.MINIMIZE
+    assert goal_of(task, "train_loss") is MetricGoal.MINIMIZE
+    with pytest.raises(ValueError, match="declares no score 'balanced_accuracy'.*--goal"):
+        goal_of(task, "val_balanced_accuracy")

@@ -51,7 +51,7 @@ from plantfed.contract.api.round import (
     Training,
 )
 from plantfed.contract.metrics import Metrics
-from plantfed.contract.plant_metrics import TEST, TEST_SAMPLES, VAL, base_scores, split_key
+from plantfed.contract.plant_metrics import TEST, TEST_SAMPLES, VAL, base_scores, is_split_key, split_key
 from plantfed.contract.records import Codec, DPMode
 from plantfed.contract.scores import Score, pool, scope_of, scores_only
 from plantfed.contract.strategies import PARAMETERS
@@ -272,7 +272,8 @@ class Simulation:
         if c.evaluation_timeout_s is not None:
             evaluation = c.evaluation_timeout_s
         else:
-            scored = c.promotion is PromotionPolicy.IF_BETTER or stop_metric == default_metric
+            # A val_* stop metric exists only where the plants score each candidate.
+            scored = c.promotion is PromotionPolicy.IF_BETTER or (stop_metric is not None and is_split_key(stop_metric))
             evaluation = 600 if scored else 0
         template = RoundTemplate(
             plants=training,
@@ -973,7 +974,10 @@ def quality_summary(
 def goal_of(task: Task, metric: str) -> MetricGoal:
     """The goal of a metric key (`val_rmse`, `local_val_mae`) as the task declares its score."""
     scope = scope_of(metric)
-    return task.score(metric.removeprefix(scope) if scope else metric).goal
+    try:
+        return task.score(metric.removeprefix(scope) if scope else metric).goal
+    except TaskError as exc:
+        raise ValueError(f"{exc}: say which way {metric} is better with --goal Maximize|Minimize") from None
 
 
 def shown_scores(task: Task) -> list[str]:
