@@ -168,3 +168,19 @@ def test_a_metrics_goal_is_the_one_its_task_declares_for_the_score():
     assert goal_of(task, "train_loss") is MetricGoal.MINIMIZE
     with pytest.raises(ValueError, match="declares no score 'balanced_accuracy'.*--goal"):
         goal_of(task, "val_balanced_accuracy")
+
+
+def test_a_rounds_headline_score_is_the_promotion_metric_else_the_declared_primary():
+    from plantfed.contract.api.round import Promotion, PromotionPolicy, RoundScore
+    from plantfed.hub.reconcile.round import round_score
+
+    metrics = {"val_rmse": 3.0, "local_val_rmse": 2.0, "val_mae": 1.0}
+    minimize = ("rmse", MetricGoal.MINIMIZE)
+    named = Promotion(policy=PromotionPolicy.IF_BETTER, metric="val_mae", goal=MetricGoal.MINIMIZE)
+    assert round_score(named, metrics, minimize) == RoundScore(metric="val_mae", goal=MetricGoal.MINIMIZE, value=1.0)
+    assert round_score(Promotion(), metrics, minimize) == RoundScore(
+        metric="val_rmse", goal=MetricGoal.MINIMIZE, value=3.0
+    )
+    unscored = round_score(Promotion(), {"local_val_rmse": 2.0}, minimize)
+    assert unscored is not None and unscored.metric == "local_val_rmse"
+    assert round_score(Promotion(), {}, minimize) is None
