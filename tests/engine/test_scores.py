@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from plantfed.contract.api.common import MetricGoal
+from plantfed.contract.api.round import Promotion, PromotionPolicy, RoundScore
 from plantfed.contract.scores import Pooling, Score, macro_f1, objective_entry, objective_of, pool, scores_only
+from plantfed.hub.reconcile.round import round_score
 from plantfed.sim.baselines import BaselineReport
 from plantfed.sim.simulate import RoundReport, goal_of, quality_summary
 from plantfed.tasks.sdk import ACCURACY_SCORE, Accumulator, BatchResult, Task, TaskError, check_scores
@@ -171,9 +173,6 @@ def test_a_metrics_goal_is_the_one_its_task_declares_for_the_score():
 
 
 def test_a_rounds_headline_score_is_the_promotion_metric_else_the_declared_primary():
-    from plantfed.contract.api.round import Promotion, PromotionPolicy, RoundScore
-    from plantfed.hub.reconcile.round import round_score
-
     metrics = {"val_rmse": 3.0, "local_val_rmse": 2.0, "val_mae": 1.0}
     minimize = ("rmse", MetricGoal.MINIMIZE)
     named = Promotion(policy=PromotionPolicy.IF_BETTER, metric="val_mae", goal=MetricGoal.MINIMIZE)
