@@ -33,7 +33,7 @@ class RoundAggregation:
     reused: bool
 
 
-def weighted_metrics(updates: list[UpdateRecord]) -> dict[str, float]:
+def pooled_metrics(updates: list[UpdateRecord]) -> dict[str, float]:
     """Each metric every aggregated plant reported, pooled from its sufficient statistics (`contract.scores`).
 
     A score without statistics of its own is a sample-weighted mean (by its split's samples, else the update's).
@@ -102,7 +102,7 @@ def aggregate_round(
         seconds = time.perf_counter() - started
         digest, _size = store.import_file(out)
         charge_privacy(store, record.model, round_id, updates, config)
-        metrics = weighted_metrics(updates)
+        metrics = pooled_metrics(updates)
         version = store.publish_model(
             record.model,
             digest,

@@ -427,9 +427,9 @@ class Simulation:
                 self.processes.close()
                 admin.close()
                 server.stop(grace=2)
-        except Exception as exc:
+        except (Exception, KeyboardInterrupt) as exc:
             # Whatever was done is kept: report.json with the rounds so far and the plot, then the error.
-            self.failure = f"{type(exc).__name__}: {exc}"
+            self.failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             self.console.print(f"[red]simulation failed[/]: {self.failure}; writing what it has")
             self._model_status_from(operator)
             self._write_outputs(time.perf_counter() - started)
