@@ -185,6 +185,12 @@ def pool(rows: Sequence[tuple[Mapping[str, float], float]]) -> dict[str, float]:
     return {k: v for k, v in sorted(out.items()) if math.isfinite(v)}
 
 
+def is_count_statistic(key: str) -> bool:
+    """A statistic that can never be negative: a sum of squares or a confusion count."""
+    _, _, stat = key.partition(".")
+    return stat == SUMSQ or stat.split(".", 1)[0] in CONFUSION
+
+
 def scores_only(metrics: Mapping[str, float]) -> dict[str, float]:
     """The scores of a metrics map, without statistics, sample counts or the objective (for tables and status)."""
     return {k: v for k, v in metrics.items() if "." not in k and not k.endswith("_" + SAMPLES) and k != SAMPLES}
