@@ -3,6 +3,8 @@ plants installed with `helm install` of their charts (conftest)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import yaml
 from kubernetes import client
@@ -182,6 +184,9 @@ def test_a_regression_round_promotes_the_candidate_with_the_lower_pooled_rmse(fe
     evaluation = status["evaluation"]
     assert evaluation["reported"] == len(PLANTS)
     assert evaluation["candidate"]["val_rmse"] < evaluation["base"]["val_rmse"], evaluation
+    # The operator pooled the plants' sums of squares: the fleet's RMSE, not a mean of two RMSEs.
+    sumsq = sum(p["evaluation"]["val_rmse.sumsq"] for p in status["plants"])
+    assert evaluation["candidate"]["val_rmse"] == pytest.approx(math.sqrt(sumsq / evaluation["samples"]))
     assert condition(fr, "Promoted")["reason"] == "Promoted" and status["resultVersion"] == 2
     assert status["score"] == {"metric": "val_rmse", "goal": "Minimize", "value": evaluation["candidate"]["val_rmse"]}
     assert "val_rmse" in condition(fr, "Evaluated")["message"]
