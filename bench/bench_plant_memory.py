@@ -56,7 +56,8 @@ class WideTask(Task):
     def batch_loss(self, model: nn.Module, batch, device: torch.device) -> BatchResult:
         x, y = (t.to(device) for t in batch)
         logits = model(x)
-        return BatchResult(nn.functional.cross_entropy(logits, y), int((logits.argmax(1) == y).sum()), int(y.numel()))
+        hits = float((logits.argmax(1) == y).sum())
+        return BatchResult(loss=nn.functional.cross_entropy(logits, y), count=int(y.numel()), stats={"accuracy": hits})
 
 
 def rss_bytes() -> int:

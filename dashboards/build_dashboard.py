@@ -26,6 +26,15 @@ DS = {"type": "prometheus", "uid": "${datasource}"}
 NS = 'namespace=~"$namespace"'
 M = f'{NS}, model=~"$model"'
 MP = f'{M}, plant=~"$plant"'
+OBJECTIVE = f"max by (namespace, model, score, goal) (plantfed_objective{{{M}}})"
+"""The task's primary score of each lineage, with its goal: joined on (namespace, model, score) to pick it."""
+
+
+def primary(series: str, by: str) -> str:
+    """`series` (a score gauge) restricted to each lineage's primary score, with its `goal` label."""
+    return f"max by ({by}, score, goal) ({series} * on (namespace, model, score) group_left (goal) {OBJECTIVE})"
+
+
 P = f'{NS}, plant=~"$plant"'
 
 
@@ -206,16 +215,15 @@ def build() -> dict:
     g.row("Convergence")
     g.add(
         timeseries(
-            "Global accuracy (and round)",
-            "Test accuracy of each promoted global model (federated evaluation over the plants' test splits). "
-            "The dashed line is the latest finished round number on the right axis: read accuracy against it.",
+            "Global primary score (and round)",
+            "The task's primary score (accuracy, RMSE, ...) of each promoted global model, pooled over the plants; "
+            "the legend says whether larger (Maximize) or smaller (Minimize) is better. The dashed line is the "
+            "latest finished round number on the right axis: read the score against it.",
             [
-                target(f"max by (model) (plantfed_global_accuracy{{{M}}})", "{{model}}"),
+                target(primary(f"plantfed_global_score{{{M}}}", "model"), "{{model}} {{score}} ({{goal}})"),
                 target(f"max by (model) (plantfed_round_number{{{M}}})", "round {{model}}", "B"),
             ],
-            "percentunit",
-            minimum=0,
-            maximum=1,
+            "none",
             overrides=[right_axis("^round .*", "none", "round")],
         ),
         w=12,
@@ -226,7 +234,7 @@ def build() -> dict:
             "Global loss (and round)",
             "Test loss of each promoted global model; the dashed line is the round number (right axis).",
             [
-                target(f"max by (model) (plantfed_global_loss{{{M}}})", "{{model}}"),
+                target(f'max by (model) (plantfed_global_score{{{M}, score="loss"}})', "{{model}}"),
                 target(f"max by (model) (plantfed_round_number{{{M}}})", "round {{model}}", "B"),
             ],
             "none",
@@ -256,14 +264,14 @@ def build() -> dict:
     )
     g.add(
         stat(
-            "Global accuracy",
-            "Accuracy of the promoted model now.",
-            [target(f"max by (model) (plantfed_global_accuracy{{{M}}})", "{{model}}", instant=True)],
-            "percentunit",
-            thresholds=[
-                {"color": "red", "value": None},
-                {"color": "orange", "value": 0.8},
-                {"color": "green", "value": 0.9},
+            "Global primary score",
+            "The task's primary score of the promoted model now (the legend gives its goal).",
+            [
+                target(
+                    primary(f"plantfed_global_score{{{M}}}", "model"),
+                    "{{model}} {{score}} ({{goal}})",
+                    instant=True,
+                )
             ],
         ),
         w=6,
@@ -286,13 +294,12 @@ def build() -> dict:
     g.row("Per plant")
     g.add(
         timeseries(
-            "Global model accuracy on each plant's data",
-            "How well the promoted global model serves each plant. A plant far below the others is the one "
-            "federation is not helping (data drift, different machines) - a candidate for personalisation.",
-            [target(f"max by (plant) (plantfed_plant_accuracy{{{MP}}})", "{{plant}}")],
-            "percentunit",
-            minimum=0,
-            maximum=1,
+            "Global model's primary score on each plant's data",
+            "How well the promoted global model serves each plant, in the task's primary score. A plant far worse "
+            "than the others is the one federation is not helping (data drift, different machines) - a "
+            "candidate for personalisation.",
+            [target(primary(f"plantfed_plant_score{{{MP}}}", "plant"), "{{plant}} {{score}} ({{goal}})")],
+            "none",
         ),
         w=12,
     )

@@ -414,7 +414,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     if (args.run_dir is None) == (args.prometheus is None):
         raise SystemExit("plantfed report: give either a run directory or --prometheus URL (not both)")
     if args.run_dir is not None:
-        print(report.render_run(args.run_dir, args.out))
+        try:
+            print(report.render_run(args.run_dir, args.out))
+        except FileNotFoundError as exc:
+            raise SystemExit(f"plantfed report: {exc}") from None
+        run = json.loads((Path(args.run_dir) / "report.json").read_text())
+        for part in report.missing_parts(run):
+            print(f"incomplete run: {part}", file=sys.stderr)
         return 0
     if not args.model:
         raise SystemExit("plantfed report: --prometheus needs --model (the FederatedModel / lineage name)")
@@ -512,11 +518,13 @@ def build_parser() -> argparse.ArgumentParser:
     campaign.add_argument("--deadline", type=int, metavar="SECONDS", help="deadlineSeconds (default 3600, virtual)")
     campaign.add_argument("--late-uploads", choices=("Reject", "Record"), help="lateUploadPolicy (default Reject)")
     campaign.add_argument("--promotion", choices=("Always", "IfBetter"), help="promotion policy (default Always)")
-    campaign.add_argument("--promotion-metric", help="IfBetter compares this metric, e.g. val_accuracy")
+    campaign.add_argument(
+        "--promotion-metric", help="IfBetter compares this metric (default: val_<the task's primary score>)"
+    )
     campaign.add_argument(
         "--goal",
         choices=("Maximize", "Minimize"),
-        help="for --promotion-metric and --stop-metric (default: Minimize for a *loss* metric, else Maximize)",
+        help="for --promotion-metric and --stop-metric (default: the goal the task declares for that score)",
     )
     campaign.add_argument(
         "--evaluation-timeout",
@@ -525,7 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long contributing plants get to score a candidate (default 0 under Always, 600 under IfBetter)",
     )
     campaign.add_argument("--cadence", help="cron schedule of rounds (virtual time); default: back to back")
-    campaign.add_argument("--stop-metric", help="stop criteria metric, e.g. val_accuracy")
+    campaign.add_argument(
+        "--stop-metric", help="stop criteria metric (default with --target/--patience: val_<primary score>)"
+    )
     campaign.add_argument("--target", type=float, help="stop once a round's --stop-metric reaches this")
     campaign.add_argument("--patience", type=int, help="stop after this many rounds without improvement")
     fleet = p.add_argument_group("heterogeneity (VALUE for every plant, PLANT=VALUE for one; repeatable)")

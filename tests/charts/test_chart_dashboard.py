@@ -107,7 +107,7 @@ def test_rate_windows_use_rate_interval(dash):
 def test_queries_filter_by_namespace_and_their_labels(dash):
     # prometheus_client keeps a family's label names only on the metric object.
     labels_of = {m._name: set(m._labelnames) for m in vars(Metrics()).values() if hasattr(m, "_labelnames")}
-    assert labels_of["plantfed_plant_accuracy"] == {"model", "plant"}
+    assert labels_of["plantfed_plant_score"] == {"model", "plant", "score"}
     for where, expr in expressions(dash):
         if where.startswith("variable"):
             continue
@@ -124,10 +124,10 @@ def test_covers_what_operators_watch(dash):
     # The questions the dashboard exists to answer, each needing its metric on some panel.
     used = {name for _, expr in expressions(dash) for name in METRIC.findall(expr)}
     for metric in (
-        "plantfed_global_accuracy",
-        "plantfed_global_loss",
+        "plantfed_global_score",
+        "plantfed_objective",
         "plantfed_round_number",
-        "plantfed_plant_accuracy",
+        "plantfed_plant_score",
         "plantfed_round_plants_selected",
         "plantfed_round_plants_replied",
         "plantfed_round_plants_late",

@@ -3,12 +3,16 @@ plants installed with `helm install` of their charts (conftest)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import yaml
 from kubernetes import client
-from support.federation.rounds import PLANTS, condition, wait_phase
+from support.federation.rounds import PLANTS, condition, create_lineage, round_manifest, wait_phase
 from support.kube import wait_for
 from support.paths import REPO
+
+from plantfed.tasks.rul.synthetic import RulOptions, plant_units, write_units
 
 
 def example(name: str, namespace: str) -> dict:
@@ -150,7 +154,10 @@ def test_example_round_is_trained_aggregated_and_promoted(federation):
         "UPLOADED": "2",
         "RESULT": "2",
     }
-    assert float(rows["bearing-hotfix-1"]["VAL-ACCURACY"]) == pytest.approx(status["metrics"]["val_accuracy"], abs=1e-6)
+    # The headline score is the task's primary one (the bearing task's accuracy), as the plants declared it.
+    assert status["score"] == {"metric": "val_accuracy", "goal": "Maximize", "value": status["metrics"]["val_accuracy"]}
+    assert rows["bearing-hotfix-1"]["METRIC"] == "val_accuracy"
+    assert float(rows["bearing-hotfix-1"]["VALUE"]) == pytest.approx(status["metrics"]["val_accuracy"], abs=1e-6)
     rows = {r["NAME"]: r for r in columns(hub.kubectl("get", "plantparticipants").stdout)}
     for plant in PLANTS:
         assert rows[plant]["READY"] == "True" and rows[plant]["PAUSED"] == "false" and rows[plant]["GPUS"] == "1"
@@ -161,3 +168,28 @@ def test_example_round_is_trained_aggregated_and_promoted(federation):
         "get", "events", "--field-selector", "involvedObject.name=bearing-hotfix-1", "-o", "jsonpath={.items[*].reason}"
     ).stdout.split()
     assert {"Started", "QuorumReached", "Aggregated", "EvaluationRequested", "Promoted"} <= set(events)
+
+
+def test_a_regression_round_promotes_the_candidate_with_the_lower_pooled_rmse(federation):
+    """The built-in `rul` task on the cluster: RMSE is minimised (`goal: Minimize`) and shown as the round's score."""
+    hub = federation.hub
+    for index, agent in enumerate(federation.agents.values()):  # each plant's own run-to-failure histories
+        write_units(agent.data_dir / "rul", plant_units(0, index, RulOptions()))
+    create_lineage(hub, "rul", task="rul")
+    promotion = {"policy": "IfBetter", "metric": "val_rmse", "goal": "Minimize"}
+    hub.apply(round_manifest(hub, "rul-r1", "rul", promotion=promotion, training={"epochs": 3, "optimizer": "adam"}))
+    fr = wait_phase(hub, "federatedrounds", "rul-r1", ("Succeeded",))
+
+    status = fr["status"]
+    evaluation = status["evaluation"]
+    assert evaluation["reported"] == len(PLANTS)
+    assert evaluation["candidate"]["val_rmse"] < evaluation["base"]["val_rmse"], evaluation
+    # The operator pooled the plants' sums of squares: the fleet's RMSE, not a mean of two RMSEs.
+    sumsq = sum(p["evaluation"]["val_rmse.sumsq"] for p in status["plants"])
+    assert evaluation["candidate"]["val_rmse"] == pytest.approx(math.sqrt(sumsq / evaluation["samples"]))
+    assert condition(fr, "Promoted")["reason"] == "Promoted" and status["resultVersion"] == 2
+    assert status["score"] == {"metric": "val_rmse", "goal": "Minimize", "value": evaluation["candidate"]["val_rmse"]}
+    assert "val_rmse" in condition(fr, "Evaluated")["message"]
+    assert not [k for k in status["metrics"] if "accuracy" in k or "." in k], "scores only, the task's own"
+    (row,) = [r for r in columns(hub.kubectl("get", "federatedrounds").stdout) if r["NAME"] == "rul-r1"]
+    assert row["METRIC"] == "val_rmse" and float(row["VALUE"]) == pytest.approx(status["score"]["value"], abs=1e-4)

@@ -6,13 +6,10 @@ from plantfed.contract import plant_metrics as pm
 
 
 def test_keys_keep_their_wire_values() -> None:
-    assert (pm.TRAIN_LOSS, pm.TRAIN_ACCURACY, pm.SAMPLES_PER_SECOND) == (
-        "train_loss",
-        "train_accuracy",
-        "samples_per_second",
-    )
-    assert (pm.VAL_ACCURACY, pm.VAL_LOSS, pm.TEST_ACCURACY) == ("val_accuracy", "val_loss", "test_accuracy")
-    assert (pm.BASE_VAL_SAMPLES, pm.BASE_TEST_ACCURACY) == ("global_val_samples", "global_test_accuracy")
+    assert (pm.TRAIN_LOSS, pm.SAMPLES_PER_SECOND) == ("train_loss", "samples_per_second")
+    assert (pm.VAL_ACCURACY, pm.VAL_LOSS, pm.TEST_SAMPLES) == ("val_accuracy", "val_loss", "test_samples")
+    assert pm.BASE_VAL_SAMPLES == "global_val_samples"
+    assert pm.base_key(pm.TEST, "rmse") == "global_test_rmse"
     assert pm.local_key(pm.VAL, "balanced_accuracy") == "local_val_balanced_accuracy"
     assert pm.split_scores(pm.TEST, {"loss": 0.5}) == {"test_loss": 0.5}
 

@@ -53,4 +53,4 @@ def test_plots_name_each_plant_as_its_data_does() -> None:
         "final_evaluation": {"plant-1": {"test_accuracy": 0.9}, "plant-2": {"test_accuracy": 0.8}},
         "plant_names": {"plant-1": "load0hp", "plant-2": "plant-2"},
     }
-    assert sorted(convergence_from_report(report).plant_accuracy) == ["plant-1 (load0hp)", "plant-2"]
+    assert sorted(convergence_from_report(report).plant_score) == ["plant-1 (load0hp)", "plant-2"]

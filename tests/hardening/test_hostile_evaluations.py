@@ -16,7 +16,7 @@ from support.exchange import Hub
 from support.updates import update_meta, write_good_update
 
 from plantfed.contract.plant_metrics import BASE_VAL_SAMPLES, VAL_ACCURACY, VAL_LOSS, base_key
-from plantfed.contract.records import EvaluationRecord
+from plantfed.contract.records import MAX_METRICS, EvaluationRecord
 from plantfed.engine.aggregation import StrategyConfig
 from plantfed.engine.round_aggregation import aggregate_round
 from plantfed.exchange import ExchangeError
@@ -27,6 +27,7 @@ DECLARED = {
     base_key("val", "accuracy"): 0.5,
     base_key("val", "loss"): 1.2,
     base_key("val", "balanced_accuracy"): 0.4,
+    base_key("val", "rmse.sumsq"): 2.0,
 }
 
 
@@ -58,8 +59,9 @@ def _submit(hub: Hub, candidate: int, plant: str = "plant-a", **fields: Any) -> 
         ({"metrics": {VAL_ACCURACY: -0.1}}, ["outside [0, 1]"]),
         ({"metrics": {VAL_LOSS: -3.0}}, [f"{VAL_LOSS} = -3.0 is negative"]),
         ({"metrics": {VAL_ACCURACY: float("nan")}}, [VAL_ACCURACY, "finite"]),
-        ({"metrics": {f"val_k{i}": 0.5 for i in range(65)}}, ["metrics"]),
+        ({"metrics": {f"val_k{i}": 0.5 for i in range(MAX_METRICS + 1)}}, ["metrics"]),
         ({"metrics": {VAL_ACCURACY: 0.7, "val_weight": 9.0}}, ["not declared for this split: val_weight"]),
+        ({"metrics": {VAL_ACCURACY: 0.7, "val_rmse.sumsq": -1.0}}, ["val_rmse.sumsq = -1.0 is negative"]),
     ],
     ids=[
         "2^62-samples",
@@ -69,8 +71,9 @@ def _submit(hub: Hub, candidate: int, plant: str = "plant-a", **fields: Any) -> 
         "accuracy<0",
         "negative-loss",
         "nan",
-        "65-keys",
+        "too-many-keys",
         "undeclared-key",
+        "negative-sum-of-squares",
     ],
 )
 def test_an_evaluation_beyond_what_the_plant_declared_is_refused(

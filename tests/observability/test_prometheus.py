@@ -124,7 +124,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory):
             assert sim.poll() is None, (
                 f"simulate stopped serving metrics before the final scrape:\n{log.read_text()[-2000:]}"
             )
-            acc = prom.value(f"plantfed_global_accuracy{sel}")
+            acc = prom.value(f'plantfed_global_score{sel[:-1]}, score="accuracy"}}')
             return prom.value(f"plantfed_round_number{sel}") == ROUNDS and acc is not None and math.isclose(acc, final)
 
         wait_for(final_values_scraped, timeout=120, what="Prometheus to scrape the run's final values")
@@ -252,11 +252,13 @@ def test_final_values_match_the_run_report(observed: ObservedRun) -> None:
     assert prom.value(f'plantfed_rounds_total{{{m}, outcome="failed"}}') == 0
     assert prom.value(f"plantfed_round_duration_seconds_count{{{m}}}") == ROUNDS
     assert prom.value(f'plantfed_aggregation_duration_seconds_count{{{m}, strategy="fedavg"}}') == ROUNDS
-    assert prom.value(f"plantfed_global_loss{{{m}}}") == pytest.approx(last["global_loss"])
+    assert prom.value(f'plantfed_global_score{{{m}, score="loss"}}') == pytest.approx(last["global_loss"])
+    assert prom.value(f'plantfed_global_score{{{m}, score="macro_f1"}}') == pytest.approx(last["global_macro_f1"])
+    assert prom.value(f'plantfed_objective{{{m}, score="accuracy", goal="Maximize"}}') == 1
     for plant in PLANTS:
         pm = f'{m}, plant="{plant}"'
         final = report["final_evaluation"][plant]
-        assert prom.value(f"plantfed_plant_accuracy{{{pm}}}") == pytest.approx(final["test_accuracy"])
+        assert prom.value(f'plantfed_plant_score{{{pm}, score="accuracy"}}') == pytest.approx(final["test_accuracy"])
         assert prom.value(f"plantfed_update_l2_norm{{{pm}}}") == pytest.approx(aggregation.plants[plant]["l2_norm"])
         assert prom.value(f"plantfed_dp_epsilon_spent{{{pm}}}") == pytest.approx(report["privacy"]["epsilon"][plant])
         received = sum(r["plants"][plant]["bytes_sent"] for r in report["rounds"])
@@ -266,11 +268,11 @@ def test_final_values_match_the_run_report(observed: ObservedRun) -> None:
         assert age is not None and 0 <= age <= observed.finished - observed.started
 
 
-def test_global_accuracy_is_published_every_round(observed: ObservedRun) -> None:
+def test_the_global_score_is_published_every_round(observed: ObservedRun) -> None:
     """Convergence is visible while the run progresses, not only at its end."""
     series = observed.prom.api(
         "query_range",
-        query=f'plantfed_global_accuracy{{namespace="{NAMESPACE}", model="{MODEL}"}}',
+        query=f'plantfed_global_score{{namespace="{NAMESPACE}", model="{MODEL}", score="accuracy"}}',
         start=f"{observed.started:.3f}",
         end=f"{observed.finished:.3f}",
         step=f"{SCRAPE_S}s",
@@ -307,13 +309,14 @@ def test_report_plots_each_round_from_prometheus(observed: ObservedRun, tmp_path
     assert curves.rounds == [1, 2, 3]
     # Accuracy published when round r finished: plants' score of the model round r started from, and for
     # the last round the final evaluation of the last model.
-    assert curves.accuracy == pytest.approx(
+    assert (curves.score_name, curves.goal) == ("accuracy", "Maximize")
+    assert curves.score == pytest.approx(
         [report["initial"]["accuracy"], rounds[0]["global_accuracy"], rounds[2]["global_accuracy"]]
     )
     assert curves.loss == pytest.approx([report["initial"]["loss"], rounds[0]["global_loss"], rounds[2]["global_loss"]])
-    assert sorted(curves.plant_accuracy) == PLANTS
+    assert sorted(curves.plant_score) == PLANTS
     for plant in PLANTS:
-        xs, ys = curves.plant_accuracy[plant]
+        xs, ys = curves.plant_score[plant]
         assert xs == [1, 2, 3]
         assert ys[-1] == pytest.approx(report["final_evaluation"][plant]["test_accuracy"])
     assert curves.bytes_rounds == [1, 2, 3]

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from plantfed.contract.api.common import MetricGoal
 from plantfed.contract.api.round import FederatedRoundStatus, PlantRoundState, PlantRoundStatus, RoundPhase
 from plantfed.contract.metrics import Metrics
 from plantfed.hub.telemetry import Telemetry
@@ -22,7 +23,11 @@ def finished(metrics: dict[str, float]) -> FederatedRoundStatus:
         assigned=2,
         metrics=metrics,
         plants=[
-            PlantRoundStatus(plant="a", state=PlantRoundState.UPLOADED, metrics={"global_test_accuracy": 0.6}),
+            PlantRoundStatus(
+                plant="a",
+                state=PlantRoundState.UPLOADED,
+                metrics={"global_test_accuracy": 0.6, "global_test_samples": 10.0, "objective.accuracy": 1.0},
+            ),
             PlantRoundStatus(plant="b", state=PlantRoundState.LATE),
         ],
     )
@@ -41,10 +46,23 @@ def test_global_accuracy_is_the_promoted_models_own_score_when_plants_scored_it(
         "bearing", "bearing-r3", FederatedRoundStatus(phase=RoundPhase.EVALUATING), finished(metrics)
     )
     value = m.registry.get_sample_value
-    assert value("plantfed_global_accuracy", {"model": "bearing"}) == accuracy
+    assert value("plantfed_global_score", {"model": "bearing", "score": "accuracy"}) == accuracy
+    assert value("plantfed_global_score", {"model": "bearing", "score": "loss"}) == (0.4 if accuracy == 0.8 else 1.0)
+    assert value("plantfed_plant_score", {"model": "bearing", "plant": "a", "score": "accuracy"}) == 0.6
+    assert value("plantfed_plant_score", {"model": "bearing", "plant": "a", "score": "samples"}) is None
+    assert value("plantfed_objective", {"model": "bearing", "score": "accuracy", "goal": "Maximize"}) == 1
     assert value("plantfed_promoted_version", {"model": "bearing"}) == 4
     assert value("plantfed_round_plants_late", {"model": "bearing"}) == 1
     assert value("plantfed_rounds_total", {"model": "bearing", "outcome": "succeeded"}) == 1
+
+
+def test_the_objective_follows_the_task_a_lineage_trains():
+    m = Metrics()
+    m.set_objective("rul", "accuracy", MetricGoal.MAXIMIZE)
+    m.set_objective("rul", "rmse", MetricGoal.MINIMIZE)
+    value = m.registry.get_sample_value
+    assert value("plantfed_objective", {"model": "rul", "score": "rmse", "goal": "Minimize"}) == 1
+    assert value("plantfed_objective", {"model": "rul", "score": "accuracy", "goal": "Maximize"}) is None
 
 
 def test_a_round_already_finished_counts_once():

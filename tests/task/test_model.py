@@ -70,9 +70,11 @@ def test_batch_loss_counts_correct_predictions(task) -> None:
     x = torch.randn(8, 1, 2048)
     y = model(x).argmax(dim=1)
     result = task.batch_loss(model, (x, y), torch.device("cpu"))
-    assert result.count == 8 and result.correct == 8 and result.loss.requires_grad
+    assert result.count == 8 and result.stats["accuracy"] == 8 and result.loss.requires_grad
+    assert sum(v for k, v in result.stats.items() if k.startswith("macro_f1.tp.")) == 8
+    assert sum(v for k, v in result.stats.items() if k.startswith("macro_f1.fp.")) == 0
     wrong = task.batch_loss(model, (x, (y + 1) % 4), torch.device("cpu"))
-    assert wrong.correct == 0 and wrong.loss.item() > result.loss.item()
+    assert wrong.stats["accuracy"] == 0 and wrong.loss.item() > result.loss.item()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

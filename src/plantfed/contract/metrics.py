@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
+    from plantfed.contract.api.common import MetricGoal
     from plantfed.contract.records import AggregationSummary
 
 PREFIX = "plantfed_"
@@ -53,26 +54,28 @@ class Metrics:
         self.plants_failed = Gauge(
             PREFIX + "round_plants_failed", "Plants whose training failed in the latest round.", ["model"], registry=r
         )
-        self.global_loss = Gauge(
-            PREFIX + "global_loss",
-            "Loss of the promoted global model, measured like plantfed_global_accuracy.",
-            ["model"],
+        self.global_score = Gauge(
+            PREFIX + "global_score",
+            "A score (the task's declared scores and its loss) of the promoted global model, pooled over the plants "
+            "from sufficient statistics (cluster: validation scores of it before promotion; simulate: test splits).",
+            ["model", "score"],
             registry=r,
         )
-        self.global_accuracy = Gauge(
-            PREFIX + "global_accuracy",
-            "Accuracy of the promoted global model, measured at the plants "
-            "(cluster: validation scores of it before promotion; simulate: test splits).",
-            ["model"],
+        self._objectives: dict[str, tuple[str, str]] = {}
+        self.objective = Gauge(
+            PREFIX + "objective",
+            "1 for the task's primary score of a model lineage; `goal` says whether larger (Maximize) or smaller "
+            "(Minimize) is better. Join on (model, score) to show the primary score with its direction.",
+            ["model", "score", "goal"],
             registry=r,
         )
         self.plant_loss = Gauge(
             PREFIX + "plant_loss", "A plant's local training loss in the latest round.", ["model", "plant"], registry=r
         )
-        self.plant_accuracy = Gauge(
-            PREFIX + "plant_accuracy",
-            "The global model's test accuracy on a plant's own data.",
-            ["model", "plant"],
+        self.plant_score = Gauge(
+            PREFIX + "plant_score",
+            "A score of the global model on a plant's own test split.",
+            ["model", "plant", "score"],
             registry=r,
         )
         self.update_norm = Gauge(
@@ -158,6 +161,14 @@ class Metrics:
             ["plant", "target"],
             registry=r,
         )
+
+    def set_objective(self, model: str, score: str, goal: MetricGoal) -> None:
+        """Mark `score` as the lineage's primary score (one per model: another one set before is removed)."""
+        before = self._objectives.get(model)
+        if before is not None and before != (score, goal.value):
+            self.objective.remove(model, *before)
+        self._objectives[model] = (score, goal.value)
+        self.objective.labels(model, score, goal.value).set(1)
 
     def record_aggregation(self, model: str, summary: AggregationSummary) -> None:
         """One round's aggregation, as the operator (from the version record) and simulate export it.

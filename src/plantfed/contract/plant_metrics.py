@@ -4,7 +4,8 @@ and a federated evaluation, which the plant runtime writes and the operator, tel
 A key says which model was scored on which of the plant's splits:
 
 * `<split>_<score>`: the model in question on `split` (`val_accuracy` in an evaluation of a round's candidate,
-  `test_accuracy` in a federated evaluation of a promoted version);
+  `test_rmse` in a federated evaluation of a promoted version); a score's sufficient statistics follow it as
+  `<split>_<score>.<statistic>` (`plantfed.contract.scores`);
 * `global_<split>_<score>`: the round's base model (the global one the plant received), scored before training;
 * `local_<split>_<score>`: the model the plant just trained, before it leaves the plant as an update;
 * `train_<score>`: the plant's training itself.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-# --- what a task measures on a split (`Task.evaluate` returns these keys; tasks may add their own) ---------------
+# --- what a task measures on a split (`Task.evaluate` returns these keys and the task's declared scores) --------
 
 LOSS = "loss"
 ACCURACY = "accuracy"
@@ -70,20 +71,15 @@ def is_split_key(key: str, split: str = VAL) -> bool:
 
 
 TRAIN_LOSS = split_key(TRAIN, LOSS)
-TRAIN_ACCURACY = split_key(TRAIN, ACCURACY)
 SAMPLES_PER_SECOND = "samples_per_second"
 """Training throughput of the plant in its round."""
 
 VAL_ACCURACY = split_key(VAL, ACCURACY)
+"""With VAL_LOSS, what an evaluation may hold from a plant that declared no scores (older releases)."""
 VAL_LOSS = split_key(VAL, LOSS)
 VAL_SAMPLES = split_key(VAL, SAMPLES)
-TEST_ACCURACY = split_key(TEST, ACCURACY)
-TEST_LOSS = split_key(TEST, LOSS)
 TEST_SAMPLES = split_key(TEST, SAMPLES)
 BASE_VAL_SAMPLES = base_key(VAL, SAMPLES)
-BASE_TEST_ACCURACY = base_key(TEST, ACCURACY)
-BASE_TEST_LOSS = base_key(TEST, LOSS)
-BASE_TEST_SAMPLES = base_key(TEST, SAMPLES)
 
 EVALUATED_VERSION = "version"
 """In a federated evaluation's result: the model version that was scored."""

@@ -30,8 +30,9 @@ Samples = Annotated[int, Field(ge=1, le=MAX_SAMPLES)]
 Measured = Annotated[float, Field(allow_inf_nan=False)]
 """A number the hub measured itself (an update's norm, cosine, weight): finite, so its record reads back, but not
 bounded by MAX_MAGNITUDE, since a plant's finite yet huge update must still aggregate (and show up as an outlier)."""
-MAX_METRICS = 64
-"""The most metrics one record may carry (a task reports a few dozen at most)."""
+MAX_METRICS = 128
+"""The most metrics one record may carry: a task's scores on three splits plus their sufficient statistics
+(`plantfed.contract.scores`; the bearing task's macro-F1 alone needs 12 confusion counts per split)."""
 MetricKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH, pattern=METRIC_NAME)]
 Metrics = Annotated[dict[MetricKey, Finite], Field(max_length=MAX_METRICS)]
 """A plant's (or an aggregation's) named numbers: bounded in count, each named like a metric and `Finite`."""

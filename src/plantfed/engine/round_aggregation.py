@@ -14,11 +14,11 @@ plant, so a retried Job never charges twice.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
 from plantfed.contract.records import AggregationSummary, ModelVersion, UpdateRecord
+from plantfed.contract.scores import pool
 from plantfed.engine.aggregation import AggregationResult, StrategyConfig, UpdateInput, aggregate
 from plantfed.engine.privacy import PrivacyLedger, round_releases
 from plantfed.engine.store import ModelStore
@@ -33,18 +33,12 @@ class RoundAggregation:
     reused: bool
 
 
-def weighted_metrics(updates: list[UpdateRecord]) -> dict[str, float]:
-    """Sample-weighted mean of each metric every aggregated plant reported.
+def pooled_metrics(updates: list[UpdateRecord]) -> dict[str, float]:
+    """Each metric every aggregated plant reported, pooled from its sufficient statistics (`contract.scores`).
 
-    Each value is scaled by its share before summing, so the mean lies within the reported values' range and
-    can never overflow into a version record the store cannot read back, whatever the values and counts.
+    A score without statistics of its own is a sample-weighted mean (by its split's samples, else the update's).
     """
-    total = sum(u.meta.num_samples for u in updates)
-    if not updates or total == 0:
-        return {}
-    keys = set.intersection(*(set(u.meta.metrics) for u in updates))
-    shares = [u.meta.num_samples / total for u in updates]
-    return {k: math.fsum(u.meta.metrics[k] * w for u, w in zip(updates, shares, strict=True)) for k in sorted(keys)}
+    return pool([(u.meta.metrics, u.meta.num_samples) for u in updates])
 
 
 def summarize(result: AggregationResult, seconds: float) -> AggregationSummary:
@@ -108,7 +102,7 @@ def aggregate_round(
         seconds = time.perf_counter() - started
         digest, _size = store.import_file(out)
         charge_privacy(store, record.model, round_id, updates, config)
-        metrics = weighted_metrics(updates)
+        metrics = pooled_metrics(updates)
         version = store.publish_model(
             record.model,
             digest,

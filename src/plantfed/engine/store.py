@@ -74,6 +74,7 @@ from plantfed.contract.records import (
     UpdateMeta,
     UpdateRecord,
 )
+from plantfed.contract.scores import is_count_statistic
 from plantfed.formats.atomic import READ_SIZE, file_blocks, file_sha256, fsync_dir, write_atomic
 
 #: A partial upload is flushed to disk (fdatasync) at most this often while it receives, so a power cut costs at
@@ -179,8 +180,9 @@ def evaluation_problems(evaluation: EvaluationRecord, declared: UpdateMeta) -> l
     The plant scored the round's base on its validation split before training (`global_val_*` in its update),
     and scores the candidate on that same split: so the sample count is bounded by that split's declared size
     (by its training set when it declared none) and the keys by the scores it declared there (by the known
-    `val_accuracy`/`val_loss` when none). A score that is a fraction (`*accuracy`) lies in [0, 1], a loss or a
-    count is never negative; the record model already refused non-finite numbers.
+    `val_accuracy`/`val_loss` when none). A score that is a fraction (`*accuracy`) lies in [0, 1]; a loss, a
+    count, a sum of squares or a confusion count (`plantfed.contract.scores`) is never negative; the record
+    model already refused non-finite numbers.
     """
     problems = []
     declared_split = declared.metrics.get(BASE_VAL_SAMPLES)
@@ -201,7 +203,7 @@ def evaluation_problems(evaluation: EvaluationRecord, declared: UpdateMeta) -> l
     for key, value in sorted(evaluation.metrics.items()):
         if key.endswith(ACCURACY) and not 0.0 <= value <= 1.0:
             problems.append(f"{key} = {value} is outside [0, 1]")
-        elif key.endswith((LOSS, SAMPLES)) and value < 0:
+        elif (key.endswith((LOSS, SAMPLES)) or is_count_statistic(key)) and value < 0:
             problems.append(f"{key} = {value} is negative")
     return problems
 

@@ -16,8 +16,9 @@ from plantfed.contract.api.model import FederatedModel
 from plantfed.contract.api.participant import PlantParticipant
 from plantfed.contract.api.round import FederatedRoundStatus, PlantRoundState, RoundPhase
 from plantfed.contract.metrics import Metrics
-from plantfed.contract.plant_metrics import BASE_TEST_ACCURACY, BASE_TEST_LOSS, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
+from plantfed.contract.plant_metrics import TEST, TRAIN_LOSS, VAL, base_key, split_key
 from plantfed.contract.records import ModelVersion
+from plantfed.contract.scores import objective_of, scores_only
 from plantfed.hub.reconcile.model import round_number
 
 
@@ -49,9 +50,13 @@ class Telemetry:
         m.plants_replied.labels(model).set(count[PlantRoundState.UPLOADED])
         m.plants_late.labels(model).set(count[PlantRoundState.LATE])
         m.plants_failed.labels(model).set(count[PlantRoundState.FAILED])
+        base_test = base_key(TEST, "")
         for plant in after.plants:
-            if BASE_TEST_ACCURACY in plant.metrics:
-                m.plant_accuracy.labels(model, plant.plant).set(plant.metrics[BASE_TEST_ACCURACY])
+            for key, value in scores_only(plant.metrics).items():
+                if key.startswith(base_test):
+                    m.plant_score.labels(model, plant.plant, key.removeprefix(base_test)).set(value)
+            if plant.state is PlantRoundState.UPLOADED:
+                m.set_objective(model, *objective_of(plant.metrics))
             if TRAIN_LOSS in plant.metrics:
                 m.plant_loss.labels(model, plant.plant).set(plant.metrics[TRAIN_LOSS])
         if produced is not None and produced.aggregation is not None:
@@ -59,14 +64,14 @@ class Telemetry:
         if after.result_version is not None:
             m.promoted_version.labels(model).set(after.result_version)
             # The promoted model's own scores when its plants evaluated it (on their validation splits); else its
-            # base's on the plants' test splits (one round behind), sample-weighted by aggregation.
-            for gauge, keys in (
-                (m.global_accuracy, (VAL_ACCURACY, BASE_TEST_ACCURACY)),
-                (m.global_loss, (VAL_LOSS, BASE_TEST_LOSS)),
-            ):
-                key = next((k for k in keys if k in after.metrics), None)
-                if key is not None:
-                    gauge.labels(model).set(after.metrics[key])
+            # base's on the plants' test splits (one round behind), pooled by aggregation.
+            scores = scores_only(after.metrics)
+            for prefix in (split_key(VAL, ""), base_key(TEST, "")):
+                found = {k.removeprefix(prefix): v for k, v in scores.items() if k.startswith(prefix)}
+                if found:
+                    for name, value in found.items():
+                        m.global_score.labels(model, name).set(value)
+                    break
 
     def privacy_spent(self, model: str, epsilon: Mapping[str, float]) -> None:
         for plant, value in epsilon.items():

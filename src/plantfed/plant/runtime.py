@@ -26,14 +26,14 @@ from plantfed.contract.plant_metrics import (
     SAMPLES,
     SAMPLES_PER_SECOND,
     TEST,
-    TRAIN_ACCURACY,
-    TRAIN_LOSS,
+    TRAIN,
     VAL,
     base_key,
     local_key,
     split_scores,
 )
 from plantfed.contract.records import Codec, DPMode, DPParams, EvaluationRecord, UpdateMeta
+from plantfed.contract.scores import objective_entry
 from plantfed.exchange.client import ExchangeClient
 from plantfed.formats import codecs
 from plantfed.plant.model_cache import ModelCache
@@ -48,7 +48,7 @@ from plantfed.plant.training import (
     unpredictable_generator,
 )
 from plantfed.tasks.partition import label_skewed
-from plantfed.tasks.sdk import DataSpec, Task, dataset_size
+from plantfed.tasks.sdk import DataSpec, Task, check_scores, dataset_size
 
 
 @dataclass(frozen=True)
@@ -166,8 +166,9 @@ class PlantRuntime:
 
         metrics: dict[str, float] = {}
         for split_name, split in ((VAL, plant_data.val), (TEST, plant_data.test)):
-            for key, value in evaluate(self.task, model, split, device).items():
-                metrics[base_key(split_name, key)] = value
+            scores = evaluate(self.task, model, split, device)
+            check_scores(self.task, scores, split_name)
+            metrics.update({base_key(split_name, key): value for key, value in scores.items()})
 
         sample_dp = cfg.dp_mode is DPMode.SAMPLE and cfg.clip_norm > 0
         training = (
@@ -176,11 +177,12 @@ class PlantRuntime:
             else cfg.training
         )
         result = train_local(self.task, model, train_set, training, device, seed=seed, progress=progress)
-        metrics[TRAIN_LOSS] = result.train_loss
-        metrics[TRAIN_ACCURACY] = result.train_accuracy
+        metrics.update(split_scores(TRAIN, result.train_scores))
+        metrics.update(objective_entry(self.task.primary_score()))
         metrics[SAMPLES_PER_SECOND] = result.samples_per_second
-        for key, value in evaluate(self.task, model, plant_data.val, device).items():
-            metrics[local_key(VAL, key)] = value
+        scores = evaluate(self.task, model, plant_data.val, device)
+        check_scores(self.task, scores, VAL, finite=False)  # a diverged run's NaN is left out below, not a bug
+        metrics.update({local_key(VAL, key): value for key, value in scores.items()})
 
         trained = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         self._save_personal(trained)
@@ -249,7 +251,9 @@ class PlantRuntime:
         path, resolved = self.cache.fetch(model_name, version)
         model = self.build_model(codecs.load_state(path), variant, seed=0)
         plant_data = self.task.load_data(self.data)
-        out = split_scores(TEST, evaluate(self.task, model, plant_data.test, pick_device()))
+        scores = evaluate(self.task, model, plant_data.test, pick_device())
+        check_scores(self.task, scores, TEST, finite=False)
+        out = split_scores(TEST, scores)
         out[EVALUATED_VERSION] = float(resolved)
         return out
 
@@ -268,6 +272,7 @@ class PlantRuntime:
         path, version = self.cache.fetch(info.model, info.candidate_version)
         model = self.build_model(codecs.load_state(path), variant, seed=0)
         scores = evaluate(self.task, model, self.task.load_data(self.data).val, pick_device(device))
+        check_scores(self.task, scores, VAL, finite=False)
         samples = int(scores.pop(SAMPLES))
         if samples == 0:
             raise ValueError(

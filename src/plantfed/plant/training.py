@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from plantfed.contract.records import DPMode, DPParams
 from plantfed.plant.fedprox import proximal_term
-from plantfed.tasks.sdk import Task
+from plantfed.tasks.sdk import Accumulator, Task
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,8 @@ class LocalTrainingResult:
     steps: int
     samples_seen: int
     train_loss: float
-    train_accuracy: float
+    #: the task's scores over what training saw (loss, samples, each declared score and its statistics)
+    train_scores: dict[str, float]
     seconds: float
     samples_per_second: float
     #: what DP-SGD released (σ, q, steps as opacus's accountant recorded them); None without DP-SGD
@@ -204,8 +205,8 @@ def train_local(
         total_steps = cfg.epochs * len(loader)
         if cfg.max_steps:
             total_steps = min(total_steps, cfg.max_steps)
-        steps = seen = correct = 0
-        loss_sum = 0.0
+        steps = 0
+        totals = Accumulator()
         started = time.perf_counter()
         model.train()
         for _epoch in range(cfg.epochs):
@@ -220,10 +221,7 @@ def train_local(
                 loss.backward()
                 optimizer.step()
                 steps += 1
-                if res.count:  # a Poisson-sampled DP batch can be empty; it still costs its step
-                    seen += res.count
-                    correct += res.correct
-                    loss_sum += float(res.loss.detach()) * res.count
+                totals.add(res)  # a Poisson-sampled DP batch can be empty (nothing added); it still costs its step
                 if progress is not None:
                     progress(steps, total_steps)
         seconds = time.perf_counter() - started
@@ -234,11 +232,12 @@ def train_local(
         optimizer.zero_grad(set_to_none=True)
     model.zero_grad(set_to_none=True)
     del optimizer
+    seen = totals.count
     return LocalTrainingResult(
         steps=steps,
         samples_seen=seen,
-        train_loss=loss_sum / max(seen, 1),
-        train_accuracy=correct / max(seen, 1),
+        train_loss=totals.loss / max(seen, 1),
+        train_scores=totals.scores(task),
         seconds=seconds,
         samples_per_second=seen / seconds if seconds > 0 else 0.0,
         dp=dp,

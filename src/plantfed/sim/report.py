@@ -18,20 +18,29 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from plantfed.contract.plant_metrics import BASE_TEST_ACCURACY, TEST_ACCURACY
+from plantfed.contract.plant_metrics import ACCURACY, LOSS, TEST, base_key, split_key
 from plantfed.sim.campaign import plant_label
+
+_ACCURACY_OBJECTIVE = {"score": ACCURACY, "goal": "Maximize", "unit_interval": True}
+"""What a report.json written before tasks declared their scores was about."""
+
+
+def objective(report: dict) -> dict:
+    """The run's primary score: name, goal and whether it is a fraction in [0, 1]."""
+    return report.get("objective") or _ACCURACY_OBJECTIVE
 
 
 def _series(report: dict) -> tuple[list[int], list[float | None], list[float | None]]:
-    rounds, acc, loss = [0], [], []
+    name = objective(report)["score"]
+    rounds, score, loss = [0], [], []
     initial = report.get("initial") or {}
-    acc.append(initial.get("accuracy"))
-    loss.append(initial.get("loss"))
+    score.append(initial.get(name))
+    loss.append(initial.get(LOSS))
     for r in report["rounds"]:
         rounds.append(r["round"])
-        acc.append(r.get("global_accuracy"))
-        loss.append(r.get("global_loss"))
-    return rounds, acc, loss
+        score.append(r.get(f"global_{name}"))
+        loss.append(r.get(f"global_{LOSS}"))
+    return rounds, score, loss
 
 
 def _plant_curves(report: dict) -> dict[str, tuple[list[int], list[float]]]:
@@ -40,10 +49,11 @@ def _plant_curves(report: dict) -> dict[str, tuple[list[int], list[float]]]:
     Keyed by the plant's label: its id, with the name its data gives it where that differs.
     """
     names = report.get("plant_names") or {}
+    name = objective(report)["score"]
     curves: dict[str, tuple[list[int], list[float]]] = {}
     for r in report["rounds"]:
         for plant, p in r["plants"].items():
-            value = p.get("metrics", {}).get(BASE_TEST_ACCURACY)
+            value = p.get("metrics", {}).get(base_key(TEST, name))
             if p.get("ok") and value is not None:
                 xs, ys = curves.setdefault(plant_label(plant, names), ([], []))
                 xs.append(r["round"] - 1)
@@ -51,8 +61,9 @@ def _plant_curves(report: dict) -> dict[str, tuple[list[int], list[float]]]:
     last = report["rounds"][-1]["round"] if report["rounds"] else 0
     for plant, ev in (report.get("final_evaluation") or {}).items():
         xs, ys = curves.setdefault(plant_label(plant, names), ([], []))
-        xs.append(last)
-        ys.append(ev[TEST_ACCURACY])
+        if split_key(TEST, name) in ev:
+            xs.append(last)
+            ys.append(ev[split_key(TEST, name)])
     return curves
 
 
@@ -61,22 +72,31 @@ class Convergence:
     """What the three panels plot; returned by the render functions so callers can check it."""
 
     rounds: list[int]
-    accuracy: list[float | None]
+    #: the task's primary score per round (`score_name`, read in the direction of `goal`)
+    score: list[float | None]
     loss: list[float | None]
-    plant_accuracy: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
+    plant_score: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
     bytes_rounds: list[int] = field(default_factory=list)
     bytes_up: list[float] = field(default_factory=list)
     bytes_down: list[float] = field(default_factory=list)
-    accuracy_title: str = "Test accuracy of the global model"
+    score_name: str = ACCURACY
+    goal: str = "Maximize"
+    #: the score is a fraction in [0, 1]: the axis shows all of it
+    unit_interval: bool = True
+    source: str = "of the global model"
 
 
 def convergence_from_report(report: dict) -> Convergence:
-    rounds, acc, loss = _series(report)
+    rounds, score, loss = _series(report)
+    obj = objective(report)
     return Convergence(
         rounds=rounds,
-        accuracy=acc,
+        score=score,
         loss=loss,
-        plant_accuracy=_plant_curves(report),
+        plant_score=_plant_curves(report),
+        score_name=obj["score"],
+        goal=obj["goal"],
+        unit_interval=bool(obj.get("unit_interval")),
         bytes_rounds=[r["round"] for r in report["rounds"]],
         bytes_up=[float(r["bytes_up"]) for r in report["rounds"]],
         bytes_down=[float(r["bytes_down"]) for r in report["rounds"]],
@@ -91,12 +111,15 @@ def render_convergence(report: dict, out: Path) -> Path:
 def draw(c: Convergence, out: Path) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     ax = axes[0]
-    pts = [(x, y) for x, y in zip(c.rounds, c.accuracy, strict=True) if y is not None]
+    pts = [(x, y) for x, y in zip(c.rounds, c.score, strict=True) if y is not None]
     if pts:
-        ax.plot(*zip(*pts, strict=True), marker="o", color="tab:blue", label="global (weighted over plants)")
-    for plant, (xs, ys) in sorted(c.plant_accuracy.items()):
+        ax.plot(*zip(*pts, strict=True), marker="o", color="tab:blue", label="global (pooled over plants)")
+    for plant, (xs, ys) in sorted(c.plant_score.items()):
         ax.plot(xs, ys, linestyle="--", alpha=0.6, label=plant)
-    ax.set(title=c.accuracy_title, xlabel="round", ylabel="accuracy", ylim=(0, 1.02))
+    better = "higher is better" if c.goal == "Maximize" else "lower is better"
+    ax.set(title=f"Test {c.score_name} {c.source}", xlabel="round", ylabel=f"{c.score_name} ({better})")
+    if c.unit_interval:
+        ax.set_ylim(0, 1.02)
     ax.legend(fontsize=7)
     ax = axes[1]
     pts = [(x, y) for x, y in zip(c.rounds, c.loss, strict=True) if y is not None]
@@ -122,8 +145,32 @@ def draw(c: Convergence, out: Path) -> Path:
 
 def render_run(run_dir: Path, out: Path | None = None) -> Path:
     run_dir = Path(run_dir)
-    report = json.loads((run_dir / "report.json").read_text())
+    path = run_dir / "report.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no report.json: the run wrote nothing (did it start? see its console)")
+    report = json.loads(path.read_text())
     return render_convergence(report, out or run_dir / "convergence.png")
+
+
+def missing_parts(report: dict) -> list[str]:
+    """What a run's report.json lacks because the run ended early (empty for a complete run)."""
+    missing = []
+    if report.get("failure"):
+        missing.append(f"the run failed: {report['failure']}")
+    planned = (report.get("config") or {}).get("rounds")
+    done = len(report.get("rounds") or [])
+    stopped = (report.get("campaign") or {}).get("stop_reason") or (report.get("campaign") or {}).get("stopped_early")
+    if planned and done < planned and not stopped:
+        missing.append(f"rounds: {done} of {planned} done")
+    if report.get("failure") and not report.get("final_evaluation"):
+        missing.append("the final evaluation of the promoted model (no per-plant comparison)")
+    if (
+        report.get("failure")
+        and (report.get("config") or {}).get("baselines")
+        and not (report.get("quality") or {}).get("baseline_epochs")
+    ):
+        missing.append("the centralised and siloed baselines")
+    return missing
 
 
 # -- from Prometheus -------------------------------------------------------------------------------------
@@ -199,7 +246,7 @@ def convergence_from_prometheus(
     """Per-round curves of the model's most recent campaign in the window.
 
     Samples are paired by time with `plantfed_round_number`: a gauge's value for round r is its last
-    sample while r was the latest finished round (global accuracy is the federated evaluation published
+    sample while r was the latest finished round (a global score is the federated evaluation published
     then, so it scores the model round r started from until a final evaluation scores the last one); a
     counter's bytes for round r are its increase up to the first sample that shows round r finished.
     """
@@ -230,24 +277,45 @@ def convergence_from_prometheus(
     def per_round(samples: dict[float, float]) -> list[float | None]:
         return [_last_between(samples, first[r], last[r]) for r in rounds]
 
+    name, goal = _objective(src, start, end, step)
+    score_sel = _with(sel, "score", name)
     plants: dict[str, tuple[list[int], list[float]]] = {}
-    for series in src.query_range(f"max by (plant) (plantfed_plant_accuracy{sel})", start, end, step):
+    for series in src.query_range(f"max by (plant) (plantfed_plant_score{score_sel})", start, end, step):
         values = _samples([series])
         points = [(r, v) for r, v in zip(rounds, per_round(values), strict=True) if v is not None]
         if points:
             plants[series["metric"].get("plant", "?")] = ([r for r, _ in points], [v for _, v in points])
+    score = per_round(one(f"max(plantfed_global_score{score_sel})"))
     up = one(f"sum(plantfed_update_bytes_received_total{sel})")
     down = one(f"sum(plantfed_model_bytes_served_total{sel})")
     return Convergence(
         rounds=rounds,
-        accuracy=per_round(one(f"max(plantfed_global_accuracy{sel})")),
-        loss=per_round(one(f"max(plantfed_global_loss{sel})")),
-        plant_accuracy=plants,
+        score=score,
+        loss=per_round(one(f"max(plantfed_global_score{_with(sel, 'score', LOSS)})")),
+        plant_score=plants,
+        score_name=name,
+        goal=goal,
+        # Prometheus does not say what a score's range is: a larger-is-better score seen only in [0, 1] is a fraction.
+        unit_interval=goal == "Maximize" and all(0.0 <= v <= 1.0 for v in score if v is not None),
         bytes_rounds=rounds,
         bytes_up=_per_round_increase(up, rounds, first, window[0]),
         bytes_down=_per_round_increase(down, rounds, first, window[0]),
-        accuracy_title="Test accuracy published after each round",
+        source="published after each round",
     )
+
+
+def _with(selector: str, label: str, value: str) -> str:
+    """`{a="b"}` plus `label="value"`."""
+    return selector[:-1] + f', {label}="{_escape(value)}"' + "}"
+
+
+def _objective(src: PrometheusSource, start: float, end: float, step: float) -> tuple[str, str]:
+    """The lineage's primary score and goal (`plantfed_objective`); accuracy when none was published."""
+    for series in src.query_range(f"max by (score, goal) (plantfed_objective{src.selector()})", start, end, step):
+        labels = series["metric"]
+        if "score" in labels:
+            return labels["score"], labels.get("goal", "Maximize")
+    return ACCURACY, "Maximize"
 
 
 def _latest_campaign(numbers: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:

@@ -24,6 +24,7 @@ import os
 import secrets
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -50,7 +51,9 @@ from plantfed.contract.api.round import (
     Training,
 )
 from plantfed.contract.metrics import Metrics
+from plantfed.contract.plant_metrics import TEST, TEST_SAMPLES, VAL, base_scores, is_split_key, split_key
 from plantfed.contract.records import Codec, DPMode
+from plantfed.contract.scores import Score, pool, scope_of, scores_only
 from plantfed.contract.strategies import PARAMETERS
 from plantfed.engine.privacy import PrivacyLedger
 from plantfed.engine.store import ModelStore
@@ -77,7 +80,7 @@ from plantfed.sim.hub import Event, LocalOperator, Visibility
 from plantfed.sim.plants import Fleet, LocalSettings, PlantSetup, UploadGate
 from plantfed.sim.profile import FleetProfile
 from plantfed.sim.workers import MIB, WARM, Run, Warm, processes
-from plantfed.tasks.sdk import DataSpec, load_task
+from plantfed.tasks.sdk import DataSpec, Task, TaskError, load_task
 
 _SETTLE_PASSES = 200
 """Reconcile passes at one virtual instant before simulate calls it a bug (a decision that never settles)."""
@@ -136,7 +139,7 @@ class SimulationConfig:
     late_upload_policy: LateUploadPolicy = LateUploadPolicy.REJECT
     promotion: PromotionPolicy = PromotionPolicy.ALWAYS
     promotion_metric: str | None = None
-    #: Whether larger values of the promotion/stop metric are better (default: Minimize for a *loss* metric).
+    #: Whether larger values of the promotion/stop metric are better (default: the task's goal for that score).
     goal: MetricGoal | None = None
     #: How long contributing plants get to score a candidate (default: 0 under Always, 600 under IfBetter).
     evaluation_timeout_s: int | None = None
@@ -191,8 +194,9 @@ class RoundReport:
     reason: str = ""
     message: str = ""
     promoted: bool = False
-    global_loss: float | None = None
-    global_accuracy: float | None = None
+    #: The round's model scored on the plants' test splits, pooled (score name -> value; `global_<name>` in
+    #: report.json).
+    global_scores: dict[str, float] = field(default_factory=dict)
     #: Plants left out because their next round would exceed the ε budget.
     budget_exhausted: list[str] = field(default_factory=list)
     virtual_start: str | None = None
@@ -217,6 +221,7 @@ class Simulation:
         self.campaign = self._campaign()
         self.model_name = self.campaign.model.name
         self.task = load_task(self.campaign.model.spec.task)
+        self.primary = self.task.primary_score()
         self.names = self.campaign.plant_names  # in order: a plant's index picks its data partition
         #: what each plant's data calls it (a motor load, a site): shown next to its id in tables and plots
         self.plant_names = {plant: self.task.plant_name(self._spec(i)) for i, plant in enumerate(self.names)}
@@ -230,8 +235,10 @@ class Simulation:
         self.reports: list[RoundReport] = []
         self.final_eval: dict[str, dict[str, float]] = {}
         self.baselines: BaselineReport | None = None
-        self.initial: tuple[float, float] | None = None
+        self.initial: dict[str, float] | None = None
         self.stopped: str | None = None
+        #: Why the run ended before its outputs were complete (an exception), written into report.json.
+        self.failure: str | None = None
         self.events: list[Event] = []
         self._reported: set[str] = set()
         self._real_start: dict[str, float] = {}
@@ -262,12 +269,17 @@ class Simulation:
             delta=c.dp_delta,
             epsilon_budget=c.epsilon_budget,
         )
-        metric = c.promotion_metric or c.stop_metric or ""
-        goal = c.goal or (MetricGoal.MINIMIZE if "loss" in metric else MetricGoal.MAXIMIZE)
+        task = load_task(c.task)
+        default_metric = split_key(VAL, task.primary)  # the candidate's primary score, as its plants measured it
+        promotion_metric = c.promotion_metric or (default_metric if c.promotion is PromotionPolicy.IF_BETTER else None)
+        stop_metric = c.stop_metric or (default_metric if c.stop_target is not None or c.patience else None)
+        goal = c.goal or goal_of(task, promotion_metric or stop_metric or default_metric)
         if c.evaluation_timeout_s is not None:
             evaluation = c.evaluation_timeout_s
         else:
-            evaluation = 600 if c.promotion is PromotionPolicy.IF_BETTER else 0
+            # A val_* stop metric exists only where the plants score each candidate.
+            scored = c.promotion is PromotionPolicy.IF_BETTER or (stop_metric is not None and is_split_key(stop_metric))
+            evaluation = 600 if scored else 0
         template = RoundTemplate(
             plants=training,
             min_participants=c.min_participants or min(2, len(training)),
@@ -284,7 +296,7 @@ class Simulation:
             compression=c.codec,
             privacy=privacy,
             promotion=Promotion(
-                policy=c.promotion, metric=c.promotion_metric, goal=goal, evaluation_timeout_seconds=evaluation
+                policy=c.promotion, metric=promotion_metric, goal=goal, evaluation_timeout_seconds=evaluation
             ),
             late_upload_policy=c.late_upload_policy,
         )
@@ -296,7 +308,7 @@ class Simulation:
                 round_template=template,
                 cadence=c.cadence,
                 stop=StopCriteria(
-                    max_rounds=c.rounds, metric=c.stop_metric, goal=goal, target=c.stop_target, patience=c.patience
+                    max_rounds=c.rounds, metric=stop_metric, goal=goal, target=c.stop_target, patience=c.patience
                 ),
             ),
         )
@@ -406,20 +418,28 @@ class Simulation:
         started = time.perf_counter()
         self.virtual_start = c.profile.start
         try:
-            self._print_header(target)
-            self.virtual_end = self._drive(operator, fleet, c.profile.start)
-            self.model_status = operator.models[self.model_name].status
-            fleet.stop()
-            self.timeline = fleet.timeline()
-            self.final_eval = self._final_evaluation(fleet, target, settings)
-            self._attach_global_metrics(self.final_eval)
-            if c.baselines:
-                self.baselines = self._run_baselines()
-        finally:
-            fleet.stop()
-            self.processes.close()
-            admin.close()
-            server.stop(grace=2)
+            try:
+                self._print_header(target)
+                self.virtual_end = self._drive(operator, fleet, c.profile.start)
+                self.model_status = operator.models[self.model_name].status
+                fleet.stop()
+                self.timeline = fleet.timeline()
+                self.final_eval = self._final_evaluation(fleet, target, settings)
+                self._attach_global_metrics(self.final_eval)
+                if c.baselines:
+                    self.baselines = self._run_baselines()
+            finally:
+                fleet.stop()
+                self.processes.close()
+                admin.close()
+                server.stop(grace=2)
+        except (Exception, KeyboardInterrupt) as exc:
+            # Whatever was done is kept: report.json with the rounds so far and the plot, then the error.
+            self.failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            self.console.print(f"[red]simulation failed[/]: {self.failure}; writing what it has")
+            self._model_status_from(operator)
+            self._write_outputs(time.perf_counter() - started)
+            raise
         try:
             return self._write_outputs(time.perf_counter() - started)
         finally:
@@ -430,6 +450,11 @@ class Simulation:
                     )
                     time.sleep(c.metrics_linger_s)
                 metrics_http.shutdown()
+
+    def _model_status_from(self, operator: LocalOperator) -> None:
+        model = operator.models.get(self.model_name)
+        if model is not None and not hasattr(self, "model_status"):
+            self.model_status = model.status
 
     def _drive(self, operator: LocalOperator, fleet: Fleet, start: datetime) -> datetime:
         """The event loop: settle every object at `now`, wait for the plants' real work, jump to the next event."""
@@ -495,9 +520,20 @@ class Simulation:
             self._export_round_metrics(report)
             self._print_round(report)
             if self.stopped is None:
+                self.stopped = self._task_broken(report)
+            if self.stopped is None:
                 self.stopped = self._budget_exhausted(fr)
                 if self.stopped:
                     self.console.print(f"[yellow]stopping early[/]: {self.stopped}")
+
+    def _task_broken(self, report: RoundReport) -> str | None:
+        """A plant's Job failed on a task bug (`TaskError`): every round would fail the same way, so stop now."""
+        for p in report.plants.values():
+            if p.error and TaskError.__name__ in p.error:
+                message = f"plant {p.plant}, round {report.round_id}: {p.error}"
+                self.console.print(f"[red]the task is broken[/]: {message}")
+                return f"task bug: {message}"
+        return None
 
     def _budget_exhausted(self, fr: FederatedRound) -> str | None:
         """The ε budget ends the rehearsal once it alone leaves too few plants: ε never goes down again."""
@@ -574,19 +610,12 @@ class Simulation:
     def _export_round_metrics(self, report: RoundReport) -> None:
         """Federated evaluation of the model the round started from, as plants scored it on their test splits.
 
-        The operator's own metrics moved with the round's status (`Telemetry`); this gauge is the
-        test-sample-weighted score simulate's report uses, set last so both agree.
+        The operator's own metrics moved with the round's status (`Telemetry`); these gauges are the
+        pooled test scores simulate's report uses, set last so both agree.
         """
-        incoming = _weighted(
-            [
-                (p.metrics["global_test_accuracy"], p.metrics["global_test_loss"], p.metrics["global_test_samples"])
-                for p in report.plants.values()
-                if p.ok and {"global_test_accuracy", "global_test_loss", "global_test_samples"} <= p.metrics.keys()
-            ]
-        )
-        if incoming is not None:
-            self.metrics.global_accuracy.labels(self.model_name).set(incoming[0])
-            self.metrics.global_loss.labels(self.model_name).set(incoming[1])
+        incoming = pooled_test_scores([base_scores(p.metrics, TEST) for p in report.plants.values() if p.ok])
+        for name, value in incoming.items():
+            self.metrics.global_score.labels(self.model_name, name).set(value)
 
     # -- evaluation -------------------------------------------------------------------------------------
     def _attach_global_metrics(self, final_eval: dict[str, dict[str, float]]) -> None:
@@ -594,36 +623,31 @@ class Simulation:
 
         Plants score the incoming model at the start of every round (federated evaluation, numbers only),
         so round r's model is measured in the next round that trains from it; the last one by a final
-        evaluation pass.
+        evaluation pass. Scores are pooled from the plants' sufficient statistics (`plantfed.contract.scores`).
         """
-        by_version: dict[int, list[tuple[float, float, float]]] = {}
+        by_version: dict[int, list[dict[str, float]]] = {}
         for rep in self.reports:
             for p in rep.plants.values():
-                if p.ok and rep.base_version is not None and "global_test_accuracy" in p.metrics:
-                    by_version.setdefault(rep.base_version, []).append(
-                        (
-                            p.metrics["global_test_accuracy"],
-                            p.metrics["global_test_loss"],
-                            p.metrics["global_test_samples"],
-                        )
-                    )
+                if p.ok and rep.base_version is not None and TEST_SAMPLES in base_scores(p.metrics, TEST):
+                    by_version.setdefault(rep.base_version, []).append(base_scores(p.metrics, TEST))
         for plant, ev in final_eval.items():
             if plant in self.plants:
-                by_version.setdefault(int(ev["version"]), []).append(
-                    (ev["test_accuracy"], ev["test_loss"], ev["test_samples"])
-                )
+                by_version.setdefault(int(ev["version"]), []).append(ev)
         first = next((r.base_version for r in self.reports if r.base_version is not None), None)
-        self.initial = _weighted(by_version.get(first, [])) if first is not None else None
+        self.initial = pooled_test_scores(by_version.get(first, [])) or None if first is not None else None
         for rep in self.reports:
-            quality = _weighted(by_version.get(rep.version, [])) if rep.version is not None else None
-            if quality:
-                rep.global_accuracy, rep.global_loss = quality
+            if rep.version is not None:
+                rep.global_scores = pooled_test_scores(by_version.get(rep.version, []))
+        self.metrics.set_objective(self.model_name, self.primary.name, self.primary.goal)
         last = self.reports[-1] if self.reports else None
-        if last is not None and last.global_accuracy is not None and last.global_loss is not None:
-            self.metrics.global_accuracy.labels(self.model_name).set(last.global_accuracy)
-            self.metrics.global_loss.labels(self.model_name).set(last.global_loss)
+        if last is not None:
+            for name, value in last.global_scores.items():
+                self.metrics.global_score.labels(self.model_name, name).set(value)
+        prefix = split_key(TEST, "")
         for plant, ev in final_eval.items():
-            self.metrics.plant_accuracy.labels(self.model_name, plant).set(ev["test_accuracy"])
+            for key, value in scores_only(ev).items():
+                if key.startswith(prefix):
+                    self.metrics.plant_score.labels(self.model_name, plant, key.removeprefix(prefix)).set(value)
 
     def _final_evaluation(self, fleet: Fleet, target: str, settings: LocalSettings) -> dict[str, dict[str, float]]:
         """Every plant (hold-outs included) scores the promoted model on its test split, locally."""
@@ -706,12 +730,21 @@ class Simulation:
                 "virtual_start": self.virtual_start.isoformat(),
                 "virtual_end": getattr(self, "virtual_end", self.virtual_start).isoformat(),
             },
-            "initial": {"accuracy": self.initial[0], "loss": self.initial[1]} if self.initial else None,
-            "rounds": [_jsonable(asdict(r)) for r in self.reports],
+            "objective": {
+                "score": self.primary.name,
+                "goal": self.primary.goal.value,
+                "unit_interval": self.primary.unit_interval,
+                "scores": [s.name for s in self.task.scores],
+            },
+            "initial": self.initial,
+            "rounds": [round_json(r) for r in self.reports],
             "final_evaluation": self.final_eval,
             "holdout": self.holdout,
             "plant_names": self.plant_names,
-            "quality": quality_summary(self.reports, self.final_eval, self.plants, self.holdout, self.baselines),
+            "quality": quality_summary(
+                self.reports, self.final_eval, self.plants, self.holdout, self.baselines, self.primary
+            ),
+            "failure": self.failure,
             "seconds": seconds,
             "privacy": self._privacy_summary(),
             "events": [
@@ -835,7 +868,8 @@ class Simulation:
 
     def _print_summary(self, report: dict[str, Any]) -> None:
         table = Table(title="federated rounds (global model, federated evaluation on each plant's test split)")
-        for col in ("round", "phase", "version", "promoted", "accuracy", "loss", "uploaded", "MB up", "seconds"):
+        names = shown_scores(self.task)
+        for col in ("round", "phase", "version", "promoted", *names, "uploaded", "MB up", "seconds"):
             table.add_column(col, justify="right")
         for r in self.reports:
             table.add_row(
@@ -843,8 +877,7 @@ class Simulation:
                 r.phase,
                 str(r.version) if r.version is not None else "-",
                 "yes" if r.promoted else "no",
-                _fmt(r.global_accuracy),
-                _fmt(r.global_loss),
+                *(_fmt(r.global_scores.get(n)) for n in names),
                 f"{sum(p.ok for p in r.plants.values())}/{len(r.plants)}",
                 f"{r.bytes_up / 1e6:.2f}",
                 f"{r.seconds:.1f}",
@@ -855,7 +888,10 @@ class Simulation:
             self.console.print(f"campaign {campaign['phase']}: {campaign['stop_reason']}: {campaign['stop_message']}")
         quality = report["quality"]
         if quality.get("comparison"):
-            cmp = Table(title="test accuracy per plant: federated vs centralised vs siloed (same compute budget)")
+            cmp = Table(
+                title=f"test {self.primary.name} per plant ({_better(self.primary)}): federated vs centralised vs "
+                "siloed (same compute budget)"
+            )
             cmp.add_column("plant")
             cmp.add_column("trained?")
             models = list(next(iter(quality["comparison"].values())))
@@ -871,11 +907,24 @@ class Simulation:
         for key in ("federated_share_of_centralised", "rounds_to_95pct_of_final"):
             if quality.get(key) is not None:
                 self.console.print(f"{key.replace('_', ' ')}: {quality[key]:.4g}")
+        swing = quality.get("swing")
+        if swing and swing["flagged"]:
+            self.console.print(
+                f"[yellow]unstable[/]: final {self.primary.name} {swing['final']:.4g} is {swing['gap']:.4g} worse "
+                f"than the best, {swing['best']:.4g} in round {swing['best_round']} ({swing['rule']}); "
+                "compare runs on more seeds or lower the learning rate"
+            )
+        if self.failure:
+            self.console.print(f"[red]incomplete run[/]: {self.failure}")
         self.console.print(
             f"virtual time {campaign['virtual_start']} → {campaign['virtual_end']}; "
             f"report: {self.out / 'report.json'}   plot: {self.out / 'convergence.png'}   "
             f"manifest: {campaign['manifest']}"
         )
+
+
+SWING_TOLERANCE = 0.05
+"""A run swings when its final primary score is worse than its best by more than this share of the best's size."""
 
 
 def quality_summary(
@@ -884,33 +933,92 @@ def quality_summary(
     trained: list[str],
     holdout: list[str],
     baselines: BaselineReport | None,
+    primary: Score,
 ) -> dict[str, Any]:
-    """The learning-quality figures: per-plant comparison, federated/centralised share, rounds to 95 %."""
-    accs = [r.global_accuracy for r in reports if r.global_accuracy is not None]
-    out: dict[str, Any] = {"rounds_to_95pct_of_final": None, "federated_share_of_centralised": None, "comparison": {}}
-    if accs:
-        final = accs[-1]
-        out["rounds_to_95pct_of_final"] = next(r.round for r in reports if (r.global_accuracy or 0) >= 0.95 * final)
+    """The learning-quality figures on the task's primary score, each read in the score's direction.
+
+    * rounds to 95 %: the first round whose score reaches 95 % of the final one: at least 0.95 × final when
+      larger is better; at most final / 0.95 when smaller is better (within 5 % of the final error);
+    * federated share of centralised: federated / centralised when larger is better, centralised / federated
+      when smaller is, so 1 is parity and below 1 means federated is worse either way (means over the training
+      plants);
+    * swing: flagged when the final score is worse than the best round's by more than SWING_TOLERANCE × |best|.
+    """
+    name = primary.name
+    maximize = primary.goal is MetricGoal.MAXIMIZE
+    series = [(r.round, r.global_scores[name]) for r in reports if name in r.global_scores]
+    out: dict[str, Any] = {
+        "score": name,
+        "goal": primary.goal.value,
+        "rounds_to_95pct_of_final": None,
+        "federated_share_of_centralised": None,
+        "swing": None,
+        "comparison": {},
+    }
+    if series:
+        final = series[-1][1]
+        reached = (lambda v: v >= 0.95 * final) if maximize else (lambda v: v <= final / 0.95)
+        out["rounds_to_95pct_of_final"] = next((r for r, v in series if reached(v)), series[-1][0])
+        best_round, best = (max if maximize else min)(series, key=lambda rv: rv[1])
+        gap = abs(best - final)
+        out["swing"] = {
+            "flagged": gap > SWING_TOLERANCE * abs(best),
+            "final": final,
+            "best": best,
+            "best_round": best_round,
+            "gap": gap,
+            "rule": f"final worse than the best by more than {SWING_TOLERANCE:.0%} of the best",
+        }
+    key = split_key(TEST, name)
     for plant in trained + holdout:
-        row: dict[str, float | None] = {"federated": final_eval.get(plant, {}).get("test_accuracy")}
+        row: dict[str, float | None] = {"federated": final_eval.get(plant, {}).get(key)}
         if baselines is not None:
-            for name, scores in baselines.scores.items():
-                row[name] = scores[plant]["accuracy"]
+            for model, scores in baselines.scores.items():
+                row[model] = scores[plant].get(name)
         out["comparison"][plant] = row
-    if baselines is not None and trained and all(out["comparison"][p]["federated"] is not None for p in trained):
-        fed = sum(out["comparison"][p]["federated"] for p in trained) / len(trained)
-        cen = sum(out["comparison"][p]["centralised"] for p in trained) / len(trained)
-        out["federated_share_of_centralised"] = fed / cen if cen else None
+    rows = [out["comparison"][p] for p in trained]
+    complete = all(r["federated"] is not None and r.get("centralised") is not None for r in rows)
+    if baselines is not None and rows and complete:
+        fed = sum(r["federated"] for r in rows) / len(rows)
+        cen = sum(r["centralised"] for r in rows) / len(rows)
+        ratio = (fed, cen) if maximize else (cen, fed)
+        out["federated_share_of_centralised"] = ratio[0] / ratio[1] if ratio[1] else None
     if baselines is not None:
         out["baseline_epochs"] = baselines.epochs
     return out
 
 
-def _weighted(rows: list[tuple[float, float, float]]) -> tuple[float, float] | None:
-    total = sum(n for _, _, n in rows)
-    if not rows or total == 0:
-        return None
-    return sum(acc * n for acc, _, n in rows) / total, sum(loss * n for _, loss, n in rows) / total
+def goal_of(task: Task, metric: str) -> MetricGoal:
+    """The goal of a metric key (`val_rmse`, `local_val_mae`) as the task declares its score."""
+    scope = scope_of(metric)
+    try:
+        return task.score(metric.removeprefix(scope) if scope else metric).goal
+    except TaskError as exc:
+        raise ValueError(f"{exc}: say which way {metric} is better with --goal Maximize|Minimize") from None
+
+
+def shown_scores(task: Task) -> list[str]:
+    """The columns of simulate's tables: the primary score, the other declared ones, then the loss."""
+    names = [task.primary, *(s.name for s in task.scores if s.name != task.primary)]
+    return names + ([] if "loss" in names else ["loss"])
+
+
+def pooled_test_scores(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Plants' test-split metrics (keyed `test_*`) pooled from their statistics, as {score name: value}."""
+    prefix = split_key(TEST, "")
+    pooled = pool([(r, r.get(TEST_SAMPLES, 0.0)) for r in rows])
+    return {k.removeprefix(prefix): v for k, v in scores_only(pooled).items() if k.startswith(prefix)}
+
+
+def round_json(r: RoundReport) -> dict[str, Any]:
+    """A round as report.json holds it: its pooled scores flat, as `global_<score>`."""
+    row = _jsonable(asdict(r))
+    row.update({f"global_{k}": v for k, v in row.pop("global_scores").items()})
+    return row
+
+
+def _better(score: Score) -> str:
+    return "higher is better" if score.goal is MetricGoal.MAXIMIZE else "lower is better"
 
 
 def _fmt(x: float | None) -> str:

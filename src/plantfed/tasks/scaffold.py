@@ -91,8 +91,9 @@ class $cls(Task):
     def batch_loss(self, model: nn.Module, batch: Any, device: torch.device) -> BatchResult:
         x, y = (t.to(device) for t in batch)
         logits = model(x)
-        correct = int((logits.argmax(dim=1) == y).sum())
-        return BatchResult(loss=F.cross_entropy(logits, y), correct=correct, count=int(y.numel()))
+        hits = float((logits.argmax(dim=1) == y).sum())
+        # Sums over the batch for each declared score (`scores`, default: accuracy); docs/scores.md.
+        return BatchResult(loss=F.cross_entropy(logits, y), count=int(y.numel()), stats={"accuracy": hits})
 '''
 
 INIT = '''"""$title: a plantfed task package.

@@ -8,7 +8,8 @@ compression, upload), so a task never touches the network or the hub.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Sized
+import math
+from collections.abc import Iterable, Mapping, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,7 +18,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from plantfed.contract.api.common import MetricGoal
 from plantfed.contract.plant_metrics import ACCURACY, LOSS, SAMPLES
+from plantfed.contract.scores import CONFUSION, LOSS_SCORE, Score
 
 
 @dataclass(frozen=True)
@@ -77,19 +80,67 @@ def require_own_data(spec: DataSpec, source: str) -> None:
         )
 
 
+ACCURACY_SCORE = Score(ACCURACY, MetricGoal.MAXIMIZE, unit_interval=True, description="share of correct predictions")
+"""The default score of a task that declares none: batch statistic `accuracy` is the number of hits."""
+
+
+class TaskError(ValueError):
+    """A task broke the SDK's contract (a score it declared but did not measure, a non-finite score ...)."""
+
+
 @dataclass
 class BatchResult:
+    """One batch: the loss to minimise (the batch mean) and the sufficient statistics of the task's scores.
+
+    `stats` holds sums over the batch, keyed by score name (see `plantfed.contract.scores`): for a MEAN score
+    the sum of its per-sample values (`{"accuracy": hits}`, `{"mae": sum |error|}`), for an RMS score the sum of
+    squared errors (`{"rmse": sum error**2}`), for MACRO_F1 confusion counts (`confusion_counts`).
+    `correct` is the older way to report hits: it becomes `stats["accuracy"]`.
+    """
+
     loss: torch.Tensor
-    correct: int
     count: int
+    stats: dict[str, float] = field(default_factory=dict)
+    correct: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.stats, Mapping):
+            raise TypeError(
+                "BatchResult(loss, count, stats): the positional form BatchResult(loss, correct, count) is gone; "
+                "pass BatchResult(loss=..., count=..., stats={'accuracy': hits}) (or correct=hits)"
+            )
+        if self.correct is not None:
+            self.stats = {ACCURACY: float(self.correct), **self.stats}
+
+
+def confusion_counts(
+    name: str, target: torch.Tensor, predicted: torch.Tensor, classes: tuple[str, ...]
+) -> dict[str, float]:
+    """Per-class true positives, false positives and false negatives: the statistics of a MACRO_F1 score."""
+    target, predicted = target.detach().cpu().long(), predicted.detach().cpu().long()
+    n = len(classes)
+    tp = torch.bincount(target[predicted == target], minlength=n)
+    true = torch.bincount(target, minlength=n)
+    pred = torch.bincount(predicted, minlength=n)
+    out: dict[str, float] = {}
+    for c, cls in enumerate(classes):
+        for which, value in zip(CONFUSION, (tp[c], pred[c] - tp[c], true[c] - tp[c]), strict=True):
+            out[f"{name}.{which}.{cls}"] = float(value)
+    return out
 
 
 class Task:
-    """Base class for a federated task. Subclasses set `name` and implement the three abstract methods."""
+    """Base class for a federated task. Subclasses set `name` and implement the three abstract methods.
+
+    `scores` declares what the task measures (name, goal, pooling) and `primary` the one that judges a model:
+    tables, plots, `--baselines`, promotion and stop defaults use it. The loss is always measured too.
+    """
 
     name: ClassVar[str] = "task"
     #: Model variants this task can build; all of them share parameter names with "full" for aggregation.
     variants: ClassVar[tuple[str, ...]] = ("full",)
+    scores: ClassVar[tuple[Score, ...]] = (ACCURACY_SCORE,)
+    primary: ClassVar[str] = ACCURACY
 
     def build_model(self, variant: str = "full") -> nn.Module:
         raise NotImplementedError
@@ -104,7 +155,7 @@ class Task:
         raise NotImplementedError
 
     def batch_loss(self, model: nn.Module, batch: Any, device: torch.device) -> BatchResult:
-        """Loss on one batch, plus how many predictions were right (for accuracy)."""
+        """Loss on one batch, plus the sums the task's scores need (`BatchResult.stats`)."""
         raise NotImplementedError
 
     def plant_name(self, spec: DataSpec) -> str:
@@ -118,27 +169,85 @@ class Task:
         """Parameter-name globs that stay on the plant and are never aggregated (personalised layers)."""
         return ()
 
+    def primary_score(self) -> Score:
+        """The declared score named `primary` (the loss if the task names it)."""
+        return self.score(self.primary)
+
+    def score(self, name: str) -> Score:
+        """A declared score by name (`loss` always exists)."""
+        for s in (*self.scores, LOSS_SCORE):
+            if s.name == name:
+                return s
+        raise TaskError(
+            f"task {self.name!r} declares no score {name!r} (declared: {', '.join(s.name for s in self.scores)})"
+        )
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Iterable[Any], device: torch.device) -> dict[str, float]:
-        """Mean loss and accuracy over a loader; override for task-specific metrics.
+        """The loss and every declared score over a loader, with their sufficient statistics.
 
-        Keys `loss`, `accuracy` and `samples` (`plantfed.contract.plant_metrics`) are what the hub reads;
-        a task may add its own, which plants report next to them.
+        Keys: `loss`, `samples` and each score's name (`plantfed.contract.plant_metrics`), plus the statistics
+        the hub pools them from (`plantfed.contract.scores`). A task overriding this may add its own keys.
         """
         model.eval()
-        total_loss, correct, count = 0.0, 0, 0
+        totals = Accumulator()
         for batch in loader:
-            res = self.batch_loss(model, batch, device)
-            total_loss += float(res.loss) * res.count
-            correct += res.correct
-            count += res.count
-        if count == 0:
-            return {LOSS: float("nan"), ACCURACY: float("nan"), SAMPLES: 0.0}
-        return {LOSS: total_loss / count, ACCURACY: correct / count, SAMPLES: float(count)}
+            totals.add(self.batch_loss(model, batch, device))
+        return totals.scores(self)
+
+
+def check_scores(task: Task, scores: Mapping[str, float], split: str, *, finite: bool = True) -> None:
+    """Refuse, naming the task, the split and the key, scores that lack a declared one or (with `finite`, on a
+    non-empty split) hold a NaN or infinity: a task bug found in round 1 rather than a run lost at its end."""
+    for name in (LOSS, SAMPLES, *(s.name for s in task.scores)):
+        if name not in scores:
+            raise TaskError(
+                f"task {task.name!r}: split {split!r}: evaluate returned no {name!r} "
+                f"(it returned {', '.join(sorted(scores)) or 'nothing'})"
+            )
+    if finite and scores[SAMPLES] > 0:
+        for name in (LOSS, *(s.name for s in task.scores)):
+            if not math.isfinite(scores[name]):
+                raise TaskError(f"task {task.name!r}: split {split!r}: score {name!r} is {scores[name]}")
+
+
+class Accumulator:
+    """Sums batch results: the loss (times count), the count, every statistic."""
+
+    def __init__(self) -> None:
+        self.loss = 0.0
+        self.count = 0
+        self.stats: dict[str, float] = {}
+
+    def add(self, res: BatchResult) -> None:
+        if not res.count:
+            return
+        self.loss += float(res.loss.detach()) * res.count
+        self.count += res.count
+        for key, value in res.stats.items():
+            self.stats[key] = self.stats.get(key, 0.0) + float(value)
+
+    def scores(self, task: Task) -> dict[str, float]:
+        """The loss, sample count, every declared score and its reported statistics (NaN scores when empty)."""
+        out = {LOSS: self.loss / self.count if self.count else math.nan, SAMPLES: float(self.count)}
+        for score in task.scores:
+            if not self.count:
+                out[score.name] = math.nan
+                continue
+            try:
+                out[score.name] = score.value(self.stats, self.count)
+                out.update(score.wire_statistics(self.stats))
+            except KeyError:
+                raise TaskError(
+                    f"task {task.name!r}: batch_loss returned no statistic for its score {score.name!r} "
+                    f"(BatchResult.stats has {sorted(self.stats) or 'nothing'}; see plantfed.contract.scores)"
+                ) from None
+        return out
 
 
 BUILTIN_TASKS = {
     "bearing": "plantfed.tasks.bearing:BearingTask",
+    "rul": "plantfed.tasks.rul:RulTask",
 }
 """Built-in tasks, by the short name a FederatedModel or `plantfed simulate --task` uses."""
 

@@ -108,7 +108,8 @@ class ChartPlant:
                     },
                 )
         data = workdir / "data"
-        write_plant_data(data / DATA_SUB_PATH, index)
+        #: what the plant's Jobs see as their data volume (`/data`)
+        self.data_dir = write_plant_data(data / DATA_SUB_PATH, index)
         (metrics_port,) = free_ports(1)
         self.metrics_port = metrics_port
         cluster.helm(

@@ -56,6 +56,7 @@ def model_manifest(
     template: dict[str, Any] | None = None,
     stop: dict[str, Any] | None = None,
     seed: int = 7,
+    task: str = "bearing",
 ) -> dict[str, Any]:
     """A FederatedModel for one test's lineage; `suspend` keeps the campaign from creating rounds."""
     return {
@@ -63,7 +64,7 @@ def model_manifest(
         "kind": "FederatedModel",
         "metadata": {"name": name, "namespace": hub.namespace},
         "spec": {
-            "task": "bearing",
+            "task": task,
             "variant": "full",
             "initialWeights": {"seed": seed},
             "cadence": "",

@@ -28,13 +28,12 @@ from plantfed.contract.api.common import (
     Toleration,
     conditions_field,
 )
-from plantfed.contract.plant_metrics import VAL_ACCURACY
-from plantfed.contract.records import Codec
+from plantfed.contract.records import MAX_METRICS, Codec, Finite
 from plantfed.contract.strategies import StrategyName
 
 Quantity = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=QUANTITY)]
 Metrics = dict[str, float]
-METRICS_EXTRA: JsonDict = {"maxProperties": 64}
+METRICS_EXTRA: JsonDict = {"maxProperties": MAX_METRICS}
 
 
 class Optimizer(str, Enum):
@@ -309,6 +308,16 @@ class RoundEvaluation(KubeModel):
     )
 
 
+class RoundScore(KubeModel):
+    """The round's headline score (`kubectl get` shows it): the promotion metric when the round names one,
+    else the task's primary score as the plants declared it (`val_<primary>`, or `local_val_<primary>` when the
+    candidate was not scored by the plants)."""
+
+    metric: MetricName
+    goal: MetricGoal
+    value: Finite
+
+
 class FederatedRoundStatus(StatusModel):
     phase: RoundPhase | None = None
     base_version: int | None = Field(None, ge=0, description="Resolved base version the plants train from.")
@@ -324,6 +333,7 @@ class FederatedRoundStatus(StatusModel):
     result_version: int | None = Field(None, ge=0, description="Version promoted by this round, if any.")
     evaluation: RoundEvaluation | None = None
     metrics: Metrics = Field(default_factory=dict, json_schema_extra=METRICS_EXTRA)
+    score: RoundScore | None = None
     start_time: datetime | None = None
     cutoff_time: datetime | None = Field(None, description="When the round stopped accepting updates for aggregation.")
     completion_time: datetime | None = None
@@ -345,7 +355,9 @@ class FederatedRound(Resource):
         {"name": "Assigned", "type": "integer", "jsonPath": ".status.assigned"},
         {"name": "Uploaded", "type": "integer", "jsonPath": ".status.uploaded"},
         {"name": "Result", "type": "integer", "jsonPath": ".status.resultVersion"},
-        {"name": "Val-Accuracy", "type": "number", "jsonPath": f".status.metrics.{VAL_ACCURACY}"},
+        {"name": "Metric", "type": "string", "jsonPath": ".status.score.metric"},
+        {"name": "Value", "type": "number", "jsonPath": ".status.score.value"},
+        {"name": "Goal", "type": "string", "priority": 1, "jsonPath": ".status.score.goal"},
         {
             "name": "Reason",
             "type": "string",

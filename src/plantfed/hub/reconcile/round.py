@@ -59,18 +59,21 @@ from plantfed.contract.api.round import (
     PromotionPolicy,
     RoundEvaluation,
     RoundPhase,
+    RoundScore,
 )
 from plantfed.contract.naming import assigned_label, bounded_name
 from plantfed.contract.plant_metrics import (
     BASE_VAL_SAMPLES,
+    LOSS,
     VAL,
-    VAL_ACCURACY,
-    VAL_LOSS,
     VAL_SAMPLES,
     base_scores,
     is_split_key,
+    local_key,
+    split_key,
 )
 from plantfed.contract.records import DPRelease, EvaluationRecord, ModelVersion, RoundRecord, RoundState, UpdateRecord
+from plantfed.contract.scores import objective_of, pool, scores_only
 from plantfed.engine.privacy.accounting import epsilon_for
 from plantfed.hub.reconcile.actions import (
     Action,
@@ -214,16 +217,6 @@ def promotion_verdict(
         f"{metric} {value:g} is not {direction} {best:g} of {incumbent.label}"
         + (f" by more than {policy.min_delta:g}" if policy.min_delta else ""),
     )
-
-
-def weighted(rows: Sequence[tuple[Mapping[str, float], float]]) -> dict[str, float]:
-    """Sample-weighted mean of the metrics every row has (rows: (metrics, weight))."""
-    rows = [(m, w) for m, w in rows if w > 0]
-    if not rows:
-        return {}
-    total = sum(w for _, w in rows)
-    keys = set.intersection(*(set(m) for m, _ in rows))
-    return {k: sum(m[k] * w for m, w in rows) / total for k in sorted(keys)}
 
 
 ASSIGNED = "true"
@@ -467,7 +460,8 @@ def _aggregating(w: _Work, plants: Sequence[PlantParticipant], heartbeat_timeout
         return
     uploaded = w.count(PlantRoundState.UPLOADED)
     w.status.candidate_version = candidate.version
-    w.status.metrics = dict(candidate.metrics)
+    w.status.metrics = scores_only(candidate.metrics)
+    w.status.score = round_score(w.spec.promotion, w.status.metrics, objective_of(candidate.metrics))
     w.status.phase = RoundPhase.EVALUATING
     message = f"aggregated {uploaded} updates into version {candidate.version}"
     w.condition(AGGREGATED, True, "Aggregated", message)
@@ -506,8 +500,8 @@ def _plant_side_evaluation(w: _Work, candidate: ModelVersion) -> bool:
         update={
             "reported": len(reports),
             "samples": sum(r.num_samples for r in reports.values()),
-            "candidate": weighted([(r.metrics, r.num_samples) for r in reports.values()]),
-            "base": weighted(base_rows),
+            "candidate": pool([(r.metrics, r.num_samples) for r in reports.values()]),
+            "base": pool(base_rows),
         }
     )
     closes = ev.start_time + timedelta(seconds=timeout)
@@ -516,17 +510,33 @@ def _plant_side_evaluation(w: _Work, candidate: ModelVersion) -> bool:
         w.condition(EVALUATED, ConditionStatus.UNKNOWN, "WaitingForPlants", f"{progress} on their validation splits")
         w.requeue_at = closes
         return False
+    objective = objective_of(candidate.metrics)
     if reports:
+        shown = {split_key(VAL, objective[0]), split_key(VAL, LOSS)}
         summary = ", ".join(
-            f"{k} {v:.4g} (base {ev.base[k]:.4g})"
-            for k, v in ev.candidate.items()
-            if k in (VAL_ACCURACY, VAL_LOSS) and k in ev.base
+            f"{k} {v:.4g} (base {ev.base[k]:.4g})" for k, v in ev.candidate.items() if k in shown and k in ev.base
         )
         w.condition(EVALUATED, True, "Evaluated", f"{progress}" + (f": {summary}" if summary else ""))
     else:
         w.condition(EVALUATED, False, "NoEvaluations", f"no plant scored version {candidate.version} within {timeout}s")
-    w.status.metrics = {**candidate.metrics, **ev.candidate}
+    w.status.metrics = scores_only({**candidate.metrics, **ev.candidate})
+    w.status.score = round_score(w.spec.promotion, w.status.metrics, objective)
     return True
+
+
+def round_score(
+    promotion: Promotion, metrics: Mapping[str, float], objective: tuple[str, MetricGoal]
+) -> RoundScore | None:
+    """The round's headline score (see `RoundScore`), or None when `metrics` lacks it."""
+    if promotion.metric:
+        candidates = [(promotion.metric, promotion.goal)]
+    else:
+        name, goal = objective
+        candidates = [(split_key(VAL, name), goal), (local_key(VAL, name), goal)]
+    for metric, goal in candidates:
+        if metric in metrics:
+            return RoundScore(metric=metric, goal=goal, value=metrics[metric])
+    return None
 
 
 def _incumbent(w: _Work) -> Incumbent | None:

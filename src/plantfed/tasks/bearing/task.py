@@ -9,12 +9,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from plantfed.contract.plant_metrics import ACCURACY, LOSS, SAMPLES
+from plantfed.contract.api.common import MetricGoal
+from plantfed.contract.plant_metrics import ACCURACY
+from plantfed.contract.scores import Pooling, Score, confusion
 from plantfed.tasks.bearing.labels import CLASSES
 from plantfed.tasks.bearing.model import BearingCNN
 from plantfed.tasks.bearing.sources import locate, read_source
 from plantfed.tasks.bearing.windows import WindowOptions, build_plant_data
-from plantfed.tasks.sdk import BatchResult, DataSpec, PlantData, Task
+from plantfed.tasks.sdk import ACCURACY_SCORE, Accumulator, BatchResult, DataSpec, PlantData, Task, confusion_counts
+
+MACRO_F1 = "macro_f1"
 
 
 class BearingTask(Task):
@@ -22,6 +26,11 @@ class BearingTask(Task):
 
     name: ClassVar[str] = "bearing"
     variants: ClassVar[tuple[str, ...]] = ("full", "light")
+    scores: ClassVar[tuple[Score, ...]] = (
+        ACCURACY_SCORE,
+        Score(MACRO_F1, MetricGoal.MAXIMIZE, Pooling.MACRO_F1, unit_interval=True, description="mean F1 over classes"),
+    )
+    primary: ClassVar[str] = ACCURACY
 
     def build_model(self, variant: str = "full") -> nn.Module:
         return BearingCNN(variant)
@@ -39,34 +48,29 @@ class BearingTask(Task):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = model(x)
         loss = F.cross_entropy(logits, y)
-        correct = int((logits.argmax(dim=1) == y).sum())
-        return BatchResult(loss=loss, correct=correct, count=int(y.numel()))
+        predicted = logits.argmax(dim=1)
+        stats = {ACCURACY: float((predicted == y).sum()), **confusion_counts(MACRO_F1, y, predicted, CLASSES)}
+        return BatchResult(loss=loss, count=int(y.numel()), stats=stats)
 
     def local_parameter_patterns(self) -> tuple[str, ...]:
         return ("light_head.*",)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Iterable[Any], device: torch.device) -> dict[str, float]:
-        """Loss and accuracy, plus per-class recall and balanced accuracy (fault classes are imbalanced)."""
+        """The declared scores, plus per-class recall and balanced accuracy (fault classes are imbalanced)."""
         model.eval()
-        total_loss, count = 0.0, 0
-        hits = torch.zeros(len(CLASSES), dtype=torch.long)
-        seen = torch.zeros(len(CLASSES), dtype=torch.long)
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            logits = model(x)
-            total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
-            count += int(y.numel())
-            y_cpu = y.cpu()
-            seen += torch.bincount(y_cpu, minlength=len(CLASSES))
-            hits += torch.bincount(y_cpu[logits.argmax(dim=1).cpu() == y_cpu], minlength=len(CLASSES))
-        if count == 0:
-            return {LOSS: float("nan"), ACCURACY: float("nan"), SAMPLES: 0.0}
-        metrics = {LOSS: total_loss / count, ACCURACY: float(hits.sum()) / count, SAMPLES: float(count)}
-        present = seen > 0
-        recalls = hits[present].double() / seen[present].double()
-        metrics["balanced_accuracy"] = float(recalls.mean())
-        for c, name in enumerate(CLASSES):
-            if seen[c] > 0:
-                metrics[f"recall_{name}"] = float(hits[c]) / float(seen[c])
+        totals = Accumulator()
+        for batch in loader:
+            totals.add(self.batch_loss(model, batch, device))
+        metrics = totals.scores(self)
+        recalls = {
+            name: c["tp"] / (c["tp"] + c["fn"])
+            for name, c in confusion(totals.stats, MACRO_F1).items()
+            if c["tp"] + c["fn"] > 0
+        }
+        if recalls:
+            metrics["balanced_accuracy"] = sum(recalls.values()) / len(recalls)
+        for name in CLASSES:
+            if name in recalls:
+                metrics[f"recall_{name}"] = recalls[name]
         return metrics
