@@ -158,6 +158,8 @@ def test_exchange_command_and_mounts(helm):
         "--keepalive-timeout-seconds": "10",
         "--store-reserve-bytes": "268435456",
         "--plant-partial-bytes": "17179869184",
+        # exchange.retention: the store keeps the promoted, in-use and 10 newest versions' blobs
+        "--keep-versions": "10",
     }
     mounts = {v["mountPath"]: v["name"] for v in c["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}

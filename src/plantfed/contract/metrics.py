@@ -118,6 +118,18 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.store_bytes = Gauge(
+            PREFIX + "store_bytes",
+            "Bytes the hub's model store holds, by part (blobs, partial uploads, other: records, state, scratch); "
+            "measured after each retention run.",
+            ["part"],
+            registry=r,
+        )
+        self.store_pruned_bytes = Counter(
+            PREFIX + "store_pruned_bytes_total",
+            "Bytes of blobs the store's retention removed (versions and finished rounds' updates).",
+            registry=r,
+        )
         self.aggregation_duration = Histogram(
             PREFIX + "aggregation_duration_seconds",
             "Time to aggregate one round's updates.",

@@ -102,12 +102,15 @@ def _check_models(store: ModelStore, findings: list[Finding]) -> int:
                 )
             numbers.add(version.version)
             records.append((path, version))
+        pruned = _guard(store, findings, mdir / "pruned.json", store.pruned_versions, model) or set()
         for path, version in records:
             what = f"model {model!r} version {version.version}"
             blob = store.blob_path(version.digest)
-            if not blob.is_file():
+            # A pruned version's blob is gone (or about to go, after a crash): its record is all that must remain.
+            kept = version.version not in pruned
+            if kept and not blob.is_file():
                 findings.append(Finding(_rel(store, path), f"{what} points at blob {version.digest}, which is missing"))
-            elif blob.stat().st_size != version.size:
+            elif kept and blob.stat().st_size != version.size:
                 findings.append(
                     Finding(_rel(store, path), f"{what} says {version.size} bytes; blob holds {blob.stat().st_size}")
                 )
@@ -141,9 +144,12 @@ def _check_rounds(store: ModelStore, findings: list[Finding]) -> int:
             continue
         updates, problems = checked
         findings.extend(Finding(_rel(store, rdir / "updates"), f"round {rdir.name!r}: {p}") for p in problems)
+        pruned_round = store.round_pruned(rdir.name)
         for update in updates:
             path = rdir / "updates" / f"{update.meta.plant}.json"
             blob = store.blob_path(update.digest)
+            if pruned_round:
+                continue  # the retention dropped this finished round's update blobs
             if not blob.is_file():
                 findings.append(
                     Finding(

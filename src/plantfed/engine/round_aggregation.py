@@ -75,6 +75,8 @@ def aggregate_round(
     for existing in store.versions(record.model):
         if existing.round_id == round_id:
             return RoundAggregation(existing, plants or [], None, 0.0, reused=True)
+    store.require_round_updates(round_id)
+    store.require_version_blob(record.model, record.base_version)
     updates = [u for u in store.updates(round_id) if plants is None or u.meta.plant in plants]
     if not updates:
         raise ValueError(f"round {round_id} has no committed updates to aggregate")

@@ -24,6 +24,9 @@ Layout::
     rounds/<round>/partial/<plant>.data  a resumable upload in progress (+ <plant>.json: what it declared)
     rounds/<round>/evaluations/<plant>.json
                                          records.EvaluationRecord: a plant's evaluation of the round's candidate
+    models/<model>/pruned.json           {"versions": [...]}: versions whose blob the retention dropped (their
+                                         records stay); written before any blob goes
+    rounds/<round>/pruned.json           {"updates": true}: the retention dropped this round's update blobs
     privacy/<model>.json                 records.PrivacyLedgerRecord: every plant's charged DP releases
     server-state/<model>/after-v<n>/     the server optimiser's state (FedAdam/FedYogi moments, FedAvgM
                                          momentum) after the round that produced version n; immutable once kept
@@ -32,6 +35,12 @@ A partial upload only becomes an update through `PartialUpload.finalize` (size +
 by `commit_update` (round still open, plant assigned, base version matches), so aggregation, which reads
 `updates()`, never sees a partial, rejected or late update. Server-optimiser state is keyed by the version
 it led to, so a retried aggregation starts again from its base version's state and never steps twice.
+
+Retention (`apply_retention`, the rule in `plantfed.engine.retention`) drops blobs the store no longer needs. It
+writes its pruned markers first and deletes blobs after, each blob only after checking under the blobs lock
+that no record references it (commits and publishes take that lock around checking their blob and writing
+their record), so a crash at any point leaves a store where nothing referenced is gone and a rerun finishes
+the job.
 """
 
 from __future__ import annotations
@@ -46,7 +55,8 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
@@ -75,6 +85,7 @@ from plantfed.contract.records import (
     UpdateRecord,
 )
 from plantfed.contract.scores import is_count_statistic
+from plantfed.engine.retention import RetentionPolicy, RoundView, StoreView, VersionView, plan
 from plantfed.formats.atomic import READ_SIZE, file_blocks, file_sha256, fsync_dir, write_atomic
 
 #: A partial upload is flushed to disk (fdatasync) at most this often while it receives, so a power cut costs at
@@ -143,6 +154,10 @@ class BusyError(StoreError):
 
 class LedgerError(StoreError):
     """The privacy ledger refuses an inconsistent record or cannot be read."""
+
+
+class PrunedError(NotFoundError):
+    """What was asked for existed, but the store's retention dropped its blob (its record is still there)."""
 
 
 class CorruptStoreError(StoreError):
@@ -255,6 +270,16 @@ def _unused(path: Path) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+@dataclass(frozen=True)
+class RetentionRun:
+    """What one `apply_retention` dropped."""
+
+    versions: dict[str, list[int]]
+    rounds: list[str]
+    blobs: int
+    bytes_freed: int
 
 
 class _PartialState(BaseModel):
@@ -612,9 +637,9 @@ class ModelStore:
         check_name("model", model)
         if round_id is not None:
             check_name("round", round_id)
-        if not self.has_blob(blob_digest):
-            raise NotFoundError(f"blob {blob_digest} is not in the store")
-        with _locked(self.root / "locks" / f"model-{model}.lock"):
+        with _locked(self.root / "locks" / f"model-{model}.lock"), self._blobs_locked():
+            if not self.has_blob(blob_digest):
+                raise NotFoundError(f"blob {blob_digest} is not in the store")
             if parent is not None and self._read_version(model, parent) is None:
                 raise NotFoundError(f"parent version {parent} of model {model!r} does not exist")
             numbers = self._version_numbers(model)
@@ -661,6 +686,7 @@ class ModelStore:
     def _promote_locked(self, model: str, version: int) -> ModelVersion:
         if self._read_version(model, version) is None:
             raise NotFoundError(f"model {model!r} has no version {version}")
+        self.require_version_blob(model, version)
         try:
             earlier = self.released(model)
         except CorruptStoreError:
@@ -700,6 +726,7 @@ class ModelStore:
         if record.max_update_bytes <= 0:
             raise InvalidNameError(f"round {record.round_id!r}: max_update_bytes must be positive")
         self.get_model(record.model, record.base_version)
+        self.require_version_blob(record.model, record.base_version)
         with _locked(self._round_lock(record.round_id)):
             existing = self._read_round(record.round_id)
             if existing is not None:
@@ -820,9 +847,9 @@ class ModelStore:
         lock, so nothing is committed after `close_round` returns.
         """
         check_name("plant", meta.plant)
-        if not self.has_blob(digest):
-            raise NotFoundError(f"blob {digest} is not in the store")
-        with _locked(self._round_lock(meta.round_id)):
+        with _locked(self._round_lock(meta.round_id)), self._blobs_locked():
+            if not self.has_blob(digest):
+                raise NotFoundError(f"blob {digest} is not in the store")
             path = self._round_dir(meta.round_id) / "updates" / f"{meta.plant}.json"
             existing = read_record(path, UpdateRecord)
             if existing is not None:
@@ -962,6 +989,130 @@ class ModelStore:
         edir = self._round_dir(round_id) / "evaluations"
         found = [read_record(p, EvaluationRecord) for p in sorted(edir.glob("*.json"))] if edir.is_dir() else []
         return [e for e in found if e is not None]
+
+    # --- retention: what the store may forget (the rule: plantfed.engine.retention) -------------------------
+
+    def _blobs_locked(self) -> contextlib.AbstractContextManager[None]:
+        """Held while a record starts referencing a blob, and while the retention deletes one."""
+        return _locked(self.root / "locks" / "blobs.lock")
+
+    def pruned_versions(self, model: str) -> set[int]:
+        """Versions of `model` whose blob the retention dropped (their records stay)."""
+        path = self._model_dir(model) / "pruned.json"
+        try:
+            data = json.loads(path.read_bytes())
+            return {int(n) for n in data["versions"]}
+        except FileNotFoundError:
+            return set()
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptStoreError(f"model {model!r}: corrupt retention marker {path}: {exc}") from exc
+
+    def round_pruned(self, round_id: str) -> bool:
+        """Whether the retention dropped `round_id`'s update blobs (its records stay)."""
+        return (self._round_dir(round_id) / "pruned.json").is_file()
+
+    def require_version_blob(self, model: str, version: int) -> None:
+        """PrunedError if the retention dropped this version's blob: nothing may build on or serve it again."""
+        if version in self.pruned_versions(model):
+            raise PrunedError(
+                f"model {model!r} version {version} was removed by the store's retention (its record remains; "
+                "the store keeps the promoted, pinned and newest versions' blobs)"
+            )
+
+    def require_round_updates(self, round_id: str) -> None:
+        """PrunedError if the retention dropped `round_id`'s update blobs (a finished round is never aggregated)."""
+        if self.round_pruned(round_id):
+            raise PrunedError(
+                f"round {round_id!r} is finished and the store's retention removed its update blobs "
+                "(their records remain)"
+            )
+
+    def retention_view(self, pinned: Mapping[str, set[int]] | None = None) -> StoreView:
+        """What `plantfed.engine.retention.plan` reads, from the records (blobs are never read)."""
+        models = self.models()
+        versions = {m: [VersionView(v.version, v.digest, v.round_id) for v in self.versions(m)] for m in models}
+        rounds = []
+        for r in self.rounds():
+            digests = frozenset(u.digest for u in self.checked_updates(r.round_id)[0])
+            closed = r.state is RoundState.CLOSED
+            rounds.append(
+                RoundView(r.round_id, r.model, r.base_version, closed, r.opened_at or 0.0, r.closed_at, digests)
+            )
+        return StoreView(
+            versions=versions,
+            promoted={m: self.promoted_number(m) for m in models},
+            released={m: self.released(m) for m in models},
+            rounds=rounds,
+            pinned=dict(pinned or {}),
+            pruned_versions={m: self.pruned_versions(m) for m in models},
+            pruned_rounds=frozenset(r.round_id for r in rounds if self.round_pruned(r.round_id)),
+        )
+
+    def apply_retention(self, policy: RetentionPolicy, pinned: Mapping[str, set[int]] | None = None) -> RetentionRun:
+        """Drop what `policy` lets go; crash-safe and idempotent (see the module docstring)."""
+        with _locked(self.root / "locks" / "retention.lock"):
+            todo = plan(self.retention_view(pinned), policy)
+            for model, numbers in sorted(todo.versions.items()):
+                with _locked(self.root / "locks" / f"model-{model}.lock"):
+                    pruned = sorted(self.pruned_versions(model) | numbers)
+                    write_atomic(self._model_dir(model) / "pruned.json", json.dumps({"versions": pruned}).encode())
+            for round_id in sorted(todo.rounds):
+                with _locked(self._round_lock(round_id)):
+                    write_atomic(self._round_dir(round_id) / "pruned.json", json.dumps({"updates": True}).encode())
+            for model, numbers in sorted(todo.versions.items()):
+                for number in sorted(numbers):
+                    self._drop_server_state(model, number)
+            freed, deleted = 0, 0
+            with self._blobs_locked():
+                referenced = self._referenced_digests()
+                for digest in sorted(todo.digests - referenced):
+                    path = self.blob_path(digest)
+                    with contextlib.suppress(FileNotFoundError):
+                        size = path.stat().st_size
+                        path.unlink()
+                        freed, deleted = freed + size, deleted + 1
+            return RetentionRun(
+                versions={m: sorted(n) for m, n in todo.versions.items()},
+                rounds=sorted(todo.rounds),
+                blobs=deleted,
+                bytes_freed=freed,
+            )
+
+    def _referenced_digests(self) -> set[str]:
+        """Every blob a record still needs: versions not pruned, updates of rounds not pruned."""
+        found = set()
+        for model in self.models():
+            gone = self.pruned_versions(model)
+            found |= {v.digest for v in self.versions(model) if v.version not in gone}
+        for r in self.rounds():
+            if not self.round_pruned(r.round_id):
+                found |= {u.digest for u in self.checked_updates(r.round_id)[0]}
+        return found
+
+    def _drop_server_state(self, model: str, version: int) -> None:
+        """Remove the optimiser state `version` led to: renamed into tmp/ first, so a crash leaves a leftover the
+        sweep removes, never a half-deleted state a later aggregation could start from."""
+        kept = self.server_state_dir(model, version)
+        if kept is None:
+            return
+        doomed = Path(tempfile.mkdtemp(dir=self.root / "tmp", prefix="pruned-state-"))
+        kept.rename(doomed / "state")
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    def size_bytes(self) -> dict[str, int]:
+        """Bytes the store holds on disk, by part: `blobs`, `partial` (uploads in progress), `other`."""
+        sizes = {"blobs": 0, "partial": 0, "other": 0}
+        for path in self.root.rglob("*"):
+            try:
+                if not path.is_file() or path.is_symlink():
+                    continue
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue
+            part = path.relative_to(self.root).parts
+            key = "blobs" if part[0] == "blobs" else "partial" if "partial" in part[:3] else "other"
+            sizes[key] += size
+        return sizes
 
     # --- sections: the privacy ledger and the server optimiser's state ------------------------------------
 

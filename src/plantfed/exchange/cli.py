@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from plantfed.engine.retention import DEFAULT_KEEP_VERSIONS, RetentionPolicy
 from plantfed.exchange.limits import ServerLimits
 from plantfed.exchange.payload import PayloadCheck
 
@@ -69,6 +70,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="same as --payload-check=none",
     )
     parser.add_argument(
+        "--keep-versions",
+        type=int,
+        default=DEFAULT_KEEP_VERSIONS,
+        metavar="N",
+        help="store retention: keep the blobs of each model's newest N versions besides the promoted and in-use "
+        "ones, and drop finished rounds' update blobs (records stay; docs/install.md, 'Store retention'); "
+        "0 keeps everything (default %(default)s)",
+    )
+    parser.add_argument(
         "--local-pattern",
         action="append",
         default=[],
@@ -117,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
             local_patterns=tuple(args.local_pattern),
             metrics=metrics,
             health_address=args.health_listen,
+            retention=RetentionPolicy(keep_versions=args.keep_versions) if args.keep_versions > 0 else None,
         )
     except (OSError, TokenBookError, ValueError) as exc:
         log.error("%s", exc)

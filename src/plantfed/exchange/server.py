@@ -60,6 +60,7 @@ from plantfed.contract.naming import check_name, check_sha256
 from plantfed.contract.records import ModelVersion, RoundRecord, RoundState, UpdateMeta, UpdateRecord
 from plantfed.contract.wire.v1 import exchange_pb2 as pb
 from plantfed.engine.privacy.accounting import PrivacyLedger
+from plantfed.engine.retention import RetentionPolicy
 from plantfed.engine.store import CorruptStoreError, ModelStore, NotFoundError, PartialUpload
 from plantfed.exchange import convert
 from plantfed.exchange.auth import (
@@ -303,6 +304,54 @@ def _receipt(record: UpdateRecord, duplicate: bool) -> pb.UploadReceipt:
     )
 
 
+class _Retention:
+    """Applies the store's retention in one background thread, after what can finish rounds or free versions
+    (opening a round, promoting, start-up); requests while it runs coalesce into one more run."""
+
+    def __init__(self, store: ModelStore, policy: RetentionPolicy | None, metrics: Metrics | None) -> None:
+        self._store = store
+        self._policy = policy
+        self._metrics = metrics
+        self._due = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._guard = threading.Lock()
+        #: Set after every run (tests and operators wait on it instead of sleeping).
+        self.ran = threading.Event()
+
+    def request(self) -> None:
+        if self._policy is None:
+            return
+        self._due.set()
+        with self._guard:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="store-retention", daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        assert self._policy is not None
+        while True:
+            self._due.wait()
+            self._due.clear()
+            try:
+                run = self._store.apply_retention(self._policy)
+            except Exception:  # a damaged record must not end retention for good; fsck names it
+                log.exception("store retention failed")
+            else:
+                if run.bytes_freed or run.rounds or run.versions:
+                    log.info(
+                        "retention: dropped %d blob(s), %d bytes (versions %s, rounds %s)",
+                        run.blobs,
+                        run.bytes_freed,
+                        run.versions,
+                        run.rounds,
+                    )
+                if self._metrics is not None:
+                    self._metrics.store_pruned_bytes.inc(run.bytes_freed)
+                    for part, size in self._store.size_bytes().items():
+                        self._metrics.store_bytes.labels(part).set(size)
+            self.ran.set()
+
+
 class ExchangeServicer:
     """The ModelExchange methods. Unary bodies are plain functions run in the io pool; streams are coroutines."""
 
@@ -317,6 +366,7 @@ class ExchangeServicer:
         client_identity: bool = False,
         limits: ServerLimits | None = None,
         upload_gate: UploadGate | None = None,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         self._store = store
         self._client_identity = client_identity
@@ -330,10 +380,12 @@ class ExchangeServicer:
         self.io = _IO(self.limits.io_threads)
         self._uploads = _Uploads()
         self._space = SpaceBook(self.limits)
+        self.retention = _Retention(store, retention, metrics)
 
     def warm_up(self) -> None:
         """Import what the update check needs (torch) in the background once serving, so a restarted hub is
-        reachable at once and the first upload's check does not wait for the import."""
+        reachable at once and the first upload's check does not wait for the import; apply the retention once."""
+        self.retention.request()
         if self._check is PayloadCheck.UPDATE:
             import plantfed.formats.codecs  # noqa: F401
 
@@ -598,6 +650,7 @@ class ExchangeServicer:
         version = self._store.get_model(request.model, request.version or None)
         if caller.plant is not None:
             self._check_release(caller.plant, version)
+        self._store.require_version_blob(version.model, version.version)
         if not self._store.has_blob(version.digest):
             raise CorruptStoreError(
                 f"model {version.model!r} version {version.version} points at blob {version.digest}, which is missing"
@@ -663,7 +716,9 @@ class ExchangeServicer:
 
     @_unary(_ADMIN)
     def OpenRound(self, request: pb.Round, caller: Caller) -> pb.Round:
-        return convert.round_to_wire(self._store.open_round(convert.round_from_wire(request)))
+        opened = self._store.open_round(convert.round_from_wire(request))
+        self.retention.request()  # a newer round finishes the model's earlier ones
+        return convert.round_to_wire(opened)
 
     @_unary(_ADMIN)
     def CloseRound(self, request: pb.CloseRoundRequest, caller: Caller) -> pb.Round:
@@ -709,6 +764,7 @@ class ExchangeServicer:
     def Promote(self, request: pb.PromoteRequest, caller: Caller) -> pb.ModelVersion:
         version = self._store.promote(request.model, request.version)
         log.info("promoted %s version %d", version.model, version.version)
+        self.retention.request()
         return convert.version_to_wire(version)
 
     @_unary(_ADMIN)
@@ -958,6 +1014,7 @@ def build_server(
     health_address: str | None = None,
     limits: ServerLimits | None = None,
     upload_gate: UploadGate | None = None,
+    retention: RetentionPolicy | None = None,
 ) -> tuple[ExchangeServer, int]:
     """A ready-to-start server bound to `address`; returns it with the bound port (for `:0`).
 
@@ -965,7 +1022,8 @@ def build_server(
     a plant's calls must also present a client certificate naming the plant its token belongs to, and admin calls
     the admin's (`ADMIN_CERT_NAME`). `health_address` adds the loopback-only health server (`health_port`);
     `limits` bounds what callers may hold (`plantfed.exchange.limits`; defaults: `ServerLimits()`).
-    `upload_gate` sees every upload's declared metadata first (`UploadGate`).
+    `upload_gate` sees every upload's declared metadata first (`UploadGate`). `retention` (None: keep everything)
+    is applied in the background after rounds open, promotions and start-up (`plantfed.engine.retention`).
     """
     servicer = ExchangeServicer(
         store,
@@ -976,6 +1034,7 @@ def build_server(
         client_identity=tls is not None and tls.client_ca is not None,
         limits=limits,
         upload_gate=upload_gate,
+        retention=retention,
     )
     server = ExchangeServer(servicer, address=address, tls=tls, health_address=health_address, metrics=metrics)
     return server, server.port
