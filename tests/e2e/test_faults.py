@@ -25,15 +25,15 @@ from plantfed.engine.round_aggregation import aggregate_round
 from plantfed.engine.store import ModelStore
 
 
-def undisturbed_digest(hub: Hub, round_name: str, tmp_path: Path) -> str:
-    """Aggregate the round's committed updates again in a scratch store, exactly as its Job was told to."""
+def snapshot_round(hub: Hub, round_name: str, tmp_path: Path, plants: int = len(PLANTS)) -> ModelStore:
+    """A scratch store holding the round's base and its `plants` committed updates, copied while the round is
+    unfinished: once it is promoted, the hub's retention drops its update blobs (docs/install.md)."""
     live = ModelStore(store_root(hub))
+    with hub.admin() as admin:
+        wait_for(lambda: len(admin.list_updates(round_name).updates) == plants, timeout=300, what="every upload")
     record = live.get_round(round_name)
     assert record.base_version == 1, "the scratch store rebuilds a lineage that starts at the base"
     base = live.get_model(record.model, record.base_version)
-    with hub.cluster.api_client() as api:
-        job = client.BatchV1Api(api).read_namespaced_job(f"{round_name}-aggregate", hub.namespace)
-    args = build_parser().parse_args(job.spec.template.spec.containers[0].command[1:])
     calm = ModelStore(tmp_path / "undisturbed")
     calm.publish_model(record.model, calm.import_file(live.blob_path(base.digest))[0], promote=True)
     calm.open_round(RoundRecord(round_id=round_name, model=record.model, base_version=1, plants=record.plants))
@@ -41,6 +41,14 @@ def undisturbed_digest(hub: Hub, round_name: str, tmp_path: Path) -> str:
         calm.import_file(live.blob_path(update.digest))
         calm.commit_update(update.meta, update.digest)
     calm.close_round(round_name)
+    return calm
+
+
+def undisturbed_digest(hub: Hub, round_name: str, calm: ModelStore) -> str:
+    """Aggregate the snapshot's updates (`snapshot_round`) again, exactly as the round's Job was told to."""
+    with hub.cluster.api_client() as api:
+        job = client.BatchV1Api(api).read_namespaced_job(f"{round_name}-aggregate", hub.namespace)
+    args = build_parser().parse_args(job.spec.template.spec.containers[0].command[1:])
     return aggregate_round(
         calm, round_name, StrategyConfig.from_arguments(args), plants=args.plants.split(",")
     ).version.digest
@@ -81,8 +89,7 @@ def test_operator_killed_in_every_phase_still_promotes_bit_identical_weights(fed
 
     wait_phase(hub, "federatedrounds", "chaos-1", ("Training",), timeout=120)
     _kill_operator(hub)
-    with hub.admin() as admin:  # plants train and upload with no operator
-        wait_for(lambda: len(admin.list_updates("chaos-1").updates) == 2, timeout=300, what="both uploads")
+    calm = snapshot_round(hub, "chaos-1", tmp_path)  # plants train and upload with no operator
     _set_operator_replicas(hub, 1)
 
     wait_phase(hub, "federatedrounds", "chaos-1", ("Aggregating",), timeout=120)
@@ -104,7 +111,12 @@ def test_operator_killed_in_every_phase_still_promotes_bit_identical_weights(fed
 
     fr = wait_phase(hub, "federatedrounds", "chaos-1", ("Succeeded",))
     assert fr["status"]["evaluation"]["reported"] == 2
-    assert promoted_once(federation, "chaos-1", "chaos") == undisturbed_digest(hub, "chaos-1", tmp_path)
+    assert promoted_once(federation, "chaos-1", "chaos") == undisturbed_digest(hub, "chaos-1", calm)
+    # The round is finished: the store's retention (chart default) drops its update blobs, keeps their records.
+    live = ModelStore(store_root(hub))
+    wait_for(lambda: live.round_pruned("chaos-1"), timeout=60, what="the retention after the promotion")
+    assert [u.meta.plant for u in live.updates("chaos-1")] == sorted(PLANTS)
+    assert not any(live.has_blob(u.digest) for u in live.updates("chaos-1"))
     with hub.cluster.api_client() as api:  # the restarted operator adopted the Job it had created
         jobs = client.BatchV1Api(api).list_namespaced_job(hub.namespace, label_selector=f"{ROUND_KEY}=chaos-1").items
     assert [(j.metadata.name, j.status.succeeded, j.status.failed) for j in jobs] == [("chaos-1-aggregate", 1, None)]
@@ -127,13 +139,14 @@ def test_aggregation_pod_killed_is_retried_with_the_same_result(federation, tmp_
 
     pod = wait_for(first_pod, timeout=420, what="the aggregation pod", interval=0.2)
     assert pod.status.phase in ("Pending", "Running"), f"too late to kill: {pod.status.phase}"
+    calm = snapshot_round(hub, "retry-1", tmp_path)
     hub.kubectl("delete", "pod", pod.metadata.name, "--grace-period=0", "--force")
 
     wait_phase(hub, "federatedrounds", "retry-1", ("Succeeded",))
     with hub.cluster.api_client() as api:
         job = client.BatchV1Api(api).read_namespaced_job("retry-1-aggregate", hub.namespace)
     assert job.status.succeeded == 1 and job.status.failed == 1, "the killed pod counted as one failure, then retried"
-    assert promoted_once(federation, "retry-1", "retry") == undisturbed_digest(hub, "retry-1", tmp_path)
+    assert promoted_once(federation, "retry-1", "retry") == undisturbed_digest(hub, "retry-1", calm)
 
 
 def test_etcd_restart_under_load_loses_nothing(federation, tmp_path):
@@ -147,9 +160,10 @@ def test_etcd_restart_under_load_loses_nothing(federation, tmp_path):
     wait_phase(hub, "federatedrounds", "outage-1", ("Training",), timeout=120)
 
     plane.restart_etcd(down_seconds=3.0)
+    calm = snapshot_round(hub, "outage-1", tmp_path)
 
     fr = wait_phase(hub, "federatedrounds", "outage-1", ("Succeeded",))
     assert {p["plant"]: p["state"] for p in fr["status"]["plants"]} == dict.fromkeys(PLANTS, "Uploaded")
-    assert promoted_once(federation, "outage-1", "outage") == undisturbed_digest(hub, "outage-1", tmp_path)
+    assert promoted_once(federation, "outage-1", "outage") == undisturbed_digest(hub, "outage-1", calm)
     for plant in PLANTS:
         federation.wait_ready(plant)
