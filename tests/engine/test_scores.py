@@ -9,8 +9,17 @@ import torch
 
 from plantfed.contract.api.common import MetricGoal
 from plantfed.contract.api.round import Promotion, PromotionPolicy, RoundScore
-from plantfed.contract.scores import Pooling, Score, macro_f1, objective_entry, objective_of, pool, scores_only
-from plantfed.hub.reconcile.round import round_score
+from plantfed.contract.scores import (
+    Pooling,
+    Score,
+    goal_for,
+    macro_f1,
+    objective_entry,
+    objective_of,
+    pool,
+    scores_only,
+)
+from plantfed.hub.reconcile.round import Incumbent, promotion_verdict, round_score
 from plantfed.sim.baselines import BaselineReport
 from plantfed.sim.simulate import RoundReport, goal_of, quality_summary
 from plantfed.tasks.sdk import ACCURACY_SCORE, Accumulator, BatchResult, Task, TaskError, check_scores
@@ -183,3 +192,34 @@ def test_a_rounds_headline_score_is_the_promotion_metric_else_the_declared_prima
     unscored = round_score(Promotion(), {"local_val_rmse": 2.0}, minimize)
     assert unscored is not None and unscored.metric == "local_val_rmse"
     assert round_score(Promotion(), {}, minimize) is None
+
+
+RUL = ("rmse", MetricGoal.MINIMIZE)
+
+
+@pytest.mark.parametrize(
+    ("metric", "declared", "objective", "goal"),
+    [
+        ("val_rmse", None, RUL, MetricGoal.MINIMIZE),  # the task's primary score: its own direction
+        ("local_val_rmse", None, RUL, MetricGoal.MINIMIZE),
+        ("rmse", None, RUL, MetricGoal.MINIMIZE),
+        ("val_loss", None, RUL, MetricGoal.MINIMIZE),
+        ("train_loss", None, ("accuracy", MetricGoal.MAXIMIZE), MetricGoal.MINIMIZE),
+        ("val_accuracy", None, ("accuracy", MetricGoal.MAXIMIZE), MetricGoal.MAXIMIZE),
+        ("val_rmse", MetricGoal.MAXIMIZE, RUL, MetricGoal.MAXIMIZE),  # the spec's word wins
+    ],
+)
+def test_an_unset_goal_follows_the_task_for_its_primary_score(metric, declared, objective, goal) -> None:
+    assert goal_for(metric, declared, objective) is goal
+
+
+def test_if_better_without_a_goal_promotes_a_lower_rmse_and_refuses_a_higher_one() -> None:
+    policy = Promotion(policy=PromotionPolicy.IF_BETTER, metric="val_rmse")
+    incumbent = Incumbent("version 4 on the same plants", {"val_rmse": 12.0})
+    better = promotion_verdict(policy, 5, {"val_rmse": 9.5}, incumbent, RUL)
+    worse = promotion_verdict(policy, 5, {"val_rmse": 14.0}, incumbent, RUL)
+    assert (better.promote, better.reason) == (True, "Better")
+    assert (worse.promote, worse.reason) == (False, "NotBetter") and "below" in worse.message
+    assert round_score(policy, {"val_rmse": 9.5}, RUL) == RoundScore(
+        metric="val_rmse", goal=MetricGoal.MINIMIZE, value=9.5
+    )

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from plantfed.contract.api import FederatedModel, FederatedRound, PlantParticipant
-from plantfed.contract.api.common import ConditionStatus
-from plantfed.contract.api.round import PlantRoundState, RoundPhase
+from plantfed.contract.api.common import ConditionStatus, MetricGoal
+from plantfed.contract.api.round import PlantRoundState, RoundPhase, RoundScore
 from plantfed.contract.naming import MODEL_KEY, assigned_label
 from plantfed.contract.records import EvaluationRecord, ModelVersion, RoundRecord, RoundState
 from plantfed.engine.privacy import DPMode, DPRelease, epsilon_for
@@ -989,6 +989,8 @@ def test_failed_rounds_back_off_exponentially():
             "NoImprovement",
         ),
         ({"metric": "loss", "goal": "Minimize", "target": 0.2}, [], None, None),
+        # No goal: a loss is minimised (losses 0.5, 0.3, 0.15 here), so the target 0.2 is reached.
+        ({"metric": "loss", "target": 0.2}, [0.5, 0.7, 0.85], ConditionStatus.TRUE, "TargetReached"),
     ],
 )
 def test_campaign_stops_on_its_criteria(stop, accuracies, converged, reason):
@@ -1064,3 +1066,19 @@ def test_retention_keeps_running_rounds_hand_made_rounds_and_by_default_ten():
     assert [a.name for a in of_type(one, DeleteRound)] == [f"bearing-r{n}" for n in range(1, 11)]
     with pytest.raises(ValueError, match="roundRetention|round_retention"):
         model(roundRetention=0)
+
+
+def test_a_stop_metric_without_a_goal_is_judged_the_way_the_rounds_scored_it():
+    """A regression campaign: val_rmse is the task's primary score, its rounds say Minimize (status.score)."""
+    rounds = []
+    for i, rmse in enumerate([20.0, 12.0, 9.0]):
+        fr = finished_round(i + 1, val_rmse=rmse)
+        fr.status.score = RoundScore(metric="val_rmse", goal=MetricGoal.MINIMIZE, value=rmse)
+        rounds.append(fr)
+    stop = {"metric": "val_rmse", "target": 10.0, "patience": 2}
+    decision = reconcile_model(model(stop=stop), rounds, NOW, PROMOTED)
+    assert decision.status.best.value == 9.0
+    assert (cond(decision, "Converged").status, cond(decision, "Converged").reason) == (
+        ConditionStatus.TRUE,
+        "TargetReached",
+    )

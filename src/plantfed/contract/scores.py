@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from plantfed.contract.api.common import MetricGoal
-from plantfed.contract.plant_metrics import BASE_PREFIX, LOCAL_PREFIX, SAMPLES, TEST, TRAIN, VAL
+from plantfed.contract.plant_metrics import BASE_PREFIX, LOCAL_PREFIX, LOSS, SAMPLES, TEST, TRAIN, VAL
 from plantfed.contract.records import MAX_MAGNITUDE
 
 SUMSQ = "sumsq"
@@ -203,6 +203,19 @@ def objective_entry(score: Score) -> dict[str, float]:
 
 DEFAULT_OBJECTIVE = ("accuracy", MetricGoal.MAXIMIZE)
 """The objective of plants that declare none (older releases): the SDK's default task is scored on accuracy."""
+
+
+def goal_for(metric: str, declared: MetricGoal | None, objective: tuple[str, MetricGoal]) -> MetricGoal:
+    """Which way `metric` (a score key: `val_rmse`, `local_val_loss`, `rmse`) is better when a promotion or stop
+    criterion names it: `declared` if the spec says; else the task's direction when the metric is its primary
+    score (`objective`, as plants declare it); else Minimize for a loss and Maximize otherwise."""
+    if declared is not None:
+        return declared
+    scope = scope_of(metric)
+    name = metric.removeprefix(scope) if scope else metric
+    if name == objective[0]:
+        return objective[1]
+    return MetricGoal.MINIMIZE if name == LOSS or name.endswith("_" + LOSS) else MetricGoal.MAXIMIZE
 
 
 def objective_of(metrics: Mapping[str, float]) -> tuple[str, MetricGoal]:

@@ -137,6 +137,12 @@ class MetricGoal(str, Enum):
         return candidate < incumbent - min_delta
 
 
+GOAL_DOC = (
+    "Whether larger or smaller values of `metric` are better. Unset: the task's own direction when `metric` is "
+    "its primary score (e.g. val_rmse of a regression task: Minimize), Minimize for a loss, else Maximize."
+)
+
+
 class StatusModel(KubeModel):
     """Base of the three `status` models: fields written by other parties are ignored, not fatal.
 

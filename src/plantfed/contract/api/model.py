@@ -15,6 +15,7 @@ from pydantic import Field, StringConstraints, field_validator
 
 from plantfed.contract.api.base import KubeModel, Rule, immutable
 from plantfed.contract.api.common import (
+    GOAL_DOC,
     Condition,
     MetricGoal,
     MetricName,
@@ -69,7 +70,7 @@ class StopCriteria(KubeModel):
 
     max_rounds: int | None = Field(None, ge=1, le=100000)
     metric: MetricName | None = None
-    goal: MetricGoal = MetricGoal.MAXIMIZE
+    goal: MetricGoal | None = Field(None, description=GOAL_DOC)
     target: float | None = None
     patience: int | None = Field(None, ge=1, le=1000)
     min_delta: float = Field(0.0, ge=0)

@@ -16,6 +16,7 @@ from pydantic.json_schema import JsonDict
 from plantfed.contract import strategies
 from plantfed.contract.api.base import QUANTITY, SHORT_TEXT, KubeModel, Rule
 from plantfed.contract.api.common import (
+    GOAL_DOC,
     MAX_PLANTS,
     Condition,
     LabelSelector,
@@ -175,7 +176,7 @@ class Promotion(KubeModel):
 
     policy: PromotionPolicy = PromotionPolicy.ALWAYS
     metric: MetricName | None = None
-    goal: MetricGoal = MetricGoal.MAXIMIZE
+    goal: MetricGoal | None = Field(None, description=GOAL_DOC)
     min_delta: float = Field(0.0, ge=0, description="Improvement smaller than this does not count as better.")
     evaluation_timeout_seconds: int = Field(
         600,

@@ -29,6 +29,7 @@ from plantfed.contract.api.model import (
 from plantfed.contract.api.round import FederatedRound, FederatedRoundSpec, RoundPhase
 from plantfed.contract.naming import MODEL_KEY, ROUND_NUMBER_KEY
 from plantfed.contract.records import ModelVersion
+from plantfed.contract.scores import DEFAULT_OBJECTIVE, goal_for
 from plantfed.hub.reconcile.actions import (
     Action,
     CreateRound,
@@ -100,20 +101,34 @@ def _best(
     """Best evaluated value of the stop metric, improving only by more than `minDelta`."""
     if stop.metric is None:
         return current
+    goal = stop_goal(stop, [fr for _, fr in finished])
     best = current
     for number, fr in finished:
         value = fr.status.metrics.get(stop.metric)
         if fr.status.phase is not RoundPhase.SUCCEEDED or value is None:
             continue
-        if best is None or stop.goal.better(value, best.value, stop.min_delta):
+        if best is None or goal.better(value, best.value, stop.min_delta):
             best = BestResult(round=fr.name, round_number=number, value=value)
     return best
 
 
-def _stop_reason(stop: StopCriteria, best: BestResult | None, completed: int) -> tuple[bool, str, str] | None:
+def stop_goal(stop: StopCriteria, rounds: Sequence[FederatedRound]) -> MetricGoal:
+    """Which way the stop metric is better: the spec's goal; else as the campaign's rounds scored that metric
+    (`status.score`, whose goal is the task's own for its primary score); else by name (`goal_for`)."""
+    metric = stop.metric or ""
+    if stop.goal is None:
+        for fr in rounds:
+            if fr.status.score is not None and fr.status.score.metric == metric:
+                return fr.status.score.goal
+    return goal_for(metric, stop.goal, DEFAULT_OBJECTIVE)
+
+
+def _stop_reason(
+    stop: StopCriteria, best: BestResult | None, completed: int, goal: MetricGoal
+) -> tuple[bool, str, str] | None:
     """(converged, reason, message) for the first stop criterion that holds, else None."""
     if stop.metric is not None and stop.target is not None and best is not None:
-        reached = best.value >= stop.target if stop.goal is MetricGoal.MAXIMIZE else best.value <= stop.target
+        reached = best.value >= stop.target if goal is MetricGoal.MAXIMIZE else best.value <= stop.target
         if reached:
             return True, "TargetReached", f"{stop.metric} {best.value:g} in {best.round} reached target {stop.target:g}"
     if stop.patience is not None:
@@ -237,7 +252,7 @@ def reconcile_model(
         unfinished.append(current)
     status.current_round = min(unfinished, key=lambda n: (round_number(fm.name, n) or 0, n)) if unfinished else None
 
-    stop = _stop_reason(fm.spec.stop, status.best, status.rounds_completed)
+    stop = _stop_reason(fm.spec.stop, status.best, status.rounds_completed, stop_goal(fm.spec.stop, ours))
     status.next_round_time = None
     requeue_at = None
     if stop is not None:

@@ -73,7 +73,7 @@ from plantfed.contract.plant_metrics import (
     split_key,
 )
 from plantfed.contract.records import DPRelease, EvaluationRecord, ModelVersion, RoundRecord, RoundState, UpdateRecord
-from plantfed.contract.scores import objective_of, pool, scores_only
+from plantfed.contract.scores import DEFAULT_OBJECTIVE, goal_for, objective_of, pool, scores_only
 from plantfed.engine.privacy.accounting import epsilon_for
 from plantfed.hub.reconcile.actions import (
     Action,
@@ -192,9 +192,16 @@ class Incumbent:
 
 
 def promotion_verdict(
-    policy: Promotion, version: int, candidate: Mapping[str, float], incumbent: Incumbent | None
+    policy: Promotion,
+    version: int,
+    candidate: Mapping[str, float],
+    incumbent: Incumbent | None,
+    objective: tuple[str, MetricGoal] = DEFAULT_OBJECTIVE,
 ) -> Verdict:
-    """Whether candidate `version` (with `candidate` metrics) should replace `incumbent` under the policy."""
+    """Whether candidate `version` (with `candidate` metrics) should replace `incumbent` under the policy.
+
+    Without a `goal` in the policy, the metric's direction is the task's (`objective`, as its plants declare it)
+    for its primary score, Minimize for a loss, else Maximize (`goal_for`)."""
     if policy.policy is PromotionPolicy.ALWAYS:
         return Verdict(True, "PolicyAlways", "promotion policy is Always")
     metric = policy.metric or ""
@@ -208,9 +215,10 @@ def promotion_verdict(
             return Verdict(False, "IncumbentUnscored", f"{incumbent.label} has no {metric} to compare with")
         return Verdict(True, "NoIncumbent", f"{metric} {value:g}; {incumbent.label} has no {metric}")
     best = incumbent.metrics[metric]
-    if policy.goal.better(value, best, policy.min_delta):
+    goal = goal_for(metric, policy.goal, objective)
+    if goal.better(value, best, policy.min_delta):
         return Verdict(True, "Better", f"{metric} {value:g} beats {best:g} of {incumbent.label}")
-    direction = "above" if policy.goal is MetricGoal.MAXIMIZE else "below"
+    direction = "above" if goal is MetricGoal.MAXIMIZE else "below"
     return Verdict(
         False,
         "NotBetter",
@@ -529,7 +537,7 @@ def round_score(
 ) -> RoundScore | None:
     """The round's headline score (see `RoundScore`), or None when `metrics` lacks it."""
     if promotion.metric:
-        candidates = [(promotion.metric, promotion.goal)]
+        candidates = [(promotion.metric, goal_for(promotion.metric, promotion.goal, objective))]
     else:
         name, goal = objective
         candidates = [(split_key(VAL, name), goal), (local_key(VAL, name), goal)]
@@ -570,7 +578,9 @@ def _evaluating(w: _Work, plants: Sequence[PlantParticipant], heartbeat_timeout:
         return
     if not _plant_side_evaluation(w, candidate):
         return
-    verdict = promotion_verdict(w.spec.promotion, candidate.version, w.status.metrics, _incumbent(w))
+    verdict = promotion_verdict(
+        w.spec.promotion, candidate.version, w.status.metrics, _incumbent(w), objective_of(candidate.metrics)
+    )
     if verdict.promote:
         w.promote = verdict
         w.condition(PROMOTED, ConditionStatus.UNKNOWN, "Promoting", verdict.message)
