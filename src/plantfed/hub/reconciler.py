@@ -77,7 +77,7 @@ class Reconciler:
             return self._locks.setdefault((kind, namespace, name), threading.Lock())
 
     def _retrying(self, kind: str, namespace: str, name: str, one_pass: Callable[[], None]) -> None:
-        with self._lock(kind, namespace, name):
+        with self._lock(kind, namespace, name), self.telemetry.m.reconcile_duration.labels(kind).time():
             for attempt in range(_CONFLICT_RETRIES):
                 try:
                     return one_pass()
