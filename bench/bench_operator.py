@@ -269,7 +269,9 @@ class Window:
             "reconcile": self.reconcile,
             "operator_requests": operator,
             "operator_requests_total": sum(operator.values()),
-            "heartbeat_requests": self.requests(lambda u: u == driver_user),
+            "heartbeat_requests": {
+                k: v for k, v in self.requests(lambda u: u == driver_user).items() if "plantparticipants" in k
+            },
         }
 
 
@@ -282,10 +284,10 @@ def run(plants_n: int, idle_seconds: float, heartbeat: float, workdir: Path) -> 
         hub = deploy_hub(cluster, namespace, plant_values(plants, "plant-data"), settings=CHART_DEFAULTS)
         wait_hub_ready(hub)
         operator_pid = find_pid(f"--namespace={namespace}", "--store-claim")
-        exchange_pid = find_pid("--store=/var/lib/plantfed/store", f":{hub.exchange_port}")
+        exchange_pid = find_pid("--store=/var/lib/plantfed/store", f"--listen=0.0.0.0:{hub.exchange_port}")
         (operator_pod,) = hub.operator_pods()
         operator_user = f"system:serviceaccount:{namespace}:{operator_pod.spec.service_account_name}"
-        driver_user = "kubernetes-admin"
+        driver_user = "plantfed-test-admin"  # the harness admin kubeconfig (support.kube.controlplane)
         with Heartbeats(hub, plants, heartbeat) as beats:
             wait_for(lambda: all_ready(hub, plants_n), timeout=heartbeat * 3, what=f"{plants_n} plants Ready")
             fm = create_lineage(hub, MODEL)
