@@ -45,7 +45,6 @@ from support.federation.rounds import create_lineage, round_manifest, wait_phase
 from support.kube import wait_for  # noqa: E402
 from support.kube.audit import read_events  # noqa: E402
 from support.kube.environment import plant_nodes, start_clusters  # noqa: E402
-from support.scrape import scrape  # noqa: E402
 
 from plantfed.contract.api.participant import PlantParticipant  # noqa: E402
 from plantfed.contract.records import Codec, UpdateMeta  # noqa: E402
@@ -285,6 +284,7 @@ def run(plants_n: int, idle_seconds: float, heartbeat: float, workdir: Path) -> 
         wait_hub_ready(hub)
         operator_pid = find_pid(f"--namespace={namespace}", "--store-claim")
         exchange_pid = find_pid("--store=/var/lib/plantfed/store", f"--listen=0.0.0.0:{hub.exchange_port}")
+        exchange_started_mib = memory_mib(exchange_pid, "VmRSS")
         (operator_pod,) = hub.operator_pods()
         operator_user = f"system:serviceaccount:{namespace}:{operator_pod.spec.service_account_name}"
         driver_user = "plantfed-test-admin"  # the harness admin kubeconfig (support.kube.controlplane)
@@ -325,6 +325,7 @@ def run(plants_n: int, idle_seconds: float, heartbeat: float, workdir: Path) -> 
             "round_uploaded": uploaded,
             "idle": idle.summary(operator_user, driver_user),
             "round": round_window.summary(operator_user, driver_user),
+            "exchange_rss_started_mib": round(exchange_started_mib, 1),
             "exchange_rss_mib": round(memory_mib(exchange_pid, "VmRSS"), 1),
             "exchange_peak_rss_mib": round(memory_mib(exchange_pid, "VmHWM"), 1),
             "operator_rss_mib": round(memory_mib(operator_pid, "VmRSS"), 1),
