@@ -334,6 +334,7 @@ def run(plants_n: int, idle_seconds: float, heartbeat: float, poll: float, workd
             "exchange_rss_started_mib": round(exchange_started_mib, 1),
             "exchange_rss_mib": round(memory_mib(exchange_pid, "VmRSS"), 1),
             "exchange_peak_rss_mib": round(memory_mib(exchange_pid, "VmHWM"), 1),
+            "exchange_rss_anon_mib": round(memory_mib(exchange_pid, "RssAnon"), 1),  # the rest: mapped libraries
             "operator_rss_mib": round(memory_mib(operator_pid, "VmRSS"), 1),
         }
     finally:
