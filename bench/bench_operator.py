@@ -118,10 +118,10 @@ class Heartbeats:
             start = time.monotonic()
             beat = 0
             while not self.stop.is_set():
-                # Every agent beats once on start-up, then plant i at start + (k + i / N) * interval, k = 1, 2, ...:
-                # evenly spread, as independent agents' timers are.
-                n = len(agents)
-                due = start + (0.0 if beat < n else self.interval * (beat // n + (beat % n) / n))
+                # Every agent beats once on start-up, then plant i at start + (k + (i + 1) / N) * interval, k = 0, 1,
+                # ...: evenly spread, as independent agents' timers are, at the steady rate from the first second.
+                n, later = len(agents), beat - len(agents)
+                due = start + (0.0 if later < 0 else self.interval * (later // n + (later % n + 1) / n))
                 if self.stop.wait(max(0.0, due - time.monotonic())):
                     return
                 try:
