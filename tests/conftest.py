@@ -13,7 +13,6 @@ PLANTFED_TEST_KUBECONFIG is unset; under CI (CI=true) that is an error instead.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -21,7 +20,7 @@ from support.kube.environment import (
     ClusterWithNodes,
     HubAndPlants,
     plant_nodes,
-    skip_reason,
+    require_control_planes,
     start_clusters,
 )
 from support.kube.nodes import NodeSpec
@@ -58,18 +57,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
         report.longrepr = (path, line, f"controlplane test skipped: {reason}")
 
 
-def _require_control_planes() -> None:
-    reason = skip_reason()
-    if reason is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"control-plane tests cannot run in CI: {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterWithNodes]:
-    _require_control_planes()
+    require_control_planes()
     workdir = tmp_path_factory.mktemp("control-plane")
     nodes = [*plant_nodes("plant-a"), *plant_nodes("plant-b")]
     (cluster,) = start_clusters(workdir, [("cluster", nodes)])
@@ -81,7 +71,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterW
 
 @pytest.fixture(scope="session")
 def hub_and_plants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubAndPlants]:
-    _require_control_planes()
+    require_control_planes()
     workdir = tmp_path_factory.mktemp("hub-and-plants")
     layout: list[tuple[str, list[NodeSpec]]] = [
         ("hub", plant_nodes("hub")),

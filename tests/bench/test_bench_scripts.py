@@ -16,6 +16,7 @@ from types import ModuleType
 
 import pytest
 import torch
+from support.kube.environment import require_control_planes
 from support.paths import REPO
 
 pytestmark = pytest.mark.slow
@@ -164,3 +165,16 @@ def test_bench_fleet() -> None:
     assert warm["plant_processes"]["mode"] == "warm"
     assert out["fleet"]["flower"]["status"].startswith("skipped")  # no --flwr-python: says so
     assert "| warm |" in done.stdout
+
+
+@pytest.mark.controlplane
+def test_bench_operator() -> None:
+    require_control_planes()
+    tiny = ("--plants", "3", "--idle-seconds", "2", "--heartbeat-seconds", "2", "--poll-seconds", "1")
+    out = last_json(run_bench("bench_operator.py", *tiny).stdout)
+    assert out["round_uploaded"] == 3 and out["heartbeats_failed"] == 0
+    for window in ("idle", "round"):
+        assert out[window]["operator_cpu_s"] > 0
+        assert out[window]["reconcile"]["plantparticipants"]["passes"] > 0
+    assert out["round"]["reconcile"]["federatedrounds"]["passes"] > 0
+    assert out["exchange_peak_rss_mib"] >= out["exchange_rss_mib"] > 0

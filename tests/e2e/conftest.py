@@ -16,6 +16,7 @@ from contextlib import contextmanager
 import pytest
 from kubernetes import client
 from support.crds import apply_crds
+from support.federation import hubdeploy
 from support.federation.hubdeploy import RELEASE, Hub, deploy_hub, wait_hub_ready
 from support.federation.plantside import DATA_SUB_PATH, ChartPlant
 from support.federation.rounds import PLANTS
@@ -58,16 +59,7 @@ def pytest_runtest_makereport(item, call):
 
 
 def plant_values(plants: Iterable[str] = PLANTS) -> list[dict]:
-    return [
-        {
-            "name": plant,
-            "labels": {"region": "eu", "line": "press"},
-            "site": plant.split("-")[0].title(),
-            "capacity": {"gpus": 1, "modelVariant": "full"},
-            "data": {"hostPath": {"path": "/srv/plantfed/data"}, "subPath": DATA_SUB_PATH, "format": "npz"},
-        }
-        for plant in plants
-    ]
+    return hubdeploy.plant_values(plants, DATA_SUB_PATH)
 
 
 @contextmanager

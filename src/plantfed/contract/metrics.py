@@ -137,6 +137,13 @@ class Metrics:
             registry=r,
             buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900),
         )
+        self.reconcile_duration = Histogram(
+            PREFIX + "reconcile_duration_seconds",
+            "Wall time of one operator reconcile pass (read, decide, patch, act), by resource (the plural).",
+            ["resource"],
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+        )
         self.aggregation_peak_bytes = Gauge(
             PREFIX + "aggregation_peak_bytes", "Peak bytes held by the latest aggregation.", ["model"], registry=r
         )

@@ -13,6 +13,7 @@ for the rest.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import kopf
@@ -33,6 +34,11 @@ def _key(meta: kopf.Meta) -> tuple[str, str]:
     if meta.namespace is None:
         raise kopf.PermanentError(f"{meta.name} has no namespace; plantfed's resources are namespaced")
     return meta.namespace, meta.name
+
+
+def _plain(body: kopf.Body) -> dict[str, Any]:
+    """A copy of the object kopf's watch holds, as the API client returns objects (plain dicts and lists)."""
+    return copy.deepcopy(dict(body))
 
 
 def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, poll_seconds: float) -> None:
@@ -63,13 +69,13 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, poll_secon
         reconciler.model(*_key(meta))
 
     @kopf.on.event(GROUP, VERSION, PARTICIPANTS, registry=registry)
-    def participant_event(type: str | None, meta: kopf.Meta, **_: Any) -> None:
+    def participant_event(type: str | None, body: kopf.Body, meta: kopf.Meta, **_: Any) -> None:
         if type != "DELETED":
-            reconciler.participant(*_key(meta))
+            reconciler.participant(*_key(meta), seen=_plain(body))
 
     @kopf.timer(GROUP, VERSION, PARTICIPANTS, interval=poll_seconds, registry=registry, backoff=poll_seconds)
-    def participant_tick(meta: kopf.Meta, **_: Any) -> None:
-        reconciler.participant(*_key(meta))
+    def participant_tick(body: kopf.Body, meta: kopf.Meta, **_: Any) -> None:
+        reconciler.participant(*_key(meta), seen=_plain(body))
 
     @kopf.on.cleanup(registry=registry)
     def release_finalizers(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:

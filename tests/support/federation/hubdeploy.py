@@ -14,6 +14,7 @@ import base64
 import builtins
 import json
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -115,11 +116,31 @@ def _secret(cluster: ClusterWithNodes, namespace: str, name: str) -> dict[str, s
     return {k: base64.b64decode(v).decode() for k, v in data.items()}
 
 
+def plant_values(plants: Iterable[str], data_sub_path: str) -> list[dict[str, Any]]:
+    """The hub chart's `plants` entries for these plant ids (one GPU each, npz data at `data_sub_path`)."""
+    return [
+        {
+            "name": plant,
+            "labels": {"region": "eu", "line": "press"},
+            "site": plant.split("-")[0].title(),
+            "capacity": {"gpus": 1, "modelVariant": "full"},
+            "data": {"hostPath": {"path": "/srv/plantfed/data"}, "subPath": data_sub_path, "format": "npz"},
+        }
+        for plant in plants
+    ]
+
+
 def deploy_hub(
-    cluster: ClusterWithNodes, namespace: str, plants: list[dict[str, Any]], *, mutual_tls: bool = False
+    cluster: ClusterWithNodes,
+    namespace: str,
+    plants: list[dict[str, Any]],
+    *,
+    mutual_tls: bool = False,
+    settings: Sequence[str] = (),
 ) -> Hub:
     """`helm install` the hub chart and read back what it generated (CA, admin and plant tokens, and with
-    `mutual_tls` the operator's client certificate)."""
+    `mutual_tls` the operator's client certificate). `settings` are more `--set key=value`s, applied last
+    (bench/bench_operator.py puts the operator's poll and heartbeat timeout back to the chart's defaults)."""
     exchange_port, health_port, exchange_metrics, metrics_port, liveness_port = free_ports(5)
     cluster.helm(
         "install",
@@ -164,6 +185,7 @@ def deploy_hub(
         f"--health={health_port}",
         "--post-renderer-args",
         f"--metrics={exchange_metrics}",
+        *(arg for setting in settings for arg in ("--set", setting)),
     )
     admin_cert = None
     if mutual_tls:

@@ -14,6 +14,7 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -107,6 +108,16 @@ def skip_reason() -> str | None:
     if not go_available():
         return f"Go is not installed (needed by `make testbin`) and {KUBECONFIG_ENV} is unset"
     return None
+
+
+def require_control_planes() -> None:
+    """Skip the calling test when control planes cannot run here (fail instead under CI)."""
+    reason = skip_reason()
+    if reason is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"control-plane tests cannot run in CI: {reason}")
+    pytest.skip(reason)
 
 
 def _existing_kubeconfigs() -> list[Path]:
